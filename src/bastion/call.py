@@ -1,0 +1,86 @@
+"""The ``Call``: everything about one call, carried from the server through every guard."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .providers.base import Format
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a virtual key (never its secret) and what it may do."""
+
+    key_id: str
+    name: str
+    feature: str | None = None
+    user: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str
+    provider: str
+    model: str
+    status: int | None = None
+    error: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass(slots=True)
+class Call:
+    """One call. Guards read and rewrite ``body``; the router fills attempts, usage and timings."""
+
+    request_id: str
+    trace_id: str
+    span_id: str
+    client_format: Format
+    principal: Principal
+    body: dict[str, Any]
+    requested_model: str
+    stream: bool
+    user_id: str | None = None
+    feature: str | None = None
+    conversation_id: str | None = None
+    prompt_version: str | None = None
+    include_usage: bool = False
+    started: float = field(default_factory=time.monotonic)
+    wall_started: float = field(default_factory=time.time)
+    deadline: float = 0.0
+    first_byte: float | None = None
+    ended: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    served_model: str | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    status: int = 0
+    error_type: str | None = None
+    output_text: list[str] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+    def remaining(self) -> float:
+        """Seconds left before the call's overall deadline."""
+        return self.deadline - time.monotonic()
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_byte is None else (self.first_byte - self.started) * 1000.0
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.ended is None else (self.ended - self.started) * 1000.0

@@ -1,0 +1,171 @@
+"""The ``bastion`` command: serve, sim, keys, config."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .config import Config, load_config
+from .errors import ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Bastion: the production-hardening LLM gateway.",
+)
+keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys (stored hashed).")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")
+]
+
+
+def _load(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port (0 = any free port)")] = None,
+) -> None:
+    """Run the gateway (embedded defaults: SQLite, the simulator when no provider key is set)."""
+    cfg = _load(config)
+    from .server.serve import serve_gateway
+
+    _run(
+        serve_gateway(
+            cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port
+        )
+    )
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 9100,
+    ttft_ms: Annotated[float, typer.Option(help="default time to first token")] = 0.0,
+    chunk_ms: Annotated[float, typer.Option(help="default gap between stream chunks")] = 0.0,
+) -> None:
+    """Run the provider simulator as its own server (both wire formats)."""
+    from .providers.sim import serve as sim_serve
+
+    sim_serve(host=host, port=port, ttft_ms=ttft_ms, chunk_ms=chunk_ms)
+
+
+async def _with_store(cfg: Config, fn: Any) -> Any:
+    from .store import open_store
+
+    store = open_store(cfg.store.url)
+    try:
+        await store.migrate()
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="a name for the key")],
+    feature: Annotated[
+        str | None, typer.Option(help="the feature calls with this key belong to")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="the end-user id, when the key is one user's")
+    ] = None,
+    roles: Annotated[str | None, typer.Option(help="comma-separated roles")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Mint a key; the secret is printed once and stored only as a hash."""
+    from .auth import new_key
+
+    cfg = _load(config)
+    role_list = tuple(r.strip() for r in (roles or "").split(",") if r.strip())
+    secret, record = new_key(name, feature=feature, user=user, roles=role_list)
+
+    async def go(store: Any) -> None:
+        await store.create_key(record)
+
+    _run(_with_store(cfg, go))
+    typer.echo(
+        f"id:     {record.id}\nname:   {record.name}\nsecret: {secret}\n(the secret is shown once)"
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    config: ConfigOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="include revoked")] = False,
+) -> None:
+    """List keys (never their secrets)."""
+    cfg = _load(config)
+
+    async def go(store: Any) -> Any:
+        return await store.list_keys(include_revoked=all_)
+
+    for k in _run(_with_store(cfg, go)):
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(
+            f"{k.id}  {k.name:<20} {k.prefix}…  feature={k.feature or '-'} user={k.user or '-'} "
+            f"roles={','.join(k.roles) or '-'} {state}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="key id or name")], config: ConfigOpt = None
+) -> None:
+    """Revoke a key (takes effect within the key cache time on every replica)."""
+    cfg = _load(config)
+
+    async def go(store: Any) -> Any:
+        return await store.revoke_key(key)
+
+    if not _run(_with_store(cfg, go)):
+        typer.echo(f"no active key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key}")
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print a complete, commented example configuration."""
+    typer.echo((Path(__file__).parent / "config_example.yaml").read_text(), nl=False)
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="the YAML file to validate")]) -> None:
+    """Validate a configuration file; errors name the key and line."""
+    cfg = _load(file)
+    typer.echo(
+        f"ok: {len(cfg.providers)} providers, {len(cfg.models)} models, {len(cfg.features)} features"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

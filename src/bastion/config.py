@@ -1,0 +1,288 @@
+"""One validated configuration, from YAML plus environment overrides.
+
+Errors name the bad key (dotted path) and, for YAML files, its line, so a typo
+fails start-up with a pointer instead of a surprise at the first call.
+Environment overrides use ``BASTION__SECTION__KEY=value`` (double underscores
+separate path parts; values are parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DeploymentConfig",
+    "FeatureConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "TimeoutConfig",
+    "default_config",
+    "load_config",
+]
+
+ProviderKind = Literal["anthropic", "openai", "openai-compatible", "sim"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    admin_key_env: str = "BASTION_ADMIN_KEY"
+    key_cache_seconds: float = Field(2.0, ge=0)
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///bastion.db"
+
+
+class TimeoutConfig(_Strict):
+    """Seconds; ``total`` bounds one attempt, the feature's ``deadline`` bounds the whole call."""
+
+    connect: float = Field(5.0, gt=0)
+    first_token: float = Field(60.0, gt=0)
+    idle: float = Field(60.0, gt=0)
+    total: float = Field(600.0, gt=0)
+
+
+class ProviderConfig(_Strict):
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_connections: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> ProviderConfig:
+        if self.kind == "openai-compatible" and not self.base_url:
+            raise ValueError("an openai-compatible provider needs base_url")
+        return self
+
+    def resolved_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return {
+            "anthropic": "https://api.anthropic.com",
+            "openai": "https://api.openai.com/v1",
+            "sim": "sim://local",
+        }.get(self.kind, "")
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class DeploymentConfig(_Strict):
+    provider: str
+    model: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    enabled_env: str | None = None
+
+    def enabled(self) -> bool:
+        """A deployment gated by an env flag is used only when the flag is set to a true value."""
+        if self.enabled_env is None:
+            return True
+        return os.environ.get(self.enabled_env, "").lower() in {"1", "true", "yes", "on"}
+
+
+class ModelConfig(_Strict):
+    """A client-facing name (``*`` allowed as a glob) mapped to ordered deployments.
+
+    In a deployment's ``model``, ``{model}`` is replaced by the name the client sent.
+    """
+
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    description: str | None = None
+
+
+class FeatureConfig(_Strict):
+    max_tokens_default: int = Field(800, gt=0)
+    max_tokens_limit: int = Field(8192, gt=0)
+    max_tokens_mode: Literal["clamp", "refuse"] = "clamp"
+    deadline: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> FeatureConfig:
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ValueError("max_tokens_default exceeds max_tokens_limit")
+        return self
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    features: dict[str, FeatureConfig] = Field(default_factory=lambda: {"default": FeatureConfig()})
+
+    @field_validator("features")
+    @classmethod
+    def _has_default(cls, v: dict[str, FeatureConfig]) -> dict[str, FeatureConfig]:
+        if "default" not in v:
+            v = {"default": FeatureConfig(), **v}
+        return v
+
+    @model_validator(mode="after")
+    def _deployments_name_providers(self) -> Config:
+        for alias, m in self.models.items():
+            for i, d in enumerate(m.deployments):
+                if d.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}.provider: unknown provider {d.provider!r}"
+                        f" (known: {', '.join(sorted(self.providers)) or 'none'})"
+                    )
+        return self
+
+    def feature(self, name: str | None) -> FeatureConfig:
+        if name is not None:
+            f = self.features.get(name)
+            if f is not None:
+                return f
+        return self.features["default"]
+
+
+_SIM_MODELS = (
+    "claude-sonnet-5",
+    "claude-haiku-5-5",
+    "claude-opus-5",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4o-mini",
+)
+
+
+def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The embedded defaults: real providers for whichever keys are set, else the simulator."""
+    env = os.environ if env is None else env
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    if env.get("ANTHROPIC_API_KEY"):
+        providers["anthropic"] = {"kind": "anthropic", "api_key_env": "ANTHROPIC_API_KEY"}
+        models["claude-*"] = {"deployments": [{"provider": "anthropic", "model": "{model}"}]}
+    if env.get("OPENAI_API_KEY"):
+        providers["openai"] = {"kind": "openai", "api_key_env": "OPENAI_API_KEY"}
+        for pat in ("gpt-*", "o1*", "o3*", "o4*"):
+            models[pat] = {"deployments": [{"provider": "openai", "model": "{model}"}]}
+    if not providers:
+        providers["sim"] = {"kind": "sim"}
+        for name in _SIM_MODELS:
+            models[name] = {"deployments": [{"provider": "sim", "model": name}]}
+        models["sim-*"] = {"deployments": [{"provider": "sim", "model": "{model}"}]}
+    return {"providers": providers, "models": models}
+
+
+def _env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith("BASTION__"):
+            continue
+        path = [p.lower() for p in name[len("BASTION__") :].split("__") if p]
+        if not path:
+            continue
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in the YAML text to its 1-based line, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = (*path, str(k.value))
+                lines[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                p = (*path, str(i))
+                lines[p] = v.start_mark.line + 1
+                walk(v, p)
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _raise_validation(err: ValidationError, lines: dict[tuple[str, ...], int], source: str) -> None:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        key = ".".join(loc) or "(top level)"
+        line = None
+        for n in range(len(loc), 0, -1):
+            line = lines.get(loc[:n])
+            if line is not None:
+                break
+        where = f"{source}:{line}: " if line is not None else f"{source}: "
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        msgs.append(f"{where}{key}: {msg}")
+    raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs))
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load, merge (defaults ← file ← env ← overrides) and validate; raise ``ConfigError`` naming the key."""
+    env = os.environ if env is None else env
+    text = ""
+    source = "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        data = loaded
+    if not data.get("providers") and not data.get("models"):
+        data = {**default_config(env), **data}
+    _env_overrides(data, env)
+    if overrides:
+        data = _deep_merge(data, dict(overrides))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, _line_index(text) if text else {}, source)
+        raise  # unreachable
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

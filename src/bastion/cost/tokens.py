@@ -1,0 +1,66 @@
+"""Token bounds and estimates from a request body, without a tokenizer on the hot path.
+
+``input_upper_bound`` must never be below the real count, because budgets
+reserve against it: every byte-level BPE token (the tokenizers of both
+providers) covers at least one UTF-8 byte, so the text's byte length bounds its
+tokens, and the serialized body's length bounds the text's. Images are counted
+at a fixed ceiling instead of their base64 size. ``estimate`` is the usual
+~4 bytes per token, for caps that should not refuse honest traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+IMAGE_TOKEN_CEILING = 6_000  # above either provider's per-image maximum at full resolution
+PER_MESSAGE_OVERHEAD = 8  # role and separator tokens around each message
+BASE_OVERHEAD = 16
+
+
+def _binary_payloads(messages: Iterable[Any]) -> tuple[int, int]:
+    """(bytes of inline image/document data, number of such parts) in the messages."""
+    size = 0
+    count = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            t = part.get("type")
+            if t in ("image", "document"):
+                src = part.get("source")
+                data = src.get("data") if isinstance(src, dict) else None
+                if isinstance(data, str):
+                    size += len(data)
+                    count += 1
+            elif t == "image_url":
+                iu = part.get("image_url")
+                url = iu.get("url") if isinstance(iu, dict) else None
+                if isinstance(url, str) and url.startswith("data:"):
+                    size += len(url)
+                    count += 1
+    return size, count
+
+
+def input_upper_bound(body: dict[str, Any], body_bytes: int) -> int:
+    """A number of input tokens the request cannot exceed (see module docstring)."""
+    messages = body.get("messages")
+    msgs = messages if isinstance(messages, list) else []
+    binary, parts = _binary_payloads(msgs)
+    return (
+        max(0, body_bytes - binary)
+        + parts * IMAGE_TOKEN_CEILING
+        + len(msgs) * PER_MESSAGE_OVERHEAD
+        + BASE_OVERHEAD
+    )
+
+
+def estimate_input(body: dict[str, Any], body_bytes: int) -> int:
+    """A typical-case estimate (about 4 bytes a token) for caps meant to catch runaway prompts."""
+    messages = body.get("messages")
+    msgs = messages if isinstance(messages, list) else []
+    binary, parts = _binary_payloads(msgs)
+    return max(0, body_bytes - binary) // 4 + parts * 1_600 + len(msgs) * 4

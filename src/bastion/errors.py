@@ -1,0 +1,236 @@
+"""Bastion's one error tree; every error knows its HTTP status and how to render in each API format.
+
+    BastionError                      500  api_error / server_error
+    ├── InvalidRequest                400  invalid_request_error
+    │   ├── BodyTooLarge              413  request_too_large
+    │   └── InputTooLarge             400  invalid_request_error (token caps)
+    ├── AuthenticationFailed          401  authentication_error
+    ├── PermissionDenied              403  permission_error
+    ├── NotFound                      404  not_found_error
+    ├── Conflict                      409  conflict
+    ├── UnprocessableRequest          422  invalid_request_error
+    ├── RateLimited                   429  rate_limit_error          (Retry-After)
+    │   └── BudgetExceeded            429  budget_exceeded           (Retry-After: next day boundary)
+    ├── AIUnavailable                 503  ai_unavailable            (degraded response)
+    ├── ConfigError                   --   raised at start-up only, never served
+    ├── StateUnavailable              503  api_error                 (counter store down, fail closed)
+    └── UpstreamError                 502  api_error                 (a provider failed; carries its status/body)
+        ├── UpstreamConnectError      502  (refused, reset, DNS)
+        ├── UpstreamTimeout           504  timeout_error
+        └── UpstreamProtocolError     502  (malformed body or stream)
+
+A guard refuses a call by raising one of these; the server renders it in the
+caller's format (Anthropic or OpenAI), so no handler builds error bodies by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+__all__ = [
+    "AIUnavailable",
+    "AuthenticationFailed",
+    "BastionError",
+    "BodyTooLarge",
+    "BudgetExceeded",
+    "ConfigError",
+    "Conflict",
+    "InputTooLarge",
+    "InvalidRequest",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "StateUnavailable",
+    "UnprocessableRequest",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+]
+
+
+class BastionError(Exception):
+    """Base of every error Bastion raises on purpose."""
+
+    status: ClassVar[int] = 500
+    anthropic_type: ClassVar[str] = "api_error"
+    openai_type: ClassVar[str] = "server_error"
+    openai_code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def http_status(self) -> int:
+        return self.status
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After and the like)."""
+        return {}
+
+    def extra(self) -> dict[str, Any]:
+        """Extra fields for the error object (which cap, which guard)."""
+        return {}
+
+    def anthropic_body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"type": self.anthropic_type, "message": self.message}
+        err.update(self.extra())
+        return {"type": "error", "error": err}
+
+    def openai_body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {
+            "message": self.message,
+            "type": self.openai_type,
+            "param": self.param,
+            "code": self.openai_code,
+        }
+        err.update(self.extra())
+        return {"error": err}
+
+    def render(self, fmt: str) -> bytes:
+        body = self.anthropic_body() if fmt == "anthropic" else self.openai_body()
+        return orjson.dumps(body)
+
+
+class InvalidRequest(BastionError):
+    status = 400
+    anthropic_type = "invalid_request_error"
+    openai_type = "invalid_request_error"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    anthropic_type = "request_too_large"
+    openai_code = "request_too_large"
+
+
+class InputTooLarge(InvalidRequest):
+    openai_code = "context_length_exceeded"
+
+
+class AuthenticationFailed(BastionError):
+    status = 401
+    anthropic_type = "authentication_error"
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"
+
+
+class PermissionDenied(BastionError):
+    status = 403
+    anthropic_type = "permission_error"
+    openai_type = "invalid_request_error"
+    openai_code = "permission_denied"
+
+
+class NotFound(BastionError):
+    status = 404
+    anthropic_type = "not_found_error"
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
+
+
+class Conflict(BastionError):
+    status = 409
+    anthropic_type = "invalid_request_error"
+    openai_type = "invalid_request_error"
+    openai_code = "conflict"
+
+
+class UnprocessableRequest(BastionError):
+    status = 422
+    anthropic_type = "invalid_request_error"
+    openai_type = "invalid_request_error"
+    openai_code = "unprocessable"
+
+
+class RateLimited(BastionError):
+    status = 429
+    anthropic_type = "rate_limit_error"
+    openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, scope: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.scope = scope
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, int(self.retry_after + 0.999)))}
+
+    def extra(self) -> dict[str, Any]:
+        return {"scope": self.scope} if self.scope else {}
+
+
+class BudgetExceeded(RateLimited):
+    openai_code = "budget_exceeded"
+
+
+class AIUnavailable(BastionError):
+    """No deployment can answer (kill switch, all failed, deadline spent): the documented degraded answer."""
+
+    status = 503
+    anthropic_type = "ai_unavailable"
+    openai_type = "ai_unavailable"
+    openai_code = "ai_unavailable"
+
+    def __init__(self, message: str, *, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def extra(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+
+class ConfigError(BastionError):
+    """A bad configuration, found at start-up; the message names the key (and line)."""
+
+
+class StateUnavailable(BastionError):
+    status = 503
+    anthropic_type = "api_error"
+    openai_type = "server_error"
+    openai_code = "state_unavailable"
+
+
+class UpstreamError(BastionError):
+    """A provider failed. Carries the provider's status and body when it sent one."""
+
+    status = 502
+    anthropic_type = "api_error"
+    openai_type = "server_error"
+    openai_code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        upstream_body: bytes | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.upstream_body = upstream_body
+        self.retry_after = retry_after
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    anthropic_type = "timeout_error"
+    openai_type = "timeout"
+    openai_code = "upstream_timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass

@@ -1,0 +1,238 @@
+"""The one gateway object: everything is built here at start-up and hangs off it.
+
+Both the HTTP server and library users go through ``Gateway.handle``, so the
+pipeline is the same whichever way a call arrives.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from .auth import KeyResolver, key_from_headers
+from .call import Call, Principal
+from .config import Config, load_config
+from .cost.max_tokens import MaxTokensGuard
+from .engine import Engine, Reply, UpstreamStatusError
+from .errors import BastionError
+from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
+from .pipeline import Pipeline
+from .providers.adapters import Endpoint, endpoint_format
+from .providers.base import Format, Transport
+from .providers.http import HttpTransport
+from .providers.sim import SimTransport, Simulator
+from .providers.sse import SSEDecoder
+from .reliability.router import Router
+from .schema import end_user, parse_body, validate
+from .store import RecordStore, open_store
+
+LIBRARY_PRINCIPAL = Principal(key_id="library", name="library")
+
+
+class Gateway:
+    """Config, store, providers, router, guards: built once, shared by every call."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: RecordStore | None = None,
+        simulator: Simulator | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store if store is not None else open_store(config.store.url)
+        self.simulator = simulator if simulator is not None else Simulator()
+        self.transports: dict[str, Transport] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        for name, p in config.providers.items():
+            if p.kind == "sim":
+                self.transports[name] = SimTransport(self.simulator)
+            else:
+                self.transports[name] = HttpTransport(max_connections=p.max_connections)
+            self.endpoints[name] = Endpoint(
+                name=name,
+                kind=p.kind,
+                format=endpoint_format(p.kind),
+                base_url=p.resolved_base_url(),
+                api_key=p.api_key(),
+                headers=dict(p.headers),
+            )
+        self.router = Router(config, self.endpoints, self.transports)
+        self.keys = KeyResolver(self.store, ttl=config.server.key_cache_seconds)
+        self.pipeline = Pipeline(self._guards())
+        self.engine = Engine(self.router)
+        self._started = False
+
+    def _guards(self) -> list[object]:
+        return [MaxTokensGuard(self.config.features)]
+
+    @classmethod
+    def from_config(cls, config: Config | str | Path | None = None, **overrides: Any) -> Gateway:
+        if not isinstance(config, Config):
+            config = load_config(config, overrides=overrides or None)
+        return cls(config)
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.store.migrate()
+            self._started = True
+
+    async def aclose(self) -> None:
+        for t in self.transports.values():
+            await t.aclose()
+        await self.store.close()
+        self._started = False
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- the one path every call takes ------------------------------------------------------
+
+    async def handle(
+        self,
+        fmt: Format,
+        raw: bytes,
+        headers: Mapping[str, str],
+        *,
+        principal: Principal | None = None,
+    ) -> Reply:
+        """Authenticate, parse, guard, route and run one call; raise ``BastionError`` to refuse."""
+        if principal is None:
+            principal = await self.keys.resolve(key_from_headers(headers))
+        body = parse_body(raw)
+        validate(fmt, body)
+        trace_id, _parent, flags = parse_traceparent(headers.get("traceparent"))
+        span_id = new_id(8)
+        stream = body.get("stream") is True
+        so = body.get("stream_options")
+        call = Call(
+            request_id=headers.get("x-request-id") or "req_" + uuid.uuid4().hex,
+            trace_id=trace_id,
+            span_id=span_id,
+            client_format=fmt,
+            principal=principal,
+            body=body,
+            requested_model=body["model"],
+            stream=stream,
+            user_id=headers.get("x-bastion-user") or end_user(fmt, body) or principal.user,
+            feature=principal.feature or headers.get("x-bastion-feature"),
+            conversation_id=headers.get("x-bastion-conversation"),
+            prompt_version=headers.get("x-bastion-prompt-version"),
+            include_usage=fmt is Format.OPENAI
+            and isinstance(so, dict)
+            and so.get("include_usage") is True,
+        )
+        call.deadline = call.started + self.config.feature(call.feature).deadline
+        traceparent = format_traceparent(trace_id, span_id, flags)
+        passthrough = {"traceparent": traceparent}
+        for h in ("anthropic-version", "anthropic-beta"):
+            v = headers.get(h)
+            if v:
+                passthrough[h] = v
+
+        async def on_end(error: BaseException | None) -> None:
+            await self._finish(call, error)
+
+        try:
+            await self.pipeline.before(call)
+            reply = await self.engine.run(call, passthrough, on_end)
+        except BaseException as exc:
+            await self._finish(call, exc)
+            raise
+        reply.headers["x-request-id"] = call.request_id
+        reply.headers["traceparent"] = traceparent
+        if call.deployment:
+            reply.headers["x-bastion-deployment"] = call.deployment
+        if reply.stream is None:
+            await self._finish(call, None)
+        return reply
+
+    async def _finish(self, call: Call, error: BaseException | None) -> None:
+        if call.ended is None:
+            call.ended = time.monotonic()
+        if error is not None:
+            call.error_type = type(error).__name__
+            if isinstance(error, BastionError):
+                call.status = error.http_status()
+            elif call.status == 0:
+                call.status = 499 if isinstance(error, GeneratorExit) else 500
+        await self.pipeline.after(call, error)
+
+    # -- library conveniences ---------------------------------------------------------------
+
+    async def messages(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
+        """An Anthropic Messages call in-process; returns the response object."""
+        return await self._unary(Format.ANTHROPIC, body, ctx)
+
+    async def chat_completions(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
+        """An OpenAI Chat Completions call in-process; returns the response object."""
+        return await self._unary(Format.OPENAI, body, ctx)
+
+    def stream_messages(self, body: Mapping[str, Any], **ctx: str) -> AsyncIterator[dict[str, Any]]:
+        """An Anthropic streaming call in-process; yields each event's parsed data."""
+        return self._stream(Format.ANTHROPIC, body, ctx)
+
+    def stream_chat_completions(
+        self, body: Mapping[str, Any], **ctx: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """An OpenAI streaming call in-process; yields each chunk's parsed data."""
+        return self._stream(Format.OPENAI, body, ctx)
+
+    async def _unary(
+        self, fmt: Format, body: Mapping[str, Any], ctx: Mapping[str, str]
+    ) -> dict[str, Any]:
+        data = {**body, "stream": False}
+        reply = await self.handle(
+            fmt, orjson.dumps(data), _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+        )
+        obj: dict[str, Any] = orjson.loads(reply.body or b"{}")
+        return obj
+
+    async def _stream(
+        self, fmt: Format, body: Mapping[str, Any], ctx: Mapping[str, str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        data = {**body, "stream": True}
+        reply = await self.handle(
+            fmt, orjson.dumps(data), _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+        )
+        assert reply.stream is not None
+        decoder = SSEDecoder()
+        async for chunk in reply.stream:
+            for ev in decoder.feed(chunk):
+                if ev.data == b"[DONE]":
+                    return
+                obj = orjson.loads(ev.data)
+                if isinstance(obj, dict) and (ev.event == "error" or "error" in obj):
+                    err = obj.get("error") or {}
+                    raise UpstreamStatusError(502, ev.data, fmt, {}) from BastionError(
+                        str(err.get("message", "stream error"))
+                    )
+                yield obj
+
+
+def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:
+    names = {
+        "user": "x-bastion-user",
+        "feature": "x-bastion-feature",
+        "conversation": "x-bastion-conversation",
+        "prompt_version": "x-bastion-prompt-version",
+        "traceparent": "traceparent",
+    }
+    out = {}
+    for k, v in ctx.items():
+        if k not in names:
+            raise TypeError(f"unknown call context {k!r}; expected one of {', '.join(names)}")
+        out[names[k]] = v
+    return out

@@ -1,0 +1,84 @@
+"""OpenAI Chat Completions ↔ Anthropic Messages translation, for cross-format failover only.
+
+The fast path never comes here: when the client's format equals the provider's, bodies
+and stream events are forwarded as received. Every conversion goes through the neutral
+model in ``model`` (parse the source format, emit the target format), so each direction
+is written once. Plain dicts in and out; no I/O and no shared state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..base import Format
+from . import _anthropic, _openai
+from ._errors import error_to
+from ._stream import StreamTranslator
+from .model import Request, Response, StopReason, Usage
+
+__all__ = [
+    "Request",
+    "Response",
+    "StopReason",
+    "StreamTranslator",
+    "Usage",
+    "emit_request",
+    "emit_response",
+    "error_to",
+    "parse_request",
+    "parse_response",
+    "request_to",
+    "response_to",
+]
+
+
+def parse_request(fmt: Format, body: dict[str, Any]) -> Request:
+    """Read a request body of ``fmt`` into the neutral model."""
+    return (
+        _anthropic.parse_request(body) if fmt is Format.ANTHROPIC else _openai.parse_request(body)
+    )
+
+
+def parse_response(fmt: Format, body: dict[str, Any]) -> Response:
+    """Read a non-streaming response body of ``fmt`` into the neutral model."""
+    return (
+        _anthropic.parse_response(body) if fmt is Format.ANTHROPIC else _openai.parse_response(body)
+    )
+
+
+def emit_request(fmt: Format, req: Request, model: str) -> dict[str, Any]:
+    """Write the neutral request as a body of ``fmt`` for upstream ``model``."""
+    if fmt is Format.ANTHROPIC:
+        return _anthropic.emit_request(req, model)
+    return _openai.emit_request(req, model)
+
+
+def emit_response(fmt: Format, resp: Response, model: str) -> dict[str, Any]:
+    """Write the neutral response as a body of ``fmt``."""
+    if fmt is Format.ANTHROPIC:
+        return _anthropic.emit_response(resp, model)
+    return _openai.emit_response(resp, model, int(time.time()))
+
+
+def request_to(
+    fmt_target: Format, body: dict[str, Any], *, source: Format, model: str
+) -> dict[str, Any]:
+    """Convert a request body from ``source`` to ``fmt_target`` for upstream ``model``.
+
+    Same format: the body is returned as is except for ``model``. What is dropped for lack
+    of a counterpart is listed in the docstrings of ``_anthropic`` and ``_openai``.
+    """
+    if fmt_target is source:
+        return {**body, "model": model}
+    return emit_request(fmt_target, parse_request(source, body), model)
+
+
+def response_to(
+    fmt_target: Format, body: dict[str, Any], *, source: Format, model: str | None = None
+) -> dict[str, Any]:
+    """Convert a non-streaming response body; ``model``, when given, replaces the upstream's."""
+    if fmt_target is source:
+        return body if model is None else {**body, "model": model}
+    resp = parse_response(source, body)
+    return emit_response(fmt_target, resp, model or resp.model)

@@ -1,0 +1,80 @@
+"""Running the gateway under uvicorn, with the start-up banner a new user copies from."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from ..auth import new_key
+from ..config import Config
+from ..gateway import Gateway
+from .app import create_app
+
+BANNER = """\
+Bastion is listening on {url}
+  providers: {providers}
+{key_line}
+Try it with the official SDKs:
+
+  from anthropic import Anthropic
+  c = Anthropic(base_url="{url}", api_key="{key}")
+  print(c.messages.create(model="{amodel}", max_tokens=200,
+        messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
+
+  from openai import OpenAI
+  c = OpenAI(base_url="{url}/v1", api_key="{key}")
+  print(c.chat.completions.create(model="{omodel}",
+        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+"""
+
+
+async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
+    gateway = Gateway(cfg)
+    await gateway.start()
+    key = "<your key>"
+    key_line = "  keys: create one with `bastion keys create --name NAME`"
+    if not await gateway.store.list_keys():
+        secret, record = new_key("dev", roles=("admin",))
+        await gateway.store.create_key(record)
+        key = secret
+        key_line = f"  a first key was created (shown once, stored hashed): {secret}"
+    app = create_app(gateway)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="none",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+        )
+    )
+    serve_task = server.serve()
+    import asyncio
+
+    task = asyncio.ensure_future(serve_task)
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        sock = server.servers[0].sockets[0].getsockname()
+        url = f"http://{sock[0]}:{sock[1]}"
+        aliases = gateway.router.aliases()
+        typer.echo(
+            BANNER.format(
+                url=url,
+                providers=", ".join(f"{n} ({e.kind})" for n, e in gateway.endpoints.items()),
+                key_line=key_line,
+                key=key,
+                amodel=next(
+                    (a for a in aliases if a.startswith("claude")),
+                    aliases[0] if aliases else "MODEL",
+                ),
+                omodel=next(
+                    (a for a in aliases if a.startswith("gpt")), aliases[0] if aliases else "MODEL"
+                ),
+            ),
+            nl=False,
+        )
+    await task

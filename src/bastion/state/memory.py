@@ -1,0 +1,424 @@
+"""The embedded counter store: plain dicts in one process, optionally persisted to SQLite.
+
+Atomicity comes from asyncio itself: every operation runs its read-check-write without an
+``await`` in between, so no other coroutine can interleave. That only holds inside one
+process: two processes (or two gateways) must share Redis, never this store or its file.
+
+Persistence (``path`` given) is write-behind: operations mark keys dirty, and a background
+task writes them every ``flush_interval`` seconds (0.5 by default) and on ``close()``; the
+file is read once at start. Kept across a restart: settled spend per cap, windowed counters,
+flags with their meta, and idempotency entries. Not kept: live reservations (their calls died
+with the process, as an expired lease would say), token buckets and breakers (they refill or
+re-learn within seconds).
+
+Crash window: a hard crash (SIGKILL, power loss) loses at most the last ``flush_interval`` of
+changes, so after it a cap may be overshot by the spend settled in that window, a day counter
+may undercount by as much, a just-finished idempotent request may run once more, and a flag
+flipped in that window reverts. ``close()`` on shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from bastion.errors import StateUnavailable
+from bastion.state._breaker import Breaker
+from bastion.state._memory_data import Bucket, CapState, Counter, Idem, Reservation
+from bastion.state._snapshot import TABLES, Row, SnapshotFile
+from bastion.state.base import (
+    BreakerDecision,
+    BreakerPolicy,
+    BreakerState,
+    Cap,
+    IdemBegin,
+    IdemOutcome,
+    IncrResult,
+    ReserveResult,
+    TakeResult,
+    Usage,
+    check_reserve,
+)
+
+__all__ = ["MemoryCounterStore"]
+
+log = logging.getLogger(__name__)
+
+
+class MemoryCounterStore:
+    """Counters for one process; pass ``path`` to survive restarts (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        flush_interval: float = 0.5,
+        sweep_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._file = SnapshotFile(path) if path else None
+        self._flush_interval = flush_interval
+        self._sweep_interval = sweep_interval
+        self._clock = clock
+        self._caps: dict[str, CapState] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._buckets: dict[str, Bucket] = {}
+        self._counters: dict[str, Counter] = {}
+        self._flags: dict[str, str] = {}
+        self._flag_meta: dict[str, dict[str, Any]] = {}
+        self._breakers: dict[str, Breaker] = {}
+        self._idem: dict[str, Idem] = {}
+        self._dirty: dict[str, set[str]] = {table: set() for table in TABLES}
+        self._start_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+        self._next_sweep = 0.0
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    async def reserve(
+        self, reservation_id: str, caps: Sequence[Cap], amount: float, lease_seconds: float
+    ) -> ReserveResult:
+        check_reserve(caps, amount, lease_seconds)
+        now = await self._now()
+        if reservation_id in self._reservations:
+            return ReserveResult(True)
+        for cap in caps:
+            state = self._cap(cap.key, now)
+            settled, reserved = (0.0, 0.0) if state is None else (state.settled, state.reserved)
+            if settled + reserved + amount > cap.limit:
+                return ReserveResult(False, cap.key, cap.limit, settled, reserved)
+        until = now + lease_seconds
+        for cap in caps:
+            state = self._cap(cap.key, now) or self._new_cap(cap.key, now + cap.ttl_seconds)
+            state.leases[reservation_id] = (amount, until)
+            heapq.heappush(state.heap, (until, reservation_id))
+            state.reserved += amount
+        ttls = tuple((cap.key, cap.ttl_seconds) for cap in caps)
+        self._reservations[reservation_id] = Reservation(ttls, now + max(t for _, t in ttls))
+        return ReserveResult(True)
+
+    async def settle(self, reservation_id: str, actual: float) -> bool:
+        if not (actual >= 0 and math.isfinite(actual)):
+            raise ValueError(f"actual must be a non-negative finite number, got {actual!r}")
+        return await self._finish(reservation_id, actual)
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._finish(reservation_id, None)
+
+    async def _finish(self, reservation_id: str, actual: float | None) -> bool:
+        now = await self._now()
+        reservation = self._reservations.pop(reservation_id, None)
+        if reservation is None or reservation.expires_at <= now:
+            return False
+        for key, ttl in reservation.caps:
+            state = self._cap(key, now)
+            if state is not None:
+                lease = state.leases.pop(reservation_id, None)
+                if lease is not None:
+                    state.reserved = (state.reserved - lease[0]) if state.leases else 0.0
+            if actual is not None:
+                state = state or self._new_cap(key, now + ttl)
+                state.settled += actual
+                self._dirty["caps"].add(key)
+        return True
+
+    async def usage(self, cap_key: str) -> Usage:
+        state = self._cap(cap_key, await self._now())
+        return Usage(0.0, 0.0) if state is None else Usage(state.settled, state.reserved)
+
+    def _cap(self, key: str, now: float) -> CapState | None:
+        """The cap's live state with expired leases dropped; None once the cap's day is over."""
+        state = self._caps.get(key)
+        if state is None:
+            return None
+        if state.expires_at <= now:
+            del self._caps[key]
+            self._dirty["caps"].add(key)
+            return None
+        heap = state.heap
+        while heap and heap[0][0] <= now:
+            until, rid = heapq.heappop(heap)
+            lease = state.leases.get(rid)
+            if lease is not None and lease[1] == until:
+                del state.leases[rid]
+                state.reserved -= lease[0]
+        if not state.leases:
+            state.reserved = 0.0  # no float residue once nothing is reserved
+            heap.clear()
+        elif len(heap) > 2 * len(state.leases) + 64:
+            state.heap = [(until, rid) for rid, (_, until) in state.leases.items()]
+            heapq.heapify(state.heap)
+        return state
+
+    def _new_cap(self, key: str, expires_at: float) -> CapState:
+        state = self._caps[key] = CapState(0.0, expires_at)
+        return state
+
+    # -- token buckets -------------------------------------------------------------------------
+
+    async def take(
+        self, key: str, rate_per_second: float, burst: float, cost: float = 1.0
+    ) -> TakeResult:
+        now = await self._now()
+        tokens = self._tokens(key, rate_per_second, burst, now)
+        if tokens >= cost:
+            self._put_tokens(key, tokens - cost, rate_per_second, burst, now)
+            return TakeResult(True, 0.0, tokens - cost)
+        wait = math.inf if cost > burst else (cost - tokens) / rate_per_second
+        return TakeResult(False, wait, tokens)
+
+    async def charge(self, key: str, rate_per_second: float, burst: float, amount: float) -> float:
+        now = await self._now()
+        tokens = min(burst, self._tokens(key, rate_per_second, burst, now) - amount)
+        self._put_tokens(key, tokens, rate_per_second, burst, now)
+        return tokens
+
+    def _tokens(self, key: str, rate: float, burst: float, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return burst
+        return min(burst, bucket.tokens + max(0.0, now - bucket.ts) * rate)
+
+    def _put_tokens(self, key: str, tokens: float, rate: float, burst: float, now: float) -> None:
+        self._buckets[key] = Bucket(tokens, now, now + (burst - tokens) / rate)
+
+    # -- windowed counters ---------------------------------------------------------------------
+
+    async def incr(self, key: str, amount: float, ttl_seconds: float) -> float:
+        return (await self.incr_if_below(key, amount, math.inf, ttl_seconds)).value
+
+    async def incr_if_below(
+        self, key: str, amount: float, limit: float, ttl_seconds: float
+    ) -> IncrResult:
+        now = await self._now()
+        counter = self._counter(key, now)
+        value = 0.0 if counter is None else counter.value
+        if value + amount > limit:
+            return IncrResult(False, value)
+        if counter is None:
+            counter = self._counters[key] = Counter(0.0, now + ttl_seconds)
+        counter.value = value + amount
+        self._dirty["counters"].add(key)
+        return IncrResult(True, counter.value)
+
+    async def get(self, key: str) -> float:
+        counter = self._counter(key, await self._now())
+        return 0.0 if counter is None else counter.value
+
+    def _counter(self, key: str, now: float) -> Counter | None:
+        counter = self._counters.get(key)
+        if counter is not None and counter.expires_at <= now:
+            del self._counters[key]
+            self._dirty["counters"].add(key)
+            return None
+        return counter
+
+    # -- flags ---------------------------------------------------------------------------------
+
+    async def set_flag(
+        self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        await self._now()
+        if value is None:
+            self._flags.pop(key, None)
+        else:
+            self._flags[key] = value
+        self._flag_meta[key] = orjson.loads(orjson.dumps(dict(meta or {})))  # JSON, as in Redis
+        self._dirty["flags"].add(key)
+
+    async def get_flags(self, prefix: str = "") -> dict[str, str]:
+        await self._now()
+        return {k: v for k, v in self._flags.items() if k.startswith(prefix)}
+
+    async def flag_meta(self, key: str) -> dict[str, Any] | None:
+        await self._now()
+        meta = self._flag_meta.get(key)
+        return None if meta is None else dict(meta)
+
+    # -- circuit breakers ----------------------------------------------------------------------
+
+    async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        now = await self._now()
+        breaker = self._breakers.get(key)
+        if breaker is None or breaker.keep_until <= now:
+            return BreakerDecision(True, BreakerState.CLOSED)
+        return breaker.allow(now, policy)
+
+    async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
+        now = await self._now()
+        breaker = self._breakers.get(key)
+        if breaker is None or breaker.keep_until <= now:
+            breaker = self._breakers[key] = Breaker()
+        return breaker.record(ok, now, policy)
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def idem_begin(
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
+    ) -> IdemBegin:
+        now = await self._now()
+        entry = self._idem_entry(key, now)
+        if entry is None:
+            self._idem[key] = Idem(fingerprint, False, now + lock_seconds, None, now + ttl_seconds)
+        elif entry.fingerprint != fingerprint:
+            return IdemBegin(IdemOutcome.MISMATCH)
+        elif entry.done:
+            return IdemBegin(IdemOutcome.DONE, entry.response)
+        elif entry.lock_until > now:
+            return IdemBegin(IdemOutcome.IN_PROGRESS, retry_after_seconds=entry.lock_until - now)
+        else:  # the holder's lock ran out: it crashed or hung, so this caller takes over
+            entry.lock_until = now + lock_seconds
+            entry.expires_at = now + ttl_seconds
+        self._dirty["idem"].add(key)
+        return IdemBegin(IdemOutcome.NEW)
+
+    async def idem_complete(
+        self, key: str, fingerprint: str, response: bytes, ttl_seconds: float
+    ) -> bool:
+        now = await self._now()
+        entry = self._idem_entry(key, now)
+        if entry is not None and (entry.fingerprint != fingerprint or entry.done):
+            return False
+        self._idem[key] = Idem(fingerprint, True, 0.0, bytes(response), now + ttl_seconds)
+        self._dirty["idem"].add(key)
+        return True
+
+    async def idem_abandon(self, key: str) -> bool:
+        entry = self._idem_entry(key, await self._now())
+        if entry is None or entry.done:
+            return False
+        del self._idem[key]
+        self._dirty["idem"].add(key)
+        return True
+
+    def _idem_entry(self, key: str, now: float) -> Idem | None:
+        entry = self._idem.get(key)
+        if entry is not None and entry.expires_at <= now:
+            del self._idem[key]
+            self._dirty["idem"].add(key)
+            return None
+        return entry
+
+    # -- lifecycle and persistence -------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._now()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        try:
+            await self._flush()
+        finally:
+            if self._file is not None:
+                await self._file.close()
+
+    async def _now(self) -> float:
+        """Start on first use (load the file, start the writer), then read the clock."""
+        if not self._started:
+            await self._start()
+        return self._clock()
+
+    async def _start(self) -> None:
+        async with self._start_lock:
+            if self._closed:
+                raise StateUnavailable("counter store is closed")
+            if self._started:
+                return
+            if self._file is not None:
+                self._load((await self._file.open(self._clock())).rows)
+            self._task = asyncio.create_task(self._run(), name="bastion-state-writer")
+            self._started = True
+
+    def _load(self, rows: Mapping[str, Sequence[Row]]) -> None:
+        for key, settled, expires_at in rows["caps"]:
+            self._caps[key] = CapState(settled, expires_at)
+        for key, value, expires_at in rows["counters"]:
+            self._counters[key] = Counter(value, expires_at)
+        for key, value, meta in rows["flags"]:
+            if value is not None:
+                self._flags[key] = value
+            self._flag_meta[key] = orjson.loads(meta)
+        for key, fingerprint, done, lock_until, response, expires_at in rows["idem"]:
+            self._idem[key] = Idem(fingerprint, bool(done), lock_until, response, expires_at)
+
+    async def _run(self) -> None:
+        """Write dirty keys every interval and drop expired entries, until ``close()``."""
+        interval = self._flush_interval if self._file is not None else self._sweep_interval
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            try:
+                self._sweep(self._clock())
+                await self._flush()
+            except Exception:
+                log.exception("counter state write-behind failed; will retry")
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_interval
+        for key in [k for k, s in self._caps.items() if s.expires_at <= now]:
+            self._cap(key, now)
+        for key in [k for k, c in self._counters.items() if c.expires_at <= now]:
+            self._counter(key, now)
+        for key in [k for k, e in self._idem.items() if e.expires_at <= now]:
+            self._idem_entry(key, now)
+        for rid in [r for r, v in self._reservations.items() if v.expires_at <= now]:
+            del self._reservations[rid]
+        for key in [k for k, b in self._buckets.items() if b.full_at <= now]:
+            del self._buckets[key]
+        for key in [k for k, b in self._breakers.items() if b.keep_until <= now]:
+            del self._breakers[key]
+
+    async def _flush(self) -> None:
+        """Write the dirty keys' current rows in one transaction; on failure keep them dirty."""
+        if self._file is None or not any(self._dirty.values()):
+            return
+        dirty, self._dirty = self._dirty, {table: set() for table in TABLES}
+        upserts: dict[str, list[Row]] = {table: [] for table in TABLES}
+        deletes: dict[str, list[str]] = {table: [] for table in TABLES}
+        for table, keys in dirty.items():
+            for key in keys:
+                row = self._row(table, key)
+                if row is None:
+                    deletes[table].append(key)
+                else:
+                    upserts[table].append(row)
+        try:
+            await self._file.write(upserts, deletes)
+        except BaseException:
+            for table, keys in dirty.items():
+                self._dirty[table] |= keys
+            raise
+
+    def _row(self, table: str, key: str) -> Row | None:
+        if table == "caps":
+            cap = self._caps.get(key)
+            return None if cap is None else (key, cap.settled, cap.expires_at)
+        if table == "counters":
+            counter = self._counters.get(key)
+            return None if counter is None else (key, counter.value, counter.expires_at)
+        if table == "flags":
+            meta = self._flag_meta.get(key)
+            return None if meta is None else (key, self._flags.get(key), orjson.dumps(meta))
+        entry = self._idem.get(key)
+        if entry is None:
+            return None
+        return (key, entry.fingerprint, int(entry.done), entry.lock_until, entry.response,
+                entry.expires_at)  # fmt: skip

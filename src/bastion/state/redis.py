@@ -1,0 +1,311 @@
+"""The scale-out counter store: Redis shared by every replica, one Lua script per operation.
+
+Key layout (``P`` is the prefix, ``bastion`` by default; ``{...}`` is the Cluster hash tag):
+
+    P:{budget}:cap:<cap key>     hash   settled, reserved, r:<reservation id> -> amount
+    P:{budget}:lease:<cap key>   zset   reservation id -> lease end (server ms)
+    P:{budget}:res:<id>          list   cap hash, lease zset, ttl ms per cap (for settle)
+    P:{tb:<key>}                 hash   tokens, ts (server ms)
+    P:{ctr:<key>}                string the counter value
+    P:{flags}:v / P:{flags}:m    hash   flag -> value / flag -> JSON meta
+    P:{br:<key>}                 hash   st, fl, ou, pu, ring e0..9 n0..9 f0..9
+    P:{idem:<key>}               hash   fp, done, lu (lock until, server ms), body
+
+All budget keys share one hash tag on purpose: a reservation must be checked and recorded
+against every cap (global, feature, user) in one atomic step, and a Lua script can only be
+atomic over keys of one slot. Splitting per cap would need a two-phase reserve with rollback
+(several round trips, and a crash between phases leaks a hold until its lease ends). Budget
+traffic is two scripts per call, far below what one Redis node serves, so the single slot is
+the cheaper price. Every other kind of key has its own tag and spreads over the cluster; the
+flags share one tag so ``get_flags`` is a single ``HGETALL``.
+
+redis-py's retries are off: a script that ran but whose reply was lost would run twice
+(``take``, ``incr`` and ``idem_begin`` are not idempotent), and the guarantees prefer a failed
+call (``StateUnavailable``, fail closed) to a double count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TimeoutError,
+    TryAgainError,
+)
+
+from bastion.errors import ConfigError, StateUnavailable
+from bastion.state import _lua
+from bastion.state._breaker import BUCKETS, retention
+from bastion.state.base import (
+    BreakerDecision,
+    BreakerPolicy,
+    BreakerState,
+    Cap,
+    IdemBegin,
+    IdemOutcome,
+    IncrResult,
+    ReserveResult,
+    TakeResult,
+    Usage,
+    check_reserve,
+)
+
+__all__ = ["RedisCounterStore"]
+
+# Errors meaning "Redis cannot serve us right now"; anything else is a bug and propagates.
+_UNAVAILABLE: Final = (
+    ConnectionError,  # includes refused, reset, auth, loading, pool exhausted
+    TimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,  # a replica after failover
+    TryAgainError,
+    OSError,
+)
+
+
+def _ms(seconds: float) -> int:
+    """Redis expiries are whole milliseconds; never round a positive duration down to 0."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisCounterStore:
+    """Counters shared by replicas; connections are opened lazily and pooled."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "bastion",
+        max_connections: int = 64,
+        timeout_seconds: float = 2.0,
+    ) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigError(f"redis key prefix {prefix!r} must be non-empty, without braces")
+        try:
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=timeout_seconds,
+                socket_timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
+        self._redis = Redis.from_pool(pool)
+        self._p = prefix
+        self._url = url
+        script = self._redis.register_script
+        self._reserve_s = script(_lua.RESERVE)
+        self._settle_s = script(_lua.SETTLE)
+        self._usage_s = script(_lua.USAGE)
+        self._bucket_s = script(_lua.BUCKET)
+        self._incr_s = script(_lua.INCR)
+        self._breaker_s = script(_lua.BREAKER)
+        self._idem_begin_s = script(_lua.IDEM_BEGIN)
+        self._idem_complete_s = script(_lua.IDEM_COMPLETE)
+        self._idem_abandon_s = script(_lua.IDEM_ABANDON)
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script (EVALSHA; loads it once per server), mapping outages."""
+        try:
+            return await script(keys=keys, args=args)
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+
+    def _where(self) -> str:
+        """The URL without credentials, for error messages."""
+        scheme, _, rest = self._url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    def _cap_keys(self, cap_key: str) -> tuple[str, str]:
+        return f"{self._p}:{{budget}}:cap:{cap_key}", f"{self._p}:{{budget}}:lease:{cap_key}"
+
+    def _res_key(self, reservation_id: str) -> str:
+        return f"{self._p}:{{budget}}:res:{reservation_id}"
+
+    async def reserve(
+        self, reservation_id: str, caps: Sequence[Cap], amount: float, lease_seconds: float
+    ) -> ReserveResult:
+        check_reserve(caps, amount, lease_seconds)
+        keys: list[str] = []
+        args: list[Any] = [reservation_id, repr(float(amount)), _ms(lease_seconds)]
+        for cap in caps:
+            keys.extend(self._cap_keys(cap.key))
+            args.extend((repr(float(cap.limit)), _ms(cap.ttl_seconds)))
+        keys.append(self._res_key(reservation_id))
+        reply = await self._run(self._reserve_s, keys, args)
+        if int(reply[0]) == 1:
+            return ReserveResult(True)
+        cap = caps[int(reply[1]) - 1]
+        return ReserveResult(False, cap.key, cap.limit, float(reply[2]), float(reply[3]))
+
+    async def settle(self, reservation_id: str, actual: float) -> bool:
+        if not (actual >= 0 and math.isfinite(actual)):
+            raise ValueError(f"actual must be a non-negative finite number, got {actual!r}")
+        args = [reservation_id, repr(float(actual))]
+        return bool(await self._run(self._settle_s, [self._res_key(reservation_id)], args))
+
+    async def release(self, reservation_id: str) -> bool:
+        args = [reservation_id, ""]
+        return bool(await self._run(self._settle_s, [self._res_key(reservation_id)], args))
+
+    async def usage(self, cap_key: str) -> Usage:
+        settled, reserved = await self._run(self._usage_s, self._cap_keys(cap_key), [])
+        return Usage(float(settled), float(reserved))
+
+    # -- token buckets -------------------------------------------------------------------------
+
+    async def take(
+        self, key: str, rate_per_second: float, burst: float, cost: float = 1.0
+    ) -> TakeResult:
+        allowed, tokens = await self._bucket(key, rate_per_second, burst, cost, "take")
+        if allowed:
+            return TakeResult(True, 0.0, tokens)
+        wait = math.inf if cost > burst else (cost - tokens) / rate_per_second
+        return TakeResult(False, wait, tokens)
+
+    async def charge(self, key: str, rate_per_second: float, burst: float, amount: float) -> float:
+        return (await self._bucket(key, rate_per_second, burst, amount, "charge"))[1]
+
+    async def _bucket(
+        self, key: str, rate: float, burst: float, amount: float, mode: str
+    ) -> tuple[bool, float]:
+        args = [repr(rate / 1000.0), repr(float(burst)), repr(float(amount)), mode]
+        allowed, tokens = await self._run(self._bucket_s, [f"{self._p}:{{tb:{key}}}"], args)
+        return bool(int(allowed)), float(tokens)
+
+    # -- windowed counters ---------------------------------------------------------------------
+
+    async def incr(self, key: str, amount: float, ttl_seconds: float) -> float:
+        return (await self._incr(key, amount, "", ttl_seconds)).value
+
+    async def incr_if_below(
+        self, key: str, amount: float, limit: float, ttl_seconds: float
+    ) -> IncrResult:
+        return await self._incr(key, amount, repr(float(limit)), ttl_seconds)
+
+    async def _incr(self, key: str, amount: float, limit: str, ttl: float) -> IncrResult:
+        args = [repr(float(amount)), limit, _ms(ttl)]
+        ok, value = await self._run(self._incr_s, [f"{self._p}:{{ctr:{key}}}"], args)
+        return IncrResult(bool(int(ok)), float(value))
+
+    async def get(self, key: str) -> float:
+        try:
+            value = await self._redis.get(f"{self._p}:{{ctr:{key}}}")
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+        return 0.0 if value is None else float(value)
+
+    # -- flags ---------------------------------------------------------------------------------
+
+    async def set_flag(
+        self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        values, metas = f"{self._p}:{{flags}}:v", f"{self._p}:{{flags}}:m"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if value is None:
+                    pipe.hdel(values, key)
+                else:
+                    pipe.hset(values, key, value)
+                pipe.hset(metas, key, orjson.dumps(dict(meta or {})))
+                await pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+
+    async def get_flags(self, prefix: str = "") -> dict[str, str]:
+        try:
+            raw = await self._redis.hgetall(f"{self._p}:{{flags}}:v")
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+        flags = {_text(k): _text(v) for k, v in raw.items()}
+        return {k: v for k, v in flags.items() if k.startswith(prefix)}
+
+    async def flag_meta(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.hget(f"{self._p}:{{flags}}:m", key)
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+        if raw is None:
+            return None
+        meta: dict[str, Any] = orjson.loads(raw)
+        return meta
+
+    # -- circuit breakers ----------------------------------------------------------------------
+
+    def _breaker_args(self, op: str, policy: BreakerPolicy) -> list[Any]:
+        return [
+            op,
+            policy.failure_threshold,
+            repr(float(policy.error_rate)),
+            repr(policy.window_seconds * 1000.0),
+            policy.min_calls,
+            repr(policy.cooldown_seconds * 1000.0),
+            _ms(retention(policy)),
+            BUCKETS,
+        ]
+
+    async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        args = self._breaker_args("allow", policy)
+        allowed, state, probe, wait = await self._run(
+            self._breaker_s, [f"{self._p}:{{br:{key}}}"], args
+        )
+        return BreakerDecision(
+            bool(int(allowed)), BreakerState(state.decode()), bool(int(probe)), float(wait) / 1000
+        )
+
+    async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
+        args = self._breaker_args("ok" if ok else "fail", policy)
+        state = await self._run(self._breaker_s, [f"{self._p}:{{br:{key}}}"], args)
+        return BreakerState(state.decode())
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def idem_begin(
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
+    ) -> IdemBegin:
+        args = [fingerprint, _ms(ttl_seconds), _ms(lock_seconds)]
+        reply = await self._run(self._idem_begin_s, [f"{self._p}:{{idem:{key}}}"], args)
+        outcome = IdemOutcome(reply[0].decode())
+        if outcome is IdemOutcome.DONE:
+            return IdemBegin(outcome, bytes(reply[1]))
+        if outcome is IdemOutcome.IN_PROGRESS:
+            return IdemBegin(outcome, retry_after_seconds=float(reply[1]) / 1000)
+        return IdemBegin(outcome)
+
+    async def idem_complete(
+        self, key: str, fingerprint: str, response: bytes, ttl_seconds: float
+    ) -> bool:
+        args = [fingerprint, bytes(response), _ms(ttl_seconds)]
+        return bool(await self._run(self._idem_complete_s, [f"{self._p}:{{idem:{key}}}"], args))
+
+    async def idem_abandon(self, key: str) -> bool:
+        return bool(await self._run(self._idem_abandon_s, [f"{self._p}:{{idem:{key}}}"], []))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,94 @@
+"""Record/row conversion shared by both backends, so a new column is read and written alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from bastion.store.models import CallRecord, GroupBy, LedgerEntry
+
+# Column order equals dataclass field order equals table column order (see migrations).
+CALL_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(CallRecord))
+LEDGER_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(LedgerEntry))
+KEY_COLUMNS: Final[tuple[str, ...]] = (
+    "id",
+    "name",
+    "key_hash",
+    "prefix",
+    "feature",
+    "user_id",
+    "roles",
+    "created_at",
+    "revoked_at",
+)
+
+CALL_BOOL_COLUMNS: Final[frozenset[str]] = frozenset(
+    {"stream", "failover", "hedged", "degraded", "retried"}
+)
+CALL_JSON_COLUMNS: Final[frozenset[str]] = frozenset({"flags", "stages"})
+
+# group_by values are interpolated into SQL, so only these exact names may reach a query.
+GROUP_COLUMNS: Final[dict[GroupBy, str]] = {
+    "feature": "feature",
+    "user_id": "user_id",
+    "key_id": "key_id",
+    "model": "model",
+}
+
+_T = TypeVar("_T", CallRecord, LedgerEntry)
+
+_FLAGS_INDEX: Final = CALL_COLUMNS.index("flags")
+_STAGES_INDEX: Final = CALL_COLUMNS.index("stages")
+
+
+def group_column(group_by: GroupBy) -> str:
+    """Map a group name to its column, refusing anything else before it can reach SQL."""
+    try:
+        return GROUP_COLUMNS[group_by]
+    except KeyError:
+        raise ValueError(
+            f"group_by must be one of {sorted(GROUP_COLUMNS)} or None, not {group_by!r}"
+        ) from None
+
+
+def dump_json(value: Any) -> str:
+    """Serialize guard verdicts without letting an odd value in them lose the whole record."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def call_to_row(record: CallRecord) -> tuple[Any, ...]:
+    """Flatten a call record in column order; JSON columns become text."""
+    row = [getattr(record, name) for name in CALL_COLUMNS]
+    row[_FLAGS_INDEX] = dump_json(record.flags)
+    row[_STAGES_INDEX] = dump_json(record.stages)
+    return tuple(row)
+
+
+def call_from_row(row: Sequence[Any]) -> CallRecord:
+    """Rebuild a call record from a row in column order, whatever the dialect's bool/JSON types."""
+    values: dict[str, Any] = dict(zip(CALL_COLUMNS, row, strict=True))
+    for name in CALL_BOOL_COLUMNS:
+        values[name] = bool(values[name])
+    for name in CALL_JSON_COLUMNS:
+        raw = values[name]
+        values[name] = orjson.loads(raw) if isinstance(raw, str | bytes) else dict(raw or {})
+    return CallRecord(**values)
+
+
+def ledger_to_row(entry: LedgerEntry) -> tuple[Any, ...]:
+    """Flatten a ledger entry in column order."""
+    return tuple(getattr(entry, name) for name in LEDGER_COLUMNS)
+
+
+def unique_by_request_id(items: Sequence[_T]) -> list[_T]:
+    """Keep the first of repeated request_ids, as if the batch were sent row by row."""
+    seen: set[str] = set()
+    out: list[_T] = []
+    for item in items:
+        if item.request_id not in seen:
+            seen.add(item.request_id)
+            out.append(item)
+    return out

@@ -1,0 +1,207 @@
+"""One ordered list of schema changes, spelled for both dialects so the two stores never drift.
+
+Migrations are append-only: a released migration's SQL is never edited; a change is a new
+version. Each backend records applied versions in ``schema_migrations`` and applies the missing
+ones in order, each in its own transaction together with its version row, so a crash leaves the
+schema at a known version. Column names, order, nullability and defaults are the same in both
+dialects; only the spelling of types differs (REAL/DOUBLE PRECISION, INTEGER 0-1/BOOLEAN,
+JSON text/JSONB, JSON text/TEXT[] for roles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "MIGRATIONS",
+    "POSTGRES_BOOTSTRAP",
+    "SQLITE_BOOTSTRAP",
+    "Migration",
+    "latest_version",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step, spelled once per dialect so both stores move together."""
+
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+SQLITE_BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+
+POSTGRES_BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+_V1_SQLITE = (
+    """
+    CREATE TABLE keys (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        key_hash   TEXT NOT NULL,
+        prefix     TEXT NOT NULL,
+        feature    TEXT,
+        user_id    TEXT,
+        roles      TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    )
+    """,
+    "CREATE UNIQUE INDEX keys_key_hash ON keys (key_hash)",
+    "CREATE UNIQUE INDEX keys_active_name ON keys (name) WHERE revoked_at IS NULL",
+    """
+    CREATE TABLE calls (
+        request_id         TEXT PRIMARY KEY,
+        trace_id           TEXT NOT NULL,
+        ts                 REAL NOT NULL,
+        api_format         TEXT NOT NULL,
+        requested_model    TEXT NOT NULL,
+        key_id             TEXT,
+        user_id            TEXT,
+        feature            TEXT,
+        conversation_id    TEXT,
+        served_model       TEXT,
+        deployment         TEXT,
+        provider           TEXT,
+        prompt_name        TEXT,
+        prompt_version     TEXT,
+        stream             INTEGER NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),
+        status             INTEGER NOT NULL,
+        error_type         TEXT,
+        input_text         TEXT,
+        output_text        TEXT,
+        input_tokens       INTEGER NOT NULL DEFAULT 0,
+        output_tokens      INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd           REAL NOT NULL DEFAULT 0,
+        latency_ms         REAL NOT NULL DEFAULT 0,
+        ttft_ms            REAL,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        failover           INTEGER NOT NULL DEFAULT 0 CHECK (failover IN (0, 1)),
+        hedged             INTEGER NOT NULL DEFAULT 0 CHECK (hedged IN (0, 1)),
+        degraded           INTEGER NOT NULL DEFAULT 0 CHECK (degraded IN (0, 1)),
+        retried            INTEGER NOT NULL DEFAULT 0 CHECK (retried IN (0, 1)),
+        flags              TEXT NOT NULL DEFAULT '{}',
+        stages             TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX calls_trace_id ON calls (trace_id)",
+    "CREATE INDEX calls_ts ON calls (ts)",
+    """
+    CREATE TABLE ledger (
+        request_id         TEXT PRIMARY KEY,
+        ts                 REAL NOT NULL,
+        day                TEXT NOT NULL,
+        model              TEXT NOT NULL,
+        key_id             TEXT,
+        user_id            TEXT,
+        feature            TEXT,
+        input_tokens       INTEGER NOT NULL DEFAULT 0,
+        output_tokens      INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd           REAL NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX ledger_day ON ledger (day)",
+)
+
+_V1_POSTGRES = (
+    """
+    CREATE TABLE keys (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        key_hash   TEXT NOT NULL,
+        prefix     TEXT NOT NULL,
+        feature    TEXT,
+        user_id    TEXT,
+        roles      TEXT[] NOT NULL DEFAULT '{}',
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
+    )
+    """,
+    "CREATE UNIQUE INDEX keys_key_hash ON keys (key_hash)",
+    "CREATE UNIQUE INDEX keys_active_name ON keys (name) WHERE revoked_at IS NULL",
+    """
+    CREATE TABLE calls (
+        request_id         TEXT PRIMARY KEY,
+        trace_id           TEXT NOT NULL,
+        ts                 DOUBLE PRECISION NOT NULL,
+        api_format         TEXT NOT NULL,
+        requested_model    TEXT NOT NULL,
+        key_id             TEXT,
+        user_id            TEXT,
+        feature            TEXT,
+        conversation_id    TEXT,
+        served_model       TEXT,
+        deployment         TEXT,
+        provider           TEXT,
+        prompt_name        TEXT,
+        prompt_version     TEXT,
+        stream             BOOLEAN NOT NULL DEFAULT FALSE,
+        status             INTEGER NOT NULL,
+        error_type         TEXT,
+        input_text         TEXT,
+        output_text        TEXT,
+        input_tokens       BIGINT NOT NULL DEFAULT 0,
+        output_tokens      BIGINT NOT NULL DEFAULT 0,
+        cache_read_tokens  BIGINT NOT NULL DEFAULT 0,
+        cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_usd           DOUBLE PRECISION NOT NULL DEFAULT 0,
+        latency_ms         DOUBLE PRECISION NOT NULL DEFAULT 0,
+        ttft_ms            DOUBLE PRECISION,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        failover           BOOLEAN NOT NULL DEFAULT FALSE,
+        hedged             BOOLEAN NOT NULL DEFAULT FALSE,
+        degraded           BOOLEAN NOT NULL DEFAULT FALSE,
+        retried            BOOLEAN NOT NULL DEFAULT FALSE,
+        flags              JSONB NOT NULL DEFAULT '{}',
+        stages             JSONB NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX calls_trace_id ON calls (trace_id)",
+    "CREATE INDEX calls_ts ON calls (ts)",
+    """
+    CREATE TABLE ledger (
+        request_id         TEXT PRIMARY KEY,
+        ts                 DOUBLE PRECISION NOT NULL,
+        day                TEXT NOT NULL,
+        model              TEXT NOT NULL,
+        key_id             TEXT,
+        user_id            TEXT,
+        feature            TEXT,
+        input_tokens       BIGINT NOT NULL DEFAULT 0,
+        output_tokens      BIGINT NOT NULL DEFAULT 0,
+        cache_read_tokens  BIGINT NOT NULL DEFAULT 0,
+        cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+        cost_usd           DOUBLE PRECISION NOT NULL DEFAULT 0
+    )
+    """,
+    "CREATE INDEX ledger_day ON ledger (day)",
+)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
+)
+
+
+def latest_version() -> int:
+    """The version a fully migrated store reports, for readiness checks."""
+    return MIGRATIONS[-1].version if MIGRATIONS else 0

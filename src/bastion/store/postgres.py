@@ -1,0 +1,405 @@
+"""The scale-out record store on PostgreSQL, shared by every replica through an asyncpg pool.
+
+Batches are written with one ``INSERT ... SELECT FROM unnest(...)`` statement (one round trip,
+one transaction, and the server reports how many rows were new). ``migrate()`` holds a session
+advisory lock keyed by the current schema, so replicas starting together apply each migration
+exactly once. Query parameters in the URL that asyncpg does not know (``?search_path=x``) are
+sent as server settings, which is how tests isolate themselves in a schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from bastion.errors import Conflict, StateUnavailable
+from bastion.store._rows import (
+    CALL_COLUMNS,
+    CALL_JSON_COLUMNS,
+    KEY_COLUMNS,
+    LEDGER_COLUMNS,
+    call_from_row,
+    call_to_row,
+    group_column,
+    ledger_to_row,
+    unique_by_request_id,
+)
+from bastion.store.migrations import MIGRATIONS, POSTGRES_BOOTSTRAP
+from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry
+
+__all__ = ["PostgresStore"]
+
+# First half of the two-int advisory lock; the second half is a hash of the schema name.
+_MIGRATE_LOCK_CLASS: Final = 0x0BA5_7104
+
+# Errors meaning "the server cannot be reached or used right now"; anything else is a bug.
+_UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+_CALL_TYPES: Final[dict[str, str]] = {
+    "request_id": "text",
+    "trace_id": "text",
+    "ts": "float8",
+    "api_format": "text",
+    "requested_model": "text",
+    "key_id": "text",
+    "user_id": "text",
+    "feature": "text",
+    "conversation_id": "text",
+    "served_model": "text",
+    "deployment": "text",
+    "provider": "text",
+    "prompt_name": "text",
+    "prompt_version": "text",
+    "stream": "bool",
+    "status": "int4",
+    "error_type": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "input_tokens": "int8",
+    "output_tokens": "int8",
+    "cache_read_tokens": "int8",
+    "cache_write_tokens": "int8",
+    "cost_usd": "float8",
+    "latency_ms": "float8",
+    "ttft_ms": "float8",
+    "attempts": "int4",
+    "failover": "bool",
+    "hedged": "bool",
+    "degraded": "bool",
+    "retried": "bool",
+    "flags": "text",  # cast to jsonb in the SELECT
+    "stages": "text",
+}
+_LEDGER_TYPES: Final[dict[str, str]] = {
+    "request_id": "text",
+    "ts": "float8",
+    "day": "text",
+    "model": "text",
+    "key_id": "text",
+    "user_id": "text",
+    "feature": "text",
+    "input_tokens": "int8",
+    "output_tokens": "int8",
+    "cache_read_tokens": "int8",
+    "cache_write_tokens": "int8",
+    "cost_usd": "float8",
+}
+
+
+def _unnest_insert(
+    table: str, columns: tuple[str, ...], types: dict[str, str], json: frozenset[str]
+) -> str:
+    """Build a whole-batch insert from column arrays that skips request_ids already present."""
+    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(columns, start=1))
+    selected = ", ".join(f"{c}::jsonb" if c in json else c for c in columns)
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {selected} FROM unnest({arrays}) AS t ({names}) "
+        "ON CONFLICT (request_id) DO NOTHING"
+    )
+
+
+# Columns are selected with jsonb cast to text so both backends hand _rows the same shapes.
+_CALL_SELECT: Final = "SELECT {} FROM calls".format(
+    ", ".join(f"{c}::text" if c in CALL_JSON_COLUMNS else c for c in CALL_COLUMNS)
+)
+_CALL_INSERT: Final = _unnest_insert("calls", CALL_COLUMNS, _CALL_TYPES, CALL_JSON_COLUMNS)
+_LEDGER_INSERT: Final = _unnest_insert("ledger", LEDGER_COLUMNS, _LEDGER_TYPES, frozenset())
+_KEY_SELECT: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM keys"
+_KEY_INSERT: Final = (
+    f"INSERT INTO keys ({', '.join(KEY_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(KEY_COLUMNS) + 1))})"
+)
+
+
+def redact_url(url: str) -> str:
+    """Drop the password from a DSN so it can appear in errors and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "postgresql://<unparseable url>"
+
+
+def _count(status: str) -> int:
+    """Read the row count from a command tag such as ``INSERT 0 3`` or ``UPDATE 2``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _key_from_row(row: Sequence[Any]) -> KeyRecord:
+    """Rebuild a key; roles are a TEXT[] column."""
+    kid, name, key_hash, prefix, feature, user_id, roles, created_at, revoked_at = row
+    return KeyRecord(
+        id=kid,
+        name=name,
+        key_hash=key_hash,
+        prefix=prefix,
+        feature=feature,
+        user=user_id,
+        roles=tuple(roles or ()),
+        created_at=created_at,
+        revoked_at=revoked_at,
+    )
+
+
+class PostgresStore:
+    """``RecordStore`` on PostgreSQL through an asyncpg pool created on first use."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float | None = 30.0,
+    ) -> None:
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool: Any = None  # asyncpg.Pool; asyncpg ships no type information
+        self._pool_lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact_url(self._url)!r})"
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> StateUnavailable:
+        detail = str(exc) or type(exc).__name__
+        return StateUnavailable(f"record store {redact_url(self._url)} unavailable: {detail}")
+
+    async def _get_pool(self) -> Any:
+        """Create the pool on first use so ``open_store`` stays synchronous; retry on failure."""
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._closed:
+                raise StateUnavailable(f"record store {redact_url(self._url)} is closed")
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._url,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        timeout=self._connect_timeout,
+                        command_timeout=self._command_timeout,
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # any failure to connect (refused, auth, no database)
+                    raise self._unavailable(exc) from exc
+            return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """Borrow a pooled connection and turn outages into ``StateUnavailable``."""
+        if self._closed:
+            raise StateUnavailable(f"record store {redact_url(self._url)} is closed")
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire(timeout=self._connect_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        async with self._connection() as conn:
+            return _count(await conn.execute(sql, *args))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Apply missing migrations under an advisory lock, each in its own transaction."""
+        async with self._connection() as conn:
+            lock_args = (_MIGRATE_LOCK_CLASS,)
+            lock_key = "$1::int4, hashtext(coalesce(current_schema(), ''))"
+            await conn.execute(f"SELECT pg_advisory_lock({lock_key})", *lock_args)
+            try:
+                await conn.execute(POSTGRES_BOOTSTRAP)
+                applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                for migration in MIGRATIONS:
+                    if migration.version in applied:
+                        continue
+                    async with conn.transaction():
+                        for statement in migration.postgres:
+                            await conn.execute(statement)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at) "
+                            "VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            time.time(),
+                        )
+            finally:
+                try:
+                    await conn.execute(f"SELECT pg_advisory_unlock({lock_key})", *lock_args)
+                except Exception:
+                    # The session may be broken; ending it is what releases the lock then.
+                    conn.terminate()
+
+    async def ping(self) -> None:
+        """Run a trivial query so readiness reflects a usable server."""
+        await self._fetch("SELECT 1")
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the pool; later calls raise ``StateUnavailable``."""
+        async with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self._connect_timeout)
+            except (TimeoutError, *_UNAVAILABLE):
+                pool.terminate()
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    async def create_key(self, key: KeyRecord) -> None:
+        """Insert a key; duplicates of id, hash or active name are a ``Conflict``."""
+        try:
+            await self._execute(
+                _KEY_INSERT,
+                key.id,
+                key.name,
+                key.key_hash,
+                key.prefix,
+                key.feature,
+                key.user,
+                list(key.roles),
+                key.created_at,
+                key.revoked_at,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(
+                f"key {key.id!r} ({key.name!r}) conflicts with an existing key's id, name or secret"
+            ) from exc
+
+    async def get_key_by_hash(self, key_hash: str) -> KeyRecord | None:
+        rows = await self._fetch(
+            f"{_KEY_SELECT} WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+        )
+        return _key_from_row(rows[0]) if rows else None
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = await self._fetch(f"{_KEY_SELECT} WHERE id = $1", key_id)
+        return _key_from_row(rows[0]) if rows else None
+
+    async def list_keys(self, include_revoked: bool = False) -> list[KeyRecord]:
+        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+        rows = await self._fetch(f"{_KEY_SELECT}{where} ORDER BY created_at, id")
+        return [_key_from_row(r) for r in rows]
+
+    async def revoke_key(self, id_or_name: str) -> bool:
+        """Revoke by id first, then by name, so an id never revokes a differently named key."""
+        now = time.time()
+        async with self._transaction() as conn:
+            for column in ("id", "name"):
+                status = await conn.execute(
+                    f"UPDATE keys SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL",
+                    now,
+                    id_or_name,
+                )
+                if _count(status) > 0:
+                    return True
+        return False
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def insert_calls(self, records: Sequence[CallRecord]) -> int:
+        rows = [call_to_row(r) for r in unique_by_request_id(records)]
+        if not rows:
+            return 0
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        return await self._execute(_CALL_INSERT, *columns)
+
+    async def get_calls_by_trace(self, trace_id: str) -> list[CallRecord]:
+        rows = await self._fetch(
+            f"{_CALL_SELECT} WHERE trace_id = $1 ORDER BY ts, request_id", trace_id
+        )
+        return [call_from_row(r) for r in rows]
+
+    async def recent_calls(self, limit: int, feature: str | None = None) -> list[CallRecord]:
+        if limit <= 0:
+            return []
+        order = "ORDER BY ts DESC, request_id DESC"
+        if feature is None:
+            rows = await self._fetch(f"{_CALL_SELECT} {order} LIMIT $1", limit)
+        else:
+            rows = await self._fetch(
+                f"{_CALL_SELECT} WHERE feature = $1 {order} LIMIT $2", feature, limit
+            )
+        return [call_from_row(r) for r in rows]
+
+    async def delete_call_bodies_before(self, ts: float) -> int:
+        return await self._execute(
+            "UPDATE calls SET input_text = NULL, output_text = NULL "
+            "WHERE ts < $1 AND (input_text IS NOT NULL OR output_text IS NOT NULL)",
+            ts,
+        )
+
+    async def delete_calls_before(self, ts: float) -> int:
+        return await self._execute("DELETE FROM calls WHERE ts < $1", ts)
+
+    # -- ledger ----------------------------------------------------------------------------------
+
+    async def insert_ledger(self, entries: Sequence[LedgerEntry]) -> int:
+        rows = [ledger_to_row(e) for e in unique_by_request_id(entries)]
+        if not rows:
+            return 0
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        return await self._execute(_LEDGER_INSERT, *columns)
+
+    async def spend_by_day(
+        self, day: str, group_by: GroupBy | None = None
+    ) -> dict[str | None, float]:
+        if group_by is None:
+            rows = await self._fetch(
+                "SELECT COALESCE(SUM(cost_usd), 0.0) FROM ledger WHERE day = $1", day
+            )
+            return {None: float(rows[0][0])}
+        column = group_column(group_by)
+        rows = await self._fetch(
+            f"SELECT {column}, SUM(cost_usd) FROM ledger WHERE day = $1 GROUP BY {column}", day
+        )
+        return {r[0]: float(r[1]) for r in rows}

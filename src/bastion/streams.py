@@ -1,0 +1,263 @@
+"""Watching and relaying provider streams: usage, text and the final marker, chunk by chunk.
+
+A ``StreamWatcher`` reads one provider format's events (never changing them);
+``StreamRelay`` forwards each event as soon as it is complete — raw on the fast
+path, through a translator across formats — and guarantees that a stream which
+is cut, stalls or breaks ends with an explicit error event, never a clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from .call import Call
+from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .providers.adapters import usage_from_anthropic, usage_from_openai
+from .providers.base import Format, UpstreamResponse
+from .providers.sse import SSEDecoder, SSEEvent, encode_event
+
+
+class StreamWatcher:
+    """Observes one provider format's events; returns whether an event carried model output."""
+
+    __slots__ = ("_call", "_fmt", "errored", "finished", "stop_reason")
+
+    def __init__(self, call: Call, fmt: Format) -> None:
+        self._call = call
+        self._fmt = fmt
+        self.finished = False
+        self.errored = False
+        self.stop_reason: str | None = None
+
+    def observe(self, ev: SSEEvent) -> bool:
+        if self._fmt is Format.ANTHROPIC:
+            return self._anthropic(ev)
+        return self._openai(ev)
+
+    def _anthropic(self, ev: SSEEvent) -> bool:
+        name = ev.event
+        call = self._call
+        if name == "content_block_delta":
+            obj = _loads(ev.data)
+            delta = obj.get("delta") if obj else None
+            if isinstance(delta, dict):
+                text = delta.get("text")
+                if isinstance(text, str):
+                    call.output_text.append(text)
+            return True
+        if name == "content_block_start":
+            obj = _loads(ev.data)
+            block = obj.get("content_block") if obj else None
+            return isinstance(block, dict) and block.get("type") == "tool_use"
+        if name == "message_start":
+            obj = _loads(ev.data)
+            msg = obj.get("message") if obj else None
+            if isinstance(msg, dict):
+                model = msg.get("model")
+                if isinstance(model, str):
+                    call.served_model = model
+                u = msg.get("usage")
+                if isinstance(u, dict):
+                    usage_from_anthropic(u, call.usage)
+            return False
+        if name == "message_delta":
+            obj = _loads(ev.data)
+            if obj:
+                u = obj.get("usage")
+                if isinstance(u, dict):
+                    usage_from_anthropic(u, call.usage)
+                d = obj.get("delta")
+                if isinstance(d, dict) and isinstance(d.get("stop_reason"), str):
+                    self.stop_reason = d["stop_reason"]
+            return True
+        if name == "message_stop":
+            self.finished = True
+            return True
+        if name == "error":
+            self.errored = True
+            self.finished = True
+            return True
+        return False
+
+    def _openai(self, ev: SSEEvent) -> bool:
+        data = ev.data
+        if data == b"[DONE]":
+            self.finished = True
+            return True
+        obj = _loads(data)
+        if obj is None:
+            raise UpstreamProtocolError("upstream sent a malformed stream chunk")
+        if obj.get("error"):
+            self.errored = True
+            self.finished = True
+            return True
+        call = self._call
+        model = obj.get("model")
+        if isinstance(model, str):
+            call.served_model = model
+        u = obj.get("usage")
+        if isinstance(u, dict):
+            usage_from_openai(u, call.usage)
+        content = False
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("content")
+                if isinstance(text, str) and text:
+                    call.output_text.append(text)
+                    content = True
+                if delta.get("tool_calls"):
+                    content = True
+            fr = choice.get("finish_reason")
+            if isinstance(fr, str):
+                self.stop_reason = fr
+                content = True
+        return content
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def error_event(fmt: Format, message: str, type_: str = "api_error") -> bytes:
+    """An in-band stream error in the client's format: the stream never ends looking successful."""
+    if fmt is Format.ANTHROPIC:
+        body = {"type": "error", "error": {"type": type_, "message": message}}
+        return encode_event(orjson.dumps(body), "error")
+    return encode_event(
+        orjson.dumps({"error": {"message": message, "type": type_, "code": "stream_error"}})
+    )
+
+
+Emit = Callable[[SSEEvent], list[bytes]]
+
+
+class StreamRelay:
+    """Relays one upstream stream to the client; primes until the first model output so
+    a failure before then can still fail over."""
+
+    __slots__ = (
+        "_call",
+        "_decoder",
+        "_emit",
+        "_idle",
+        "_it",
+        "_on_end",
+        "_resp",
+        "_suppress_usage_chunk",
+        "client_format",
+        "watcher",
+    )
+
+    def __init__(
+        self,
+        call: Call,
+        resp: UpstreamResponse,
+        upstream_format: Format,
+        *,
+        emit: Emit | None,
+        idle_timeout: float,
+        on_end: Callable[[BaseException | None], Awaitable[None]],
+    ) -> None:
+        self._call = call
+        self._resp = resp
+        self._it = resp.iter_chunks().__aiter__()
+        self._decoder = SSEDecoder()
+        self.watcher = StreamWatcher(call, upstream_format)
+        self._emit = emit
+        self._idle = idle_timeout
+        self._on_end = on_end
+        self.client_format = call.client_format
+        self._suppress_usage_chunk = (
+            emit is None and upstream_format is Format.OPENAI and not call.include_usage
+        )
+
+    async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
+        """The next complete events, or None at end of upstream body."""
+        while True:
+            try:
+                async with asyncio.timeout(max(timeout, 0.0)):
+                    chunk = await self._it.__anext__()
+            except StopAsyncIteration:
+                return None
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream stream silent for {timeout:.3g}s") from None
+            events = self._decoder.feed(chunk)
+            if events:
+                return events
+
+    def _out(self, ev: SSEEvent) -> list[bytes]:
+        if self._emit is not None:
+            return self._emit(ev)
+        if self._suppress_usage_chunk and b'"choices":[]' in ev.data and b'"usage"' in ev.data:
+            return []
+        return [ev.raw]
+
+    async def prime(self, first_token_timeout: float) -> list[bytes]:
+        """Read until the first model output (or the end); raise if the upstream fails before it."""
+        out: list[bytes] = []
+        deadline = time.monotonic() + first_token_timeout
+        while True:
+            events = await self._next_events(min(deadline, self._call.deadline) - time.monotonic())
+            if events is None:
+                raise UpstreamProtocolError("upstream stream ended before any output")
+            got = False
+            for ev in events:
+                got = self.watcher.observe(ev) or got
+                out.extend(self._out(ev))
+            if self.watcher.errored:
+                raise UpstreamProtocolError("upstream sent an error event before any output")
+            if got:
+                return out
+
+    async def run(self, first: list[bytes]) -> AsyncIterator[bytes]:
+        """Yield the primed bytes, then every event as it completes; always end honestly."""
+        call = self._call
+        error: BaseException | None = None
+        try:
+            if call.first_byte is None:
+                call.first_byte = time.monotonic()
+            for b in first:
+                yield b
+            while not self.watcher.finished:
+                timeout = min(self._idle, call.remaining())
+                events = await self._next_events(timeout)
+                if events is None:
+                    break
+                for ev in events:
+                    self.watcher.observe(ev)
+                    for b in self._out(ev):
+                        yield b
+            if not self.watcher.finished:
+                pending = b" (partial event discarded)" if self._decoder.pending.strip() else b""
+                raise UpstreamProtocolError(
+                    "upstream stream ended before completion" + pending.decode()
+                )
+            if self.watcher.errored:
+                error = UpstreamError("upstream sent an error event mid-stream")
+        except UpstreamError as exc:
+            error = exc
+            call.flags["stream_error"] = exc.message
+            yield error_event(
+                self.client_format,
+                exc.message,
+                exc.anthropic_type if self.client_format is Format.ANTHROPIC else exc.openai_type,
+            )
+        except BaseException as exc:  # client went away (GeneratorExit) or cancelled
+            error = exc
+            raise
+        finally:
+            call.ended = time.monotonic()
+            await self._resp.aclose()
+            await self._on_end(error)
