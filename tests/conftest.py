@@ -80,11 +80,15 @@ class RunningGateway:
 def write_config(tmp: Path, **sections: Any) -> Path:
     cfg: dict[str, Any] = {
         "store": {"url": f"sqlite:///{tmp / 'bastion.db'}"},
+        "state": {"url": f"sqlite:///{tmp / 'state.db'}"},
+        "observability": {"spill_path": str(tmp / "spill.jsonl")},
         "providers": {"sim": {"kind": "sim"}},
         "models": sim_models(),
         "server": {"max_body_bytes": 200_000},
     }
-    cfg.update(sections)
+    for k, v in sections.items():
+        mergeable = k not in ("models", "providers") and isinstance(cfg.get(k), dict)
+        cfg[k] = {**cfg[k], **v} if mergeable and isinstance(v, dict) else v
     path = tmp / "bastion.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -72,6 +72,8 @@ class Call:
     flags: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
     cost_usd: float = 0.0
+    body_bytes: int = 0
+    reservation_id: str | None = None
 
     def remaining(self) -> float:
         """Seconds left before the call's overall deadline."""

@@ -54,11 +54,11 @@ def serve(
     cfg = _load(config)
     from .server.serve import serve_gateway
 
-    _run(
-        serve_gateway(
-            cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port
-        )
-    )
+    try:
+        _run(serve_gateway(cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -25,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "ProviderConfig",
     "ServerConfig",
+    "StateConfig",
     "StoreConfig",
     "TimeoutConfig",
     "default_config",
@@ -114,6 +115,11 @@ class FeatureConfig(_Strict):
     max_tokens_limit: int = Field(8192, gt=0)
     max_tokens_mode: Literal["clamp", "refuse"] = "clamp"
     deadline: float = Field(120.0, gt=0)
+    daily_budget_usd: float | None = Field(None, ge=0)
+    max_input_tokens: int | None = Field(None, gt=0)
+    conversation_max_tokens: int | None = Field(None, gt=0)
+    model: str | None = None  # pin this feature to a (cheaper) model alias
+    allowed_models: list[str] | None = None
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> FeatureConfig:
@@ -122,9 +128,83 @@ class FeatureConfig(_Strict):
         return self
 
 
+class StateConfig(_Strict):
+    """Counters (budgets, rate limits, breakers, kill switch, idempotency)."""
+
+    url: str = "sqlite:///bastion-state.db"
+    prefix: str = "bastion"  # namespaces Redis keys, so several gateways can share one Redis
+    fail_open: bool = False  # when the counter store is unreachable: refuse (default) or allow
+
+
+class PriceConfig(_Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(None, ge=0)
+    cache_read: float | None = Field(None, ge=0)
+
+
+class BucketConfig(_Strict):
+    requests_per_minute: float | None = Field(None, gt=0)
+    burst: float | None = Field(None, gt=0)
+    calls_per_day: int | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+
+
+class RateLimitConfig(_Strict):
+    per_user: BucketConfig = Field(default_factory=BucketConfig)
+    per_key: BucketConfig = Field(default_factory=BucketConfig)
+    global_: BucketConfig = Field(default_factory=BucketConfig, alias="global")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CapsConfig(_Strict):
+    global_daily_usd: float | None = Field(None, ge=0)
+    per_user_daily_usd: float | None = Field(None, ge=0)
+    per_key_daily_usd: float | None = Field(None, ge=0)
+
+
+class AlertConfig(_Strict):
+    webhooks: list[str] = Field(default_factory=list)
+    forecast_usd: float | None = Field(None, ge=0)  # else the trailing 7-day average
+    forecast_multiple: float = Field(2.0, gt=0)
+    cap_percent: list[float] = Field(default_factory=lambda: [50.0, 80.0, 100.0])
+    check_interval: float = Field(30.0, gt=0)
+
+
+class CostConfig(_Strict):
+    timezone: str = "UTC"
+    caps: CapsConfig = Field(default_factory=CapsConfig)
+    provider_caps_usd: dict[str, float] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    lease_grace_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class ObservabilityConfig(_Strict):
+    spill_path: str = "bastion-spill.jsonl"
+    body_max_chars: int = Field(4000, ge=0)
+    queue_max: int = Field(20_000, gt=0)
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     features: dict[str, FeatureConfig] = Field(default_factory=lambda: {"default": FeatureConfig()})

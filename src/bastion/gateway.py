@@ -18,9 +18,17 @@ import orjson
 from .auth import KeyResolver, key_from_headers
 from .call import Call, Principal
 from .config import Config, load_config
+from .clock import DayClock
+from .cost.budget import BudgetGuard
 from .cost.max_tokens import MaxTokensGuard
+from .cost.meter import CostMeter
+from .cost.pricing import Price, PriceTable
+from .cost.ratelimit import RateLimitGuard
+from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
 from .errors import BastionError
+from .observability.recorder import Recorder
+from .observability.recording import RecordGuard
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .pipeline import Pipeline
 from .providers.adapters import Endpoint, endpoint_format
@@ -30,6 +38,7 @@ from .providers.sim import SimTransport, Simulator
 from .providers.sse import SSEDecoder
 from .reliability.router import Router
 from .schema import end_user, parse_body, validate
+from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
 LIBRARY_PRINCIPAL = Principal(key_id="library", name="library")
@@ -43,10 +52,29 @@ class Gateway:
         config: Config,
         *,
         store: RecordStore | None = None,
+        state: CounterStore | None = None,
         simulator: Simulator | None = None,
     ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config.store.url)
+        self.state = state if state is not None else open_state(config.state.url, prefix=config.state.prefix)
+        self.clock = DayClock(config.cost.timezone)
+        self.prices = PriceTable(
+            {
+                name: Price(
+                    p.input,
+                    p.output,
+                    p.input if p.cache_write is None else p.cache_write,
+                    p.input * 0.1 if p.cache_read is None else p.cache_read,
+                )
+                for name, p in config.cost.prices.items()
+            }
+        )
+        self.recorder = Recorder(
+            self.store,
+            config.observability.spill_path,
+            max_queue=config.observability.queue_max,
+        )
         self.simulator = simulator if simulator is not None else Simulator()
         self.transports: dict[str, Transport] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -70,7 +98,18 @@ class Gateway:
         self._started = False
 
     def _guards(self) -> list[object]:
-        return [MaxTokensGuard(self.config.features)]
+        """Before-hooks run in this order, after-hooks in reverse (cost is priced first, recorded last)."""
+        cfg = self.config
+        self.budget = BudgetGuard(cfg, self.state, self.prices, self.router, self.clock)
+        candidates: list[object] = [
+            RecordGuard(self.recorder, self.clock, body_max_chars=cfg.observability.body_max_chars),
+            MaxTokensGuard(cfg.features),
+            TokenCapGuard(cfg.features, self.state),
+            RateLimitGuard(cfg, self.state, self.clock),
+            self.budget,
+            CostMeter(self.prices),
+        ]
+        return [g for g in candidates if getattr(g, "active", True)]
 
     @classmethod
     def from_config(cls, config: Config | str | Path | None = None, **overrides: Any) -> Gateway:
@@ -81,11 +120,14 @@ class Gateway:
     async def start(self) -> None:
         if not self._started:
             await self.store.migrate()
+            self.recorder.start()
             self._started = True
 
     async def aclose(self) -> None:
         for t in self.transports.values():
             await t.aclose()
+        await self.recorder.aclose()
+        await self.state.close()
         await self.store.close()
         self._started = False
 
@@ -113,6 +155,7 @@ class Gateway:
             principal = await self.keys.resolve(key_from_headers(headers))
         body = parse_body(raw)
         validate(fmt, body)
+        self.router.resolve(body["model"])  # unknown model: 404 before any guard spends
         trace_id, _parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
         stream = body.get("stream") is True
@@ -134,6 +177,7 @@ class Gateway:
             and isinstance(so, dict)
             and so.get("include_usage") is True,
         )
+        call.body_bytes = len(raw)
         call.deadline = call.started + self.config.feature(call.feature).deadline
         traceparent = format_traceparent(trace_id, span_id, flags)
         passthrough = {"traceparent": traceparent}

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import anthropic
+import openai
 import orjson
 import pytest
 import uvicorn
@@ -31,36 +33,33 @@ StartSim = Callable[..., Awaitable[SimServer]]
 @pytest.fixture
 async def start_sim() -> AsyncIterator[StartSim]:
     """Start simulators over HTTP on free ports (``Simulator`` options as kwargs); stop them after."""
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    servers: list[uvicorn.Server] = []
 
     async def start(**options: Any) -> SimServer:
         sim = Simulator(**options)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(sim),
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=1,
+            create_app(sim), http="httptools", lifespan="off", access_log=False, log_level="warning"
         )
+        config.load()
         server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        servers.append((server, task))
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        servers.append(server)
         return SimServer(sim=sim, url=f"http://127.0.0.1:{port}")
 
     yield start
-    for server, _ in servers:
-        server.should_exit = True
-    for _, task in servers:
-        await asyncio.wait_for(task, timeout=5)
+    # Faster than Server.shutdown (which polls): stalled streams are expected here.
+    for server in servers:
+        for listener in server.servers:
+            listener.close()
+        for task in list(server.server_state.tasks):
+            task.cancel()
+        for conn in list(server.server_state.connections):
+            conn.transport.abort()
+    await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -101,7 +100,9 @@ async def raw_post() -> AsyncIterator[RawPost]:
             method: str = "POST",
             data: bytes | None = None,
         ) -> RawReply:
-            payload = data if data is not None else (orjson.dumps(body) if body is not None else b"")
+            payload = (
+                data if data is not None else (orjson.dumps(body) if body is not None else b"")
+            )
             async with session.request(method, url, data=payload, headers=headers or {}) as resp:
                 chunks: list[bytes] = []
                 error: BaseException | None = None
@@ -118,3 +119,34 @@ async def raw_post() -> AsyncIterator[RawPost]:
                 )
 
         yield post
+
+
+class Clients:
+    """Official SDK clients pointed at a simulator, closed when the test ends."""
+
+    def __init__(self) -> None:
+        self._open: list[anthropic.AsyncAnthropic | openai.AsyncOpenAI] = []
+
+    def anthropic(self, server: SimServer, **kw: Any) -> anthropic.AsyncAnthropic:
+        kw.setdefault("max_retries", 0)
+        c = anthropic.AsyncAnthropic(base_url=server.url, api_key="x", **kw)
+        self._open.append(c)
+        return c
+
+    def openai(self, server: SimServer, **kw: Any) -> openai.AsyncOpenAI:
+        kw.setdefault("max_retries", 0)
+        c = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", **kw)
+        self._open.append(c)
+        return c
+
+    async def aclose(self) -> None:
+        for c in self._open:
+            await c.close()
+
+
+@pytest.fixture
+async def sdk() -> AsyncIterator[Clients]:
+    """Make official SDK clients (no retries unless asked) that are closed after the test."""
+    clients = Clients()
+    yield clients
+    await clients.aclose()

@@ -12,7 +12,7 @@ from openai.types.shared import ErrorObject
 from bastion.providers.base import Format
 from bastion.providers.translate import error_to
 
-A, O = Format.ANTHROPIC, Format.OPENAI
+ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 
 
 def anthropic_error(type_: str, message: str = "m") -> bytes:
@@ -20,18 +20,20 @@ def anthropic_error(type_: str, message: str = "m") -> bytes:
 
 
 def openai_error(message: str = "m", type_: str | None = None, code: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
 
 
 def to_openai(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-    out_status, out = error_to(O, status, body, source=A)
+    out_status, out = error_to(OAI, status, body, source=ANT)
     ErrorObject.model_validate(out["error"])
     assert set(out["error"]) == {"message", "type", "param", "code"}
     return out_status, out
 
 
 def to_anthropic(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-    out_status, out = error_to(A, status, body, source=O)
+    out_status, out = error_to(ANT, status, body, source=OAI)
     if out["error"]["type"] != "request_too_large":  # documented for 413, absent from the SDK union
         ErrorResponse.model_validate(out)
     assert out["type"] == "error"
@@ -89,7 +91,9 @@ def test_openai_errors_map_to_anthropic(
 
 def test_context_length_exceeded_becomes_prompt_is_too_long() -> None:
     message = "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens."
-    status, body = to_anthropic(400, openai_error(message, "invalid_request_error", "context_length_exceeded"))
+    status, body = to_anthropic(
+        400, openai_error(message, "invalid_request_error", "context_length_exceeded")
+    )
     assert status == 400
     assert body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("prompt is too long")
@@ -97,16 +101,23 @@ def test_context_length_exceeded_becomes_prompt_is_too_long() -> None:
 
 
 def test_prompt_is_too_long_becomes_context_length_exceeded() -> None:
-    status, body = to_openai(400, anthropic_error("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"))
+    status, body = to_openai(
+        400,
+        anthropic_error(
+            "invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"
+        ),
+    )
     assert status == 400
     assert body["error"]["code"] == "context_length_exceeded"
     assert body["error"]["param"] == "messages"
-    back_status, back = to_anthropic(status, json.dumps(body).encode())
+    _, back = to_anthropic(status, json.dumps(body).encode())
     assert back["error"]["message"] == "prompt is too long: 208310 tokens > 200000 maximum"
 
 
 def test_context_length_is_recognised_by_message_when_the_code_is_missing() -> None:
-    body = openai_error("This model's maximum context length is 8192 tokens", "invalid_request_error")
+    body = openai_error(
+        "This model's maximum context length is 8192 tokens", "invalid_request_error"
+    )
     assert to_anthropic(400, body)[1]["error"]["message"].startswith("prompt is too long")
 
 
@@ -119,33 +130,45 @@ def test_overloaded_round_trips_between_529_and_503() -> None:
     )
 
 
-@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"", b"[1,2]", b'{"detail": "x"}'])
-@pytest.mark.parametrize("target", [A, O])
-def test_unparseable_bodies_become_a_generic_error_with_the_status(body: bytes, target: Format) -> None:
-    source = O if target is A else A
+@pytest.mark.parametrize(
+    "body", [b"<html>502 Bad Gateway</html>", b"", b"[1,2]", b'{"detail": "x"}']
+)
+@pytest.mark.parametrize("target", [ANT, OAI])
+def test_unparseable_bodies_become_a_generic_error_with_the_status(
+    body: bytes, target: Format
+) -> None:
+    source = OAI if target is ANT else ANT
     status, out = error_to(target, 502, body, source=source)
     assert status == 502
     message = "upstream provider error (HTTP 502)"
-    if target is A:
+    if target is ANT:
         assert out == {"type": "error", "error": {"type": "api_error", "message": message}}
     else:
-        assert out == {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+        assert out == {
+            "error": {"message": message, "type": "server_error", "param": None, "code": None}
+        }
 
 
 def test_unparseable_body_still_follows_its_status_class() -> None:
-    assert error_to(O, 529, b"overloaded", source=A)[0] == 503
-    assert error_to(A, 429, b"slow down", source=O)[1]["error"]["type"] == "rate_limit_error"
+    assert error_to(OAI, 529, b"overloaded", source=ANT)[0] == 503
+    assert error_to(ANT, 429, b"slow down", source=OAI)[1]["error"]["type"] == "rate_limit_error"
 
 
 def test_bare_string_error_from_compatible_servers_keeps_its_message() -> None:
-    status, out = error_to(A, 400, b'{"error": "bad model"}', source=O)
-    assert (status, out["error"]) == (400, {"type": "invalid_request_error", "message": "bad model"})
+    status, out = error_to(ANT, 400, b'{"error": "bad model"}', source=OAI)
+    assert (status, out["error"]) == (
+        400,
+        {"type": "invalid_request_error", "message": "bad model"},
+    )
 
 
 def test_same_format_errors_pass_through() -> None:
     body = anthropic_error("overloaded_error", "Overloaded")
-    assert error_to(A, 529, body, source=A) == (529, json.loads(body))
+    assert error_to(ANT, 529, body, source=ANT) == (529, json.loads(body))
 
 
 def test_not_found_without_a_model_has_no_model_code() -> None:
-    assert to_openai(404, anthropic_error("not_found_error", "no such file"))[1]["error"]["code"] is None
+    assert (
+        to_openai(404, anthropic_error("not_found_error", "no such file"))[1]["error"]["code"]
+        is None
+    )

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from bastion.providers.base import Format
 from bastion.providers.translate import request_to
 
-A, O = Format.ANTHROPIC, Format.OPENAI
+ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 
 _ANTHROPIC_REQ = TypeAdapter(anthropic_params.MessageCreateParamsStreaming)
 _OPENAI_REQ = TypeAdapter(openai_params.CompletionCreateParamsStreaming)
@@ -33,7 +33,10 @@ def _force(value: Any) -> Any:
 def assert_valid_anthropic(body: dict[str, Any]) -> None:
     """The SDK's own param types accept the body and know every key in it (none is dropped)."""
     core = {k: v for k, v in body.items() if k not in _SAMPLING}
-    assert _force(_ANTHROPIC_REQ.validate_python({**core, "stream": True})) == {**core, "stream": True}
+    assert _force(_ANTHROPIC_REQ.validate_python({**core, "stream": True})) == {
+        **core,
+        "stream": True,
+    }
 
 
 def assert_valid_openai(body: dict[str, Any]) -> None:
@@ -43,13 +46,13 @@ def assert_valid_openai(body: dict[str, Any]) -> None:
 
 
 def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
-    out = request_to(A, body, source=O, model="claude-x")
+    out = request_to(ANT, body, source=OAI, model="claude-x")
     assert_valid_anthropic(out)
     return out
 
 
 def to_openai(body: dict[str, Any]) -> dict[str, Any]:
-    out = request_to(O, body, source=A, model="gpt-x")
+    out = request_to(OAI, body, source=ANT, model="gpt-x")
     assert_valid_openai(out)
     return out
 
@@ -143,7 +146,10 @@ def test_multi_turn_anthropic_conversation_keeps_order_for_openai() -> None:
 
 
 def test_openai_data_url_image_becomes_anthropic_base64_source_and_back() -> None:
-    part = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD", "detail": "low"}}
+    part = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/jpeg;base64,QUJD", "detail": "low"},
+    }
     body = oa({"role": "user", "content": [{"type": "text", "text": "what?"}, part]})
     out = to_anthropic(body)
     assert out["messages"][0]["content"][1] == {
@@ -161,7 +167,9 @@ def test_http_image_url_maps_to_anthropic_url_source_and_back() -> None:
     url = "https://example.com/cat.png"
     body = oa({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]})
     out = to_anthropic(body)
-    assert out["messages"][0]["content"] == [{"type": "image", "source": {"type": "url", "url": url}}]
+    assert out["messages"][0]["content"] == [
+        {"type": "image", "source": {"type": "url", "url": url}}
+    ]
     assert to_openai(out)["messages"][0]["content"] == [
         {"type": "image_url", "image_url": {"url": url}}
     ]
@@ -254,11 +262,18 @@ def test_consecutive_tool_messages_merge_into_one_user_turn_with_tool_results_fi
 def test_anthropic_tool_results_become_tool_messages_before_the_user_text() -> None:
     body = an(
         USER,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+        },
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "42"}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "42"}],
+                },
                 {"type": "text", "text": "and?"},
             ],
         },
@@ -274,12 +289,29 @@ def test_anthropic_tool_results_become_tool_messages_before_the_user_text() -> N
 def test_tool_result_error_flag_becomes_a_prefix_and_is_read_back() -> None:
     body = an(
         USER,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "boom", "is_error": True}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": "boom",
+                    "is_error": True,
+                }
+            ],
+        },
     )
     out = to_openai(body)
-    assert out["messages"][2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "[tool error] boom"}
-    back = request_to(A, out, source=O, model="c")
+    assert out["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": "toolu_1",
+        "content": "[tool error] boom",
+    }
+    back = request_to(ANT, out, source=OAI, model="c")
     assert back["messages"][2]["content"] == [
         {"type": "tool_result", "tool_use_id": "toolu_1", "content": "boom", "is_error": True}
     ]
@@ -289,8 +321,20 @@ def test_images_in_a_tool_result_follow_as_a_user_message_for_openai() -> None:
     img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
     body = an(
         USER,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "done"}, img]}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "done"}, img],
+                }
+            ],
+        },
     )
     msgs = to_openai(body)["messages"]
     assert msgs[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}
@@ -317,7 +361,10 @@ CHOICES = [
     ("auto", {"type": "auto"}),
     ("required", {"type": "any"}),
     ("none", {"type": "none"}),
-    ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    (
+        {"type": "function", "function": {"name": "get_weather"}},
+        {"type": "tool", "name": "get_weather"},
+    ),
 ]
 
 
@@ -330,7 +377,9 @@ def test_tool_choice_maps_both_ways(openai_choice: Any, anthropic_choice: dict[s
 
 
 def test_parallel_tool_calls_false_means_disable_parallel_tool_use() -> None:
-    out = to_anthropic(oa(USER, tools=[WEATHER_TOOL_OA], tool_choice="required", parallel_tool_calls=False))
+    out = to_anthropic(
+        oa(USER, tools=[WEATHER_TOOL_OA], tool_choice="required", parallel_tool_calls=False)
+    )
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     back = to_openai(out)
     assert back["parallel_tool_calls"] is False
@@ -344,7 +393,9 @@ def test_parallel_tool_calls_false_alone_becomes_auto_with_parallel_disabled() -
 
 
 def test_tool_choice_without_tools_is_dropped_because_both_apis_reject_it() -> None:
-    assert "tool_choice" not in to_anthropic(oa(USER, tool_choice="auto", parallel_tool_calls=False))
+    assert "tool_choice" not in to_anthropic(
+        oa(USER, tool_choice="auto", parallel_tool_calls=False)
+    )
     out = to_openai(an(USER, tool_choice={"type": "auto", "disable_parallel_tool_use": True}))
     assert "tool_choice" not in out
     assert "parallel_tool_calls" not in out
@@ -408,12 +459,22 @@ def test_streaming_openai_request_always_asks_for_usage() -> None:
     assert out["stream"] is True
     assert out["stream_options"] == {"include_usage": True}
     assert "stream_options" not in to_openai(an(USER))
-    assert to_anthropic(oa(USER, stream=True, stream_options={"include_usage": False}))["stream"] is True
+    assert (
+        to_anthropic(oa(USER, stream=True, stream_options={"include_usage": False}))["stream"]
+        is True
+    )
 
 
 def test_fields_without_counterpart_are_not_sent() -> None:
     out = to_anthropic(
-        oa(USER, n=2, seed=1, response_format={"type": "json_object"}, logprobs=True, frequency_penalty=1)
+        oa(
+            USER,
+            n=2,
+            seed=1,
+            response_format={"type": "json_object"},
+            logprobs=True,
+            frequency_penalty=1,
+        )
     )
     assert set(out) == {"model", "max_tokens", "messages"}
     back = to_openai(an(USER, top_k=5, thinking={"type": "enabled", "budget_tokens": 2000}))
@@ -428,7 +489,7 @@ def test_thinking_blocks_in_history_are_dropped_for_openai() -> None:
 
 def test_same_format_passes_through_with_the_upstream_model() -> None:
     body = oa(USER, n=3, stream=True)
-    out = request_to(O, body, source=O, model="gpt-real")
+    out = request_to(OAI, body, source=OAI, model="gpt-real")
     assert out == {**body, "model": "gpt-real"}
     assert body["model"] == "alias"
 

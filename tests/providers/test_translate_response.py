@@ -12,7 +12,7 @@ from openai.types.chat import ChatCompletion
 from bastion.providers.base import Format
 from bastion.providers.translate import response_to
 
-A, O = Format.ANTHROPIC, Format.OPENAI
+ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 
 
 def anthropic_response(**over: Any) -> dict[str, Any]:
@@ -23,7 +23,12 @@ def anthropic_response(**over: Any) -> dict[str, Any]:
         "model": "claude-sonnet-4-5",
         "content": [
             {"type": "text", "text": "Checking the weather."},
-            {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {"city": "Paris"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_01A09q90qw90lq917835lq9",
+                "name": "get_weather",
+                "input": {"city": "Paris"},
+            },
             {"type": "tool_use", "id": "toolu_01B", "name": "get_time", "input": {"tz": "CET"}},
         ],
         "stop_reason": "tool_use",
@@ -53,8 +58,16 @@ def openai_response(**over: Any) -> dict[str, Any]:
                     "content": "Checking the weather.",
                     "refusal": None,
                     "tool_calls": [
-                        {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                        {"id": "call_def", "type": "function", "function": {"name": "get_time", "arguments": '{"tz":"CET"}'}},
+                        {
+                            "id": "call_abc",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                        },
+                        {
+                            "id": "call_def",
+                            "type": "function",
+                            "function": {"name": "get_time", "arguments": '{"tz":"CET"}'},
+                        },
                     ],
                 },
                 "logprobs": None,
@@ -73,13 +86,13 @@ def openai_response(**over: Any) -> dict[str, Any]:
 
 
 def to_openai(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    out = response_to(O, body, source=A, model=model)
+    out = response_to(OAI, body, source=ANT, model=model)
     ChatCompletion.model_validate(out)
     return out
 
 
 def to_anthropic(body: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-    out = response_to(A, body, source=O, model=model)
+    out = response_to(ANT, body, source=OAI, model=model)
     Message.model_validate(out)
     return out
 
@@ -89,8 +102,16 @@ def test_anthropic_text_and_tool_use_become_content_and_tool_calls_with_ids_kept
     msg = out["choices"][0]["message"]
     assert msg["content"] == "Checking the weather."
     assert msg["tool_calls"] == [
-        {"id": "toolu_01A09q90qw90lq917835lq9", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-        {"id": "toolu_01B", "type": "function", "function": {"name": "get_time", "arguments": '{"tz":"CET"}'}},
+        {
+            "id": "toolu_01A09q90qw90lq917835lq9",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        },
+        {
+            "id": "toolu_01B",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": '{"tz":"CET"}'},
+        },
     ]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
     assert out["object"] == "chat.completion"
@@ -108,7 +129,9 @@ def test_openai_content_and_tool_calls_become_blocks_with_ids_kept() -> None:
 
 
 def test_tool_calls_without_text_leave_openai_content_null() -> None:
-    body = anthropic_response(content=[{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}])
+    body = anthropic_response(
+        content=[{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+    )
     msg = to_openai(body)["choices"][0]["message"]
     assert msg["content"] is None
     assert msg["tool_calls"][0]["function"]["arguments"] == "{}"
@@ -125,7 +148,10 @@ def test_invalid_openai_arguments_survive_as_raw_and_come_back_identical() -> No
 
 def test_anthropic_thinking_blocks_are_not_sent_as_openai_content() -> None:
     body = anthropic_response(
-        content=[{"type": "thinking", "thinking": "hmm", "signature": "s"}, {"type": "text", "text": "Hi"}],
+        content=[
+            {"type": "thinking", "thinking": "hmm", "signature": "s"},
+            {"type": "text", "text": "Hi"},
+        ],
         stop_reason="end_turn",
     )
     assert to_openai(body)["choices"][0]["message"]["content"] == "Hi"
@@ -151,7 +177,9 @@ def test_split_text_blocks_are_joined_without_separators() -> None:
         ("model_context_window_exceeded", "length"),
     ],
 )
-def test_anthropic_stop_reason_maps_to_finish_reason(anthropic_reason: str, openai_reason: str) -> None:
+def test_anthropic_stop_reason_maps_to_finish_reason(
+    anthropic_reason: str, openai_reason: str
+) -> None:
     out = to_openai(anthropic_response(stop_reason=anthropic_reason))
     assert out["choices"][0]["finish_reason"] == openai_reason
 
@@ -166,7 +194,9 @@ def test_anthropic_stop_reason_maps_to_finish_reason(anthropic_reason: str, open
         ("content_filter", "refusal"),
     ],
 )
-def test_finish_reason_maps_to_anthropic_stop_reason(openai_reason: str, anthropic_reason: str) -> None:
+def test_finish_reason_maps_to_anthropic_stop_reason(
+    openai_reason: str, anthropic_reason: str
+) -> None:
     body = openai_response()
     body["choices"][0]["finish_reason"] = openai_reason
     if openai_reason == "stop":
@@ -182,7 +212,11 @@ def test_stop_after_tool_calls_from_compatible_servers_still_means_tool_use() ->
 
 def test_openai_refusal_becomes_anthropic_refusal_text() -> None:
     body = openai_response()
-    body["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "refusal": "I can't help with that.",
+    }
     body["choices"][0]["finish_reason"] = "stop"
     out = to_anthropic(body)
     assert out["content"] == [{"type": "text", "text": "I can't help with that."}]
@@ -190,7 +224,11 @@ def test_openai_refusal_becomes_anthropic_refusal_text() -> None:
 
 
 def test_a_fired_stop_sequence_is_a_plain_stop_for_openai_which_cannot_name_it() -> None:
-    body = anthropic_response(stop_reason="stop_sequence", stop_sequence="END")
+    body = anthropic_response(
+        content=[{"type": "text", "text": "1, 2, 3"}],
+        stop_reason="stop_sequence",
+        stop_sequence="END",
+    )
     out = to_openai(body)
     assert out["choices"][0]["finish_reason"] == "stop"
     assert to_anthropic(out)["stop_reason"] == "end_turn"
@@ -258,8 +296,8 @@ def test_openai_to_anthropic_to_openai_preserves_the_completion() -> None:
 
 def test_same_format_response_passes_through() -> None:
     body = openai_response()
-    assert response_to(O, body, source=O) is body
-    assert response_to(A, anthropic_response(), source=A, model="alias")["model"] == "alias"
+    assert response_to(OAI, body, source=OAI) is body
+    assert response_to(ANT, anthropic_response(), source=ANT, model="alias")["model"] == "alias"
 
 
 def test_malformed_bodies_do_not_crash() -> None:

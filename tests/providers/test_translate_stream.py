@@ -19,7 +19,7 @@ from bastion.providers.base import Format
 from bastion.providers.sse import SSEDecoder, SSEEvent
 from bastion.providers.translate import StreamTranslator, Usage
 
-A, O = Format.ANTHROPIC, Format.OPENAI
+ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 _RAW_EVENT = TypeAdapter(RawMessageStreamEvent)
 SPLITS = [1, 7, 64, 10_000]
 
@@ -39,42 +39,109 @@ def a_delta(index: int, delta: dict[str, Any]) -> bytes:
 
 ANTHROPIC_TOOL_STREAM = b"".join(
     [
-        a_ev({"type": "message_start", "message": {
-            "id": "msg_01ABC", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 25, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 100, "output_tokens": 1},
-        }}),
+        a_ev(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_01ABC",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": 25,
+                        "cache_creation_input_tokens": 10,
+                        "cache_read_input_tokens": 100,
+                        "output_tokens": 1,
+                    },
+                },
+            }
+        ),
         a_ev({"type": "ping"}),
-        a_ev({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        a_ev(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""},
+            }
+        ),
         a_delta(0, {"type": "thinking_delta", "thinking": "The user wants weather."}),
         a_delta(0, {"type": "signature_delta", "signature": "EqQB"}),
         a_ev({"type": "content_block_stop", "index": 0}),
-        a_ev({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        a_ev(
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "text", "text": ""},
+            }
+        ),
         a_delta(1, {"type": "text_delta", "text": "Let me "}),
         a_delta(1, {"type": "text_delta", "text": "check. ☀"}),
         a_ev({"type": "content_block_stop", "index": 1}),
-        a_ev({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {}}}),
+        a_ev(
+            {
+                "type": "content_block_start",
+                "index": 2,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_01A",
+                    "name": "get_weather",
+                    "input": {},
+                },
+            }
+        ),
         a_delta(2, {"type": "input_json_delta", "partial_json": ""}),
         a_delta(2, {"type": "input_json_delta", "partial_json": '{"city": "Par'}),
         a_delta(2, {"type": "input_json_delta", "partial_json": 'is"}'}),
         a_ev({"type": "content_block_stop", "index": 2}),
-        a_ev({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_01B", "name": "get_time", "input": {}}}),
+        a_ev(
+            {
+                "type": "content_block_start",
+                "index": 3,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_01B",
+                    "name": "get_time",
+                    "input": {},
+                },
+            }
+        ),
         a_delta(3, {"type": "input_json_delta", "partial_json": '{"tz": "CET"}'}),
         a_ev({"type": "content_block_stop", "index": 3}),
-        a_ev({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 89}}),
+        a_ev(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 89},
+            }
+        ),
         a_ev({"type": "message_stop"}),
     ]
 )
 
 
 def o_chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    body = {"id": "chatcmpl-XYZ", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-            "choices": choices, **extra}
+    choices = (
+        []
+        if delta is None
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    )
+    body = {
+        "id": "chatcmpl-XYZ",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": choices,
+        **extra,
+    }
     return sse(None, body)
 
 
-def o_tool(index: int, *, id: str | None = None, name: str | None = None, args: str | None = None) -> dict[str, Any]:
+def o_tool(
+    index: int, *, id: str | None = None, name: str | None = None, args: str | None = None
+) -> dict[str, Any]:
     call: dict[str, Any] = {"index": index}
     if id is not None:
         call.update(id=id, type="function")
@@ -84,7 +151,12 @@ def o_tool(index: int, *, id: str | None = None, name: str | None = None, args: 
     return {"tool_calls": [call]}
 
 
-OPENAI_USAGE = {"prompt_tokens": 135, "completion_tokens": 40, "total_tokens": 175, "prompt_tokens_details": {"cached_tokens": 100}}
+OPENAI_USAGE = {
+    "prompt_tokens": 135,
+    "completion_tokens": 40,
+    "total_tokens": 175,
+    "prompt_tokens_details": {"cached_tokens": 100},
+}
 OPENAI_TOOL_STREAM = b"".join(
     [
         o_chunk({"role": "assistant", "content": "", "refusal": None}, usage=None),
@@ -133,7 +205,9 @@ def anthropic_final(events: list[dict[str, Any]]) -> Any:
     snapshot, bufs = None, {}
     for data in events:
         if data["type"] != "ping":
-            snapshot = accumulate_event(event=_RAW_EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=bufs)
+            snapshot = accumulate_event(
+                event=_RAW_EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=bufs
+            )
     return snapshot
 
 
@@ -160,7 +234,7 @@ def openai_final(chunks: list[dict[str, Any]]) -> Any:
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_anthropic_stream_becomes_openai_chunks_in_openais_order(split: int) -> None:
-    tr = StreamTranslator(A, O, model="alias", include_usage=True)
+    tr = StreamTranslator(ANT, OAI, model="alias", include_usage=True)
     chunks, done = openai_chunks(run(tr, ANTHROPIC_TOOL_STREAM, split))
     assert done and tr.finished
     shape = []
@@ -169,17 +243,38 @@ def test_anthropic_stream_becomes_openai_chunks_in_openais_order(split: int) -> 
             shape.append("usage")
             continue
         d, fin = c["choices"][0]["delta"], c["choices"][0]["finish_reason"]
-        shape.append("role" if "role" in d else "text" if "content" in d else
-                     ("tool_start" if "id" in d["tool_calls"][0] else "tool_args") if "tool_calls" in d else f"finish:{fin}")
-    assert shape == ["role", "text", "text", "tool_start", "tool_args", "tool_args", "tool_start", "tool_args",
-                     "finish:tool_calls", "usage"]
+        shape.append(
+            "role"
+            if "role" in d
+            else "text"
+            if "content" in d
+            else ("tool_start" if "id" in d["tool_calls"][0] else "tool_args")
+            if "tool_calls" in d
+            else f"finish:{fin}"
+        )
+    assert shape == [
+        "role",
+        "text",
+        "text",
+        "tool_start",
+        "tool_args",
+        "tool_args",
+        "tool_start",
+        "tool_args",
+        "finish:tool_calls",
+        "usage",
+    ]
     assert {c["id"] for c in chunks} == {"chatcmpl-01ABC"}
     assert {c["model"] for c in chunks} == {"alias"}
-    assert [c["choices"][0]["delta"]["tool_calls"][0]["index"] for c in chunks if c["choices"] and "tool_calls" in c["choices"][0]["delta"]] == [0, 0, 0, 1, 1]
+    assert [
+        c["choices"][0]["delta"]["tool_calls"][0]["index"]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ] == [0, 0, 0, 1, 1]
 
 
 def test_anthropic_stream_reassembles_in_the_openai_sdk() -> None:
-    tr = StreamTranslator(A, O, model=None, include_usage=True)
+    tr = StreamTranslator(ANT, OAI, model=None, include_usage=True)
     final = openai_final(openai_chunks(run(tr, ANTHROPIC_TOOL_STREAM, 5))[0])
     msg = final.choices[0].message
     assert msg.content == "Let me check. ☀"
@@ -197,37 +292,98 @@ def test_anthropic_stream_reassembles_in_the_openai_sdk() -> None:
 
 
 def test_no_usage_chunk_unless_the_client_asked_for_it() -> None:
-    chunks, done = openai_chunks(run(StreamTranslator(A, O, model=None, include_usage=False), ANTHROPIC_TOOL_STREAM))
+    chunks, done = openai_chunks(
+        run(StreamTranslator(ANT, OAI, model=None, include_usage=False), ANTHROPIC_TOOL_STREAM)
+    )
     assert done
     assert all(c["choices"] for c in chunks)
     assert all("usage" not in c for c in chunks)
 
 
-@pytest.mark.parametrize(("reason", "finish"), [("end_turn", "stop"), ("max_tokens", "length"), ("refusal", "content_filter")])
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [("end_turn", "stop"), ("max_tokens", "length"), ("refusal", "content_filter")],
+)
 def test_anthropic_stop_reason_becomes_the_finish_chunk(reason: str, finish: str) -> None:
-    stream = b"".join([
-        a_ev({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
-              "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
-        a_ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        a_delta(0, {"type": "text_delta", "text": "Hi"}),
-        a_ev({"type": "content_block_stop", "index": 0}),
-        a_ev({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None}, "usage": {"output_tokens": 2}}),
-        a_ev({"type": "message_stop"}),
-    ])
-    chunks, _ = openai_chunks(run(StreamTranslator(A, O, model=None, include_usage=True), stream))
+    stream = b"".join(
+        [
+            a_ev(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": "msg_1",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": "c",
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 5, "output_tokens": 1},
+                    },
+                }
+            ),
+            a_ev(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            ),
+            a_delta(0, {"type": "text_delta", "text": "Hi"}),
+            a_ev({"type": "content_block_stop", "index": 0}),
+            a_ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": reason, "stop_sequence": None},
+                    "usage": {"output_tokens": 2},
+                }
+            ),
+            a_ev({"type": "message_stop"}),
+        ]
+    )
+    chunks, _ = openai_chunks(
+        run(StreamTranslator(ANT, OAI, model=None, include_usage=True), stream)
+    )
     assert chunks[-2]["choices"][0]["finish_reason"] == finish
     assert chunks[-1]["usage"]["prompt_tokens"] == 5
 
 
 def test_the_last_of_several_message_deltas_wins() -> None:
-    stream = b"".join([
-        a_ev({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "c",
-              "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
-        a_ev({"type": "message_delta", "delta": {"stop_reason": "pause_turn"}, "usage": {"output_tokens": 3}}),
-        a_ev({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 7, "input_tokens": 6}}),
-        a_ev({"type": "message_stop"}),
-    ])
-    tr = StreamTranslator(A, O, model=None, include_usage=True)
+    stream = b"".join(
+        [
+            a_ev(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": "msg_1",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": "c",
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 5, "output_tokens": 1},
+                    },
+                }
+            ),
+            a_ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "pause_turn"},
+                    "usage": {"output_tokens": 3},
+                }
+            ),
+            a_ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "max_tokens"},
+                    "usage": {"output_tokens": 7, "input_tokens": 6},
+                }
+            ),
+            a_ev({"type": "message_stop"}),
+        ]
+    )
+    tr = StreamTranslator(ANT, OAI, model=None, include_usage=True)
     chunks, _ = openai_chunks(run(tr, stream))
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, "length"]
     assert tr.usage == Usage(input_tokens=6, output_tokens=7)
@@ -238,9 +394,12 @@ def test_the_last_of_several_message_deltas_wins() -> None:
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_openai_stream_becomes_anthropics_exact_event_sequence(split: int) -> None:
-    tr = StreamTranslator(O, A, model="alias", include_usage=False)
+    tr = StreamTranslator(OAI, ANT, model="alias", include_usage=False)
     events = anthropic_events(run(tr, OPENAI_TOOL_STREAM, split))
-    assert [(e["type"], e.get("index"), e.get("content_block", e.get("delta", {})).get("type")) for e in events] == [
+    assert [
+        (e["type"], e.get("index"), e.get("content_block", e.get("delta", {})).get("type"))
+        for e in events
+    ] == [
         ("message_start", None, None),
         ("ping", None, None),
         ("content_block_start", 0, "text"),
@@ -264,7 +423,9 @@ def test_openai_stream_becomes_anthropics_exact_event_sequence(split: int) -> No
 
 
 def test_usage_that_arrives_last_lands_in_message_delta() -> None:
-    events = anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), OPENAI_TOOL_STREAM))
+    events = anthropic_events(
+        run(StreamTranslator(OAI, ANT, model=None, include_usage=False), OPENAI_TOOL_STREAM)
+    )
     delta = events[-2]
     assert delta["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
     assert delta["usage"] == {
@@ -276,7 +437,7 @@ def test_usage_that_arrives_last_lands_in_message_delta() -> None:
 
 
 def test_openai_stream_reassembles_in_the_anthropic_sdk() -> None:
-    tr = StreamTranslator(O, A, model=None, include_usage=False)
+    tr = StreamTranslator(OAI, ANT, model=None, include_usage=False)
     final = anthropic_final(anthropic_events(run(tr, OPENAI_TOOL_STREAM, 3)))
     assert [b.type for b in final.content] == ["text", "tool_use", "tool_use"]
     assert final.content[0].text == "Let me check. ☀"
@@ -285,59 +446,113 @@ def test_openai_stream_reassembles_in_the_anthropic_sdk() -> None:
         ("call_B", "get_time", {"tz": "CET"}),
     ]
     assert final.stop_reason == "tool_use"
-    assert (final.usage.input_tokens, final.usage.output_tokens, final.usage.cache_read_input_tokens) == (35, 40, 100)
+    assert (
+        final.usage.input_tokens,
+        final.usage.output_tokens,
+        final.usage.cache_read_input_tokens,
+    ) == (35, 40, 100)
     assert tr.usage == Usage(input_tokens=35, output_tokens=40, cache_read=100)
 
 
-@pytest.mark.parametrize(("finish", "reason"), [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal")])
+@pytest.mark.parametrize(
+    ("finish", "reason"),
+    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal")],
+)
 def test_finish_reason_becomes_message_delta_stop_reason(finish: str, reason: str) -> None:
-    stream = o_chunk({"role": "assistant", "content": "Hi"}) + o_chunk({}, finish) + b"data: [DONE]\n\n"
-    events = anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream))
+    stream = (
+        o_chunk({"role": "assistant", "content": "Hi"}) + o_chunk({}, finish) + b"data: [DONE]\n\n"
+    )
+    events = anthropic_events(
+        run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream)
+    )
     assert events[-2]["delta"]["stop_reason"] == reason
 
 
 def test_text_after_a_tool_call_opens_a_new_block_after_closing_the_tool() -> None:
-    stream = b"".join([
-        o_chunk(o_tool(0, id="call_1", name="f", args="{}")),
-        o_chunk({"content": "done"}),
-        o_chunk({}, "tool_calls"),
-        b"data: [DONE]\n\n",
-    ])
-    events = anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream))
+    stream = b"".join(
+        [
+            o_chunk(o_tool(0, id="call_1", name="f", args="{}")),
+            o_chunk({"content": "done"}),
+            o_chunk({}, "tool_calls"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    events = anthropic_events(
+        run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream)
+    )
     assert [(e["type"], e.get("index")) for e in events[2:-2]] == [
-        ("content_block_start", 0), ("content_block_delta", 0), ("content_block_stop", 0),
-        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+        ("content_block_start", 0),
+        ("content_block_delta", 0),
+        ("content_block_stop", 0),
+        ("content_block_start", 1),
+        ("content_block_delta", 1),
+        ("content_block_stop", 1),
     ]
 
 
 def test_compatible_server_quirks_still_produce_separate_tool_blocks() -> None:
     """Whole calls in one chunk, a reused index with a new id, no index at all, stop after tools."""
-    stream = b"".join([
-        o_chunk({"role": "assistant", "tool_calls": [
-            {"index": 0, "id": "c1", "type": "function", "function": {"name": "a", "arguments": '{"x":1}'}},
-            {"index": 1, "id": "c2", "type": "function", "function": {"name": "b", "arguments": '{"y":2}'}},
-        ]}),
-        o_chunk(o_tool(0, id="c3", name="c", args='{"z":')),
-        o_chunk({"tool_calls": [{"function": {"arguments": "3}"}}]}),
-        o_chunk({}, "stop", usage={"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}),
-        b"data: [DONE]\n\n",
-    ])
-    final = anthropic_final(anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream)))
-    assert [(b.id, b.name, b.input) for b in final.content] == [("c1", "a", {"x": 1}), ("c2", "b", {"y": 2}), ("c3", "c", {"z": 3})]
+    stream = b"".join(
+        [
+            o_chunk(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "a", "arguments": '{"x":1}'},
+                        },
+                        {
+                            "index": 1,
+                            "id": "c2",
+                            "type": "function",
+                            "function": {"name": "b", "arguments": '{"y":2}'},
+                        },
+                    ],
+                }
+            ),
+            o_chunk(o_tool(0, id="c3", name="c", args='{"z":')),
+            o_chunk({"tool_calls": [{"function": {"arguments": "3}"}}]}),
+            o_chunk(
+                {}, "stop", usage={"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+            ),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    final = anthropic_final(
+        anthropic_events(run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream))
+    )
+    assert [(b.id, b.name, b.input) for b in final.content] == [
+        ("c1", "a", {"x": 1}),
+        ("c2", "b", {"y": 2}),
+        ("c3", "c", {"z": 3}),
+    ]
     assert final.stop_reason == "tool_use"
     assert final.usage.input_tokens == 4
 
 
 def test_openai_refusal_delta_streams_as_text_with_refusal_stop() -> None:
-    stream = o_chunk({"role": "assistant", "refusal": "Sorry."}) + o_chunk({}, "stop") + b"data: [DONE]\n\n"
-    final = anthropic_final(anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream)))
+    stream = (
+        o_chunk({"role": "assistant", "refusal": "Sorry."})
+        + o_chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    final = anthropic_final(
+        anthropic_events(run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream))
+    )
     assert final.content[0].text == "Sorry."
     assert final.stop_reason == "refusal"
 
 
 def test_empty_answer_still_ends_with_message_delta_and_stop() -> None:
-    stream = o_chunk({"role": "assistant", "content": ""}) + o_chunk({}, "stop") + b"data: [DONE]\n\n"
-    events = anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream))
+    stream = (
+        o_chunk({"role": "assistant", "content": ""}) + o_chunk({}, "stop") + b"data: [DONE]\n\n"
+    )
+    events = anthropic_events(
+        run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream)
+    )
     assert [e["type"] for e in events] == ["message_start", "ping", "message_delta", "message_stop"]
 
 
@@ -346,23 +561,38 @@ def test_empty_answer_still_ends_with_message_delta_and_stop() -> None:
 
 def test_cut_anthropic_stream_ends_with_an_openai_error_chunk_and_no_done() -> None:
     cut = ANTHROPIC_TOOL_STREAM[: ANTHROPIC_TOOL_STREAM.index(b"event: message_delta")]
-    tr = StreamTranslator(A, O, model=None, include_usage=True)
+    tr = StreamTranslator(ANT, OAI, model=None, include_usage=True)
     chunks, done = openai_chunks(run(tr, cut, 11))
     assert not done and not tr.finished
-    assert chunks[-1] == {"error": {"message": "upstream stream ended before the response was complete",
-                                    "type": "server_error", "param": None, "code": None}}
+    assert chunks[-1] == {
+        "error": {
+            "message": "upstream stream ended before the response was complete",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
     assert tr.text_so_far == "Let me check. ☀"
     assert tr.usage.input_tokens == 25
 
 
 def test_cut_openai_stream_ends_with_an_anthropic_error_event_and_no_message_stop() -> None:
-    cut = OPENAI_TOOL_STREAM[: OPENAI_TOOL_STREAM.index(b'data: {"id": "chatcmpl-XYZ", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [{"index": 0, "delta": {}')]
-    tr = StreamTranslator(O, A, model=None, include_usage=False)
+    cut = OPENAI_TOOL_STREAM[
+        : OPENAI_TOOL_STREAM.index(
+            b'data: {"id": "chatcmpl-XYZ", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [{"index": 0, "delta": {}'
+        )
+    ]
+    tr = StreamTranslator(OAI, ANT, model=None, include_usage=False)
     events = anthropic_events(run(tr, cut, 13))
     assert not tr.finished
-    assert events[-1] == {"type": "error", "error": {"type": "api_error",
-                                                     "message": "upstream stream ended before the response was complete"}}
+    assert events[-1] == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "upstream stream ended before the response was complete",
+        },
+    }
     assert "message_stop" not in [e["type"] for e in events]
 
 
@@ -370,7 +600,7 @@ def test_upstream_error_event_is_translated_and_closes_the_stream() -> None:
     stream = ANTHROPIC_TOOL_STREAM.split(b"event: content_block_start")[0] + a_ev(
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     )
-    tr = StreamTranslator(A, O, model=None, include_usage=True)
+    tr = StreamTranslator(ANT, OAI, model=None, include_usage=True)
     chunks, done = openai_chunks(run(tr, stream + a_ev({"type": "message_stop"})))
     assert not done and not tr.finished
     assert chunks[-1]["error"]["message"] == "Overloaded"
@@ -378,20 +608,42 @@ def test_upstream_error_event_is_translated_and_closes_the_stream() -> None:
 
 
 def test_openai_error_chunk_becomes_an_anthropic_error_event() -> None:
-    stream = o_chunk({"role": "assistant", "content": "Hi"}) + sse(None, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
-    events = anthropic_events(run(StreamTranslator(O, A, model=None, include_usage=False), stream))
-    assert events[-1] == {"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}}
+    stream = o_chunk({"role": "assistant", "content": "Hi"}) + sse(
+        None,
+        {
+            "error": {
+                "message": "Rate limit reached",
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+            }
+        },
+    )
+    events = anthropic_events(
+        run(StreamTranslator(OAI, ANT, model=None, include_usage=False), stream)
+    )
+    assert events[-1] == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "Rate limit reached"},
+    }
 
 
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        (A, b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n'),
-        (O, b'data: {"error":{"message":"busy","type":"server_error","param":null,"code":"overloaded"}}\n\n'),
+        (
+            ANT,
+            b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n',
+        ),
+        (
+            OAI,
+            b'data: {"error":{"message":"busy","type":"server_error","param":null,"code":"overloaded"}}\n\n',
+        ),
     ],
 )
-def test_error_method_emits_the_target_formats_in_band_error(target: Format, expected: bytes) -> None:
-    source = O if target is A else A
+def test_error_method_emits_the_target_formats_in_band_error(
+    target: Format, expected: bytes
+) -> None:
+    source = OAI if target is ANT else ANT
     tr = StreamTranslator(source, target, model=None, include_usage=True)
     assert tr.error("busy", "overloaded_error") == expected
     assert tr.feed(SSEEvent(raw=b"data: [DONE]\n\n", event=None, data=b"[DONE]")) == []
@@ -401,27 +653,43 @@ def test_error_method_emits_the_target_formats_in_band_error(target: Format, exp
 def sse_client(body: bytes) -> httpx2.Client:
     """An HTTP client (the SDKs' own transport library) whose every response is ``body`` as SSE."""
     headers = {"content-type": "text/event-stream"}
-    return httpx2.Client(transport=httpx2.MockTransport(lambda _: httpx2.Response(200, headers=headers, content=body)))
+    return httpx2.Client(
+        transport=httpx2.MockTransport(
+            lambda _: httpx2.Response(200, headers=headers, content=body)
+        )
+    )
 
 
 def test_openai_sdk_raises_on_the_translated_error_chunk() -> None:
-    body = StreamTranslator(A, O, model=None, include_usage=True).error("stalled", "api_error")
+    body = StreamTranslator(ANT, OAI, model=None, include_usage=True).error("stalled", "api_error")
     client = openai.OpenAI(api_key="k", base_url="http://test/v1", http_client=sse_client(body))
     with pytest.raises(openai.APIError, match="stalled"):
-        list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True))
+        list(
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
 
 
 def test_anthropic_sdk_raises_on_the_translated_error_event() -> None:
-    body = StreamTranslator(O, A, model=None, include_usage=False).error("busy", "overloaded_error")
+    body = StreamTranslator(OAI, ANT, model=None, include_usage=False).error(
+        "busy", "overloaded_error"
+    )
     client = anthropic.Anthropic(api_key="k", base_url="http://test", http_client=sse_client(body))
     with pytest.raises(anthropic.APIStatusError, match="busy"):
-        list(client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}], stream=True))
+        list(
+            client.messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
 
 
 # --- same format ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fmt", "stream"), [(A, ANTHROPIC_TOOL_STREAM), (O, OPENAI_TOOL_STREAM)])
+@pytest.mark.parametrize(
+    ("fmt", "stream"), [(ANT, ANTHROPIC_TOOL_STREAM), (OAI, OPENAI_TOOL_STREAM)]
+)
 def test_same_format_relays_events_untouched_while_tracking(fmt: Format, stream: bytes) -> None:
     tr = StreamTranslator(fmt, fmt, model="alias", include_usage=True)
     assert b"".join(run(tr, stream, 9)) == stream

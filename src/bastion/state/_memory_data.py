@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 __all__ = ["Bucket", "CapState", "Counter", "Idem", "Reservation"]
@@ -20,6 +21,32 @@ class CapState:
     reserved: float = 0.0
     leases: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (amount, until)
     heap: list[tuple[float, str]] = field(default_factory=list)
+
+    def hold(self, reservation_id: str, amount: float, until: float) -> None:
+        self.leases[reservation_id] = (amount, until)
+        heapq.heappush(self.heap, (until, reservation_id))
+        self.reserved += amount
+
+    def drop(self, reservation_id: str) -> None:
+        lease = self.leases.pop(reservation_id, None)
+        if lease is not None:
+            self.reserved = (self.reserved - lease[0]) if self.leases else 0.0
+
+    def prune(self, now: float) -> None:
+        """Forget leases that ended: their calls crashed or outlived their deadline."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            until, rid = heapq.heappop(heap)
+            lease = self.leases.get(rid)
+            if lease is not None and lease[1] == until:
+                del self.leases[rid]
+                self.reserved -= lease[0]
+        if not self.leases:
+            self.reserved = 0.0  # no float residue once nothing is reserved
+            heap.clear()
+        elif len(heap) > 2 * len(self.leases) + 64:  # mostly settled entries: rebuild
+            self.heap = [(until, rid) for rid, (_, until) in self.leases.items()]
+            heapq.heapify(self.heap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import math
 import time
@@ -101,9 +100,7 @@ class MemoryCounterStore:
         until = now + lease_seconds
         for cap in caps:
             state = self._cap(cap.key, now) or self._new_cap(cap.key, now + cap.ttl_seconds)
-            state.leases[reservation_id] = (amount, until)
-            heapq.heappush(state.heap, (until, reservation_id))
-            state.reserved += amount
+            state.hold(reservation_id, amount, until)
         ttls = tuple((cap.key, cap.ttl_seconds) for cap in caps)
         self._reservations[reservation_id] = Reservation(ttls, now + max(t for _, t in ttls))
         return ReserveResult(True)
@@ -124,9 +121,7 @@ class MemoryCounterStore:
         for key, ttl in reservation.caps:
             state = self._cap(key, now)
             if state is not None:
-                lease = state.leases.pop(reservation_id, None)
-                if lease is not None:
-                    state.reserved = (state.reserved - lease[0]) if state.leases else 0.0
+                state.drop(reservation_id)
             if actual is not None:
                 state = state or self._new_cap(key, now + ttl)
                 state.settled += actual
@@ -146,19 +141,7 @@ class MemoryCounterStore:
             del self._caps[key]
             self._dirty["caps"].add(key)
             return None
-        heap = state.heap
-        while heap and heap[0][0] <= now:
-            until, rid = heapq.heappop(heap)
-            lease = state.leases.get(rid)
-            if lease is not None and lease[1] == until:
-                del state.leases[rid]
-                state.reserved -= lease[0]
-        if not state.leases:
-            state.reserved = 0.0  # no float residue once nothing is reserved
-            heap.clear()
-        elif len(heap) > 2 * len(state.leases) + 64:
-            state.heap = [(until, rid) for rid, (_, until) in state.leases.items()]
-            heapq.heapify(state.heap)
+        state.prune(now)
         return state
 
     def _new_cap(self, key: str, expires_at: float) -> CapState:
@@ -330,8 +313,8 @@ class MemoryCounterStore:
 
     async def _now(self) -> float:
         """Start on first use (load the file, start the writer), then read the clock."""
-        if not self._started:
-            await self._start()
+        if not self._started or self._closed:
+            await self._start()  # raises once closed
         return self._clock()
 
     async def _start(self) -> None:

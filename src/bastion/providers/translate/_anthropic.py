@@ -25,6 +25,8 @@ from ._common import (
     as_list,
     as_str,
     message_id,
+    opt_float,
+    opt_int,
     parse_arguments,
 )
 from .model import (
@@ -81,10 +83,10 @@ def parse_request(body: dict[str, Any]) -> Request:
         tool_choice=_parse_tool_choice(body.get("tool_choice")),
         parallel_tool_calls=None if disable_parallel is None else not disable_parallel,
         stop=tuple(s for s in as_list(body.get("stop_sequences")) if isinstance(s, str)),
-        max_tokens=_opt_int(body.get("max_tokens")),
-        temperature=_opt_float(body.get("temperature")),
-        top_p=_opt_float(body.get("top_p")),
-        user_id=as_dict(body.get("metadata")).get("user_id") or None,
+        max_tokens=opt_int(body.get("max_tokens")),
+        temperature=opt_float(body.get("temperature")),
+        top_p=opt_float(body.get("top_p")),
+        user_id=as_str(as_dict(body.get("metadata")).get("user_id")) or None,
         stream=body.get("stream") is True,
     )
 
@@ -345,11 +347,3 @@ def emit_usage(usage: Usage) -> dict[str, int]:
         "cache_creation_input_tokens": usage.cache_write,
         "cache_read_input_tokens": usage.cache_read,
     }
-
-
-def _opt_int(value: object) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _opt_float(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

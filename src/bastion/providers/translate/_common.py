@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any
 
@@ -13,6 +15,7 @@ _RAW = "_raw"
 _TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _DATA_URL = re.compile(r"^data:([^;,]+)?((?:;[^;,]*)*),(.*)$", re.DOTALL)
 
+_MAX_COUNT = 2**53
 ANTHROPIC_MSG_PREFIX = "msg_"
 OPENAI_MSG_PREFIX = "chatcmpl-"
 
@@ -40,8 +43,11 @@ def dump_arguments(arguments: dict[str, Any]) -> str:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text, as providers send it."""
-    return orjson.dumps(value).decode()
+    """Compact JSON text, as providers send it (stdlib fallback for ints beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def loads_object(data: bytes | str) -> dict[str, Any] | None:
@@ -84,9 +90,23 @@ def message_id(source_id: str, prefix: str) -> str:
 
 def as_int(value: object) -> int:
     """A token count from a provider body; absent or malformed counts are 0, never negative."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return 0
-    return max(0, int(value))
+    return int(min(max(0, value), _MAX_COUNT))
+
+
+def opt_float(value: object) -> float | None:
+    """An optional numeric parameter; non-numbers, NaN and infinities count as absent."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def opt_int(value: object) -> int | None:
+    """An optional integer parameter (``max_tokens``); see ``opt_float``."""
+    number = opt_float(value)
+    return None if number is None else int(number)
 
 
 def as_str(value: object) -> str:

@@ -31,6 +31,8 @@ from ._common import (
     image_from_url,
     image_to_url,
     message_id,
+    opt_float,
+    opt_int,
     parse_arguments,
 )
 from .model import (
@@ -120,11 +122,9 @@ def parse_request(body: dict[str, Any]) -> Request:
         stop=(stop,)
         if isinstance(stop, str)
         else tuple(s for s in as_list(stop) if isinstance(s, str)),
-        max_tokens=max_tokens
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-        else None,
-        temperature=_opt_float(body.get("temperature")),
-        top_p=_opt_float(body.get("top_p")),
+        max_tokens=opt_int(max_tokens),
+        temperature=opt_float(body.get("temperature")),
+        top_p=opt_float(body.get("top_p")),
         user_id=user if isinstance(user, str) and user else None,
         stream=body.get("stream") is True,
     )
@@ -396,7 +396,3 @@ def emit_usage(usage: Usage) -> dict[str, Any]:
         "total_tokens": prompt + usage.output_tokens,
         "prompt_tokens_details": details,
     }
-
-
-def _opt_float(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
