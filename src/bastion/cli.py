@@ -55,7 +55,11 @@ def serve(
     from .server.serve import serve_gateway
 
     try:
-        _run(serve_gateway(cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port))
+        _run(
+            serve_gateway(
+                cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port
+            )
+        )
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -146,6 +150,48 @@ def keys_revoke(
         typer.echo(f"no active key {key!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key}")
+
+
+@app.command()
+def kill(
+    action: Annotated[str, typer.Argument(help="on | off | status")],
+    feature: Annotated[str | None, typer.Option(help="only this feature")] = None,
+    key: Annotated[str | None, typer.Option(help="only this key id")] = None,
+    who: Annotated[str | None, typer.Option(help="recorded as who flipped it")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The kill switch: every replica serves the degraded response within a second."""
+    import getpass
+
+    from .reliability.killswitch import PREFIX, set_kill
+    from .state import open_state
+
+    if action not in ("on", "off", "status"):
+        typer.echo("action must be on, off or status", err=True)
+        raise typer.Exit(2)
+    cfg = _load(config)
+
+    async def go() -> list[str]:
+        st = open_state(cfg.state.url, prefix=cfg.state.prefix)
+        try:
+            if action != "status":
+                k = await set_kill(
+                    st, action == "on", who=who or getpass.getuser(), feature=feature, key_id=key
+                )
+                return [f"{k.removeprefix(PREFIX)}: {action}"]
+            flags = await st.get_flags(PREFIX)
+            lines = []
+            for k in sorted(flags):
+                meta = await st.flag_meta(k) or {}
+                lines.append(
+                    f"{k.removeprefix(PREFIX)}: on (by {meta.get('who', '?')} at {meta.get('at', '?')})"
+                )
+            return lines or ["all switches off"]
+        finally:
+            await st.close()
+
+    for line in _run(go()):
+        typer.echo(line)
 
 
 @config_app.command("example")

@@ -16,7 +16,9 @@ class DayClock:
         self._tz = ZoneInfo(tz)
 
     def day(self, ts: float | None = None) -> str:
-        return datetime.fromtimestamp(time.time() if ts is None else ts, self._tz).strftime("%Y-%m-%d")
+        return datetime.fromtimestamp(time.time() if ts is None else ts, self._tz).strftime(
+            "%Y-%m-%d"
+        )
 
     def seconds_to_next_day(self, ts: float | None = None) -> float:
         now = datetime.fromtimestamp(time.time() if ts is None else ts, self._tz)

@@ -110,7 +110,32 @@ class ModelConfig(_Strict):
     description: str | None = None
 
 
+class RetryConfig(_Strict):
+    attempts_per_deployment: int = Field(2, ge=1, le=10)
+    max_attempts: int = Field(6, ge=1, le=50)
+    backoff_base: float = Field(0.2, ge=0)
+    backoff_max: float = Field(4.0, ge=0)
+    max_retry_after: float = Field(30.0, ge=0)  # a longer Retry-After moves to the next deployment
+
+
+class BreakerConfig(_Strict):
+    enabled: bool = True
+    failure_threshold: int = Field(5, ge=0)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    window_seconds: float = Field(30.0, gt=0)
+    min_calls: int = Field(20, ge=1)
+    cooldown_seconds: float = Field(10.0, gt=0)
+
+
+class DegradedConfig(_Strict):
+    """What a caller gets when no deployment can answer: a typed error, or a canned message."""
+
+    mode: Literal["error", "message"] = "error"
+    message: str = "AI assistance is unavailable right now, please continue manually."
+
+
 class FeatureConfig(_Strict):
+    degraded: DegradedConfig = Field(default_factory=DegradedConfig)
     max_tokens_default: int = Field(800, gt=0)
     max_tokens_limit: int = Field(8192, gt=0)
     max_tokens_mode: Literal["clamp", "refuse"] = "clamp"
@@ -199,8 +224,17 @@ class ObservabilityConfig(_Strict):
     queue_max: int = Field(20_000, gt=0)
 
 
+class ReliabilityConfig(_Strict):
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    kill_switch_poll_seconds: float = Field(0.25, gt=0, le=1.0)
+    idempotency_ttl_seconds: float = Field(86400.0, gt=0)
+    idempotency_wait_seconds: float = Field(10.0, ge=0)
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cost: CostConfig = Field(default_factory=CostConfig)

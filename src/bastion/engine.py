@@ -7,6 +7,9 @@ this loop in ``reliability/`` without changing how one attempt works.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,10 +18,12 @@ from typing import Any
 import orjson
 
 from .call import Attempt, Call
+from .config import BreakerConfig, RetryConfig
 from .errors import (
     AIUnavailable,
     BastionError,
     InvalidRequest,
+    StateUnavailable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -27,6 +32,7 @@ from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format
 from .reliability.router import Deployment, Router
+from .state import BreakerPolicy, CounterStore
 from .streams import StreamRelay
 
 TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529})
@@ -40,6 +46,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
+    call: Call | None = None
 
 
 class UpstreamStatusError(UpstreamError):
@@ -67,7 +74,7 @@ def is_transient(err: UpstreamError) -> bool:
 
 def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
     """The body as the deployment's provider expects it (same dict on the fast path)."""
-    target = dep.endpoint.format
+    target = dep.endpoint.speaks(call.client_format)
     if target is call.client_format:
         body = dict(call.body)
         body["model"] = dep.model
@@ -82,39 +89,124 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
 
 
+def is_context_length(err: UpstreamError) -> bool:
+    """The prompt is over this deployment's window: same size will fail again, a larger one may not."""
+    body = (err.upstream_body or b"").lower()
+    return (err.upstream_status or 0) in (400, 413) and (
+        b"context_length_exceeded" in body
+        or b"prompt is too long" in body
+        or b"context window" in body
+    )
+
+
 class Engine:
-    """Executes calls; one instance per gateway."""
+    """Executes calls: retries with backoff inside a deployment, failover across them, breakers around each."""
 
-    __slots__ = ("_router",)
+    __slots__ = ("_breaker", "_retry", "_router", "_state")
 
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self,
+        router: Router,
+        retry: RetryConfig | None = None,
+        state: CounterStore | None = None,
+        breaker: BreakerConfig | None = None,
+    ) -> None:
         self._router = router
+        self._retry = retry or RetryConfig()
+        self._state = state
+        self._breaker: BreakerPolicy | None = None
+        if state is not None and breaker is not None and breaker.enabled:
+            self._breaker = BreakerPolicy(
+                failure_threshold=breaker.failure_threshold,
+                error_rate=breaker.error_rate,
+                window_seconds=breaker.window_seconds,
+                min_calls=breaker.min_calls,
+                cooldown_seconds=breaker.cooldown_seconds,
+            )
+
+    async def _allow(self, dep: Deployment) -> bool:
+        if self._breaker is None or self._state is None:
+            return True
+        try:
+            d = await self._state.breaker_allow("breaker:" + dep.name, self._breaker)
+        except StateUnavailable:
+            return (
+                True  # breakers are advisory: an outage of the counter store must not stop traffic
+            )
+        return d.allowed
+
+    async def _record(self, dep: Deployment, ok: bool) -> None:
+        if self._breaker is None or self._state is None:
+            return
+        with contextlib.suppress(StateUnavailable):
+            await self._state.breaker_record("breaker:" + dep.name, ok, self._breaker)
 
     async def run(self, call: Call, passthrough: dict[str, str], on_end: OnEnd) -> Reply:
         deployments = self._router.resolve(call.requested_model)
+        pol = self._retry
         last: UpstreamError | None = None
+        total = 0
+        skipped: list[str] = []
         for dep in deployments:
-            if call.remaining() <= 0:
-                break
-            attempt = Attempt(dep.name, dep.endpoint.name, dep.model, started=time.monotonic())
-            call.attempts.append(attempt)
-            try:
-                if call.stream:
-                    return await self._stream(call, dep, passthrough, on_end)
-                return await self._unary(call, dep, passthrough)
-            except UpstreamError as exc:
-                attempt.error = type(exc).__name__
-                attempt.status = exc.upstream_status
-                last = exc
-                if not is_transient(exc):
+            if not await self._allow(dep):
+                skipped.append(dep.name)
+                continue
+            for n in range(pol.attempts_per_deployment):
+                if call.remaining() <= 0 or total >= pol.max_attempts:
                     break
-            finally:
+                total += 1
+                attempt = Attempt(dep.name, dep.endpoint.name, dep.model, started=time.monotonic())
+                call.attempts.append(attempt)
+                try:
+                    if call.stream:
+                        reply = await self._stream(call, dep, passthrough, on_end)
+                    else:
+                        reply = await self._unary(call, dep, passthrough)
+                except UpstreamError as exc:
+                    attempt.ended = time.monotonic()
+                    attempt.error = type(exc).__name__
+                    attempt.status = exc.upstream_status
+                    last = exc
+                    if not is_transient(exc):
+                        if is_context_length(exc):
+                            break  # a fallback with a larger window may take it
+                        raise
+                    await self._record(dep, False)
+                    if n + 1 >= pol.attempts_per_deployment:
+                        break
+                    ra = exc.retry_after
+                    if ra is not None:
+                        if ra > pol.max_retry_after or ra >= call.remaining():
+                            break  # the provider asks for longer than we can wait: next deployment
+                        delay = ra
+                    else:
+                        delay = random.uniform(0.0, min(pol.backoff_max, pol.backoff_base * (2**n)))
+                    if delay >= call.remaining():
+                        break
+                    await asyncio.sleep(delay)
+                    continue
                 attempt.ended = time.monotonic()
-        if last is None:
-            raise AIUnavailable(
-                "the call's deadline passed before any deployment answered", reason="deadline"
-            )
-        raise last
+                attempt.status = 200
+                await self._record(dep, True)
+                return reply
+        if skipped:
+            call.flags["breaker_open"] = skipped
+        if last is not None and not is_transient(last) and not is_context_length(last):
+            raise last
+        if last is not None and is_context_length(last):
+            raise last
+        reason = (
+            "deadline"
+            if call.remaining() <= 0
+            else ("breaker_open" if last is None else "all_failed")
+        )
+        detail = (
+            f" (last error: {last.message}, HTTP {last.upstream_status})"
+            if last is not None
+            else ""
+        )
+        call.flags["degraded"] = True
+        raise AIUnavailable(f"no deployment could answer{detail}", reason=reason)
 
     def _pick(self, call: Call, dep: Deployment) -> None:
         call.deployment = dep.name
@@ -130,8 +222,9 @@ class Engine:
         passthrough: dict[str, str],
         timeout: float,
     ) -> Any:
+        target = dep.endpoint.speaks(call.client_format)
         req = dep.endpoint.build(
-            body, stream=call.stream, extra_headers=dep.headers, passthrough=passthrough
+            body, target, stream=call.stream, extra_headers=dep.headers, passthrough=passthrough
         )
         resp = await dep.transport.send(req, timeout=min(timeout, call.remaining()))
         if resp.status != 200:
@@ -139,9 +232,7 @@ class Engine:
                 err_body = await _read(resp, min(dep.timeouts.total, call.remaining()))
             finally:
                 await resp.aclose()
-            raise UpstreamStatusError(
-                resp.status, err_body, dep.endpoint.format, dict(resp.headers)
-            )
+            raise UpstreamStatusError(resp.status, err_body, target, dict(resp.headers))
         return resp
 
     async def _unary(self, call: Call, dep: Deployment, passthrough: dict[str, str]) -> Reply:
@@ -158,13 +249,12 @@ class Engine:
             raise UpstreamProtocolError("upstream sent a malformed JSON body") from None
         if not isinstance(obj, dict):
             raise UpstreamProtocolError("upstream sent a non-object JSON body")
+        src = dep.endpoint.speaks(call.client_format)
         self._pick(call, dep)
-        _observe_response(call, obj, dep.endpoint.format)
+        _observe_response(call, obj, src)
         call.first_byte = time.monotonic()
-        if dep.endpoint.format is not call.client_format:
-            obj = translate.response_to(
-                call.client_format, obj, source=dep.endpoint.format, model=None
-            )
+        if src is not call.client_format:
+            obj = translate.response_to(call.client_format, obj, source=src, model=None)
             raw = orjson.dumps(obj)
         call.status = 200
         return Reply(200, {"content-type": "application/json"}, body=raw)
@@ -175,18 +265,17 @@ class Engine:
         body = upstream_body(call, dep)
         t = dep.timeouts
         resp = await self._send(call, dep, body, passthrough, t.connect + t.first_token)
+        src = dep.endpoint.speaks(call.client_format)
         emit = None
-        if dep.endpoint.format is not call.client_format:
+        if src is not call.client_format:
             tr = translate.StreamTranslator(
-                dep.endpoint.format,
+                src,
                 call.client_format,
                 model=None,
                 include_usage=call.include_usage,
             )
             emit = tr.feed
-        relay = StreamRelay(
-            call, resp, dep.endpoint.format, emit=emit, idle_timeout=t.idle, on_end=on_end
-        )
+        relay = StreamRelay(call, resp, src, emit=emit, idle_timeout=t.idle, on_end=on_end)
         try:
             first = await relay.prime(t.first_token)
         except BaseException:
@@ -198,8 +287,6 @@ class Engine:
 
 
 async def _read(resp: Any, timeout: float) -> bytes:
-    import asyncio
-
     try:
         async with asyncio.timeout(max(timeout, 0.0)):
             data: bytes = await resp.read()

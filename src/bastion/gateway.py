@@ -17,8 +17,8 @@ import orjson
 
 from .auth import KeyResolver, key_from_headers
 from .call import Call, Principal
-from .config import Config, load_config
 from .clock import DayClock
+from .config import Config, load_config
 from .cost.budget import BudgetGuard
 from .cost.max_tokens import MaxTokensGuard
 from .cost.meter import CostMeter
@@ -26,16 +26,19 @@ from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
-from .errors import BastionError
+from .errors import AIUnavailable, BastionError
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .pipeline import Pipeline
-from .providers.adapters import Endpoint, endpoint_format
+from .providers.adapters import Endpoint, endpoint_formats
 from .providers.base import Format, Transport
 from .providers.http import HttpTransport
 from .providers.sim import SimTransport, Simulator
 from .providers.sse import SSEDecoder
+from .reliability.degraded import canned_body, canned_stream
+from .reliability.idempotency import REPLAY_HEADER, Idempotency, fingerprint, replay_stream
+from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
 from .schema import end_user, parse_body, validate
 from .state import CounterStore, open_state
@@ -57,7 +60,9 @@ class Gateway:
     ) -> None:
         self.config = config
         self.store = store if store is not None else open_store(config.store.url)
-        self.state = state if state is not None else open_state(config.state.url, prefix=config.state.prefix)
+        self.state = (
+            state if state is not None else open_state(config.state.url, prefix=config.state.prefix)
+        )
         self.clock = DayClock(config.cost.timezone)
         self.prices = PriceTable(
             {
@@ -79,14 +84,14 @@ class Gateway:
         self.transports: dict[str, Transport] = {}
         self.endpoints: dict[str, Endpoint] = {}
         for name, p in config.providers.items():
-            if p.kind == "sim":
+            if p.kind == "sim" or p.resolved_base_url().startswith("sim://"):
                 self.transports[name] = SimTransport(self.simulator)
             else:
                 self.transports[name] = HttpTransport(max_connections=p.max_connections)
             self.endpoints[name] = Endpoint(
                 name=name,
                 kind=p.kind,
-                format=endpoint_format(p.kind),
+                formats=endpoint_formats(p.kind),
                 base_url=p.resolved_base_url(),
                 api_key=p.api_key(),
                 headers=dict(p.headers),
@@ -94,15 +99,26 @@ class Gateway:
         self.router = Router(config, self.endpoints, self.transports)
         self.keys = KeyResolver(self.store, ttl=config.server.key_cache_seconds)
         self.pipeline = Pipeline(self._guards())
-        self.engine = Engine(self.router)
+        self.idempotency = Idempotency(
+            self.state,
+            ttl=config.reliability.idempotency_ttl_seconds,
+            wait=config.reliability.idempotency_wait_seconds,
+        )
+        self.engine = Engine(
+            self.router, config.reliability.retry, self.state, config.reliability.breaker
+        )
         self._started = False
 
     def _guards(self) -> list[object]:
         """Before-hooks run in this order, after-hooks in reverse (cost is priced first, recorded last)."""
         cfg = self.config
         self.budget = BudgetGuard(cfg, self.state, self.prices, self.router, self.clock)
+        self.kill_switch = KillSwitchGuard(
+            self.state, cfg.reliability.kill_switch_poll_seconds, fail_open=cfg.state.fail_open
+        )
         candidates: list[object] = [
             RecordGuard(self.recorder, self.clock, body_max_chars=cfg.observability.body_max_chars),
+            self.kill_switch,
             MaxTokensGuard(cfg.features),
             TokenCapGuard(cfg.features, self.state),
             RateLimitGuard(cfg, self.state, self.clock),
@@ -156,6 +172,46 @@ class Gateway:
         body = parse_body(raw)
         validate(fmt, body)
         self.router.resolve(body["model"])  # unknown model: 404 before any guard spends
+        idem = headers.get("idempotency-key")
+        if not idem:
+            return await self._run(fmt, raw, body, headers, principal)
+        stream = body.get("stream") is True
+        key = f"idem:{principal.key_id}:{fmt.value}:{idem}"
+        fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
+        lock = (
+            self.config.feature(principal.feature or headers.get("x-bastion-feature")).deadline + 30
+        )
+        stored = await self.idempotency.claim(key, fp, stream=stream, lock_seconds=lock)
+        if stored is not None:
+            status, data, is_stream = stored
+            hs = {REPLAY_HEADER: "true"}
+            if is_stream:
+                return Reply(status, hs, stream=replay_stream(data))
+            return Reply(status, hs, body=data)
+        try:
+            reply = await self._run(fmt, raw, body, headers, principal)
+        except BaseException:
+            await self.idempotency.abandon(key)
+            raise
+        if reply.stream is not None:
+            call = reply.call
+            reply.stream = self.idempotency.wrap_stream(
+                key, fp, reply.stream, lambda: call is None or "stream_error" not in call.flags
+            )
+        elif reply.status == 200 and reply.body is not None:
+            await self.idempotency.complete(key, fp, reply.body, stream=False)
+        else:
+            await self.idempotency.abandon(key)
+        return reply
+
+    async def _run(
+        self,
+        fmt: Format,
+        raw: bytes,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        principal: Principal,
+    ) -> Reply:
         trace_id, _parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
         stream = body.get("stream") is True
@@ -192,9 +248,17 @@ class Gateway:
         try:
             await self.pipeline.before(call)
             reply = await self.engine.run(call, passthrough, on_end)
+        except AIUnavailable as exc:
+            call.flags["degraded"] = exc.reason
+            degraded = self.config.feature(call.feature).degraded
+            if degraded.mode != "message":
+                await self._finish(call, exc)
+                raise
+            reply = self._canned(call, degraded.message)
         except BaseException as exc:
             await self._finish(call, exc)
             raise
+        reply.call = call
         reply.headers["x-request-id"] = call.request_id
         reply.headers["traceparent"] = traceparent
         if call.deployment:
@@ -202,6 +266,26 @@ class Gateway:
         if reply.stream is None:
             await self._finish(call, None)
         return reply
+
+    def _canned(self, call: Call, text: str) -> Reply:
+        """The configured degraded message, in the caller's format, marked by a header."""
+        call.status = 200
+        call.output_text.append(text)
+        headers = {"x-bastion-degraded": str(call.flags.get("degraded", "1"))}
+        if not call.stream:
+            return Reply(
+                200, headers, body=canned_body(call.client_format, call.requested_model, text)
+            )
+        chunks = canned_stream(call.client_format, call.requested_model, text, call.include_usage)
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                for c in chunks:
+                    yield c
+            finally:
+                await self._finish(call, None)
+
+        return Reply(200, headers, stream=gen())
 
     async def _finish(self, call: Call, error: BaseException | None) -> None:
         if call.ended is None:

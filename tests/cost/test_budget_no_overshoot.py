@@ -19,9 +19,17 @@ import aiohttp
 import asyncpg
 import pytest
 import redis
+from tests.conftest import (
+    BIN,
+    RunningGateway,
+    free_port,
+    start_gateway,
+    stop,
+    wait_port,
+    write_config,
+)
 
 from bastion.clock import DayClock
-from tests.conftest import BIN, RunningGateway, free_port, start_gateway, stop, wait_port, write_config
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 CAP_USD = 1.25
@@ -33,7 +41,8 @@ def sim_server() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "bastion"), "sim", "--port", str(port), "--ttft-ms", "20"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, proc)
@@ -53,15 +62,21 @@ def capped_config(tmp: Path, sim_url: str, **extra: Any) -> Path:
 
 
 async def _fire(urls: list[str], key: str, n: int) -> list[int]:
-    body = json.dumps({"model": "capped", "max_tokens": 40,
-                       "messages": [{"role": "user", "content": "hello"}]})
+    body = json.dumps(
+        {"model": "capped", "max_tokens": 40, "messages": [{"role": "user", "content": "hello"}]}
+    )
     conn = aiohttp.TCPConnector(limit=n)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
+
         async def one(i: int) -> int:
-            async with s.post(urls[i % len(urls)] + "/v1/messages", data=body,
-                              headers={"x-api-key": key, "content-type": "application/json"}) as r:
+            async with s.post(
+                urls[i % len(urls)] + "/v1/messages",
+                data=body,
+                headers={"x-api-key": key, "content-type": "application/json"},
+            ) as r:
                 await r.read()
                 return r.status
+
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
@@ -102,7 +117,9 @@ async def test_embedded_backend_never_overshoots(tmp_path: Path, sim_server: str
     try:
         statuses = await _fire([gw.url], gw.key, 500)
         served = await _upstream_served(sim_server)
-        rows, spent = await _ledger(f"sqlite:///{tmp_path / 'bastion.db'}", statuses.count(200) + statuses.count(429))
+        rows, spent = await _ledger(
+            f"sqlite:///{tmp_path / 'bastion.db'}", statuses.count(200) + statuses.count(429)
+        )
     finally:
         stop(gw.proc)
     _check(statuses, served, rows, spent)
@@ -117,7 +134,8 @@ async def test_three_replicas_on_redis_never_overshoot(tmp_path: Path, sim_serve
     gws: list[RunningGateway] = []
     try:
         cfg = capped_config(
-            tmp_path, sim_server,
+            tmp_path,
+            sim_server,
             store={"url": store_url},
             state={"url": "redis://127.0.0.1:6379/0", "prefix": prefix},
         )

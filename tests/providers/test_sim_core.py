@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from bastion.providers.sim import ScenarioError, Simulator, parse_fault, split_model
 from bastion.providers.sim.answers import apply_stop_sequences, has_unfenced_injection, split_words
 from bastion.providers.sim.cache import PrefixCache, Segment, anthropic_usage, openai_usage
-from bastion.providers.sim.schema_example import example_for
 from bastion.providers.sim.scenario import combined_fault
+from bastion.providers.sim.schema_example import example_for
 
 if TYPE_CHECKING:
     from conftest import RawPost, SimServer
@@ -132,7 +132,8 @@ def test_anthropic_cache_reads_an_earlier_turn_through_lookback() -> None:
 
     turn1 = _segs((8000, True), (400, False), (400, True))
     assert usage(turn1) == (0, 2200, 0)
-    turn2 = [*turn1[:2], Segment(turn1[2].material, 400), *_segs((40, False), (40, True))[0:0]]
+    # Turn 2 moves the breakpoint to its new last block; the old one is found by lookback.
+    turn2 = [*turn1[:2], Segment(turn1[2].material, 400)]
     turn2 += [Segment(b"reply", 400), Segment(b"next", 400, 0.0)]
     assert usage(turn2) == (0, 200, 2200)  # reads turn 1's prefix, writes the new tail
     clock.now += 301

@@ -98,12 +98,16 @@ async def test_raw_stream_ends_with_done_and_has_no_usage_unless_asked(
     assert all(e.event is None for e in events)
     chunks = [orjson.loads(e.data) for e in events[:-1]]
     assert all("usage" not in c for c in chunks)
+    assert all(isinstance(c["obfuscation"], str) for c in chunks)
     assert chunks[-1]["choices"][0] == {
         "index": 0,
         "delta": {},
         "logprobs": None,
         "finish_reason": "stop",
     }
+    body["stream_options"] = {"include_obfuscation": False}
+    plain = await raw_post(sim_server.url + "/v1/chat/completions", body)
+    assert all(b"obfuscation" not in e.data for e in plain.events())
 
 
 async def test_tool_calls_stream_arguments_in_pieces_and_round_trip(

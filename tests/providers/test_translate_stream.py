@@ -213,10 +213,10 @@ def anthropic_final(events: list[dict[str, Any]]) -> Any:
 
 def openai_chunks(out: list[bytes]) -> tuple[list[dict[str, Any]], bool]:
     evs = decode(out)
+    assert all(e.event is None for e in evs)  # OpenAI streams are data-only
     done = evs[-1].data == b"[DONE]"
     chunks = [json.loads(e.data) for e in (evs[:-1] if done else evs)]
     for c in chunks:
-        assert evs[0].event is None
         if "error" not in c:
             ChatCompletionChunk.model_validate(c)
     return chunks, done
@@ -696,3 +696,54 @@ def test_same_format_relays_events_untouched_while_tracking(fmt: Format, stream:
     assert tr.finished
     assert tr.text_so_far == "Let me check. ☀"
     assert tr.usage.cache_read == 100
+
+
+def test_input_tokens_known_up_front_go_into_message_start() -> None:
+    usage = {"prompt_tokens": 12, "completion_tokens": 0, "total_tokens": 12}
+    stream = o_chunk({"role": "assistant", "content": "Hi"}, usage=usage) + o_chunk({}, "stop")
+    events = anthropic_events(
+        run(
+            StreamTranslator(OAI, ANT, model=None, include_usage=False),
+            stream + b"data: [DONE]\n\n",
+        )
+    )
+    assert events[0]["message"]["usage"]["input_tokens"] == 12
+    assert events[-2]["usage"]["input_tokens"] == 12
+
+
+def test_tool_input_sent_whole_in_content_block_start_is_not_lost() -> None:
+    start = {"type": "tool_use", "id": "toolu_9", "name": "f", "input": {"a": [1, 2]}}
+    stream = b"".join(
+        [
+            a_ev(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": "msg_9",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": "c",
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 1, "output_tokens": 1},
+                    },
+                }
+            ),
+            a_ev({"type": "content_block_start", "index": 0, "content_block": start}),
+            a_ev({"type": "content_block_stop", "index": 0}),
+            a_ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use"},
+                    "usage": {"output_tokens": 5},
+                }
+            ),
+            a_ev({"type": "message_stop"}),
+        ]
+    )
+    chunks, _ = openai_chunks(
+        run(StreamTranslator(ANT, OAI, model=None, include_usage=False), stream)
+    )
+    call = openai_final(chunks).choices[0].message.tool_calls[0]
+    assert (call.id, json.loads(call.function.arguments)) == ("toolu_9", {"a": [1, 2]})

@@ -84,8 +84,8 @@ async def fuzz_app(tmp_path: Path) -> AsyncIterator[tuple[Any, str]]:
         None,
         overrides={
             "store": {"url": f"sqlite:///{tmp_path / 'f.db'}"},
-        "state": {"url": "memory://"},
-        "observability": {"spill_path": str(tmp_path / "spill.jsonl")},
+            "state": {"url": "memory://"},
+            "observability": {"spill_path": str(tmp_path / "spill.jsonl")},
             "providers": {"sim": {"kind": "sim"}},
             "models": sim_models(),
         },

@@ -30,7 +30,12 @@ class BudgetGuard:
     name = "budget"
 
     def __init__(
-        self, config: Config, state: CounterStore, prices: PriceTable, router: Router, clock: DayClock
+        self,
+        config: Config,
+        state: CounterStore,
+        prices: PriceTable,
+        router: Router,
+        clock: DayClock,
     ) -> None:
         self._caps = config.cost.caps
         self._features = config.features
@@ -75,7 +80,9 @@ class BudgetGuard:
         if c.per_user_daily_usd is not None and call.user_id:
             caps.append(Cap(f"spend:{day}:user:{call.user_id}", c.per_user_daily_usd, DAY_TTL))
         if c.per_key_daily_usd is not None:
-            caps.append(Cap(f"spend:{day}:key:{call.principal.key_id}", c.per_key_daily_usd, DAY_TTL))
+            caps.append(
+                Cap(f"spend:{day}:key:{call.principal.key_id}", c.per_key_daily_usd, DAY_TTL)
+            )
         return caps
 
     def worst_case(self, call: Call) -> float:

@@ -78,7 +78,9 @@ class RateLimitGuard:
                     )
             if b.calls_per_day:
                 day = self._clock.day(call.wall_started)
-                r = await st.incr_if_below(f"calls:{day}:{scope}:{who}", 1.0, b.calls_per_day, 2 * 86400.0)
+                r = await st.incr_if_below(
+                    f"calls:{day}:{scope}:{who}", 1.0, b.calls_per_day, 2 * 86400.0
+                )
                 if not r.ok:
                     raise RateLimited(
                         f"daily call limit reached for {scope} {who}: {b.calls_per_day} calls/day",

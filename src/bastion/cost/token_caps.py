@@ -59,6 +59,8 @@ class TokenCapGuard:
         total = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
         if total:
             try:
-                await self._state.incr(f"conv:{call.conversation_id}", float(total), CONVERSATION_TTL)
+                await self._state.incr(
+                    f"conv:{call.conversation_id}", float(total), CONVERSATION_TTL
+                )
             except StateUnavailable:
                 call.flags["conversation_uncounted"] = True

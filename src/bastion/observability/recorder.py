@@ -79,7 +79,9 @@ class Recorder:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="bastion-recorder")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="bastion-recorder"
+            )
 
     async def aclose(self) -> None:
         """Drain what is queued (to the store, or to the spill file if it is down)."""
@@ -128,7 +130,11 @@ class Recorder:
             self.stats.written += len(batch)
         except Exception as exc:  # any store failure: keep the records on disk
             self.stats.store_errors += 1
-            log.warning("record store write failed (%s); spilling %d records", type(exc).__name__, len(batch))
+            log.warning(
+                "record store write failed (%s); spilling %d records",
+                type(exc).__name__,
+                len(batch),
+            )
             self._spill_items(batch)
 
     def _spill_items(self, items: list[Item]) -> None:

@@ -25,21 +25,26 @@ class Endpoint:
 
     name: str
     kind: str
-    format: Format
+    formats: tuple[Format, ...]
     base_url: str
     api_key: str | None
     headers: Mapping[str, str]
 
+    def speaks(self, client: Format) -> Format:
+        """The format to send in: the client's own when the provider speaks it (no translation)."""
+        return client if client in self.formats else self.formats[0]
+
     def build(
         self,
         body: dict[str, Any],
+        fmt: Format,
         *,
         stream: bool,
         extra_headers: Mapping[str, str],
         passthrough: Mapping[str, str],
     ) -> UpstreamRequest:
         headers: dict[str, str] = {"content-type": "application/json", **self.headers}
-        if self.format is Format.ANTHROPIC:
+        if fmt is Format.ANTHROPIC:
             url = self.base_url + "/v1/messages"
             headers["anthropic-version"] = passthrough.get("anthropic-version", ANTHROPIC_VERSION)
             beta = passthrough.get("anthropic-beta")
@@ -48,7 +53,9 @@ class Endpoint:
             if self.api_key:
                 headers["x-api-key"] = self.api_key
         else:
-            url = self.base_url + "/chat/completions"
+            url = self.base_url + (
+                "/v1/chat/completions" if self.kind == "sim" else "/chat/completions"
+            )
             if self.api_key:
                 headers["authorization"] = "Bearer " + self.api_key
         tp = passthrough.get("traceparent")
@@ -60,8 +67,11 @@ class Endpoint:
         return UpstreamRequest("POST", url, headers, orjson.dumps(body), stream)
 
 
-def endpoint_format(kind: str) -> Format:
-    return Format.ANTHROPIC if kind == "anthropic" else Format.OPENAI
+def endpoint_formats(kind: str) -> tuple[Format, ...]:
+    """What a provider kind speaks natively; the simulator speaks both."""
+    if kind == "sim":
+        return (Format.ANTHROPIC, Format.OPENAI)
+    return (Format.ANTHROPIC,) if kind == "anthropic" else (Format.OPENAI,)
 
 
 def usage_from_anthropic(u: Mapping[str, Any], into: Usage) -> None:

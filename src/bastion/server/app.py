@@ -64,6 +64,8 @@ class BastionApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
+            ("GET", "/admin/kill"): self._admin_kill,
+            ("POST", "/admin/kill"): self._admin_kill,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -205,6 +207,25 @@ class BastionApp:
                 ],
             }
         await _send_json(send, 200, orjson.dumps(payload))
+
+    async def _admin_kill(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from .admin import admin_principal, kill_status, kill_toggle
+
+        headers = _headers(scope)
+        try:
+            raw = await self._read_body(scope, receive, headers)
+            principal = await admin_principal(self.gateway, headers)
+            if scope["method"] == "POST":
+                result = await kill_toggle(self.gateway, principal, raw)
+            else:
+                result = await kill_status(self.gateway)
+        except ConnectionAbortedError:
+            return
+        except BastionError as exc:
+            status, hs, body = render_error(exc, Format.OPENAI)
+            await _send_json(send, status, body, hs)
+            return
+        await _send_json(send, 200, orjson.dumps(result))
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, b'{"status":"ok"}')

@@ -20,7 +20,7 @@ __all__ = ["TABLES", "Snapshot", "SnapshotFile"]
 Row = tuple[Any, ...]
 
 # table -> columns; the first column is the key, ``expires_at`` (if any) is wall-clock seconds.
-TABLES: Final[dict[str, tuple[str, ...]]] = {
+TABLES: Final[Mapping[str, tuple[str, ...]]] = {
     "caps": ("key", "settled", "expires_at"),
     "counters": ("key", "value", "expires_at"),
     "flags": ("key", "value", "meta"),

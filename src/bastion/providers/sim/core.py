@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..base import Format
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, openai_wire, refusals
 from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
@@ -122,8 +122,12 @@ class Simulator:
         route = path.split("?", 1)[0].rstrip("/")
         if route.startswith("/v1/"):
             route = route[3:]
-        anthropic = "anthropic-version" in h or route.startswith("/messages")
-        fmt = Format.ANTHROPIC if anthropic else Format.OPENAI
+        if route.startswith("/messages"):
+            fmt = Format.ANTHROPIC
+        elif route == "/chat/completions" or "anthropic-version" not in h:
+            fmt = Format.OPENAI
+        else:
+            fmt = Format.ANTHROPIC
         rid = self._request_id(fmt)
         parsed, bad_json = _load(body)
         model = parsed.get("model") if isinstance(parsed, dict) else None
@@ -141,14 +145,19 @@ class Simulator:
             return error_result(fmt, 404, rid, message=message)
         if method != "POST":
             return error_result(fmt, 405, rid, message="Method Not Allowed")
-        refusal = self._check_auth(fmt, h, rid)
+        refusal = refusals.check_auth(
+            fmt,
+            h,
+            rid,
+            api_key=self.api_key,
+            require_anthropic_version=self.require_anthropic_version,
+        )
         if refusal is not None:
             return refusal
         if bad_json:
-            return error_result(fmt, 400, rid, message=_bad_json_message(fmt))
+            return refusals.bad_json(fmt, rid)
         if not model_str:
-            msg = "model: Field required" if anthropic else "you must provide a model parameter"
-            return error_result(fmt, 400, rid, message=msg)
+            return refusals.missing_model(fmt, rid)
         try:
             fault = combined_fault(h, spec)
             pacing = read_pacing(
@@ -255,32 +264,12 @@ class Simulator:
     ) -> SimResult | None:
         """Refusals decided before generating: unknown model, context, policy, status faults."""
         if self.reject_unknown_models and model not in self.models:
-            if fmt is Format.ANTHROPIC:
-                return error_result(fmt, 404, rid, message=f"model: {model}")
-            return error_result(
-                fmt,
-                404,
-                rid,
-                message=f"The model `{model}` does not exist or you do not have access to it.",
-                code="model_not_found",
-            )
+            return refusals.unknown_model(fmt, model, rid)
         if fault.context_length or input_tokens > self.context_window:
-            return _context_error(
-                fmt, max(input_tokens, self.context_window + 1), self.context_window, rid
-            )
+            window = self.context_window
+            return refusals.context_too_long(fmt, max(input_tokens, window + 1), window, rid)
         if fault.content_policy:
-            if fmt is Format.ANTHROPIC:
-                return error_result(
-                    fmt, 400, rid, message="Output blocked by content filtering policy"
-                )
-            return error_result(
-                fmt,
-                400,
-                rid,
-                message="Your request was rejected as a result of our safety system. Your prompt "
-                "may contain text that is not allowed by our safety system.",
-                code="content_policy_violation",
-            )
+            return refusals.content_policy(fmt, rid)
         status = self._failing_status(fault)
         if status is None:
             return None
@@ -303,38 +292,6 @@ class Simulator:
                 return fault.status or 503
         if fault.fail_rate is not None and _unit(fault.seed, n) < fault.fail_rate:
             return fault.status or 500
-        return None
-
-    def _check_auth(self, fmt: Format, h: Mapping[str, str], rid: str) -> SimResult | None:
-        if fmt is Format.ANTHROPIC:
-            if self.require_anthropic_version and "anthropic-version" not in h:
-                return error_result(fmt, 400, rid, message="anthropic-version: header is required")
-            if self.api_key is None:
-                return None
-            given = h.get("x-api-key") or _bearer(h.get("authorization"))
-            if given is None:
-                return error_result(fmt, 401, rid, message="x-api-key header is required")
-            return None if given == self.api_key else error_result(fmt, 401, rid)
-        if self.api_key is None:
-            return None
-        given = _bearer(h.get("authorization"))
-        if given is None:
-            return error_result(
-                fmt,
-                401,
-                rid,
-                message="You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        if given != self.api_key:
-            masked = given[:3] + "*" * 4 + given[-4:] if len(given) > 8 else "****"
-            return error_result(
-                fmt,
-                401,
-                rid,
-                message=f"Incorrect API key provided: {masked}.",
-                code="invalid_api_key",
-            )
         return None
 
     def _record(
@@ -374,32 +331,6 @@ def _load(body: bytes) -> tuple[Any, bool]:
         return body.decode("utf-8", "replace"), True
 
 
-def _bad_json_message(fmt: Format) -> str:
-    if fmt is Format.ANTHROPIC:
-        return "There was an error parsing the body of your request: invalid JSON"
-    return (
-        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-        "sent was not valid JSON.)"
-    )
-
-
-def _context_error(fmt: Format, tokens: int, window: int, rid: str) -> SimResult:
-    if fmt is Format.ANTHROPIC:
-        return error_result(
-            fmt, 400, rid, message=f"prompt is too long: {tokens} tokens > {window} maximum"
-        )
-    return error_result(
-        fmt,
-        400,
-        rid,
-        message=f"This model's maximum context length is {window} tokens. However, your messages "
-        f"resulted in {tokens} tokens. Please reduce the length of the messages.",
-        param="messages",
-        code="context_length_exceeded",
-    )
-
-
 def _json_headers(fmt: Format, rid: str, data: bytes) -> dict[str, str]:
     headers = {"content-type": "application/json", "content-length": str(len(data))}
     if fmt is Format.ANTHROPIC:
@@ -412,12 +343,6 @@ def _json_headers(fmt: Format, rid: str, data: bytes) -> dict[str, str]:
 
 def _openai_extra() -> dict[str, str]:
     return {"openai-version": "2020-10-01", "openai-processing-ms": "1"}
-
-
-def _bearer(value: str | None) -> str | None:
-    if value and value[:7].lower() == "bearer ":
-        return value[7:].strip()
-    return None
 
 
 def _unit(seed: int, n: int) -> float:

@@ -4,7 +4,8 @@ Stream order, as the API sends it: a first chunk with ``delta.role`` (and the fi
 tool call's id and name), content or ``tool_calls`` argument chunks, a chunk with
 ``finish_reason`` and an empty delta, then, when ``stream_options.include_usage``
 is set, a chunk with ``choices: []`` and ``usage`` (earlier chunks carry
-``usage: null``), and finally ``data: [DONE]``.
+``usage: null``), and finally ``data: [DONE]``. Chunks carry the ``obfuscation``
+padding field unless ``stream_options.include_obfuscation`` is false.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from .result import Frame, WireError
 
 IMAGE_WEIGHT = 6000  # bytes counted for an image part: ~1500 tokens
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# Stream chunks carry random-length padding unless stream_options.include_obfuscation
+# is false; fixed strings keep the simulator deterministic.
+_PADS = ("kX3v", "Qm9aT2", "p0", "Zr7LwB1e", "H4sd9", "yTq2VnMc0", "b8", "JfR5uA")
 _FINISH: dict[StopReason, str] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -38,6 +42,7 @@ class OpenAICall:
     model: str
     stream: bool
     include_usage: bool
+    obfuscate: bool
     prompt: Prompt
     prompt_bytes: bytes
     cache_key: str
@@ -112,6 +117,7 @@ def parse(body: Any, *, model: str) -> OpenAICall:
         model=model,
         stream=body.get("stream") is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        obfuscate=not (isinstance(options, dict) and options.get("include_obfuscation") is False),
         prompt=prompt,
         prompt_bytes=_prompt_bytes(body.get("tools"), messages),
         cache_key=cache_key if isinstance(cache_key, str) else "",
@@ -152,10 +158,14 @@ def stream_frames(call: OpenAICall, answer: Answer, usage: CacheUsage, cid: str)
     head = _head(call, cid, "chat.completion.chunk")
     if call.include_usage:
         head["usage"] = None
+    pad = _PADS if call.obfuscate else ()
 
     def chunk(delta: dict[str, Any], finish: str | None = None, content: bool = False) -> Frame:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return Frame(encode_event(orjson.dumps({**head, "choices": [choice]})), content=content)
+        obj = {**head, "choices": [choice]}
+        if pad:
+            obj["obfuscation"] = pad[len(orjson.dumps(delta)) % len(pad)]
+        return Frame(encode_event(orjson.dumps(obj)), content=content)
 
     calls = answer.tool_calls
     first: dict[str, Any] = {"role": "assistant", "content": "" if not calls else None}
@@ -174,6 +184,8 @@ def stream_frames(call: OpenAICall, answer: Answer, usage: CacheUsage, cid: str)
     frames.append(chunk({}, _FINISH[answer.stop]))
     if call.include_usage:
         tail = {**head, "choices": [], "usage": usage_object(usage, answer.output_tokens)}
+        if pad:
+            tail["obfuscation"] = pad[0]
         frames.append(Frame(encode_event(orjson.dumps(tail))))
     frames.append(Frame(encode_event(b"[DONE]"), final=True))
     return frames

@@ -88,8 +88,6 @@ def error_result(
             "code": code if code is not None else default_code,
         }
         body = orjson.dumps({"error": oerr})
-    if status >= 500 or status in (408, 409, 429):
-        out["x-should-retry"] = "true"
     if headers:
         out.update(headers)
     out["content-length"] = str(len(body))

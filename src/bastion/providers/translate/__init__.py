@@ -4,6 +4,10 @@ The fast path never comes here: when the client's format equals the provider's, 
 and stream events are forwarded as received. Every conversion goes through the neutral
 model in ``model`` (parse the source format, emit the target format), so each direction
 is written once. Plain dicts in and out; no I/O and no shared state.
+
+Hand-written because the libraries that translate between these APIs come bundled with
+a whole proxy, and none promises the exact stream event sequences the official SDKs
+accumulate; the tests check every output against the SDKs' own types and accumulators.
 """
 
 from __future__ import annotations
@@ -66,8 +70,20 @@ def request_to(
 ) -> dict[str, Any]:
     """Convert a request body from ``source`` to ``fmt_target`` for upstream ``model``.
 
-    Same format: the body is returned as is except for ``model``. What is dropped for lack
-    of a counterpart is listed in the docstrings of ``_anthropic`` and ``_openai``.
+    Same format: the body is returned as is except for ``model``. Dropped for lack of a
+    counterpart (details in ``_anthropic`` and ``_openai``):
+
+    - from OpenAI: ``n``, ``seed``, ``logprobs``/``top_logprobs``, ``logit_bias``,
+      ``frequency_penalty``/``presence_penalty``, ``response_format``, ``reasoning_effort``,
+      ``verbosity``, ``modalities``/``audio``, ``prediction``, ``store``, ``metadata``,
+      ``service_tier``, ``web_search_options``, ``prompt_cache_*``, legacy
+      ``functions``/``function_call`` and the ``function`` role, message ``name``, audio and
+      file parts, image ``detail``, custom tools, ``allowed_tools`` choices, tool ``strict``;
+      stop sequences Anthropic rejects (whitespace only);
+    - from Anthropic: ``thinking`` (setting and blocks), ``top_k``, ``cache_control``,
+      documents, search results, server tools and their blocks, citations,
+      ``service_tier``, ``container``, ``output_config``, file image sources, stop
+      sequences past OpenAI's four.
     """
     if fmt_target is source:
         return {**body, "model": model}
