@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,12 +63,13 @@ class Settings:
     warmup_requests: int
     soak_requests: int
     soak_seconds: float
+    rounds: int = 3
     soak_concurrency: int = 20
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
-        base = Settings(300, 2.0, 20, 2_000, 60.0)
+        base = Settings(300, 2.0, 20, 2_000, 60.0, rounds=2)
     else:
         base = Settings(2_000, 6.0, 50, 20_000, 300.0)
     soak = args.soak if args.soak is not None else base.soak_requests
@@ -78,6 +79,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         warmup_requests=base.warmup_requests,
         soak_requests=soak,
         soak_seconds=max(base.soak_seconds, soak / 50.0),
+        rounds=base.rounds,
     )
 
 
@@ -90,11 +92,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (``/proc/PID/stat`` fields 14 and 15)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of one process so far (``/proc/PID/stat`` fields 14, 15)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def machine_busy() -> tuple[int, int]:
@@ -319,9 +321,10 @@ async def drive(
     concurrency: int,
     count: int,
     seconds: float,
+    out: Samples | None = None,
 ) -> Samples:
     """A closed loop of ``concurrency`` workers until ``count`` requests or ``seconds`` pass."""
-    out = Samples()
+    out = Samples() if out is None else out
     issued = 0
     start = time.perf_counter()
     deadline = start + seconds
@@ -334,7 +337,7 @@ async def drive(
             await one_request(session, t, out)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    out.elapsed_s = time.perf_counter() - start
+    out.elapsed_s += time.perf_counter() - start
     return out
 
 
@@ -380,6 +383,8 @@ class Side:
     sim_cpu_ms_per_req: float
     loadgen_cpu_ms_per_req: float
     gateway_cpu_ms_per_req: float | None
+    gateway_user_ms_per_req: float | None
+    gateway_sys_ms_per_req: float | None
     machine_busy_pct: float
     error_examples: list[str]
     latencies_ms: list[float]
@@ -412,34 +417,46 @@ class Cell:
         return self.bastion.ttfb_p50_ms - self.direct.ttfb_p50_ms
 
 
-class CpuMeter:
-    """CPU seconds of the simulator, the gateway and this process over one measured burst."""
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds per process, and busy/total jiffies of the whole machine."""
+
+    sim: float = 0.0
+    gw_user: float = 0.0
+    gw_sys: float = 0.0
+    loadgen: float = 0.0
+    busy: int = 0
+    total: int = 0
+
+    def __add__(self, o: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(o), strict=True)))
+
+    def __sub__(self, o: Usage) -> Usage:
+        return Usage(*(a - b for a, b in zip(astuple(self), astuple(o), strict=True)))
+
+
+class Meter:
+    """Reads the CPU of the simulator, the gateway and this process, plus the machine's load."""
 
     def __init__(self, sim_pid: int, gw_pid: int) -> None:
         self.sim_pid = sim_pid
         self.gw_pid = gw_pid
 
-    def snapshot(self) -> tuple[float, float, float]:
-        return cpu_seconds(self.sim_pid), cpu_seconds(self.gw_pid), cpu_seconds(os.getpid())
+    def read(self) -> Usage:
+        gw_user, gw_sys = cpu_times(self.gw_pid)
+        busy, total = machine_busy()
+        return Usage(
+            sum(cpu_times(self.sim_pid)), gw_user, gw_sys, sum(cpu_times(os.getpid())), busy, total
+        )
 
 
-async def measure(
-    targets: Sequence[Target],
-    concurrency: int,
-    s: Settings,
-    meter: CpuMeter,
-    *,
-    through_gateway: bool,
-) -> Side:
-    async with client(concurrency) as session:
-        warm = max(s.warmup_requests, 2 * concurrency)
-        await drive(session, targets, concurrency, warm, min(3.0, s.seconds_per_cell))
-        before, busy0 = meter.snapshot(), machine_busy()
-        r = await drive(session, targets, concurrency, s.requests_per_cell, s.seconds_per_cell)
-        after, busy1 = meter.snapshot(), machine_busy()
+def summarize(r: Samples, u: Usage, *, through_gateway: bool) -> Side:
     n = max(r.done, 1)
-    sim, gw, lg = ((a - b) * 1000.0 / n for a, b in zip(after, before, strict=True))
     ok = len(r.latencies_ms)
+
+    def per_req(seconds: float) -> float:
+        return seconds * 1000.0 / n
+
     return Side(
         requests=r.done,
         errors=r.errors,
@@ -450,13 +467,39 @@ async def measure(
         ttfb_p50_ms=pct(r.ttfb_ms, 0.50),
         ttfb_p99_ms=pct(r.ttfb_ms, 0.99),
         body_bytes_mean=r.body_bytes / ok if ok else 0.0,
-        sim_cpu_ms_per_req=sim,
-        loadgen_cpu_ms_per_req=lg,
-        gateway_cpu_ms_per_req=gw if through_gateway else None,
-        machine_busy_pct=100.0 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1),
+        sim_cpu_ms_per_req=per_req(u.sim),
+        loadgen_cpu_ms_per_req=per_req(u.loadgen),
+        gateway_cpu_ms_per_req=per_req(u.gw_user + u.gw_sys) if through_gateway else None,
+        gateway_user_ms_per_req=per_req(u.gw_user) if through_gateway else None,
+        gateway_sys_ms_per_req=per_req(u.gw_sys) if through_gateway else None,
+        machine_busy_pct=100.0 * u.busy / max(u.total, 1),
         error_examples=r.error_examples,
         latencies_ms=[round(v, 3) for v in r.latencies_ms],
         ttfb_ms=[round(v, 3) for v in r.ttfb_ms],
+    )
+
+
+async def measure(
+    direct: Target, gateway: Target, concurrency: int, s: Settings, meter: Meter
+) -> tuple[Side, Side]:
+    """Both sides of one cell in alternating rounds, so a burst of noise hits both alike."""
+    per_round = -(-s.requests_per_cell // s.rounds)
+    seconds = s.seconds_per_cell / s.rounds
+    warm = max(s.warmup_requests, 2 * concurrency)
+    async with client(concurrency) as d_session, client(concurrency) as g_session:
+        sides = ((d_session, direct), (g_session, gateway))
+        for session, t in sides:
+            await drive(session, [t], concurrency, warm, min(3.0, s.seconds_per_cell))
+        samples = (Samples(), Samples())
+        usage = [Usage(), Usage()]
+        for _ in range(s.rounds):
+            for i, (session, t) in enumerate(sides):
+                before = meter.read()
+                await drive(session, [t], concurrency, per_round, seconds, samples[i])
+                usage[i] = usage[i] + (meter.read() - before)
+    return (
+        summarize(samples[0], usage[0], through_gateway=False),
+        summarize(samples[1], usage[1], through_gateway=True),
     )
 
 
@@ -730,7 +773,7 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     ):
         direct_base = f"http://127.0.0.1:{sim.port}"
         gw_base = f"http://127.0.0.1:{gw.port}"
-        meter = CpuMeter(sim.pid, gw.pid)
+        meter = Meter(sim.pid, gw.pid)
         rss_start = rss_mb(gw.pid)
         cells: list[Cell] = []
         total = len(APIS) * len(MODES) * len(CONCURRENCY) * len(UPSTREAM_MS)
@@ -740,8 +783,7 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
                     for conc in CONCURRENCY:
                         t_direct = target(api, mode, ms, base=direct_base, key=None)
                         t_gw = target(api, mode, ms, base=gw_base, key=key)
-                        direct = await measure([t_direct], conc, s, meter, through_gateway=False)
-                        bastion = await measure([t_gw], conc, s, meter, through_gateway=True)
+                        direct, bastion = await measure(t_direct, t_gw, conc, s, meter)
                         cell = Cell(api, mode, conc, ms, direct, bastion)
                         cells.append(cell)
                         print(

@@ -238,9 +238,11 @@ class Engine:
     async def _unary(self, call: Call, dep: Deployment, passthrough: dict[str, str]) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
-        resp = await self._send(call, dep, body, passthrough, t.connect + t.first_token)
+        # a non-streaming answer sends its headers only once generated: bound the wait by total
+        t_end = time.monotonic() + t.total
+        resp = await self._send(call, dep, body, passthrough, t.total)
         try:
-            raw = await _read(resp, min(t.total, call.remaining()))
+            raw = await _read(resp, min(t_end - time.monotonic(), call.remaining()))
         finally:
             await resp.aclose()
         try:

@@ -44,7 +44,9 @@ class StreamWatcher:
         call = self._call
         if name == "content_block_delta":
             obj = _loads(ev.data)
-            delta = obj.get("delta") if obj else None
+            if obj is None:
+                raise UpstreamProtocolError("upstream sent a malformed stream event")
+            delta = obj.get("delta")
             if isinstance(delta, dict):
                 text = delta.get("text")
                 if isinstance(text, str):
