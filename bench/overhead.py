@@ -174,7 +174,7 @@ def pacing_headers(mode: str, upstream_ms: int) -> dict[str, str]:
     }
 
 
-def gateway_config(tmp: Path, sim_port: int) -> dict[str, Any]:
+def gateway_config(tmp: Path, sim_port: int, upstream_ms: Sequence[int]) -> dict[str, Any]:
     sim = f"http://127.0.0.1:{sim_port}"
     models = {
         alias(api, mode, ms): {
@@ -188,7 +188,7 @@ def gateway_config(tmp: Path, sim_port: int) -> dict[str, Any]:
         }
         for api in APIS
         for mode in MODES
-        for ms in UPSTREAM_MS
+        for ms in upstream_ms
     }
     return {
         "store": {"url": f"sqlite:///{tmp / 'bastion.db'}"},
@@ -721,7 +721,9 @@ def report(cells: Sequence[Cell], s: Soak, results: Sequence[Check], meta: dict[
 
 
 @contextlib.contextmanager
-def servers(tmp: Path, profile: Path | None) -> Iterator[tuple[Server, Server, str]]:
+def servers(
+    tmp: Path, profile: Path | None, upstream_ms: Sequence[int]
+) -> Iterator[tuple[Server, Server, str]]:
     """The simulator and the gateway, started on free ports and always stopped by PID."""
     started: list[Server] = []
     try:
@@ -734,7 +736,7 @@ def servers(tmp: Path, profile: Path | None) -> Iterator[tuple[Server, Server, s
         )
         started.append(sim)
         config = tmp / "bastion.yaml"
-        config.write_text(yaml.safe_dump(gateway_config(tmp, sim_port)))
+        config.write_text(yaml.safe_dump(gateway_config(tmp, sim_port, upstream_ms)))
         key = create_key(config)
         gw_port = free_port()
         argv = [*BASTION, "serve", "--config", str(config), "--port", str(gw_port)]
@@ -765,7 +767,7 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     }
     with (
         tempfile.TemporaryDirectory(prefix="bastion-bench-") as d,
-        servers(Path(d), args.profile) as (
+        servers(Path(d), args.profile, args.upstream) as (
             sim,
             gw,
             key,
@@ -775,24 +777,28 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
         gw_base = f"http://127.0.0.1:{gw.port}"
         meter = Meter(sim.pid, gw.pid)
         rss_start = rss_mb(gw.pid)
+        print(f"simulator pid {sim.pid}, gateway pid {gw.pid}", file=sys.stderr, flush=True)
         cells: list[Cell] = []
-        total = len(APIS) * len(MODES) * len(CONCURRENCY) * len(UPSTREAM_MS)
-        for api in APIS:
-            for mode in MODES:
-                for ms in UPSTREAM_MS:
-                    for conc in CONCURRENCY:
-                        t_direct = target(api, mode, ms, base=direct_base, key=None)
-                        t_gw = target(api, mode, ms, base=gw_base, key=key)
-                        direct, bastion = await measure(t_direct, t_gw, conc, s, meter)
-                        cell = Cell(api, mode, conc, ms, direct, bastion)
-                        cells.append(cell)
-                        print(
-                            f"[{len(cells):2d}/{total}] {where(cell)}: direct {direct.rps:.0f} rps,"
-                            f" bastion {bastion.rps:.0f} rps, gw CPU"
-                            f" {fmt(bastion.gateway_cpu_ms_per_req, 2)} ms/req",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+        matrix = [
+            (api, mode, ms, conc)
+            for api in args.api
+            for mode in args.mode
+            for ms in args.upstream
+            for conc in args.conc
+        ]
+        for api, mode, ms, conc in matrix:
+            t_direct = target(api, mode, ms, base=direct_base, key=None)
+            t_gw = target(api, mode, ms, base=gw_base, key=key)
+            direct, bastion = await measure(t_direct, t_gw, conc, s, meter)
+            cell = Cell(api, mode, conc, ms, direct, bastion)
+            cells.append(cell)
+            print(
+                f"[{len(cells):2d}/{len(matrix)}] {where(cell)}: direct {direct.rps:.0f} rps,"
+                f" bastion {bastion.rps:.0f} rps, gw CPU"
+                f" {fmt(bastion.gateway_cpu_ms_per_req, 2)} ms/req",
+                file=sys.stderr,
+                flush=True,
+            )
         print(f"soak: {s.soak_requests} requests through the gateway ...", file=sys.stderr)
         mix = [target(api, mode, 0, base=gw_base, key=key) for api in APIS for mode in MODES]
         soaked = await soak(mix, s, gw.pid, rss_start)
@@ -823,6 +829,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--soak", type=int, help="requests in the RSS soak (default 20,000)")
     p.add_argument("--requests", type=int, help="max measured requests per cell and side")
     p.add_argument("--seconds", type=float, help="max measured seconds per cell and side")
+    p.add_argument("--api", nargs="+", choices=APIS, default=APIS, help="only these APIs")
+    p.add_argument("--mode", nargs="+", choices=MODES, default=MODES, help="only these modes")
+    p.add_argument(
+        "--conc", nargs="+", type=int, default=CONCURRENCY, help="only these concurrencies"
+    )
+    p.add_argument(
+        "--upstream",
+        nargs="+",
+        type=int,
+        default=UPSTREAM_MS,
+        help="only these upstream TTFTs (ms)",
+    )
     p.add_argument("--json", type=Path, help="write the raw numbers to this file")
     p.add_argument(
         "--profile", type=Path, help="run the gateway under cProfile, stats written to this file"

@@ -51,17 +51,19 @@ async def test_breakers_are_isolated_by_key(store: CounterStore) -> None:
 
 
 async def test_after_cooldown_exactly_one_concurrent_caller_probes(store: CounterStore) -> None:
-    await store.breaker_record("dep:d", False, FAST)
-    early = await asyncio.gather(*(store.breaker_allow("dep:d", FAST) for _ in range(50)))
+    # a cooldown long enough that 50 concurrent round trips finish inside it on a loaded machine
+    slow = BreakerPolicy(failure_threshold=1, cooldown_seconds=1.5)
+    await store.breaker_record("dep:d", False, slow)
+    early = await asyncio.gather(*(store.breaker_allow("dep:d", slow) for _ in range(50)))
     assert not any(d.allowed for d in early)
-    await asyncio.sleep(0.25)
-    decisions = await asyncio.gather(*(store.breaker_allow("dep:d", FAST) for _ in range(50)))
+    await asyncio.sleep(1.6)
+    decisions = await asyncio.gather(*(store.breaker_allow("dep:d", slow) for _ in range(50)))
     probes = [d for d in decisions if d.allowed]
     assert len(probes) == 1
     assert probes[0].probe and probes[0].state is BreakerState.HALF_OPEN
     assert all(d.state is BreakerState.HALF_OPEN for d in decisions if not d.allowed)
-    assert await store.breaker_record("dep:d", True, FAST) is BreakerState.CLOSED
-    assert (await store.breaker_allow("dep:d", FAST)).allowed
+    assert await store.breaker_record("dep:d", True, slow) is BreakerState.CLOSED
+    assert (await store.breaker_allow("dep:d", slow)).allowed
 
 
 async def test_failed_probe_reopens_for_a_full_cooldown(store: CounterStore) -> None:
