@@ -1,0 +1,32 @@
+"""Bastion: the production-hardening layer for LLM applications, as a gateway and a library."""
+
+from __future__ import annotations
+
+from .config import Config, load_config
+from .errors import (
+    AIUnavailable,
+    AuthenticationFailed,
+    BastionError,
+    BudgetExceeded,
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+)
+from .gateway import Gateway
+
+__all__ = [
+    "AIUnavailable",
+    "AuthenticationFailed",
+    "BastionError",
+    "BudgetExceeded",
+    "Config",
+    "ConfigError",
+    "Gateway",
+    "InvalidRequest",
+    "NotFound",
+    "RateLimited",
+    "UpstreamError",
+    "load_config",
+]
