@@ -263,6 +263,7 @@ class Gateway:
         reply.headers["traceparent"] = traceparent
         if call.deployment:
             reply.headers["x-bastion-deployment"] = call.deployment
+        reply.headers["x-bastion-attempts"] = str(len(call.attempts))
         if reply.stream is None:
             await self._finish(call, None)
         return reply
