@@ -73,6 +73,8 @@ class Call:
     stages: dict[str, float] = field(default_factory=dict)
     cost_usd: float = 0.0
     body_bytes: int = 0
+    stable_messages: int = 0
+    prompt_caching: bool = True
     reservation_id: str | None = None
 
     def remaining(self) -> float:

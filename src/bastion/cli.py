@@ -194,6 +194,46 @@ def kill(
         typer.echo(line)
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Prompt caching.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("warm")
+def cache_warm(
+    model: Annotated[str, typer.Option(help="the model alias to warm")],
+    system_file: Annotated[Path, typer.Option(help="the stable prefix: a system prompt file")],
+    feature: Annotated[str | None, typer.Option(help="the feature the prefix belongs to")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pre-warm a long stable prefix so the first real call is not a cold cache (max_tokens=1)."""
+    from .gateway import Gateway
+    from .providers.base import Format
+
+    cfg = _load(config)
+    text = system_file.read_text()
+
+    async def go() -> Any:
+        async with Gateway(cfg) as gw:
+            if "{model}" in model or "*" in model:
+                raise typer.BadParameter("name a concrete model")
+            ctx = {"feature": feature} if feature else {}
+            primary = gw.router.resolve(model)[0]
+            if primary.endpoint.speaks(Format.ANTHROPIC) is Format.ANTHROPIC:
+                return await gw.messages(
+                    {"model": model, "system": text, "max_tokens": 1,
+                     "messages": [{"role": "user", "content": "."}]},
+                    **ctx,
+                )
+            return await gw.chat_completions(
+                {"model": model, "max_tokens": 1,
+                 "messages": [{"role": "system", "content": text}, {"role": "user", "content": "."}]},
+                **ctx,
+            )
+
+    result = _run(go())
+    typer.echo(f"warmed {model}: usage {result.get('usage')}")
+
+
 @config_app.command("example")
 def config_example() -> None:
     """Print a complete, commented example configuration."""

@@ -143,6 +143,8 @@ class FeatureConfig(_Strict):
     daily_budget_usd: float | None = Field(None, ge=0)
     max_input_tokens: int | None = Field(None, gt=0)
     conversation_max_tokens: int | None = Field(None, gt=0)
+    prompt_caching: bool = True
+    hedge_delay: float | None = Field(None, gt=0)  # start the next deployment if no first token by then
     model: str | None = None  # pin this feature to a (cheaper) model alias
     allowed_models: list[str] | None = None
 

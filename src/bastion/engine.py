@@ -28,6 +28,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from .cost import caching
 from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format
@@ -80,6 +81,15 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
         body["model"] = dep.model
     else:
         body = translate.request_to(target, call.body, source=call.client_format, model=dep.model)
+    if call.prompt_caching:
+        body = caching.apply(
+            body,
+            target,
+            dep.endpoint.kind,
+            stable_messages=call.stable_messages,
+            feature=call.feature,
+            model=dep.model,
+        )
     if call.stream and target is Format.OPENAI:
         so = body.get("stream_options")
         body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}

@@ -234,6 +234,10 @@ class Gateway:
             and so.get("include_usage") is True,
         )
         call.body_bytes = len(raw)
+        feature_cfg = self.config.feature(call.feature)
+        call.prompt_caching = feature_cfg.prompt_caching
+        stable = headers.get("x-bastion-stable-messages", "")
+        call.stable_messages = int(stable) if stable.isdigit() else 0
         call.deadline = call.started + self.config.feature(call.feature).deadline
         traceparent = format_traceparent(trace_id, span_id, flags)
         passthrough = {"traceparent": traceparent}
@@ -357,6 +361,7 @@ def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:
         "feature": "x-bastion-feature",
         "conversation": "x-bastion-conversation",
         "prompt_version": "x-bastion-prompt-version",
+        "stable_messages": "x-bastion-stable-messages",
         "traceparent": "traceparent",
     }
     out = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..call import Call
+from .caching import savings_usd
 from .pricing import PriceTable
 
 
@@ -23,4 +24,11 @@ class CostMeter:
             if call.usage.input_tokens or call.usage.output_tokens:
                 call.flags["unpriced_model"] = model
             return
-        call.cost_usd = price.cost(call.usage) + float(call.flags.get("extra_cost_usd", 0.0))
+        u = call.usage
+        call.cost_usd = price.cost(u) + float(call.flags.get("extra_cost_usd", 0.0))
+        if u.cache_read_tokens or u.cache_write_tokens:
+            call.flags["cache_savings_usd"] = round(
+                savings_usd(u.cache_read_tokens, u.cache_write_tokens, price.input, price.cache_read,
+                            price.cache_write),
+                8,
+            )
