@@ -66,6 +66,7 @@ class Call:
     served_model: str | None = None
     deployment: str | None = None
     provider: str | None = None
+    provider_kind: str | None = None
     status: int = 0
     error_type: str | None = None
     output_text: list[str] = field(default_factory=list)

@@ -221,6 +221,7 @@ class Engine:
     def _pick(self, call: Call, dep: Deployment) -> None:
         call.deployment = dep.name
         call.provider = dep.endpoint.name
+        call.provider_kind = dep.endpoint.kind
         if call.served_model is None:
             call.served_model = dep.model
 

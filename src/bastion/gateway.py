@@ -6,6 +6,7 @@ pipeline is the same whichever way a call arrives.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +20,7 @@ from .auth import KeyResolver, key_from_headers
 from .call import Call, Principal
 from .clock import DayClock
 from .config import Config, load_config
+from .cost.alerts import SpendAlerts, provider_cap_warnings
 from .cost.budget import BudgetGuard
 from .cost.max_tokens import MaxTokensGuard
 from .cost.meter import CostMeter
@@ -26,7 +28,7 @@ from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
-from .errors import AIUnavailable, BastionError
+from .errors import AIUnavailable, BastionError, PermissionDenied
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
@@ -43,6 +45,8 @@ from .reliability.router import Router
 from .schema import end_user, parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
+
+log = logging.getLogger("bastion.gateway")
 
 LIBRARY_PRINCIPAL = Principal(key_id="library", name="library")
 
@@ -107,6 +111,10 @@ class Gateway:
         self.engine = Engine(
             self.router, config.reliability.retry, self.state, config.reliability.breaker
         )
+        self.alerts = SpendAlerts(config, self.store, self.state, self.clock)
+        self.warnings = provider_cap_warnings(config, list(config.providers))
+        for w in self.warnings:
+            log.warning(w)
         self._started = False
 
     def _guards(self) -> list[object]:
@@ -137,11 +145,13 @@ class Gateway:
         if not self._started:
             await self.store.migrate()
             self.recorder.start()
+            self.alerts.start()
             self._started = True
 
     async def aclose(self) -> None:
         for t in self.transports.values():
             await t.aclose()
+        await self.alerts.aclose()
         await self.recorder.aclose()
         await self.state.close()
         await self.store.close()
@@ -171,10 +181,13 @@ class Gateway:
             principal = await self.keys.resolve(key_from_headers(headers))
         body = parse_body(raw)
         validate(fmt, body)
+        client_model = self._route_feature(
+            body, principal.feature or headers.get("x-bastion-feature")
+        )
         self.router.resolve(body["model"])  # unknown model: 404 before any guard spends
         idem = headers.get("idempotency-key")
         if not idem:
-            return await self._run(fmt, raw, body, headers, principal)
+            return await self._run(fmt, raw, body, headers, principal, client_model)
         stream = body.get("stream") is True
         key = f"idem:{principal.key_id}:{fmt.value}:{idem}"
         fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
@@ -189,7 +202,7 @@ class Gateway:
                 return Reply(status, hs, stream=replay_stream(data))
             return Reply(status, hs, body=data)
         try:
-            reply = await self._run(fmt, raw, body, headers, principal)
+            reply = await self._run(fmt, raw, body, headers, principal, client_model)
         except BaseException:
             await self.idempotency.abandon(key)
             raise
@@ -211,6 +224,7 @@ class Gateway:
         body: dict[str, Any],
         headers: Mapping[str, str],
         principal: Principal,
+        client_model: str | None = None,
     ) -> Reply:
         trace_id, _parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
@@ -234,6 +248,8 @@ class Gateway:
             and so.get("include_usage") is True,
         )
         call.body_bytes = len(raw)
+        if client_model is not None:
+            call.flags["client_model"] = client_model
         feature_cfg = self.config.feature(call.feature)
         call.prompt_caching = feature_cfg.prompt_caching
         stable = headers.get("x-bastion-stable-messages", "")
@@ -271,6 +287,26 @@ class Gateway:
         if reply.stream is None:
             await self._finish(call, None)
         return reply
+
+    def _route_feature(self, body: dict[str, Any], feature: str | None) -> str | None:
+        """Per-feature routing: a pinned (cheaper) model replaces the client's; an allow-list refuses others.
+
+        Returns the model the client asked for when it was replaced.
+        """
+        f = self.config.features.get(feature) if feature else None
+        if f is None:
+            return None
+        asked: str = body["model"]
+        if f.model is not None and asked != f.model:
+            body["model"] = f.model
+            return asked
+        if f.allowed_models is not None and asked not in f.allowed_models:
+            raise PermissionDenied(
+                f"model {asked!r} is not allowed for feature {feature!r} "
+                f"(allowed: {', '.join(f.allowed_models)})",
+                param="model",
+            )
+        return None
 
     def _canned(self, call: Call, text: str) -> Reply:
         """The configured degraded message, in the caller's format, marked by a header."""

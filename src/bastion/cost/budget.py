@@ -60,7 +60,7 @@ class BudgetGuard:
             for d in m.deployments:
                 if "{model}" in d.model:
                     continue
-                if self._prices.get(d.model) is None:
+                if self._prices.for_deployment(d.model, config.providers[d.provider].kind) is None:
                     raise ConfigError(
                         f"models.{alias}: a spend cap is configured but model {d.model!r} has no "
                         "known price; add it under cost.prices"
@@ -91,7 +91,7 @@ class BudgetGuard:
         mt = call.body.get("max_tokens") or call.body.get("max_completion_tokens") or 0
         worst = 0.0
         for dep in self._router.resolve(call.requested_model):
-            price = self._prices.get(dep.model)
+            price = self._prices.for_deployment(dep.model, dep.endpoint.kind)
             if price is None:
                 raise BudgetExceeded(
                     f"model {dep.model!r} has no known price, so its spend cannot be capped",

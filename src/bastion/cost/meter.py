@@ -17,9 +17,9 @@ class CostMeter:
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         model = call.served_model or call.requested_model
-        price = self._prices.get(model)
+        price = self._prices.for_deployment(model, call.provider_kind)
         if price is None and call.attempts:
-            price = self._prices.get(call.attempts[-1].model)
+            price = self._prices.for_deployment(call.attempts[-1].model, call.provider_kind)
         if price is None:
             if call.usage.input_tokens or call.usage.output_tokens:
                 call.flags["unpriced_model"] = model
@@ -28,7 +28,12 @@ class CostMeter:
         call.cost_usd = price.cost(u) + float(call.flags.get("extra_cost_usd", 0.0))
         if u.cache_read_tokens or u.cache_write_tokens:
             call.flags["cache_savings_usd"] = round(
-                savings_usd(u.cache_read_tokens, u.cache_write_tokens, price.input, price.cache_read,
-                            price.cache_write),
+                savings_usd(
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                    price.input,
+                    price.cache_read,
+                    price.cache_write,
+                ),
                 8,
             )

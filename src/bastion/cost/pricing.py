@@ -103,6 +103,13 @@ class PriceTable:
             self._cache[model] = price
         return price
 
+    def for_deployment(self, model: str, provider_kind: str | None) -> Price | None:
+        """The simulator's models are priced as ``sim-`` unless the table names them."""
+        price = self.get(model)
+        if price is None and provider_kind == "sim":
+            price = self._prices.get("sim-")
+        return price
+
     def cost(self, model: str, usage: Usage) -> float | None:
         p = self.get(model)
         return None if p is None else p.cost(usage)
