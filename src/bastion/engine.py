@@ -19,6 +19,7 @@ import orjson
 
 from .call import Attempt, Call
 from .config import BreakerConfig, RetryConfig
+from .cost import caching
 from .errors import (
     AIUnavailable,
     BastionError,
@@ -28,7 +29,6 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from .cost import caching
 from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import sim_models
 
 import bastion
 from bastion.cost.caching import MAX_BREAKPOINTS, add_anthropic_breakpoints
-from tests.conftest import sim_models
 
 LONG_SYSTEM = "You are the Acme support drafter. " + "Policy clause. " * 600  # ~2.3k tokens
 TOOLS = [

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tests.conftest import sim_models
 
 import bastion
 from bastion.clock import DayClock
 from bastion.config import load_config
 from bastion.cost.alerts import provider_cap_warnings
 from bastion.store import LedgerEntry
-from tests.conftest import sim_models
 
 
 class Receiver:

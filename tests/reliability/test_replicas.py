@@ -12,7 +12,6 @@ import anthropic
 import httpx2 as httpx
 import pytest
 import redis
-
 from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 MSG = [{"role": "user", "content": "hello"}]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import sim_models
 
 import bastion
 from bastion.errors import InvalidRequest, NotFound
-from tests.conftest import sim_models
 
 
 def _cfg(tmp: Path) -> dict[str, object]:

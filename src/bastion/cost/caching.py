@@ -86,11 +86,15 @@ def add_anthropic_breakpoints(body: dict[str, Any], stable_messages: int, model:
                 content = m.get("content")
                 if isinstance(content, str):
                     content = [{"type": "text", "text": content}]
-                if isinstance(content, list) and content and isinstance(content[-1], dict):
-                    if "cache_control" not in content[-1]:
-                        content = [*content[:-1], {**content[-1], "cache_control": EPHEMERAL}]
-                        msgs[last_stable] = {**m, "content": content}
-                        added += 1
+                if (
+                    isinstance(content, list)
+                    and content
+                    and isinstance(content[-1], dict)
+                    and "cache_control" not in content[-1]
+                ):
+                    content = [*content[:-1], {**content[-1], "cache_control": EPHEMERAL}]
+                    msgs[last_stable] = {**m, "content": content}
+                    added += 1
     return added
 
 
