@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .providers.base import Format
@@ -75,8 +75,31 @@ class Call:
     cost_usd: float = 0.0
     body_bytes: int = 0
     stable_messages: int = 0
+    hedge_delay: float | None = None
     prompt_caching: bool = True
     reservation_id: str | None = None
+
+    def shadow(self) -> Call:
+        """A copy for one of several concurrent attempts: same request, its own results."""
+        return replace(
+            self,
+            attempts=[],
+            usage=Usage(),
+            output_text=[],
+            flags={},
+            stages={},
+            first_byte=None,
+            served_model=None,
+        )
+
+    def adopt(self, winner: Call) -> None:
+        """Take over the results of the shadow whose attempt won."""
+        self.usage = winner.usage
+        self.output_text = winner.output_text
+        self.served_model = winner.served_model
+        self.first_byte = winner.first_byte
+        for k, v in winner.flags.items():
+            self.flags.setdefault(k, v)
 
     def remaining(self) -> float:
         """Seconds left before the call's overall deadline."""

@@ -48,6 +48,7 @@ class Reply:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     call: Call | None = None
+    relay: StreamRelay | None = None
 
 
 class UpstreamStatusError(UpstreamError):
@@ -157,6 +158,15 @@ class Engine:
         last: UpstreamError | None = None
         total = 0
         skipped: list[str] = []
+        if call.hedge_delay is not None and len(deployments) >= 2 and call.remaining() > 0:
+            allowed = [d for d in deployments[:2] if await self._allow(d)]
+            if len(allowed) == 2:
+                hedged = await self._hedged(call, allowed[0], allowed[1], passthrough, on_end)
+                if isinstance(hedged, Reply):
+                    return hedged
+                last = hedged
+                total = len(call.attempts)
+                deployments = deployments[2:]
         for dep in deployments:
             if not await self._allow(dep):
                 skipped.append(dep.name)
@@ -217,6 +227,97 @@ class Engine:
         )
         call.flags["degraded"] = True
         raise AIUnavailable(f"no deployment could answer{detail}", reason=reason)
+
+    async def _one(
+        self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd
+    ) -> Reply:
+        """One attempt on a shadow call of its own (hedging runs two at once)."""
+        attempt = Attempt(dep.name, dep.endpoint.name, dep.model, started=time.monotonic())
+        call.attempts.append(attempt)
+        try:
+            if call.stream:
+                reply = await self._stream(call, dep, passthrough, on_end)
+            else:
+                reply = await self._unary(call, dep, passthrough)
+        except UpstreamError as exc:
+            attempt.error = type(exc).__name__
+            attempt.status = exc.upstream_status
+            await self._record(dep, False)
+            raise
+        finally:
+            attempt.ended = time.monotonic()
+        attempt.status = 200
+        await self._record(dep, True)
+        return reply
+
+    async def _hedged(
+        self,
+        call: Call,
+        primary: Deployment,
+        backup: Deployment,
+        passthrough: dict[str, str],
+        on_end: OnEnd,
+    ) -> Reply | UpstreamError:
+        """Start the backup too if the primary shows no first token within the hedge delay;
+        the first to answer wins, the other is cancelled, and both count in cost."""
+        shadows = {primary.name: call.shadow(), backup.name: call.shadow()}
+        tasks: dict[asyncio.Task[Reply], Deployment] = {}
+        t1 = asyncio.ensure_future(self._one(shadows[primary.name], primary, passthrough, on_end))
+        tasks[t1] = primary
+        assert call.hedge_delay is not None
+        done, _ = await asyncio.wait({t1}, timeout=min(call.hedge_delay, max(call.remaining(), 0)))
+        if not done:
+            call.flags["hedged"] = True
+            t2 = asyncio.ensure_future(self._one(shadows[backup.name], backup, passthrough, on_end))
+            tasks[t2] = backup
+        pending = set(tasks)
+        last: UpstreamError = UpstreamError("hedged attempts failed")
+        winner: tuple[Reply, Deployment] | None = None
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(call.remaining(), 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    break
+                for t in done:
+                    exc = t.exception()
+                    if exc is None:
+                        winner = (t.result(), tasks[t])
+                        break
+                    if isinstance(exc, UpstreamError):
+                        last = exc
+                    else:
+                        raise exc
+        finally:
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(BaseException):
+                    await t
+        for dep in (primary, backup):
+            sh = shadows[dep.name]
+            call.attempts.extend(sh.attempts)
+            # the loser's tokens were billed too: count what it reported, or its input estimate
+            if (winner is None or winner[1] is not dep) and sh.attempts:
+                call.flags.setdefault("hedge_losers", []).append(
+                    {
+                        "model": dep.model,
+                        "kind": dep.endpoint.kind,
+                        "input_tokens": sh.usage.input_tokens or call.body_bytes // 4,
+                        "output_tokens": sh.usage.output_tokens,
+                    }
+                )
+        if winner is None:
+            return last
+        reply, dep = winner
+        sh = shadows[dep.name]
+        call.adopt(sh)
+        self._pick(call, dep)
+        call.status = 200
+        if reply.relay is not None:
+            reply.relay.adopt(call)
+        return reply
 
     def _pick(self, call: Call, dep: Deployment) -> None:
         call.deployment = dep.name
@@ -296,7 +397,7 @@ class Engine:
             raise
         self._pick(call, dep)
         call.status = 200
-        return Reply(200, {}, stream=relay.run(first))
+        return Reply(200, {}, stream=relay.run(first), relay=relay)
 
 
 async def _read(resp: Any, timeout: float) -> bytes:

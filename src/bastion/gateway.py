@@ -252,6 +252,7 @@ class Gateway:
             call.flags["client_model"] = client_model
         feature_cfg = self.config.feature(call.feature)
         call.prompt_caching = feature_cfg.prompt_caching
+        call.hedge_delay = feature_cfg.hedge_delay
         stable = headers.get("x-bastion-stable-messages", "")
         call.stable_messages = int(stable) if stable.isdigit() else 0
         call.deadline = call.started + self.config.feature(call.feature).deadline

@@ -185,6 +185,11 @@ class StreamRelay:
             emit is None and upstream_format is Format.OPENAI and not call.include_usage
         )
 
+    def adopt(self, call: Call) -> None:
+        """Write into the winning call from now on (hedged attempts run on shadows)."""
+        self._call = call
+        self.watcher._call = call
+
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
         """The next complete events, or None at end of upstream body."""
         while True:

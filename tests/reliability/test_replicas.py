@@ -24,11 +24,16 @@ def two_replicas(tmp_path: Path) -> Iterator[tuple[RunningGateway, RunningGatewa
         tmp_path,
         state={"url": "redis://127.0.0.1:6379/0", "prefix": prefix},
         models={
-            "flappy": {"deployments": [
-                {"provider": "sim", "model": "primary",
-                 "headers": {"x-sim-fault": "flap:2", "x-sim-scenario": f"flap-{prefix}"}},
-                {"provider": "sim", "model": "fallback"},
-            ]},
+            "flappy": {
+                "deployments": [
+                    {
+                        "provider": "sim",
+                        "model": "primary",
+                        "headers": {"x-sim-fault": "flap:2", "x-sim-scenario": f"flap-{prefix}"},
+                    },
+                    {"provider": "sim", "model": "fallback"},
+                ]
+            },
             "sim-*": {"deployments": [{"provider": "sim", "model": "{model}"}]},
         },
         reliability={
@@ -59,7 +64,9 @@ def test_kill_switch_flipped_on_one_replica_is_obeyed_by_the_other_within_a_seco
     a, b = two_replicas
     cb = _client(b)
     assert cb.messages.create(model="sim-x", max_tokens=20, messages=MSG).content  # type: ignore[arg-type]
-    r = httpx.post(a.url + "/admin/kill", json={"on": True, "who": "oncall"}, headers={"x-api-key": a.key})
+    r = httpx.post(
+        a.url + "/admin/kill", json={"on": True, "who": "oncall"}, headers={"x-api-key": a.key}
+    )
     assert r.status_code == 200
     flipped = time.monotonic()
     try:
@@ -99,8 +106,14 @@ def test_idempotency_key_runs_once_across_replicas(
     results: list[httpx.Response] = []
 
     def send(g: RunningGateway) -> None:
-        results.append(httpx.post(g.url + "/v1/messages", json=body, timeout=30,
-                                  headers={"x-api-key": a.key, "idempotency-key": key}))
+        results.append(
+            httpx.post(
+                g.url + "/v1/messages",
+                json=body,
+                timeout=30,
+                headers={"x-api-key": a.key, "idempotency-key": key},
+            )
+        )
 
     threads = [threading.Thread(target=send, args=(g,)) for g in (a, b, a, b, a, b)]
     for t in threads:
@@ -121,9 +134,16 @@ def test_flapping_primary_opens_the_shared_breaker_and_traffic_returns_after(
     t0 = time.monotonic()
     i = 0
     while time.monotonic() - t0 < 6 and i < 200:
-        raw = clients[i % 2].messages.with_raw_response.create(model="flappy", max_tokens=20, messages=MSG)  # type: ignore[arg-type]
-        served.append((time.monotonic() - t0, raw.headers["x-bastion-deployment"],
-                       int(raw.headers["x-bastion-attempts"])))
+        raw = clients[i % 2].messages.with_raw_response.create(
+            model="flappy", max_tokens=20, messages=MSG
+        )  # type: ignore[arg-type]
+        served.append(
+            (
+                time.monotonic() - t0,
+                raw.headers["x-bastion-deployment"],
+                int(raw.headers["x-bastion-attempts"]),
+            )
+        )
         i += 1
         time.sleep(0.05)
     # every call answered, though the primary failed for its first 2 s

@@ -89,7 +89,7 @@ class BudgetGuard:
         """The most this call can cost on any deployment it may be routed to."""
         bound = input_upper_bound(call.body, call.body_bytes)
         mt = call.body.get("max_tokens") or call.body.get("max_completion_tokens") or 0
-        worst = 0.0
+        costs = []
         for dep in self._router.resolve(call.requested_model):
             price = self._prices.for_deployment(dep.model, dep.endpoint.kind)
             if price is None:
@@ -97,8 +97,10 @@ class BudgetGuard:
                     f"model {dep.model!r} has no known price, so its spend cannot be capped",
                     scope="unpriced_model",
                 )
-            worst = max(worst, price.worst_case(bound, int(mt)))
-        return worst
+            costs.append(price.worst_case(bound, int(mt)))
+        costs.sort(reverse=True)
+        # a hedged call may run two deployments at once, and pays for both
+        return sum(costs[:2]) if call.hedge_delay is not None else costs[0]
 
     async def before(self, call: Call) -> None:
         if not self.active:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..call import Call
+from ..call import Call, Usage
 from .caching import savings_usd
 from .pricing import PriceTable
 
@@ -15,6 +15,17 @@ class CostMeter:
     def __init__(self, prices: PriceTable) -> None:
         self._prices = prices
 
+    def _losers(self, call: Call) -> float:
+        """Hedged attempts that lost were billed by their provider as well."""
+        total = 0.0
+        for lost in call.flags.get("hedge_losers", ()):
+            p = self._prices.for_deployment(lost["model"], lost["kind"])
+            if p is not None:
+                total += p.cost(
+                    Usage(input_tokens=lost["input_tokens"], output_tokens=lost["output_tokens"])
+                )
+        return total
+
     async def after(self, call: Call, error: BaseException | None) -> None:
         model = call.served_model or call.requested_model
         price = self._prices.for_deployment(model, call.provider_kind)
@@ -25,7 +36,7 @@ class CostMeter:
                 call.flags["unpriced_model"] = model
             return
         u = call.usage
-        call.cost_usd = price.cost(u) + float(call.flags.get("extra_cost_usd", 0.0))
+        call.cost_usd = price.cost(u) + self._losers(call)
         if u.cache_read_tokens or u.cache_write_tokens:
             call.flags["cache_savings_usd"] = round(
                 savings_usd(
