@@ -263,8 +263,14 @@ class StreamRelay:
             )
         except BaseException as exc:  # client went away (GeneratorExit) or cancelled
             error = exc
+            call.status = 499
+            call.flags["client_disconnected"] = True
             raise
         finally:
             call.ended = time.monotonic()
+            if not self.watcher.finished:
+                # the final usage never came: bill at least what was streamed (~4 chars a token)
+                streamed = sum(len(t) for t in call.output_text) // 4
+                call.usage.output_tokens = max(call.usage.output_tokens, streamed)
             await self._resp.aclose()
             await self._on_end(error)

@@ -18,12 +18,12 @@ from _cost_support import (
     unique_prefix,
     upstream_calls,
 )
+from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 from bastion.errors import StateUnavailable
 from bastion.gateway import Gateway
 from bastion.providers.base import Format
 from bastion.state import MemoryCounterStore
-from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 MSG = [{"role": "user", "content": "hello"}]
 BODY = {"model": "capped", "max_tokens": 50, "messages": MSG}

@@ -15,10 +15,10 @@ import anthropic
 import openai
 import pytest
 from _cost_support import asgi_call, inproc_config, make_key
+from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 from bastion.clock import DayClock
 from bastion.gateway import Gateway
-from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 MODELS = {
     "claude-sonnet-5": {"deployments": [{"provider": "sim", "model": "claude-sonnet-5"}]},
@@ -55,7 +55,9 @@ def budget_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGatew
     stop(gw.proc)
 
 
-def test_anthropic_sdk_gets_rate_limit_error_naming_the_feature_cap(budget_gw: RunningGateway) -> None:
+def test_anthropic_sdk_gets_rate_limit_error_naming_the_feature_cap(
+    budget_gw: RunningGateway,
+) -> None:
     client = anthropic.Anthropic(base_url=budget_gw.url, api_key=budget_gw.key, max_retries=0)
     with pytest.raises(anthropic.RateLimitError) as ei:
         client.messages.create(
@@ -87,7 +89,9 @@ def test_openai_sdk_gets_rate_limit_error_naming_the_user_cap(budget_gw: Running
     )
     assert first.choices[0].message.content
     with pytest.raises(openai.RateLimitError) as ei:
-        client.chat.completions.create(model="claude-sonnet-5", max_tokens=1000, messages=MSG, user=bob)
+        client.chat.completions.create(
+            model="claude-sonnet-5", max_tokens=1000, messages=MSG, user=bob
+        )
     expected = DayClock().seconds_to_next_day()
     err = ei.value
     assert err.status_code == 429
@@ -191,7 +195,10 @@ async def test_per_user_rate_limit_isolates_users_across_identification_methods(
 
     async def via_header(user: str) -> object:
         return await ac.messages.create(
-            model="claude-sonnet-5", max_tokens=20, messages=MSG, extra_headers={"X-Bastion-User": user}
+            model="claude-sonnet-5",
+            max_tokens=20,
+            messages=MSG,
+            extra_headers={"X-Bastion-User": user},
         )
 
     try:
@@ -202,7 +209,9 @@ async def test_per_user_rate_limit_isolates_users_across_identification_methods(
         await ac.close()
         await oc.close()
     _check_isolation(r_openai, lambda b: b["error"]["scope"])
-    assert all(o.body["error"]["code"] == "rate_limit_exceeded" for o in r_openai[0] if o.status == 429)
+    assert all(
+        o.body["error"]["code"] == "rate_limit_exceeded" for o in r_openai[0] if o.status == 429
+    )
     _check_isolation(r_meta, lambda b: b["error"]["scope"])
     assert all(o.body["error"]["type"] == "rate_limit_error" for o in r_meta[0] if o.status == 429)
     _check_isolation(r_header, lambda b: b["error"]["scope"])
@@ -212,9 +221,7 @@ async def test_per_user_rate_limit_isolates_users_across_identification_methods(
 
 
 async def test_calls_per_day_refuses_the_user_until_the_next_day_only(tmp_path: Path) -> None:
-    cfg = inproc_config(
-        tmp_path, cost={"rate_limits": {"per_user": {"calls_per_day": 3}}}
-    )
+    cfg = inproc_config(tmp_path, cost={"rate_limits": {"per_user": {"calls_per_day": 3}}})
     async with Gateway(cfg) as gw:
         key = await make_key(gw)
         body = {"model": "claude-sonnet-5", "max_tokens": 20, "messages": MSG}
@@ -240,3 +247,20 @@ async def test_calls_per_day_refuses_the_user_until_the_next_day_only(tmp_path: 
         assert status == 429
         assert out["error"]["code"] == "rate_limit_exceeded"
         assert out["error"]["scope"] == "user_calls_per_day"
+
+
+async def test_an_unconfigured_feature_name_does_not_escape_the_default_budget(
+    tmp_path: Path,
+) -> None:
+    cfg = inproc_config(tmp_path, features={"default": {"daily_budget_usd": 0.0}})
+    async with Gateway(cfg) as gw:
+        key = await make_key(gw)
+        body = {"model": "claude-sonnet-5", "max_tokens": 20, "messages": MSG}
+        status, _, out = await asgi_call(gw, key, "/v1/messages", body)
+        assert status == 429 and out["error"]["scope"] == "feature:default"
+        # every other guard treats an unknown feature as the default one; the budget must too
+        status, _, out = await asgi_call(
+            gw, key, "/v1/messages", body, {"x-bastion-feature": "no-such-feature"}
+        )
+        assert status == 429, "the default feature's $0 budget was bypassed by a header"
+        assert gw.simulator.request_count() == 0

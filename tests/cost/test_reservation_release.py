@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ from _cost_support import (
     post,
     unique_prefix,
 )
+from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 from bastion.clock import DayClock
 from bastion.errors import BastionError, RateLimited
 from bastion.gateway import Gateway
 from bastion.providers.base import Format
 from bastion.state import MemoryCounterStore, Usage, open_state
-from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
 # claude-sonnet-5 costs $2/$10 per million (cache writes $2.5): with max_tokens=1000 the worst
 # case of one short call is about $0.0104, so this cap holds one call's reservation, not two.
@@ -35,8 +36,9 @@ ONE_CALL_CAP = 0.015
 MSG = [{"role": "user", "content": "hello"}]
 
 
-def _cap_key() -> str:
-    return f"spend:{DayClock().day()}:global"
+def _cap_key(user: str | None = None) -> str:
+    """The global cap, or one user's (tests sharing a gateway each watch their own user's cap)."""
+    return f"spend:{DayClock().day()}:" + ("global" if user is None else f"user:{user}")
 
 
 # -- upstream error ------------------------------------------------------------------------
@@ -67,7 +69,9 @@ async def test_upstream_error_releases_the_reservation_and_settles_nothing(tmp_p
         for i in range(3):
             raw = json.dumps({"model": "broken", "max_tokens": 1000, "messages": MSG}).encode()
             with pytest.raises(BastionError) as err:
-                await gw.handle(Format.ANTHROPIC, raw, {"x-request-id": f"fail-{i}"}, principal=PRINCIPAL)
+                await gw.handle(
+                    Format.ANTHROPIC, raw, {"x-request-id": f"fail-{i}"}, principal=PRINCIPAL
+                )
             # the upstream failure, not a 429: the previous failure's hold did not stay on the cap
             assert not isinstance(err.value, RateLimited), err.value
             assert "HTTP 500" in err.value.message
@@ -81,7 +85,9 @@ async def test_upstream_error_releases_the_reservation_and_settles_nothing(tmp_p
 
         # only one worst case fits the cap: any leaked hold would refuse this call
         raw = json.dumps({"model": "ok", "max_tokens": 1000, "messages": MSG}).encode()
-        reply = await gw.handle(Format.ANTHROPIC, raw, {"x-request-id": "ok-1"}, principal=PRINCIPAL)
+        reply = await gw.handle(
+            Format.ANTHROPIC, raw, {"x-request-id": "ok-1"}, principal=PRINCIPAL
+        )
         assert reply.status == 200
         u = await state.usage(cap)
         assert u.reserved == 0.0 and 0 < u.settled < 0.001
@@ -107,7 +113,7 @@ def redis_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
             tmp,
             models={"slow": {"deployments": [SLOW]}, "fast": {"deployments": [FAST]}},
             state={"url": SHARED_REDIS, "prefix": prefix},
-            cost={"caps": {"global_daily_usd": 100.0}},
+            cost={"caps": {"per_user_daily_usd": 100.0}},
         )
     )
     try:
@@ -119,24 +125,26 @@ def redis_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
         delete_prefix(prefix)
 
 
-async def _wait_released(prefix: str, bound_s: float) -> tuple[float, Usage]:
-    """Seconds until the global cap holds no reservation (or ``bound_s`` if it never happens)."""
+async def _wait_released(
+    prefix: str, bound_s: float, user: str | None = None
+) -> tuple[float, Usage]:
+    """Seconds until the cap holds no reservation (or ``bound_s`` if it never happens)."""
     st = open_state(SHARED_REDIS, prefix=prefix)
     try:
         t0 = time.monotonic()
-        u = await st.usage(_cap_key())
+        u = await st.usage(_cap_key(user))
         while u.reserved > 0 and time.monotonic() - t0 < bound_s:
             await asyncio.sleep(0.05)
-            u = await st.usage(_cap_key())
+            u = await st.usage(_cap_key(user))
         return time.monotonic() - t0, u
     finally:
         await st.close()
 
 
-async def _usage(prefix: str) -> Usage:
+async def _usage(prefix: str, user: str | None = None) -> Usage:
     st = open_state(SHARED_REDIS, prefix=prefix)
     try:
-        return await st.usage(_cap_key())
+        return await st.usage(_cap_key(user))
     finally:
         await st.close()
 
@@ -145,8 +153,14 @@ async def test_completed_stream_settles_its_reservation(
     redis_gateway: tuple[RunningGateway, str],
 ) -> None:
     gw, prefix = redis_gateway
-    before = await _usage(prefix)
-    body: dict[str, Any] = {"model": "fast", "max_tokens": 1000, "stream": True, "messages": MSG}
+    user = "done-" + uuid.uuid4().hex[:8]
+    body: dict[str, Any] = {
+        "model": "fast",
+        "max_tokens": 1000,
+        "stream": True,
+        "messages": MSG,
+        "metadata": {"user_id": user},
+    }
     reader, writer, got = await open_stream(gw.url, gw.key, body)
     try:
         async with asyncio.timeout(10):
@@ -156,28 +170,29 @@ async def test_completed_stream_settles_its_reservation(
                 got += chunk
     finally:
         writer.close()
-    waited, after = await _wait_released(prefix, 3.0)
+    waited, after = await _wait_released(prefix, 3.0, user)
     assert after.reserved == 0.0, f"still reserved {after.reserved} after {waited:.1f}s"
-    assert after.settled > before.settled
+    assert 0 < after.settled < 0.001  # the real cost, far below the $0.0104 worst case
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/app.py never watches for http.disconnect: uvicorn's send() is a silent no-op "
-    "after the client leaves, so the relay reads the upstream stream to its end and only then "
-    "settles; the reservation (and the upstream spend) outlive the client",
-)
 async def test_client_disconnect_mid_stream_releases_the_reservation_promptly(
     redis_gateway: tuple[RunningGateway, str],
 ) -> None:
     gw, prefix = redis_gateway
-    body: dict[str, Any] = {"model": "slow", "max_tokens": 1000, "stream": True, "messages": MSG}
+    user = "gone-" + uuid.uuid4().hex[:8]
+    body: dict[str, Any] = {
+        "model": "slow",
+        "max_tokens": 1000,
+        "stream": True,
+        "messages": MSG,
+        "metadata": {"user_id": user},
+    }
     _reader, writer, _ = await open_stream(gw.url, gw.key, body)
-    held = await _usage(prefix)
+    held = await _usage(prefix, user)
     assert held.reserved > 0.01, "the stream's worst case should be held while it runs"
     writer.close()  # the client goes away after its first chunk, ~8 s before the stream ends
     await writer.wait_closed()
-    waited, after = await _wait_released(prefix, 2.0)
+    waited, after = await _wait_released(prefix, 2.0, user)
     assert after.reserved == 0.0, (
         f"reservation of ${after.reserved:.4f} still held {waited:.1f}s after the client left"
     )
@@ -215,7 +230,7 @@ async def test_killed_gateway_reservation_counts_until_its_lease_expires(tmp_pat
         assert right_after.reserved == pytest.approx(held.reserved)
 
         # the dead call's hold still counts for the other replica: the cap fits only one
-        status, headers, err = await post(survivor.url, "/v1/messages", survivor.key, check)
+        status, _, err = await post(survivor.url, "/v1/messages", survivor.key, check)
         assert status == 429, err
         assert err["error"]["scope"] == "global"
         assert time.monotonic() - t0 < 2.5, "too slow to observe the hold before its lease ends"

@@ -71,12 +71,11 @@ class BudgetGuard:
         c = self._caps
         if c.global_daily_usd is not None:
             caps.append(Cap(f"spend:{day}:global", c.global_daily_usd, DAY_TTL))
-        if call.feature is not None:
-            f = self._features.get(call.feature)
-            if f is not None and f.daily_budget_usd is not None:
-                caps.append(Cap(f"spend:{day}:feature:{call.feature}", f.daily_budget_usd, DAY_TTL))
-        elif (fd := self._features["default"].daily_budget_usd) is not None:
-            caps.append(Cap(f"spend:{day}:feature:default", fd, DAY_TTL))
+        # an unconfigured feature name is the default feature: naming one must not escape its cap
+        name = call.feature if call.feature in self._features else "default"
+        limit = self._features[name].daily_budget_usd
+        if limit is not None:
+            caps.append(Cap(f"spend:{day}:feature:{name}", limit, DAY_TTL))
         if c.per_user_daily_usd is not None and call.user_id:
             caps.append(Cap(f"spend:{day}:user:{call.user_id}", c.per_user_daily_usd, DAY_TTL))
         if c.per_key_daily_usd is not None:

@@ -7,6 +7,8 @@ upstream output is in, so failover can still happen) and over streaming.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,6 +34,11 @@ STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON = [(b"content-type", b"application/json")]
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -67,6 +74,9 @@ class BastionApp:
             ("GET", "/admin/kill"): self._admin_kill,
             ("POST", "/admin/kill"): self._admin_kill,
         }
+        from .dashboard import dashboard_routes
+
+        self._routes.update(dashboard_routes(gateway))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -142,9 +152,9 @@ class BastionApp:
             status, hs, body = render_error(exc, fmt)
             await _send_json(send, status, body, hs)
             return
-        await self._send_reply(reply, send)
+        await self._send_reply(reply, send, receive)
 
-    async def _send_reply(self, reply: Reply, send: Send) -> None:
+    async def _send_reply(self, reply: Reply, send: Send, receive: Receive) -> None:
         extra = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in reply.headers.items()
@@ -157,23 +167,39 @@ class BastionApp:
             await send({"type": "http.response.body", "body": reply.body or b""})
             return
         stream = reply.stream
+
+        async def pump() -> None:
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": reply.status,
+                        "headers": STREAM_HEADERS + extra,
+                    }
+                )
+                async for chunk in stream:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            except OSError:
+                pass  # client went away mid-send
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        # A server may not raise on send after the client left, so watch for the disconnect:
+        # it cancels the relay at once, closing the upstream and settling the budget.
+        sender = asyncio.ensure_future(pump())
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": STREAM_HEADERS + extra,
-                }
-            )
-            async for chunk in stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except OSError:
-            pass  # client went away; the stream's cleanup runs below
+            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            for t in (watcher, sender):
+                if not t.done():
+                    t.cancel()
+            for t in (watcher, sender):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
