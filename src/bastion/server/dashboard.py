@@ -1,0 +1,377 @@
+"""The cost and quality dashboard: three static files and read-only JSON under ``/admin/api``.
+
+No framework and no build step: the page is plain HTML, CSS and JavaScript (charts are
+hand-drawn SVG) read once at start-up and served from memory. The page itself holds no
+data; every ``/admin/api`` answer needs a key with the ``admin`` role, sent as ``x-api-key``.
+The kill switch is flipped through the existing ``POST /admin/kill``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from ..engine import render_error
+from ..errors import BastionError, InvalidRequest, StateUnavailable
+from ..gateway import Gateway
+from ..providers.base import Format
+from ..store import CallRecord
+from .admin import admin_principal, kill_status
+
+__all__ = ["Dashboard", "dashboard_routes"]
+
+log = logging.getLogger("bastion.dashboard")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Query = dict[str, list[str]]
+
+STATIC_DIR = Path(__file__).with_name("dashboard_static")
+STATIC_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+PAGE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+]
+API_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
+SCAN_LIMIT = 5000  # calls read per request for rates and percentiles; bounds the cost of a refresh
+PREVIEW_CHARS = 160
+TRACE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile: always a value that was really observed."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100.0 * len(ordered)) - 1)]
+
+
+def _int_param(q: Query, name: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(name, [str(default)])[-1]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name}: must be an integer", param=name) from None
+    if not lo <= value <= hi:
+        raise InvalidRequest(f"{name}: must be between {lo} and {hi}", param=name)
+    return value
+
+
+def _rates(calls: Sequence[CallRecord]) -> dict[str, Any]:
+    """Error, retry, failover and degraded shares of a set of calls (None when there are none)."""
+    n = len(calls)
+
+    def share(count: int) -> float | None:
+        return count / n if n else None
+
+    errors = sum(1 for c in calls if c.status >= 400)
+    return {
+        "requests": n,
+        "errors": errors,
+        "error_rate": share(errors),
+        "retry_rate": share(sum(1 for c in calls if c.retried)),
+        "failover_rate": share(sum(1 for c in calls if c.failover)),
+        "degraded_rate": share(sum(1 for c in calls if c.degraded)),
+    }
+
+
+def _latency(calls: Sequence[CallRecord]) -> dict[str, float | None]:
+    lat = [c.latency_ms for c in calls]
+    ttft = [c.ttft_ms for c in calls if c.ttft_ms is not None]
+    return {
+        "latency_p50": _percentile(lat, 50),
+        "latency_p95": _percentile(lat, 95),
+        "ttft_p50": _percentile(ttft, 50),
+        "ttft_p95": _percentile(ttft, 95),
+    }
+
+
+def _call_row(c: CallRecord, *, full_text: bool = False) -> dict[str, Any]:
+    """One call as the page shows it; text is already scrubbed by the recorder."""
+    row: dict[str, Any] = {
+        "request_id": c.request_id,
+        "trace_id": c.trace_id,
+        "ts": c.ts,
+        "api_format": c.api_format,
+        "feature": c.feature,
+        "user_id": c.user_id,
+        "key_id": c.key_id,
+        "model": c.requested_model,
+        "served_model": c.served_model,
+        "deployment": c.deployment,
+        "prompt_version": c.prompt_version,
+        "stream": c.stream,
+        "status": c.status,
+        "error_type": c.error_type,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "cache_read_tokens": c.cache_read_tokens,
+        "cache_write_tokens": c.cache_write_tokens,
+        "cost_usd": c.cost_usd,
+        "latency_ms": c.latency_ms,
+        "ttft_ms": c.ttft_ms,
+        "attempts": c.attempts,
+        "retried": c.retried,
+        "failover": c.failover,
+        "hedged": c.hedged,
+        "degraded": c.degraded,
+    }
+    text_in, text_out = c.input_text or "", c.output_text or ""
+    if not full_text:
+        text_in, text_out = text_in[:PREVIEW_CHARS], text_out[:PREVIEW_CHARS]
+    row["input_text"], row["output_text"] = text_in, text_out
+    return row
+
+
+class Dashboard:
+    """Serves the page and answers its API from the gateway's record and counter stores."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._static = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_TYPES}
+
+    def routes(self) -> dict[tuple[str, str], Handler]:
+        """The entries this module adds to the app's exact-match route table."""
+        return {
+            ("GET", "/dashboard"): self._file("index.html"),
+            ("GET", "/dashboard/index.html"): self._file("index.html"),
+            ("GET", "/dashboard/app.js"): self._file("app.js"),
+            ("GET", "/dashboard/app.css"): self._file("app.css"),
+            ("GET", "/admin/api/summary"): self._api(self.summary),
+            ("GET", "/admin/api/latency"): self._api(self.latency),
+            ("GET", "/admin/api/calls"): self._api(self.calls),
+            ("GET", "/admin/api/trace"): self._api(self.trace),
+            ("GET", "/admin/api/breakers"): self._api(self.breakers),
+        }
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def _file(self, name: str) -> Handler:
+        body = self._static[name]
+        headers = [(b"content-type", STATIC_TYPES[name].encode()), *PAGE_HEADERS]
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return serve
+
+    def _api(self, fn: Callable[[Query], Awaitable[dict[str, Any]]]) -> Handler:
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            status, extra = 200, []
+            try:
+                await admin_principal(self.gateway, headers)
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                body = orjson.dumps(await fn(query))
+            except Exception as exc:
+                if not isinstance(exc, BastionError):
+                    log.exception("dashboard API failed on %s", scope["path"])
+                status, hs, body = render_error(exc, Format.OPENAI)
+                extra = [
+                    (k.encode("latin-1"), v.encode("latin-1"))
+                    for k, v in hs.items()
+                    if k != "content-type"
+                ]
+            await send(
+                {"type": "http.response.start", "status": status, "headers": API_HEADERS + extra}
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        return serve
+
+    # -- API ----------------------------------------------------------------------------------
+
+    async def summary(self, q: Query) -> dict[str, Any]:
+        """Today's spend per feature against its cap, call rates, cache savings, kill switch."""
+        gw = self.gateway
+        hours = _int_param(q, "hours", 24, 1, 24 * 7)
+        day = gw.clock.day()
+        spent: dict[str, float] = {}
+        for name, usd in (await gw.store.spend_by_day(day, "feature")).items():
+            # calls without a feature are capped by the ``default`` feature's budget
+            key = name if name is not None else "default"
+            spent[key] = spent.get(key, 0.0) + usd
+        features = []
+        for name in sorted(set(spent) | set(gw.config.features)):
+            fc = gw.config.features.get(name)
+            cap = fc.daily_budget_usd if fc is not None else None
+            if cap is None and name not in spent:
+                continue
+            features.append(
+                {
+                    "feature": name,
+                    "spent_usd": spent.get(name, 0.0),
+                    "cap_usd": cap,
+                    "reserved_usd": await self._reserved(f"spend:{day}:feature:{name}")
+                    if cap is not None
+                    else None,
+                }
+            )
+        since = time.time() - hours * 3600.0
+        calls = [c for c in await gw.store.recent_calls(SCAN_LIMIT) if c.ts >= since]
+        rec = gw.recorder.stats
+        return {
+            "day": day,
+            "timezone": gw.config.cost.timezone,
+            "spend": {
+                "total_usd": sum(spent.values()),
+                "global_cap_usd": gw.config.cost.caps.global_daily_usd,
+                "per_user_cap_usd": gw.config.cost.caps.per_user_daily_usd,
+                "per_key_cap_usd": gw.config.cost.caps.per_key_daily_usd,
+                "features": features,
+            },
+            "calls": {
+                "window_hours": hours,
+                "sample_limit": SCAN_LIMIT,
+                **_rates(calls),
+                **_latency(calls),
+            },
+            "cache": self._cache(calls),
+            "kill": await kill_status(gw),
+            "recorder": {
+                "pending": gw.recorder.pending,
+                "written": rec.written,
+                "spilled": rec.spilled,
+                "dropped": rec.dropped,
+            },
+            "generated_at": time.time(),
+        }
+
+    async def _reserved(self, cap_key: str) -> float | None:
+        """Money held by calls in flight; None when the counter store cannot say."""
+        try:
+            return (await self.gateway.state.usage(cap_key)).reserved
+        except StateUnavailable:
+            return None
+
+    def _cache(self, calls: Sequence[CallRecord]) -> dict[str, Any]:
+        """An estimate of what prompt caching saved: cache reads priced as fresh input."""
+        read = write = fresh = 0
+        saved = 0.0
+        for c in calls:
+            read += c.cache_read_tokens
+            write += c.cache_write_tokens
+            fresh += c.input_tokens
+            price = self.gateway.prices.get(c.served_model or c.requested_model)
+            if price is not None and c.cache_read_tokens:
+                saved += c.cache_read_tokens * (price.input - price.cache_read) / 1_000_000.0
+        total_in = read + write + fresh
+        return {
+            "read_tokens": read,
+            "write_tokens": write,
+            "input_tokens": fresh,
+            "read_share": read / total_in if total_in else None,
+            "savings_usd_estimate": saved,
+        }
+
+    async def latency(self, q: Query) -> dict[str, Any]:
+        """p50/p95 of latency and TTFT plus error/retry/failover rates, per time bucket."""
+        minutes = _int_param(q, "minutes", 60, 1, 24 * 60)
+        buckets = _int_param(q, "buckets", 30, 1, 240)
+        now = time.time()
+        start = now - minutes * 60.0
+        width = minutes * 60.0 / buckets
+        groups: list[list[CallRecord]] = [[] for _ in range(buckets)]
+        calls = [c for c in await self.gateway.store.recent_calls(SCAN_LIMIT) if c.ts >= start]
+        for c in calls:
+            groups[min(int((c.ts - start) / width), buckets - 1)].append(c)
+        series = [
+            {"t": start + i * width, "t_end": start + (i + 1) * width, **_latency(g), **_rates(g)}
+            for i, g in enumerate(groups)
+        ]
+        return {
+            "minutes": minutes,
+            "bucket_seconds": width,
+            "start": start,
+            "end": now,
+            "overall": {**_latency(calls), **_rates(calls)},
+            "series": series,
+        }
+
+    async def calls(self, q: Query) -> dict[str, Any]:
+        """The newest calls, newest first, optionally of one feature."""
+        limit = _int_param(q, "limit", 50, 1, 500)
+        feature = q.get("feature", [""])[-1] or None
+        records = await self.gateway.store.recent_calls(limit, feature)
+        return {"calls": [_call_row(c) for c in records]}
+
+    async def trace(self, q: Query) -> dict[str, Any]:
+        """Every call of one trace, oldest first, with its (scrubbed) text."""
+        trace_id = q.get("trace_id", [""])[-1].strip()
+        if not TRACE_ID.match(trace_id):
+            raise InvalidRequest(
+                "trace_id: required, up to 128 letters, digits or . _ : -", param="trace_id"
+            )
+        records = await self.gateway.store.get_calls_by_trace(trace_id)
+        return {"trace_id": trace_id, "calls": [_call_row(c, full_text=True) for c in records]}
+
+    async def breakers(self, q: Query) -> dict[str, Any]:
+        """Each configured deployment's breaker, read without side effects when the store can.
+
+        ``breaker_allow`` would hand out the half-open probe, so it is never called here; a
+        counter store offering ``breaker_peek(key)`` gives live states, otherwise the page shows
+        which deployments recent calls found open.
+        """
+        gw = self.gateway
+        names: list[str] = []
+        for model in gw.config.models.values():
+            for i, d in enumerate(model.deployments):
+                name = f"{d.provider}/{d.model}#{i}"
+                if "{model}" not in d.model and name not in names:
+                    names.append(name)
+        seen_open: dict[str, float] = {}
+        for c in await gw.store.recent_calls(500):
+            skipped = c.flags.get("breaker_open")
+            if isinstance(skipped, list):
+                for name in skipped:
+                    if isinstance(name, str):
+                        seen_open[name] = max(seen_open.get(name, 0.0), c.ts)
+        peek = getattr(gw.state, "breaker_peek", None)
+        deployments = []
+        for name in names:
+            state: str | None = None
+            if callable(peek):
+                try:
+                    state = str(await peek("breaker:" + name))
+                except (StateUnavailable, TypeError, ValueError):
+                    state = None
+            deployments.append({"deployment": name, "state": state})
+        return {
+            "enabled": gw.config.reliability.breaker.enabled,
+            "live": callable(peek),
+            "deployments": deployments,
+            "recently_open": [{"deployment": n, "last_seen": t} for n, t in seen_open.items()],
+        }
+
+
+def dashboard_routes(gateway: Gateway) -> dict[tuple[str, str], Handler]:
+    """Routes for ``BastionApp``'s table: the page under ``/dashboard``, data under ``/admin/api``."""
+    return Dashboard(gateway).routes()
