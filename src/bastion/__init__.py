@@ -16,6 +16,14 @@ from .errors import (
 )
 from .gateway import Gateway
 
+
+def server_app(gateway: Gateway) -> object:
+    """The ASGI app serving a gateway (to mount it in another server or drive it in tests)."""
+    from .server.app import create_app
+
+    return create_app(gateway)
+
+
 __all__ = [
     "AIUnavailable",
     "AuthenticationFailed",
@@ -29,4 +37,5 @@ __all__ = [
     "RateLimited",
     "UpstreamError",
     "load_config",
+    "server_app",
 ]

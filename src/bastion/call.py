@@ -52,6 +52,9 @@ class Call:
     requested_model: str
     stream: bool
     user_id: str | None = None
+    parent_span_id: str | None = None
+    trace_flags: str = "01"
+    finish_reason: str | None = None
     feature: str | None = None
     conversation_id: str | None = None
     prompt_version: str | None = None

@@ -220,18 +220,64 @@ def cache_warm(
             primary = gw.router.resolve(model)[0]
             if primary.endpoint.speaks(Format.ANTHROPIC) is Format.ANTHROPIC:
                 return await gw.messages(
-                    {"model": model, "system": text, "max_tokens": 1,
-                     "messages": [{"role": "user", "content": "."}]},
+                    {
+                        "model": model,
+                        "system": text,
+                        "max_tokens": 1,
+                        "messages": [{"role": "user", "content": "."}],
+                    },
                     **ctx,
                 )
             return await gw.chat_completions(
-                {"model": model, "max_tokens": 1,
-                 "messages": [{"role": "system", "content": text}, {"role": "user", "content": "."}]},
+                {
+                    "model": model,
+                    "max_tokens": 1,
+                    "messages": [
+                        {"role": "system", "content": text},
+                        {"role": "user", "content": "."},
+                    ],
+                },
                 **ctx,
             )
 
     result = _run(go())
     typer.echo(f"warmed {model}: usage {result.get('usage')}")
+
+
+@app.command()
+def trace(
+    trace_id: Annotated[str, typer.Argument(help="W3C trace id")], config: ConfigOpt = None
+) -> None:
+    """Every call of one trace: time, model, status, tokens, cost, latency, TTFT, attempts, flags."""
+    from .observability.tracing import print_trace
+
+    cfg = _load(config)
+
+    async def go(store: Any) -> list[str]:
+        return await print_trace(store, trace_id)
+
+    for line in _run(_with_store(cfg, go)):
+        typer.echo(line)
+
+
+@app.command()
+def retention(action: Annotated[str, typer.Argument(help="run")], config: ConfigOpt = None) -> None:
+    """Age out call bodies and metadata now (the gateway also does it periodically)."""
+    from .observability.retention import run_retention
+
+    if action != "run":
+        typer.echo("usage: bastion retention run", err=True)
+        raise typer.Exit(2)
+    cfg = _load(config)
+    obs = cfg.observability
+
+    async def go(store: Any) -> Any:
+        return await run_retention(
+            store, bodies_days=obs.bodies_retention_days, metadata_days=obs.metadata_retention_days
+        )
+
+    r = _run(_with_store(cfg, go))
+    typer.echo(f"bodies cleared: {r.bodies_cleared}, calls deleted: {r.calls_deleted}")
 
 
 @config_app.command("example")

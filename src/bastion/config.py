@@ -144,7 +144,9 @@ class FeatureConfig(_Strict):
     max_input_tokens: int | None = Field(None, gt=0)
     conversation_max_tokens: int | None = Field(None, gt=0)
     prompt_caching: bool = True
-    hedge_delay: float | None = Field(None, gt=0)  # start the next deployment if no first token by then
+    hedge_delay: float | None = Field(
+        None, gt=0
+    )  # start the next deployment if no first token by then
     model: str | None = None  # pin this feature to a (cheaper) model alias
     allowed_models: list[str] | None = None
 
@@ -224,6 +226,20 @@ class ObservabilityConfig(_Strict):
     spill_path: str = "bastion-spill.jsonl"
     body_max_chars: int = Field(4000, ge=0)
     queue_max: int = Field(20_000, gt=0)
+    metrics_max_label_values: int = Field(200, ge=1)
+    otlp_endpoint: str | None = None  # full URL, e.g. http://collector:4318/v1/traces
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "bastion"
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+    trace_user_id: bool = False
+    bodies_retention_days: float | None = Field(30.0, ge=0)
+    metadata_retention_days: float | None = Field(400.0, ge=0)
+    retention_interval_seconds: float = Field(3600.0, gt=0)
+    review_rate: float = Field(0.01, ge=0, le=1)
+    review_rates: dict[str, float] = Field(default_factory=dict)
+    review_injection_threshold: float = 0.5
+    review_max_items: int = Field(10_000, ge=1)
+    metrics_require_admin: bool = False
 
 
 class ReliabilityConfig(_Strict):

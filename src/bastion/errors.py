@@ -59,6 +59,8 @@ class BastionError(Exception):
     openai_type: ClassVar[str] = "server_error"
     openai_code: ClassVar[str | None] = None
 
+    guard: str | None = None  # set by the pipeline: which guard refused
+
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message

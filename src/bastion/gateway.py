@@ -29,9 +29,17 @@ from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
 from .errors import AIUnavailable, BastionError, PermissionDenied
+from .observability.metrics import (
+    Metrics,
+    MetricsGuard,
+    budget_refresher,
+    kill_switch_refresher,
+)
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
+from .observability.retention import RetentionTask
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
+from .observability.tracing import Tracing, TracingGuard
 from .pipeline import Pipeline
 from .providers.adapters import Endpoint, endpoint_formats
 from .providers.base import Format, Transport
@@ -102,7 +110,32 @@ class Gateway:
             )
         self.router = Router(config, self.endpoints, self.transports)
         self.keys = KeyResolver(self.store, ttl=config.server.key_cache_seconds)
+        obs = config.observability
+        self.metrics = Metrics(max_label_values=obs.metrics_max_label_values)
+        self.metrics.watch_recorder(self.recorder)
+        self.tracing = Tracing(
+            endpoint=obs.otlp_endpoint,
+            headers=obs.otlp_headers,
+            service_name=obs.service_name,
+            sample_ratio=obs.trace_sample_ratio,
+            include_user_id=obs.trace_user_id,
+            provider_kinds={n: p.kind for n, p in config.providers.items()},
+        )
+        self.retention = RetentionTask(
+            self.store,
+            bodies_days=obs.bodies_retention_days,
+            metadata_days=obs.metadata_retention_days,
+            interval_seconds=obs.retention_interval_seconds,
+        )
         self.pipeline = Pipeline(self._guards())
+        caps = {"global": c} if (c := config.cost.caps.global_daily_usd) is not None else {}
+        caps |= {
+            f"feature:{n}": f.daily_budget_usd
+            for n, f in config.features.items()
+            if f.daily_budget_usd is not None
+        }
+        self.metrics.add_refresher(budget_refresher(self.state, self.clock.day, caps))
+        self.metrics.add_refresher(kill_switch_refresher(self.kill_switch.flags))
         self.idempotency = Idempotency(
             self.state,
             ttl=config.reliability.idempotency_ttl_seconds,
@@ -125,6 +158,8 @@ class Gateway:
             self.state, cfg.reliability.kill_switch_poll_seconds, fail_open=cfg.state.fail_open
         )
         candidates: list[object] = [
+            MetricsGuard(self.metrics),
+            TracingGuard(self.tracing),
             RecordGuard(self.recorder, self.clock, body_max_chars=cfg.observability.body_max_chars),
             self.kill_switch,
             MaxTokensGuard(cfg.features),
@@ -146,12 +181,17 @@ class Gateway:
             await self.store.migrate()
             self.recorder.start()
             self.alerts.start()
+            obs = self.config.observability
+            if obs.bodies_retention_days is not None or obs.metadata_retention_days is not None:
+                self.retention.start()
             self._started = True
 
     async def aclose(self) -> None:
         for t in self.transports.values():
             await t.aclose()
         await self.alerts.aclose()
+        await self.retention.stop()
+        await self.tracing.aclose()
         await self.recorder.aclose()
         await self.state.close()
         await self.store.close()
@@ -226,7 +266,7 @@ class Gateway:
         principal: Principal,
         client_model: str | None = None,
     ) -> Reply:
-        trace_id, _parent, flags = parse_traceparent(headers.get("traceparent"))
+        trace_id, parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
         stream = body.get("stream") is True
         so = body.get("stream_options")
@@ -235,6 +275,8 @@ class Gateway:
             trace_id=trace_id,
             span_id=span_id,
             client_format=fmt,
+            parent_span_id=parent,
+            trace_flags=flags,
             principal=principal,
             body=body,
             requested_model=body["model"],

@@ -8,10 +8,14 @@ at start-up, so a call pays only for the hooks that exist.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .call import Call
+from .errors import BastionError
+
+log = logging.getLogger("bastion.pipeline")
 
 
 @runtime_checkable
@@ -44,8 +48,16 @@ class Pipeline:
 
     async def before(self, call: Call) -> None:
         for g in self._before:
-            await g.before(call)
+            try:
+                await g.before(call)
+            except BastionError as exc:
+                exc.guard = g.name  # which guard refused, for records and metrics
+                call.flags["refused_by"] = g.name
+                raise
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         for g in self._after:
-            await g.after(call, error)
+            try:
+                await g.after(call, error)
+            except Exception:  # one observer failing must not stop settling or recording
+                log.exception("guard %s failed after the call", g.name)

@@ -75,7 +75,7 @@ class StreamWatcher:
                     usage_from_anthropic(u, call.usage)
                 d = obj.get("delta")
                 if isinstance(d, dict) and isinstance(d.get("stop_reason"), str):
-                    self.stop_reason = d["stop_reason"]
+                    self.stop_reason = call.finish_reason = d["stop_reason"]
             return True
         if name == "message_stop":
             self.finished = True
@@ -119,7 +119,7 @@ class StreamWatcher:
                     content = True
             fr = choice.get("finish_reason")
             if isinstance(fr, str):
-                self.stop_reason = fr
+                self.stop_reason = call.finish_reason = fr
                 content = True
         return content
 

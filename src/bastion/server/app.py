@@ -73,6 +73,7 @@ class BastionApp:
             ("GET", "/readyz"): self._readyz,
             ("GET", "/admin/kill"): self._admin_kill,
             ("POST", "/admin/kill"): self._admin_kill,
+            ("GET", "/metrics"): self._metrics,
         }
         from .dashboard import dashboard_routes
 
@@ -252,6 +253,31 @@ class BastionApp:
             await _send_json(send, status, body, hs)
             return
         await _send_json(send, 200, orjson.dumps(result))
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Prometheus scrape; optionally behind the admin key (spend is sensitive)."""
+        from ..observability.metrics import render_metrics
+
+        headers = _headers(scope)
+        if self.gateway.config.observability.metrics_require_admin:
+            from .admin import admin_principal
+
+            try:
+                await admin_principal(self.gateway, headers)
+            except BastionError as exc:
+                status, hs, body = render_error(exc, Format.OPENAI)
+                await _send_json(send, status, body, hs)
+                return
+        await self.gateway.metrics.refresh()
+        body, ctype = render_metrics(self.gateway.metrics, headers.get("accept"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", ctype.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, b'{"status":"ok"}')

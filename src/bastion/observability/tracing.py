@@ -1,0 +1,354 @@
+"""OpenTelemetry spans for every call, with the call's own W3C ids, on a private TracerProvider.
+
+The gateway mints ``call.span_id`` before the call goes upstream and sends it in the
+``traceparent`` header, so the exported span must carry exactly that id (and ``call.trace_id``),
+or a provider-side trace would point at a span nobody exported. The SDK has no API to start a
+span with a given id, so the provider gets an id generator that hands out a pinned id for the
+one ``start_span`` made under a lock; every other span (the attempts) gets random ids.
+
+Spans are built after the call from its recorded timestamps (monotonic offsets added to the
+wall-clock start), so tracing costs nothing on the hot path. Attribute names follow the OTel
+GenAI semantic conventions (client inference span); prompt and answer text are never recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import TraceFlags as OTelTraceFlags
+
+from ..call import Call
+from ..store import CallRecord, RecordStore
+from .metrics import attempt_summary
+
+__all__ = ["Tracing", "TracingGuard", "call_attributes", "format_call", "print_trace"]
+
+log = logging.getLogger("bastion.tracing")
+
+# Endpoint kinds (config ``providers.*.kind``) to ``gen_ai.provider.name`` well-known values;
+# other kinds report the endpoint's own name.
+GENAI_PROVIDERS: Final[Mapping[str, str]] = {"anthropic": "anthropic", "openai": "openai"}
+_MAX_FLAG_CHARS: Final = 256
+
+
+class _PinnedIds(IdGenerator):
+    """Random ids, except the trace and span id pinned for the next span (under the caller's lock)."""
+
+    def __init__(self) -> None:
+        self._trace: int | None = None
+        self._span: int | None = None
+        self._rand = random.SystemRandom()
+
+    def pin(self, trace_id: int | None, span_id: int | None) -> None:
+        self._trace, self._span = trace_id, span_id
+
+    def generate_trace_id(self) -> int:
+        if self._trace is not None:
+            t, self._trace = self._trace, None
+            return t
+        return self._rand.getrandbits(128) or 1
+
+    def generate_span_id(self) -> int:
+        if self._span is not None:
+            s, self._span = self._span, None
+            return s
+        return self._rand.getrandbits(64) or 1
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+def _hex_id(value: str | None, bits: int) -> int | None:
+    """A W3C hex id as an int, or None when absent, malformed or all zeros."""
+    if not value:
+        return None
+    try:
+        n = int(value, 16)
+    except ValueError:
+        return None
+    return n if 0 < n < (1 << bits) else None
+
+
+def _flag_value(value: Any) -> str | bool | int | float | None:
+    """A guard verdict as a span attribute: scalars as they are, the rest as bounded JSON."""
+    if isinstance(value, bool | int | float):
+        return value
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return text[:_MAX_FLAG_CHARS]
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int | None:
+    v = body.get("max_tokens") or body.get("max_completion_tokens")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def call_attributes(
+    call: Call, provider_name: str | None, *, include_user_id: bool = False
+) -> dict[str, Any]:
+    """The call span's attributes: GenAI conventions plus ``bastion.*``; no prompt or answer text."""
+    u = call.usage
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": call.requested_model,
+        # the conventions count cached tokens inside input_tokens; Bastion keeps them apart
+        "gen_ai.usage.input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
+        "gen_ai.usage.output_tokens": u.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": u.cache_read_tokens,
+        "gen_ai.usage.cache_write.input_tokens": u.cache_write_tokens,
+        "bastion.request_id": call.request_id,
+        "bastion.api_format": call.client_format.value,
+        "bastion.feature": call.feature or "default",
+        "bastion.key_id": call.principal.key_id,
+        "bastion.cost_usd": call.cost_usd,
+        "bastion.attempts": len(call.attempts),
+    }
+    if provider_name:
+        attrs["gen_ai.provider.name"] = provider_name
+    if call.served_model:
+        attrs["gen_ai.response.model"] = call.served_model
+    if (mt := _max_tokens(call.body)) is not None:
+        attrs["gen_ai.request.max_tokens"] = mt
+    if call.stream:
+        attrs["gen_ai.request.stream"] = True
+        if call.ttft_ms is not None:
+            attrs["gen_ai.response.time_to_first_chunk"] = call.ttft_ms / 1000.0
+    finish = getattr(call, "finish_reason", None)
+    if isinstance(finish, str) and finish:
+        attrs["gen_ai.response.finish_reasons"] = (finish,)
+    if call.conversation_id:
+        attrs["gen_ai.conversation.id"] = call.conversation_id
+    prompt_name = call.flags.get("prompt_name")
+    if isinstance(prompt_name, str) and prompt_name:
+        attrs["gen_ai.prompt.name"] = prompt_name
+        if call.prompt_version:
+            attrs["gen_ai.prompt.version"] = call.prompt_version
+    if call.prompt_version:
+        attrs["bastion.prompt_version"] = call.prompt_version
+    if call.deployment:
+        attrs["bastion.deployment"] = call.deployment
+    if call.status:
+        attrs["http.response.status_code"] = call.status
+    if call.ttft_ms is not None:
+        attrs["bastion.ttft_ms"] = call.ttft_ms
+    if call.latency_ms is not None:
+        attrs["bastion.latency_ms"] = call.latency_ms
+    retried, failover = attempt_summary(call)
+    attrs["bastion.retried"] = retried
+    attrs["bastion.failover"] = failover
+    if include_user_id and call.user_id:
+        attrs["bastion.user_id"] = call.user_id
+    for key, value in call.flags.items():
+        v = _flag_value(value)
+        if v is not None:
+            attrs[f"bastion.flag.{key}"] = v
+    return attrs
+
+
+class Tracing:
+    """A private TracerProvider and exporter; nothing here touches the global OTel state."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        exporter: SpanExporter | None = None,
+        service_name: str = "bastion",
+        sample_ratio: float = 1.0,
+        include_user_id: bool = False,
+        provider_kinds: Mapping[str, str] | None = None,
+        batch: bool | None = None,
+    ) -> None:
+        """``endpoint`` is the OTLP/HTTP traces URL; ``exporter`` overrides it (tests pass an
+        in-memory one). With neither, tracing is off and ``enabled`` is False."""
+        if not 0.0 <= sample_ratio <= 1.0:
+            raise ValueError("sample_ratio must be within [0, 1]")
+        if exporter is None and endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers or {}))
+        self.enabled = exporter is not None
+        self.include_user_id = include_user_id
+        self._kinds = dict(provider_kinds or {})
+        self._ids = _PinnedIds()
+        self._lock = threading.Lock()
+        self.provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+            resource=Resource.create({"service.name": service_name}),
+            id_generator=self._ids,
+            shutdown_on_exit=False,
+        )
+        if exporter is not None:
+            use_batch = bool(endpoint) if batch is None else batch
+            self.provider.add_span_processor(
+                BatchSpanProcessor(exporter) if use_batch else SimpleSpanProcessor(exporter)
+            )
+        self._tracer = self.provider.get_tracer("bastion")
+
+    def provider_name(self, endpoint: str | None) -> str | None:
+        """``gen_ai.provider.name`` for a provider endpoint name (``call.provider``)."""
+        if not endpoint:
+            return None
+        kind = self._kinds.get(endpoint, endpoint)
+        return GENAI_PROVIDERS.get(kind, endpoint)
+
+    def record_call(self, call: Call, error: BaseException | None) -> None:
+        """Export the call span (ids = the call's own) and one child span per upstream attempt."""
+        if not self.enabled:
+            return
+        trace_id = _hex_id(call.trace_id, 128)
+        span_id = _hex_id(call.span_id, 64)
+        parent_id = _hex_id(getattr(call, "parent_span_id", None), 64)
+        context = None
+        if trace_id is not None and parent_id is not None:
+            flags = _hex_id(getattr(call, "trace_flags", None), 8)
+            parent = SpanContext(
+                trace_id,
+                parent_id,
+                is_remote=True,
+                trace_flags=OTelTraceFlags(flags if flags is not None else 1),
+            )
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+        start_ns = int(call.wall_started * 1e9)
+        end = call.ended if call.ended is not None else time.monotonic()
+        end_ns = start_ns + int(max(0.0, end - call.started) * 1e9)
+        provider = self.provider_name(call.provider)
+        attrs = call_attributes(call, provider, include_user_id=self.include_user_id)
+        with self._lock:
+            self._ids.pin(trace_id, span_id)
+            try:
+                span = self._tracer.start_span(
+                    f"chat {call.requested_model}",
+                    context=context,
+                    kind=SpanKind.SERVER,
+                    attributes=attrs,
+                    start_time=start_ns,
+                )
+            finally:
+                self._ids.pin(None, None)
+        status = call.status or (200 if error is None else 500)
+        if error is not None or status >= 400 or call.flags.get("stream_error"):
+            etype = call.error_type or (type(error).__name__ if error else None)
+            span.set_attribute("error.type", etype or str(status))
+            if status >= 500 or call.flags.get("stream_error"):
+                span.set_status(Status(StatusCode.ERROR, etype))
+        parent_ctx = trace.set_span_in_context(span)
+        last = len(call.attempts) - 1
+        for i, a in enumerate(call.attempts):
+            a_start = start_ns + int(max(0.0, a.started - call.started) * 1e9)
+            a_end_mono = a.ended if a.ended else end
+            if call.stream and i == last and a.error is None:
+                a_end_mono = end  # a streamed answer lasts until its last chunk, not its headers
+            a_end = start_ns + int(max(0.0, a_end_mono - call.started) * 1e9)
+            a_attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": a.model,
+                "bastion.deployment": a.deployment,
+                "bastion.attempt": i + 1,
+            }
+            if (pname := self.provider_name(a.provider)) is not None:
+                a_attrs["gen_ai.provider.name"] = pname
+            if a.status is not None:
+                a_attrs["http.response.status_code"] = a.status
+            if a.error is not None:
+                a_attrs["error.type"] = a.error
+            elif i == last and call.served_model:
+                a_attrs["gen_ai.response.model"] = call.served_model
+            child = self._tracer.start_span(
+                f"chat {a.model}",
+                context=parent_ctx,
+                kind=SpanKind.CLIENT,
+                attributes=a_attrs,
+                start_time=a_start,
+            )
+            if a.error is not None:
+                child.set_status(Status(StatusCode.ERROR, a.error))
+            child.end(end_time=max(a_start, a_end))
+        span.end(end_time=end_ns)
+
+    def force_flush(self, timeout_millis: int = 5000) -> bool:
+        return self.provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Flush what is queued and stop the exporter (blocking)."""
+        self.provider.shutdown()
+
+    async def aclose(self) -> None:
+        """Shut down off the event loop: the final export is a blocking HTTP request."""
+        await asyncio.to_thread(self.provider.shutdown)
+
+
+class TracingGuard:
+    """Emits the call's spans once it has ended; a tracing fault never fails the call."""
+
+    name = "tracing"
+
+    def __init__(self, tracing: Tracing) -> None:
+        self._tracing = tracing
+        self.active = tracing.enabled
+
+    async def after(self, call: Call, error: BaseException | None) -> None:
+        try:
+            self._tracing.record_call(call, error)
+        except Exception:
+            log.exception("tracing: could not export call %s", call.request_id)
+
+
+# -- `bastion trace TRACE_ID` ----------------------------------------------------------------
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"
+
+
+def format_call(r: CallRecord) -> str:
+    """One line per call: what an operator needs to reconstruct a complaint, no user content."""
+    when = datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    model = r.requested_model
+    if r.served_model and r.served_model != r.requested_model:
+        model += f" -> {r.served_model}"
+    where = f" via {r.deployment}" if r.deployment else ""
+    status = str(r.status) + (f" {r.error_type}" if r.error_type else "")
+    tokens = f"in={r.input_tokens} out={r.output_tokens}"
+    if r.cache_read_tokens or r.cache_write_tokens:
+        tokens += f" cache_read={r.cache_read_tokens} cache_write={r.cache_write_tokens}"
+    how = [k for k in ("retried", "failover", "hedged", "degraded") if getattr(r, k)]
+    attempts = f"attempts={r.attempts}" + (f" ({', '.join(how)})" if how else "")
+    flags = ",".join(sorted(r.flags)) or "-"
+    return (
+        f"{when}  {r.request_id}  {r.feature or 'default'}  {model}{where}  {status}  {tokens}  "
+        f"${r.cost_usd:.6f}  latency={_ms(r.latency_ms)}  ttft={_ms(r.ttft_ms)}  {attempts}  "
+        f"prompt={r.prompt_version or '-'}  flags={flags}"
+    )
+
+
+async def print_trace(store: RecordStore, trace_id: str) -> list[str]:
+    """Every recorded call of one trace, oldest first, plus a summary line."""
+    calls: Sequence[CallRecord] = await store.get_calls_by_trace(trace_id)
+    if not calls:
+        return [f"no calls recorded for trace {trace_id}"]
+    cost = sum(c.cost_usd for c in calls)
+    tin = sum(c.input_tokens for c in calls)
+    tout = sum(c.output_tokens for c in calls)
+    head = (
+        f"trace {trace_id}: {len(calls)} call{'s' if len(calls) != 1 else ''}, "
+        f"${cost:.6f}, in={tin} out={tout}"
+    )
+    return [head, *(format_call(c) for c in calls)]
