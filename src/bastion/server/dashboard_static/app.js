@@ -100,6 +100,7 @@
     if (busy) return;
     busy = true;
     if (timer) clearTimeout(timer);
+    const key = sessionStorage.getItem(KEY);
     try {
       const minutes = $("range").value;
       const [summary, latency, calls, breakers] = await Promise.all([
@@ -108,6 +109,7 @@
         api("/admin/api/calls?limit=50"),
         api("/admin/api/breakers"),
       ]);
+      if (!key || sessionStorage.getItem(KEY) !== key) return; // signed out while loading
       showApp();
       renderKpis(summary);
       renderSpend(summary);
@@ -369,7 +371,7 @@
     }
     for (const c of calls) {
       const link = el("button", { type: "button", class: "link trace-link", title: c.trace_id, "data-trace-id": c.trace_id },
-        c.trace_id.slice(0, 12) + "…");
+        c.trace_id.slice(0, 8) + "…");
       link.addEventListener("click", () => { $("trace-input").value = c.trace_id; lookupTrace(c.trace_id); });
       const tr = el("tr", { class: "call-row" + (c.status >= 400 ? " failed" : ""), "data-request-id": c.request_id,
         "data-trace-id": c.trace_id, "data-status": c.status, "data-feature": c.feature || "" },
@@ -385,7 +387,9 @@
     const id = traceId.trim();
     if (!id) return;
     try {
+      const key = sessionStorage.getItem(KEY);
       const res = await api("/admin/api/trace?trace_id=" + encodeURIComponent(id));
+      if (sessionStorage.getItem(KEY) !== key) return;
       box.dataset.traceId = res.trace_id;
       if (!res.calls.length) {
         box.append(el("p", { class: "empty" }, `No calls recorded for trace ${res.trace_id}.`));

@@ -1,0 +1,317 @@
+"""The dashboard in headless Chromium against a real `bastion serve`, seeded by real SDK calls."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2 as httpx
+import openai
+import pytest
+from tests.conftest import RunningGateway, start_gateway, stop, write_config
+
+from bastion.clock import DayClock
+from bastion.store import open_store
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MODELS: dict[str, Any] = {
+    "claude-sonnet-5": {"deployments": [{"provider": "sim", "model": "claude-sonnet-5"}]},
+    "gpt-4.1-mini": {"deployments": [{"provider": "sim", "model": "gpt-4.1-mini"}]},
+    "broken": {
+        "deployments": [
+            {
+                "provider": "sim",
+                "model": "claude-sonnet-5",
+                "headers": {"x-sim-fault": "status:400"},
+            }
+        ]
+    },
+}
+DRAFTS = {"X-Bastion-Feature": "drafts"}
+
+
+@dataclass
+class Seeded:
+    gw: RunningGateway
+    store_url: str
+    trace_id: str
+    trace_request_ids: list[str]
+    request_ids: list[str]
+    total_calls: int
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """A gateway with a $5 cap on ``drafts``, holding calls made through both official SDKs."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM}")
+    tmp = tmp_path_factory.mktemp("dash")
+    cfg = write_config(
+        tmp,
+        models=MODELS,
+        features={"default": {}, "drafts": {"daily_budget_usd": 5}},
+    )
+    gw = start_gateway(cfg)
+    try:
+        yield _seed(gw, f"sqlite:///{tmp / 'bastion.db'}")
+    finally:
+        stop(gw.proc)
+
+
+def _seed(gw: RunningGateway, store_url: str) -> Seeded:
+    ac = anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0)
+    oc = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+    trace_id = secrets.token_hex(16)
+    traced = {**DRAFTS, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    msg = [{"role": "user", "content": "Draft a reply about a refund"}]
+    ids: list[str] = []
+    raw = ac.messages.with_raw_response.create(
+        model="claude-sonnet-5", max_tokens=40, messages=msg, extra_headers=traced
+    )
+    ids.append(raw.headers["x-request-id"])
+    with oc.chat.completions.with_streaming_response.create(
+        model="gpt-4.1-mini", max_tokens=40, messages=msg, stream=True, extra_headers=traced
+    ) as resp:
+        ids.append(resp.headers["x-request-id"])
+        for _ in resp.iter_lines():
+            pass
+    trace_ids = list(ids)
+    for _ in range(2):
+        raw = ac.messages.with_raw_response.create(
+            model="claude-sonnet-5", max_tokens=40, messages=msg, extra_headers=DRAFTS
+        )
+        ids.append(raw.headers["x-request-id"])
+    with pytest.raises(anthropic.BadRequestError):
+        ac.messages.create(model="broken", max_tokens=40, messages=msg, extra_headers=DRAFTS)
+    total = len(ids) + 1
+    _wait_for_calls(gw, total)
+    return Seeded(gw, store_url, trace_id, trace_ids, ids, total)
+
+
+def _wait_for_calls(
+    gw: RunningGateway, n: int, *, until: str | None = None, timeout: float = 10.0
+) -> None:
+    """The recorder writes in the background: poll the API until the calls are in the store."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = httpx.get(
+            gw.url + "/admin/api/calls", headers={"x-api-key": gw.key}, params={"limit": 100}
+        )
+        calls = r.json()["calls"] if r.status_code == 200 else []
+        if len(calls) >= n and (until is None or any(c["request_id"] == until for c in calls)):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"fewer than {n} calls recorded after {timeout}s")
+
+
+def _ledger_spend(store_url: str, feature: str) -> float:
+    async def read() -> float:
+        async with open_store(store_url) as store:
+            return (await store.spend_by_day(DayClock("UTC").day(), "feature")).get(feature, 0.0)
+
+    # Playwright's sync API runs an event loop in this thread: read the store from another one
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
+@pytest.fixture(scope="module")
+def browser(seeded: Seeded) -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh context per test, so sessionStorage (the admin key) never leaks between tests."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _login(page: Any, gw: RunningGateway, key: str | None = None) -> None:
+    page.goto(gw.url + "/dashboard")
+    page.fill("#key-input", key or gw.key)
+    page.click("#login-form button[type=submit]")
+
+
+def _sdk_call(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
+    oc = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0, timeout=5)
+    try:
+        oc.chat.completions.create(
+            model="gpt-4.1-mini",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers=DRAFTS,
+        )
+    except openai.APIStatusError as exc:
+        return exc.status_code, exc.response.json()
+    return 200, {}
+
+
+def test_unauthenticated_visit_is_refused_and_shows_no_data(seeded: Seeded, page: Any) -> None:
+    gw = seeded.gw
+    for path in ("summary", "latency", "calls", "breakers"):
+        r = httpx.get(f"{gw.url}/admin/api/{path}")
+        assert r.status_code == 401, path
+        assert "API key" in r.json()["error"]["message"]
+    page.goto(gw.url + "/dashboard")
+    assert page.locator("#login").is_visible()
+    assert page.locator("#app").is_hidden()
+    assert page.locator("#calls-body tr").count() == 0
+    assert page.locator(".spend-row").count() == 0
+    assert "drafts" not in page.inner_text("body")
+
+    _login(page, gw, key="bst-not-a-real-key")
+    page.wait_for_function("document.getElementById('login-error').textContent.includes('401')")
+    assert page.locator("#app").is_hidden()
+    assert page.locator("#calls-body tr").count() == 0
+    assert page.evaluate("sessionStorage.length") == 0
+    assert "drafts" not in page.inner_text("body")
+
+
+def test_spend_chart_shows_drafts_spend_matching_the_ledger(seeded: Seeded, page: Any) -> None:
+    _login(page, seeded.gw)
+    row = page.locator('.spend-row[data-feature="drafts"]')
+    row.wait_for()
+    ledger = _ledger_spend(seeded.store_url, "drafts")
+    assert ledger > 0
+    assert float(row.get_attribute("data-spent")) == pytest.approx(ledger, rel=1e-9, abs=1e-12)
+    assert float(row.get_attribute("data-cap")) == 5.0
+    assert row.locator(".spent").text_content() == f"${ledger:.6f}"
+    assert "of $5.00" in (row.locator(".cap").text_content() or "")
+    fill = float(row.locator(".bar-fill").get_attribute("width"))
+    assert 0 < fill < 20, "a few calls against a $5 cap are a sliver of the bar"
+    total = page.locator('[data-kpi="spend-total"] .kpi-value').text_content()
+    assert total == f"${ledger:.6f}"
+
+
+def test_recent_calls_table_lists_calls_newest_first_and_trace_lookup_works(
+    seeded: Seeded, page: Any
+) -> None:
+    _login(page, seeded.gw)
+    rows = page.locator("#calls-body tr.call-row")
+    rows.first.wait_for()
+    assert rows.count() >= seeded.total_calls
+    shown = [rows.nth(i).get_attribute("data-request-id") for i in range(rows.count())]
+    for rid in seeded.request_ids:
+        assert rid in shown
+    # newest first: the failing call was made last, then the seeded calls in reverse
+    assert rows.first.get_attribute("data-status") == "400"
+    assert "failed" in (rows.first.get_attribute("class") or "")
+    order = [shown.index(rid) for rid in seeded.request_ids]
+    assert order == sorted(order, reverse=True)
+
+    page.fill("#trace-input", seeded.trace_id)
+    page.click("#trace-form button[type=submit]")
+    calls = page.locator("#trace-result tr.trace-call")
+    calls.first.wait_for()
+    assert [calls.nth(i).get_attribute("data-request-id") for i in range(calls.count())] == (
+        seeded.trace_request_ids
+    )
+    assert "Draft a reply about a refund" in (page.text_content("#trace-result") or "")
+
+    other = seeded.request_ids[-1]
+    page.click(f'#calls-body tr[data-request-id="{other}"] .trace-link')
+    page.wait_for_function(
+        "id => document.getElementById('trace-result').dataset.traceId !== id", arg=seeded.trace_id
+    )
+    page.locator(f'#trace-result tr.trace-call[data-request-id="{other}"]').wait_for()
+    assert page.locator("#trace-result tr.trace-call").count() == 1
+
+
+def test_charts_draw_latency_ttft_and_rates(seeded: Seeded, page: Any) -> None:
+    _login(page, seeded.gw)
+    page.locator('#latency-chart [data-series="latency_p95"] circle').first.wait_for()
+    for series in ("latency_p50", "latency_p95", "ttft_p50", "ttft_p95"):
+        assert page.locator(f'#latency-chart [data-series="{series}"] circle').count() >= 1
+    error_dots = page.locator('#rates-chart [data-series="error_rate"] circle')
+    assert error_dots.count() >= 1
+    assert (
+        max(float(error_dots.nth(i).get_attribute("data-value")) for i in range(error_dots.count()))
+        > 0
+    )
+    assert page.locator('[data-kpi="error-rate"] .kpi-value').text_content() != "0.0%"
+    assert page.locator("#breakers li").count() >= 2
+    assert "No eval scores yet" in page.inner_text("#evals-empty")
+    assert "Nothing to review yet" in page.inner_text("#review-empty")
+    page.wait_for_timeout(200)
+    page.screenshot(path="/tmp/dashboard.png", full_page=True)
+
+
+def test_kill_switch_toggle_stops_and_restores_calls(seeded: Seeded, page: Any) -> None:
+    gw = seeded.gw
+    _login(page, gw)
+    toggle = page.locator("#kill-toggle")
+    page.wait_for_selector('#kill-state[data-on="false"]')
+    assert _sdk_call(gw)[0] == 200
+    try:
+        toggle.click()
+        clicked = time.monotonic()
+        status, body = _sdk_call(gw)
+        while status != 503 and time.monotonic() - clicked < 1.0:
+            time.sleep(0.05)
+            status, body = _sdk_call(gw)
+        assert status == 503, "the kill switch did not stop calls within 1 s"
+        assert body["error"]["type"] == "ai_unavailable"
+        assert time.monotonic() - clicked < 1.0
+        page.wait_for_selector('#kill-state[data-on="true"]')
+        assert "AI OFF" in page.inner_text("#kill-state")
+
+        toggle.click()
+        page.wait_for_selector('#kill-state[data-on="false"]')
+        assert _sdk_call(gw)[0] == 200
+    finally:
+        httpx.post(gw.url + "/admin/kill", headers={"x-api-key": gw.key}, json={"on": False})
+
+
+def test_recorded_text_is_shown_as_text_never_run_as_markup(seeded: Seeded, page: Any) -> None:
+    gw = seeded.gw
+    evil = '<img src=x onerror="window.__pwned=1">'
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        headers={"x-api-key": gw.key, "anthropic-version": "2023-06-01", "x-bastion-feature": evil},
+        json={
+            "model": "claude-sonnet-5",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": evil}],
+        },
+    )
+    assert r.status_code == 200
+    rid = r.headers["x-request-id"]
+    _wait_for_calls(gw, 1, until=rid)
+    _login(page, gw)
+    page.wait_for_function("() => document.querySelectorAll('.spend-row').length >= 2")
+    features = page.eval_on_selector_all(".spend-row", "els => els.map(e => e.dataset.feature)")
+    assert evil in features
+    page.click(f'#calls-body tr[data-request-id="{rid}"] .trace-link')
+    page.locator("#trace-result tr.trace-call").first.wait_for()
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#calls-body img, #spend-chart img, #trace-result img").count() == 0
+    assert evil in page.inner_text("#calls-body")
+    assert evil in (page.text_content("#trace-result") or "")
