@@ -31,10 +31,10 @@ from .errors import (
 )
 from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
-from .providers.base import Format
+from .providers.base import Format, UpstreamResponse
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
-from .streams import StreamRelay
+from .streams import Continuation, StreamRelay
 
 TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -319,6 +319,55 @@ class Engine:
             reply.relay.adopt(call)
         return reply
 
+    def _continuation(
+        self, call: Call, dep: Deployment, passthrough: dict[str, str]
+    ) -> Continuation | None:
+        """After a cut mid-stream, carry the answer on at a fallback that takes assistant prefill."""
+        if call.client_format is not Format.ANTHROPIC:
+            return None
+        rest = [
+            d
+            for d in self._router.resolve(call.requested_model)
+            if d is not dep and d.endpoint.speaks(Format.ANTHROPIC) is Format.ANTHROPIC
+        ]
+        if not rest:
+            return None
+
+        async def cont(partial: str) -> UpstreamResponse | None:
+            prefill = partial.rstrip()  # the API refuses a prefill ending in white space
+            for d in rest:
+                if call.remaining() <= 0 or not await self._allow(d):
+                    continue
+                body = upstream_body(call, d)
+                msgs = list(body["messages"])
+                if not msgs or msgs[-1].get("role") != "user":
+                    return None  # the client's own prefill: do not guess how to merge
+                if prefill:
+                    msgs.append({"role": "assistant", "content": prefill})
+                body["messages"] = msgs
+                mt = body.get("max_tokens")
+                if isinstance(mt, int):
+                    body["max_tokens"] = max(1, mt - call.usage.output_tokens)
+                attempt = Attempt(d.name, d.endpoint.name, d.model, started=time.monotonic())
+                call.attempts.append(attempt)
+                try:
+                    resp: UpstreamResponse = await self._send(
+                        call, d, body, passthrough, d.timeouts.connect + d.timeouts.first_token
+                    )
+                except UpstreamError as exc:
+                    attempt.error = type(exc).__name__
+                    attempt.status = exc.upstream_status
+                    attempt.ended = time.monotonic()
+                    await self._record(d, False)
+                    continue
+                attempt.status = 200
+                attempt.ended = time.monotonic()
+                call.deployment = d.name
+                return resp
+            return None
+
+        return cont
+
     def _pick(self, call: Call, dep: Deployment) -> None:
         call.deployment = dep.name
         call.provider = dep.endpoint.name
@@ -389,7 +438,15 @@ class Engine:
                 include_usage=call.include_usage,
             )
             emit = tr.feed
-        relay = StreamRelay(call, resp, src, emit=emit, idle_timeout=t.idle, on_end=on_end)
+        relay = StreamRelay(
+            call,
+            resp,
+            src,
+            emit=emit,
+            idle_timeout=t.idle,
+            on_end=on_end,
+            continuation=self._continuation(call, dep, passthrough),
+        )
         try:
             first = await relay.prime(t.first_token)
         except BaseException:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .call import Call
+from .call import Call, Usage
 from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .providers.adapters import usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
@@ -25,7 +25,7 @@ from .providers.sse import SSEDecoder, SSEEvent, encode_event
 class StreamWatcher:
     """Observes one provider format's events; returns whether an event carried model output."""
 
-    __slots__ = ("_call", "_fmt", "errored", "finished", "stop_reason")
+    __slots__ = ("_call", "_fmt", "errored", "finished", "stop_reason", "text_only")
 
     def __init__(self, call: Call, fmt: Format) -> None:
         self._call = call
@@ -33,6 +33,7 @@ class StreamWatcher:
         self.finished = False
         self.errored = False
         self.stop_reason: str | None = None
+        self.text_only = True  # no tool call or second block yet: the answer can be continued
 
     def observe(self, ev: SSEEvent) -> bool:
         if self._fmt is Format.ANTHROPIC:
@@ -55,7 +56,10 @@ class StreamWatcher:
         if name == "content_block_start":
             obj = _loads(ev.data)
             block = obj.get("content_block") if obj else None
-            return isinstance(block, dict) and block.get("type") == "tool_use"
+            is_tool = isinstance(block, dict) and block.get("type") != "text"
+            if is_tool or (obj and obj.get("index", 0) != 0):
+                self.text_only = False
+            return is_tool
         if name == "message_start":
             obj = _loads(ev.data)
             msg = obj.get("message") if obj else None
@@ -143,6 +147,8 @@ def error_event(fmt: Format, message: str, type_: str = "api_error") -> bytes:
 
 
 Emit = Callable[[SSEEvent], list[bytes]]
+Continuation = Callable[[str], Awaitable[UpstreamResponse | None]]
+_PREAMBLE = frozenset({"message_start", "ping"})
 
 
 class StreamRelay:
@@ -158,6 +164,9 @@ class StreamRelay:
         "_on_end",
         "_resp",
         "_suppress_usage_chunk",
+        "_continuation",
+        "_base_usage",
+        "_skip_preamble",
         "client_format",
         "watcher",
     )
@@ -171,6 +180,7 @@ class StreamRelay:
         emit: Emit | None,
         idle_timeout: float,
         on_end: Callable[[BaseException | None], Awaitable[None]],
+        continuation: Continuation | None = None,
     ) -> None:
         self._call = call
         self._resp = resp
@@ -181,6 +191,9 @@ class StreamRelay:
         self._idle = idle_timeout
         self._on_end = on_end
         self.client_format = call.client_format
+        self._continuation = continuation
+        self._base_usage: Usage | None = None
+        self._skip_preamble = False
         self._suppress_usage_chunk = (
             emit is None and upstream_format is Format.OPENAI and not call.include_usage
         )
@@ -205,6 +218,14 @@ class StreamRelay:
                 return events
 
     def _out(self, ev: SSEEvent) -> list[bytes]:
+        if self._skip_preamble:
+            # a continuation's own opening: the client already has the message and its text block
+            if ev.event in _PREAMBLE:
+                return []
+            if ev.event == "content_block_start" and b'"index":0' in ev.data:
+                return []
+            if ev.event == "content_block_delta":
+                self._skip_preamble = False
         if self._emit is not None:
             return self._emit(ev)
         if self._suppress_usage_chunk and b'"choices":[]' in ev.data and b'"usage"' in ev.data:
@@ -228,6 +249,52 @@ class StreamRelay:
             if got:
                 return out
 
+    def _can_continue(self) -> bool:
+        return (
+            self._continuation is not None
+            and self._base_usage is None  # at most one continuation per call
+            and self._emit is None
+            and self.client_format is Format.ANTHROPIC
+            and self.watcher.text_only
+            and self._call.remaining() > 1.0
+        )
+
+    async def _continue(self) -> bool:
+        """Carry the answer on at a fallback from the partial text (assistant prefill)."""
+        assert self._continuation is not None
+        call = self._call
+        try:
+            resp = await self._continuation("".join(call.output_text))
+        except UpstreamError:
+            return False
+        if resp is None:
+            return False
+        await self._resp.aclose()
+        self._resp = resp
+        self._it = resp.iter_chunks().__aiter__()
+        self._decoder = SSEDecoder()
+        self._base_usage = call.usage
+        call.usage = Usage()
+        self.watcher.finished = False
+        self._skip_preamble = True
+        call.flags["continued"] = True
+        return True
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        call = self._call
+        while not self.watcher.finished:
+            timeout = min(self._idle, call.remaining())
+            events = await self._next_events(timeout)
+            if events is None:
+                break
+            for ev in events:
+                self.watcher.observe(ev)
+                for b in self._out(ev):
+                    yield b
+        if not self.watcher.finished:
+            pending = " (partial event discarded)" if self._decoder.pending.strip() else ""
+            raise UpstreamProtocolError("upstream stream ended before completion" + pending)
+
     async def run(self, first: list[bytes]) -> AsyncIterator[bytes]:
         """Yield the primed bytes, then every event as it completes; always end honestly."""
         call = self._call
@@ -237,20 +304,15 @@ class StreamRelay:
                 call.first_byte = time.monotonic()
             for b in first:
                 yield b
-            while not self.watcher.finished:
-                timeout = min(self._idle, call.remaining())
-                events = await self._next_events(timeout)
-                if events is None:
-                    break
-                for ev in events:
-                    self.watcher.observe(ev)
-                    for b in self._out(ev):
+            while True:
+                try:
+                    async for b in self._relay():
                         yield b
-            if not self.watcher.finished:
-                pending = b" (partial event discarded)" if self._decoder.pending.strip() else b""
-                raise UpstreamProtocolError(
-                    "upstream stream ended before completion" + pending.decode()
-                )
+                    break
+                except UpstreamError as exc:
+                    call.flags["stream_cut"] = exc.message
+                    if not (self._can_continue() and await self._continue()):
+                        raise
             if self.watcher.errored:
                 error = UpstreamError("upstream sent an error event mid-stream")
         except UpstreamError as exc:
@@ -267,10 +329,17 @@ class StreamRelay:
             call.flags["client_disconnected"] = True
             raise
         finally:
+            call = self._call
             call.ended = time.monotonic()
             if not self.watcher.finished:
                 # the final usage never came: bill at least what was streamed (~4 chars a token)
                 streamed = sum(len(t) for t in call.output_text) // 4
                 call.usage.output_tokens = max(call.usage.output_tokens, streamed)
+            if self._base_usage is not None:
+                base, u = self._base_usage, call.usage
+                u.input_tokens += base.input_tokens
+                u.output_tokens += base.output_tokens
+                u.cache_read_tokens += base.cache_read_tokens
+                u.cache_write_tokens += base.cache_write_tokens
             await self._resp.aclose()
             await self._on_end(error)
