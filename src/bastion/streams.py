@@ -156,17 +156,17 @@ class StreamRelay:
     a failure before then can still fail over."""
 
     __slots__ = (
+        "_base_usage",
         "_call",
+        "_continuation",
         "_decoder",
         "_emit",
         "_idle",
         "_it",
         "_on_end",
         "_resp",
-        "_suppress_usage_chunk",
-        "_continuation",
-        "_base_usage",
         "_skip_preamble",
+        "_suppress_usage_chunk",
         "client_format",
         "watcher",
     )

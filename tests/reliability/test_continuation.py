@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import bastion
 from tests.conftest import sim_models
+
+import bastion
 
 
 def _cfg(tmp: Path, fallback: bool) -> dict[str, Any]:
