@@ -79,6 +79,7 @@ class Call:
     body_bytes: int = 0
     stable_messages: int = 0
     hedge_delay: float | None = None
+    output_filters: list[Any] = field(default_factory=list)
     prompt_caching: bool = True
     reservation_id: str | None = None
 

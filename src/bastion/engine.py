@@ -34,6 +34,7 @@ from .providers.adapters import retry_after, usage_from_anthropic, usage_from_op
 from .providers.base import Format, UpstreamResponse
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
+from .output import filter_body
 from .streams import Continuation, StreamRelay
 
 TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529})
@@ -414,6 +415,9 @@ class Engine:
             raise UpstreamProtocolError("upstream sent a non-object JSON body")
         src = dep.endpoint.speaks(call.client_format)
         self._pick(call, dep)
+        if call.output_filters:
+            obj = filter_body(obj, src, call.output_filters)
+            raw = orjson.dumps(obj)
         _observe_response(call, obj, src)
         call.first_byte = time.monotonic()
         if src is not call.client_format:

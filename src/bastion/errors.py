@@ -11,6 +11,7 @@
     ├── UnprocessableRequest          422  invalid_request_error
     ├── RateLimited                   429  rate_limit_error          (Retry-After)
     │   └── BudgetExceeded            429  budget_exceeded           (Retry-After: next day boundary)
+    ├── OutputBlocked                 422  output_blocked            (an output guard withheld it)
     ├── AIUnavailable                 503  ai_unavailable            (degraded response)
     ├── ConfigError                   --   raised at start-up only, never served
     ├── StateUnavailable              503  api_error                 (counter store down, fail closed)
@@ -40,6 +41,7 @@ __all__ = [
     "InputTooLarge",
     "InvalidRequest",
     "NotFound",
+    "OutputBlocked",
     "PermissionDenied",
     "RateLimited",
     "StateUnavailable",
@@ -188,6 +190,15 @@ class AIUnavailable(BastionError):
 
     def extra(self) -> dict[str, Any]:
         return {"reason": self.reason}
+
+
+class OutputBlocked(BastionError):
+    """The model's answer was withheld by an output guard (a leaked canary, say)."""
+
+    status = 422
+    anthropic_type = "output_blocked"
+    openai_type = "output_blocked"
+    openai_code = "output_blocked"
 
 
 class ConfigError(BastionError):

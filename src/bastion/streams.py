@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from .call import Call, Usage
-from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .errors import BastionError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .output import filter_event
 from .providers.adapters import usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
 from .providers.sse import SSEDecoder, SSEEvent, encode_event
@@ -25,18 +26,18 @@ from .providers.sse import SSEDecoder, SSEEvent, encode_event
 class StreamWatcher:
     """Observes one provider format's events; returns whether an event carried model output."""
 
-    __slots__ = ("_call", "_fmt", "errored", "finished", "stop_reason", "text_only")
+    __slots__ = ("_call", "errored", "finished", "fmt", "stop_reason", "text_only")
 
     def __init__(self, call: Call, fmt: Format) -> None:
         self._call = call
-        self._fmt = fmt
+        self.fmt = fmt
         self.finished = False
         self.errored = False
         self.stop_reason: str | None = None
         self.text_only = True  # no tool call or second block yet: the answer can be continued
 
     def observe(self, ev: SSEEvent) -> bool:
-        if self._fmt is Format.ANTHROPIC:
+        if self.fmt is Format.ANTHROPIC:
             return self._anthropic(ev)
         return self._openai(ev)
 
@@ -161,6 +162,7 @@ class StreamRelay:
         "_continuation",
         "_decoder",
         "_emit",
+        "_filter_state",
         "_idle",
         "_it",
         "_on_end",
@@ -194,6 +196,7 @@ class StreamRelay:
         self._continuation = continuation
         self._base_usage: Usage | None = None
         self._skip_preamble = False
+        self._filter_state: dict[str, Any] = {}
         self._suppress_usage_chunk = (
             emit is None and upstream_format is Format.OPENAI and not call.include_usage
         )
@@ -204,7 +207,7 @@ class StreamRelay:
         self.watcher._call = call
 
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
-        """The next complete events, or None at end of upstream body."""
+        """The next complete events (after output filters), or None at end of upstream body."""
         while True:
             try:
                 async with asyncio.timeout(max(timeout, 0.0)):
@@ -214,6 +217,16 @@ class StreamRelay:
             except TimeoutError:
                 raise UpstreamTimeout(f"upstream stream silent for {timeout:.3g}s") from None
             events = self._decoder.feed(chunk)
+            filters = self._call.output_filters
+            if events and filters:
+                try:
+                    events = [
+                        f
+                        for ev in events
+                        for f in filter_event(ev, self.watcher.fmt, filters, self._filter_state)
+                    ]
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("upstream sent a malformed stream event") from None
             if events:
                 return events
 
@@ -315,7 +328,7 @@ class StreamRelay:
                         raise
             if self.watcher.errored:
                 error = UpstreamError("upstream sent an error event mid-stream")
-        except UpstreamError as exc:
+        except BastionError as exc:  # upstream broke, or an output guard withheld the rest
             error = exc
             call.flags["stream_error"] = exc.message
             yield error_event(
