@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -117,10 +118,19 @@ def rss_mb(pid: int) -> float:
 class Server:
     """A child process we started, stopped by its own PID (terminate, then kill)."""
 
-    def __init__(self, name: str, argv: Sequence[str], port: int, log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log: Path,
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
         self.name = name
         self.port = port
         self.log = log
+        self._stop_signal = stop_signal
         self._out: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(
             list(argv), stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
@@ -148,7 +158,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(self._stop_signal)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -342,7 +352,8 @@ async def drive(
 
 
 @contextlib.asynccontextmanager
-async def client(concurrency: int) -> Any:
+async def client(concurrency: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """A keep-alive pool of exactly ``concurrency`` connections, reused across rounds."""
     connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=30)
     async with aiohttp.ClientSession(
         connector=connector,
@@ -670,6 +681,8 @@ def checks(cells: Sequence[Cell], s: Soak) -> list[Check]:
                 f"worst {-ratio[0]:.0%} ({where(ratio[1])})",
             )
         )
+    if not s.requests:
+        return out  # no soak (--soak 0): nothing to judge memory by
     out.append(
         Check("gateway RSS < 150 MB", s.rss_after_mb < 150.0, f"{s.rss_after_mb:.1f} MB after soak")
     )
@@ -696,7 +709,7 @@ def report(cells: Sequence[Cell], s: Soak, results: Sequence[Check], meta: dict[
     )
     lines = [
         f"Bastion gateway overhead  ({meta['cpus']} CPUs, load avg at start {meta['loadavg_start']}, "
-        f"python {meta['python']}, {meta['mode']} run)",
+        f"python {meta['python']}, {meta['mode']} run, source {meta['source']})",
         "latencies in ms; ratio = bastion rps / direct rps; added p50 = bastion p50 - direct p50;",
         "TTFB = first SSE body byte (streams only); gw CPU = gateway user+sys CPU / requests",
         "",
@@ -704,7 +717,7 @@ def report(cells: Sequence[Cell], s: Soak, results: Sequence[Check], meta: dict[
         "",
         f"gateway RSS: {s.rss_start_mb:.1f} MB after start-up, {s.rss_before_mb:.1f} MB before the soak, "
         f"{s.rss_after_mb:.1f} MB after {s.requests} requests ({s.growth:+.1%}; "
-        f"{s.errors} errors, {s.requests / s.seconds:.0f} req/s, min/max during "
+        f"{s.errors} errors, {s.requests / max(s.seconds, 1e-9):.0f} req/s, min/max during "
         f"{min(s.rss_trace_mb, default=0):.1f}/{max(s.rss_trace_mb, default=0):.1f} MB)",
     ]
     if lg:
@@ -740,14 +753,13 @@ def servers(
         key = create_key(config)
         gw_port = free_port()
         argv = [*BASTION, "serve", "--config", str(config), "--port", str(gw_port)]
+        stop_signal = signal.SIGTERM
         if profile is not None:
+            # uvicorn re-raises the signal it stopped on; SIGINT ends in KeyboardInterrupt,
+            # which lets cProfile write its stats (SIGTERM would kill it before that).
             argv[1:1] = ["-m", "cProfile", "-o", str(profile)]
-        gw = Server(
-            "gateway",
-            argv,
-            gw_port,
-            tmp / "gateway.log",
-        )
+            stop_signal = signal.SIGINT
+        gw = Server("gateway", argv, gw_port, tmp / "gateway.log", stop_signal=stop_signal)
         started.append(gw)
         sim.wait_ready()
         gw.wait_ready()
@@ -757,8 +769,25 @@ def servers(
             proc.stop()
 
 
+def source_version() -> str:
+    """The commit measured, and whether ``src/`` had uncommitted changes (read-only git calls)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", *a], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--", "src")
+        return git("rev-parse", "--short", "HEAD") + (" + uncommitted src changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     meta = {
+        "source": source_version(),
         "cpus": os.cpu_count(),
         "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "python": platform.python_version(),
@@ -799,7 +828,8 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
-        print(f"soak: {s.soak_requests} requests through the gateway ...", file=sys.stderr)
+        if s.soak_requests:
+            print(f"soak: {s.soak_requests} requests through the gateway ...", file=sys.stderr)
         mix = [target(api, mode, 0, base=gw_base, key=key) for api in APIS for mode in MODES]
         soaked = await soak(mix, s, gw.pid, rss_start)
     results = checks(cells, soaked)
