@@ -29,12 +29,12 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from .output import filter_body
 from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
-from .output import filter_body
 from .streams import Continuation, StreamRelay
 
 TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529})

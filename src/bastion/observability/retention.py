@@ -121,12 +121,16 @@ class RetentionTask:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="bastion-retention")
 
     async def stop(self) -> None:
-        """Stop the loop; a pass in progress is cancelled (each delete is its own transaction)."""
+        """Stop the loop after the pass in progress (cancelled only if it hangs)."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stop.set()
-        task.cancel()
+        # let a pass in progress finish: cancelling mid-transaction would leave the store
+        # connection inside BEGIN for whoever writes next (the recorder's final flush)
+        done, _ = await asyncio.wait({task}, timeout=10.0)
+        if not done:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

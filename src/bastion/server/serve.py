@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import typer
 import uvicorn
 
@@ -51,6 +53,7 @@ async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
             log_level="warning",
         )
     )
+    gc.freeze()  # start-up objects live forever: keep them out of every collection
     serve_task = server.serve()
     import asyncio
 

@@ -153,8 +153,8 @@ class SQLiteStore:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """Run a write atomically, taking the write lock at BEGIN rather than mid-way."""
         async with self._session() as conn:
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")  # inside the try: a cancel here still rolls back
                 yield conn
                 await conn.execute("COMMIT")
             except BaseException:
