@@ -144,6 +144,8 @@ class FeatureConfig(_Strict):
     max_input_tokens: int | None = Field(None, gt=0)
     conversation_max_tokens: int | None = Field(None, gt=0)
     prompt_caching: bool = True
+    pii_provider: bool = False  # scrub PII from what this feature sends to the provider
+    pii_output: Literal["off", "flag", "redact"] = "flag"  # PII in answers: pass, flag or redact
     hedge_delay: float | None = Field(
         None, gt=0
     )  # start the next deployment if no first token by then
@@ -242,6 +244,16 @@ class ObservabilityConfig(_Strict):
     metrics_require_admin: bool = False
 
 
+class PiiConfig(_Strict):
+    extra_allow_patterns: list[str] = Field(default_factory=list)  # never redacted (ticket ids...)
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "BR"])
+    ner: Literal["off", "auto", "spacy", "presidio"] = "off"
+
+
+class SafetyConfig(_Strict):
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+
+
 class ReliabilityConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -253,6 +265,7 @@ class ReliabilityConfig(_Strict):
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cost: CostConfig = Field(default_factory=CostConfig)

@@ -38,6 +38,7 @@ from .observability.metrics import (
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
 from .observability.retention import RetentionTask
+from .observability.review import InMemoryReviewQueue, ReviewGuard, ReviewSampler
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .observability.tracing import Tracing, TracingGuard
 from .pipeline import Pipeline
@@ -50,6 +51,8 @@ from .reliability.degraded import canned_body, canned_stream
 from .reliability.idempotency import REPLAY_HEADER, Idempotency, fingerprint, replay_stream
 from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
+from .safety.pii import Scrubber, ScrubberConfig
+from .safety.pii.guard import PiiGuard, PiiPolicy
 from .schema import end_user, parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
@@ -157,10 +160,51 @@ class Gateway:
         self.kill_switch = KillSwitchGuard(
             self.state, cfg.reliability.kill_switch_poll_seconds, fail_open=cfg.state.fail_open
         )
+        pii_cfg = cfg.safety.pii
+        self.scrubber = Scrubber(
+            ScrubberConfig(
+                extra_allow_patterns=tuple(pii_cfg.extra_allow_patterns),
+                phone_regions=tuple(pii_cfg.phone_regions),
+                ner=pii_cfg.ner,
+            )
+        )
+        self.pii = PiiGuard(
+            self.scrubber,
+            {
+                n: PiiPolicy(provider=f.pii_provider, output=f.pii_output)
+                for n, f in cfg.features.items()
+            },
+            default=PiiPolicy(
+                provider=cfg.features["default"].pii_provider,
+                output=cfg.features["default"].pii_output,
+            ),
+        )
+        obs = cfg.observability
+        self.review_queue = InMemoryReviewQueue(
+            self.scrubber.redact, max_items=obs.review_max_items
+        )
+        review = ReviewGuard(
+            ReviewSampler(
+                default_rate=obs.review_rate,
+                rates=obs.review_rates,
+                score_thresholds={"injection_score": obs.review_injection_threshold},
+            ),
+            self.review_queue,
+            self.scrubber.redact,
+            body_max_chars=obs.body_max_chars,
+        )
+        # nothing raw is written: records, the review queue and logs all see scrubbed text
         candidates: list[object] = [
             MetricsGuard(self.metrics),
             TracingGuard(self.tracing),
-            RecordGuard(self.recorder, self.clock, body_max_chars=cfg.observability.body_max_chars),
+            review,
+            RecordGuard(
+                self.recorder,
+                self.clock,
+                body_max_chars=obs.body_max_chars,
+                scrub=self.scrubber.redact,
+            ),
+            self.pii,
             self.kill_switch,
             MaxTokensGuard(cfg.features),
             TokenCapGuard(cfg.features, self.state),

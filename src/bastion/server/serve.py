@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 
 import typer
 import uvicorn
@@ -10,6 +11,8 @@ import uvicorn
 from ..auth import new_key
 from ..config import Config
 from ..gateway import Gateway
+from ..safety.pii import Scrubber
+from ..safety.pii.guard import PiiLogFilter
 from .app import create_app
 
 BANNER = """\
@@ -28,6 +31,19 @@ Try it with the official SDKs:
   print(c.chat.completions.create(model="{omodel}",
         messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
 """
+
+
+def install_log_scrubbing(scrubber: Scrubber) -> None:
+    """Log lines are a place PII leaks to: every handler of the process scrubs what it writes."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    log_filter = PiiLogFilter(scrubber)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(log_filter)
 
 
 async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
@@ -53,6 +69,7 @@ async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
             log_level="warning",
         )
     )
+    install_log_scrubbing(gateway.scrubber)
     gc.freeze()  # start-up objects live forever: keep them out of every collection
     serve_task = server.serve()
     import asyncio

@@ -1,0 +1,276 @@
+"""Wiring the scrubber into the call path: a request guard and the output-side rewriters.
+
+``PiiGuard`` opens one ``ScrubSession`` per call (so the prompt, the output and the
+record share placeholder numbers), scrubs what goes to the provider for features whose
+policy says so, and leaves type counts (never values) in ``call.flags``.
+``PiiStreamFilter`` rewrites text deltas of one provider stream (Anthropic or OpenAI
+events), holding back only what could still grow into a match and flushing it before
+the block/choice ends; ``scrub_response`` does the same for a whole (unary) reply.
+Tool-call arguments are JSON fragments and are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ...call import Call
+from ...providers.base import Format
+from ...providers.sse import SSEEvent, encode_event
+from ._scrubber import Scrubber, ScrubSession
+from ._stream import StreamScrubber
+
+OutputMode = Literal["off", "flag", "redact"]
+
+
+@dataclass(frozen=True, slots=True)
+class PiiPolicy:
+    """Per feature: scrub what the provider sees? what the client sees (stream and unary)?
+
+    Call records and logs are always scrubbed (``Scrubber.redact`` in the record guard);
+    this policy covers the two boundaries a feature may legitimately need raw.
+    """
+
+    provider: bool = False
+    output: OutputMode = "flag"
+    include_system: bool = False  # the system prompt is the app's own text, usually safe
+
+
+class PiiGuard:
+    """Request guard: one session per call, provider-side scrubbing per feature, counts in flags."""
+
+    name = "pii"
+
+    def __init__(
+        self,
+        scrubber: Scrubber,
+        policies: Mapping[str, PiiPolicy] | None = None,
+        default: PiiPolicy | None = None,
+    ) -> None:
+        self.scrubber = scrubber
+        self._policies = dict(policies or {})
+        self._default = default or PiiPolicy()
+        # keyed by the Call object's identity: request ids come from clients and may repeat
+        self._sessions: dict[int, ScrubSession] = {}
+
+    def policy(self, call: Call) -> PiiPolicy:
+        return self._policies.get(call.feature or "default", self._default)
+
+    def session(self, call: Call) -> ScrubSession:
+        """This call's session (opened by ``before``; a fresh one if the guard did not run)."""
+        s = self._sessions.get(id(call))
+        if s is None:
+            s = self._sessions[id(call)] = self.scrubber.session()
+        return s
+
+    async def before(self, call: Call) -> None:
+        session = self.session(call)
+        policy = self.policy(call)
+        if policy.output != "off":
+            # text filter over the answer, streamed or whole (see bastion.output)
+            call.output_filters.append(
+                session.stream(mode="redact" if policy.output == "redact" else "flag")
+            )
+        if policy.provider:
+            scrub_request(call.body, session, include_system=policy.include_system)
+            if session.counts:
+                call.flags["pii_request"] = dict(session.counts)
+
+    async def after(self, call: Call, error: BaseException | None) -> None:
+        session = self._sessions.pop(id(call), None)
+        if session is not None and session.counts:
+            call.flags["pii"] = dict(session.counts)
+
+    def stream_filter(self, call: Call, upstream: Format) -> PiiStreamFilter | None:
+        """The output filter for this call's stream, or None when the policy turns it off."""
+        mode = self.policy(call).output
+        if mode == "off":
+            return None
+        return PiiStreamFilter(self.session(call), upstream, redact=mode == "redact")
+
+
+class PiiLogFilter(logging.Filter):
+    """Scrubs every log record a handler emits (message, arguments, traceback text).
+
+    Attach it to *handlers* (a logger's filters do not see records propagated from its
+    children): ``for h in logging.getLogger().handlers: h.addFilter(PiiLogFilter(s))``.
+    """
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        super().__init__()
+        self._redact = scrubber.redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        safe = self._redact(msg)
+        if safe != msg:
+            record.msg, record.args = safe, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
+        return True
+
+
+def _scrub_content(content: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(content, str):
+        return scrub(content)
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                part["text"] = scrub(part["text"])
+            elif part.get("type") == "tool_result" and "content" in part:
+                part["content"] = _scrub_content(part["content"], scrub)
+    return content
+
+
+def scrub_request(
+    body: dict[str, Any], session: ScrubSession, *, include_system: bool = False
+) -> None:
+    """Scrub the message texts of an Anthropic or OpenAI request body in place."""
+
+    def scrub(text: str) -> str:
+        return session.scrub(text, mode="redact").text
+
+    if include_system and "system" in body:
+        body["system"] = _scrub_content(body["system"], scrub)
+    for msg in body.get("messages") or ():
+        if not isinstance(msg, dict) or "content" not in msg:
+            continue
+        if msg.get("role") in ("system", "developer") and not include_system:
+            continue
+        msg["content"] = _scrub_content(msg["content"], scrub)
+
+
+def scrub_response(
+    fmt: Format, obj: dict[str, Any], session: ScrubSession, *, redact: bool
+) -> None:
+    """Scrub (or, with ``redact=False``, only count) the text of a whole reply, in place."""
+    mode: Literal["redact", "flag"] = "redact" if redact else "flag"
+    if fmt is Format.ANTHROPIC:
+        for block in obj.get("content") or ():
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                block["text"] = session.scrub(block["text"], mode=mode).text
+        return
+    for choice in obj.get("choices") or ():
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
+            msg["content"] = session.scrub(msg["content"], mode=mode).text
+
+
+class PiiStreamFilter:
+    """Rewrites one upstream stream's text deltas; call ``process`` on every event, in order."""
+
+    __slots__ = ("_fmt", "_last", "_redact", "_scrubbers", "_session")
+
+    def __init__(self, session: ScrubSession, fmt: Format, *, redact: bool = True) -> None:
+        self._session = session
+        self._fmt = fmt
+        self._redact = redact
+        self._scrubbers: dict[int, StreamScrubber] = {}
+        self._last: dict[str, Any] = {}  # id/model/created of the last OpenAI chunk
+
+    def _scrubber(self, index: int) -> StreamScrubber:
+        s = self._scrubbers.get(index)
+        if s is None:
+            s = self._scrubbers[index] = self._session.stream(mode="redact")
+        return s
+
+    def process(self, ev: SSEEvent) -> list[SSEEvent]:
+        """The events to send instead of ``ev`` (itself, rewritten, preceded by a flush, or none)."""
+        if self._fmt is Format.ANTHROPIC:
+            return self._anthropic(ev)
+        return self._openai(ev)
+
+    def _anthropic(self, ev: SSEEvent) -> list[SSEEvent]:
+        if ev.event == "content_block_delta":
+            obj = _loads(ev.data)
+            delta = obj.get("delta") if obj else None
+            if obj is None or not isinstance(delta, dict) or not isinstance(delta.get("text"), str):
+                return [ev]
+            safe = self._scrubber(int(obj.get("index", 0))).feed(delta["text"])
+            if not self._redact:
+                return [ev]
+            if not safe:
+                return []
+            delta["text"] = safe
+            return [_event(obj, ev.event)]
+        if ev.event == "content_block_stop":
+            obj = _loads(ev.data) or {}
+            index = int(obj.get("index", 0))
+            return [*self._anthropic_flush([index]), ev]
+        if ev.event in ("message_stop", "error", "message_delta"):
+            return [*self._anthropic_flush(sorted(self._scrubbers)), ev]
+        return [ev]
+
+    def _anthropic_flush(self, indexes: list[int]) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for i in indexes:
+            s = self._scrubbers.pop(i, None)
+            rest = s.flush() if s is not None else ""
+            if rest and self._redact:
+                body = {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "text_delta", "text": rest},
+                }
+                out.append(_event(body, "content_block_delta"))
+        return out
+
+    def _openai(self, ev: SSEEvent) -> list[SSEEvent]:
+        if ev.data == b"[DONE]":
+            return [*self._openai_flush(sorted(self._scrubbers)), ev]
+        obj = _loads(ev.data)
+        if obj is None or not isinstance(obj.get("choices"), list):
+            return [ev]
+        self._last = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        changed = False
+        for choice in obj["choices"]:
+            if not isinstance(choice, dict):
+                continue
+            index = int(choice.get("index", 0))
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            safe = self._scrubber(index).feed(text) if isinstance(text, str) and text else ""
+            if choice.get("finish_reason") is not None:
+                s = self._scrubbers.pop(index, None)
+                safe += s.flush() if s is not None else ""
+            if (self._redact and isinstance(text, str) and isinstance(delta, dict)) or (
+                self._redact and safe and isinstance(delta, dict)
+            ):
+                delta["content"] = safe
+                changed = True
+        return [_event(obj, ev.event)] if changed else [ev]
+
+    def _openai_flush(self, indexes: list[int]) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for i in indexes:
+            rest = self._scrubbers.pop(i).flush()
+            if rest and self._redact:
+                body = {
+                    **self._last,
+                    "choices": [{"index": i, "delta": {"content": rest}, "finish_reason": None}],
+                }
+                out.append(_event(body, None))
+        return out
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _event(obj: dict[str, Any], event: str | None) -> SSEEvent:
+    data = orjson.dumps(obj)
+    return SSEEvent(raw=encode_event(data, event), event=event, data=data)
