@@ -19,6 +19,7 @@ from bastion.store.models import (
     GroupBy,
     KeyRecord,
     LedgerEntry,
+    PromptVersion,
     hash_secret,
     new_key_id,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "LedgerEntry",
     "Migration",
     "PostgresStore",
+    "PromptVersion",
     "RecordStore",
     "SQLiteStore",
     "hash_secret",

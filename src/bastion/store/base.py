@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry
+from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry, PromptVersion
 
 __all__ = ["RecordStore"]
 
@@ -88,4 +88,31 @@ class RecordStore(Protocol):
         self, day: str, group_by: GroupBy | None = None
     ) -> dict[str | None, float]:
         """Sum one day's spend, per group or (``group_by=None``) as ``{None: total}``."""
+        ...
+
+    # -- prompt registry -------------------------------------------------------------------------
+
+    async def create_prompt_version(self, prompt: PromptVersion) -> bool:
+        """Store an immutable version: True if new, False if the same text is already there;
+        ``Conflict`` if that version exists with different text."""
+        ...
+
+    async def get_prompt_version(self, name: str, version: int) -> PromptVersion | None:
+        """One version of a prompt."""
+        ...
+
+    async def latest_prompt_version(self, name: str) -> int | None:
+        """The highest version of a prompt, if any."""
+        ...
+
+    async def set_prompt_label(self, name: str, label: str, version: int) -> None:
+        """Point a label (``production``) at an existing version; ``NotFound`` otherwise."""
+        ...
+
+    async def prompt_label(self, name: str, label: str) -> int | None:
+        """The version a label points at."""
+        ...
+
+    async def list_prompts(self) -> list[PromptVersion]:
+        """Every version of every prompt, by name then version."""
         ...

@@ -197,8 +197,35 @@ _V1_POSTGRES = (
 )
 
 
+_V2_COMMON = (
+    """
+    CREATE TABLE prompt_versions (
+        name         TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        instructions TEXT NOT NULL,
+        spotlight    TEXT,
+        created_at   {real} NOT NULL,
+        created_by   TEXT,
+        PRIMARY KEY (name, version)
+    )
+    """,
+    """
+    CREATE TABLE prompt_labels (
+        name       TEXT NOT NULL,
+        label      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at {real} NOT NULL,
+        PRIMARY KEY (name, label)
+    )
+    """,
+)
+_V2_SQLITE = tuple(s.format(real="REAL") for s in _V2_COMMON)
+_V2_POSTGRES = tuple(s.format(real="DOUBLE PRECISION") for s in _V2_COMMON)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
+    Migration(2, "prompt registry", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
 )
 
 

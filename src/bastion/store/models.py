@@ -14,6 +14,7 @@ __all__ = [
     "GroupBy",
     "KeyRecord",
     "LedgerEntry",
+    "PromptVersion",
     "hash_secret",
     "new_key_id",
 ]
@@ -133,3 +134,15 @@ class LedgerEntry:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptVersion:
+    """One immutable version of a named prompt template (labels point at versions)."""
+
+    name: str
+    version: int
+    instructions: str
+    spotlight: str | None = None
+    created_at: float = 0.0
+    created_by: str | None = None

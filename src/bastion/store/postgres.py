@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bastion.errors import Conflict, StateUnavailable
+from bastion.errors import Conflict, NotFound, StateUnavailable
 from bastion.store._rows import (
     CALL_COLUMNS,
     CALL_JSON_COLUMNS,
@@ -31,7 +31,7 @@ from bastion.store._rows import (
     unique_by_request_id,
 )
 from bastion.store.migrations import MIGRATIONS, POSTGRES_BOOTSTRAP
-from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry
+from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry, PromptVersion
 
 __all__ = ["PostgresStore"]
 
@@ -403,3 +403,90 @@ class PostgresStore:
             f"SELECT {column}, SUM(cost_usd) FROM ledger WHERE day = $1 GROUP BY {column}", day
         )
         return {r[0]: float(r[1]) for r in rows}
+
+    # -- prompt registry -------------------------------------------------------------------------
+
+    async def create_prompt_version(self, prompt: PromptVersion) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT instructions, spotlight FROM prompt_versions WHERE name = $1 AND version = $2"
+                " FOR UPDATE",
+                prompt.name,
+                prompt.version,
+            )
+            if row is not None:
+                if (row[0], row[1]) == (prompt.instructions, prompt.spotlight):
+                    return False
+                raise Conflict(
+                    f"prompt {prompt.name}@{prompt.version} exists with other text; versions are immutable"
+                )
+            try:
+                await conn.execute(
+                    "INSERT INTO prompt_versions (name, version, instructions, spotlight, created_at,"
+                    " created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+                    prompt.name,
+                    prompt.version,
+                    prompt.instructions,
+                    prompt.spotlight,
+                    prompt.created_at or time.time(),
+                    prompt.created_by,
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(
+                    f"prompt {prompt.name}@{prompt.version} was created concurrently"
+                ) from None
+            return True
+
+    async def get_prompt_version(self, name: str, version: int) -> PromptVersion | None:
+        rows = await self._fetch(
+            "SELECT name, version, instructions, spotlight, created_at, created_by FROM prompt_versions"
+            " WHERE name = $1 AND version = $2",
+            name,
+            version,
+        )
+        return _prompt(rows[0]) if rows else None
+
+    async def latest_prompt_version(self, name: str) -> int | None:
+        rows = await self._fetch("SELECT MAX(version) FROM prompt_versions WHERE name = $1", name)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def set_prompt_label(self, name: str, label: str, version: int) -> None:
+        async with self._connection() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT 1 FROM prompt_versions WHERE name = $1 AND version = $2", name, version
+            )
+            if found is None:
+                raise NotFound(f"prompt {name}@{version} does not exist")
+            await conn.execute(
+                "INSERT INTO prompt_labels (name, label, version, updated_at) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (name, label) DO UPDATE SET version = EXCLUDED.version,"
+                " updated_at = EXCLUDED.updated_at",
+                name,
+                label,
+                version,
+                time.time(),
+            )
+
+    async def prompt_label(self, name: str, label: str) -> int | None:
+        rows = await self._fetch(
+            "SELECT version FROM prompt_labels WHERE name = $1 AND label = $2", name, label
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def list_prompts(self) -> list[PromptVersion]:
+        rows = await self._fetch(
+            "SELECT name, version, instructions, spotlight, created_at, created_by FROM prompt_versions"
+            " ORDER BY name, version"
+        )
+        return [_prompt(r) for r in rows]
+
+
+def _prompt(r: Any) -> PromptVersion:
+    return PromptVersion(
+        name=r[0],
+        version=int(r[1]),
+        instructions=r[2],
+        spotlight=r[3],
+        created_at=float(r[4]),
+        created_by=r[5],
+    )

@@ -20,7 +20,7 @@ from typing import Any, Final
 import aiosqlite
 import orjson
 
-from bastion.errors import Conflict, StateUnavailable
+from bastion.errors import Conflict, NotFound, StateUnavailable
 from bastion.store._rows import (
     CALL_COLUMNS,
     KEY_COLUMNS,
@@ -32,7 +32,7 @@ from bastion.store._rows import (
     unique_by_request_id,
 )
 from bastion.store.migrations import MIGRATIONS, SQLITE_BOOTSTRAP
-from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry
+from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry, PromptVersion
 
 __all__ = ["SQLiteStore"]
 
@@ -154,7 +154,9 @@ class SQLiteStore:
         """Run a write atomically, taking the write lock at BEGIN rather than mid-way."""
         async with self._session() as conn:
             try:
-                await conn.execute("BEGIN IMMEDIATE")  # inside the try: a cancel here still rolls back
+                await conn.execute(
+                    "BEGIN IMMEDIATE"
+                )  # inside the try: a cancel here still rolls back
                 yield conn
                 await conn.execute("COMMIT")
             except BaseException:
@@ -324,3 +326,87 @@ class SQLiteStore:
             f"SELECT {column}, SUM(cost_usd) FROM ledger WHERE day = ? GROUP BY {column}", (day,)
         )
         return {r[0]: float(r[1]) for r in rows}
+
+    # -- prompt registry -------------------------------------------------------------------------
+
+    async def create_prompt_version(self, prompt: PromptVersion) -> bool:
+        async with self._transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT instructions, spotlight FROM prompt_versions WHERE name = ? AND version = ?",
+                    (prompt.name, prompt.version),
+                )
+            )
+            if rows:
+                if tuple(rows[0]) == (prompt.instructions, prompt.spotlight):
+                    return False
+                raise Conflict(
+                    f"prompt {prompt.name}@{prompt.version} exists with other text; versions are immutable"
+                )
+            await conn.execute(
+                "INSERT INTO prompt_versions (name, version, instructions, spotlight, created_at, created_by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    prompt.name,
+                    prompt.version,
+                    prompt.instructions,
+                    prompt.spotlight,
+                    prompt.created_at or time.time(),
+                    prompt.created_by,
+                ),
+            )
+            return True
+
+    async def get_prompt_version(self, name: str, version: int) -> PromptVersion | None:
+        rows = await self._fetchall(
+            "SELECT name, version, instructions, spotlight, created_at, created_by FROM prompt_versions"
+            " WHERE name = ? AND version = ?",
+            (name, version),
+        )
+        return _prompt(rows[0]) if rows else None
+
+    async def latest_prompt_version(self, name: str) -> int | None:
+        rows = await self._fetchall(
+            "SELECT MAX(version) FROM prompt_versions WHERE name = ?", (name,)
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def set_prompt_label(self, name: str, label: str, version: int) -> None:
+        async with self._transaction() as conn:
+            found = list(
+                await conn.execute_fetchall(
+                    "SELECT 1 FROM prompt_versions WHERE name = ? AND version = ?", (name, version)
+                )
+            )
+            if not found:
+                raise NotFound(f"prompt {name}@{version} does not exist")
+            await conn.execute(
+                "INSERT INTO prompt_labels (name, label, version, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name, label) DO UPDATE SET version = excluded.version,"
+                " updated_at = excluded.updated_at",
+                (name, label, version, time.time()),
+            )
+
+    async def prompt_label(self, name: str, label: str) -> int | None:
+        rows = await self._fetchall(
+            "SELECT version FROM prompt_labels WHERE name = ? AND label = ?", (name, label)
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def list_prompts(self) -> list[PromptVersion]:
+        rows = await self._fetchall(
+            "SELECT name, version, instructions, spotlight, created_at, created_by FROM prompt_versions"
+            " ORDER BY name, version"
+        )
+        return [_prompt(r) for r in rows]
+
+
+def _prompt(r: Sequence[Any]) -> PromptVersion:
+    return PromptVersion(
+        name=r[0],
+        version=int(r[1]),
+        instructions=r[2],
+        spotlight=r[3],
+        created_at=float(r[4]),
+        created_by=r[5],
+    )
