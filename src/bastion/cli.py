@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from .check.cli import check_command
 from .config import Config, load_config
 from .errors import ConfigError
+from .evals.cli import eval_app
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +22,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys (stored hash
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(eval_app, name="eval")
+app.command("check")(check_command)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")

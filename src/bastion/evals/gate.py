@@ -1,0 +1,247 @@
+"""The CI gate: compare a run with its blessed baseline case by case and block on a regression.
+
+A regression is (1) a case that passed in the baseline and fails now, (2) a must-pass
+case that fails, or (3) a score drop larger than ``margin`` that a one-sided paired
+test supports at ``alpha`` over the epochs. The test is run on the differences shifted
+by the margin (H1: the drop exceeds the margin), so noise of the judge's size cannot
+reach significance while a consistent drop over 5 epochs does (p = 1/32). Baselines
+are JSON files keyed by suite, model and prompt version; when the prompt version has
+no baseline yet, the newest one for the same suite and model is used, and said so.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .results import CaseResult, RunResult, read_result, write_json
+from .stats import sign_test, wilcoxon_signed_rank
+
+__all__ = [
+    "GateReport",
+    "Regression",
+    "baseline_path",
+    "bless",
+    "compare",
+    "find_baseline",
+    "gate",
+]
+
+DEFAULT_BASELINES = Path("evals/baselines")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    case_id: str
+    kind: Literal[
+        "pass_to_fail", "must_pass_failed", "score_drop", "suite_score_drop", "no_baseline"
+    ]
+    detail: str
+    delta: float | None = None
+    p_value: float | None = None
+
+
+@dataclass(slots=True)
+class GateReport:
+    """The verdict: ``ok`` unless there is a regression; notes explain what was compared."""
+
+    baseline: Path | None
+    regressions: list[Regression] = field(default_factory=list)
+    improvements: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "baseline": str(self.baseline) if self.baseline else None,
+            "regressions": [
+                {
+                    "case": r.case_id,
+                    "kind": r.kind,
+                    "detail": r.detail,
+                    "delta": r.delta,
+                    "p_value": r.p_value,
+                }
+                for r in self.regressions
+            ],
+            "improvements": self.improvements,
+            "notes": self.notes,
+        }
+
+
+def _safe(part: str) -> str:
+    return _UNSAFE.sub("-", part).strip("-") or "none"
+
+
+def baseline_path(
+    suite: str, model: str, prompt_version: str, root: str | Path = DEFAULT_BASELINES
+) -> Path:
+    """``<root>/<suite>__<model>__<prompt_version>.json``."""
+    return Path(root) / f"{_safe(suite)}__{_safe(model)}__{_safe(prompt_version)}.json"
+
+
+def bless(result: RunResult, root: str | Path = DEFAULT_BASELINES) -> Path:
+    """Store ``result`` as the baseline for its suite, model and prompt version."""
+    result.notes = [
+        *result.notes,
+        f"blessed at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+    ]
+    return write_json(
+        result, baseline_path(result.suite, result.model, result.prompt_version, root)
+    )
+
+
+def find_baseline(
+    suite: str, model: str, prompt_version: str, root: str | Path = DEFAULT_BASELINES
+) -> tuple[Path | None, bool]:
+    """The exact baseline, else the newest for the same suite and model; ``(path, exact)``."""
+    exact = baseline_path(suite, model, prompt_version, root)
+    if exact.exists():
+        return exact, True
+    prefix = f"{_safe(suite)}__{_safe(model)}__"
+    others = [p for p in Path(root).glob(prefix + "*.json") if p.is_file()]
+    if not others:
+        return None, False
+    return max(others, key=lambda p: p.stat().st_mtime), False
+
+
+def _pairs(base: Sequence[float], cur: Sequence[float]) -> list[float]:
+    """Paired differences: epoch by epoch when both ran as many, else each current epoch vs the baseline mean."""
+    if len(base) == len(cur):
+        return [c - b for b, c in zip(base, cur, strict=True)]
+    ref = statistics.fmean(base)
+    return [c - ref for c in cur]
+
+
+def _p(diffs: Sequence[float], test: str) -> float:
+    return sign_test(diffs, "less") if test == "sign" else wilcoxon_signed_rank(diffs, "less")
+
+
+def _case_drop(
+    b: CaseResult, c: CaseResult, margin: float, alpha: float, test: str
+) -> Regression | None:
+    delta = c.mean_score - b.mean_score
+    if delta >= -margin:
+        return None
+    p = _p([d + margin for d in _pairs(b.scores, c.scores)], test)
+    if p >= alpha:
+        return None
+    return Regression(
+        c.id,
+        "score_drop",
+        f"mean score {b.mean_score:.3f} -> {c.mean_score:.3f} "
+        f"(drop {-delta:.3f} > margin {margin:g}, p={p:.4f} < {alpha:g})",
+        delta,
+        p,
+    )
+
+
+def compare(
+    baseline: RunResult,
+    current: RunResult,
+    *,
+    margin: float = 0.05,
+    alpha: float = 0.05,
+    test: Literal["wilcoxon", "sign"] = "wilcoxon",
+    baseline_file: Path | None = None,
+) -> GateReport:
+    """Case-by-case comparison (see the module docstring for what counts as a regression)."""
+    report = GateReport(baseline_file)
+    common: list[tuple[CaseResult, CaseResult]] = []
+    for c in current.cases:
+        b = baseline.case(c.id)
+        if b is None:
+            report.notes.append(f"{c.id}: new case (no baseline)")
+            if c.must_pass and not c.passed:
+                report.regressions.append(Regression(c.id, "must_pass_failed", _why(c)))
+            continue
+        common.append((b, c))
+        if b.passed and not c.passed:
+            report.regressions.append(Regression(c.id, "pass_to_fail", _why(c)))
+            continue
+        if c.must_pass and not c.passed:
+            report.regressions.append(
+                Regression(c.id, "must_pass_failed", _why(c) + " (failed in the baseline too)")
+            )
+            continue
+        if not b.passed and c.passed:
+            report.improvements.append(c.id)
+        drop = _case_drop(b, c, margin, alpha, test)
+        if drop is not None:
+            report.regressions.append(drop)
+    for b in baseline.cases:
+        if current.case(b.id) is None:
+            report.notes.append(f"{b.id}: in the baseline but not run")
+    if len(common) >= 2:
+        deltas = [c.mean_score - b.mean_score for b, c in common]
+        mean_delta = statistics.fmean(deltas)
+        if mean_delta < -margin:
+            p = _p([d + margin for d in deltas], test)
+            if p < alpha:
+                report.regressions.append(
+                    Regression(
+                        "*",
+                        "suite_score_drop",
+                        f"suite mean score dropped {-mean_delta:.3f} over {len(common)} cases "
+                        f"(p={p:.4f})",
+                        mean_delta,
+                        p,
+                    )
+                )
+    if baseline.epochs != current.epochs:
+        report.notes.append(
+            f"baseline ran {baseline.epochs} epoch(s), this run {current.epochs}: "
+            "each current epoch is compared with the baseline mean"
+        )
+    return report
+
+
+def _why(c: CaseResult) -> str:
+    detail = ", ".join(c.failed_assertions) or "failed"
+    err = next((e.error for e in c.epochs if e.error), None)
+    return f"failed: {detail}" + (f" ({err})" if err else "")
+
+
+def gate(
+    current: RunResult,
+    *,
+    root: str | Path = DEFAULT_BASELINES,
+    margin: float = 0.05,
+    alpha: float = 0.05,
+    test: Literal["wilcoxon", "sign"] = "wilcoxon",
+    require_baseline: bool = False,
+) -> GateReport:
+    """Find the baseline for ``current`` and compare; without one, every must-pass case must pass."""
+    path, exact = find_baseline(current.suite, current.model, current.prompt_version, root)
+    if path is None:
+        report = GateReport(None)
+        report.notes.append(
+            f"no baseline for suite {current.suite!r} model {current.model!r}: "
+            "only must-pass cases are enforced (run `bastion eval bless`)"
+        )
+        if require_baseline:
+            report.regressions.append(Regression("*", "no_baseline", "no baseline"))
+        for c in current.cases:
+            if c.must_pass and not c.passed:
+                report.regressions.append(Regression(c.id, "must_pass_failed", _why(c)))
+        return report
+    report = compare(
+        read_result(path), current, margin=margin, alpha=alpha, test=test, baseline_file=path
+    )
+    if not exact:
+        report.notes.insert(
+            0,
+            f"no baseline for prompt version {current.prompt_version!r}; "
+            f"compared with the newest for this suite and model ({path.name})",
+        )
+    return report

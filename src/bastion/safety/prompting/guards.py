@@ -1,0 +1,252 @@
+"""The gateway guards of this package: injection scan, scope check, and system-prompt leak watch.
+
+Each follows ``bastion.pipeline``'s protocol and takes per-feature policies (with a
+``"default"`` fallback) built once at start-up. The work is done by plain functions
+(``inspect_injection``) that tests and library users call directly; the guards only
+map a ``Call`` onto them. Leak *blocking and redaction* happen in the stream relay
+through ``LeakGuard.watcher``; ``LeakGuard.after`` flags leaks on every call even
+where the relay is not wired.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from ...call import Call
+from ...errors import InvalidRequest, PermissionDenied
+from ._messages import last_user_text, replace, slots, system_text
+from .canary import LeakAction, LeakIndex, LeakVerdict, LeakWatcher, extract_canaries
+from .injection import InjectionPolicy, InjectionScanner
+from .parse import WITHHELD, parse_user_turn, readable, spotlight_of, withhold_docs
+from .scope import ScopeGuard
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One flagged text: where it was, what it was, and what the policy did about it."""
+
+    where: str
+    source: str
+    score: float
+    reasons: tuple[str, ...]
+    action: str
+    doc_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "where": self.where,
+            "source": self.source,
+            "score": self.score,
+            "reasons": list(self.reasons),
+            "action": self.action,
+        }
+        if self.doc_id is not None:
+            d["doc_id"] = self.doc_id
+        return d
+
+
+@dataclass(slots=True)
+class InjectionReport:
+    findings: list[Finding] = field(default_factory=list)
+    refused: Finding | None = None
+    rewritten: bool = False
+
+
+def inspect_injection(
+    body: dict[str, Any],
+    fmt: str,
+    policy: InjectionPolicy,
+    scanner: InjectionScanner,
+    scope: Literal["last", "all"] = "last",
+) -> InjectionReport:
+    """Scan a request's untrusted texts; withhold flagged documents in ``body`` when told to drop."""
+    report = InjectionReport()
+    mode, marker = spotlight_of(system_text(body, fmt))
+    for slot in list(slots(body, fmt, scope)):
+        turn = parse_user_turn(slot.text) if slot.source == "user" else None
+        units: list[tuple[str, str, int | None, str | None]] = []
+        if turn is None:
+            units.append((slot.source, slot.text, None, None))
+        else:
+            for i, d in enumerate(turn.docs):
+                units.append(("doc", readable(d.body, mode, marker), i, d.id))
+            if turn.user is not None:
+                units.append(("user", readable(turn.user, mode, marker), None, None))
+        drop: set[int] = set()
+        for source, text, index, doc_id in units:
+            res = scanner.scan(text)
+            if res.score < policy.threshold:
+                continue
+            action = policy.user_action if source == "user" else policy.doc_action
+            f = Finding(slot.where, source, res.score, tuple(res.reasons), action, doc_id)
+            report.findings.append(f)
+            if action == "block" and report.refused is None:
+                report.refused = f
+            elif action == "drop":
+                if index is not None:
+                    drop.add(index)
+                else:
+                    replace(body, slot.path, WITHHELD)
+                    report.rewritten = True
+        if turn is not None and drop:
+            replace(body, slot.path, withhold_docs(slot.text, turn, drop))
+            report.rewritten = True
+    return report
+
+
+class InjectionGuard:
+    """Refuses, flags, or withholds documents per feature, before the call goes upstream."""
+
+    name = "injection"
+
+    def __init__(
+        self,
+        policies: Mapping[str, InjectionPolicy],
+        *,
+        scanner: InjectionScanner | None = None,
+        scope: Literal["last", "all"] = "last",
+    ) -> None:
+        self._policies = dict(policies)
+        self._scanner = scanner or InjectionScanner()
+        self._scope: Literal["last", "all"] = scope
+        self.active = bool(self._policies)
+
+    async def before(self, call: Call) -> None:
+        policy = self._policies.get(call.feature or "default", self._policies.get("default"))
+        if policy is None:
+            return
+        report = inspect_injection(
+            call.body, call.client_format.value, policy, self._scanner, self._scope
+        )
+        if report.findings:
+            call.flags["injection"] = [f.as_dict() for f in report.findings]
+        if report.refused is not None:
+            r = report.refused
+            raise InvalidRequest(
+                f"request refused: its {r.source} content looks like a prompt-injection attempt "
+                f"({', '.join(r.reasons[:3])})",
+                param="messages",
+            )
+
+
+class ScopeRequestGuard:
+    """Refuses requests outside a feature's scope without calling the model."""
+
+    name = "scope"
+
+    def __init__(self, scopes: Mapping[str, ScopeGuard]) -> None:
+        self._scopes = dict(scopes)
+        self.active = bool(self._scopes)
+
+    async def before(self, call: Call) -> None:
+        guard = self._scopes.get(call.feature or "default", self._scopes.get("default"))
+        if guard is None:
+            return
+        text = last_user_text(call.body)
+        turn = parse_user_turn(text)
+        if turn is not None:  # a builder prompt: judge the user's words, not the documents
+            mode, marker = spotlight_of(system_text(call.body, call.client_format.value))
+            text = readable(turn.user or "", mode, marker)
+        verdict = guard.check(text)
+        if not verdict.allowed:
+            call.flags["scope"] = verdict.reason
+            raise PermissionDenied(verdict.message or "out of scope", param="messages")
+
+
+@dataclass(frozen=True, slots=True)
+class LeakPolicy:
+    """What a feature does when output leaks its canary or its system prompt."""
+
+    action: LeakAction = "block"
+    min_run: int = 60
+    watch_system_prompt: bool = True
+    replacement: str = "[redacted]"
+
+
+class LeakGuard:
+    """Builds a leak watcher per call from the call's own system prompt (and the canaries in it)."""
+
+    name = "leak"
+
+    def __init__(self, policies: Mapping[str, LeakPolicy], *, cache_size: int = 256) -> None:
+        self._policies = dict(policies)
+        self._cache: OrderedDict[tuple[str, int], LeakIndex] = OrderedDict()
+        self._cache_size = cache_size
+        self.active = bool(self._policies)
+
+    def _policy(self, call: Call) -> LeakPolicy | None:
+        return self._policies.get(call.feature or "default", self._policies.get("default"))
+
+    def index(self, call: Call, policy: LeakPolicy) -> LeakIndex | None:
+        """The (cached) index for this call's system prompt; None when there is nothing to watch."""
+        system = system_text(call.body, call.client_format.value)
+        if not system:
+            return None
+        min_run = policy.min_run if policy.watch_system_prompt else 0
+        key = (system, min_run)
+        idx = self._cache.get(key)
+        if idx is None:
+            idx = LeakIndex(extract_canaries(system), system, min_run=min_run)
+            self._cache[key] = idx
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return idx
+
+    def watcher(self, call: Call) -> LeakWatcher | None:
+        """A watcher for this call's output stream, or None if its feature has no leak policy."""
+        policy = self._policy(call)
+        idx = self.index(call, policy) if policy else None
+        if policy is None or idx is None:
+            return None
+        return idx.watcher(policy.action, replacement=policy.replacement)
+
+    def check(self, call: Call, text: str) -> LeakVerdict | None:
+        """A whole (non-streamed) answer: the verdict, with ``emit`` the text to send."""
+        policy = self._policy(call)
+        idx = self.index(call, policy) if policy else None
+        if policy is None or idx is None:
+            return None
+        return idx.check(text, policy.action)
+
+    async def after(self, call: Call, error: BaseException | None) -> None:
+        if not call.output_text or "leak" in call.flags:
+            return
+        verdict = self.check(call, "".join(call.output_text))
+        if verdict is not None and verdict.leaked:
+            call.flags["leak"] = list(verdict.reasons)
+
+
+def delta_text(fmt: str, data: bytes) -> str | None:
+    """The text a stream event adds (Anthropic text_delta, OpenAI choices[0].delta.content)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if fmt == "anthropic":
+        d = obj.get("delta")
+        return d.get("text") if isinstance(d, dict) and isinstance(d.get("text"), str) else None
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        d = choices[0].get("delta")
+        c = d.get("content") if isinstance(d, dict) else None
+        return c if isinstance(c, str) else None
+    return None
+
+
+def with_delta_text(fmt: str, data: bytes, text: str) -> bytes:
+    """The same stream event carrying ``text`` instead (what a redacting relay sends)."""
+    obj = orjson.loads(data)
+    if fmt == "anthropic":
+        obj["delta"]["text"] = text
+    else:
+        obj["choices"][0]["delta"]["content"] = text
+    return orjson.dumps(obj)

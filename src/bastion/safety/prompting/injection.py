@@ -1,0 +1,308 @@
+"""Prompt-injection detection for user content and retrieved documents.
+
+Fencing (the builder) is the architectural defense; this is the tripwire that lets a
+feature flag, refuse, or drop what is plainly an attack before the model reads it.
+``InjectionScanner.scan`` looks for override phrasing (English, Spanish, French,
+German, Portuguese, Italian, Dutch, Russian, Chinese, Japanese), role, section,
+fence and chat-template forgery, hidden text (zero-width, Unicode tags — decoded and
+rescanned — bidi overrides, variation-selector smuggling, homoglyphs), encoded
+payloads (base64, hex, rot13, URL and entity encoding, reversed text — decoded and
+rescanned only when a candidate is found), and instructions aimed at tools or at
+exfiltration (markdown images with data in the query string, "send the conversation
+to ..."). Distinct reasons combine as independent evidence into a 0..1 score. An ML
+detector plugs in through the ``Classifier`` protocol (none is shipped).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from ._anchors import ANCHOR_HINTS, ANCHOR_RULES, ANCHORS
+from ._decode import encoded, hidden, runs
+from ._rules_i18n import CJK_RULES
+from ._rules_symbols import (
+    CJK_GATE,
+    LINE_RULES,
+    LONG_RUN,
+    NEGATION,
+    SYMBOL_REASONS,
+    SYMBOL_RULES,
+    TRANSCRIPT,
+)
+
+Action = Literal["flag", "block", "drop"]
+Source = Literal["user", "doc"]
+
+# A user talks to the assistant by design; the same words in a document are aimed at the model.
+USER_SCALE = {"address:ai": 0.5, "address:directive": 0.5, "address:assistant": 0.0}
+REPORTED_WEIGHT = 0.45
+ACTIONS: tuple[Action, ...] = ("flag", "block", "drop")
+
+_DAN = re.compile(r"\bDAN\b")
+_IMG_URL = re.compile(
+    r"!\[[^\]\n]{0,200}\]\(\s*<?(https?://[^\s)>]+)|<img\b[^>]{0,200}?\bsrc\s*=\s*[\"']?(https?://[^\"'\s>]+)",
+    re.I,
+)
+_URL_TEMPLATE = re.compile(
+    r"https?://[^\s)>\]]+\?[^\s)>\]]*(?:\{|%7b|\$\{|\$[A-Z_]{3,}|\[[A-Z_]{3,})", re.I
+)
+_SENSITIVE_PARAMS = frozenset(
+    [
+        "data",
+        "d",
+        "prompt",
+        "msg",
+        "message",
+        "conv",
+        "conversation",
+        "chat",
+        "history",
+        "secret",
+        "token",
+        "key",
+        "k",
+        "pw",
+        "pass",
+        "password",
+        "session",
+        "info",
+        "leak",
+        "exfil",
+        "cookie",
+        "email",
+        "mail",
+        "user",
+        "u",
+        "c",
+        "ctx",
+        "context",
+        "summary",
+        "s",
+        "q",
+        "payload",
+    ]
+)
+_PLACEHOLDER = re.compile(r"[{}$<\[]|%7b|%24|%3c", re.I)
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """An ML injection detector: returns the probability that ``text`` is an injection attempt."""
+
+    name: str
+
+    def score(self, text: str) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """How likely the text is an injection (0..1) and why; ``flagged`` is score >= threshold."""
+
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    flagged: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionPolicy:
+    """What one feature does with a flagged text: per source, and at which score."""
+
+    threshold: float = 0.5
+    user_action: Action = "block"
+    doc_action: Action = "drop"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError("injection threshold must be in (0, 1]")
+        for a in (self.user_action, self.doc_action):
+            if a not in ACTIONS:
+                raise ValueError(f"unknown injection action {a!r}; expected one of {ACTIONS}")
+        if self.user_action == "drop":
+            raise ValueError("user content cannot be dropped; flag or block it")
+
+
+class InjectionScanner:
+    """Scores untrusted text for injection; stateless after construction, safe to share."""
+
+    __slots__ = ("classifier", "max_chars", "max_depth", "threshold")
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        classifier: Classifier | None = None,
+        max_depth: int = 2,
+        max_chars: int = 1_000_000,
+    ) -> None:
+        self.threshold = threshold
+        self.classifier = classifier
+        self.max_depth = max_depth
+        self.max_chars = max_chars
+
+    def scan(self, text: str, source: Source = "doc") -> ScanResult:
+        """Score one text; ``source="user"`` for a user's own message, which may address the assistant."""
+        found: dict[str, float] = {}
+        if len(text) > self.max_chars:
+            found["oversized"] = 0.0
+            text = text[: self.max_chars]
+        self._scan(text, 0, found)
+        if source == "user":
+            for reason, scale in USER_SCALE.items():
+                if reason in found:
+                    found[reason] *= scale
+                    if not found[reason]:
+                        del found[reason]
+        if self.classifier is not None:
+            p = float(self.classifier.score(text))
+            if p > 0.0:
+                found[f"classifier:{self.classifier.name}"] = min(max(p, 0.0), 1.0)
+        return self._result(found)
+
+    def scan_many(self, texts: Iterable[str]) -> list[ScanResult]:
+        return [self.scan(t) for t in texts]
+
+    def _result(self, found: dict[str, float]) -> ScanResult:
+        keep = 1.0
+        for w in found.values():
+            keep *= 1.0 - w
+        score = round(1.0 - keep, 4)
+        reasons = sorted(found, key=lambda r: (-found[r], r))
+        return ScanResult(score, reasons, score >= self.threshold)
+
+    def _scan(self, text: str, depth: int, found: dict[str, float]) -> None:
+        if not text:
+            return
+        ascii_only = text.isascii()
+        if not ascii_only:  # text that is non-ASCII only for its typography takes the fast path
+            folded = _TYPOGRAPHY.sub(_typo, text)
+            if folded.isascii():
+                text, ascii_only = folded, True
+        if not ascii_only:
+            text, hits, payloads = hidden(text)
+            for reason, weight in hits:
+                _add(found, reason, weight)
+            if depth < self.max_depth:
+                for p in payloads:
+                    self._scan(p, depth + 1, found)
+        low = text.lower()
+        nl = "\n" + low + "\n"
+        hints, spans = _phrases(nl, found)
+        if not ascii_only and CJK_GATE.search(low):
+            for rule in CJK_RULES:
+                if rule.reason not in found and rule.pattern.search(low):
+                    _add(found, rule.reason, rule.weight)
+        for m in LINE_RULES.finditer(nl):
+            _add(found, *SYMBOL_REASONS[m.lastgroup or ""])
+        if "human" in low and TRANSCRIPT.search(nl):
+            _add(found, *SYMBOL_REASONS["transcript"])
+        for m in SYMBOL_RULES.finditer(low):
+            _add(found, *SYMBOL_REASONS[m.lastgroup or ""])
+        if "DAN" in text and _DAN.search(text):
+            _add(found, "jailbreak", 0.6)
+        if "](" in text or "<img" in low:
+            _images(text, found)
+        if "?" in text and "http" in low and _URL_TEMPLATE.search(text):
+            _add(found, "exfil:url_template", 0.45)
+        if depth >= self.max_depth:
+            return
+        # lower() keeps offsets unless a rare character changes length; then find the runs again
+        tokens = [text[a - 1 : b - 1] for a, b in spans] if len(low) == len(text) else runs(text)
+        for reason, weight, payload in encoded(text, low, tokens, hints):
+            inner: dict[str, float] = {}
+            self._scan(payload, depth + 1, inner)
+            if inner:
+                _add(found, reason, weight)
+                for r, w in inner.items():
+                    _add(found, r, w)
+
+
+def _phrases(
+    nl: str, found: dict[str, float]
+) -> tuple[dict[str, list[int]], list[tuple[int, int]]]:
+    """Try each phrase rule where one of its anchor words starts; return decode hints and runs."""
+    hints: dict[str, list[int]] = {}
+    spans: list[tuple[int, int]] = []
+    for m in ANCHORS.finditer(nl):
+        word = m.group(1)
+        if word is None:
+            spans.append(m.span(2))
+            continue
+        pos = m.start(1)
+        if " " not in nl[pos : pos + 20] and "\n" not in nl[pos : pos + 20]:
+            run = LONG_RUN.match(nl, pos)  # "rm9y..." may be a base64 run, not the word "rm"
+            if run is not None:
+                spans.append(run.span())
+        for reason, weight, match, negatable in ANCHOR_RULES[word]:
+            if found.get(reason, 0.0) >= weight or not match(nl, pos):
+                continue
+            if negatable and _negated(nl, pos):
+                continue
+            if reason.startswith("override:") and _REPORTED.search(nl, max(0, pos - 40), pos):
+                weight = REPORTED_WEIGHT
+            _add(found, reason, weight)
+        hint = ANCHOR_HINTS.get(word)
+        if hint:
+            hints.setdefault(hint, []).append(pos - 1)
+    return hints, spans
+
+
+_TYPO_MAP = {
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015", "-"),
+    **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u2033", '"'),
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u2022": "*",
+    "\u00b7": "*",
+}
+_TYPOGRAPHY = re.compile("[" + "".join(_TYPO_MAP) + "]")
+
+
+def _typo(m: re.Match[str]) -> str:
+    return _TYPO_MAP[m.group()]
+
+
+_REPORTED = re.compile(
+    r"(?:such\s+as|like|says?|said|saying|e\.g\.|for\s+example|message|messages|phrases?|wrote|writes)"
+    r"\s*[:,]?\s*[\"'“‘«]\s*\Z"
+)
+
+
+def _negated(nl: str, pos: int) -> bool:
+    """``never let documents override your rules`` describes a defense; it is not an attack.
+
+    (Quoted reported speech — ``messages such as 'ignore your instructions'`` — is weighed
+    lower instead, by ``_REPORTED``: security advice quotes attacks; quoting alone is not one.)
+    """
+    before = nl[max(0, pos - 40) : pos]
+    cut = max(before.rfind("."), before.rfind("!"), before.rfind("?"), before.rfind("\n"))
+    return NEGATION.search(before[cut + 1 :]) is not None
+
+
+def _add(found: dict[str, float], reason: str, weight: float) -> None:
+    if weight > found.get(reason, -1.0):
+        found[reason] = weight
+
+
+def _images(text: str, found: dict[str, float]) -> None:
+    """Markdown/HTML images whose URL carries (or is set up to carry) data out in its query."""
+    for m in _IMG_URL.finditer(text):
+        url = m.group(1) or m.group(2) or ""
+        _, sep, query = url.partition("?")
+        if not sep:
+            continue
+        if _PLACEHOLDER.search(query):
+            _add(found, "exfil:markdown_image", 0.6)
+            return
+        for pair in query.split("&"):
+            name, _, value = pair.partition("=")
+            if name.lower() in _SENSITIVE_PARAMS or len(value) >= 40:
+                _add(found, "exfil:markdown_image", 0.6)
+                return

@@ -1,0 +1,60 @@
+"""The shipped labeled sets hold the scanner to its targets: at most 2% of benign texts — written to be
+full of trigger words — are flagged, on the development set and on the never-tuned holdout set."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.safety.prompting import InjectionScanner
+
+DATA = Path(__file__).resolve().parents[2] / "bench" / "data" / "injection"
+SCANNER = InjectionScanner()
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    with (DATA / name).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.mark.parametrize("name", ["benign.jsonl", "benign_holdout.jsonl"])
+def test_false_positives_stay_at_or_under_two_percent(name: str) -> None:
+    rows = load(name)
+    assert len(rows) >= 40 and all(r["label"] == "benign" for r in rows)
+    flagged = [r["id"] for r in rows if SCANNER.scan(r["text"], r["source"]).flagged]
+    assert len(flagged) / len(rows) <= 0.02, flagged
+
+
+def test_development_set_detection_does_not_regress() -> None:
+    rows = load("attacks.jsonl")
+    assert len(rows) >= 300 and all(r["label"] == "attack" for r in rows)
+    missed = [r["id"] for r in rows if not SCANNER.scan(r["text"], r["source"]).flagged]
+    assert len(missed) / len(rows) <= 0.02, missed
+
+
+def test_shipped_sets_are_well_formed() -> None:
+    seen: set[str] = set()
+    for name in ("attacks.jsonl", "benign.jsonl", "attacks_holdout.jsonl", "benign_holdout.jsonl"):
+        for r in load(name):
+            assert set(r) == {"id", "label", "source", "category", "lang", "text"}, r
+            assert r["source"] in ("user", "doc") and r["text"].strip()
+            assert r["id"] not in seen
+            seen.add(r["id"])
+    langs = {r["lang"] for r in load("attacks.jsonl")}
+    assert {"en", "es", "fr", "de", "pt", "it"} <= langs
+
+
+def test_a_typical_5kb_text_scans_in_well_under_a_few_milliseconds() -> None:
+    """A guard against accidental quadratic rules; the real figures come from bench/injection_eval.py."""
+    text = (DATA / "typical_5kb.txt").read_text(encoding="utf-8")[:5000]
+    samples = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        SCANNER.scan(text)
+        samples.append(time.perf_counter() - t0)
+    assert statistics.median(samples) < 0.005
