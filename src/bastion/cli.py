@@ -198,6 +198,64 @@ def kill(
         typer.echo(line)
 
 
+prompts_app = typer.Typer(no_args_is_help=True, help="The prompt registry: versions and labels.")
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("publish")
+def prompts_publish(
+    name: Annotated[str, typer.Argument(help="template name")],
+    file: Annotated[Path, typer.Option(help="the instructions text ({variables} allowed)")],
+    label: Annotated[
+        list[str] | None, typer.Option(help="labels to point at it (repeatable)")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Publish a new immutable version (the same text as the latest is not a new version)."""
+    import getpass
+
+    from .safety.setup import PromptService, canary_secret
+
+    cfg = _load(config)
+    text = file.read_text()
+
+    async def go(store: Any) -> int:
+        svc = PromptService(store, canary_secret(cfg))
+        return await svc.publish(name, text, labels=tuple(label or ()), who=getpass.getuser())
+
+    version = _run(_with_store(cfg, go))
+    typer.echo(f"{name}@{version}" + (f" labels: {', '.join(label)}" if label else ""))
+
+
+@prompts_app.command("label")
+def prompts_label(
+    name: Annotated[str, typer.Argument()],
+    label: Annotated[str, typer.Argument()],
+    version: Annotated[int, typer.Argument()],
+    config: ConfigOpt = None,
+) -> None:
+    """Point a label (production, canary) at a version: roll forward or back without a deploy."""
+    cfg = _load(config)
+
+    async def go(store: Any) -> None:
+        await store.set_prompt_label(name, label, version)
+
+    _run(_with_store(cfg, go))
+    typer.echo(f"{name}:{label} -> {version}")
+
+
+@prompts_app.command("list")
+def prompts_list(config: ConfigOpt = None) -> None:
+    """Every prompt version."""
+    cfg = _load(config)
+
+    async def go(store: Any) -> Any:
+        return await store.list_prompts()
+
+    for p in _run(_with_store(cfg, go)):
+        typer.echo(f"{p.name}@{p.version}  by {p.created_by or '-'}  {p.instructions[:60]!r}")
+
+
 cache_app = typer.Typer(no_args_is_help=True, help="Prompt caching.")
 app.add_typer(cache_app, name="cache")
 

@@ -134,7 +134,19 @@ class DegradedConfig(_Strict):
     message: str = "AI assistance is unavailable right now, please continue manually."
 
 
+class FeatureSafetyConfig(_Strict):
+    """Per-feature safety policy (defaults: flag injections, watch for system-prompt leaks)."""
+
+    injection_action: Literal["off", "flag", "block"] = "flag"
+    injection_doc_action: Literal["flag", "block", "drop"] = "drop"
+    injection_threshold: float = Field(0.5, gt=0, le=1)
+    scope_guard: bool = False  # refuse clearly out-of-scope requests (malware, credential theft...)
+    scope_deny_patterns: list[str] = Field(default_factory=list)
+    leak_action: Literal["off", "flag", "redact", "block"] = "block"
+
+
 class FeatureConfig(_Strict):
+    safety: FeatureSafetyConfig = Field(default_factory=FeatureSafetyConfig)
     degraded: DegradedConfig = Field(default_factory=DegradedConfig)
     max_tokens_default: int = Field(800, gt=0)
     max_tokens_limit: int = Field(8192, gt=0)
@@ -252,6 +264,7 @@ class PiiConfig(_Strict):
 
 class SafetyConfig(_Strict):
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    canary_secret_env: str = "BASTION_CANARY_SECRET"
 
 
 class ReliabilityConfig(_Strict):

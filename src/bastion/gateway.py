@@ -53,6 +53,7 @@ from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
 from .safety.pii import Scrubber, ScrubberConfig
 from .safety.pii.guard import PiiGuard, PiiPolicy
+from .safety.setup import safety_guards
 from .schema import end_user, parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
@@ -193,6 +194,7 @@ class Gateway:
             self.scrubber.redact,
             body_max_chars=obs.body_max_chars,
         )
+        self.prompts, (template, scope, injection, leak) = safety_guards(cfg, self.store)
         # nothing raw is written: records, the review queue and logs all see scrubbed text
         candidates: list[object] = [
             MetricsGuard(self.metrics),
@@ -204,8 +206,12 @@ class Gateway:
                 body_max_chars=obs.body_max_chars,
                 scrub=self.scrubber.redact,
             ),
-            self.pii,
             self.kill_switch,
+            template,
+            scope,
+            injection,
+            self.pii,
+            leak,
             MaxTokensGuard(cfg.features),
             TokenCapGuard(cfg.features, self.state),
             RateLimitGuard(cfg, self.state, self.clock),

@@ -85,7 +85,10 @@ def _common(body: dict[str, Any]) -> None:
     if not isinstance(model, str) or not model:
         raise _bad("model", "is required and must be a non-empty string")
     msgs = body.get("messages")
-    if not isinstance(msgs, list) or not msgs:
+    templated = isinstance(body.get("bastion"), dict)  # a server-side template writes the turn
+    if templated and msgs is None:
+        body["messages"] = msgs = []
+    if not isinstance(msgs, list) or (not msgs and not templated):
         raise _bad("messages", "is required and must be a non-empty list")
     _opt_bool(body, "stream")
 

@@ -1,0 +1,219 @@
+"""The safety track as gateway guards, built once from config: server-side prompt templates
+(backed by the store's registry), injection scanning, scope, and system-prompt leak watching.
+
+Each piece's logic lives in its own module (``prompting``, ``pii``); this module only maps
+config onto them and adapts the leak watcher to the relay's output-filter protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from ..call import Call
+from ..config import Config
+from ..errors import InvalidRequest, NotFound, OutputBlocked
+from ..store import PromptVersion, RecordStore
+from .prompting import InjectionPolicy, LeakWatcher, Template, TemplateRegistry
+from .prompting.guards import InjectionGuard, LeakGuard, LeakPolicy, ScopeRequestGuard
+from .prompting.scope import ScopeGuard
+
+
+class LeakFilter:
+    """A leak watcher as an output filter: blocked output ends the answer with output_blocked."""
+
+    __slots__ = ("_call", "_watcher")
+
+    def __init__(self, watcher: LeakWatcher, call: Call) -> None:
+        self._watcher = watcher
+        self._call = call
+
+    def _note(self, reasons: tuple[str, ...]) -> None:
+        if reasons:
+            self._call.flags["leak"] = list(reasons)
+
+    def feed(self, text: str) -> str:
+        v = self._watcher.feed(text)
+        self._note(v.reasons)
+        if v.blocked:
+            raise OutputBlocked("the answer was withheld: it disclosed the system prompt")
+        return v.emit
+
+    def flush(self) -> str:
+        v = self._watcher.finish()
+        self._note(v.reasons)
+        return v.emit
+
+
+class LeakOutputGuard:
+    """Plants a leak watcher on every answer whose feature has a leak policy."""
+
+    name = "leak"
+
+    def __init__(self, leak: LeakGuard) -> None:
+        self._leak = leak
+        self.active = leak.active
+
+    async def before(self, call: Call) -> None:
+        w = self._leak.watcher(call)
+        if w is not None:
+            call.output_filters.append(LeakFilter(w, call))
+
+    async def after(self, call: Call, error: BaseException | None) -> None:
+        await self._leak.after(call, error)
+
+
+class PromptService:
+    """Templates by name and label or version, from the store; labels re-read every few seconds
+    so a label moved on one replica takes effect on all."""
+
+    def __init__(self, store: RecordStore, secret: str, *, label_ttl: float = 2.0) -> None:
+        self.store = store
+        self.registry = TemplateRegistry(secret)
+        self._label_ttl = label_ttl
+        self._labels: dict[tuple[str, str], tuple[float, int]] = {}
+
+    async def _version(self, name: str, ref: str) -> int:
+        if ref.isdigit():
+            return int(ref)
+        if ref == "latest":
+            v = await self.store.latest_prompt_version(name)
+        else:
+            now = time.monotonic()
+            hit = self._labels.get((name, ref))
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            v = await self.store.prompt_label(name, ref)
+            if v is not None:
+                self._labels[(name, ref)] = (now + self._label_ttl, v)
+        if v is None:
+            raise NotFound(f"prompt template {name!r} has no version {ref!r}")
+        return v
+
+    async def template(self, name: str, ref: str) -> Template:
+        version = await self._version(name, ref)
+        if version not in self.registry.versions(name):
+            pv = await self.store.get_prompt_version(name, version)
+            if pv is None:
+                raise NotFound(f"prompt template {name}@{version} does not exist")
+            spotlight: Any = pv.spotlight
+            self.registry.register(name, pv.instructions, version=pv.version, spotlight=spotlight)
+        return self.registry.get(name, version)
+
+    async def publish(
+        self, name: str, instructions: str, *, labels: tuple[str, ...] = (), who: str | None = None
+    ) -> int:
+        """Store a new version (the same text as the latest is not a new version) and move labels."""
+        latest = await self.store.latest_prompt_version(name)
+        version = (latest or 0) + 1
+        if latest is not None:
+            last = await self.store.get_prompt_version(name, latest)
+            if last is not None and last.instructions == instructions:
+                version = latest
+        self.registry.register(name, instructions, version=version)  # validates the template
+        await self.store.create_prompt_version(
+            PromptVersion(name=name, version=version, instructions=instructions, created_by=who)
+        )
+        for label in labels:
+            await self.store.set_prompt_label(name, label, version)
+        return version
+
+
+class TemplateGuard:
+    """Renders a named template server-side (the ``bastion`` request field), so apps never
+    concatenate untrusted text into instructions; records the version that was live."""
+
+    name = "template"
+
+    def __init__(self, prompts: PromptService) -> None:
+        self._prompts = prompts
+
+    async def before(self, call: Call) -> None:
+        ext = call.body.pop("bastion", None)
+        if ext is None:
+            return
+        if not isinstance(ext, dict) or not isinstance(ext.get("prompt"), str):
+            raise InvalidRequest(
+                "bastion.prompt: the template name is required", param="bastion.prompt"
+            )
+        ref = str(ext.get("version") or ext.get("label") or "production")
+        variables = ext.get("variables") or {}
+        user_content = ext.get("user_content") or ""
+        docs = ext.get("documents") or []
+        if (
+            not isinstance(variables, dict)
+            or not isinstance(user_content, str)
+            or not isinstance(docs, list)
+        ):
+            raise InvalidRequest(
+                "bastion: variables (object), user_content (string), documents (list)"
+            )
+        doc_pairs = []
+        for i, d in enumerate(docs):
+            if (
+                not isinstance(d, dict)
+                or not isinstance(d.get("id"), str)
+                or not isinstance(d.get("text"), str)
+            ):
+                raise InvalidRequest(
+                    f"bastion.documents.{i}: needs string id and text", param="bastion.documents"
+                )
+            doc_pairs.append((d["id"], d["text"]))
+        t = await self._prompts.template(ext["prompt"], ref)
+        try:
+            prompt = self._prompts.registry.render(
+                t.name, t.version, variables, doc_pairs, user_content
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"bastion.variables: {exc}", param="bastion.variables") from None
+        history = [m for m in call.body.get("messages") or () if isinstance(m, dict)]
+        if call.client_format.value == "anthropic":
+            rendered = prompt.to_anthropic(cache_docs=True)
+            call.body["system"] = rendered["system"]
+        else:
+            rendered = prompt.to_openai()
+            history = [m for m in history if m.get("role") not in ("system", "developer")]
+        call.body["messages"] = (
+            rendered["messages"][:1] + history + rendered["messages"][1:]
+            if call.client_format.value != "anthropic"
+            else history + rendered["messages"]
+        )
+        call.prompt_version = t.ref
+        call.flags["prompt_name"] = t.name
+
+
+def canary_secret(config: Config) -> str:
+    """Canaries must agree across replicas: from the env (recommended), else from the store URL."""
+    return (
+        os.environ.get(config.safety.canary_secret_env)
+        or hashlib.sha256(config.store.url.encode()).hexdigest()
+    )
+
+
+def safety_guards(config: Config, store: RecordStore) -> tuple[PromptService, list[object]]:
+    """The prompt service and the request/output guards of the safety track, in chain order."""
+    prompts = PromptService(store, canary_secret(config))
+    inj: dict[str, InjectionPolicy] = {}
+    scopes: dict[str, ScopeGuard] = {}
+    leaks: dict[str, LeakPolicy] = {}
+    for name, f in config.features.items():
+        s = f.safety
+        if s.injection_action != "off":
+            inj[name] = InjectionPolicy(
+                threshold=s.injection_threshold,
+                user_action=s.injection_action,
+                doc_action=s.injection_doc_action,
+            )
+        if s.scope_guard:
+            scopes[name] = ScopeGuard(deny_patterns=s.scope_deny_patterns)
+        if s.leak_action != "off":
+            leaks[name] = LeakPolicy(action=s.leak_action)
+    guards: list[object] = [
+        TemplateGuard(prompts),
+        ScopeRequestGuard(scopes),
+        InjectionGuard(inj),
+        LeakOutputGuard(LeakGuard(leaks)),
+    ]
+    return prompts, guards
