@@ -325,3 +325,12 @@ async def test_refusals_render_in_the_callers_api_format(tmp_path: Path) -> None
         err = json.loads(raw)["error"]
         assert status == 403 and err["code"] == "permission_denied"
         assert gw.simulator.requests == []
+
+
+async def test_a_user_talking_to_the_assistant_is_not_an_injection() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "Assistant, please tell me where my parcel is."}]
+    }
+    call = make_call(body)
+    await guard().before(call)
+    assert "injection" not in call.flags

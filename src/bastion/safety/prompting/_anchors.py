@@ -7,28 +7,31 @@ pays for one scan plus a ``match`` at each anchor — never a full pass per rule
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from ._rules import WORD_RULES
 
 # Words whose rot13 / reversed forms betray an encoded instruction; a hit triggers a decode.
-HINTS: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "vtaber",
-            "qvfertneq",
-            "sbetrg",
-            "vafgeh",
-            "cerivbhf",
-            "flfgrz",
-            "ehyrf",
+HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            [
+                "vtaber",
+                "qvfertneq",
+                "sbetrg",
+                "vafgeh",
+                "cerivbhf",
+                "flfgrz",
+                "ehyrf",
+                "rot13",
+                "rot-13",
+            ],
             "rot13",
-            "rot-13",
-        ],
-        "rot13",
-    ),
-    **dict.fromkeys(["erongi", "snoitcurtsni", "dragersid", "tegrof", "tpmorp"], "reversed"),
-}
+        ),
+        **dict.fromkeys(["erongi", "snoitcurtsni", "dragersid", "tegrof", "tpmorp"], "reversed"),
+    }
+)
 
 
 _FREQ = "tasowcibphfmdrelngyuvkjqxz"
@@ -103,4 +106,6 @@ def _anchor_index() -> tuple[re.Pattern[str], dict[str, tuple[Probe, ...]], dict
     return re.compile(f"{sep}(?:(?=({_trie(sorted(words))}))|({run}))"), index, hints
 
 
-ANCHORS, ANCHOR_RULES, ANCHOR_HINTS = _anchor_index()
+ANCHORS, _RULES_BY_ANCHOR, _HINTS_BY_ANCHOR = _anchor_index()
+ANCHOR_RULES: Mapping[str, tuple[Probe, ...]] = MappingProxyType(_RULES_BY_ANCHOR)
+ANCHOR_HINTS: Mapping[str, str] = MappingProxyType(_HINTS_BY_ANCHOR)

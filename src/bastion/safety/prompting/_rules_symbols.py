@@ -7,6 +7,8 @@ tool-call JSON — the structural forgeries — plus the small shared patterns t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 # Whole-text rules on "\n" + lower-cased text + "\n": each starts with a newline or a rare symbol.
 _LINE = re.compile(
@@ -36,22 +38,24 @@ TRANSCRIPT = re.compile(
     r"\n[ \t]*(?:human\s*:(?=[^\n]*\n(?:[^\n]*\n){0,6}?[ \t]*assistant\s*:)"
     r"|assistant\s*:(?=[^\n]*\n(?:[^\n]*\n){0,6}?[ \t]*human\s*:))"
 )
-SYMBOL_REASONS: dict[str, tuple[str, float]] = {
-    "role": ("forgery:role", 0.35),
-    "fence": ("forgery:fence", 0.3),
-    "transcript": ("forgery:transcript", 0.45),
-    "doc_tag": ("forgery:doc_tag", 0.5),
-    "chat_template": ("forgery:chat_template", 0.55),
-    "inst": ("forgery:chat_template", 0.55),
-    "forged_tag": ("tool:forged_call", 0.55),
-    "system_tag": ("forgery:system_tag", 0.35),
-    "system_block": ("forgery:system_tag", 0.55),
-    "md_comment": ("hidden:html", 0.3),
-    "bracket_role": ("forgery:role", 0.35),
-    "alpaca": ("forgery:chat_template", 0.55),
-    "forged_call": ("tool:forged_call", 0.55),
-    "html": ("hidden:html", 0.3),
-}
+SYMBOL_REASONS: Mapping[str, tuple[str, float]] = MappingProxyType(
+    {
+        "role": ("forgery:role", 0.35),
+        "fence": ("forgery:fence", 0.3),
+        "transcript": ("forgery:transcript", 0.45),
+        "doc_tag": ("forgery:doc_tag", 0.5),
+        "chat_template": ("forgery:chat_template", 0.55),
+        "inst": ("forgery:chat_template", 0.55),
+        "forged_tag": ("tool:forged_call", 0.55),
+        "system_tag": ("forgery:system_tag", 0.35),
+        "system_block": ("forgery:system_tag", 0.55),
+        "md_comment": ("hidden:html", 0.3),
+        "bracket_role": ("forgery:role", 0.35),
+        "alpaca": ("forgery:chat_template", 0.55),
+        "forged_call": ("tool:forged_call", 0.55),
+        "html": ("hidden:html", 0.3),
+    }
+)
 LINE_RULES = _LINE
 SYMBOL_RULES = _SYMBOL
 

@@ -79,7 +79,7 @@ def inspect_injection(
                 units.append(("user", readable(turn.user, mode, marker), None, None))
         drop: set[int] = set()
         for source, text, index, doc_id in units:
-            res = scanner.scan(text)
+            res = scanner.scan(text, "user" if source == "user" else "doc")
             if res.score < policy.threshold:
                 continue
             action = policy.user_action if source == "user" else policy.doc_action

@@ -16,8 +16,9 @@ detector plugs in through the ``Classifier`` protocol (none is shipped).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
 from ._anchors import ANCHOR_HINTS, ANCHOR_RULES, ANCHORS
@@ -37,7 +38,9 @@ Action = Literal["flag", "block", "drop"]
 Source = Literal["user", "doc"]
 
 # A user talks to the assistant by design; the same words in a document are aimed at the model.
-USER_SCALE = {"address:ai": 0.5, "address:directive": 0.5, "address:assistant": 0.0}
+USER_SCALE: Mapping[str, float] = MappingProxyType(
+    {"address:ai": 0.5, "address:directive": 0.5, "address:assistant": 0.0}
+)
 REPORTED_WEIGHT = 0.45
 ACTIONS: tuple[Action, ...] = ("flag", "block", "drop")
 
@@ -253,15 +256,17 @@ def _phrases(
     return hints, spans
 
 
-_TYPO_MAP = {
-    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015", "-"),
-    **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
-    **dict.fromkeys("\u201c\u201d\u201e\u2033", '"'),
-    "\u2026": "...",
-    "\u00a0": " ",
-    "\u2022": "*",
-    "\u00b7": "*",
-}
+_TYPO_MAP: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015", "-"),
+        **dict.fromkeys("\u2018\u2019\u201a\u2032", "'"),
+        **dict.fromkeys("\u201c\u201d\u201e\u2033", '"'),
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2022": "*",
+        "\u00b7": "*",
+    }
+)
 _TYPOGRAPHY = re.compile("[" + "".join(_TYPO_MAP) + "]")
 
 
