@@ -77,7 +77,9 @@ UNDEFENDED = {
 
 async def test_every_attack_succeeds_against_an_undefended_setup(tmp_path: Path) -> None:
     suite = parse_suite(UNDEFENDED)
-    async with open_gateway(write_config(tmp_path), suite) as gw:
+    # the gateway's own defences switched off too: no injection scan, no leak watch
+    off = {"safety": {"injection_action": "off", "leak_action": "off"}}
+    async with open_gateway(write_config(tmp_path, features={"default": off}), suite) as gw:
         result = await run_suite(suite, gw)
     passed = [c.id for c in result.cases if c.passed]
     assert passed == [], passed
