@@ -1,0 +1,1 @@
+"""Reference applications built on Bastion."""
