@@ -267,6 +267,14 @@ class SafetyConfig(_Strict):
     canary_secret_env: str = "BASTION_CANARY_SECRET"
 
 
+class SimulatorConfig(_Strict):
+    """The built-in simulator's defaults (pacing; obeying unfenced injections, for demos and tests)."""
+
+    ttft_ms: float = Field(0.0, ge=0)
+    chunk_ms: float = Field(0.0, ge=0)
+    obey_injections: bool = False
+
+
 class ReliabilityConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -279,6 +287,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     cost: CostConfig = Field(default_factory=CostConfig)

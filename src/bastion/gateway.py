@@ -28,7 +28,7 @@ from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
-from .errors import AIUnavailable, BastionError, PermissionDenied
+from .errors import AIUnavailable, BastionError, BudgetExceeded, PermissionDenied
 from .observability.metrics import (
     Metrics,
     MetricsGuard,
@@ -96,7 +96,16 @@ class Gateway:
             config.observability.spill_path,
             max_queue=config.observability.queue_max,
         )
-        self.simulator = simulator if simulator is not None else Simulator()
+        sim_cfg = config.simulator
+        self.simulator = (
+            simulator
+            if simulator is not None
+            else Simulator(
+                ttft_ms=sim_cfg.ttft_ms,
+                chunk_ms=sim_cfg.chunk_ms,
+                obey_injections=sim_cfg.obey_injections,
+            )
+        )
         self.transports: dict[str, Transport] = {}
         self.endpoints: dict[str, Endpoint] = {}
         for name, p in config.providers.items():
@@ -221,10 +230,17 @@ class Gateway:
         return [g for g in candidates if getattr(g, "active", True)]
 
     @classmethod
-    def from_config(cls, config: Config | str | Path | None = None, **overrides: Any) -> Gateway:
+    def from_config(
+        cls,
+        config: Config | str | Path | None = None,
+        *,
+        simulator: Simulator | None = None,
+        **overrides: Any,
+    ) -> Gateway:
+        """Build from a file (or the embedded defaults) with keyword overrides of config sections."""
         if not isinstance(config, Config):
             config = load_config(config, overrides=overrides or None)
-        return cls(config)
+        return cls(config, simulator=simulator)
 
     async def start(self) -> None:
         if not self._started:
@@ -342,6 +358,8 @@ class Gateway:
         call.body_bytes = len(raw)
         if client_model is not None:
             call.flags["client_model"] = client_model
+        if call.prompt_version and "@" in call.prompt_version:
+            call.flags["prompt_name"] = call.prompt_version.partition("@")[0]
         feature_cfg = self.config.feature(call.feature)
         call.prompt_caching = feature_cfg.prompt_caching
         call.hedge_delay = feature_cfg.hedge_delay
@@ -361,12 +379,15 @@ class Gateway:
         try:
             await self.pipeline.before(call)
             reply = await self.engine.run(call, passthrough, on_end)
-        except AIUnavailable as exc:
-            call.flags["degraded"] = exc.reason
+        except (AIUnavailable, BudgetExceeded) as exc:
+            # no answer to be had: the feature's degraded answer, if it asks for one
             degraded = self.config.feature(call.feature).degraded
             if degraded.mode != "message":
+                if isinstance(exc, AIUnavailable):
+                    call.flags["degraded"] = exc.reason
                 await self._finish(call, exc)
                 raise
+            call.flags["degraded"] = exc.reason if isinstance(exc, AIUnavailable) else "budget"
             reply = self._canned(call, degraded.message)
         except BaseException as exc:
             await self._finish(call, exc)
