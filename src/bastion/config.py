@@ -145,7 +145,18 @@ class FeatureSafetyConfig(_Strict):
     leak_action: Literal["off", "flag", "redact", "block"] = "block"
 
 
+class LatencyBudgetConfig(_Strict):
+    """Per-stage budgets in ms, in the spirit of the seed's table (None: no budget)."""
+
+    auth_routing_ms: float | None = Field(50.0, gt=0)
+    guards_ms: float | None = Field(None, gt=0)
+    retrieval_ms: float | None = Field(300.0, gt=0)
+    first_token_ms: float | None = Field(800.0, gt=0)
+    total_ms: float | None = Field(None, gt=0)
+
+
 class FeatureConfig(_Strict):
+    latency_budget: LatencyBudgetConfig = Field(default_factory=LatencyBudgetConfig)
     safety: FeatureSafetyConfig = Field(default_factory=FeatureSafetyConfig)
     degraded: DegradedConfig = Field(default_factory=DegradedConfig)
     max_tokens_default: int = Field(800, gt=0)

@@ -283,6 +283,7 @@ class Gateway:
         principal: Principal | None = None,
     ) -> Reply:
         """Authenticate, parse, guard, route and run one call; raise ``BastionError`` to refuse."""
+        received = time.monotonic()
         if principal is None:
             principal = await self.keys.resolve(key_from_headers(headers))
         body = parse_body(raw)
@@ -293,7 +294,7 @@ class Gateway:
         self.router.resolve(body["model"])  # unknown model: 404 before any guard spends
         idem = headers.get("idempotency-key")
         if not idem:
-            return await self._run(fmt, raw, body, headers, principal, client_model)
+            return await self._run(fmt, raw, body, headers, principal, client_model, received)
         stream = body.get("stream") is True
         key = f"idem:{principal.key_id}:{fmt.value}:{idem}"
         fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
@@ -308,7 +309,7 @@ class Gateway:
                 return Reply(status, hs, stream=replay_stream(data))
             return Reply(status, hs, body=data)
         try:
-            reply = await self._run(fmt, raw, body, headers, principal, client_model)
+            reply = await self._run(fmt, raw, body, headers, principal, client_model, received)
         except BaseException:
             await self.idempotency.abandon(key)
             raise
@@ -331,6 +332,7 @@ class Gateway:
         headers: Mapping[str, str],
         principal: Principal,
         client_model: str | None = None,
+        received: float | None = None,
     ) -> Reply:
         trace_id, parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
@@ -376,8 +378,18 @@ class Gateway:
         async def on_end(error: BaseException | None) -> None:
             await self._finish(call, error)
 
+        if received is None:
+            received = call.started
+        retrieval = headers.get("x-bastion-retrieval-ms", "")
+        if retrieval.replace(".", "", 1).isdigit():
+            call.stages["retrieval"] = float(
+                retrieval
+            )  # the app's own stage, reported with the call
+        call.stages["auth_routing"] = (time.monotonic() - received) * 1000.0
         try:
+            t_guards = time.monotonic()
             await self.pipeline.before(call)
+            call.stages["guards"] = (time.monotonic() - t_guards) * 1000.0
             reply = await self.engine.run(call, passthrough, on_end)
         except (AIUnavailable, BudgetExceeded) as exc:
             # no answer to be had: the feature's degraded answer, if it asks for one
@@ -445,6 +457,23 @@ class Gateway:
     async def _finish(self, call: Call, error: BaseException | None) -> None:
         if call.ended is None:
             call.ended = time.monotonic()
+        if call.ttft_ms is not None:
+            call.stages["first_token"] = call.ttft_ms
+        call.stages["total"] = (call.ended - call.started) * 1000.0
+        budget = self.config.feature(call.feature).latency_budget
+        over = [
+            stage
+            for stage, limit in (
+                ("auth_routing", budget.auth_routing_ms),
+                ("guards", budget.guards_ms),
+                ("retrieval", budget.retrieval_ms),
+                ("first_token", budget.first_token_ms),
+                ("total", budget.total_ms),
+            )
+            if limit is not None and call.stages.get(stage, 0.0) > limit
+        ]
+        if over:
+            call.flags["over_budget"] = over
         if error is not None:
             call.error_type = type(error).__name__
             if isinstance(error, BastionError):
@@ -512,6 +541,7 @@ def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:
         "conversation": "x-bastion-conversation",
         "prompt_version": "x-bastion-prompt-version",
         "stable_messages": "x-bastion-stable-messages",
+        "retrieval_ms": "x-bastion-retrieval-ms",
         "traceparent": "traceparent",
     }
     out = {}

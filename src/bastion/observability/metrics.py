@@ -171,6 +171,19 @@ class Metrics:
             buckets=tuple(ttft_buckets),
             registry=r,
         )
+        self.stages = Histogram(
+            "bastion_stage_duration_seconds",
+            "Time per stage of a call (auth_routing, guards, retrieval, first_token, total).",
+            ["feature", "stage"],
+            buckets=tuple(ttft_buckets),
+            registry=r,
+        )
+        self.over_budget = Counter(
+            "bastion_stage_over_budget_total",
+            "Calls whose stage took longer than the feature's latency budget.",
+            ["feature", "stage"],
+            registry=r,
+        )
         self.tokens = Counter(
             "bastion_tokens_total",
             "Tokens by type (input excludes cache reads and writes).",
@@ -255,6 +268,10 @@ class Metrics:
         ttft = call.ttft_ms
         if ttft is not None:
             self.ttft.labels(feature, model).observe(max(0.0, ttft / 1000.0))
+        for stage, ms in call.stages.items():
+            self.stages.labels(feature, stage).observe(max(0.0, ms / 1000.0))
+        for stage in call.flags.get("over_budget", ()):
+            self.over_budget.labels(feature, str(stage)).inc()
         u = call.usage
         for kind, n in zip(
             TOKEN_TYPES,
