@@ -45,7 +45,7 @@ async def daily_cap(ctx: CheckContext, r: ItemResult) -> None:
 
     async with ctx.drill(tiny) as gw:
         try:
-            await ask(gw, model)
+            reply, _ = await ask(gw, model)
         except BudgetExceeded as exc:
             r.add(
                 "PASS",
@@ -53,6 +53,9 @@ async def daily_cap(ctx: CheckContext, r: ItemResult) -> None:
             )
             if gw.simulator.request_count():
                 r.add("FAIL", "drill: the refused call still reached the provider")
+            return
+        if reply.headers.get("x-bastion-degraded") == "budget" and not gw.simulator.request_count():
+            r.add("PASS", f"drill: a call at a ${TINY_CAP:g} cap got the feature's degraded answer")
             return
     r.add("FAIL", f"drill: a call at a ${TINY_CAP:g} daily cap was NOT refused")
 
