@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -140,6 +140,7 @@ class Metrics:
     ) -> None:
         if max_label_values < 1:
             raise ValueError("max_label_values must be >= 1")
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._feature = _Capped(max_label_values)
         self._model = _Capped(max_label_values)
@@ -256,22 +257,30 @@ class Metrics:
 
     # -- per call ---------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, cached: ``labels()`` costs a lock and a tuple build on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_call(self, call: Call, error: BaseException | None) -> None:
         """Count one finished call; reads only the Call, never the request body."""
         feature = self._feature(call.feature, "default")
         model = self._model(call.served_model or call.requested_model, "unknown")
         provider = self._provider(call.provider)
         status = call.status or (200 if error is None else 500)
-        self.requests.labels(feature, model, provider, status_class(status)).inc()
+        self._child(self.requests, feature, model, provider, status_class(status)).inc()
         end = call.ended if call.ended is not None else time.monotonic()
-        self.latency.labels(feature, model).observe(max(0.0, end - call.started))
+        self._child(self.latency, feature, model).observe(max(0.0, end - call.started))
         ttft = call.ttft_ms
         if ttft is not None:
-            self.ttft.labels(feature, model).observe(max(0.0, ttft / 1000.0))
+            self._child(self.ttft, feature, model).observe(max(0.0, ttft / 1000.0))
         for stage, ms in call.stages.items():
-            self.stages.labels(feature, stage).observe(max(0.0, ms / 1000.0))
+            self._child(self.stages, feature, stage).observe(max(0.0, ms / 1000.0))
         for stage in call.flags.get("over_budget", ()):
-            self.over_budget.labels(feature, str(stage)).inc()
+            self._child(self.over_budget, feature, str(stage)).inc()
         u = call.usage
         for kind, n in zip(
             TOKEN_TYPES,
@@ -279,25 +288,25 @@ class Metrics:
             strict=True,
         ):
             if n > 0:
-                self.tokens.labels(feature, model, kind).inc(n)
+                self._child(self.tokens, feature, model, kind).inc(n)
         if call.cost_usd > 0:
-            self.cost.labels(feature, model).inc(call.cost_usd)
+            self._child(self.cost, feature, model).inc(call.cost_usd)
         retried, failover = attempt_summary(call)
         if retried:
-            self.retried.labels(feature, model).inc()
+            self._child(self.retried, feature, model).inc()
         if failover:
-            self.failovers.labels(feature, model).inc()
+            self._child(self.failovers, feature, model).inc()
         for a in call.attempts:
             outcome = status_class(a.status) if a.status else "error"
-            self.attempts.labels(
+            self._child(self.attempts, 
                 self._deployment(a.deployment), self._provider(a.provider), outcome
             ).inc()
         degraded = call.flags.get("degraded")
         if degraded:
             reason = degraded if isinstance(degraded, str) else "unavailable"
-            self.degraded.labels(feature, self._reason(reason)).inc()
+            self._child(self.degraded, feature, self._reason(reason)).inc()
         if call.flags.get("stream_error"):
-            self.stream_errors.labels(feature, model).inc()
+            self._child(self.stream_errors, feature, model).inc()
         if error is not None and not call.attempts:
             self._refusal(call, error)
 

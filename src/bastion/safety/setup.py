@@ -62,6 +62,8 @@ class LeakOutputGuard:
             call.output_filters.append(LeakFilter(w, call))
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        if any(isinstance(f, LeakFilter) for f in call.output_filters):
+            return  # the answer was already watched as it went out
         await self._leak.after(call, error)
 
 
