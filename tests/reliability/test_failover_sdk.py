@@ -46,6 +46,12 @@ MODELS: dict[str, Any] = {
     "ra-long": {
         "deployments": [dep("sim", "ra", "status:429;retry_after:60"), dep("sim", "backup4")]
     },
+    "fo-429": {"deployments": [dep("sim", "limited", "status:429"), dep("sim", "backup5")]},
+    "ra-short": {"deployments": [dep("sim", "ra1", "status:429;retry_after:1;fail_first:1"),
+                                 dep("sim", "backup6")]},
+    "once": {"deployments": [dep("sim", "flaky", "fail_first:1"), dep("sim", "backup7")]},
+    "slow-first": {"deployments": [dep("sim", "slowpoke", "slow_first:3000", first_token=0.5),
+                                   dep("sim", "backup8")]},
     "sim-*": {"deployments": [{"provider": "sim", "model": "{model}"}]},
 }
 
@@ -259,3 +265,39 @@ def test_idempotency_key_runs_once_and_replays(gw: RunningGateway) -> None:
     assert sum(1 for r in results if r.headers.get("x-bastion-idempotent-replay")) == 4
     other = httpx.post(gw.url + "/v1/messages", json={**body, "max_tokens": 31}, headers=hs)
     assert other.status_code == 422
+
+
+def test_429_without_retry_after_backs_off_then_fails_over(ac: anthropic.Anthropic) -> None:
+    t0 = time.monotonic()
+    raw = ac.messages.with_raw_response.create(model="fo-429", max_tokens=50, messages=MSG)  # type: ignore[arg-type]
+    assert raw.headers["x-bastion-deployment"].startswith("sim/backup5")
+    assert raw.headers["x-bastion-attempts"] == "3"  # two tries at the limited primary, then the backup
+    assert time.monotonic() - t0 < 5
+
+
+def test_short_retry_after_is_honoured_on_the_same_deployment(ac: anthropic.Anthropic) -> None:
+    t0 = time.monotonic()
+    raw = ac.messages.with_raw_response.create(model="ra-short", max_tokens=50, messages=MSG)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - t0
+    assert raw.headers["x-bastion-deployment"].startswith("sim/ra1")  # waited, then the primary answered
+    assert raw.headers["x-bastion-attempts"] == "2"
+    assert 0.9 <= elapsed < 5, elapsed
+
+
+def test_500_once_is_retried_on_the_same_deployment(oc: openai.OpenAI) -> None:
+    r = oc.chat.completions.with_raw_response.create(model="once", messages=MSG)  # type: ignore[arg-type]
+    assert r.headers["x-bastion-deployment"].startswith("sim/flaky")
+    assert r.headers["x-bastion-attempts"] == "2"
+
+
+def test_slow_first_token_fails_over_within_the_first_token_timeout(ac: anthropic.Anthropic) -> None:
+    t0 = time.monotonic()
+    with ac.messages.stream(model="slow-first", max_tokens=50, messages=MSG) as s:  # type: ignore[arg-type]
+        final = s.get_final_message()
+    assert final.model == "backup8" and final.stop_reason == "end_turn"
+    assert time.monotonic() - t0 < 2.5  # two 0.5 s first-token timeouts, not the 3 s upstream delay
+
+
+def test_the_process_is_still_healthy_after_every_fault(gw: RunningGateway) -> None:
+    assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
+    assert gw.proc.poll() is None
