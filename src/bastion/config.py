@@ -264,6 +264,10 @@ class ObservabilityConfig(_Strict):
     review_rates: dict[str, float] = Field(default_factory=dict)
     review_injection_threshold: float = 0.5
     review_max_items: int = Field(10_000, ge=1)
+    quality_rate: float = Field(
+        0.05, ge=0, le=1
+    )  # share of answers scored online (plus every flagged one)
+    quality_rates: dict[str, float] = Field(default_factory=dict)
     metrics_require_admin: bool = False
 
 

@@ -35,6 +35,7 @@ from .observability.metrics import (
     budget_refresher,
     kill_switch_refresher,
 )
+from .observability.quality import OnlineQuality
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
 from .observability.retention import RetentionTask
@@ -205,7 +206,14 @@ class Gateway:
         )
         self.prompts, (template, scope, injection, leak) = safety_guards(cfg, self.store)
         # nothing raw is written: records, the review queue and logs all see scrubbed text
+        self.quality = OnlineQuality(
+            lambda text: len(self.scrubber.scrub(text).findings),
+            rate=obs.quality_rate,
+            rates=obs.quality_rates,
+            on_result=self.metrics.observe_quality,
+        )
         candidates: list[object] = [
+            self.quality,
             MetricsGuard(self.metrics),
             TracingGuard(self.tracing),
             review,
@@ -247,6 +255,7 @@ class Gateway:
             await self.store.migrate()
             self.recorder.start()
             self.alerts.start()
+            self.quality.start()
             obs = self.config.observability
             if obs.bodies_retention_days is not None or obs.metadata_retention_days is not None:
                 self.retention.start()
@@ -256,6 +265,7 @@ class Gateway:
         for t in self.transports.values():
             await t.aclose()
         await self.alerts.aclose()
+        await self.quality.aclose()
         await self.retention.stop()
         await self.tracing.aclose()
         await self.recorder.aclose()

@@ -179,6 +179,12 @@ class Metrics:
             buckets=tuple(ttft_buckets),
             registry=r,
         )
+        self.quality = Counter(
+            "bastion_quality_checks_total",
+            "Reference-free scorers on sampled production answers, by result.",
+            ["feature", "scorer", "result"],
+            registry=r,
+        )
         self.over_budget = Counter(
             "bastion_stage_over_budget_total",
             "Calls whose stage took longer than the feature's latency budget.",
@@ -257,6 +263,11 @@ class Metrics:
 
     # -- per call ---------------------------------------------------------------------------
 
+    def observe_quality(self, feature: str, scorer: str, ok: bool) -> None:
+        self._child(
+            self.quality, self._feature(feature, "default"), scorer, "pass" if ok else "fail"
+        ).inc()
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, cached: ``labels()`` costs a lock and a tuple build on every call."""
         key = (id(metric), labels)
@@ -298,8 +309,8 @@ class Metrics:
             self._child(self.failovers, feature, model).inc()
         for a in call.attempts:
             outcome = status_class(a.status) if a.status else "error"
-            self._child(self.attempts, 
-                self._deployment(a.deployment), self._provider(a.provider), outcome
+            self._child(
+                self.attempts, self._deployment(a.deployment), self._provider(a.provider), outcome
             ).inc()
         degraded = call.flags.get("degraded")
         if degraded:
