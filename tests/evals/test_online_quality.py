@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import sim_models
+
 import bastion
 from bastion.observability.metrics import render_metrics
-from tests.conftest import sim_models
 
 
 def _cfg(tmp: Path, rate: float) -> dict[str, Any]:
