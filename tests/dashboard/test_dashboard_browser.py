@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -36,6 +37,12 @@ CHROMIUM_ARGS = [
 MODELS: dict[str, Any] = {
     "claude-sonnet-5": {"deployments": [{"provider": "sim", "model": "claude-sonnet-5"}]},
     "gpt-4.1-mini": {"deployments": [{"provider": "sim", "model": "gpt-4.1-mini"}]},
+    # every answer waits 300 ms for its first token, against the default feature's 100 ms budget
+    "slow": {
+        "deployments": [
+            {"provider": "sim", "model": "slow", "headers": {"x-sim-fault": "slow_first:300"}}
+        ]
+    },
     "broken": {
         "deployments": [
             {
@@ -47,6 +54,8 @@ MODELS: dict[str, Any] = {
     },
 }
 DRAFTS = {"X-Bastion-Feature": "drafts"}
+EMAIL = "jane@example.com"
+PII_REPLY = f"[[sim:reply=mail me at {EMAIL}]]"  # the PII guard flags the answer
 
 
 @dataclass
@@ -57,18 +66,27 @@ class Seeded:
     trace_request_ids: list[str]
     request_ids: list[str]
     total_calls: int
+    pii_request_id: str
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    """A gateway with a $5 cap on ``drafts``, holding calls made through both official SDKs."""
+    """A gateway with a $5 cap on ``drafts``, holding calls made through both official SDKs.
+
+    Review sampling is off, so the review queue holds exactly the calls a guard flagged; the
+    default feature's first-token budget is 100 ms, which the ``slow`` model always misses.
+    """
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium is not installed at {CHROMIUM}")
     tmp = tmp_path_factory.mktemp("dash")
     cfg = write_config(
         tmp,
         models=MODELS,
-        features={"default": {}, "drafts": {"daily_budget_usd": 5}},
+        features={
+            "default": {"latency_budget": {"first_token_ms": 100}},
+            "drafts": {"daily_budget_usd": 5},
+        },
+        observability={"review_rate": 0.0},
     )
     gw = start_gateway(cfg)
     try:
@@ -82,7 +100,18 @@ def _seed(gw: RunningGateway, store_url: str) -> Seeded:
     oc = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
     trace_id = secrets.token_hex(16)
     traced = {**DRAFTS, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-    msg = [{"role": "user", "content": "Draft a reply about a refund"}]
+    # one list for both SDKs, whose message types differ
+    msg: Any = [{"role": "user", "content": "Draft a reply about a refund"}]
+    # older than the calls below: two over the default first-token budget, one within it
+    for model in ("slow", "slow", "claude-sonnet-5"):
+        ac.messages.create(model=model, max_tokens=20, messages=msg)
+    raw = ac.messages.with_raw_response.create(
+        model="claude-sonnet-5",
+        max_tokens=40,
+        messages=[{"role": "user", "content": PII_REPLY}],
+        extra_headers=DRAFTS,
+    )
+    pii_id = raw.headers["x-request-id"]
     ids: list[str] = []
     raw = ac.messages.with_raw_response.create(
         model="claude-sonnet-5", max_tokens=40, messages=msg, extra_headers=traced
@@ -102,9 +131,9 @@ def _seed(gw: RunningGateway, store_url: str) -> Seeded:
         ids.append(raw.headers["x-request-id"])
     with pytest.raises(anthropic.BadRequestError):
         ac.messages.create(model="broken", max_tokens=40, messages=msg, extra_headers=DRAFTS)
-    total = len(ids) + 1
+    total = len(ids) + 5
     _wait_for_calls(gw, total)
-    return Seeded(gw, store_url, trace_id, trace_ids, ids, total)
+    return Seeded(gw, store_url, trace_id, trace_ids, ids, total, pii_id)
 
 
 def _wait_for_calls(
@@ -123,14 +152,20 @@ def _wait_for_calls(
     raise TimeoutError(f"fewer than {n} calls recorded after {timeout}s")
 
 
-def _ledger_spend(store_url: str, feature: str) -> float:
-    async def read() -> float:
+def _ledger_spend(store_url: str) -> dict[str | None, float]:
+    """Today's spend per feature, read from the ledger (None: calls without a feature)."""
+
+    async def read() -> dict[str | None, float]:
         async with open_store(store_url) as store:
-            return (await store.spend_by_day(DayClock("UTC").day(), "feature")).get(feature, 0.0)
+            by_feature: dict[str | None, float] = await store.spend_by_day(
+                DayClock("UTC").day(), "feature"
+            )
+            return by_feature
 
     # Playwright's sync API runs an event loop in this thread: read the store from another one
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, read()).result()
+        spend: dict[str | None, float] = pool.submit(asyncio.run, read()).result()
+    return spend
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +210,22 @@ def _sdk_call(gw: RunningGateway) -> tuple[int, dict[str, Any]]:
 
 def test_unauthenticated_visit_is_refused_and_shows_no_data(seeded: Seeded, page: Any) -> None:
     gw = seeded.gw
-    for path in ("summary", "latency", "calls", "breakers"):
+    for path in ("summary", "latency", "calls", "breakers", "stages", "review"):
         r = httpx.get(f"{gw.url}/admin/api/{path}")
         assert r.status_code == 401, path
         assert "API key" in r.json()["error"]["message"]
+    for path in ("review/mark", "review/export"):
+        r = httpx.post(
+            f"{gw.url}/admin/api/{path}",
+            json={"request_id": seeded.pii_request_id, "verdict": "good"},
+        )
+        assert r.status_code == 401, path
     page.goto(gw.url + "/dashboard")
     assert page.locator("#login").is_visible()
     assert page.locator("#app").is_hidden()
     assert page.locator("#calls-body tr").count() == 0
     assert page.locator(".spend-row").count() == 0
+    assert page.locator(".review-item, .stage-feature").count() == 0
     assert "drafts" not in page.inner_text("body")
 
     _login(page, gw, key="bst-not-a-real-key")
@@ -198,7 +240,8 @@ def test_spend_chart_shows_drafts_spend_matching_the_ledger(seeded: Seeded, page
     _login(page, seeded.gw)
     row = page.locator('.spend-row[data-feature="drafts"]')
     row.wait_for()
-    ledger = _ledger_spend(seeded.store_url, "drafts")
+    spend = _ledger_spend(seeded.store_url)
+    ledger = spend.get("drafts", 0.0)
     assert ledger > 0
     assert float(row.get_attribute("data-spent")) == pytest.approx(ledger, rel=1e-9, abs=1e-12)
     assert float(row.get_attribute("data-cap")) == 5.0
@@ -207,7 +250,7 @@ def test_spend_chart_shows_drafts_spend_matching_the_ledger(seeded: Seeded, page
     fill = float(row.locator(".bar-fill").get_attribute("width"))
     assert 0 < fill < 20, "a few calls against a $5 cap are a sliver of the bar"
     total = page.locator('[data-kpi="spend-total"] .kpi-value').text_content()
-    assert total == f"${ledger:.6f}"
+    assert total == f"${sum(spend.values()):.6f}" and spend.get(None, 0.0) > 0
 
 
 def test_recent_calls_table_lists_calls_newest_first_and_trace_lookup_works(
@@ -257,8 +300,8 @@ def test_charts_draw_latency_ttft_and_rates(seeded: Seeded, page: Any) -> None:
     )
     assert page.locator('[data-kpi="error-rate"] .kpi-value').text_content() != "0.0%"
     assert page.locator("#breakers li").count() >= 2
-    assert "No eval scores yet" in page.inner_text("#evals-empty")
-    assert "Nothing to review yet" in page.inner_text("#review-empty")
+    evals = page.inner_text("#evals-empty")
+    assert "No eval scores yet" in evals and "bastion eval run SUITE --out results.json" in evals
     page.wait_for_timeout(200)
     page.screenshot(path="/tmp/dashboard.png", full_page=True)
 
@@ -298,7 +341,8 @@ def test_recorded_text_is_shown_as_text_never_run_as_markup(seeded: Seeded, page
         json={
             "model": "claude-sonnet-5",
             "max_tokens": 20,
-            "messages": [{"role": "user", "content": evil}],
+            # the answer repeats the markup next to an address, so the call is queued for review
+            "messages": [{"role": "user", "content": f"{evil} [[sim:reply={evil} {EMAIL}]]"}],
         },
     )
     assert r.status_code == 200
@@ -310,8 +354,89 @@ def test_recorded_text_is_shown_as_text_never_run_as_markup(seeded: Seeded, page
     assert evil in features
     page.click(f'#calls-body tr[data-request-id="{rid}"] .trace-link')
     page.locator("#trace-result tr.trace-call").first.wait_for()
+    item = page.locator(f'.review-item[data-request-id="{rid}"]')
+    item.wait_for()
+    page.wait_for_function(
+        "f => [...document.querySelectorAll('.stage-feature')].some(e => e.dataset.feature === f)",
+        arg=evil,
+    )
     page.wait_for_timeout(200)
     assert page.evaluate("window.__pwned") is None
-    assert page.locator("#calls-body img, #spend-chart img, #trace-result img").count() == 0
+    assert (
+        page.locator(
+            "#calls-body img, #spend-chart img, #trace-result img, #review-list img, #stages img"
+        ).count()
+        == 0
+    )
     assert evil in page.inner_text("#calls-body")
     assert evil in (page.text_content("#trace-result") or "")
+    assert evil in item.locator("pre.review-output").inner_text()
+    assert item.locator(".feature").inner_text() == evil
+
+
+def test_review_queue_marks_a_flagged_call_bad_and_the_mark_persists(
+    seeded: Seeded, page: Any
+) -> None:
+    gw, rid = seeded.gw, seeded.pii_request_id
+    _login(page, gw)
+    item = page.locator(f'.review-item[data-request-id="{rid}"]')
+    item.wait_for()
+    assert item.get_attribute("data-status") == "pending"
+    assert item.locator(".feature").inner_text() == "drafts"
+    assert item.locator(".model").inner_text() == "claude-sonnet-5"
+    assert "flagged: pii" in item.locator(".reasons").inner_text()
+    assert item.locator(".trace-link").get_attribute("data-trace-id")
+    # the guard flagged the answer; the queue holds it scrubbed
+    output = item.locator("pre.review-output").inner_text()
+    assert "mail me at" in output and EMAIL not in output
+    assert EMAIL not in page.inner_text("#review-list")
+    assert item.locator(".export").is_disabled(), "a pending item is not an eval case yet"
+
+    note = "Leaks the customer's address"
+    item.locator(".review-note").fill(note)
+    item.locator(".mark-bad").click()
+    page.locator(f'.review-item[data-request-id="{rid}"][data-status="bad"]').wait_for()
+
+    page.reload()
+    marked = page.locator(f'.review-item[data-request-id="{rid}"]')
+    marked.wait_for()
+    assert marked.get_attribute("data-status") == "bad"
+    assert marked.locator(".review-status").inner_text() == "bad"
+    assert marked.locator(".review-note-text").inner_text() == note
+    assert marked.locator(".review-note").input_value() == note
+    r = httpx.get(
+        gw.url + "/admin/api/review", headers={"x-api-key": gw.key}, params={"status": "bad"}
+    )
+    assert [(i["request_id"], i["note"]) for i in r.json()["items"]] == [(rid, note)]
+
+    marked.locator(".export").click()
+    exported = marked.locator(".export-json")
+    exported.wait_for()
+    case = json.loads(exported.inner_text())
+    assert case["id"] == rid and case["label"] == "bad" and case["note"] == note
+    assert "mail me at" in case["rejected"] and EMAIL not in exported.inner_text()
+
+    page.select_option("#review-status", "pending")
+    page.wait_for_function(
+        "id => !document.querySelector(`.review-item[data-request-id='${id}']`)", arg=rid
+    )
+    page.select_option("#review-status", "all")
+    marked.wait_for()
+
+
+def test_stage_panel_shows_first_token_over_budget(seeded: Seeded, page: Any) -> None:
+    _login(page, seeded.gw)
+    row = page.locator('.stage-feature[data-feature="default"] tr[data-stage="first_token"]')
+    row.wait_for()
+    assert row.get_attribute("data-over") == "true"
+    assert float(row.get_attribute("data-budget")) == 100
+    assert float(row.get_attribute("data-p95")) >= 300
+    # two of the three default-feature calls waited 300 ms for their first token
+    assert float(row.get_attribute("data-over-rate")) == pytest.approx(2 / 3)
+    assert "over" in row.locator(".p95").inner_text()
+    assert "(2)" in row.locator(".over-share").inner_text()
+    drafts = page.locator('.stage-feature[data-feature="drafts"] tr[data-stage="first_token"]')
+    assert drafts.get_attribute("data-over") == "false"
+    assert float(drafts.get_attribute("data-budget")) == 800
+    page.wait_for_timeout(200)
+    page.screenshot(path="/tmp/dashboard2.png", full_page=True)

@@ -1,15 +1,16 @@
-"""The cost and quality dashboard: three static files and read-only JSON under ``/admin/api``.
+"""The cost and quality dashboard: three static files and JSON under ``/admin/api``.
 
 No framework and no build step: the page is plain HTML, CSS and JavaScript (charts are
 hand-drawn SVG) read once at start-up and served from memory. The page itself holds no
 data; every ``/admin/api`` answer needs a key with the ``admin`` role, sent as ``x-api-key``.
-The kill switch is flipped through the existing ``POST /admin/kill``.
+The API only reads, except the review verdicts (``POST /admin/api/review/mark`` and
+``/export``); the kill switch is flipped through the existing ``POST /admin/kill``. The stage
+and review answers are computed in :mod:`bastion.server.dashboard_api`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -20,11 +21,13 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..engine import render_error
-from ..errors import BastionError, InvalidRequest, StateUnavailable
+from ..errors import BastionError, BodyTooLarge, InvalidRequest, StateUnavailable
 from ..gateway import Gateway
 from ..providers.base import Format
 from ..store import CallRecord
+from . import dashboard_api
 from .admin import admin_principal, kill_status
+from .dashboard_api import SCAN_LIMIT, Query, int_param, percentile
 
 __all__ = ["Dashboard", "dashboard_routes"]
 
@@ -35,7 +38,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-Query = dict[str, list[str]]
+Body = dict[str, Any]
 
 STATIC_DIR = Path(__file__).with_name("dashboard_static")
 STATIC_TYPES = {
@@ -58,28 +61,9 @@ API_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
 ]
-SCAN_LIMIT = 5000  # calls read per request for rates and percentiles; bounds the cost of a refresh
+MAX_POST_BYTES = 64 * 1024  # a verdict and its note; nothing larger is ever posted here
 PREVIEW_CHARS = 160
 TRACE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-def _percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile: always a value that was really observed."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100.0 * len(ordered)) - 1)]
-
-
-def _int_param(q: Query, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name, [str(default)])[-1]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name}: must be an integer", param=name) from None
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"{name}: must be between {lo} and {hi}", param=name)
-    return value
 
 
 def _rates(calls: Sequence[CallRecord]) -> dict[str, Any]:
@@ -104,10 +88,10 @@ def _latency(calls: Sequence[CallRecord]) -> dict[str, float | None]:
     lat = [c.latency_ms for c in calls]
     ttft = [c.ttft_ms for c in calls if c.ttft_ms is not None]
     return {
-        "latency_p50": _percentile(lat, 50),
-        "latency_p95": _percentile(lat, 95),
-        "ttft_p50": _percentile(ttft, 50),
-        "ttft_p95": _percentile(ttft, 95),
+        "latency_p50": percentile(lat, 50),
+        "latency_p95": percentile(lat, 95),
+        "ttft_p50": percentile(ttft, 50),
+        "ttft_p95": percentile(ttft, 95),
     }
 
 
@@ -167,6 +151,10 @@ class Dashboard:
             ("GET", "/admin/api/calls"): self._api(self.calls),
             ("GET", "/admin/api/trace"): self._api(self.trace),
             ("GET", "/admin/api/breakers"): self._api(self.breakers),
+            ("GET", "/admin/api/stages"): self._api(self.stages),
+            ("GET", "/admin/api/review"): self._api(self.review),
+            ("POST", "/admin/api/review/mark"): self._post(self.review_mark),
+            ("POST", "/admin/api/review/export"): self._post(self.review_export),
         }
 
     # -- transport ----------------------------------------------------------------------------
@@ -182,6 +170,24 @@ class Dashboard:
         return serve
 
     def _api(self, fn: Callable[[Query], Awaitable[dict[str, Any]]]) -> Handler:
+        """A GET answer computed from the query string."""
+
+        async def run(scope: Scope, receive: Receive) -> dict[str, Any]:
+            return await fn(parse_qs(scope.get("query_string", b"").decode("latin-1")))
+
+        return self._respond(run)
+
+    def _post(self, fn: Callable[[Body], Awaitable[dict[str, Any]]]) -> Handler:
+        """A POST answer computed from a small JSON object body."""
+
+        async def run(scope: Scope, receive: Receive) -> dict[str, Any]:
+            return await fn(await _json_body(receive))
+
+        return self._respond(run)
+
+    def _respond(self, run: Callable[[Scope, Receive], Awaitable[dict[str, Any]]]) -> Handler:
+        """The admin key first, then the answer as JSON, or the error in OpenAI's shape."""
+
         async def serve(scope: Scope, receive: Receive, send: Send) -> None:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
@@ -189,8 +195,9 @@ class Dashboard:
             status, extra = 200, []
             try:
                 await admin_principal(self.gateway, headers)
-                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-                body = orjson.dumps(await fn(query))
+                body = orjson.dumps(await run(scope, receive))
+            except ConnectionAbortedError:
+                return
             except Exception as exc:
                 if not isinstance(exc, BastionError):
                     log.exception("dashboard API failed on %s", scope["path"])
@@ -212,7 +219,7 @@ class Dashboard:
     async def summary(self, q: Query) -> dict[str, Any]:
         """Today's spend per feature against its cap, call rates, cache savings, kill switch."""
         gw = self.gateway
-        hours = _int_param(q, "hours", 24, 1, 24 * 7)
+        hours = int_param(q, "hours", 24, 1, 24 * 7)
         day = gw.clock.day()
         spent: dict[str, float] = {}
         for name, usd in (await gw.store.spend_by_day(day, "feature")).items():
@@ -294,8 +301,8 @@ class Dashboard:
 
     async def latency(self, q: Query) -> dict[str, Any]:
         """p50/p95 of latency and TTFT plus error/retry/failover rates, per time bucket."""
-        minutes = _int_param(q, "minutes", 60, 1, 24 * 60)
-        buckets = _int_param(q, "buckets", 30, 1, 240)
+        minutes = int_param(q, "minutes", 60, 1, 24 * 60)
+        buckets = int_param(q, "buckets", 30, 1, 240)
         now = time.time()
         start = now - minutes * 60.0
         width = minutes * 60.0 / buckets
@@ -318,7 +325,7 @@ class Dashboard:
 
     async def calls(self, q: Query) -> dict[str, Any]:
         """The newest calls, newest first, optionally of one feature."""
-        limit = _int_param(q, "limit", 50, 1, 500)
+        limit = int_param(q, "limit", 50, 1, 500)
         feature = q.get("feature", [""])[-1] or None
         records = await self.gateway.store.recent_calls(limit, feature)
         return {"calls": [_call_row(c) for c in records]}
@@ -332,6 +339,22 @@ class Dashboard:
             )
         records = await self.gateway.store.get_calls_by_trace(trace_id)
         return {"trace_id": trace_id, "calls": [_call_row(c, full_text=True) for c in records]}
+
+    async def stages(self, q: Query) -> dict[str, Any]:
+        """Per feature, each stage's p95 against its latency budget and the share flagged over."""
+        return await dashboard_api.stage_budgets(self.gateway, q)
+
+    async def review(self, q: Query) -> dict[str, Any]:
+        """The review queue, newest first: sampled calls and every call a guard flagged."""
+        return await dashboard_api.review_list(self.gateway, q)
+
+    async def review_mark(self, body: Body) -> dict[str, Any]:
+        """Mark an item good or bad, with a note."""
+        return await dashboard_api.review_mark(self.gateway, body)
+
+    async def review_export(self, body: Body) -> dict[str, Any]:
+        """A reviewed item as an eval case (a POST: it is re-scrubbed and built on demand)."""
+        return await dashboard_api.review_export(self.gateway, body)
 
     async def breakers(self, q: Query) -> dict[str, Any]:
         """Each configured deployment's breaker, read without side effects when the store can.
@@ -370,6 +393,30 @@ class Dashboard:
             "deployments": deployments,
             "recently_open": [{"deployment": n, "last_seen": t} for n, t in seen_open.items()],
         }
+
+
+async def _json_body(receive: Receive) -> Body:
+    """The request body as a JSON object, refused past ``MAX_POST_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client disconnected while sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_POST_BYTES:
+            raise BodyTooLarge(f"request body exceeds the limit of {MAX_POST_BYTES} bytes")
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    try:
+        body = orjson.loads(b"".join(chunks) or b"{}")
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
 
 
 def dashboard_routes(gateway: Gateway) -> dict[tuple[str, str], Handler]:

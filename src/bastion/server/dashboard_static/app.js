@@ -10,8 +10,16 @@
     error: "#dc2626", retry: "#d97706", failover: "#7c3aed",
   };
   const $ = (id) => document.getElementById(id);
+  const STAGE_NAMES = {
+    auth_routing: "auth & routing", guards: "guards", retrieval: "retrieval",
+    first_token: "first token", total: "total",
+  };
   let timer = null;
   let busy = false;
+  let again = false; // a refresh was asked for while one was running (a filter changed)
+  // review items already drawn, by request id: a refresh keeps them (and a half-typed note)
+  const reviewNodes = new Map();
+  let reviewEpoch = 0; // bumped by each verdict, so an older refresh cannot draw over it
 
   class Refused extends Error {}
 
@@ -82,7 +90,10 @@
     // no data may outlive a refused key: empty every container before hiding them
     for (const id of ["kpis", "spend-chart", "kill-state", "kill-others", "latency-chart",
       "latency-legend", "rates-chart", "rates-legend", "breakers", "calls-body", "trace-result",
-      "spend-day", "updated"]) clear($(id));
+      "spend-day", "updated", "stages", "review-list", "review-count"]) clear($(id));
+    reviewNodes.clear();
+    reviewEpoch++;
+    $("review-empty").hidden = true;
     $("app").hidden = true;
     for (const id of ["signout", "refresh", "range"]) $(id).hidden = true;
     $("login").hidden = false;
@@ -97,17 +108,21 @@
   }
 
   async function refresh() {
-    if (busy) return;
+    if (busy) { again = true; return; }
     busy = true;
+    again = false;
     if (timer) clearTimeout(timer);
     const key = sessionStorage.getItem(KEY);
     try {
       const minutes = $("range").value;
-      const [summary, latency, calls, breakers] = await Promise.all([
+      const epoch = reviewEpoch;
+      const [summary, latency, calls, breakers, stages, review] = await Promise.all([
         api("/admin/api/summary"),
         api(`/admin/api/latency?minutes=${minutes}&buckets=30`),
         api("/admin/api/calls?limit=50"),
         api("/admin/api/breakers"),
+        api(`/admin/api/stages?minutes=${minutes}`),
+        api(`/admin/api/review?limit=50&status=${encodeURIComponent($("review-status").value)}`),
       ]);
       if (!key || sessionStorage.getItem(KEY) !== key) return; // signed out while loading
       showApp();
@@ -118,6 +133,8 @@
       renderRates(latency);
       renderCalls(calls.calls);
       renderBreakers(breakers);
+      renderStages(stages);
+      if (epoch === reviewEpoch) renderReview(review);
       $("updated").textContent = "updated " + hms(summary.generated_at);
       document.body.dataset.state = "ready";
     } catch (err) {
@@ -126,7 +143,7 @@
     } finally {
       busy = false;
     }
-    if (!document.hidden && sessionStorage.getItem(KEY)) timer = setTimeout(refresh, REFRESH_MS);
+    if (!document.hidden && sessionStorage.getItem(KEY)) timer = setTimeout(refresh, again ? 0 : REFRESH_MS);
   }
 
   // -- key figures ---------------------------------------------------------------------------
@@ -333,6 +350,188 @@
     }
   }
 
+  // -- latency budget by stage ----------------------------------------------------------------
+
+  function renderStages(res) {
+    const box = $("stages");
+    clear(box);
+    if (!res.features.length) {
+      box.append(el("p", { class: "empty" }, "No calls in this range."));
+      return;
+    }
+    for (const f of res.features) {
+      const body = el("tbody");
+      for (const s of f.stages) body.append(stageRow(s));
+      const sub = `${f.requests} call${f.requests === 1 ? "" : "s"} · ${pct(f.over_budget_rate)} over budget`;
+      box.append(el("div", { class: "stage-feature", "data-feature": f.feature },
+        el("h3", {}, el("span", {}, f.feature), el("small", {}, sub)),
+        el("div", { class: "table-wrap" }, el("table", { class: "stage-table" },
+          el("thead", {}, el("tr", {}, el("th", {}, "stage"), el("th", { class: "num" }, "p50"),
+            el("th", { class: "num" }, "p95"), el("th", {}, "p95 vs budget"),
+            el("th", { class: "num" }, "budget"), el("th", { class: "num" }, "over budget"))),
+          body))));
+    }
+  }
+
+  function stageRow(s) {
+    const over = s.p95_over_budget;
+    const budget = s.budget_ms;
+    const p95 = el("td", { class: "num p95" }, ms(s.p95));
+    if (over) p95.append(el("span", { class: "badge off" }, "over"));
+    let meter;
+    if (budget === null) {
+      meter = el("span", { class: "muted small" }, "no budget");
+    } else if (s.p95 === null) {
+      meter = el("span", { class: "muted small" }, "not measured");
+    } else {
+      // the track spans twice the budget; the mark in the middle is the budget
+      const fill = el("span", { class: "meter-fill " + (over ? "hot" : s.p95 > 0.8 * budget ? "warn" : "ok") });
+      fill.style.width = (Math.min(1, s.p95 / (2 * budget)) * 100).toFixed(1) + "%";
+      meter = el("span", { class: "meter", title: `p95 ${ms(s.p95)} against a budget of ${ms(budget)}` },
+        fill, el("span", { class: "meter-mark" }));
+    }
+    const share = s.over_budget_rate === null ? "—" : `${pct(s.over_budget_rate)} (${s.over_budget_calls})`;
+    return el("tr", { class: over ? "over" : "", "data-stage": s.stage, "data-over": over ? "true" : "false",
+      "data-p95": s.p95 === null ? "" : s.p95, "data-budget": budget === null ? "" : budget,
+      "data-over-rate": s.over_budget_rate === null ? "" : s.over_budget_rate },
+    el("td", {}, STAGE_NAMES[s.stage] || s.stage),
+    el("td", { class: "num" }, ms(s.p50)),
+    p95,
+    el("td", {}, meter),
+    el("td", { class: "num" }, budget === null ? "—" : ms(budget)),
+    el("td", { class: "num over-share" + (s.over_budget_calls ? " error" : "") }, share));
+  }
+
+  // -- review queue ----------------------------------------------------------------------------
+
+  const reviewSig = (it) => [it.status, it.note, it.reviewed_at].join("\u0000");
+
+  function when(t) {
+    const d = new Date(t * 1000);
+    return d.toDateString() === new Date().toDateString() ? hms(t) : d.toLocaleDateString() + " " + hhmm(t);
+  }
+
+  function reasonChip(r) {
+    if (r === "sample") return el("span", { class: "reason", title: "in the random review sample" }, "sampled");
+    const name = r.startsWith("flag:") ? r.slice(5) : r;
+    return el("span", { class: "reason flag", title: r }, "flagged: " + name.replace(/_/g, " "));
+  }
+
+  function reviewText(label, text, chars) {
+    const more = chars > text.length - (text.endsWith("…") ? 1 : 0) ? ` · preview of ${chars} chars` : "";
+    return el("div", {}, el("div", { class: "label" }, label + more), el("pre", { class: "review-" + label }, text || "—"));
+  }
+
+  function reviewItem(it) {
+    const badge = { pending: "badge warn", good: "badge on", bad: "badge off" }[it.status] || "badge";
+    const trace = el("button", { type: "button", class: "link trace-link", title: "look up trace " + it.trace_id,
+      "data-trace-id": it.trace_id }, "trace " + it.trace_id.slice(0, 8) + "…");
+    trace.addEventListener("click", async () => {
+      $("trace-input").value = it.trace_id;
+      await lookupTrace(it.trace_id);
+      $("trace-result").scrollIntoView({ block: "nearest" });
+    });
+    const node = el("article", { class: "review-item", "data-request-id": it.request_id, "data-status": it.status },
+      el("div", { class: "review-head" },
+        el("span", { class: badge + " review-status" }, it.status),
+        el("span", { class: "muted" }, when(it.ts)),
+        el("span", { class: "feature" }, it.feature || "default"),
+        el("code", { class: "model" }, it.model),
+        it.prompt_version ? el("code", { class: "muted" }, it.prompt_version) : "",
+        el("span", { class: "reasons" }, ...it.reasons.map(reasonChip)),
+        trace),
+      el("div", { class: "review-text" },
+        reviewText("input", it.input_text, it.input_chars), reviewText("output", it.output_text, it.output_chars)));
+    if (it.status !== "pending") {
+      const at = it.reviewed_at ? ` at ${when(it.reviewed_at)}` : "";
+      node.append(el("p", { class: "review-note-shown" },
+        el("span", { class: "muted" }, `marked ${it.status}${at}` + (it.note ? ": " : "")),
+        el("span", { class: "review-note-text" }, it.note || "")));
+    }
+    const note = el("input", { type: "text", class: "review-note", maxlength: 2000, "aria-label": "review note",
+      placeholder: it.status === "pending" ? "note (optional)" : "change the note or verdict" });
+    note.value = it.note || "";
+    const good = el("button", { type: "button", class: "good mark-good" }, "Good");
+    const bad = el("button", { type: "button", class: "bad mark-bad" }, "Bad");
+    const exp = el("button", { type: "button", class: "export", disabled: it.status === "pending",
+      title: it.status === "pending" ? "mark the item first" : "export as an eval case (re-scrubbed)" }, "Export eval case");
+    good.addEventListener("click", () => markReview(node, it, "good"));
+    bad.addEventListener("click", () => markReview(node, it, "bad"));
+    exp.addEventListener("click", () => exportReview(node, it));
+    node.append(el("div", { class: "review-actions" }, note, good, bad, exp),
+      el("p", { class: "error review-error" }),
+      el("pre", { class: "export-json", hidden: true }));
+    return node;
+  }
+
+  function renderReview(res) {
+    const box = $("review-list");
+    const filtered = res.status !== "all";
+    $("review-count").textContent = `${res.pending}${res.pending_more ? "+" : ""} pending`;
+    const empty = $("review-empty");
+    empty.hidden = res.items.length > 0 || filtered;
+    const nodes = res.items.map((it) => {
+      const sig = reviewSig(it);
+      const old = reviewNodes.get(it.request_id);
+      if (old && old.sig === sig) return old.node;
+      const node = reviewItem(it);
+      const draft = old && old.node.querySelector(".review-note").value;
+      if (draft && draft !== (old.note || "")) node.querySelector(".review-note").value = draft;
+      reviewNodes.set(it.request_id, { sig, node, note: it.note });
+      return node;
+    });
+    const listed = new Set(res.items.map((it) => it.request_id));
+    for (const id of [...reviewNodes.keys()]) if (!listed.has(id)) reviewNodes.delete(id);
+    if (!res.items.length && filtered) nodes.push(el("p", { class: "empty" }, `No ${res.status} items.`));
+    const current = Array.from(box.children);
+    if (current.length === nodes.length && current.every((n, i) => n === nodes[i])) return;
+    const active = document.activeElement;
+    box.replaceChildren(...nodes);
+    if (active && active.isConnected && document.activeElement !== active) active.focus();
+  }
+
+  async function markReview(node, it, verdict) {
+    const buttons = node.querySelectorAll("button");
+    for (const b of buttons) b.disabled = true;
+    const key = sessionStorage.getItem(KEY);
+    const errBox = node.querySelector(".review-error");
+    errBox.textContent = "";
+    reviewEpoch++;
+    try {
+      const res = await api("/admin/api/review/mark", { method: "POST",
+        body: JSON.stringify({ request_id: it.request_id, verdict, note: node.querySelector(".review-note").value }) });
+      reviewEpoch++; // a refresh that left before this verdict landed must not redraw the item
+      if (sessionStorage.getItem(KEY) !== key) return;
+      const shown = node.isConnected ? node : (reviewNodes.get(it.request_id) || {}).node;
+      const fresh = reviewItem(res.item);
+      reviewNodes.set(it.request_id, { sig: reviewSig(res.item), node: fresh, note: res.item.note });
+      if (shown && shown.isConnected) shown.replaceWith(fresh);
+      api("/admin/api/review?limit=1&status=pending").then((r) => {
+        $("review-count").textContent = `${r.pending}${r.pending_more ? "+" : ""} pending`;
+      }).catch(() => {});
+    } catch (err) {
+      if (err instanceof Refused) { showLogin("Key refused (" + err.message + ")"); return; }
+      errBox.textContent = err.message;
+      for (const b of buttons) b.disabled = b.classList.contains("export") && it.status === "pending";
+    }
+  }
+
+  async function exportReview(node, it) {
+    const out = node.querySelector(".export-json");
+    const errBox = node.querySelector(".review-error");
+    errBox.textContent = "";
+    const key = sessionStorage.getItem(KEY);
+    try {
+      const res = await api("/admin/api/review/export", { method: "POST", body: JSON.stringify({ request_id: it.request_id }) });
+      if (sessionStorage.getItem(KEY) !== key) return;
+      out.textContent = JSON.stringify(res, null, 2);
+      out.hidden = false;
+    } catch (err) {
+      if (err instanceof Refused) { showLogin("Key refused (" + err.message + ")"); return; }
+      errBox.textContent = err.message;
+    }
+  }
+
   // -- calls and traces ------------------------------------------------------------------------
 
   function flagList(c) {
@@ -426,6 +625,7 @@
     $("signout").addEventListener("click", () => showLogin("Signed out."));
     $("refresh").addEventListener("click", refresh);
     $("range").addEventListener("change", refresh);
+    $("review-status").addEventListener("change", refresh);
     $("kill-toggle").addEventListener("click", (ev) => toggleKill(ev.currentTarget.dataset.next === "on"));
     $("trace-form").addEventListener("submit", (ev) => { ev.preventDefault(); lookupTrace($("trace-input").value); });
     document.addEventListener("visibilitychange", () => { if (!document.hidden && sessionStorage.getItem(KEY)) refresh(); });
