@@ -94,6 +94,19 @@ def _key_from_row(row: Sequence[Any]) -> KeyRecord:
     )
 
 
+async def _enable_wal(conn: aiosqlite.Connection, attempts: int = 50) -> None:
+    """Switch a file to WAL. Two processes opening a new file at once can both try; the switch
+    takes an exclusive lock without waiting on the busy handler, so retry briefly."""
+    for i in range(attempts):
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or i == attempts - 1:
+                raise
+            await asyncio.sleep(0.02 * (i + 1))
+
+
 class SQLiteStore:
     """``RecordStore`` on one SQLite file (or ``:memory:``)."""
 
@@ -125,7 +138,7 @@ class SQLiteStore:
         try:
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             if self._path != MEMORY:
-                await conn.execute("PRAGMA journal_mode = WAL")
+                await _enable_wal(conn)
             await conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             await conn.close()
