@@ -1,14 +1,16 @@
-"""Gateway overhead: the same load sent straight to the simulator and through ``bastion serve``.
+"""Gateway overhead: the same load sent straight to the simulator, through a bare proxy, and through ``bastion serve``.
 
-Three processes on 127.0.0.1: the provider simulator (``bastion sim``), one
-``bastion serve`` worker (default pipeline, SQLite store in a temp dir) whose
-providers point at the simulator over real HTTP, and this load generator
+Four processes on 127.0.0.1: the provider simulator (``bastion sim``), a minimal
+pass-through proxy (``bench/bare_proxy.py``: uvicorn + aiohttp, no Bastion logic),
+one ``bastion serve`` worker (default pipeline, SQLite store and state in a temp dir)
+whose providers point at the simulator over real HTTP, and this load generator
 (aiohttp, keep-alive pool, pre-encoded bodies, uvloop). Every cell of
-API x mode x concurrency x upstream latency is measured twice in the same run,
-direct and through the gateway, so the figures that matter are ratios and
-differences that the noise of a shared machine affects alike on both sides.
-The gateway's CPU comes from ``/proc/PID/stat`` and its memory from
-``/proc/PID/status``. Every loop is bounded by a request count and a time limit.
+API x mode x concurrency x upstream latency is measured three ways in the same run,
+direct, through the bare proxy and through the gateway, so the figures that matter
+are ratios and differences that the noise of a shared machine affects alike on every
+side; the bare proxy shows how much of the gateway's overhead is the Python HTTP stack
+itself. CPU comes from ``/proc/PID/stat`` and memory from ``/proc/PID/status``. Every
+loop is bounded by a request count and a time limit.
 
     .venv/bin/python bench/overhead.py [--quick] [--soak N] [--json FILE]
 """
@@ -46,6 +48,7 @@ PATH = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 STREAM_END = {"anthropic": b"event: message_stop", "openai": b"data: [DONE]"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASTION = (sys.executable, "-m", "bastion.cli")
+BARE_PROXY = (sys.executable, str(Path(__file__).resolve().parent / "bare_proxy.py"))
 PROMPT = (
     "You are a support assistant for a small online shop. Answer in two short sentences. "
     "Question: my parcel says delivered but I cannot find it; what should I do next?"
@@ -202,6 +205,9 @@ def gateway_config(tmp: Path, sim_port: int, upstream_ms: Sequence[int]) -> dict
     }
     return {
         "store": {"url": f"sqlite:///{tmp / 'bastion.db'}"},
+        # the embedded defaults, but in the temp dir rather than the working directory
+        "state": {"url": f"sqlite:///{tmp / 'bastion-state.db'}"},
+        "observability": {"spill_path": str(tmp / "bastion-spill.jsonl")},
         "providers": {
             "sim-anthropic": {"kind": "anthropic", "base_url": sim},
             "sim-openai": {"kind": "openai", "base_url": sim + "/v1"},
@@ -353,8 +359,13 @@ async def drive(
 
 @contextlib.asynccontextmanager
 async def client(concurrency: int) -> AsyncIterator[aiohttp.ClientSession]:
-    """A keep-alive pool of exactly ``concurrency`` connections, reused across rounds."""
-    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=30)
+    """A keep-alive pool of exactly ``concurrency`` connections, reused across rounds.
+
+    Idle connections are dropped after 3 s, before uvicorn's 5 s keep-alive timeout closes
+    them from the server side: reusing one the server is closing at that moment fails with
+    "Can not write request body" (with three sides, a side idles ~4 s between rounds).
+    """
+    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=3)
     async with aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=30),
@@ -393,6 +404,7 @@ class Side:
     body_bytes_mean: float
     sim_cpu_ms_per_req: float
     loadgen_cpu_ms_per_req: float
+    proxy_cpu_ms_per_req: float | None
     gateway_cpu_ms_per_req: float | None
     gateway_user_ms_per_req: float | None
     gateway_sys_ms_per_req: float | None
@@ -409,6 +421,7 @@ class Cell:
     concurrency: int
     upstream_ms: int
     direct: Side
+    bare: Side
     bastion: Side
 
     @property
@@ -427,12 +440,23 @@ class Cell:
             return None
         return self.bastion.ttfb_p50_ms - self.direct.ttfb_p50_ms
 
+    @property
+    def bare_ratio(self) -> float:
+        return self.bare.rps / self.direct.rps if self.direct.rps else 0.0
+
+    @property
+    def bare_added_p50_ms(self) -> float | None:
+        if self.direct.p50_ms is None or self.bare.p50_ms is None:
+            return None
+        return self.bare.p50_ms - self.direct.p50_ms
+
 
 @dataclass(frozen=True)
 class Usage:
     """CPU seconds per process, and busy/total jiffies of the whole machine."""
 
     sim: float = 0.0
+    proxy: float = 0.0
     gw_user: float = 0.0
     gw_sys: float = 0.0
     loadgen: float = 0.0
@@ -447,21 +471,28 @@ class Usage:
 
 
 class Meter:
-    """Reads the CPU of the simulator, the gateway and this process, plus the machine's load."""
+    """Reads the CPU of the simulator, the bare proxy, the gateway and this process, plus the machine's load."""
 
-    def __init__(self, sim_pid: int, gw_pid: int) -> None:
+    def __init__(self, sim_pid: int, proxy_pid: int, gw_pid: int) -> None:
         self.sim_pid = sim_pid
+        self.proxy_pid = proxy_pid
         self.gw_pid = gw_pid
 
     def read(self) -> Usage:
         gw_user, gw_sys = cpu_times(self.gw_pid)
         busy, total = machine_busy()
         return Usage(
-            sum(cpu_times(self.sim_pid)), gw_user, gw_sys, sum(cpu_times(os.getpid())), busy, total
+            sum(cpu_times(self.sim_pid)),
+            sum(cpu_times(self.proxy_pid)),
+            gw_user,
+            gw_sys,
+            sum(cpu_times(os.getpid())),
+            busy,
+            total,
         )
 
 
-def summarize(r: Samples, u: Usage, *, through_gateway: bool) -> Side:
+def summarize(r: Samples, u: Usage, *, through_gateway: bool, through_proxy: bool = False) -> Side:
     n = max(r.done, 1)
     ok = len(r.latencies_ms)
 
@@ -480,6 +511,7 @@ def summarize(r: Samples, u: Usage, *, through_gateway: bool) -> Side:
         body_bytes_mean=r.body_bytes / ok if ok else 0.0,
         sim_cpu_ms_per_req=per_req(u.sim),
         loadgen_cpu_ms_per_req=per_req(u.loadgen),
+        proxy_cpu_ms_per_req=per_req(u.proxy) if through_proxy else None,
         gateway_cpu_ms_per_req=per_req(u.gw_user + u.gw_sys) if through_gateway else None,
         gateway_user_ms_per_req=per_req(u.gw_user) if through_gateway else None,
         gateway_sys_ms_per_req=per_req(u.gw_sys) if through_gateway else None,
@@ -491,26 +523,33 @@ def summarize(r: Samples, u: Usage, *, through_gateway: bool) -> Side:
 
 
 async def measure(
-    direct: Target, gateway: Target, concurrency: int, s: Settings, meter: Meter
-) -> tuple[Side, Side]:
-    """Both sides of one cell in alternating rounds, so a burst of noise hits both alike."""
+    direct: Target, bare: Target, gateway: Target, concurrency: int, s: Settings, meter: Meter
+) -> tuple[Side, Side, Side]:
+    """All three sides of one cell in alternating rounds, so a burst of noise hits each alike."""
     per_round = -(-s.requests_per_cell // s.rounds)
     seconds = s.seconds_per_cell / s.rounds
     warm = max(s.warmup_requests, 2 * concurrency)
-    async with client(concurrency) as d_session, client(concurrency) as g_session:
-        sides = ((d_session, direct), (g_session, gateway))
+    async with (
+        client(concurrency) as d_session,
+        client(concurrency) as p_session,
+        client(concurrency) as g_session,
+    ):
+        sides = ((d_session, direct), (p_session, bare), (g_session, gateway))
         for session, t in sides:
             await drive(session, [t], concurrency, warm, min(3.0, s.seconds_per_cell))
-        samples = (Samples(), Samples())
-        usage = [Usage(), Usage()]
+        samples = (Samples(), Samples(), Samples())
+        usage = [Usage(), Usage(), Usage()]
         for _ in range(s.rounds):
             for i, (session, t) in enumerate(sides):
+                # re-open the pool's connections outside the measurement (see ``client``)
+                await drive(session, [t], concurrency, concurrency, 2.0)
                 before = meter.read()
                 await drive(session, [t], concurrency, per_round, seconds, samples[i])
                 usage[i] = usage[i] + (meter.read() - before)
     return (
         summarize(samples[0], usage[0], through_gateway=False),
-        summarize(samples[1], usage[1], through_gateway=True),
+        summarize(samples[1], usage[1], through_gateway=False, through_proxy=True),
+        summarize(samples[2], usage[2], through_gateway=True),
     )
 
 
@@ -569,16 +608,19 @@ COLUMNS = (
     ("conc", ">", 4),
     ("up ms", ">", 5),
     ("direct rps", ">", 10),
+    ("bare rps", ">", 8),
     ("bastion rps", ">", 11),
     ("ratio", ">", 5),
     ("direct p50/p99", ">", 14),
     ("bastion p50/p99", ">", 15),
     ("added p50", ">", 9),
+    ("bare added p50", ">", 14),
     ("direct TTFB p50/p99", ">", 19),
     ("bastion TTFB p50/p99", ">", 20),
     ("gw CPU ms/req", ">", 13),
-    ("box busy% d/b", ">", 13),
-    ("errors", ">", 7),
+    ("bare CPU ms/req", ">", 15),
+    ("box busy% d/p/b", ">", 15),
+    ("errors d/p/b", ">", 12),
 )
 
 
@@ -589,7 +631,7 @@ def row(values: Sequence[str]) -> str:
 def table(cells: Sequence[Cell]) -> str:
     lines = [row([c[0] for c in COLUMNS]), row(["-" * w for _, _, w in COLUMNS])]
     for c in cells:
-        d, b = c.direct, c.bastion
+        d, p, b = c.direct, c.bare, c.bastion
         lines.append(
             row(
                 [
@@ -598,16 +640,19 @@ def table(cells: Sequence[Cell]) -> str:
                     str(c.concurrency),
                     str(c.upstream_ms),
                     f"{d.rps:.0f}",
+                    f"{p.rps:.0f}",
                     f"{b.rps:.0f}",
                     f"{c.ratio:.2f}",
                     pair(d.p50_ms, d.p99_ms),
                     pair(b.p50_ms, b.p99_ms),
                     fmt(c.added_p50_ms, 2),
+                    fmt(c.bare_added_p50_ms, 2),
                     pair(d.ttfb_p50_ms, d.ttfb_p99_ms),
                     pair(b.ttfb_p50_ms, b.ttfb_p99_ms),
                     fmt(b.gateway_cpu_ms_per_req, 2),
-                    f"{d.machine_busy_pct:.0f}/{b.machine_busy_pct:.0f}",
-                    f"{d.errors}/{b.errors}",
+                    fmt(p.proxy_cpu_ms_per_req, 2),
+                    f"{d.machine_busy_pct:.0f}/{p.machine_busy_pct:.0f}/{b.machine_busy_pct:.0f}",
+                    f"{d.errors}/{p.errors}/{b.errors}",
                 ]
             )
         )
@@ -703,18 +748,51 @@ def loadgen_share(side: Side) -> float:
     )
 
 
+def floor_summary(cells: Sequence[Cell]) -> list[str]:
+    """How much of Bastion's added latency and CPU the bare proxy pays too, per mode (medians)."""
+    out = []
+    for mode in MODES:
+        sel = [c for c in cells if c.mode == mode]
+        lat = [
+            (c.bare_added_p50_ms, c.added_p50_ms - c.bare_added_p50_ms)
+            for c in sel
+            if c.added_p50_ms is not None and c.bare_added_p50_ms is not None
+        ]
+        cpu = [
+            (c.bare.proxy_cpu_ms_per_req, c.bastion.gateway_cpu_ms_per_req)
+            for c in sel
+            if c.bare.proxy_cpu_ms_per_req is not None
+            and c.bastion.gateway_cpu_ms_per_req is not None
+        ]
+        if not lat or not cpu:
+            continue
+        own = [b for _, b in lat]
+        out.append(
+            f"{mode}: median over cells, the bare proxy adds {pct([a for a, _ in lat], 0.5):.2f} ms"
+            f" p50 and Bastion {pct(own, 0.5):.2f} ms more (bastion - bare);"
+            f" CPU {pct([a for a, _ in cpu], 0.5):.2f} vs {pct([b for _, b in cpu], 0.5):.2f} ms/req"
+            " (bare vs gateway)"
+        )
+    return out
+
+
 def report(cells: Sequence[Cell], s: Soak, results: Sequence[Check], meta: dict[str, Any]) -> str:
     lg = worst(
-        cells, lambda c: True, lambda c: max(loadgen_share(c.direct), loadgen_share(c.bastion))
+        cells,
+        lambda c: True,
+        lambda c: max(loadgen_share(c.direct), loadgen_share(c.bare), loadgen_share(c.bastion)),
     )
     lines = [
         f"Bastion gateway overhead  ({meta['cpus']} CPUs, load avg at start {meta['loadavg_start']}, "
         f"python {meta['python']}, {meta['mode']} run, source {meta['source']})",
         "latencies in ms; ratio = bastion rps / direct rps; added p50 = bastion p50 - direct p50;",
-        "TTFB = first SSE body byte (streams only); gw CPU = gateway user+sys CPU / requests",
+        "bare = minimal uvicorn+aiohttp pass-through proxy (bench/bare_proxy.py), bare added p50 =",
+        "bare p50 - direct p50; TTFB = first SSE body byte (streams only); gw / bare CPU = that",
+        "process's user+sys CPU / requests; busy% and errors are direct/bare/bastion",
         "",
         table(cells),
         "",
+        *floor_summary(cells),
         f"gateway RSS: {s.rss_start_mb:.1f} MB after start-up, {s.rss_before_mb:.1f} MB before the soak, "
         f"{s.rss_after_mb:.1f} MB after {s.requests} requests ({s.growth:+.1%}; "
         f"{s.errors} errors, {s.requests / max(s.seconds, 1e-9):.0f} req/s, min/max during "
@@ -736,8 +814,8 @@ def report(cells: Sequence[Cell], s: Soak, results: Sequence[Check], meta: dict[
 @contextlib.contextmanager
 def servers(
     tmp: Path, profile: Path | None, upstream_ms: Sequence[int]
-) -> Iterator[tuple[Server, Server, str]]:
-    """The simulator and the gateway, started on free ports and always stopped by PID."""
+) -> Iterator[tuple[Server, Server, Server, str]]:
+    """The simulator, the bare proxy and the gateway, started on free ports and always stopped by PID."""
     started: list[Server] = []
     try:
         sim_port = free_port()
@@ -748,6 +826,20 @@ def servers(
             tmp / "sim.log",
         )
         started.append(sim)
+        proxy_port = free_port()
+        proxy = Server(
+            "bare proxy",
+            [
+                *BARE_PROXY,
+                "--port",
+                str(proxy_port),
+                "--upstream",
+                f"http://127.0.0.1:{sim_port}",
+            ],
+            proxy_port,
+            tmp / "bare_proxy.log",
+        )
+        started.append(proxy)
         config = tmp / "bastion.yaml"
         config.write_text(yaml.safe_dump(gateway_config(tmp, sim_port, upstream_ms)))
         key = create_key(config)
@@ -762,8 +854,9 @@ def servers(
         gw = Server("gateway", argv, gw_port, tmp / "gateway.log", stop_signal=stop_signal)
         started.append(gw)
         sim.wait_ready()
+        proxy.wait_ready()
         gw.wait_ready()
-        yield sim, gw, key
+        yield sim, proxy, gw, key
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -798,15 +891,21 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="bastion-bench-") as d,
         servers(Path(d), args.profile, args.upstream) as (
             sim,
+            proxy,
             gw,
             key,
         ),
     ):
         direct_base = f"http://127.0.0.1:{sim.port}"
+        proxy_base = f"http://127.0.0.1:{proxy.port}"
         gw_base = f"http://127.0.0.1:{gw.port}"
-        meter = Meter(sim.pid, gw.pid)
+        meter = Meter(sim.pid, proxy.pid, gw.pid)
         rss_start = rss_mb(gw.pid)
-        print(f"simulator pid {sim.pid}, gateway pid {gw.pid}", file=sys.stderr, flush=True)
+        print(
+            f"simulator pid {sim.pid}, bare proxy pid {proxy.pid}, gateway pid {gw.pid}",
+            file=sys.stderr,
+            flush=True,
+        )
         cells: list[Cell] = []
         matrix = [
             (api, mode, ms, conc)
@@ -817,13 +916,15 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
         ]
         for api, mode, ms, conc in matrix:
             t_direct = target(api, mode, ms, base=direct_base, key=None)
+            # the bare proxy forwards our headers, so it gets the direct request, pacing and all
+            t_bare = target(api, mode, ms, base=proxy_base, key=None)
             t_gw = target(api, mode, ms, base=gw_base, key=key)
-            direct, bastion = await measure(t_direct, t_gw, conc, s, meter)
-            cell = Cell(api, mode, conc, ms, direct, bastion)
+            direct, bare, bastion = await measure(t_direct, t_bare, t_gw, conc, s, meter)
+            cell = Cell(api, mode, conc, ms, direct, bare, bastion)
             cells.append(cell)
             print(
                 f"[{len(cells):2d}/{len(matrix)}] {where(cell)}: direct {direct.rps:.0f} rps,"
-                f" bastion {bastion.rps:.0f} rps, gw CPU"
+                f" bare {bare.rps:.0f} rps, bastion {bastion.rps:.0f} rps, gw CPU"
                 f" {fmt(bastion.gateway_cpu_ms_per_req, 2)} ms/req",
                 file=sys.stderr,
                 flush=True,
@@ -838,10 +939,13 @@ async def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
         "meta": meta,
         "cells": [
             {
-                **{k: v for k, v in asdict(c).items() if k not in ("direct", "bastion")},
+                **{k: v for k, v in asdict(c).items() if k not in ("direct", "bare", "bastion")},
                 "ratio": c.ratio,
                 "added_p50_ms": c.added_p50_ms,
+                "bare_ratio": c.bare_ratio,
+                "bare_added_p50_ms": c.bare_added_p50_ms,
                 "direct": asdict(c.direct),
+                "bare": asdict(c.bare),
                 "bastion": asdict(c.bastion),
             }
             for c in cells
