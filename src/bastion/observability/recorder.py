@@ -58,6 +58,7 @@ class Recorder:
         self._interval = flush_interval
         self._retry = retry_interval
         self._queue: deque[Item] = deque()
+        self._overflow: list[Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -66,9 +67,19 @@ class Recorder:
     # -- hot path -----------------------------------------------------------------------------
 
     def submit(self, record: CallRecord | None, ledger: LedgerEntry | None = None) -> None:
-        """Never blocks on the store; a full queue spills to disk instead of growing."""
+        """Never blocks on the store; a full queue spills to disk instead of growing.
+
+        Overflow is parked in a second bounded buffer that the background task spills in
+        one write per batch (an fsync per record on the event loop stalled every call);
+        only when that is full too does a call spill its own record.
+        """
         if len(self._queue) >= self._max:
-            self._spill_items([(record, ledger)])
+            if len(self._overflow) < self._batch * 4:
+                self._overflow.append((record, ledger))
+                self._wake.set()
+            else:
+                self._spill_items([*self._overflow, (record, ledger)])
+                self._overflow.clear()
             return
         self._queue.append((record, ledger))
         self.stats.queued += 1
@@ -96,6 +107,9 @@ class Recorder:
 
     async def flush(self) -> None:
         """Write everything queued now; on store failure it lands in the spill file."""
+        if self._overflow:
+            parked, self._overflow = self._overflow, []
+            await asyncio.to_thread(self._spill_items, parked)
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
             await self._write(batch)
@@ -196,4 +210,4 @@ class Recorder:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._overflow)
