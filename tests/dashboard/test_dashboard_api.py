@@ -234,3 +234,20 @@ async def test_breakers_list_deployments_and_ones_recent_calls_found_open(gw: Ga
     assert [d["deployment"] for d in b["deployments"]] == ["sim/claude-sonnet-5#0"]
     assert [r["deployment"] for r in b["recently_open"]] == ["sim/claude-sonnet-5#0"]
     assert b["live"] is hasattr(gw.state, "breaker_peek")
+
+
+async def test_quality_endpoint_reports_online_scores_behind_the_admin_key(gw: Gateway) -> None:
+    app = create_app(gw)
+    status, _, _ = await asgi_request(app, "GET", "/admin/api/quality", b"", {"x-api-key": VIEWER})
+    assert status == 403
+    for text in ("[[sim:reply=Fine answer.]]", "[[sim:reply=Mail jane.roe@example.com]]"):
+        await gw.messages(
+            {"model": "claude-sonnet-5", "messages": [{"role": "user", "content": text}]}
+        )
+    await gw.quality.drain()
+    status, _, body = await asgi_request(
+        app, "GET", "/admin/api/quality", b"", {"x-api-key": ADMIN}
+    )
+    assert status == 200
+    scores = orjson.loads(body)["features"]["default"]
+    assert scores["no_pii"]["n"] >= 1 and scores["no_pii"]["pass_rate"] < 1.0

@@ -151,6 +151,7 @@ class Dashboard:
             ("GET", "/admin/api/calls"): self._api(self.calls),
             ("GET", "/admin/api/trace"): self._api(self.trace),
             ("GET", "/admin/api/breakers"): self._api(self.breakers),
+            ("GET", "/admin/api/quality"): self._api(self.quality),
             ("GET", "/admin/api/stages"): self._api(self.stages),
             ("GET", "/admin/api/review"): self._api(self.review),
             ("POST", "/admin/api/review/mark"): self._post(self.review_mark),
@@ -355,6 +356,15 @@ class Dashboard:
     async def review_export(self, body: Body) -> dict[str, Any]:
         """A reviewed item as an eval case (a POST: it is re-scrubbed and built on demand)."""
         return await dashboard_api.review_export(self.gateway, body)
+
+    async def quality(self, q: Query) -> dict[str, Any]:
+        """Online quality: each reference-free scorer's pass rate per feature (rolling window)."""
+        gw = self.gateway
+        return {
+            "features": gw.quality.summary(),
+            "scored": gw.quality.scored,
+            "dropped": gw.quality.dropped,
+        }
 
     async def breakers(self, q: Query) -> dict[str, Any]:
         """Each configured deployment's breaker, read without side effects when the store can.

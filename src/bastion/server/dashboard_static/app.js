@@ -116,13 +116,14 @@
     try {
       const minutes = $("range").value;
       const epoch = reviewEpoch;
-      const [summary, latency, calls, breakers, stages, review] = await Promise.all([
+      const [summary, latency, calls, breakers, stages, review, quality] = await Promise.all([
         api("/admin/api/summary"),
         api(`/admin/api/latency?minutes=${minutes}&buckets=30`),
         api("/admin/api/calls?limit=50"),
         api("/admin/api/breakers"),
         api(`/admin/api/stages?minutes=${minutes}`),
         api(`/admin/api/review?limit=50&status=${encodeURIComponent($("review-status").value)}`),
+        api("/admin/api/quality"),
       ]);
       if (!key || sessionStorage.getItem(KEY) !== key) return; // signed out while loading
       showApp();
@@ -134,6 +135,7 @@
       renderCalls(calls.calls);
       renderBreakers(breakers);
       renderStages(stages);
+      renderQuality(quality);
       if (epoch === reviewEpoch) renderReview(review);
       $("updated").textContent = "updated " + hms(summary.generated_at);
       document.body.dataset.state = "ready";
@@ -351,6 +353,22 @@
   }
 
   // -- latency budget by stage ----------------------------------------------------------------
+
+  function renderQuality(res) {
+    const body = $("quality-body");
+    body.replaceChildren();
+    let rows = 0;
+    for (const [feature, scorers] of Object.entries(res.features || {})) {
+      for (const [scorer, v] of Object.entries(scorers)) {
+        const pct = (100 * v.pass_rate).toFixed(1) + "%";
+        const tr = el("tr", { "data-feature": feature, "data-scorer": scorer, "data-pass": String(v.pass_rate) },
+          el("td", {}, feature), el("td", {}, scorer), el("td", {}, pct), el("td", {}, String(v.n)));
+        body.appendChild(tr);
+        rows += 1;
+      }
+    }
+    $("quality-table").hidden = rows === 0;
+  }
 
   function renderStages(res) {
     const box = $("stages");
