@@ -143,6 +143,7 @@ class FeatureSafetyConfig(_Strict):
     scope_guard: bool = False  # refuse clearly out-of-scope requests (malware, credential theft...)
     scope_deny_patterns: list[str] = Field(default_factory=list)
     leak_action: Literal["off", "flag", "redact", "block"] = "block"
+    json_repair: bool = True  # an answer that fails its JSON schema gets one repair attempt
 
 
 class LatencyBudgetConfig(_Strict):

@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any
 
+import orjson
+
 from ..call import Call
 from ..config import Config
 from ..errors import InvalidRequest, NotFound, OutputBlocked
@@ -184,6 +186,26 @@ class TemplateGuard:
         )
         call.prompt_version = t.ref
         call.flags["prompt_name"] = t.name
+
+
+def json_schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema an OpenAI request asks its answer to follow (``response_format: json_schema``)."""
+    rf = body.get("response_format")
+    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
+        return None
+    js = rf.get("json_schema")
+    schema = js.get("schema") if isinstance(js, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
+def answer_text(raw: bytes) -> str:
+    """The assistant text of a Chat Completions body."""
+    try:
+        obj = orjson.loads(raw)
+        content = obj["choices"][0]["message"].get("content")
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""
 
 
 def canary_secret(config: Config) -> str:
