@@ -144,6 +144,13 @@ class FeatureSafetyConfig(_Strict):
     scope_deny_patterns: list[str] = Field(default_factory=list)
     leak_action: Literal["off", "flag", "redact", "block"] = "block"
     json_repair: bool = True  # an answer that fails its JSON schema gets one repair attempt
+    sql_tools: dict[str, str] = Field(default_factory=dict)  # tool name -> argument holding SQL
+    sql_grants: dict[str, dict[str, list[str] | Literal["*"]]] = Field(
+        default_factory=dict
+    )  # role -> table -> cols
+    sql_max_rows: int = Field(1000, ge=1)
+    sql_dialect: str = "postgres"
+    sql_action: Literal["block", "flag"] = "block"
 
 
 class LatencyBudgetConfig(_Strict):

@@ -206,7 +206,9 @@ class Gateway:
             self.scrubber.redact,
             body_max_chars=obs.body_max_chars,
         )
-        self.prompts, (template, scope, injection, leak) = safety_guards(cfg, self.store)
+        self.prompts, (template, scope, injection, leak), self.sql_tools = safety_guards(
+            cfg, self.store
+        )
         # nothing raw is written: records, the review queue and logs all see scrubbed text
         self.quality = OnlineQuality(
             lambda text: len(self.scrubber.scrub(text).findings),
@@ -405,6 +407,8 @@ class Gateway:
             reply = await self.engine.run(call, passthrough, on_end)
             if reply.stream is None and reply.status == 200:
                 reply = await self._check_json(call, reply, passthrough, on_end)
+                if self.sql_tools.active and reply.body is not None:
+                    reply.body = self.sql_tools.check_body(call, call.client_format, reply.body)
         except (AIUnavailable, BudgetExceeded) as exc:
             # no answer to be had: the feature's degraded answer, if it asks for one
             degraded = self.config.feature(call.feature).degraded

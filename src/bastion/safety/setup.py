@@ -21,6 +21,8 @@ from ..store import PromptVersion, RecordStore
 from .prompting import InjectionPolicy, LeakWatcher, Template, TemplateRegistry
 from .prompting.guards import InjectionGuard, LeakGuard, LeakPolicy, ScopeRequestGuard
 from .prompting.scope import ScopeGuard
+from .sql_guard import SqlToolCheck, SqlToolGuard
+from .validation import SqlPolicy
 
 
 class LeakFilter:
@@ -216,8 +218,11 @@ def canary_secret(config: Config) -> str:
     )
 
 
-def safety_guards(config: Config, store: RecordStore) -> tuple[PromptService, list[object]]:
-    """The prompt service and the request/output guards of the safety track, in chain order."""
+def safety_guards(
+    config: Config, store: RecordStore
+) -> tuple[PromptService, list[object], SqlToolGuard]:
+    """The prompt service, the request/output guards of the safety track in chain order, and
+    the SQL check the gateway applies to whole answers."""
     prompts = PromptService(store, canary_secret(config))
     inj: dict[str, InjectionPolicy] = {}
     scopes: dict[str, ScopeGuard] = {}
@@ -234,10 +239,23 @@ def safety_guards(config: Config, store: RecordStore) -> tuple[PromptService, li
             scopes[name] = ScopeGuard(deny_patterns=s.scope_deny_patterns)
         if s.leak_action != "off":
             leaks[name] = LeakPolicy(action=s.leak_action)
+    sql_checks = {
+        name: SqlToolCheck(
+            f.safety.sql_tools,
+            SqlPolicy(
+                roles={role: dict(tables) for role, tables in f.safety.sql_grants.items()},
+                max_rows=f.safety.sql_max_rows,
+                dialect=f.safety.sql_dialect,
+            ),
+            block=f.safety.sql_action == "block",
+        )
+        for name, f in config.features.items()
+        if f.safety.sql_tools
+    }
     guards: list[object] = [
         TemplateGuard(prompts),
         ScopeRequestGuard(scopes),
         InjectionGuard(inj),
         LeakOutputGuard(LeakGuard(leaks)),
     ]
-    return prompts, guards
+    return prompts, guards, SqlToolGuard(sql_checks)

@@ -1,0 +1,103 @@
+"""SQL the model asks a tool to run is validated in the gateway before the app ever sees it.
+
+Per feature, config names the tools whose argument carries SQL. In each answer's tool
+calls (Anthropic ``tool_use`` input, OpenAI ``function.arguments``) that SQL is checked
+with the caller's roles (``validation.sql``): a valid query is rewritten to the form that
+may run (row limit enforced, ``*`` expanded); an invalid one withholds the answer
+(``output_blocked``) or, in flag mode, is passed on marked. Streams are checked after the
+fact and flagged, since a tool call's arguments are complete only at its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ..call import Call
+from ..errors import OutputBlocked
+from ..providers.base import Format
+from .validation import SqlPolicy, validate_sql
+
+
+class SqlToolCheck:
+    """One feature's SQL tools and grants, built once at start-up."""
+
+    def __init__(self, tools: Mapping[str, str], policy: SqlPolicy, *, block: bool) -> None:
+        self.tools = dict(tools)
+        self.policy = policy
+        self.block = block
+
+    def _check(self, call: Call, name: str, sql: Any) -> str | None:
+        """The SQL that may run, or None after flagging (and raising in block mode)."""
+        if not isinstance(sql, str):
+            reasons = ["the SQL argument is missing or not a string"]
+        else:
+            verdict = validate_sql(sql, self.policy, call.principal.roles)
+            if verdict.ok:
+                return verdict.sql
+            reasons = list(verdict.reasons)
+        call.flags.setdefault("sql_rejected", []).append({"tool": name, "reasons": reasons[:5]})
+        if self.block:
+            raise OutputBlocked(
+                f"the model's SQL for tool {name!r} was rejected: {'; '.join(reasons[:3])}"
+            )
+        return None
+
+    def apply(self, call: Call, fmt: Format, obj: dict[str, Any]) -> bool:
+        """Validate (and rewrite) SQL in a whole answer; True when the body changed."""
+        changed = False
+        if fmt is Format.ANTHROPIC:
+            for block in obj.get("content") or ():
+                if not isinstance(block, dict) or block.get("type") != "tool_use":
+                    continue
+                arg = self.tools.get(str(block.get("name")))
+                inp = block.get("input")
+                if arg is None or not isinstance(inp, dict):
+                    continue
+                safe = self._check(call, str(block["name"]), inp.get(arg))
+                if safe is not None and safe != inp.get(arg):
+                    block["input"] = {**inp, arg: safe}
+                    changed = True
+            return changed
+        for choice in obj.get("choices") or ():
+            msg = choice.get("message") if isinstance(choice, dict) else None
+            for tc in (msg or {}).get("tool_calls") or ():
+                fn = tc.get("function") if isinstance(tc, dict) else None
+                arg = self.tools.get(str((fn or {}).get("name")))
+                if fn is None or arg is None:
+                    continue
+                try:
+                    args = orjson.loads(fn.get("arguments") or "{}")
+                except orjson.JSONDecodeError:
+                    args = None
+                if not isinstance(args, dict):
+                    self._check(call, str(fn["name"]), None)
+                    continue
+                safe = self._check(call, str(fn["name"]), args.get(arg))
+                if safe is not None and safe != args.get(arg):
+                    fn["arguments"] = orjson.dumps({**args, arg: safe}).decode()
+                    changed = True
+        return changed
+
+
+class SqlToolGuard:
+    """Checks SQL in tool calls of whole answers (in the gateway's reply path) and flags
+    unsafe SQL seen in streamed answers after the call."""
+
+    name = "sql_tools"
+
+    def __init__(self, checks: Mapping[str, SqlToolCheck]) -> None:
+        self._checks = dict(checks)
+        self.active = bool(self._checks)
+
+    def for_call(self, call: Call) -> SqlToolCheck | None:
+        return self._checks.get(call.feature or "default", self._checks.get("default"))
+
+    def check_body(self, call: Call, fmt: Format, raw: bytes) -> bytes:
+        check = self.for_call(call)
+        if check is None:
+            return raw
+        obj = orjson.loads(raw)
+        return orjson.dumps(obj) if isinstance(obj, dict) and check.apply(call, fmt, obj) else raw
