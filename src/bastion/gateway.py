@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,8 +54,8 @@ from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
 from .safety.pii import Scrubber, ScrubberConfig
 from .safety.pii.guard import PiiGuard, PiiPolicy
-from .safety.setup import answer_text, json_schema_of, safety_guards
-from .safety.validation.jsonout import validate_json_output
+from .safety.setup import safety_guards
+from .safety.structured import check_structured_output
 from .schema import end_user, parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
@@ -406,7 +405,10 @@ class Gateway:
             call.stages["guards"] = (time.monotonic() - t_guards) * 1000.0
             reply = await self.engine.run(call, passthrough, on_end)
             if reply.stream is None and reply.status == 200:
-                reply = await self._check_json(call, reply, passthrough, on_end)
+                repair = self.config.feature(call.feature).safety.json_repair
+                reply = await check_structured_output(
+                    self.engine, call, reply, passthrough, on_end, repair=repair
+                )
                 if self.sql_tools.active and reply.body is not None:
                     reply.body = self.sql_tools.check_body(call, call.client_format, reply.body)
         except (AIUnavailable, BudgetExceeded) as exc:
@@ -431,51 +433,6 @@ class Gateway:
         if reply.stream is None:
             await self._finish(call, None)
         return reply
-
-    async def _check_json(
-        self, call: Call, reply: Reply, passthrough: dict[str, str], on_end: Any
-    ) -> Reply:
-        """Structured output is validated against the request's JSON schema; an invalid answer
-        gets one repair attempt (the model sees its answer and the errors), then is flagged."""
-        schema = json_schema_of(call.body) if call.client_format is Format.OPENAI else None
-        if schema is None or reply.body is None:
-            return reply
-        text = answer_text(reply.body)
-        verdict = validate_json_output(text, schema)
-        if verdict.ok:
-            call.flags["output_valid"] = True
-            return reply
-        call.flags["output_invalid"] = list(verdict.errors[:5])
-        if not self.config.feature(call.feature).safety.json_repair:
-            return reply
-        first = replace(call.usage)
-        call.body = {
-            **call.body,
-            "messages": [
-                *call.body["messages"],
-                {"role": "assistant", "content": text},
-                {
-                    "role": "user",
-                    "content": "Your answer did not match the required JSON schema: "
-                    + "; ".join(verdict.errors[:5])
-                    + ". Reply with the corrected JSON only.",
-                },
-            ],
-        }
-        call.output_text = []
-        repaired = await self.engine.run(call, passthrough, on_end)
-        u = call.usage
-        u.input_tokens += first.input_tokens
-        u.output_tokens += first.output_tokens
-        u.cache_read_tokens += first.cache_read_tokens
-        u.cache_write_tokens += first.cache_write_tokens
-        if (
-            repaired.body is not None
-            and validate_json_output(answer_text(repaired.body), schema).ok
-        ):
-            call.flags["output_repaired"] = True
-            del call.flags["output_invalid"]
-        return repaired
 
     def _route_feature(self, body: dict[str, Any], feature: str | None) -> str | None:
         """Per-feature routing: a pinned (cheaper) model replaces the client's; an allow-list refuses others.
