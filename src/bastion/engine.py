@@ -212,10 +212,8 @@ class Engine:
                 return reply
         if skipped:
             call.flags["breaker_open"] = skipped
-        if last is not None and not is_transient(last) and not is_context_length(last):
-            raise last
-        if last is not None and is_context_length(last):
-            raise last
+        if last is not None and not is_transient(last):
+            raise last  # a client error (context length included) is returned as the provider said
         reason = (
             "deadline"
             if call.remaining() <= 0
