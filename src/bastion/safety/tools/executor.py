@@ -11,7 +11,12 @@ email twice. Outcomes decide what a retry may do:
 - timeout or cancellation: the outcome is unknown, so the claim is kept until its lock lapses
   (the tool's timeout plus ``lock_margin``) and a retry in that window is told ``in_progress``.
 
-Calls of one turn run concurrently, each under its own timeout.
+Calls of one turn run concurrently, each under its own timeout. Whatever a model writes, a
+call ends as a result, never as an exception that would take its turn's other results with it:
+arguments that are not plain JSON (a number that reads as infinity, a lone surrogate, nesting
+past ``MAX_DEPTH``) are refused as ``invalid_arguments``, the key is the argument's
+``canonical`` bytes (injective, so distinct arguments never share a key), and a fault in the
+executor itself becomes ``internal_error`` for that one call.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from bastion.call import Principal
 from bastion.errors import StateUnavailable
 from bastion.state import CounterStore, IdemOutcome
 
 from ..validation.jsonout import strict_loads
+from . import _jsontext
+from .canonical import canonical, json_problems
 from .fence import fence_tool_result
 from .registry import ToolContext, ToolError, ToolRegistry, ToolSpec
 
@@ -62,13 +67,12 @@ class ToolResult:
     elapsed_ms: float = 0.0
 
 
-def _canonical(args: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
-
-
 def idempotency_key(principal: Principal, scope: str, tool: str, args: Mapping[str, Any]) -> str:
-    """Stable across retries of one action: principal, conversation (or call), tool, arguments."""
-    parts = orjson.dumps([principal.key_id, principal.user, scope, tool]) + _canonical(args)
+    """Stable across retries of one action: principal, conversation (or call), tool, arguments.
+
+    Raises ``UnsupportedValue`` for arguments with no canonical form (the executor checks first).
+    """
+    parts = canonical([principal.key_id, principal.user, scope, tool, args])
     return "tool:" + hashlib.sha256(parts).hexdigest()
 
 
@@ -114,6 +118,16 @@ class ToolExecutor:
         self, call: ToolCall, principal: Principal, *, conversation_id: str | None = None
     ) -> ToolResult:
         """One call, start to finish; every failure becomes an error result."""
+        try:
+            return await self._run_call(call, principal, conversation_id)
+        except Exception:
+            # A bug here must cost this call its answer, not the turn all of its answers.
+            log.exception("tool call %r (%r) failed inside the executor", call.id, call.name)
+            return await self._refused(call, "internal_error")
+
+    async def _run_call(
+        self, call: ToolCall, principal: Principal, conversation_id: str | None
+    ) -> ToolResult:
         started = time.monotonic()
         spec = self.registry.get(call.name)
         if spec is None:
@@ -154,7 +168,7 @@ class ToolExecutor:
         key: str,
         started: float,
     ) -> ToolResult:
-        fp = hashlib.sha256(_canonical(args)).hexdigest()
+        fp = hashlib.sha256(canonical(args)).hexdigest()
         lock = spec.timeout + self._lock_margin
         deadline = started + spec.timeout
         try:
@@ -163,7 +177,7 @@ class ToolExecutor:
                 if begin.outcome is IdemOutcome.NEW:
                     break
                 if begin.outcome is IdemOutcome.DONE and begin.response is not None:
-                    stored = orjson.loads(begin.response)
+                    stored = _jsontext.loads(begin.response)
                     return self._result(call, True, stored, None, started=started, replayed=True)
                 if begin.outcome is IdemOutcome.MISMATCH:
                     return await self._refused(call, "idempotency_conflict")
@@ -178,7 +192,7 @@ class ToolExecutor:
         try:
             if ok:
                 await self._state.idem_complete(
-                    key, fp, orjson.dumps(content, default=str), self._idem_ttl
+                    key, fp, _jsontext.dumps(content).encode(), self._idem_ttl
                 )
             elif error != "timeout":
                 await self._state.idem_abandon(key)
@@ -226,11 +240,14 @@ def _parse_arguments(
     if isinstance(raw, str):
         try:
             value = strict_loads(raw) if raw.strip() else {}
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return None, [f"arguments are not valid JSON: {exc}"]
-    else:
+    elif isinstance(raw, Mapping):
         value = dict(raw)
+    else:
+        value = raw
     if not isinstance(value, dict):
         return None, ["arguments must be a JSON object"]
-    problems = spec.validator.errors(value)
+    # Before the schema: it would pass an infinite "number" or a lone-surrogate "string".
+    problems = json_problems(value) or spec.validator.errors(value)
     return (None, problems) if problems else (value, [])

@@ -1,7 +1,9 @@
 """Tool output goes back to the model as fenced data that cannot close its own fence.
 
 Output is escaped like XML text (``& < >``, plus the fullwidth and small look-alikes of the
-angle brackets), so no ``</tool_result>`` — real or confusable — survives inside it.
+angle brackets), so no ``</tool_result>`` — real or confusable — survives inside it. Rendering
+never raises (whatever the tool returned, the model gets an answer) and never leaves a lone
+surrogate in the text, which would make the whole turn unsendable.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any, Final
 
-import orjson
+from ._jsontext import dumps, safe_text
 
 __all__ = ["fence_tool_result", "render_content"]
 
@@ -21,8 +23,8 @@ _CONFUSABLES: Final = str.maketrans(
 def render_content(content: Any) -> str:
     """Text as-is; anything else as JSON (unknown types by ``str``) so the model can parse it."""
     if isinstance(content, str):
-        return content
-    return orjson.dumps(content, default=str).decode()
+        return safe_text(content)
+    return dumps(content)
 
 
 def fence_tool_result(name: str, content: Any, *, max_chars: int | None = None) -> str:
@@ -31,4 +33,5 @@ def fence_tool_result(name: str, content: Any, *, max_chars: int | None = None) 
     if max_chars is not None and len(body) > max_chars:
         body = body[:max_chars] + f"\n[truncated {len(body) - max_chars} characters]"
     escaped = html.escape(body, quote=False).translate(_CONFUSABLES)
-    return f'<tool_result name="{html.escape(name, quote=True)}">\n{escaped}\n</tool_result>'
+    attr = html.escape(safe_text(name), quote=True)
+    return f'<tool_result name="{attr}">\n{escaped}\n</tool_result>'

@@ -5,6 +5,8 @@ Anthropic: assistant ``tool_use`` blocks in, a user turn of ``tool_result`` bloc
 (arguments as a JSON string), one ``role: "tool"`` message per call out, tools as
 ``{type: "function", function: {name, description, parameters}}``. The provider-neutral parts
 of ``bastion.providers.translate.model`` convert too, for code that already holds them.
+Whatever arguments a model wrote, converting them never raises and never changes a value (a
+64-bit-overflowing integer stays exact; text that is not clean JSON travels as ``_raw``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from bastion.providers.translate.model import TextPart, ToolCallPart, ToolResultPart
 
+from ..validation.jsonout import strict_loads
+from ._jsontext import dumps
 from .executor import ToolCall, ToolResult
 from .registry import ToolSpec
 
@@ -68,8 +70,8 @@ def calls_from_openai(message: Mapping[str, Any]) -> list[ToolCall]:
 def _arguments(call: ToolCall) -> dict[str, Any]:
     if isinstance(call.arguments, str):
         try:
-            value = orjson.loads(call.arguments or "{}")
-        except orjson.JSONDecodeError:
+            value = strict_loads(call.arguments or "{}")
+        except (ValueError, RecursionError):
             return {"_raw": call.arguments}
         return value if isinstance(value, dict) else {"_raw": call.arguments}
     return dict(call.arguments)
@@ -84,7 +86,7 @@ def calls_to_openai(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
     """The ``tool_calls`` list of an assistant message."""
     out: list[dict[str, Any]] = []
     for c in calls:
-        raw = c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments).decode()
+        raw = c.arguments if isinstance(c.arguments, str) else dumps(dict(c.arguments))
         out.append({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": raw}})
     return out
 
