@@ -132,6 +132,7 @@ def make_call() -> Callable[..., CallRecord]:
             "retried": True,
             "flags": {"pii": {"email": 1}, "injection": False, "score": 0.25},
             "stages": {"guards": 1.5, "upstream": 450.0},
+            "client_request_id": "client-req-1",
         }
         values.update(overrides)
         return CallRecord(**values)

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from bastion.store import MIGRATIONS, CallRecord, RecordStore, latest_version, open_store
+from bastion.store.migrations import POSTGRES_BOOTSTRAP, SQLITE_BOOTSTRAP
 
 ALL_VERSIONS = [m.version for m in MIGRATIONS]
 
@@ -114,3 +115,46 @@ async def test_sqlite_file_runs_in_wal_mode(store: RecordStore, backend: Any) ->
     if backend.kind != "sqlite":
         return
     assert (await backend.query("PRAGMA journal_mode"))[0][0] == "wal"
+
+
+async def test_upgrade_to_v3_keeps_old_calls_and_adds_an_empty_client_request_id(
+    backend: Any, make_call: Callable[..., CallRecord]
+) -> None:
+    """A store written by the previous release (schema v2) upgrades in place, losing nothing."""
+    old = [m for m in MIGRATIONS if m.version <= 2]
+    columns_v2 = "request_id, trace_id, ts, api_format, requested_model, status"
+    row_v2 = "('old-1', 'trace-1', 1.0, 'openai', 'gpt', 200)"
+    if backend.kind == "sqlite":
+        path = backend.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            conn.execute(SQLITE_BOOTSTRAP)
+            for m in old:
+                for statement in m.sqlite:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+            conn.execute(f"INSERT INTO calls ({columns_v2}) VALUES {row_v2}")
+    else:
+        conn2 = await asyncpg.connect(backend.url, timeout=5)
+        try:
+            await conn2.execute(POSTGRES_BOOTSTRAP)
+            for m in old:
+                for statement in m.postgres:
+                    await conn2.execute(statement)
+                await conn2.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)", m.version, m.name
+                )
+            await conn2.execute(f"INSERT INTO calls ({columns_v2}) VALUES {row_v2}")
+        finally:
+            await conn2.close()
+
+    store = open_store(backend.url)
+    try:
+        await store.migrate()
+        await store.insert_calls([make_call("new-1", client_request_id="theirs-7")])
+        by_id = {c.request_id: c for c in await store.recent_calls(10)}
+    finally:
+        await store.close()
+    assert by_id["old-1"].client_request_id is None
+    assert by_id["new-1"].client_request_id == "theirs-7"
+    rows = await backend.query("SELECT version FROM schema_migrations ORDER BY version")
+    assert [r[0] for r in rows] == ALL_VERSIONS

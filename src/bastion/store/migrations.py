@@ -223,9 +223,14 @@ _V2_SQLITE = tuple(s.format(real="REAL") for s in _V2_COMMON)
 _V2_POSTGRES = tuple(s.format(real="DOUBLE PRECISION") for s in _V2_COMMON)
 
 
+# Bastion mints request_id; the client's X-Request-Id is kept beside it, never as the key.
+_V3_COMMON = ("ALTER TABLE calls ADD COLUMN client_request_id TEXT",)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
     Migration(2, "prompt registry", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
+    Migration(3, "client request id on calls", sqlite=_V3_COMMON, postgres=_V3_COMMON),
 )
 
 

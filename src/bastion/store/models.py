@@ -116,6 +116,9 @@ class CallRecord:
     retried: bool = False
     flags: dict[str, Any] = field(default_factory=dict, hash=False)
     stages: dict[str, float] = field(default_factory=dict, hash=False)
+    # The client's own X-Request-Id: stored to find a call by it, never a key (added in
+    # migration 3, so it is the last column, as field order is column order).
+    client_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,6 +82,7 @@ _CALL_TYPES: Final[dict[str, str]] = {
     "retried": "bool",
     "flags": "text",  # cast to jsonb in the SELECT
     "stages": "text",
+    "client_request_id": "text",
 }
 _LEDGER_TYPES: Final[dict[str, str]] = {
     "request_id": "text",
