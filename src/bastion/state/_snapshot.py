@@ -2,6 +2,7 @@
 
 It is written behind (the store batches dirty keys) and read once at start; it is never on
 the hot path. One table per kind of state, keyed by the counter key, rows replaced whole.
+The ``flags`` table is the exception: it is written through and re-read by ``_flag_file``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Atomicity comes from asyncio itself: every operation runs its read-check-write without an
 ``await`` in between, so no other coroutine can interleave. That only holds inside one
 process: two processes (or two gateways) must share Redis, never this store or its file.
+The one exception is flags (the kill switch): they are written through to the file at once
+and re-read when another process has written to it (see ``_flag_file``), so ``bastion kill``
+from another process, or another gateway on the same file, is obeyed within a poll.
 
 Persistence (``path`` given) is write-behind: operations mark keys dirty, and a background
 task writes them every ``flush_interval`` seconds (0.5 by default) and on ``close()``; the
@@ -13,8 +16,8 @@ re-learn within seconds).
 
 Crash window: a hard crash (SIGKILL, power loss) loses at most the last ``flush_interval`` of
 changes, so after it a cap may be overshot by the spend settled in that window, a day counter
-may undercount by as much, a just-finished idempotent request may run once more, and a flag
-flipped in that window reverts. ``close()`` on shutdown loses nothing.
+may undercount by as much, and a just-finished idempotent request may run once more (a flag
+flip is already on disk). ``close()`` on shutdown loses nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import orjson
 
 from bastion.errors import StateUnavailable
 from bastion.state._breaker import Breaker
+from bastion.state._flag_file import FlagFile
 from bastion.state._memory_data import Bucket, CapState, Counter, Idem, Reservation
 from bastion.state._snapshot import TABLES, Row, SnapshotFile
 from bastion.state.base import (
@@ -64,6 +68,7 @@ class MemoryCounterStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._file = SnapshotFile(path) if path else None
+        self._flag_file = FlagFile(path) if path else None
         self._flush_interval = flush_interval
         self._sweep_interval = sweep_interval
         self._clock = clock
@@ -212,22 +217,38 @@ class MemoryCounterStore:
     async def set_flag(
         self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
     ) -> None:
+        """Written through to the file at once (not behind): other processes obey it next poll."""
         await self._now()
+        raw = orjson.dumps(dict(meta or {}))  # JSON, as in Redis
+        if self._flag_file is not None:
+            await self._flag_file.write(key, value, raw)
+        self._put_flag(key, value, raw)
+
+    async def get_flags(self, prefix: str = "") -> dict[str, str]:
+        await self._sync_flags()
+        return {k: v for k, v in self._flags.items() if k.startswith(prefix)}
+
+    async def flag_meta(self, key: str) -> dict[str, Any] | None:
+        await self._sync_flags()
+        meta = self._flag_meta.get(key)
+        return None if meta is None else dict(meta)
+
+    async def _sync_flags(self) -> None:
+        """Take the file's flags when another process (CLI, replica) has written to the file."""
+        await self._now()
+        rows = None if self._flag_file is None else await self._flag_file.changed()
+        if rows is not None:
+            self._flags.clear()
+            self._flag_meta.clear()
+            for key, value, raw in rows:
+                self._put_flag(key, value, raw)
+
+    def _put_flag(self, key: str, value: str | None, raw: bytes) -> None:
         if value is None:
             self._flags.pop(key, None)
         else:
             self._flags[key] = value
-        self._flag_meta[key] = orjson.loads(orjson.dumps(dict(meta or {})))  # JSON, as in Redis
-        self._dirty["flags"].add(key)
-
-    async def get_flags(self, prefix: str = "") -> dict[str, str]:
-        await self._now()
-        return {k: v for k, v in self._flags.items() if k.startswith(prefix)}
-
-    async def flag_meta(self, key: str) -> dict[str, Any] | None:
-        await self._now()
-        meta = self._flag_meta.get(key)
-        return None if meta is None else dict(meta)
+        self._flag_meta[key] = orjson.loads(raw)
 
     # -- circuit breakers ----------------------------------------------------------------------
 
@@ -310,6 +331,8 @@ class MemoryCounterStore:
         finally:
             if self._file is not None:
                 await self._file.close()
+            if self._flag_file is not None:
+                await self._flag_file.close()
 
     async def _now(self) -> float:
         """Start on first use (load the file, start the writer), then read the clock."""
@@ -325,6 +348,9 @@ class MemoryCounterStore:
                 return
             if self._file is not None:
                 self._load((await self._file.open(self._clock())).rows)
+            if self._flag_file is not None:  # after the snapshot: it creates the flags table
+                for key, value, raw in await self._flag_file.open():
+                    self._put_flag(key, value, raw)
             self._task = asyncio.create_task(self._run(), name="bastion-state-writer")
             self._started = True
 
@@ -333,10 +359,6 @@ class MemoryCounterStore:
             self._caps[key] = CapState(settled, expires_at)
         for key, value, expires_at in rows["counters"]:
             self._counters[key] = Counter(value, expires_at)
-        for key, value, meta in rows["flags"]:
-            if value is not None:
-                self._flags[key] = value
-            self._flag_meta[key] = orjson.loads(meta)
         for key, fingerprint, done, lock_until, response, expires_at in rows["idem"]:
             self._idem[key] = Idem(fingerprint, bool(done), lock_until, response, expires_at)
 
@@ -397,9 +419,6 @@ class MemoryCounterStore:
         if table == "counters":
             counter = self._counters.get(key)
             return None if counter is None else (key, counter.value, counter.expires_at)
-        if table == "flags":
-            meta = self._flag_meta.get(key)
-            return None if meta is None else (key, self._flags.get(key), orjson.dumps(meta))
         entry = self._idem.get(key)
         if entry is None:
             return None
