@@ -10,7 +10,7 @@ import typer
 
 from .check.cli import check_command
 from .config import Config, load_config
-from .errors import ConfigError
+from .errors import BastionError, ConfigError
 from .evals.cli import eval_app
 
 app = typer.Typer(
@@ -162,40 +162,93 @@ def kill(
     feature: Annotated[str | None, typer.Option(help="only this feature")] = None,
     key: Annotated[str | None, typer.Option(help="only this key id")] = None,
     who: Annotated[str | None, typer.Option(help="recorded as who flipped it")] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="write to a state file no gateway has made yet")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """The kill switch: every replica serves the degraded response within a second."""
-    import getpass
+    """The kill switch: every gateway on the same state serves the degraded response within a second.
 
-    from .reliability.killswitch import PREFIX, set_kill
+    The state is found exactly as ``bastion serve`` finds it (--config / BASTION_CONFIG /
+    BASTION__STATE__URL / ./bastion-state.db), and is printed first, so a switch flipped on
+    another file than the gateway's cannot pass for a working one.
+    """
+    import getpass
+    import socket
+    import time
+
+    from .reliability.killswitch import PREFIX, set_kill, switches_on, unconfigured_note
     from .state import open_state
 
     if action not in ("on", "off", "status"):
         typer.echo("action must be on, off or status", err=True)
         raise typer.Exit(2)
     cfg = _load(config)
+    where, missing = _state_where(cfg.state.url, cfg.state.prefix)
+    typer.echo(f"state: {where}")
+    if where.startswith("memory"):
+        typer.echo(
+            "error: this state lives inside each process, so no running gateway can see this "
+            "switch; use the admin API (POST /admin/kill) or a file or Redis state",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if missing and not create:
+        typer.echo(
+            f"error: no state file at {missing}: no gateway has run on this state. Run this where "
+            "the gateway runs, or pass its config (--config or BASTION_CONFIG); "
+            "--create writes the file anyway",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if feature and feature not in cfg.features and action != "status":
+        typer.echo(f"note: {unconfigured_note(feature)}", err=True)
 
     async def go() -> list[str]:
         st = open_state(cfg.state.url, prefix=cfg.state.prefix)
         try:
             if action != "status":
                 k = await set_kill(
-                    st, action == "on", who=who or getpass.getuser(), feature=feature, key_id=key
+                    st,
+                    action == "on",
+                    who=who or getpass.getuser(),
+                    feature=feature,
+                    key_id=key,
+                    via=f"CLI on {socket.gethostname()}",
                 )
-                return [f"{k.removeprefix(PREFIX)}: {action}"]
-            flags = await st.get_flags(PREFIX)
-            lines = []
-            for k in sorted(flags):
-                meta = await st.flag_meta(k) or {}
-                lines.append(
-                    f"{k.removeprefix(PREFIX)}: on (by {meta.get('who', '?')} at {meta.get('at', '?')})"
-                )
+                poll = cfg.reliability.kill_switch_poll_seconds
+                return [f"{k.removeprefix(PREFIX)}: {action} (gateways obey within {poll:g} s)"]
+            now = time.time()
+            lines = [switch.describe(now) for switch, _ in await switches_on(st)]
             return lines or ["all switches off"]
         finally:
             await st.close()
 
-    for line in _run(go()):
+    try:
+        lines = _run(go())
+    except BastionError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
         typer.echo(line)
+
+
+def _state_where(url: str, prefix: str) -> tuple[str, Path | None]:
+    """The state a URL names, readable and without its password; and the file if it is missing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "memory" or (scheme == "sqlite" and rest in (":memory:", "/:memory:")):
+        return "memory (inside each process)", None
+    if scheme == "sqlite" and rest.startswith("/") and rest[1:].partition("?")[0]:
+        path = Path(rest[1:].partition("?")[0]).resolve()
+        return f"sqlite file {path}", None if path.exists() else path
+    parts = urlsplit(url)
+    if parts.password is not None:
+        netloc = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc[2]}")
+    return f"{urlunsplit(parts)} (key prefix {prefix!r})", None
 
 
 prompts_app = typer.Typer(no_args_is_help=True, help="The prompt registry: versions and labels.")

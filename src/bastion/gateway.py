@@ -170,7 +170,10 @@ class Gateway:
         cfg = self.config
         self.budget = BudgetGuard(cfg, self.state, self.prices, self.router, self.clock)
         self.kill_switch = KillSwitchGuard(
-            self.state, cfg.reliability.kill_switch_poll_seconds, fail_open=cfg.state.fail_open
+            self.state,
+            cfg.reliability.kill_switch_poll_seconds,
+            fail_open=cfg.state.fail_open,
+            features=cfg.features,
         )
         pii_cfg = cfg.safety.pii
         self.scrubber = Scrubber(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from ..auth import key_from_headers
 from ..call import Principal
 from ..errors import BastionError, InvalidRequest, PermissionDenied
 from ..gateway import Gateway
-from ..reliability.killswitch import PREFIX, set_kill
+from ..reliability.killswitch import PREFIX, set_kill, switches_on, unconfigured_note
 
 
 async def admin_principal(gateway: Gateway, headers: dict[str, str]) -> Principal:
@@ -28,10 +29,11 @@ async def admin_principal(gateway: Gateway, headers: dict[str, str]) -> Principa
 
 
 async def kill_status(gateway: Gateway) -> dict[str, Any]:
-    flags = await gateway.state.get_flags(PREFIX)
+    """Each switch that is on, with who turned it on and when (ISO 8601 UTC and how long ago)."""
+    now = time.time()
     out: dict[str, Any] = {}
-    for key in flags:
-        out[key.removeprefix(PREFIX)] = {"on": True, "meta": await gateway.state.flag_meta(key)}
+    for switch, meta in await switches_on(gateway.state):
+        out[switch.name] = {**switch.as_json(now), "meta": meta}
     return {"switches": out}
 
 
@@ -48,9 +50,15 @@ async def kill_toggle(gateway: Gateway, principal: Principal, raw: bytes) -> dic
         if v is not None and not isinstance(v, str):
             raise InvalidRequest(f"{name}: must be a string", param=name)
     who = str(body.get("who") or principal.name)
-    key = await set_kill(gateway.state, body["on"], who=who, feature=feature, key_id=key_id)
+    via = f"admin API (key {principal.key_id})"
+    key = await set_kill(
+        gateway.state, body["on"], who=who, feature=feature, key_id=key_id, via=via
+    )
     gateway.kill_switch.invalidate()
-    return {"switch": key.removeprefix(PREFIX), "on": body["on"], "who": who}
+    out: dict[str, Any] = {"switch": key.removeprefix(PREFIX), "on": body["on"], "who": who}
+    if feature and feature not in gateway.config.features:
+        out["note"] = unconfigured_note(feature)
+    return out
 
 
 __all__ = ["BastionError", "admin_principal", "kill_status", "kill_toggle"]
