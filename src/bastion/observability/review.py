@@ -3,7 +3,11 @@
 The sample is a hash of the request id against the feature's rate, so every replica (and a
 replay of the same request) makes the same decision without coordination. Text is scrubbed
 by the injected scrubber when an item enters the queue and again when it leaves as an eval
-case, so a scrubber fixed after the fact still protects the eval set.
+case, so a scrubber fixed after the fact still protects the eval set. Scrubbing covers every
+field, not just the conversation: a feature name, model, prompt version or trace id is
+client-influenced and can carry an email as easily as a prompt can. The request id alone is
+kept as written inside the queue (it is the key reviewers look items up by) and is scrubbed
+like the rest on export, where it is only a label.
 
 The queue lives in memory for now, behind an async interface the record store can implement.
 """
@@ -30,6 +34,7 @@ __all__ = [
     "ReviewQueue",
     "ReviewSampler",
     "Verdict",
+    "scrub_all",
 ]
 
 log = logging.getLogger("bastion.review")
@@ -153,6 +158,17 @@ class ReviewQueue(Protocol):
         ...
 
 
+def scrub_all(value: Any, scrub: Scrub) -> Any:
+    """Every string inside ``value`` through ``scrub``, so no field leaves unscrubbed by omission."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {k: scrub_all(v, scrub) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_all(v, scrub) for v in value]
+    return value
+
+
 class InMemoryReviewQueue:
     """A bounded in-process queue; when full, the oldest item makes room."""
 
@@ -204,15 +220,14 @@ class InMemoryReviewQueue:
         item = self._items.get(request_id)
         if item is None:
             raise NotFound(f"no review item for request {request_id!r}")
-        s = self._scrub
-        return {
+        case = {
             "id": item.request_id,
-            "input": s(item.input_text),
+            "input": item.input_text,
             # a good answer is the expected one; a bad one is kept as what must not be produced
-            "expected": s(item.output_text) if item.status == "good" else None,
-            "rejected": s(item.output_text) if item.status == "bad" else None,
+            "expected": item.output_text if item.status == "good" else None,
+            "rejected": item.output_text if item.status == "bad" else None,
             "label": item.status,
-            "note": s(item.note),
+            "note": item.note,
             "metadata": {
                 "feature": item.feature,
                 "model": item.model,
@@ -221,6 +236,9 @@ class InMemoryReviewQueue:
                 "trace_id": item.trace_id,
             },
         }
+        # the whole case, identifiers included: a field added above is scrubbed without a thought
+        scrubbed: dict[str, Any] = scrub_all(case, self._scrub)
+        return scrubbed
 
 
 class ReviewGuard:
@@ -246,14 +264,15 @@ class ReviewGuard:
         return s if len(s) <= self._max else s[: self._max] + "…"
 
     def item_for(self, call: Call, reasons: tuple[str, ...]) -> ReviewItem:
+        s = self._scrub
         return ReviewItem(
-            request_id=call.request_id,
-            trace_id=call.trace_id,
+            request_id=call.request_id,  # the key reviewers look items up by; scrubbed on export
+            trace_id=s(call.trace_id),
             ts=call.wall_started,
-            feature=call.feature,
-            model=call.served_model or call.requested_model,
-            prompt_version=call.prompt_version,
-            reasons=reasons,
+            feature=None if call.feature is None else s(call.feature),
+            model=s(call.served_model or call.requested_model),
+            prompt_version=None if call.prompt_version is None else s(call.prompt_version),
+            reasons=tuple(s(r) for r in reasons),
             input_text=self._text(prompt_text(call.body)),
             output_text=self._text("".join(call.output_text)),
         )
