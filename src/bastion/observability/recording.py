@@ -93,6 +93,7 @@ class RecordGuard:
             retried=len(call.attempts) > len({a.deployment for a in call.attempts}),
             flags=dict(call.flags),
             stages=dict(call.stages),
+            client_request_id=call.client_request_id,
         )
         ledger = None
         if call.cost_usd > 0 or u.input_tokens or u.output_tokens:
