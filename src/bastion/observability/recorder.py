@@ -45,6 +45,7 @@ log = logging.getLogger("bastion.recorder")
 
 _OPTS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 _REASON_MAX: Final = 500
+_LOG_ID_MAX: Final = 80
 _CALL_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(CallRecord))
 _LEDGER_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(LedgerEntry))
 
@@ -75,8 +76,10 @@ class _Entry:
 
     @property
     def request_id(self) -> str:
+        """The id for a log line: quoted and short, so no value can forge or flood a line."""
         rec = self.call or self.ledger
-        return rec.request_id if rec is not None else "?"
+        rid = rec.request_id if rec is not None else "?"
+        return repr(rid if len(rid) <= _LOG_ID_MAX else rid[:_LOG_ID_MAX] + "…")
 
 
 class _Undecodable(ValueError):
@@ -111,7 +114,9 @@ def _decode(line: bytes) -> _Entry:
 
 
 def _reason(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    """The store's error as one printable line (it may quote the hostile value itself)."""
+    text = f"{type(exc).__name__}: {exc}"[: _REASON_MAX * 2]
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     return text if len(text) <= _REASON_MAX else text[:_REASON_MAX] + "…"
 
 
