@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -324,6 +325,11 @@ def test_kill_switch_toggle_stops_and_restores_calls(seeded: Seeded, page: Any) 
         assert time.monotonic() - clicked < 1.0
         page.wait_for_selector('#kill-state[data-on="true"]')
         assert "AI OFF" in page.inner_text("#kill-state")
+        # who turned it off, through what, and when: UTC as the CLI prints it, and how long ago
+        assert re.search(
+            r"killed by \S+ via admin API \(key \S+\) at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+ s ago\)",
+            page.inner_text("#kill-state"),
+        ), page.inner_text("#kill-state")
 
         toggle.click()
         page.wait_for_selector('#kill-state[data-on="false"]')

@@ -296,9 +296,8 @@
     clear(state, $("kill-others"));
     state.dataset.on = global ? "true" : "false";
     if (global) {
-      const m = global.meta || {};
       state.append(el("span", { class: "badge off" }, "AI OFF"),
-        el("span", { class: "muted" }, ` killed by ${m.who || "?"}${m.at ? " at " + hms(m.at) : ""}`));
+        el("span", { class: "muted", "data-kill-who": "global" }, " " + killedBy(global)));
     } else {
       state.append(el("span", { class: "badge on" }, "AI ON"), el("span", { class: "muted" }, " serving traffic"));
     }
@@ -312,8 +311,17 @@
       const off = el("button", { type: "button", class: "small" }, "turn off");
       off.addEventListener("click", () => toggleKill(false, { [kind === "key" ? "key_id" : "feature"]: target }));
       $("kill-others").append(el("li", { "data-switch": name },
-        el("span", { class: "badge off" }, name), ` by ${(info.meta || {}).who || "?"} `, off));
+        el("span", { class: "badge off" }, name), " " + killedBy(info) + " ", off));
     }
+  }
+
+  // who turned a switch on and when: UTC as the CLI prints it, and how long traffic has been off
+  function killedBy(info) {
+    const m = info.meta || {};
+    const who = info.who || m.who || "?";
+    const via = info.via ? ` via ${info.via}` : "";
+    const when = info.at_iso ? ` at ${info.at_iso} (${info.since})` : "";
+    return `killed by ${who}${via}${when}`;
   }
 
   async function toggleKill(on, scope) {
