@@ -40,11 +40,30 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
+    """The HTTP server, including the limits that hold against a hostile client.
+
+    Request headers are bounded in size, count and time (431, 408), the body in size and time
+    (413, 408), and each write to a client in time (a client that stops reading is cut, and its
+    upstream connection released, by the call's deadline at the latest). Open streams are
+    limited per key and per user in each process (429): keep ``max_concurrent_streams_per_key``
+    below every provider's ``max_connections`` so that one key cannot hold a provider's whole
+    pool. Keys this process resolved keep working for ``key_stale_seconds`` while the record
+    store is down; keys it never saw fail closed.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     admin_key_env: str = "BASTION_ADMIN_KEY"
     key_cache_seconds: float = Field(2.0, ge=0)
+    key_stale_seconds: float = Field(300.0, ge=0)  # 0: no stale answers during a store outage
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # request line plus all header lines
+    max_header_count: int = Field(100, ge=8)
+    header_timeout_seconds: float = Field(10.0, gt=0)  # from the first byte to the end of headers
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    send_timeout_seconds: float = Field(30.0, gt=0)  # one write to a client that stopped reading
+    max_concurrent_streams_per_key: int | None = Field(64, ge=1)  # None: no limit
+    max_concurrent_streams_per_user: int | None = Field(16, ge=1)
 
 
 class StoreConfig(_Strict):
@@ -276,7 +295,9 @@ class ObservabilityConfig(_Strict):
         0.05, ge=0, le=1
     )  # share of answers scored online (plus every flagged one)
     quality_rates: dict[str, float] = Field(default_factory=dict)
-    metrics_require_admin: bool = False
+    # /metrics shows spend per feature and model: only to the admin key unless turned off
+    # (Prometheus: `authorization: {credentials: <admin key>}` in the scrape config)
+    metrics_require_admin: bool = True
 
 
 class PiiConfig(_Strict):

@@ -3,6 +3,8 @@
     BastionError                      500  api_error / server_error
     ├── InvalidRequest                400  invalid_request_error
     │   ├── BodyTooLarge              413  request_too_large
+    │   ├── HeadersTooLarge           431  invalid_request_error     (header bytes or count)
+    │   ├── RequestTimeout            408  invalid_request_error     (headers or body too slow)
     │   └── InputTooLarge             400  invalid_request_error (token caps)
     ├── AuthenticationFailed          401  authentication_error
     ├── PermissionDenied              403  permission_error
@@ -10,7 +12,8 @@
     ├── Conflict                      409  conflict
     ├── UnprocessableRequest          422  invalid_request_error
     ├── RateLimited                   429  rate_limit_error          (Retry-After)
-    │   └── BudgetExceeded            429  budget_exceeded           (Retry-After: next day boundary)
+    │   ├── BudgetExceeded            429  budget_exceeded           (Retry-After: next day boundary)
+    │   └── TooManyStreams            429  concurrency_limit_exceeded (open streams per key/user)
     ├── OutputBlocked                 422  output_blocked            (an output guard withheld it)
     ├── AIUnavailable                 503  ai_unavailable            (degraded response)
     ├── ConfigError                   --   raised at start-up only, never served
@@ -38,13 +41,16 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "Conflict",
+    "HeadersTooLarge",
     "InputTooLarge",
     "InvalidRequest",
     "NotFound",
     "OutputBlocked",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "StateUnavailable",
+    "TooManyStreams",
     "UnprocessableRequest",
     "UpstreamConnectError",
     "UpstreamError",
@@ -111,6 +117,20 @@ class BodyTooLarge(InvalidRequest):
     openai_code = "request_too_large"
 
 
+class HeadersTooLarge(InvalidRequest):
+    """Request headers over the server's size or count limit: refused before any work."""
+
+    status = 431
+    openai_code = "request_header_fields_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client sent its headers or body too slowly: a stalled connection holds nothing."""
+
+    status = 408
+    openai_code = "request_timeout"
+
+
 class InputTooLarge(InvalidRequest):
     openai_code = "context_length_exceeded"
 
@@ -174,6 +194,12 @@ class RateLimited(BastionError):
 
 class BudgetExceeded(RateLimited):
     openai_code = "budget_exceeded"
+
+
+class TooManyStreams(RateLimited):
+    """Too many open streams for one key or user in this process: one caller cannot hold them all."""
+
+    openai_code = "concurrency_limit_exceeded"
 
 
 class AIUnavailable(BastionError):

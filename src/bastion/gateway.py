@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -297,13 +297,20 @@ class Gateway:
         headers: Mapping[str, str],
         *,
         principal: Principal | None = None,
+        admit: Callable[[dict[str, Any], Principal], None] | None = None,
     ) -> Reply:
-        """Authenticate, parse, guard, route and run one call; raise ``BastionError`` to refuse."""
+        """Authenticate, parse, guard, route and run one call; raise ``BastionError`` to refuse.
+
+        ``admit`` sees the valid body before anything else runs and may refuse the call (the
+        server's in-process limits on open streams hook in here, before any upstream request).
+        """
         received = time.monotonic()
         if principal is None:
             principal = await self.keys.resolve(key_from_headers(headers))
         body = parse_body(raw)
         validate(fmt, body)
+        if admit is not None:
+            admit(body, principal)
         client_model = self._route_feature(
             body, principal.feature or headers.get("x-bastion-feature")
         )

@@ -7,6 +7,7 @@ fields are passed through untouched so new provider features keep working.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,18 @@ from .providers.base import Format
 
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a request may use.
+
+Far beyond any real request (a tool's JSON schema nests a few levels), and far below what
+breaks the code after parsing: orjson serializes at most 255 levels, recursive walks hit
+Python's recursion limit.
+"""
+
+MAX_MODEL_CHARS = 256
+# a model name is echoed in response headers (the deployment) and upstream URLs: visible ASCII only
+_MODEL_RE = re.compile(r"[\x21-\x7e]+")
 
 
 def _bad(field: str, why: str) -> InvalidRequest:
@@ -77,13 +90,36 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and too_deep(body, MAX_DEPTH):
+        raise InvalidRequest(f"request body nests deeper than {MAX_DEPTH} levels")
     return body
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (iterative: no recursion limit).
+
+    Only containers are visited, so a real request costs a few hundred steps; the byte count in
+    ``parse_body`` skips the walk entirely for bodies with too few brackets to be that deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        kids = node.values() if isinstance(node, dict) else node
+        stack.extend((k, depth + 1) for k in kids if isinstance(k, dict | list))
+    return False
 
 
 def _common(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "is required and must be a non-empty string")
+    if len(model) > MAX_MODEL_CHARS or not _MODEL_RE.fullmatch(model):
+        raise _bad(
+            "model",
+            f"must be at most {MAX_MODEL_CHARS} visible ASCII characters (no spaces or controls)",
+        )
     msgs = body.get("messages")
     templated = isinstance(body.get("bastion"), dict)  # a server-side template writes the turn
     if templated and msgs is None:

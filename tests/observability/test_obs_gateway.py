@@ -100,7 +100,7 @@ def test_metrics_endpoint_has_low_cardinality_series(gateway_proc: RunningGatewa
     oc.chat.completions.create(
         model="gpt-4.1", messages=[{"role": "user", "content": "m"}], user="someone-secret-id"
     )
-    text = httpx.get(gateway_proc.url + "/metrics").text
+    text = httpx.get(gateway_proc.url + "/metrics", headers={"x-api-key": gateway_proc.key}).text
     for name in (
         "bastion_requests_total",
         "bastion_request_duration_seconds_bucket",

@@ -2,17 +2,43 @@
 
 aiohttp over httpx because it spends less CPU per request and per stream chunk
 on the hot path (see bench/); either fits behind ``Transport``.
+
+Errors say what failed, never where: aiohttp's messages carry the upstream host and
+port (its ``ConnectionKey``), and an error's message can reach a client. The
+details go to the server log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
 from ..errors import UpstreamConnectError, UpstreamTimeout
 from .base import UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger("bastion.providers.http")
+
+_WHAT: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ClientConnectorCertificateError, "TLS certificate rejected"),
+    (aiohttp.ClientSSLError, "TLS handshake failed"),
+    (aiohttp.ClientConnectorDNSError, "name resolution failed"),
+    (aiohttp.ClientConnectorError, "connection refused or unreachable"),
+    (aiohttp.ServerDisconnectedError, "the provider closed the connection"),
+    (aiohttp.ClientPayloadError, "the response body was cut"),
+    (ConnectionResetError, "connection reset"),
+)
+
+
+def _what(exc: BaseException, stage: str) -> str:
+    """A client-safe description of a transport failure: no address, no library repr."""
+    log.warning("upstream %s failed: %r", stage, exc)
+    for cls, text in _WHAT:
+        if isinstance(exc, cls):
+            return f"upstream provider {stage} failed: {text}"
+    return f"upstream provider {stage} failed ({type(exc).__name__})"
 
 
 class _AiohttpResponse:
@@ -27,7 +53,7 @@ class _AiohttpResponse:
         try:
             return await self._resp.read()
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamConnectError(f"upstream body failed: {exc!r}") from exc
+            raise UpstreamConnectError(_what(exc, "response body")) from exc
         finally:
             self._resp.release()
 
@@ -36,7 +62,7 @@ class _AiohttpResponse:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamConnectError(f"upstream stream broke: {exc!r}") from exc
+            raise UpstreamConnectError(_what(exc, "stream")) from exc
 
     async def aclose(self) -> None:
         self._resp.close()
@@ -77,7 +103,7 @@ class HttpTransport:
                 f"no response headers from upstream within {timeout:.3g}s"
             ) from exc
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
-            raise UpstreamConnectError(f"cannot reach upstream: {exc!r}") from exc
+            raise UpstreamConnectError(_what(exc, "connection")) from exc
         return _AiohttpResponse(resp)
 
     async def aclose(self) -> None:

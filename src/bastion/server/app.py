@@ -1,8 +1,15 @@
-"""The ASGI application: routes, body limits, and errors in the caller's own API format.
+"""The ASGI application: routes, request limits, and errors in the caller's own API format.
 
 Plain ASGI instead of a framework on the LLM routes: they are the hot path and
 need exact control over when response headers go out (only once the first
 upstream output is in, so failover can still happen) and over streaming.
+
+Against a hostile client: the key is checked before the body is read (a bogus key
+costs no memory), the body is read within a time limit, every write to the client
+is bounded by the call's deadline (a client that stops reading is cut and its
+upstream connection released), open streams are limited per key and per user, and
+no header value goes out that the client could have shaped. Error bodies name the
+failing component, never its address; the details go to the server log.
 """
 
 from __future__ import annotations
@@ -10,16 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
 
+from ..auth import key_from_headers
+from ..call import Principal
 from ..engine import Reply, render_error
-from ..errors import BastionError, BodyTooLarge, NotFound
+from ..errors import (
+    BastionError,
+    BodyTooLarge,
+    HeadersTooLarge,
+    NotFound,
+    RequestTimeout,
+    StateUnavailable,
+    UpstreamError,
+)
 from ..gateway import Gateway
 from ..providers.base import Format
+from ..reliability.concurrency import StreamLease, StreamLimits
+from ..schema import end_user
+from .protocol import refusal_format
 
 log = logging.getLogger("bastion.server")
 
@@ -34,6 +55,11 @@ STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON = [(b"content-type", b"application/json")]
+CLOSE = {"connection": "close"}
+
+_TAIL_S = 1.0  # a stream's last writes (final event, end) may run this far past the deadline
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -45,18 +71,58 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Response headers as bytes; any value outside visible ASCII is dropped, never sent.
+
+    Values normally come from config or are minted here; this is the last line against one
+    built from a client string (a CR/LF would split the response, a non-Latin-1 character
+    would fail the write after the call was already paid for).
+    """
+    out = []
+    for k, v in headers.items():
+        if k == "content-type":
+            continue
+        if _HEADER_NAME.fullmatch(k) is None or _HEADER_VALUE.fullmatch(v) is None:
+            log.warning("dropped response header %r: not a plain ASCII value", k[:64])
+            continue
+        out.append((k.encode("ascii"), v.encode("ascii")))
+    return out
+
+
 async def _send_json(
-    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 30.0,
 ) -> None:
-    hs = list(JSON)
-    if headers:
-        hs.extend(
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in headers.items()
-            if k != "content-type"
-        )
-    await send({"type": "http.response.start", "status": status, "headers": hs})
-    await send({"type": "http.response.body", "body": body})
+    hs = JSON + _header_list(headers or {})
+    try:
+        async with asyncio.timeout(timeout):
+            await send({"type": "http.response.start", "status": status, "headers": hs})
+            await send({"type": "http.response.body", "body": body})
+    except TimeoutError:
+        await _abort(send)
+
+
+async def _abort(send: Send) -> None:
+    """Drop the connection of a client that stopped reading (closing would wait to flush).
+
+    Under uvicorn the transport is reached through the ``send`` callable; under another
+    server, returning with the response incomplete makes the server close it.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
+        await asyncio.sleep(0)  # let the server see the connection gone before we return
+
+
+def _log_refusal(exc: BaseException, path: str) -> None:
+    """What the client is not told (addresses, the underlying error) goes to the server log."""
+    if isinstance(exc, StateUnavailable | UpstreamError) and exc.__cause__ is not None:
+        log.warning("%s on %s: %s (%r)", type(exc).__name__, path, exc, exc.__cause__)
 
 
 class BastionApp:
@@ -64,7 +130,17 @@ class BastionApp:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._max_body = gateway.config.server.max_body_bytes
+        srv = gateway.config.server
+        self._max_body = srv.max_body_bytes
+        self._max_header_bytes = srv.max_header_bytes
+        self._max_header_count = srv.max_header_count
+        self._body_timeout = srv.body_timeout_seconds
+        self._send_timeout = srv.send_timeout_seconds
+        gateway.keys.stale = srv.key_stale_seconds  # the server's policy for store outages
+        self.streams = StreamLimits(
+            per_key=srv.max_concurrent_streams_per_key,
+            per_user=srv.max_concurrent_streams_per_user,
+        )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/messages"): self._anthropic,
             ("POST", "/v1/chat/completions"): self._openai,
@@ -88,13 +164,34 @@ class BastionApp:
         path = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
+        if not self._headers_fit(scope):
+            # the server protocol refuses these first; this holds under any ASGI server
+            big = HeadersTooLarge(
+                f"request headers exceed the limit of {self._max_header_bytes} bytes "
+                f"or {self._max_header_count} lines"
+            )
+            await self._error(send, big, refusal_format(path), close=True)
+            return
         handler = self._routes.get((scope["method"], path))
         if handler is None:
-            fmt = Format.ANTHROPIC if path.startswith("/v1/messages") else Format.OPENAI
-            err = NotFound(f"no route for {scope['method']} {path}")
-            await _send_json(send, 404, err.render(fmt.value))
+            err = NotFound(f"no route for {scope['method']} {path[:200]}")
+            await self._error(send, err, refusal_format(path))
             return
         await handler(scope, receive, send)
+
+    def _headers_fit(self, scope: Scope) -> bool:
+        hs = scope["headers"]
+        if len(hs) > self._max_header_count:
+            return False
+        return sum(len(k) + len(v) for k, v in hs) <= self._max_header_bytes
+
+    async def _error(
+        self, send: Send, exc: BaseException, fmt: Format, *, close: bool = False
+    ) -> None:
+        status, hs, body = render_error(exc, fmt)
+        await _send_json(
+            send, status, body, {**hs, **CLOSE} if close else hs, timeout=self._send_timeout
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -117,18 +214,26 @@ class BastionApp:
             raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise ConnectionAbortedError("client disconnected while sending the body")
-            chunk = msg.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self._max_body:
-                    raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
-                chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        raise ConnectionAbortedError("client disconnected while sending the body")
+                    chunk = msg.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > self._max_body:
+                            raise BodyTooLarge(
+                                f"request body exceeds the limit of {self._max_body} bytes"
+                            )
+                        chunks.append(chunk)
+                    if not msg.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body not received within {self._body_timeout:g} seconds"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _anthropic(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,54 +244,98 @@ class BastionApp:
 
     async def _llm(self, fmt: Format, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
+        lease: StreamLease | None = None
+
+        def admit(body: dict[str, Any], principal: Principal) -> None:
+            nonlocal lease
+            if body.get("stream") is True:
+                user = principal.user or headers.get("x-bastion-user") or end_user(fmt, body)
+                # scoped to the key: a claimed user id can only ever crowd its own key
+                subject = f"{principal.key_id}/{user}" if user else None
+                lease = self.streams.acquire(principal.key_id, subject)
+
         try:
+            # the key first: a caller without one costs a header lookup, not a body in memory
+            principal = await self.gateway.keys.resolve(key_from_headers(headers))
             raw = await self._read_body(scope, receive, headers)
-            reply = await self.gateway.handle(fmt, raw, headers)
+            reply = await self.gateway.handle(fmt, raw, headers, principal=principal, admit=admit)
         except ConnectionAbortedError:
-            return
-        except BastionError as exc:
-            status, hs, body = render_error(exc, fmt)
-            await _send_json(send, status, body, hs)
+            if lease is not None:
+                lease.release()
             return
         except Exception as exc:
-            log.exception("unhandled error on %s", scope["path"])
-            status, hs, body = render_error(exc, fmt)
-            await _send_json(send, status, body, hs)
+            if lease is not None:
+                lease.release()
+            if not isinstance(exc, BastionError):
+                log.exception("unhandled error on %s", scope["path"])
+            _log_refusal(exc, scope["path"])
+            # a body left unread (too large, too slow) is not worth the connection
+            await self._error(send, exc, fmt, close=isinstance(exc, BodyTooLarge | RequestTimeout))
             return
-        await self._send_reply(reply, send, receive)
+        if reply.stream is None and lease is not None:
+            lease.release()  # answered without a stream after all (an idempotent replay, say)
+            lease = None
+        try:
+            await self._send_reply(reply, send, receive)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _write_timeout(self, reply: Reply) -> float:
+        """How long one write may wait on the client: within the call's deadline, and never long."""
+        if reply.call is None or not reply.call.deadline:
+            return self._send_timeout
+        return min(self._send_timeout, max(reply.call.remaining(), _TAIL_S))
 
     async def _send_reply(self, reply: Reply, send: Send, receive: Receive) -> None:
-        extra = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in reply.headers.items()
-            if k != "content-type"
-        ]
+        extra = _header_list(reply.headers)
         if reply.stream is None:
-            await send(
-                {"type": "http.response.start", "status": reply.status, "headers": JSON + extra}
-            )
-            await send({"type": "http.response.body", "body": reply.body or b""})
+            try:
+                async with asyncio.timeout(self._write_timeout(reply)):
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": reply.status,
+                            "headers": JSON + extra,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": reply.body or b""})
+            except TimeoutError:
+                await _abort(send)
             return
         stream = reply.stream
+        stalled = False
+
+        async def write(msg: Message) -> None:
+            async with asyncio.timeout(self._write_timeout(reply)):
+                await send(msg)
 
         async def pump() -> None:
+            nonlocal stalled
             try:
-                await send(
+                # start the stream before anything can fail: only a started generator runs its
+                # cleanup on close (closing the upstream response, settling the budget)
+                first = await anext(stream, None)
+                await write(
                     {
                         "type": "http.response.start",
                         "status": reply.status,
                         "headers": STREAM_HEADERS + extra,
                     }
                 )
-                async for chunk in stream:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+                if first is not None:
+                    await write({"type": "http.response.body", "body": first, "more_body": True})
+                    async for chunk in stream:
+                        await write(
+                            {"type": "http.response.body", "body": chunk, "more_body": True}
+                        )
+                await write({"type": "http.response.body", "body": b""})
+            except TimeoutError:
+                stalled = True  # the client stopped reading: cut it, release the upstream
             except OSError:
                 pass  # client went away mid-send
             finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await _aclose(stream)
 
         # A server may not raise on send after the client left, so watch for the disconnect:
         # it cancels the relay at once, closing the upstream and settling the budget.
@@ -201,18 +350,19 @@ class BastionApp:
             for t in (watcher, sender):
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+        if stalled:
+            log.warning("cut a client that stopped reading its stream")
+            await _abort(send)
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         anthropic = "anthropic-version" in headers
         fmt = Format.ANTHROPIC if anthropic else Format.OPENAI
         try:
-            from ..auth import key_from_headers
-
             await self.gateway.keys.resolve(key_from_headers(headers))
         except BastionError as exc:
-            status, hs, body = render_error(exc, fmt)
-            await _send_json(send, status, body, hs)
+            _log_refusal(exc, scope["path"])
+            await self._error(send, exc, fmt)
             return
         names = self.gateway.router.aliases()
         if anthropic:
@@ -233,15 +383,15 @@ class BastionApp:
                     {"id": n, "object": "model", "created": 0, "owned_by": "bastion"} for n in names
                 ],
             }
-        await _send_json(send, 200, orjson.dumps(payload))
+        await _send_json(send, 200, orjson.dumps(payload), timeout=self._send_timeout)
 
     async def _admin_kill(self, scope: Scope, receive: Receive, send: Send) -> None:
         from .admin import admin_principal, kill_status, kill_toggle
 
         headers = _headers(scope)
         try:
+            principal = await admin_principal(self.gateway, headers)  # before reading any body
             raw = await self._read_body(scope, receive, headers)
-            principal = await admin_principal(self.gateway, headers)
             if scope["method"] == "POST":
                 result = await kill_toggle(self.gateway, principal, raw)
             else:
@@ -249,13 +399,13 @@ class BastionApp:
         except ConnectionAbortedError:
             return
         except BastionError as exc:
-            status, hs, body = render_error(exc, Format.OPENAI)
-            await _send_json(send, status, body, hs)
+            _log_refusal(exc, scope["path"])
+            await self._error(send, exc, Format.OPENAI, close=isinstance(exc, BodyTooLarge))
             return
-        await _send_json(send, 200, orjson.dumps(result))
+        await _send_json(send, 200, orjson.dumps(result), timeout=self._send_timeout)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Prometheus scrape; optionally behind the admin key (spend is sensitive)."""
+        """Prometheus scrape, behind the admin key unless configured open (spend is sensitive)."""
         from ..observability.metrics import render_metrics
 
         headers = _headers(scope)
@@ -265,22 +415,25 @@ class BastionApp:
             try:
                 await admin_principal(self.gateway, headers)
             except BastionError as exc:
-                status, hs, body = render_error(exc, Format.OPENAI)
-                await _send_json(send, status, body, hs)
+                _log_refusal(exc, scope["path"])
+                await self._error(send, exc, Format.OPENAI)
                 return
         await self.gateway.metrics.refresh()
         body, ctype = render_metrics(self.gateway.metrics, headers.get("accept"))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", ctype.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", ctype.encode())],
+        }
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+        except TimeoutError:
+            await _abort(send)
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _send_json(send, 200, b'{"status":"ok"}')
+        await _send_json(send, 200, b'{"status":"ok"}', timeout=self._send_timeout)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         checks: dict[str, Any] = {}
@@ -291,7 +444,9 @@ class BastionApp:
             checks["store"] = {"ok": True, "ms": round((time.monotonic() - t0) * 1000, 2)}
         except Exception as exc:
             ok = False
-            checks["store"] = {"ok": False, "error": str(exc)}
+            # the error names the store's address: it goes to the log, the probe gets the verdict
+            log.warning("readiness: record store unreachable: %s (%r)", exc, exc.__cause__)
+            checks["store"] = {"ok": False, "error": "the record store is unreachable"}
         providers = {}
         for name, ep in self.gateway.endpoints.items():
             configured = ep.kind == "sim" or bool(ep.api_key) or ep.kind == "openai-compatible"
@@ -299,7 +454,13 @@ class BastionApp:
             ok = ok and configured
         checks["providers"] = providers
         body = orjson.dumps({"status": "ready" if ok else "not_ready", "checks": checks})
-        await _send_json(send, 200 if ok else 503, body)
+        await _send_json(send, 200 if ok else 503, body, timeout=self._send_timeout)
+
+
+async def _aclose(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def create_app(gateway: Gateway) -> BastionApp:

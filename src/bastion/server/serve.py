@@ -14,6 +14,7 @@ from ..gateway import Gateway
 from ..safety.pii import Scrubber
 from ..safety.pii.guard import PiiLogFilter
 from .app import create_app
+from .protocol import HeaderLimits, limited_protocol
 
 BANNER = """\
 Bastion is listening on {url}
@@ -46,6 +47,20 @@ def install_log_scrubbing(scrubber: Scrubber) -> None:
             handler.addFilter(log_filter)
 
 
+def pool_warnings(cfg: Config) -> list[str]:
+    """Providers whose connection pool one key's streams could fill on their own."""
+    per_key = cfg.server.max_concurrent_streams_per_key
+    return [
+        f"provider {name!r}: max_connections {p.max_connections} <= "
+        f"server.max_concurrent_streams_per_key {per_key if per_key is not None else '(none)'}; "
+        "one key's open streams can hold every connection to it"
+        for name, p in cfg.providers.items()
+        if p.kind != "sim"
+        and not p.resolved_base_url().startswith("sim://")  # in-process: no pool
+        and (per_key is None or per_key >= p.max_connections)
+    ]
+
+
 async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
     gateway = Gateway(cfg)
     await gateway.start()
@@ -57,13 +72,22 @@ async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
         key = secret
         key_line = f"  a first key was created (shown once, stored hashed): {secret}"
     app = create_app(gateway)
+    for w in pool_warnings(cfg):
+        typer.echo(f"warning: {w}", err=True)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
             loop="none",
-            http="httptools",
+            # httptools, plus limits on header size, count and time that uvicorn lacks
+            http=limited_protocol(
+                HeaderLimits(
+                    max_bytes=cfg.server.max_header_bytes,
+                    max_count=cfg.server.max_header_count,
+                    timeout=cfg.server.header_timeout_seconds,
+                )
+            ),
             lifespan="on",
             access_log=False,
             log_level="warning",

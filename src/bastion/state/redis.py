@@ -125,7 +125,7 @@ class RedisCounterStore:
         try:
             return await script(keys=keys, args=args)
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
 
     def _where(self) -> str:
         """The URL without credentials, for error messages."""
@@ -210,7 +210,7 @@ class RedisCounterStore:
         try:
             value = await self._redis.get(f"{self._p}:{{ctr:{key}}}")
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
         return 0.0 if value is None else float(value)
 
     # -- flags ---------------------------------------------------------------------------------
@@ -228,13 +228,13 @@ class RedisCounterStore:
                 pipe.hset(metas, key, orjson.dumps(dict(meta or {})))
                 await pipe.execute()
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
 
     async def get_flags(self, prefix: str = "") -> dict[str, str]:
         try:
             raw = await self._redis.hgetall(f"{self._p}:{{flags}}:v")
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
         flags = {_text(k): _text(v) for k, v in raw.items()}
         return {k: v for k, v in flags.items() if k.startswith(prefix)}
 
@@ -242,7 +242,7 @@ class RedisCounterStore:
         try:
             raw = await self._redis.hget(f"{self._p}:{{flags}}:m", key)
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
         if raw is None:
             return None
         meta: dict[str, Any] = orjson.loads(raw)
@@ -305,7 +305,7 @@ class RedisCounterStore:
         try:
             await self._redis.ping()
         except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"counter store {self._where()} unavailable: {exc}") from exc
+            raise StateUnavailable("the counter store is unreachable") from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -192,8 +192,8 @@ class PostgresStore:
     # -- connection ------------------------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> StateUnavailable:
-        detail = str(exc) or type(exc).__name__
-        return StateUnavailable(f"record store {redact_url(self._url)} unavailable: {detail}")
+        # no URL, no driver message (it names host and port): clients see this; the cause has them
+        return StateUnavailable("the record store is unreachable")
 
     async def _get_pool(self) -> Any:
         """Create the pool on first use so ``open_store`` stays synchronous; retry on failure."""
@@ -201,7 +201,7 @@ class PostgresStore:
             return self._pool
         async with self._pool_lock:
             if self._closed:
-                raise StateUnavailable(f"record store {redact_url(self._url)} is closed")
+                raise StateUnavailable("the record store is closed")
             if self._pool is None:
                 try:
                     self._pool = await asyncpg.create_pool(
@@ -221,7 +221,7 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Any]:
         """Borrow a pooled connection and turn outages into ``StateUnavailable``."""
         if self._closed:
-            raise StateUnavailable(f"record store {redact_url(self._url)} is closed")
+            raise StateUnavailable("the record store is closed")
         pool = await self._get_pool()
         try:
             async with pool.acquire(timeout=self._connect_timeout) as conn:

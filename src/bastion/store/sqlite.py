@@ -128,7 +128,7 @@ class SQLiteStore:
     # -- connection ------------------------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> StateUnavailable:
-        return StateUnavailable(f"record store sqlite:{self._path} unavailable: {exc}")
+        return StateUnavailable("the record store is unreachable")  # the cause has the path
 
     async def _open(self) -> aiosqlite.Connection:
         """Connect lazily so ``open_store`` stays synchronous and cheap."""
@@ -150,7 +150,7 @@ class SQLiteStore:
         """Hold the connection alone, and turn outages into ``StateUnavailable``."""
         async with self._lock:
             if self._closed:
-                raise StateUnavailable(f"record store sqlite:{self._path} is closed")
+                raise StateUnavailable("the record store is closed")
             try:
                 if self._conn is None:
                     self._conn = await self._open()
