@@ -19,7 +19,13 @@ from ..config import Config
 from ..errors import InvalidRequest, NotFound, OutputBlocked
 from ..store import PromptVersion, RecordStore
 from .prompting import InjectionPolicy, LeakWatcher, Template, TemplateRegistry
-from .prompting.guards import InjectionGuard, LeakGuard, LeakPolicy, ScopeRequestGuard
+from .prompting.guards import (
+    InjectionGuard,
+    LeakGuard,
+    LeakPolicy,
+    ScopeRequestGuard,
+    require_selectable,
+)
 from .prompting.scope import ScopeGuard
 from .sql_guard import SqlToolCheck, SqlToolGuard
 from .validation import SqlPolicy
@@ -145,6 +151,7 @@ class TemplateGuard:
                 "bastion.prompt: the template name is required", param="bastion.prompt"
             )
         ref = str(ext.get("version") or ext.get("label") or "production")
+        require_selectable(ext["prompt"], ref, call.principal.roles)  # drafts need the role
         variables = ext.get("variables") or {}
         user_content = ext.get("user_content") or ""
         docs = ext.get("documents") or []

@@ -1,4 +1,5 @@
-"""The gateway guards of this package: injection scan, scope check, and system-prompt leak watch.
+"""The gateway guards of this package: injection scan, scope check, system-prompt leak watch, and
+which prompt versions a caller may name.
 
 Each follows ``bastion.pipeline``'s protocol and takes per-feature policies (with a
 ``"default"`` fallback) built once at start-up. The work is done by plain functions
@@ -6,24 +7,35 @@ Each follows ``bastion.pipeline``'s protocol and takes per-feature policies (wit
 map a ``Call`` onto them. Leak *blocking and redaction* happen in the stream relay
 through ``LeakGuard.watcher``; ``LeakGuard.after`` flags leaks on every call even
 where the relay is not wired.
+
+Prompt versions: a caller selects a template by label (a version someone released); a version
+number or ``latest`` may be an unreleased draft, so only keys with the ``prompt_drafts`` role
+may name one. A ``X-Bastion-Prompt-Version`` claim is recorded only as the registry version it
+resolves to; anything else is dropped and flagged, so a record's version cannot be spoofed.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from ...call import Call
-from ...errors import InvalidRequest, PermissionDenied
+from ...errors import BastionError, InvalidRequest, PermissionDenied
 from ._messages import last_user_text, replace, slots, system_text
 from .canary import LeakAction, LeakIndex, LeakVerdict, LeakWatcher, extract_canaries
 from .injection import InjectionPolicy, InjectionScanner
 from .parse import WITHHELD, parse_user_turn, readable, spotlight_of, withhold_docs
 from .scope import ScopeGuard
+from .templates import Template, is_label, is_template_name
+
+DRAFTS_ROLE = "prompt_drafts"
+UNRESOLVED_FLAG = "prompt_version_unresolved"
+_REF_MAX = 100
+_DIGITS_MAX = 9  # a version number the store can take (no overflow in a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +262,46 @@ def with_delta_text(fmt: str, data: bytes, text: str) -> bytes:
     else:
         obj["choices"][0]["delta"]["content"] = text
     return orjson.dumps(obj)
+
+
+# -- prompt versions -----------------------------------------------------------------------
+
+
+class TemplateSource(Protocol):
+    """Where templates are looked up by name and version or label (the store-backed service)."""
+
+    async def template(self, name: str, ref: str) -> Template: ...
+
+
+def require_selectable(name: str, ref: str, roles: Iterable[str]) -> None:
+    """Refuse a version a caller may not pick: anything but a label needs ``prompt_drafts``."""
+    if is_label(ref) or DRAFTS_ROLE in roles:
+        return
+    raise PermissionDenied(
+        f"prompt {name!r}: {ref!r} may be an unreleased draft; name a label (such as "
+        f"'production'), or use a key with the {DRAFTS_ROLE!r} role",
+        param="bastion.version",
+    )
+
+
+async def record_prompt_version(source: TemplateSource, call: Call, claimed: str | None) -> None:
+    """Record a ``name@version`` (or ``name@label``) claim as the registry version it names.
+
+    A claim that names no registry version, or cannot be checked now, is dropped and the call
+    flagged: a record must only ever name a version that exists. Lookups never fail the call.
+    """
+    call.prompt_version = None
+    if not claimed:
+        return
+    name, sep, ref = claimed.strip().partition("@")
+    plausible = 0 < len(ref) <= (_DIGITS_MAX if ref.isdigit() else _REF_MAX)
+    if sep and is_template_name(name) and plausible:
+        try:
+            t = await source.template(name, ref)
+        except (BastionError, LookupError, ValueError):
+            pass
+        else:
+            call.prompt_version = t.ref
+            call.flags["prompt_name"] = t.name
+            return
+    call.flags[UNRESOLVED_FLAG] = True

@@ -62,6 +62,17 @@ class Template:
         return _PLACEHOLDER.sub(sub, self.instructions)
 
 
+def is_template_name(name: str) -> bool:
+    """Whether ``name`` could name a template (what a header claim must look like to be looked up)."""
+    return _NAME.match(name) is not None
+
+
+def is_label(ref: str) -> bool:
+    """Whether a version reference names a label (a released version) rather than a number or
+    ``latest`` (which may be an unreleased draft)."""
+    return bool(ref) and ref != LATEST and not ref.isdigit()
+
+
 def placeholders(instructions: str) -> tuple[str, ...]:
     """The ``{var}`` names in a template, in order of first use; stray braces are an error."""
     names: list[str] = []
