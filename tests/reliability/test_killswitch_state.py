@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bastion.errors import StateUnavailable
 from bastion.reliability.killswitch import KillSwitchGuard, set_kill
 from bastion.state import MemoryCounterStore
 
@@ -88,3 +89,54 @@ async def test_the_guard_of_one_gateway_obeys_a_switch_flipped_through_another_w
     finally:
         await mine.close()
         await other.close()
+
+
+async def test_calls_arriving_during_a_flag_read_wait_for_that_one_read() -> None:
+    reads = 0
+
+    class SlowStore(MemoryCounterStore):
+        async def get_flags(self, prefix: str = "") -> dict[str, str]:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.05)
+            return await super().get_flags(prefix)
+
+    store = SlowStore()
+    await set_kill(store, True, who="before start", feature="default")
+    guard = KillSwitchGuard(store, 10.0, fail_open=False)
+    try:
+        # a burst at start-up: one read, and no call passes before it has answered
+        seen = await asyncio.gather(*(guard.flags() for _ in range(50)))
+        assert reads == 1 and all(f == {"kill:feature:default": "on"} for f in seen)
+        await set_kill(store, True, who="me")
+        guard.invalidate()  # this replica flipped it: the next call reads again
+        flags = await guard.flags()
+        assert flags == {"kill:global": "on", "kill:feature:default": "on"} and reads == 2
+    finally:
+        await store.close()
+
+
+async def test_a_failed_read_refuses_every_waiting_call_and_the_next_call_reads_again() -> None:
+    fail = True
+
+    class FlakyStore(MemoryCounterStore):
+        async def get_flags(self, prefix: str = "") -> dict[str, str]:
+            await asyncio.sleep(0.02)
+            if fail:
+                raise StateUnavailable("down")
+            return await super().get_flags(prefix)
+
+    store = FlakyStore()
+    closed, open_ = (
+        KillSwitchGuard(store, 10.0, fail_open=False),
+        KillSwitchGuard(store, 10.0, fail_open=True),
+    )
+    try:
+        results = await asyncio.gather(*(closed.flags() for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, StateUnavailable) for r in results)
+        assert await open_.flags() == {}  # fail open: the last known flags (none yet)
+        fail = False
+        await set_kill(store, True, who="me")
+        assert await closed.flags() == {"kill:global": "on"}
+    finally:
+        await store.close()

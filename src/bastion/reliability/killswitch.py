@@ -12,6 +12,7 @@ it too (naming another feature must not escape a switch).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -176,21 +177,38 @@ class KillSwitchGuard:
         self._features = frozenset(features)
         self._flags: dict[str, str] = {}
         self._read_at = -1e9
+        self._reading: asyncio.Task[dict[str, str]] | None = None
 
     async def flags(self) -> dict[str, str]:
-        now = time.monotonic()
-        if now - self._read_at >= self._poll:
-            try:
-                self._flags = await self._state.get_flags(PREFIX)
-            except StateUnavailable:
-                if not self._fail_open:
-                    raise
-            self._read_at = now
-        return self._flags
+        """The flags, re-read at most every poll; calls arriving during a read await that read.
+
+        Sharing one read keeps a burst from queueing reads (the embedded store reads its file
+        in a thread), and no call passes on stale flags while the first read is in flight.
+        """
+        if time.monotonic() - self._read_at < self._poll:
+            return self._flags
+        reading = self._reading
+        if reading is None or reading.done():
+            reading = self._reading = asyncio.create_task(self._read())
+            reading.add_done_callback(_retrieve)
+        return await asyncio.shield(reading)
+
+    async def _read(self) -> dict[str, str]:
+        started = time.monotonic()
+        try:
+            flags = await self._state.get_flags(PREFIX)
+        except StateUnavailable:
+            if not self._fail_open:
+                raise  # every call waiting on this read is refused; the next one reads again
+            flags = self._flags
+        if self._reading is asyncio.current_task():  # not superseded by invalidate()
+            self._flags, self._read_at = flags, started
+        return flags
 
     def invalidate(self) -> None:
         """Re-read on the next call (this replica flipped the switch itself)."""
         self._read_at = -1e9
+        self._reading = None  # a read begun before the flip must not answer calls after it
 
     async def before(self, call: Call) -> None:
         flags = await self.flags()
@@ -200,3 +218,9 @@ class KillSwitchGuard:
             if key in flags:
                 call.flags["kill_switch"] = key
                 raise AIUnavailable("AI is switched off by the kill switch", reason="kill_switch")
+
+
+def _retrieve(task: asyncio.Task[dict[str, str]]) -> None:
+    """Mark a failed read's error as seen when every caller awaiting it was cancelled."""
+    if not task.cancelled():
+        task.exception()
