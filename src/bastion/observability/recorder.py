@@ -113,9 +113,18 @@ def _decode(line: bytes) -> _Entry:
     return entry
 
 
+def _first_line(exc: BaseException) -> str:
+    """Type and first line: a driver's DETAIL can quote the whole row, prompt included."""
+    return f"{type(exc).__name__}: {str(exc).split(chr(10), 1)[0]}"
+
+
 def _reason(exc: BaseException) -> str:
     """The store's error as one printable line (it may quote the hostile value itself)."""
-    text = f"{type(exc).__name__}: {exc}"[: _REASON_MAX * 2]
+    text = _first_line(exc)
+    cause = exc.__cause__
+    if cause is not None:  # an outage's cause names what failed (the store's own message may not)
+        text += f" ({_first_line(cause)})"
+    text = text[: _REASON_MAX * 2]
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     return text if len(text) <= _REASON_MAX else text[:_REASON_MAX] + "…"
 
