@@ -108,7 +108,7 @@ class Switch:
         return None if self.at is None else max(0.0, now - self.at)
 
     def since(self, now: float) -> str:
-        """ "12 s ago", "5 min ago", "3 h ago", "2 d ago": how long traffic has been off."""
+        """How long traffic has been off, for people: "12 s ago", "5 min ago", "3 h ago", "2 d ago"."""
         ago = self.ago_seconds(now)
         if ago is None:
             return "at an unknown time"
