@@ -296,6 +296,8 @@ def in_process_costs(tmp: Path, n: int) -> list[list[str]]:
         recs = [make_record(i, "inproc") for i in range(n)]
         fresh = Recorder(store, tmp / "inproc-spill.jsonl", max_queue=10 * n)
         timed("Recorder.submit (queue not full)", lambda i: fresh.submit(*recs[i]), n)
+        bare = Recorder(store, tmp / "inproc-spill.jsonl", max_queue=10 * n, journal=False)
+        timed("Recorder.submit without the crash journal", lambda i: bare.submit(*recs[i]), n)
         full = Recorder(store, tmp / "inproc-spill.jsonl", max_queue=1)
         full.submit(*recs[0])
         k = min(n, 500)
