@@ -122,13 +122,23 @@ class Journal:
 
     # -- files ----------------------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Create this process's lock and first segment now, so the first call does not pay."""
+        if self._active is None and not self.closed:
+            try:
+                self._open_segment()
+            except OSError as exc:
+                self._failed("cannot open the record journal in %s (%s)", exc)
+
     def _open_segment(self) -> Segment:
         if self._lock_fd is None:
+            # Locked before it gets its name, so no adopter can ever see it unlocked and take
+            # this live process for a dead one.
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(
-                self.directory / (self._token + _LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o600
-            )
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new, uniquely named: never contended
+            tmp = self.directory / (self._token + _LOCK_SUFFIX + ".new")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, self.directory / (self._token + _LOCK_SUFFIX))
             self._lock_fd = fd
         path = self.directory / f"{self._token}.{self._next}.jsonl"
         self._next += 1
@@ -203,6 +213,8 @@ class Journal:
             locks = sorted(self.directory.glob("*" + _LOCK_SUFFIX))
         except OSError:
             return 0
+        for stale in self.directory.glob("*" + _LOCK_SUFFIX + ".new"):
+            _remove_if_unlocked(stale)  # a process that died while creating its lock
         total = 0
         for lock in locks:
             token = lock.name[: -len(_LOCK_SUFFIX)]
@@ -246,3 +258,17 @@ def _segment_number(path: Path) -> int:
         return int(path.name.rsplit(".", 2)[-2])
     except (ValueError, IndexError):
         return 0
+
+
+def _remove_if_unlocked(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # still being created by a live process
+    finally:
+        os.close(fd)

@@ -242,6 +242,8 @@ class Recorder:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._journal is not None:
+            self._journal.open()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="bastion-recorder"
