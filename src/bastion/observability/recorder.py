@@ -19,6 +19,9 @@ spill file that partly reached the store never duplicates a row.
 
 On start, and every ``retry_interval``, the journals of processes that died are moved into the
 spill file (see journal.py for the crash window).
+
+Quarantine lines are spill lines plus ``reason`` and ``at``: once the cause is fixed, moving the
+quarantine file to the spill path retries every record in it.
 """
 
 from __future__ import annotations
