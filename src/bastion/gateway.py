@@ -49,11 +49,23 @@ from .providers.http import HttpTransport
 from .providers.sim import SimTransport, Simulator
 from .providers.sse import SSEDecoder
 from .reliability.degraded import canned_body, canned_stream
-from .reliability.idempotency import REPLAY_HEADER, Idempotency, fingerprint, replay_stream
+from .reliability.idempotency import (
+    DEGRADED_HEADER,
+    Idempotency,
+    StoredResponse,
+    answered_in_full,
+    fingerprint,
+    kept_headers,
+    replay_call,
+    replay_headers,
+    replay_stream,
+)
+from .reliability.idempotency import state_key as idem_state_key
 from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
 from .safety.pii import Scrubber, ScrubberConfig
 from .safety.pii.guard import PiiGuard, PiiPolicy
+from .safety.prompting.guards import record_prompt_version
 from .safety.setup import safety_guards
 from .safety.structured import check_structured_output
 from .schema import end_user, parse_body, validate
@@ -319,30 +331,60 @@ class Gateway:
         if not idem:
             return await self._run(fmt, raw, body, headers, principal, client_model, received)
         stream = body.get("stream") is True
-        key = f"idem:{principal.key_id}:{fmt.value}:{idem}"
+        feature = principal.feature or headers.get("x-bastion-feature")
+        key = idem_state_key(principal.key_id, fmt.value, idem)
         fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
-        lock = (
-            self.config.feature(principal.feature or headers.get("x-bastion-feature")).deadline + 30
-        )
+        lock = self.config.feature(feature).deadline + 30
         stored = await self.idempotency.claim(key, fp, stream=stream, lock_seconds=lock)
         if stored is not None:
-            status, data, is_stream = stored
-            hs = {REPLAY_HEADER: "true"}
-            if is_stream:
-                return Reply(status, hs, stream=replay_stream(data))
-            return Reply(status, hs, body=data)
+            call = replay_call(
+                stored,
+                fmt=fmt,
+                body=body,
+                principal=principal,
+                feature=feature,
+                traceparent=headers.get("traceparent"),
+                client_request_id=client_request_id(headers.get("x-request-id")),
+            )
+            try:
+                await self.kill_switch.before(call)  # a switched-off feature or key gets no replay
+            except AIUnavailable as exc:
+                call.flags["replay_withheld"] = stored.request_id
+                call.flags["degraded"] = exc.reason
+                degraded = self.config.feature(feature).degraded
+                if degraded.mode != "message":
+                    await self._finish(call, exc)
+                    raise
+                reply = self._canned(call, degraded.message)
+                reply.headers["x-request-id"] = call.request_id
+                if reply.stream is None:
+                    await self._finish(call, None)
+                return reply
+            except BaseException as exc:
+                await self._finish(call, exc)
+                raise
+            call.status = 200
+            call.flags["replay_of"] = stored.request_id
+            await self._finish(call, None)
+            hs = replay_headers(stored, call)
+            if stored.stream:
+                return Reply(200, hs, stream=replay_stream(stored.body), call=call)
+            return Reply(200, hs, body=stored.body, call=call)
         try:
             reply = await self._run(fmt, raw, body, headers, principal, client_model, received)
         except BaseException:
             await self.idempotency.abandon(key)
             raise
-        if reply.stream is not None:
-            call = reply.call
+        done = reply.call
+        if done is None or DEGRADED_HEADER in reply.headers or not answered_in_full(done):
+            await self.idempotency.abandon(key)  # errors and stand-ins are not results: retry runs
+        elif reply.stream is not None:
             reply.stream = self.idempotency.wrap_stream(
-                key, fp, reply.stream, lambda: call is None or "stream_error" not in call.flags
+                key, fp, reply.stream, reply.headers, lambda: answered_in_full(done)
             )
         elif reply.status == 200 and reply.body is not None:
-            await self.idempotency.complete(key, fp, reply.body, stream=False)
+            kept = StoredResponse(reply.body, False, kept_headers(reply.headers))
+            await self.idempotency.complete(key, fp, kept)
         else:
             await self.idempotency.abandon(key)
         return reply
@@ -375,7 +417,6 @@ class Gateway:
             user_id=headers.get("x-bastion-user") or end_user(fmt, body) or principal.user,
             feature=principal.feature or headers.get("x-bastion-feature"),
             conversation_id=headers.get("x-bastion-conversation"),
-            prompt_version=headers.get("x-bastion-prompt-version"),
             include_usage=fmt is Format.OPENAI
             and isinstance(so, dict)
             and so.get("include_usage") is True,
@@ -383,8 +424,8 @@ class Gateway:
         call.body_bytes = len(raw)
         if client_model is not None:
             call.flags["client_model"] = client_model
-        if call.prompt_version and "@" in call.prompt_version:
-            call.flags["prompt_name"] = call.prompt_version.partition("@")[0]
+        if "bastion" not in body:  # a server-side template records the version it rendered
+            await record_prompt_version(self.prompts, call, headers.get("x-bastion-prompt-version"))
         feature_cfg = self.config.feature(call.feature)
         call.prompt_caching = feature_cfg.prompt_caching
         call.hedge_delay = feature_cfg.hedge_delay

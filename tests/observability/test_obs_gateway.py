@@ -42,11 +42,17 @@ async def test_records_of_sdk_calls_carry_every_field(gateway_proc: RunningGatew
     tp = f"00-{trace}-{'1' * 16}-01"
     ac = anthropic.Anthropic(base_url=gateway_proc.url, api_key=gateway_proc.key, max_retries=0)
     oc = openai.OpenAI(base_url=gateway_proc.url + "/v1", api_key=gateway_proc.key, max_retries=0)
+    # only a version the registry has is recorded: publish the one the calls name
+    text = gateway_proc.config_path.parent / f"drafter-{trace[:8]}.txt"
+    text.write_text("You draft support replies.")
+    published = gateway_proc.cli("prompts", "publish", f"drafter-{trace[:8]}", "--file", str(text))
+    version = published.stdout.split()[0]
+    assert version == f"drafter-{trace[:8]}@1", published.stderr
     hs = {
         "traceparent": tp,
         "x-bastion-feature": "obs",
         "x-bastion-conversation": "conv-1",
-        "x-bastion-prompt-version": "drafter@7",
+        "x-bastion-prompt-version": version,
         "x-bastion-user": "user-42",
     }
     ac.messages.create(
@@ -76,7 +82,7 @@ async def test_records_of_sdk_calls_carry_every_field(gateway_proc: RunningGatew
     for r in recs:
         assert r.trace_id == trace and r.status == 200
         assert r.feature == "obs" and r.conversation_id == "conv-1"
-        assert r.prompt_version == "drafter@7" and r.user_id == "user-42"
+        assert r.prompt_version == version and r.user_id == "user-42"
         assert r.input_tokens > 0 and r.output_tokens > 0 and r.cost_usd > 0
         assert r.latency_ms > 0 and r.attempts == 1 and r.provider == "sim"
         assert r.served_model in ("claude-sonnet-5", "gpt-4.1")

@@ -1,31 +1,101 @@
 """Idempotency keys: a request carrying ``Idempotency-Key`` runs at most once per principal.
 
-A retry gets the stored response (as a stream again if it was streamed); a
-concurrent duplicate waits for the first, then gets its result (or 409 if the
-wait runs out); the same key with a different body gets 422. The claim lives in
-the counter store, so this holds across replicas.
+A retry gets the stored response (as a stream again if it was streamed) with the
+original's headers; a concurrent duplicate waits for the first, then gets its result
+(or 409 if the wait runs out); the same key with a different body gets 422. The claim
+lives in the counter store, so this holds across replicas.
+
+Only a completed success is stored: a unary 200 that is not a degraded stand-in, or a
+stream that ended cleanly. An error, a cut or errored stream, a client that went away
+and a canned degraded answer abandon the claim instead, so the retry runs the request:
+replaying a failure for a day would turn one upstream hiccup into a day of the same
+error. The client's key is hashed into a state key scoped by the caller's key id, so
+one key can never name (or read) another's stored result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from ..call import Call, Principal
 from ..errors import Conflict, UnprocessableRequest
+from ..observability.tracecontext import format_traceparent, new_id, parse_traceparent
+from ..providers.base import Format
 from ..state import CounterStore, IdemOutcome
 
 REPLAY_HEADER = "x-bastion-idempotent-replay"
-_JSON = b"J"
-_SSE = b"S"
+DEGRADED_HEADER = "x-bastion-degraded"
+# headers that describe this delivery, not the stored answer: a replay sends its own
+PER_DELIVERY_HEADERS = frozenset({"traceparent", "x-client-request-id", REPLAY_HEADER})
+# stored as: a kind byte, a 4-byte header length, the headers as JSON, the body. (The state key
+# changed with this format, so no value from before it is ever read.)
+_JSON = b"j"
+_SSE = b"s"
+_LEN = struct.Struct(">I")
 
 
 def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def state_key(key_id: str, api_format: str, idempotency_key: str) -> str:
+    """Where a key's claim lives: the caller's key id, and the client's value only hashed."""
+    digest = hashlib.sha256(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"idem:{key_id}:{api_format}:{digest}"
+
+
+def answered_in_full(call: Call) -> bool:
+    """Whether a served call is a complete success, the only kind worth replaying.
+
+    A stream's end is judged after it ran: an error the relay passed on (an upstream error
+    event) leaves no flag of its own, but the call ended with an error type.
+    """
+    f = call.flags
+    if call.error_type is not None or call.status not in (0, 200):
+        return False
+    if f.get("degraded") or "stream_error" in f or "client_disconnected" in f:
+        return False
+    return "stream_cut" not in f or bool(f.get("continued"))
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers a replay carries: all but those of one delivery."""
+    return {k: v for k, v in headers.items() if k.lower() not in PER_DELIVERY_HEADERS}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A completed success kept for replays: its bytes, whether it streamed, its headers."""
+
+    body: bytes
+    stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def request_id(self) -> str | None:
+        """The original call's id (its record is the one that holds the answer)."""
+        return self.headers.get("x-request-id")
+
+    def encode(self) -> bytes:
+        hs = orjson.dumps(self.headers)
+        return (_SSE if self.stream else _JSON) + _LEN.pack(len(hs)) + hs + self.body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> StoredResponse:
+        kind, rest = raw[:1], raw[1:]
+        (n,) = _LEN.unpack_from(rest)
+        start = _LEN.size
+        headers = orjson.loads(rest[start : start + n])
+        return cls(rest[start + n :], kind == _SSE, {str(k): str(v) for k, v in headers.items()})
 
 
 class Idempotency:
@@ -38,8 +108,8 @@ class Idempotency:
 
     async def claim(
         self, key: str, fp: str, *, stream: bool, lock_seconds: float
-    ) -> tuple[int, bytes, bool] | None:
-        """None: run the request (we own it). Otherwise (status, stored bytes, is_stream) to replay."""
+    ) -> StoredResponse | None:
+        """None: run the request (we own it). Otherwise the stored success to replay."""
         end = time.monotonic() + self._wait
         while True:
             b = await self._state.idem_begin(key, fp, self._ttl, lock_seconds)
@@ -50,19 +120,19 @@ class Idempotency:
                     "this Idempotency-Key was already used with a different request body"
                 )
             if b.outcome is IdemOutcome.DONE and b.response is not None:
-                kind, data = b.response[:1], b.response[1:]
-                if (kind == _SSE) != stream:
+                stored = StoredResponse.decode(b.response)
+                if stored.stream != stream:
                     raise UnprocessableRequest(
                         "this Idempotency-Key was used with stream="
-                        f"{str(kind == _SSE).lower()}; retry with the same setting"
+                        f"{str(stored.stream).lower()}; retry with the same setting"
                     )
-                return 200, data, kind == _SSE
+                return stored
             if time.monotonic() >= end:
                 raise Conflict("a request with this Idempotency-Key is still in progress")
             await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-    async def complete(self, key: str, fp: str, body: bytes, *, stream: bool) -> None:
-        await self._state.idem_complete(key, fp, (_SSE if stream else _JSON) + body, self._ttl)
+    async def complete(self, key: str, fp: str, response: StoredResponse) -> None:
+        await self._state.idem_complete(key, fp, response.encode(), self._ttl)
 
     async def abandon(self, key: str) -> None:
         await self._state.idem_abandon(key)
@@ -72,9 +142,10 @@ class Idempotency:
         key: str,
         fp: str,
         stream: AsyncIterator[bytes],
+        headers: Mapping[str, str],
         succeeded: Callable[[], bool],
     ) -> AsyncIterator[bytes]:
-        """Pass the stream through, keeping a copy to store once it has ended well."""
+        """Pass the stream through, keeping a copy to store only if it ended cleanly."""
 
         async def gen() -> AsyncIterator[bytes]:
             kept: list[bytes] = []
@@ -89,11 +160,61 @@ class Idempotency:
                 if aclose is not None:
                     await aclose()
                 if ok:
-                    await self.complete(key, fp, b"".join(kept), stream=True)
+                    await self.complete(
+                        key, fp, StoredResponse(b"".join(kept), True, kept_headers(headers))
+                    )
                 else:
                     await self.abandon(key)
 
         return gen()
+
+
+def replay_call(
+    stored: StoredResponse,
+    *,
+    fmt: Format,
+    body: dict[str, Any],
+    principal: Principal,
+    feature: str | None,
+    traceparent: str | None,
+    client_request_id: str | None,
+) -> Call:
+    """The call a replay is: its own id and span, marked ``replay_of`` the original.
+
+    It goes through the kill switch and the after-hooks (record, metrics, trace) like any
+    call, so a replay is seen, and never served where the switch is on; it never reaches a
+    budget or an upstream, since nothing is sent.
+    """
+    trace_id, parent, trace_flags = parse_traceparent(traceparent)
+    call = Call(
+        request_id="req_" + uuid.uuid4().hex,
+        client_request_id=client_request_id,
+        trace_id=trace_id,
+        span_id=new_id(8),
+        parent_span_id=parent,
+        trace_flags=trace_flags,
+        client_format=fmt,
+        principal=principal,
+        body=body,
+        requested_model=str(body.get("model", "")),
+        stream=stored.stream,
+        user_id=principal.user,
+        feature=feature,
+    )
+    call.deployment = stored.headers.get("x-bastion-deployment")
+    return call
+
+
+def replay_headers(stored: StoredResponse, call: Call) -> dict[str, str]:
+    """The original's headers, marked as a replay, with this delivery's trace and client id."""
+    hs = {
+        **stored.headers,
+        REPLAY_HEADER: "true",
+        "traceparent": format_traceparent(call.trace_id, call.span_id, call.trace_flags),
+    }
+    if call.client_request_id is not None:
+        hs["x-client-request-id"] = call.client_request_id
+    return hs
 
 
 async def replay_stream(data: bytes) -> AsyncIterator[bytes]:
