@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from tests.asgi import asgi_request
 from tests.conftest import RunningGateway, sim_models, start_gateway, stop, write_config
@@ -377,3 +377,27 @@ def test_bodies_sent_with_a_bogus_key_are_refused_unread(served: RunningGateway)
         assert status == 401 and body["error"]["type"] == "authentication_error"
     grew = (peak[0] - base) / 1024 / 1024
     assert grew < 40, f"RSS grew by {grew:.0f} MB for refused bodies"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    count=st.integers(0, 140),
+    size=st.integers(1, 800),
+    path=st.sampled_from([ANTHROPIC, OPENAI]),
+)
+def test_header_size_and_count_decide_431_and_nothing_else_does(
+    served: RunningGateway, count: int, size: int, path: str
+) -> None:
+    """Far from the limits a request is served; past either limit it is a 431, never a 5xx."""
+    extra = b"".join(b"x-h%d: %s\r\n" % (i, b"v" * size) for i in range(count))
+    lines = count + 5  # host, x-api-key, content-type, content-length, connection
+    total = len(extra) + 200
+    assume(abs(total - 32 * 1024) >= 2048 and lines not in (100, 101))  # off the boundary
+    body = orjson.dumps(_body("claude-sonnet-5"))
+    head = _request_head(path, served.key, extra, len(body)) + b"connection: close\r\n\r\n"
+    status, err = _status_and_body(_exchange(_port(served), [head + body]))
+    if total > 32 * 1024 or lines > 100:
+        assert status == 431
+        _assert_error_shape(path, status, orjson.dumps(err))
+    else:
+        assert status == 200

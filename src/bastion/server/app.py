@@ -269,8 +269,9 @@ class BastionApp:
             if not isinstance(exc, BastionError):
                 log.exception("unhandled error on %s", scope["path"])
             _log_refusal(exc, scope["path"])
-            # a body left unread (too large, too slow) is not worth the connection
-            await self._error(send, exc, fmt, close=isinstance(exc, BodyTooLarge | RequestTimeout))
+            # a body still trickling in would hold the connection: close it (a body that is
+            # merely too large is drained by the server, so its sender still reads the 413)
+            await self._error(send, exc, fmt, close=isinstance(exc, RequestTimeout))
             return
         if reply.stream is None and lease is not None:
             lease.release()  # answered without a stream after all (an idempotent replay, say)
@@ -400,7 +401,7 @@ class BastionApp:
             return
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
-            await self._error(send, exc, Format.OPENAI, close=isinstance(exc, BodyTooLarge))
+            await self._error(send, exc, Format.OPENAI, close=isinstance(exc, RequestTimeout))
             return
         await _send_json(send, 200, orjson.dumps(result), timeout=self._send_timeout)
 
