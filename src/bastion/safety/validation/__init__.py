@@ -17,9 +17,10 @@ from .sql import (
     SqlPolicy,
     SqlRejected,
     SqlVerdict,
+    default_functions,
     validate_sql,
 )
-from .sql_exec import execute_validated
+from .sql_exec import SqlResultTooLarge, SqlTimedOut, execute_validated
 
 __all__ = [
     "DENIED_FUNCTIONS",
@@ -29,7 +30,10 @@ __all__ = [
     "Repair",
     "SqlPolicy",
     "SqlRejected",
+    "SqlResultTooLarge",
+    "SqlTimedOut",
     "SqlVerdict",
+    "default_functions",
     "execute_validated",
     "extract_json",
     "strict_loads",

@@ -48,7 +48,7 @@ def table_key(table: exp.Table) -> str:
 
 
 def _is_function_table(table: exp.Table) -> bool:
-    """A table-valued function (``generate_series``) in FROM; its calls are checked as functions."""
+    """A table-valued function (``generate_series``) in FROM: refused, never resolved as a table."""
     return not isinstance(table.this, exp.Identifier)
 
 
@@ -132,6 +132,8 @@ def _check_tables(run: _Pass, scope: Scope) -> None:
         if source is table:
             run.seen.add(id(table))
             if _is_function_table(table):
+                # a table-valued function reads what it likes (pragma_table_info, json_each)
+                run.refuse(f"table-valued function {table.sql()[:80]!r} is not allowed")
                 continue
             grant = run.grants.get(table_key(table))
             if grant is None:

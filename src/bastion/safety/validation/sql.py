@@ -3,11 +3,14 @@
 The model's text is never executed: it is parsed (sqlglot), checked, and re-generated from the
 checked tree, so what runs is exactly what was validated. Refusals list every reason, so the
 model can be told why and try again.
+
+Functions are allow-listed per dialect (``_sql_functions``): a deny-list of PostgreSQL's
+thousands of functions let ``table_to_xml_and_xmlschema`` dump tables no grant covered. The
+deny-list below stays as a floor that no operator's allow-list extension can lift.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -19,6 +22,7 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from bastion.errors import UnprocessableRequest
 
+from ._sql_functions import CallRules, check_calls, default_functions
 from ._sql_scope import Grant, check_access
 from ._sql_text import find_comment
 
@@ -28,13 +32,16 @@ __all__ = [
     "SqlPolicy",
     "SqlRejected",
     "SqlVerdict",
+    "default_functions",
     "validate_sql",
 ]
 
 TableRules = Mapping[str, Collection[str] | Literal["*"]]
 
-# Functions that sleep, touch files or the network, run SQL from a string, change settings or
-# sequences, or take locks: each turns a read-only SELECT into something else.
+# Functions that sleep, touch files or the network, run SQL from a string, export whole tables,
+# read the catalogue or the server, change settings or sequences, or take locks: each turns a
+# read-only SELECT over granted columns into something else. The allow-list already refuses
+# them; this floor keeps them refused when an operator extends the allow-list too generously.
 DENIED_FUNCTIONS: Final = frozenset(
     {
         "current_setting",
@@ -50,10 +57,40 @@ DENIED_FUNCTIONS: Final = frozenset(
         "query_to_xmlschema",
         "query_to_xml_and_xmlschema",
         "cursor_to_xml",
+        "cursor_to_xmlschema",
         "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
         "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
         "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
         "xmlparse",
+        "version",
+        "current_user",
+        "session_user",
+        "system_user",
+        "current_role",
+        "user",
+        "current_database",
+        "current_catalog",
+        "current_schema",
+        "current_schemas",
+        "current_query",
+        "to_regclass",
+        "to_regproc",
+        "to_regprocedure",
+        "to_regtype",
+        "to_regrole",
+        "to_regnamespace",
+        "format_type",
+        "col_description",
+        "obj_description",
+        "shobj_description",
+        "exec",
+        "execute",
         "sleep",
         "benchmark",
         "load_file",
@@ -66,9 +103,16 @@ DENIED_FUNCTIONS: Final = frozenset(
         "zeroblob",
     }
 )
-DENIED_FUNCTION_PREFIXES: Final = ("pg_", "lo_", "dblink")
-
-_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z_0-9$]*")
+DENIED_FUNCTION_PREFIXES: Final = (
+    "pg_",
+    "lo_",
+    "dblink",
+    "has_",
+    "inet_",
+    "txid_",
+    "sqlite_",
+    "pragma_",
+)
 
 _WRITES: Final = (
     exp.DML,
@@ -135,8 +179,12 @@ class SqlPolicy:
     ``roles`` maps role → {table: columns or "*"}; table names may be schema-qualified and
     match exactly as written in the query. A caller gets the union of its roles' grants.
     ``star="expand"`` rewrites ``SELECT *`` over restricted tables to the allowed columns,
-    ``"refuse"`` rejects it. ``allowed_functions`` (names as rendered in the dialect), when
-    set, is an allow-list on top of the deny-list.
+    ``"refuse"`` rejects it.
+
+    Calls are allow-listed: ``allowed_functions`` (names as the dialect spells them) replaces
+    the dialect's default list (``default_functions``), ``None`` keeps it; ``extra_functions``
+    adds names to whichever list applies. ``denied_functions`` / ``denied_prefixes`` win over
+    both, so lifting one of those takes an explicit change to the floor too.
     """
 
     roles: Mapping[str, TableRules]
@@ -147,6 +195,7 @@ class SqlPolicy:
     denied_functions: frozenset[str] = DENIED_FUNCTIONS
     denied_prefixes: tuple[str, ...] = DENIED_FUNCTION_PREFIXES
     allowed_functions: frozenset[str] | None = None
+    extra_functions: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.max_rows < 1:
@@ -154,11 +203,25 @@ class SqlPolicy:
         if self.star not in ("expand", "refuse"):
             raise ValueError("star must be 'expand' or 'refuse'")
         Dialect.get_or_raise(self.dialect)
+        if isinstance(self.allowed_functions, str) or isinstance(self.extra_functions, str):
+            raise ValueError("function lists are collections of names, not a string")
         lower = object.__setattr__
         lower(self, "denied_functions", frozenset(n.lower() for n in self.denied_functions))
         lower(self, "denied_prefixes", tuple(p.lower() for p in self.denied_prefixes))
         if self.allowed_functions is not None:
             lower(self, "allowed_functions", frozenset(n.lower() for n in self.allowed_functions))
+        lower(self, "extra_functions", frozenset(n.lower() for n in self.extra_functions))
+
+    def functions_for(self, dialect: str | None = None) -> frozenset[str]:
+        """The names a query in ``dialect`` may call under this policy (before the deny floor)."""
+        base = self.allowed_functions
+        if base is None:
+            base = default_functions(dialect or self.dialect)
+        return base | self.extra_functions
+
+    def call_rules(self, dialect: str | None = None) -> CallRules:
+        d = dialect or self.dialect
+        return CallRules(d, self.functions_for(d), self.denied_functions, self.denied_prefixes)
 
     def grants_for(self, roles: Iterable[str], dialect: str | None = None) -> dict[str, Grant]:
         """The union of the roles' grants, names normalized as the dialect folds identifiers."""
@@ -205,7 +268,7 @@ def validate_sql(
     tree = statements[0]
     if not isinstance(tree, exp.Select | exp.SetOperation):
         return _refused([f"only SELECT queries are allowed, got {tree.key.upper()}"])
-    reasons = _check_read_only(tree) + _check_functions(tree, policy, d)
+    reasons = _check_read_only(tree) + check_calls(tree, policy.call_rules(d))
     if reasons:
         return _refused(reasons)
     grants = policy.grants_for(roles, d)
@@ -245,36 +308,6 @@ def _check_read_only(tree: exp.Expr) -> list[str]:
             reasons.append("row locks (FOR UPDATE / FOR SHARE) are not allowed")
         elif isinstance(node, _WRITES):
             reasons.append(f"{node.key.upper()} is not allowed: the query must be read-only")
-    return list(dict.fromkeys(reasons))
-
-
-def _function_names(node: exp.Func, dialect: str) -> set[str]:
-    """Every name the call may go by: as parsed, as sqlglot knows it, and as it will render."""
-    if isinstance(node, exp.Anonymous):
-        return {node.name.lower()}
-    names = {node.sql_name().lower()}
-    rendered = _NAME.match(node.sql(dialect=dialect, normalize_functions=False))
-    if rendered:
-        names.add(rendered.group(0).lower())
-    return names
-
-
-def _check_functions(tree: exp.Expr, policy: SqlPolicy, dialect: str) -> list[str]:
-    reasons: list[str] = []
-    for node in tree.walk():
-        if not isinstance(node, exp.Func):
-            continue
-        if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
-            reasons.append(f"schema-qualified function call {node.parent.sql()!r} is not allowed")
-            continue
-        names = _function_names(node, dialect)
-        denied = sorted(
-            n for n in names if n in policy.denied_functions or n.startswith(policy.denied_prefixes)
-        )
-        if denied:
-            reasons.append(f"function {denied[0]!r} is not allowed")
-        elif policy.allowed_functions is not None and not names & policy.allowed_functions:
-            reasons.append(f"function {min(names)!r} is not on the allow-list")
     return list(dict.fromkeys(reasons))
 
 
