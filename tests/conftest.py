@@ -94,7 +94,10 @@ def write_config(tmp: Path, **sections: Any) -> Path:
     return path
 
 
-def start_gateway(config_path: Path, *, env: dict[str, str] | None = None) -> RunningGateway:
+def start_gateway(
+    config_path: Path, *, env: dict[str, str] | None = None, roles: str = "admin,end_users"
+) -> RunningGateway:
+    """A real `bastion serve`; its key may name end users (`end_users`) unless ``roles`` says not."""
     port = free_port()
     e = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
     e.update(env or {})
@@ -106,7 +109,7 @@ def start_gateway(config_path: Path, *, env: dict[str, str] | None = None) -> Ru
             "--name",
             f"test-{port}",
             "--roles",
-            "admin",
+            roles,
             "--config",
             str(config_path),
         ],

@@ -129,6 +129,7 @@ async def serve(settings: Settings) -> None:
         config = load_config(None, overrides=gateway_config(settings, data_dir))
         gateway = Gateway(config, simulator=Simulator(obey_injections=True))
         await gateway.start()
+        await prompts.publish(gateway.store)
         backend = LibraryBackend(gateway, dashboard_url="/dashboard")
         state = gateway.state
         mode = "library · " + ("Anthropic" if settings.real_provider else "simulator")

@@ -9,8 +9,10 @@ regression can be traced to the prompt that was live.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from bastion.safety.prompting import Document, Prompt, Template, TemplateRegistry
+from bastion.store.models import PromptVersion
 
 from .seed import Ticket
 from .settings import COMPANY, TEMPLATE
@@ -45,6 +47,19 @@ def registry(secret: str) -> TemplateRegistry:
     reg.register(TEMPLATE, V2, version=2)
     reg.register(TEMPLATE, V3, version=3, labels=("prod",))
     return reg
+
+
+VERSIONS = ((1, V1), (2, V2), (3, V3))
+
+
+async def publish(store: Any) -> None:
+    """Put the same versions in Bastion's prompt registry, so the version header each call
+    carries resolves there and is recorded (Bastion drops a version it cannot resolve)."""
+    for version, text in VERSIONS:
+        await store.create_prompt_version(
+            PromptVersion(name=TEMPLATE, version=version, instructions=text)
+        )
+    await store.set_prompt_label(TEMPLATE, "prod", 3)
 
 
 def live(reg: TemplateRegistry) -> Template:

@@ -30,6 +30,13 @@ class Usage:
 
 @dataclass(slots=True)
 class Attempt:
+    """One upstream request: reserved before it is sent, priced at its own model, settled alone.
+
+    ``usage`` is what this attempt's provider reported, or None while unknown (a timeout, a
+    cancelled hedge, a stream cut before its final usage): an unknown outcome is settled at
+    the attempt's reservation, since the provider may have billed all of it.
+    """
+
     deployment: str
     provider: str
     model: str
@@ -37,13 +44,20 @@ class Attempt:
     error: str | None = None
     started: float = 0.0
     ended: float = 0.0
+    kind: str = "first"  # first | retry | failover | hedge | continuation | repair
+    provider_kind: str = ""
+    reservation_id: str | None = None
+    reserved_usd: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    sent: bool = False
 
 
 @dataclass(slots=True)
 class Call:
     """One call. Guards read and rewrite ``body``; the router fills attempts, usage and timings."""
 
-    request_id: str
+    request_id: str  # minted by Bastion: the key of the record, reservations and counters
     trace_id: str
     span_id: str
     client_format: Format
@@ -82,6 +96,12 @@ class Call:
     output_filters: list[Any] = field(default_factory=list)
     prompt_caching: bool = True
     reservation_id: str | None = None
+    client_request_id: str | None = (
+        None  # the client's X-Request-Id: stored and echoed, never a key
+    )
+    cap_subject: str = ""  # who per-user caps and limits count: decided by the key (identity.py)
+    budget_caps: tuple[Any, ...] = ()  # the caps every attempt of this call reserves against
+    repairing: bool = False
 
     def shadow(self) -> Call:
         """A copy for one of several concurrent attempts: same request, its own results."""

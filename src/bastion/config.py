@@ -215,6 +215,8 @@ class StateConfig(_Strict):
     url: str = "sqlite:///bastion-state.db"
     prefix: str = "bastion"  # namespaces Redis keys, so several gateways can share one Redis
     fail_open: bool = False  # when the counter store is unreachable: refuse (default) or allow
+    # settles the counter store could not take wait here until they land (per-process files)
+    settle_journal: str | None = "bastion-settle-journal"
 
 
 class PriceConfig(_Strict):
@@ -243,6 +245,9 @@ class CapsConfig(_Strict):
     global_daily_usd: float | None = Field(None, ge=0)
     per_user_daily_usd: float | None = Field(None, ge=0)
     per_key_daily_usd: float | None = Field(None, ge=0)
+    # per-user caps and limits count each end user named by a key with the `end_users` role
+    # (scoped to that key); off: such a key's end users share its anonymous subject
+    end_user_caps: bool = False
 
 
 class AlertConfig(_Strict):

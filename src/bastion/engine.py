@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .call import Attempt, Call
+from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
 from .cost import caching
 from .errors import (
@@ -25,6 +25,7 @@ from .errors import (
     BastionError,
     InvalidRequest,
     StateUnavailable,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -99,6 +100,7 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
 
 
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
+ReserveAttempt = Callable[[Call, Attempt, dict[str, Any], int], Awaitable[None]]
 
 
 def is_context_length(err: UpstreamError) -> bool:
@@ -114,7 +116,7 @@ def is_context_length(err: UpstreamError) -> bool:
 class Engine:
     """Executes calls: retries with backoff inside a deployment, failover across them, breakers around each."""
 
-    __slots__ = ("_breaker", "_retry", "_router", "_state")
+    __slots__ = ("_breaker", "_reserve", "_retry", "_router", "_state")
 
     def __init__(
         self,
@@ -122,8 +124,11 @@ class Engine:
         retry: RetryConfig | None = None,
         state: CounterStore | None = None,
         breaker: BreakerConfig | None = None,
+        *,
+        reserve: ReserveAttempt | None = None,
     ) -> None:
         self._router = router
+        self._reserve = reserve
         self._retry = retry or RetryConfig()
         self._state = state
         self._breaker: BreakerPolicy | None = None
@@ -176,13 +181,18 @@ class Engine:
                 if call.remaining() <= 0 or total >= pol.max_attempts:
                     break
                 total += 1
-                attempt = Attempt(dep.name, dep.endpoint.name, dep.model, started=time.monotonic())
+                kind = (
+                    "repair"
+                    if call.repairing
+                    else ("retry" if n else ("failover" if call.attempts else "first"))
+                )
+                attempt = _attempt(dep, kind)
                 call.attempts.append(attempt)
                 try:
                     if call.stream:
-                        reply = await self._stream(call, dep, passthrough, on_end)
+                        reply = await self._stream(call, dep, passthrough, on_end, attempt)
                     else:
-                        reply = await self._unary(call, dep, passthrough)
+                        reply = await self._unary(call, dep, passthrough, attempt)
                 except UpstreamError as exc:
                     attempt.ended = time.monotonic()
                     attempt.error = type(exc).__name__
@@ -228,16 +238,16 @@ class Engine:
         raise AIUnavailable(f"no deployment could answer{detail}", reason=reason)
 
     async def _one(
-        self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd
+        self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd, kind: str
     ) -> Reply:
         """One attempt on a shadow call of its own (hedging runs two at once)."""
-        attempt = Attempt(dep.name, dep.endpoint.name, dep.model, started=time.monotonic())
+        attempt = _attempt(dep, kind)
         call.attempts.append(attempt)
         try:
             if call.stream:
-                reply = await self._stream(call, dep, passthrough, on_end)
+                reply = await self._stream(call, dep, passthrough, on_end, attempt)
             else:
-                reply = await self._unary(call, dep, passthrough)
+                reply = await self._unary(call, dep, passthrough, attempt)
         except UpstreamError as exc:
             attempt.error = type(exc).__name__
             attempt.status = exc.upstream_status
@@ -261,13 +271,17 @@ class Engine:
         the first to answer wins, the other is cancelled, and both count in cost."""
         shadows = {primary.name: call.shadow(), backup.name: call.shadow()}
         tasks: dict[asyncio.Task[Reply], Deployment] = {}
-        t1 = asyncio.ensure_future(self._one(shadows[primary.name], primary, passthrough, on_end))
+        t1 = asyncio.ensure_future(
+            self._one(shadows[primary.name], primary, passthrough, on_end, "first")
+        )
         tasks[t1] = primary
         assert call.hedge_delay is not None
         done, _ = await asyncio.wait({t1}, timeout=min(call.hedge_delay, max(call.remaining(), 0)))
         if not done:
             call.flags["hedged"] = True
-            t2 = asyncio.ensure_future(self._one(shadows[backup.name], backup, passthrough, on_end))
+            t2 = asyncio.ensure_future(
+                self._one(shadows[backup.name], backup, passthrough, on_end, "hedge")
+            )
             tasks[t2] = backup
         pending = set(tasks)
         last: UpstreamError = UpstreamError("hedged attempts failed")
@@ -295,18 +309,8 @@ class Engine:
                 with contextlib.suppress(BaseException):
                     await t
         for dep in (primary, backup):
-            sh = shadows[dep.name]
-            call.attempts.extend(sh.attempts)
-            # the loser's tokens were billed too: count what it reported, or its input estimate
-            if (winner is None or winner[1] is not dep) and sh.attempts:
-                call.flags.setdefault("hedge_losers", []).append(
-                    {
-                        "model": dep.model,
-                        "kind": dep.endpoint.kind,
-                        "input_tokens": sh.usage.input_tokens or call.body_bytes // 4,
-                        "output_tokens": sh.usage.output_tokens,
-                    }
-                )
+            # the loser was billed too: its attempt stays on the call, priced on its own
+            call.attempts.extend(shadows[dep.name].attempts)
         if winner is None:
             return last
         reply, dep = winner
@@ -347,11 +351,16 @@ class Engine:
                 mt = body.get("max_tokens")
                 if isinstance(mt, int):
                     body["max_tokens"] = max(1, mt - call.usage.output_tokens)
-                attempt = Attempt(d.name, d.endpoint.name, d.model, started=time.monotonic())
+                attempt = _attempt(d, "continuation")
                 call.attempts.append(attempt)
                 try:
                     resp: UpstreamResponse = await self._send(
-                        call, d, body, passthrough, d.timeouts.connect + d.timeouts.first_token
+                        call,
+                        d,
+                        body,
+                        passthrough,
+                        d.timeouts.connect + d.timeouts.first_token,
+                        attempt,
                     )
                 except UpstreamError as exc:
                     attempt.error = type(exc).__name__
@@ -381,13 +390,24 @@ class Engine:
         body: dict[str, Any],
         passthrough: dict[str, str],
         timeout: float,
+        attempt: Attempt,
     ) -> Any:
+        """Send one attempt: reserved first (no upstream request skips the budget)."""
         target = dep.endpoint.speaks(call.client_format)
         req = dep.endpoint.build(
             body, target, stream=call.stream, extra_headers=dep.headers, passthrough=passthrough
         )
-        resp = await dep.transport.send(req, timeout=min(timeout, call.remaining()))
+        if self._reserve is not None:
+            await self._reserve(call, attempt, body, len(req.body))
+        attempt.sent = True
+        try:
+            resp = await dep.transport.send(req, timeout=min(timeout, call.remaining()))
+        except UpstreamConnectError as exc:
+            if not exc.reached:
+                attempt.usage = Usage()  # never reached the provider: nothing was billed
+            raise
         if resp.status != 200:
+            attempt.usage = Usage()  # an error answer is not billed
             try:
                 err_body = await _read(resp, min(dep.timeouts.total, call.remaining()))
             finally:
@@ -395,12 +415,14 @@ class Engine:
             raise UpstreamStatusError(resp.status, err_body, target, dict(resp.headers))
         return resp
 
-    async def _unary(self, call: Call, dep: Deployment, passthrough: dict[str, str]) -> Reply:
+    async def _unary(
+        self, call: Call, dep: Deployment, passthrough: dict[str, str], attempt: Attempt
+    ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
         # a non-streaming answer sends its headers only once generated: bound the wait by total
         t_end = time.monotonic() + t.total
-        resp = await self._send(call, dep, body, passthrough, t.total)
+        resp = await self._send(call, dep, body, passthrough, t.total, attempt)
         try:
             raw = await _read(resp, min(t_end - time.monotonic(), call.remaining()))
         finally:
@@ -416,7 +438,7 @@ class Engine:
         if call.output_filters:
             obj = filter_body(obj, src, call.output_filters)
             raw = orjson.dumps(obj)
-        _observe_response(call, obj, src)
+        attempt.usage = _observe_response(call, obj, src)
         call.first_byte = time.monotonic()
         if src is not call.client_format:
             obj = translate.response_to(call.client_format, obj, source=src, model=None)
@@ -425,11 +447,16 @@ class Engine:
         return Reply(200, {"content-type": "application/json"}, body=raw)
 
     async def _stream(
-        self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd
+        self,
+        call: Call,
+        dep: Deployment,
+        passthrough: dict[str, str],
+        on_end: OnEnd,
+        attempt: Attempt,
     ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
-        resp = await self._send(call, dep, body, passthrough, t.connect + t.first_token)
+        resp = await self._send(call, dep, body, passthrough, t.connect + t.first_token, attempt)
         src = dep.endpoint.speaks(call.client_format)
         emit = None
         if src is not call.client_format:
@@ -448,6 +475,7 @@ class Engine:
             idle_timeout=t.idle,
             on_end=on_end,
             continuation=self._continuation(call, dep, passthrough),
+            attempt=attempt,
         )
         try:
             first = await relay.prime(t.first_token)
@@ -468,24 +496,40 @@ async def _read(resp: Any, timeout: float) -> bytes:
         raise UpstreamTimeout(f"upstream body not complete within {timeout:.3g}s") from None
 
 
-def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> None:
+def _attempt(dep: Deployment, kind: str) -> Attempt:
+    return Attempt(
+        dep.name,
+        dep.endpoint.name,
+        dep.model,
+        started=time.monotonic(),
+        kind=kind,
+        provider_kind=dep.endpoint.kind,
+    )
+
+
+def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
+    """Take the answer's text and usage into the call; return this attempt's own usage."""
     model = obj.get("model")
     if isinstance(model, str):
         call.served_model = model
     u = obj.get("usage")
+    own = Usage()
     if fmt is Format.ANTHROPIC:
         if isinstance(u, dict):
+            usage_from_anthropic(u, own)
             usage_from_anthropic(u, call.usage)
         for block in obj.get("content") or ():
             if isinstance(block, dict) and isinstance(block.get("text"), str):
                 call.output_text.append(block["text"])
     else:
         if isinstance(u, dict):
+            usage_from_openai(u, own)
             usage_from_openai(u, call.usage)
         for choice in obj.get("choices") or ():
             msg = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(msg, dict) and isinstance(msg.get("content"), str):
                 call.output_text.append(msg["content"])
+    return own
 
 
 def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str], bytes]:

@@ -261,7 +261,9 @@ class UpstreamError(BastionError):
 
 
 class UpstreamConnectError(UpstreamError):
-    pass
+    """The connection failed; ``reached`` is False only when the request cannot have arrived."""
+
+    reached = True
 
 
 class UpstreamTimeout(UpstreamError):

@@ -22,6 +22,7 @@ from .clock import DayClock
 from .config import Config, load_config
 from .cost.alerts import SpendAlerts, provider_cap_warnings
 from .cost.budget import BudgetGuard
+from .cost.journal import SettleJournal
 from .cost.max_tokens import MaxTokensGuard
 from .cost.meter import CostMeter
 from .cost.pricing import Price, PriceTable
@@ -29,6 +30,7 @@ from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
 from .errors import AIUnavailable, BastionError, BudgetExceeded, PermissionDenied
+from .identity import END_USERS_ROLE, resolve_user
 from .observability.metrics import (
     Metrics,
     MetricsGuard,
@@ -68,13 +70,14 @@ from .safety.pii.guard import PiiGuard, PiiPolicy
 from .safety.prompting.guards import record_prompt_version
 from .safety.setup import safety_guards
 from .safety.structured import check_structured_output
-from .schema import end_user, parse_body, validate
+from .schema import parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
 log = logging.getLogger("bastion.gateway")
 
-LIBRARY_PRINCIPAL = Principal(key_id="library", name="library")
+# the in-process library is the operator's own code: its end-user ids are trusted
+LIBRARY_PRINCIPAL = Principal(key_id="library", name="library", roles=(END_USERS_ROLE,))
 
 
 class Gateway:
@@ -169,7 +172,11 @@ class Gateway:
             wait=config.reliability.idempotency_wait_seconds,
         )
         self.engine = Engine(
-            self.router, config.reliability.retry, self.state, config.reliability.breaker
+            self.router,
+            config.reliability.retry,
+            self.state,
+            config.reliability.breaker,
+            reserve=self.pipeline.reserve_attempt,
         )
         self.alerts = SpendAlerts(config, self.store, self.state, self.clock)
         self.warnings = provider_cap_warnings(config, list(config.providers))
@@ -180,7 +187,10 @@ class Gateway:
     def _guards(self) -> list[object]:
         """Before-hooks run in this order, after-hooks in reverse (cost is priced first, recorded last)."""
         cfg = self.config
-        self.budget = BudgetGuard(cfg, self.state, self.prices, self.router, self.clock)
+        self.settle_journal = SettleJournal(cfg.state.settle_journal)
+        self.budget = BudgetGuard(
+            cfg, self.state, self.prices, self.router, self.clock, self.settle_journal
+        )
         self.kill_switch = KillSwitchGuard(
             self.state,
             cfg.reliability.kill_switch_poll_seconds,
@@ -271,6 +281,7 @@ class Gateway:
     async def start(self) -> None:
         if not self._started:
             await self.store.migrate()
+            self.settle_journal.open()
             self.recorder.start()
             self.alerts.start()
             self.quality.start()
@@ -287,6 +298,7 @@ class Gateway:
         await self.retention.stop()
         await self.tracing.aclose()
         await self.recorder.aclose()
+        await self.settle_journal.aclose(self.state)
         await self.state.close()
         await self.store.close()
         self._started = False
@@ -404,7 +416,8 @@ class Gateway:
         stream = body.get("stream") is True
         so = body.get("stream_options")
         call = Call(
-            request_id=headers.get("x-request-id") or "req_" + uuid.uuid4().hex,
+            request_id="req_" + uuid.uuid4().hex,
+            client_request_id=client_request_id(headers.get("x-request-id")),
             trace_id=trace_id,
             span_id=span_id,
             client_format=fmt,
@@ -414,7 +427,6 @@ class Gateway:
             body=body,
             requested_model=body["model"],
             stream=stream,
-            user_id=headers.get("x-bastion-user") or end_user(fmt, body) or principal.user,
             feature=principal.feature or headers.get("x-bastion-feature"),
             conversation_id=headers.get("x-bastion-conversation"),
             include_usage=fmt is Format.OPENAI
@@ -422,6 +434,13 @@ class Gateway:
             and so.get("include_usage") is True,
         )
         call.body_bytes = len(raw)
+        call.user_id, call.cap_subject = resolve_user(
+            principal,
+            fmt,
+            body,
+            headers,
+            end_user_caps=self.config.cost.caps.end_user_caps or principal is LIBRARY_PRINCIPAL,
+        )
         if client_model is not None:
             call.flags["client_model"] = client_model
         if "bastion" not in body:  # a server-side template records the version it rendered
@@ -477,6 +496,8 @@ class Gateway:
             raise
         reply.call = call
         reply.headers["x-request-id"] = call.request_id
+        if call.client_request_id is not None:
+            reply.headers["x-client-request-id"] = call.client_request_id
         reply.headers["traceparent"] = traceparent
         if call.deployment:
             reply.headers["x-bastion-deployment"] = call.deployment
@@ -603,6 +624,22 @@ class Gateway:
                         str(err.get("message", "stream error"))
                     )
                 yield obj
+
+
+_CLIENT_ID_MAX = 128
+
+
+def client_request_id(value: str | None) -> str | None:
+    """The client's own request id, kept only if it is safe to store and echo in a header.
+
+    Printable ASCII without separators' worth of control bytes, at most 128 characters: an id
+    that could split a header or bloat a record is dropped, not trimmed into another id.
+    """
+    if not value or len(value) > _CLIENT_ID_MAX:
+        return None
+    if not all(" " < ch < "\x7f" for ch in value):
+        return None
+    return value
 
 
 def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:

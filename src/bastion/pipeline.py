@@ -1,9 +1,16 @@
 """The guard protocol and the chain built once from config.
 
-A guard has one job. It may refuse a call before it goes upstream (raise a
-``BastionError``), rewrite the request body, and observe the finished call
-(settle a budget, queue a record). The chain sorts guards into per-phase lists
-at start-up, so a call pays only for the hooks that exist.
+A guard has one job, in typed phases with no-op defaults (a guard implements only those it
+needs, and a misspelt hook fails the protocol check instead of being silently dropped):
+
+- *admit* (``before``): refuse the call (raise a ``BastionError``) or rewrite its body;
+- *attempt* (``reserve_attempt``): reserve each upstream request before it is sent — the first
+  try, a retry, a failover, a hedge, a continuation, a repair — at its own model's worst case;
+- *settle* (``after``): price, settle and record the finished call, successful or not.
+
+Output filters (watching and rewriting the model's text) are the fourth phase; they hang on
+the call because they keep per-stream state. The chain sorts guards into per-phase lists at
+start-up, so a call pays only for the hooks that exist; ``PHASE_ORDER`` is the declared order.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from .call import Call
+from .call import Attempt, Call
 from .errors import BastionError
 
 log = logging.getLogger("bastion.pipeline")
@@ -36,15 +43,51 @@ class CompletionGuard(Protocol):
     async def after(self, call: Call, error: BaseException | None) -> None: ...
 
 
+@runtime_checkable
+class AttemptGuard(Protocol):
+    """Runs before each upstream request of a call; raise to stop that request (and the call)."""
+
+    name: str
+
+    async def reserve_attempt(
+        self, call: Call, attempt: Attempt, body: dict[str, object], body_bytes: int
+    ) -> None: ...
+
+
+PHASE_ORDER = ("admit", "attempt", "filter", "settle")
+
+_HOOKS = frozenset({"before", "after", "reserve_attempt"})
+
+
 class Pipeline:
     """The guard chain; built once, shared by every call."""
 
-    __slots__ = ("_after", "_before", "guards")
+    __slots__ = ("_after", "_attempt", "_before", "guards")
 
     def __init__(self, guards: Sequence[object]) -> None:
         self.guards = tuple(guards)
+        for g in self.guards:
+            hooks = {n for n in _HOOKS if callable(getattr(g, n, None))}
+            if not hooks:
+                raise TypeError(f"guard {g!r} implements no phase ({', '.join(sorted(_HOOKS))})")
         self._before = tuple(g for g in self.guards if isinstance(g, RequestGuard))
+        self._attempt = tuple(g for g in self.guards if isinstance(g, AttemptGuard))
         self._after = tuple(g for g in reversed(self.guards) if isinstance(g, CompletionGuard))
+
+    @property
+    def order(self) -> dict[str, tuple[str, ...]]:
+        """Guard names per phase, in the order they run: the declared order, as data."""
+        return {
+            "admit": tuple(g.name for g in self._before),
+            "attempt": tuple(g.name for g in self._attempt),
+            "settle": tuple(g.name for g in self._after),
+        }
+
+    async def reserve_attempt(
+        self, call: Call, attempt: Attempt, body: dict[str, object], body_bytes: int
+    ) -> None:
+        for g in self._attempt:
+            await g.reserve_attempt(call, attempt, body, body_bytes)
 
     async def before(self, call: Call) -> None:
         for g in self._before:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from .call import Call, Usage
+from .call import Attempt, Call, Usage
 from .errors import BastionError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .output import filter_event
 from .providers.adapters import usage_from_anthropic, usage_from_openai
@@ -157,6 +158,7 @@ class StreamRelay:
     a failure before then can still fail over."""
 
     __slots__ = (
+        "_attempt",
         "_base_usage",
         "_call",
         "_continuation",
@@ -183,8 +185,10 @@ class StreamRelay:
         idle_timeout: float,
         on_end: Callable[[BaseException | None], Awaitable[None]],
         continuation: Continuation | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         self._call = call
+        self._attempt = attempt
         self._resp = resp
         self._it = resp.iter_chunks().__aiter__()
         self._decoder = SSEDecoder()
@@ -284,6 +288,9 @@ class StreamRelay:
             return False
         await self._resp.aclose()
         self._resp = resp
+        # the cut attempt's usage stays unknown (settled at its reservation); the rest is the
+        # continuation's own
+        self._attempt = call.attempts[-1] if call.attempts else None
         self._it = resp.iter_chunks().__aiter__()
         self._decoder = SSEDecoder()
         self._base_usage = call.usage
@@ -350,6 +357,8 @@ class StreamRelay:
         finally:
             call = self._call
             call.ended = time.monotonic()
+            if self.watcher.finished and self._attempt is not None:
+                self._attempt.usage = replace(call.usage)
             if not self.watcher.finished:
                 # the final usage never came: bill at least what was streamed (~4 chars a token)
                 streamed = sum(len(t) for t in call.output_text) // 4

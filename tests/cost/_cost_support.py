@@ -237,6 +237,6 @@ async def make_key(gw: Gateway, name: str = "cost-test") -> str:
     """Mint a real virtual key in the gateway's record store (the gateway must be started)."""
     from bastion.auth import new_key
 
-    secret, record = new_key(name, roles=("admin",))
+    secret, record = new_key(name, roles=("admin", "end_users"))
     await gw.store.create_key(record)
     return secret

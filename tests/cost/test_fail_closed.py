@@ -65,7 +65,7 @@ async def test_store_outage_refuses_capped_calls_unless_fail_open(tmp_path: Path
             status, _, out = await post(closed.url, "/v1/messages", closed.key, BODY)
             assert status == 503, out
             assert out["type"] == "error" and out["error"]["type"] == "api_error"
-            assert "unavailable" in out["error"]["message"]
+            assert "unreachable" in out["error"]["message"]  # names the component, not its URL
             oc = openai.OpenAI(base_url=closed.url + "/v1", api_key=closed.key, max_retries=0)
             try:
                 oc.chat.completions.create(model="capped", max_tokens=50, messages=MSG)  # type: ignore[arg-type]

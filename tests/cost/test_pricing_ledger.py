@@ -69,8 +69,8 @@ def _cost(tokens: tuple[int, int, int, int]) -> float:
     ) / 1e6
 
 
-async def _stream_usage(gw: Gateway, rid: str) -> tuple[int, int, int, int]:
-    """Run one Anthropic stream to its end; the usage the client saw in message_start/delta."""
+async def _stream_usage(gw: Gateway, rid: str) -> tuple[str, tuple[int, int, int, int]]:
+    """Run one Anthropic stream to its end; its server id and the usage the client saw."""
     raw = json.dumps(_anthropic_body(stream=True)).encode()
     reply = await gw.handle(Format.ANTHROPIC, raw, {"x-request-id": rid}, principal=PRINCIPAL)
     assert reply.stream is not None
@@ -83,7 +83,7 @@ async def _stream_usage(gw: Gateway, rid: str) -> tuple[int, int, int, int]:
                 usage.update(obj["message"]["usage"])
             elif ev.event == "message_delta":
                 usage.update({k: v for k, v in obj["usage"].items() if v is not None})
-    return _anthropic_tokens(usage)
+    return reply.headers["x-request-id"], _anthropic_tokens(usage)
 
 
 async def test_ledger_cost_is_usage_times_price_including_cache_tokens(tmp_path: Path) -> None:
@@ -93,6 +93,7 @@ async def test_ledger_cost_is_usage_times_price_including_cache_tokens(tmp_path:
         cost={"prices": {"priced-model": PRICE}, "caps": {"global_daily_usd": 100.0}},
     )
     expected: dict[str, tuple[tuple[int, int, int, int], float]] = {}
+    ids: dict[str, str] = {}  # the client's id -> the id Bastion minted (the record's key)
     async with Gateway(cfg) as gw:
         for i in range(2):  # the first writes the prompt cache, the second reads it
             rid = f"ledger-a{i}"
@@ -103,7 +104,8 @@ async def test_ledger_cost_is_usage_times_price_including_cache_tokens(tmp_path:
             assert reply.status == 200 and reply.body is not None
             t = _anthropic_tokens(json.loads(reply.body)["usage"])
             expected[rid] = (t, _cost(t))
-        t = await _stream_usage(gw, "ledger-s")
+            ids[rid] = reply.headers["x-request-id"]
+        ids["ledger-s"], t = await _stream_usage(gw, "ledger-s")
         expected["ledger-s"] = (t, _cost(t))
         for i in range(2):
             rid = f"ledger-o{i}"
@@ -112,6 +114,7 @@ async def test_ledger_cost_is_usage_times_price_including_cache_tokens(tmp_path:
             assert reply.status == 200 and reply.body is not None
             t = _openai_tokens(json.loads(reply.body)["usage"])
             expected[rid] = (t, _cost(t))
+            ids[rid] = reply.headers["x-request-id"]
 
         # the test is only meaningful if every kind of token really occurred
         assert expected["ledger-a0"][0][2] > 0, "no cache write on the first Anthropic call"
@@ -124,7 +127,8 @@ async def test_ledger_cost_is_usage_times_price_including_cache_tokens(tmp_path:
             rows: dict[str, CallRecord] = {}
             end = time.monotonic() + 5
             while time.monotonic() < end:  # records are written off the request path
-                rows = {r.request_id: r for r in await store.recent_calls(100)}
+                by_id = {r.request_id: r for r in await store.recent_calls(100)}
+                rows = {rid: by_id[sid] for rid, sid in ids.items() if sid in by_id}
                 if expected.keys() <= rows.keys():
                     break
                 await asyncio.sleep(0.05)

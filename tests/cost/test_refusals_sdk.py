@@ -48,8 +48,9 @@ def budget_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGatew
             models=MODELS,
             features={"default": {}, "broke": {"daily_budget_usd": 0.0}},
             # about one $0.0034 worst case (max_tokens=300) per user; max_tokens=1000 never fits
-            cost={"caps": {"per_user_daily_usd": 0.005}},
-        )
+            cost={"caps": {"per_user_daily_usd": 0.005, "end_user_caps": True}},
+        ),
+        roles="admin,end_users",  # a key allowed to name its end users
     )
     yield gw
     stop(gw.proc)
@@ -96,7 +97,9 @@ def test_openai_sdk_gets_rate_limit_error_naming_the_user_cap(budget_gw: Running
     err = ei.value
     assert err.status_code == 429
     assert err.code == "budget_exceeded"
-    assert isinstance(err.body, dict) and err.body["scope"] == f"user:{bob}"
+    # the end user is counted within the key that named it
+    assert isinstance(err.body, dict) and err.body["scope"].startswith("user:key:")
+    assert err.body["scope"].endswith(f"/{bob}")
     assert err.body["type"] == "rate_limit_error"
     assert abs(_retry_after(err.response) - expected) <= 5
 
@@ -119,8 +122,12 @@ def rl_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         write_config(
             tmp_path_factory.mktemp("ratelimit"),
             models=MODELS,
-            cost={"rate_limits": {"per_user": {"requests_per_minute": RPM, "burst": BURST}}},
-        )
+            cost={
+                "rate_limits": {"per_user": {"requests_per_minute": RPM, "burst": BURST}},
+                "caps": {"end_user_caps": True},
+            },
+        ),
+        roles="admin,end_users",
     )
     yield gw
     stop(gw.proc)
@@ -221,7 +228,10 @@ async def test_per_user_rate_limit_isolates_users_across_identification_methods(
 
 
 async def test_calls_per_day_refuses_the_user_until_the_next_day_only(tmp_path: Path) -> None:
-    cfg = inproc_config(tmp_path, cost={"rate_limits": {"per_user": {"calls_per_day": 3}}})
+    cfg = inproc_config(
+        tmp_path,
+        cost={"rate_limits": {"per_user": {"calls_per_day": 3}}, "caps": {"end_user_caps": True}},
+    )
     async with Gateway(cfg) as gw:
         key = await make_key(gw)
         body = {"model": "claude-sonnet-5", "max_tokens": 20, "messages": MSG}

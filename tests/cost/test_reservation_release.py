@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from _cost_support import (
     PRINCIPAL,
     SHARED_REDIS,
@@ -36,9 +37,21 @@ ONE_CALL_CAP = 0.015
 MSG = [{"role": "user", "content": "hello"}]
 
 
-def _cap_key(user: str | None = None) -> str:
-    """The global cap, or one user's (tests sharing a gateway each watch their own user's cap)."""
-    return f"spend:{DayClock().day()}:" + ("global" if user is None else f"user:{user}")
+def _cap_key(user: str | None = None, prefix: str | None = None) -> str:
+    """The global cap, or one end user's (tests sharing a gateway each watch their own user's
+    cap; an end user is counted within the key that named it, so its cap key holds the key id)."""
+    day = DayClock().day()
+    if user is None:
+        return f"spend:{day}:global"
+    assert prefix is not None
+    r = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        pattern = f"{prefix}:{{budget}}:cap:spend:{day}:user:key:*/{user}"
+        found = [k.decode() for k in r.scan_iter(match=pattern, count=1000)]
+    finally:
+        r.close()
+    head = f"{prefix}:{{budget}}:cap:"
+    return found[0][len(head) :] if found else f"spend:{day}:user:{user}"
 
 
 # -- upstream error ------------------------------------------------------------------------
@@ -77,10 +90,11 @@ async def test_upstream_error_releases_the_reservation_and_settles_nothing(tmp_p
             assert "HTTP 500" in err.value.message
             assert await state.usage(cap) == Usage(0.0, 0.0)
         assert gw.simulator.request_count() == 3
-        for i in range(3):
-            ops = [(op, amount) for op, rid, amount in state.log if rid == f"fail-{i}"]
-            assert [op for op, _ in ops] == ["reserve", "release"], ops
-            assert ops[0][1] is not None and ops[0][1] > 0.01  # the worst case really was held
+        # each failed attempt was reserved under its own server-minted id, then released
+        assert [op for op, _, _ in state.log] == ["reserve", "release"] * 3, state.log
+        for held, freed in zip(state.log[::2], state.log[1::2], strict=True):
+            assert held[1] == freed[1] and not held[1].startswith("fail-")
+            assert held[2] is not None and held[2] > 0.01  # the worst case really was held
         assert not [e for e in state.log if e[0] == "settle"]
 
         # only one worst case fits the cap: any leaked hold would refuse this call
@@ -113,8 +127,9 @@ def redis_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
             tmp,
             models={"slow": {"deployments": [SLOW]}, "fast": {"deployments": [FAST]}},
             state={"url": SHARED_REDIS, "prefix": prefix},
-            cost={"caps": {"per_user_daily_usd": 100.0}},
-        )
+            cost={"caps": {"per_user_daily_usd": 100.0, "end_user_caps": True}},
+        ),
+        roles="admin,end_users",
     )
     try:
         yield gw, prefix
@@ -132,10 +147,10 @@ async def _wait_released(
     st = open_state(SHARED_REDIS, prefix=prefix)
     try:
         t0 = time.monotonic()
-        u = await st.usage(_cap_key(user))
+        u = await st.usage(_cap_key(user, prefix))
         while u.reserved > 0 and time.monotonic() - t0 < bound_s:
             await asyncio.sleep(0.05)
-            u = await st.usage(_cap_key(user))
+            u = await st.usage(_cap_key(user, prefix))
         return time.monotonic() - t0, u
     finally:
         await st.close()
@@ -144,7 +159,7 @@ async def _wait_released(
 async def _usage(prefix: str, user: str | None = None) -> Usage:
     st = open_state(SHARED_REDIS, prefix=prefix)
     try:
-        return await st.usage(_cap_key(user))
+        return await st.usage(_cap_key(user, prefix))
     finally:
         await st.close()
 

@@ -20,7 +20,17 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from tests.conftest import RunningGateway, free_port, start_gateway, stop, wait_port, write_config
+from examples.support_drafter.prompts import VERSIONS
+from examples.support_drafter.settings import TEMPLATE
+from tests.conftest import (
+    BIN,
+    RunningGateway,
+    free_port,
+    start_gateway,
+    stop,
+    wait_port,
+    write_config,
+)
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -113,6 +123,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         gateway = start_gateway(cfg)
         procs.append(gateway.proc)
+        # the app's prompt versions, published in the gateway's registry as an operator would
+        for version, text in VERSIONS:
+            src = tmp / f"v{version}.txt"
+            src.write_text(text)
+            label = ["--label", "prod"] if version == 3 else []
+            subprocess.run(
+                [
+                    *(str(BIN / "bastion"), "prompts", "publish", TEMPLATE),
+                    *("--file", str(src), *label, "--config", str(cfg)),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         gw_app, gw_port = launch_app(
             tmp_path_factory.mktemp("drafter-gw"),
             "--via-gateway",

@@ -84,6 +84,7 @@ async def per_user_rate_limit(ctx: CheckContext, r: ItemResult) -> None:
 
     def two_a_day(data: dict[str, Any]) -> None:
         data["cost"].setdefault("rate_limits", {})["per_user"] = {"calls_per_day": 2}
+        data["cost"].setdefault("caps", {})["end_user_caps"] = True
 
     async with ctx.drill(two_a_day) as gw:
         for _ in range(2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..store.models import PromptVersion
 from ._base import NOT_BUILT, CheckContext, Item, ItemResult, ask, drill_model, optional
 
 __all__ = ["OBSERVABILITY_ITEMS"]
@@ -37,6 +38,10 @@ async def call_logs(ctx: CheckContext, r: ItemResult) -> None:
     if not ctx.drills or model is None:
         return
     async with ctx.drill() as gw:
+        # a version header is recorded only when it resolves in the registry: publish one
+        await gw.store.create_prompt_version(
+            PromptVersion(name="check", version=1, instructions="You answer account questions.")
+        )
         await ask(
             gw, model, text="what is my balance?", headers={"x-bastion-prompt-version": "check@1"}
         )

@@ -1,23 +1,31 @@
-"""Daily spend caps that cannot be overshot: reserve the worst case before the call, settle after.
+"""Daily spend caps that cannot be overshot: reserve each upstream request's worst case, settle after.
 
-Every cap that applies (global, feature, user, key) is reserved in one atomic
-step in the counter store, so concurrent calls — on one process or many —
-cannot together pass a cap. A call that dies leaves a reservation whose lease
-expires; a store outage refuses calls unless config opts into failing open.
+The caps that apply (global, feature, user, key) are fixed when the call is admitted. Every
+upstream request — first try, retry, failover, hedge, continuation, repair — is then reserved
+before it is sent, at the worst case of the body that actually goes upstream (input bytes, the
+largest token limit present, times ``n``) and its own model's price, in one atomic step over
+every cap, so concurrent calls on one process or many cannot together pass a cap. Each attempt
+is settled with its own cost under its own server-minted id. The invariant, at every moment:
+settled + held ≥ spend that happened. A settle the store cannot take goes to the journal and is
+retried until it lands; a lease that expires frees a hold, never spend already settled. A store
+outage refuses calls unless config opts into failing open.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from ..call import Call
+from ..call import Attempt, Call
 from ..clock import DayClock
 from ..config import Config
 from ..errors import BudgetExceeded, ConfigError, StateUnavailable
+from ..observability.tracecontext import new_id
 from ..reliability.router import Router
-from ..state import Cap, CounterStore
+from ..state import Cap, CounterStore, ReserveResult
+from .journal import SettleJournal
 from .pricing import PriceTable
-from .tokens import input_upper_bound
+from .tokens import input_upper_bound, output_upper_bound
 
 log = logging.getLogger("bastion.cost")
 
@@ -36,7 +44,9 @@ class BudgetGuard:
         prices: PriceTable,
         router: Router,
         clock: DayClock,
+        journal: SettleJournal | None = None,
     ) -> None:
+        self._journal = journal if journal is not None else SettleJournal(None)
         self._caps = config.cost.caps
         self._features = config.features
         self._state = state
@@ -76,42 +86,44 @@ class BudgetGuard:
         limit = self._features[name].daily_budget_usd
         if limit is not None:
             caps.append(Cap(f"spend:{day}:feature:{name}", limit, DAY_TTL))
-        if c.per_user_daily_usd is not None and call.user_id:
-            caps.append(Cap(f"spend:{day}:user:{call.user_id}", c.per_user_daily_usd, DAY_TTL))
+        if c.per_user_daily_usd is not None:
+            subject = call.cap_subject or f"key:{call.principal.key_id}/anonymous"
+            caps.append(Cap(f"spend:{day}:user:{subject}", c.per_user_daily_usd, DAY_TTL))
         if c.per_key_daily_usd is not None:
             caps.append(
                 Cap(f"spend:{day}:key:{call.principal.key_id}", c.per_key_daily_usd, DAY_TTL)
             )
         return caps
 
-    def worst_case(self, call: Call) -> float:
-        """The most this call can cost on any deployment it may be routed to."""
-        bound = input_upper_bound(call.body, call.body_bytes)
-        mt = call.body.get("max_tokens") or call.body.get("max_completion_tokens") or 0
-        costs = []
-        for dep in self._router.resolve(call.requested_model):
-            price = self._prices.for_deployment(dep.model, dep.endpoint.kind)
-            if price is None:
-                raise BudgetExceeded(
-                    f"model {dep.model!r} has no known price, so its spend cannot be capped",
-                    scope="unpriced_model",
-                )
-            costs.append(price.worst_case(bound, int(mt)))
-        costs.sort(reverse=True)
-        # a hedged call may run two deployments at once, and pays for both
-        return sum(costs[:2]) if call.hedge_delay is not None else costs[0]
+    def attempt_worst_case(self, attempt: Attempt, body: dict[str, Any], body_bytes: int) -> float:
+        """The most one upstream request can cost: its own body, its own limit, its own model."""
+        price = self._prices.for_deployment(attempt.model, attempt.provider_kind)
+        if price is None:
+            raise BudgetExceeded(
+                f"model {attempt.model!r} has no known price, so its spend cannot be capped",
+                scope="unpriced_model",
+            )
+        return price.worst_case(input_upper_bound(body, body_bytes), output_upper_bound(body))
 
     async def before(self, call: Call) -> None:
-        if not self.active:
-            return
-        day = self._clock.day(call.wall_started)
-        caps = self._applicable(call, day)
+        """Admit: fix the caps every attempt of this call reserves against."""
+        if self.active:
+            call.budget_caps = tuple(self._applicable(call, self._clock.day(call.wall_started)))
+
+    async def reserve_attempt(
+        self, call: Call, attempt: Attempt, body: dict[str, Any], body_bytes: int
+    ) -> None:
+        """Hold this attempt's worst case on every cap before it is sent, atomically."""
+        caps: tuple[Cap, ...] = call.budget_caps
         if not caps:
             return
-        amount = self.worst_case(call)
+        amount = self.attempt_worst_case(attempt, body, body_bytes)
+        rid = f"{call.request_id}.{new_id(6)}"
         lease = max(call.remaining(), 1.0) + self._grace
         try:
-            res = await self._state.reserve(call.request_id, caps, amount, lease)
+            if len(self._journal):
+                await self._journal.drain(self._state)  # our own spend lands before we reserve
+            res = await self._state.reserve(rid, caps, amount, lease)
         except StateUnavailable:
             if self._fail_open:
                 call.flags["budget_unchecked"] = True
@@ -119,26 +131,39 @@ class BudgetGuard:
                 return
             raise
         if not res.ok:
-            scope = (res.refused_cap or "").split(":", 2)[-1]
-            raise BudgetExceeded(
-                f"daily spend cap reached for {scope} (limit ${res.limit:.2f}, spent "
-                f"${res.settled:.4f}, reserved ${res.reserved:.4f}, this call needs up to ${amount:.4f})",
-                retry_after=self._clock.seconds_to_next_day(),
-                scope=scope,
-            )
-        call.reservation_id = call.request_id
-        call.flags["reserved_usd"] = round(amount, 6)
+            raise self._refusal(call, res, amount)
+        attempt.reservation_id = rid
+        attempt.reserved_usd = amount
+
+    def _refusal(self, call: Call, res: ReserveResult, amount: float) -> BudgetExceeded:
+        """Name the cap; show figures only for the caller's own key or user cap."""
+        scope = (res.refused_cap or "").split(":", 2)[-1]
+        own = scope in (f"key:{call.principal.key_id}", f"user:{call.cap_subject}")
+        figures = (
+            f" (limit ${res.limit:.2f}, spent ${res.settled:.4f}, reserved ${res.reserved:.4f},"
+            f" this call needs up to ${amount:.4f})"
+            if own
+            else ""
+        )
+        return BudgetExceeded(
+            f"daily spend cap reached for {scope}{figures}",
+            retry_after=self._clock.seconds_to_next_day(),
+            scope=scope,
+        )
 
     async def after(self, call: Call, error: BaseException | None) -> None:
-        rid = call.reservation_id
-        if rid is None:
-            return
-        call.reservation_id = None
-        try:
-            if call.cost_usd > 0:
-                await self._state.settle(rid, call.cost_usd)
-            else:
-                await self._state.release(rid)
-        except StateUnavailable:
-            # the lease will expire; the ledger still records what was spent
-            log.warning("could not settle reservation %s; it expires with its lease", rid)
+        """Settle every attempt at its own cost; a settle that cannot land is journaled."""
+        for attempt in call.attempts:
+            rid = attempt.reservation_id
+            if rid is None:
+                continue
+            attempt.reservation_id = None
+            actual = attempt.cost_usd if attempt.cost_usd > 0 else None
+            try:
+                if actual is None:
+                    await self._state.release(rid)
+                else:
+                    await self._state.settle(rid, actual)
+            except StateUnavailable:
+                log.warning("could not settle reservation %s now; journaled", rid)
+                self._journal.add(self._state, rid, actual)

@@ -1,43 +1,57 @@
-"""Prices each finished call from its own usage (every attempt that produced tokens included)."""
+"""Prices each finished call as the sum of its attempts, each at its own model's price."""
 
 from __future__ import annotations
 
-from ..call import Call, Usage
+from ..call import Attempt, Call, Usage
 from .caching import savings_usd
 from .pricing import PriceTable
 
 
 class CostMeter:
-    """Sets ``call.cost_usd`` locally; an unpriced model is flagged rather than guessed."""
+    """Sets each attempt's ``cost_usd`` and the call's total; unpriced models are flagged.
+
+    An attempt whose outcome is unknown (sent, then timed out, cancelled or cut before its
+    final usage) may have been billed in full, so it costs its reservation; without one, the
+    estimate the call has.
+    """
 
     name = "cost"
 
     def __init__(self, prices: PriceTable) -> None:
         self._prices = prices
 
-    def _losers(self, call: Call) -> float:
-        """Hedged attempts that lost were billed by their provider as well."""
-        total = 0.0
-        for lost in call.flags.get("hedge_losers", ()):
-            p = self._prices.for_deployment(lost["model"], lost["kind"])
-            if p is not None:
-                total += p.cost(
-                    Usage(input_tokens=lost["input_tokens"], output_tokens=lost["output_tokens"])
-                )
-        return total
+    def _attempt_cost(self, call: Call, a: Attempt) -> float:
+        price = self._prices.for_deployment(a.model, a.provider_kind or call.provider_kind)
+        if a.usage is not None:
+            if price is None:
+                if a.usage.input_tokens or a.usage.output_tokens:
+                    call.flags["unpriced_model"] = a.model
+                return 0.0
+            return price.cost(a.usage)
+        if not a.sent:
+            return 0.0
+        call.flags["cost_bound"] = True
+        if a.reservation_id is not None:
+            return a.reserved_usd
+        if price is None:
+            return 0.0
+        last = call.attempts[-1] is a
+        return price.cost(call.usage if last else Usage(input_tokens=call.body_bytes // 4))
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        total = 0.0
+        for a in call.attempts:
+            a.cost_usd = self._attempt_cost(call, a)
+            total += a.cost_usd
+        call.cost_usd = total
+        u = call.usage
+        if not (u.cache_read_tokens or u.cache_write_tokens):
+            return
         model = call.served_model or call.requested_model
         price = self._prices.for_deployment(model, call.provider_kind)
         if price is None and call.attempts:
             price = self._prices.for_deployment(call.attempts[-1].model, call.provider_kind)
-        if price is None:
-            if call.usage.input_tokens or call.usage.output_tokens:
-                call.flags["unpriced_model"] = model
-            return
-        u = call.usage
-        call.cost_usd = price.cost(u) + self._losers(call)
-        if u.cache_read_tokens or u.cache_write_tokens:
+        if price is not None:
             call.flags["cache_savings_usd"] = round(
                 savings_usd(
                     u.cache_read_tokens,

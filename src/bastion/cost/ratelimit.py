@@ -37,7 +37,7 @@ class RateLimitGuard:
     @staticmethod
     def _ident(scope: str, call: Call) -> str:
         if scope == "user":
-            return call.user_id or f"key:{call.principal.key_id}"
+            return call.cap_subject or f"key:{call.principal.key_id}/anonymous"
         if scope == "key":
             return call.principal.key_id
         return "all"

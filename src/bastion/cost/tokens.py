@@ -14,12 +14,19 @@ from collections.abc import Iterable
 from typing import Any
 
 IMAGE_TOKEN_CEILING = 6_000  # above either provider's per-image maximum at full resolution
+# when a body names no token limit at all: above every current model's output maximum
+OUTPUT_CEILING = 200_000
+LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens around each message
 BASE_OVERHEAD = 16
 
 
 def _binary_payloads(messages: Iterable[Any]) -> tuple[int, int]:
-    """(bytes of inline image/document data, number of such parts) in the messages."""
+    """(bytes of inline image/document data, number of image/document parts) in the messages.
+
+    Every part counts at the ceiling, inline or by URL: a 40-byte image URL is thousands of
+    tokens.
+    """
     size = 0
     count = 0
     for m in messages:
@@ -35,13 +42,13 @@ def _binary_payloads(messages: Iterable[Any]) -> tuple[int, int]:
                 data = src.get("data") if isinstance(src, dict) else None
                 if isinstance(data, str):
                     size += len(data)
-                    count += 1
-            elif t == "image_url":
+                count += 1
+            elif t in ("image_url", "input_image", "file", "input_file", "input_audio"):
                 iu = part.get("image_url")
                 url = iu.get("url") if isinstance(iu, dict) else None
                 if isinstance(url, str) and url.startswith("data:"):
                     size += len(url)
-                    count += 1
+                count += 1
     return size, count
 
 
@@ -64,3 +71,18 @@ def estimate_input(body: dict[str, Any], body_bytes: int) -> int:
     msgs = messages if isinstance(messages, list) else []
     binary, parts = _binary_payloads(msgs)
     return max(0, body_bytes - binary) // 4 + parts * 1_600 + len(msgs) * 4
+
+
+def output_upper_bound(body: dict[str, Any]) -> int:
+    """Output tokens one upstream request may bill: its largest token limit, times ``n``.
+
+    Whichever limit field a provider honours, the largest one present bounds it; a body with
+    none gets the ceiling (every call leaves with a limit injected, so that is a bug's bound).
+    """
+    limits = [
+        v for f in LIMIT_FIELDS if isinstance(v := body.get(f), int) and not isinstance(v, bool)
+    ]
+    out = max(limits) if limits else OUTPUT_CEILING
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    return max(out, 0) * choices

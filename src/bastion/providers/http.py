@@ -102,6 +102,10 @@ class HttpTransport:
             raise UpstreamTimeout(
                 f"no response headers from upstream within {timeout:.3g}s"
             ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            err = UpstreamConnectError(_what(exc, "connection"))
+            err.reached = False  # no connection: the provider never saw the request
+            raise err from exc
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
             raise UpstreamConnectError(_what(exc, "connection")) from exc
         return _AiohttpResponse(resp)

@@ -51,7 +51,11 @@ async def check_structured_output(
     ]
     call.body = {**call.body, "messages": messages}
     call.output_text = []
-    repaired = await engine.run(call, passthrough, on_end)
+    call.repairing = True  # the repair is an attempt of its own: reserved, priced, settled
+    try:
+        repaired = await engine.run(call, passthrough, on_end)
+    finally:
+        call.repairing = False
     u = call.usage
     u.input_tokens += first.input_tokens
     u.output_tokens += first.output_tokens
