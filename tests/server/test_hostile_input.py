@@ -149,7 +149,49 @@ async def test_any_nesting_depth_is_a_200_or_a_400_never_a_500(
         assert b"nests deeper" not in out
 
 
-header_text = st.text(max_size=80) | st.binary(max_size=60).map(lambda b: b.decode("latin-1"))
+async def _asgi_latin1(
+    app: Any, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with header bytes as a real server hands them over (Latin-1, byte per char)."""
+
+    def enc(v: str) -> bytes:
+        return v.encode("latin-1") if all(ord(c) < 256 for c in v) else v.encode()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(k.encode(), enc(v)) for k, v in headers.items()],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    out: dict[str, Any] = {"status": 0, "headers": {}, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            out["status"] = msg["status"]
+            out["headers"] = {k.decode(): v.decode("latin-1") for k, v in msg["headers"]}
+        else:
+            out["body"] += msg.get("body", b"")
+
+    await app(scope, receive, send)
+    return out["status"], out["headers"], out["body"]
+
+
+header_text = (
+    st.sampled_from(["\xb2", "1.\xb2", "9" * 5000, "\u0663"])
+    | st.text(max_size=80)
+    | st.binary(max_size=60).map(lambda b: b.decode("latin-1"))
+)
 CLIENT_HEADERS = (
     "x-request-id",
     "x-bastion-feature",
@@ -181,9 +223,7 @@ async def test_random_model_names_and_header_values_never_500_nor_reach_a_respon
     app, _, key = hostile_app
     raw = orjson.dumps(_body(model, stream=stream))
     async with asyncio.timeout(10):
-        status, headers, out = await asgi_request(
-            app, "POST", path, raw, {"x-api-key": key, **values}
-        )
+        status, headers, out = await _asgi_latin1(app, path, raw, {"x-api-key": key, **values})
     assert status < 500, (status, model, values, out[:300])
     for name, value in headers.items():
         assert SAFE_VALUE.fullmatch(value), (name, value)
@@ -401,3 +441,26 @@ def test_header_size_and_count_decide_431_and_nothing_else_does(
         _assert_error_shape(path, status, orjson.dumps(err))
     else:
         assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("x-bastion-stable-messages", "\xb2"),
+        ("x-bastion-stable-messages", "9" * 5000),
+        ("x-bastion-stable-messages", "-1"),
+        ("x-bastion-retrieval-ms", "1.\xb2"),
+        ("x-bastion-retrieval-ms", "nan"),
+        ("content-length", "9" * 5000),
+    ],
+)
+async def test_a_malformed_number_in_a_header_is_a_400_not_a_500(
+    hostile_app: tuple[Any, Gateway, str], name: str, value: str
+) -> None:
+    app, gw, key = hostile_app
+    before = len(gw.simulator.requests)
+    raw = orjson.dumps(_body("claude-sonnet-5"))
+    status, _, out = await _asgi_latin1(app, ANTHROPIC, raw, {"x-api-key": key, name: value})
+    assert status in (400, 413), out
+    _assert_error_shape(ANTHROPIC, status, out)
+    await _unbilled(gw, before)

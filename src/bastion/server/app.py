@@ -31,6 +31,7 @@ from ..errors import (
     BastionError,
     BodyTooLarge,
     HeadersTooLarge,
+    InvalidRequest,
     NotFound,
     RequestTimeout,
     StateUnavailable,
@@ -60,6 +61,12 @@ CLOSE = {"connection": "close"}
 _TAIL_S = 1.0  # a stream's last writes (final event, end) may run this far past the deadline
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# request headers the gateway reads as numbers: plain ASCII, bounded (str.isdigit accepts "²",
+# and int() refuses more than 4300 digits, both of which would otherwise be a 500)
+_NUMERIC_HEADERS = {
+    "x-bastion-stable-messages": re.compile(r"[0-9]{1,6}"),
+    "x-bastion-retrieval-ms": re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?"),
+}
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -117,6 +124,13 @@ async def _abort(send: Send) -> None:
     if callable(abort):
         abort()
         await asyncio.sleep(0)  # let the server see the connection gone before we return
+
+
+def _check_numeric_headers(headers: Mapping[str, str]) -> None:
+    for name, pattern in _NUMERIC_HEADERS.items():
+        value = headers.get(name)
+        if value and pattern.fullmatch(value) is None:
+            raise InvalidRequest(f"header {name}: must be a plain non-negative number")
 
 
 def _log_refusal(exc: BaseException, path: str) -> None:
@@ -210,7 +224,7 @@ class BastionApp:
 
     async def _read_body(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> bytes:
         cl = headers.get("content-length")
-        if cl and cl.isdigit() and int(cl) > self._max_body:
+        if cl and cl.isascii() and cl.isdigit() and (len(cl) > 18 or int(cl) > self._max_body):
             raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
         chunks: list[bytes] = []
         size = 0
@@ -257,6 +271,7 @@ class BastionApp:
         try:
             # the key first: a caller without one costs a header lookup, not a body in memory
             principal = await self.gateway.keys.resolve(key_from_headers(headers))
+            _check_numeric_headers(headers)
             raw = await self._read_body(scope, receive, headers)
             reply = await self.gateway.handle(fmt, raw, headers, principal=principal, admit=admit)
         except ConnectionAbortedError:
