@@ -51,6 +51,7 @@ class Attempt:
     usage: Usage | None = None
     cost_usd: float = 0.0
     sent: bool = False
+    conversation_tokens: int = 0  # held on the conversation's token cap for this attempt
 
 
 @dataclass(slots=True)

@@ -101,6 +101,7 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
 
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
 ReserveAttempt = Callable[[Call, Attempt, dict[str, Any], int], Awaitable[None]]
+ReleaseAttempt = Callable[[Call, Attempt], Awaitable[None]]
 
 
 def is_context_length(err: UpstreamError) -> bool:
@@ -116,7 +117,7 @@ def is_context_length(err: UpstreamError) -> bool:
 class Engine:
     """Executes calls: retries with backoff inside a deployment, failover across them, breakers around each."""
 
-    __slots__ = ("_breaker", "_reserve", "_retry", "_router", "_state")
+    __slots__ = ("_breaker", "_release", "_reserve", "_retry", "_router", "_state")
 
     def __init__(
         self,
@@ -126,9 +127,11 @@ class Engine:
         breaker: BreakerConfig | None = None,
         *,
         reserve: ReserveAttempt | None = None,
+        release: ReleaseAttempt | None = None,
     ) -> None:
         self._router = router
         self._reserve = reserve
+        self._release = release
         self._retry = retry or RetryConfig()
         self._state = state
         self._breaker: BreakerPolicy | None = None
@@ -405,9 +408,13 @@ class Engine:
         except UpstreamConnectError as exc:
             if not exc.reached:
                 attempt.usage = Usage()  # never reached the provider: nothing was billed
+                if self._release is not None:
+                    await self._release(call, attempt)
             raise
         if resp.status != 200:
             attempt.usage = Usage()  # an error answer is not billed
+            if self._release is not None:
+                await self._release(call, attempt)
             try:
                 err_body = await _read(resp, min(dep.timeouts.total, call.remaining()))
             finally:

@@ -177,6 +177,7 @@ class Gateway:
             self.state,
             config.reliability.breaker,
             reserve=self.pipeline.reserve_attempt,
+            release=self.pipeline.release_attempt,
         )
         self.alerts = SpendAlerts(config, self.store, self.state, self.clock)
         self.warnings = provider_cap_warnings(config, list(config.providers))

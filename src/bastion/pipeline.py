@@ -54,15 +54,26 @@ class AttemptGuard(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class AttemptReleaser(Protocol):
+    """Gives back an attempt's holds at once when it is known to have cost nothing (the
+    provider answered with an error, or the connection never opened), so a failover near a
+    cap is not refused by the failed attempt's hold."""
+
+    name: str
+
+    async def release_attempt(self, call: Call, attempt: Attempt) -> None: ...
+
+
 PHASE_ORDER = ("admit", "attempt", "filter", "settle")
 
-_HOOKS = frozenset({"before", "after", "reserve_attempt"})
+_HOOKS = frozenset({"before", "after", "reserve_attempt", "release_attempt"})
 
 
 class Pipeline:
     """The guard chain; built once, shared by every call."""
 
-    __slots__ = ("_after", "_attempt", "_before", "guards")
+    __slots__ = ("_after", "_attempt", "_before", "_release", "guards")
 
     def __init__(self, guards: Sequence[object]) -> None:
         self.guards = tuple(guards)
@@ -72,6 +83,7 @@ class Pipeline:
                 raise TypeError(f"guard {g!r} implements no phase ({', '.join(sorted(_HOOKS))})")
         self._before = tuple(g for g in self.guards if isinstance(g, RequestGuard))
         self._attempt = tuple(g for g in self.guards if isinstance(g, AttemptGuard))
+        self._release = tuple(g for g in self.guards if isinstance(g, AttemptReleaser))
         self._after = tuple(g for g in reversed(self.guards) if isinstance(g, CompletionGuard))
 
     @property
@@ -88,6 +100,13 @@ class Pipeline:
     ) -> None:
         for g in self._attempt:
             await g.reserve_attempt(call, attempt, body, body_bytes)
+
+    async def release_attempt(self, call: Call, attempt: Attempt) -> None:
+        for g in self._release:
+            try:
+                await g.release_attempt(call, attempt)
+            except Exception:  # the hold then ends with the call, as it would have anyway
+                log.exception("guard %s could not release an attempt", g.name)
 
     async def before(self, call: Call) -> None:
         for g in self._before:

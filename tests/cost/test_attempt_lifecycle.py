@@ -169,3 +169,69 @@ async def test_a_journaled_settle_survives_a_restart_and_lands_once(tmp_path: Pa
     assert not await inner.settle("r1", 0.25)  # idempotent per id: counted once
     await second.aclose(flaky)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def _failover_cfg(tmp: Path, **sections: Any) -> Any:
+    return inproc_config(
+        tmp,
+        models={
+            "fo": {
+                "deployments": [
+                    {
+                        "provider": "sim",
+                        "model": "claude-sonnet-5",
+                        "headers": {"x-sim-fault": "status:500"},
+                    },
+                    {"provider": "sim", "model": "claude-haiku-5-5"},
+                ]
+            }
+        },
+        reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
+        **sections,
+    )
+
+
+async def test_a_failover_is_reserved_at_its_own_model_and_the_failed_hold_is_given_back(
+    tmp_path: Path,
+) -> None:
+    # sonnet's worst case (~$0.0101 at max_tokens=1000) fits the cap once, never twice
+    cfg = _failover_cfg(tmp_path, cost={"caps": {"global_daily_usd": 0.015}})
+    state = RecordingState(MemoryCounterStore())
+    async with Gateway(cfg, state=state) as gw:  # type: ignore[arg-type]
+        raw = json.dumps({"model": "fo", "max_tokens": 1000, "messages": MSG}).encode()
+        reply = await gw.handle(Format.ANTHROPIC, raw, {}, principal=PRINCIPAL)
+        assert reply.status == 200 and reply.call is not None
+        ops = [(op, amount) for op, _, amount in state.log]
+        assert [op for op, _ in ops] == ["reserve", "release", "reserve", "settle"], ops
+        sonnet = gw.prices.get("claude-sonnet-5")
+        haiku = gw.prices.get("claude-haiku-5-5")
+        assert sonnet is not None and haiku is not None
+        # each attempt held its own model's worst case
+        assert ops[0][1] is not None and ops[2][1] is not None
+        assert ops[0][1] > ops[2][1]
+        assert ops[2][1] == pytest.approx(ops[0][1] * haiku.output / sonnet.output, rel=0.05)
+        # and the call cost what the answering model charged, nothing for the 500
+        (_, served) = reply.call.attempts
+        assert served.usage is not None
+        assert reply.call.cost_usd == pytest.approx(haiku.cost(served.usage))
+        u = await state.usage(f"spend:{gw.clock.day()}:global")
+        assert u.reserved == 0 and u.settled == pytest.approx(reply.call.cost_usd)
+
+
+async def test_a_failover_counts_once_on_the_conversation_cap(tmp_path: Path) -> None:
+    cfg = _failover_cfg(tmp_path, features={"default": {"conversation_max_tokens": 1500}})
+    async with Gateway(cfg) as gw:
+        raw = json.dumps({"model": "fo", "max_tokens": 1000, "messages": MSG}).encode()
+        conv = {"x-bastion-conversation": "c1"}
+        reply = await gw.handle(Format.ANTHROPIC, raw, conv, principal=PRINCIPAL)
+        assert reply.status == 200 and reply.call is not None
+        (_, served) = reply.call.attempts
+        assert served.usage is not None
+        used = await gw.state.get(f"conv:{PRINCIPAL.key_id}:" + _conv_hash("c1"))
+        assert used == served.usage.input_tokens + served.usage.output_tokens
+
+
+def _conv_hash(conversation: str) -> str:
+    from bastion.cost.token_caps import conversation_key
+
+    return conversation_key("x", conversation).split(":", 2)[2]

@@ -100,12 +100,17 @@ async def test_max_tokens_above_limit_is_refused_in_refuse_mode(
 # -- token caps ----------------------------------------------------------------------------
 
 
+# each attempt holds the input bound of the body it sends upstream (prompt-cache key
+# included) plus its max_tokens: a few 20-token calls fit, not many
+CONV_CAP = 300
+
+
 @pytest.fixture
 async def cap_gw(tmp_path: Path) -> AsyncIterator[tuple[Gateway, str]]:
     cfg = inproc_config(
         tmp_path,
         features={
-            "default": {"max_input_tokens": 100, "conversation_max_tokens": 200},
+            "default": {"max_input_tokens": 100, "conversation_max_tokens": CONV_CAP},
         },
     )
     async with Gateway(cfg) as gw:
@@ -161,11 +166,11 @@ async def test_conversation_is_refused_once_its_next_call_could_pass_the_cap(
         if status == 200:
             used += _tokens(fmt, out)
             served += 1
-            assert used <= 200, f"the conversation used {used} tokens, over its cap of 200"
+            assert used <= CONV_CAP, f"the conversation used {used} tokens, over its cap"
             continue
         assert status == 400, out
         assert out["error"]["type"] == "invalid_request_error"
-        assert "of its 200 tokens" in out["error"]["message"]
+        assert f"of its {CONV_CAP} tokens" in out["error"]["message"]
         assert gw.simulator.request_count() == before, "a refused call went upstream"
         break
     else:

@@ -151,6 +151,17 @@ class BudgetGuard:
             scope=scope,
         )
 
+    async def release_attempt(self, call: Call, attempt: Attempt) -> None:
+        """An attempt that cost nothing gives its hold back now (a failover may need the room)."""
+        rid = attempt.reservation_id
+        if rid is None:
+            return
+        attempt.reservation_id = None
+        try:
+            await self._state.release(rid)
+        except StateUnavailable:
+            self._journal.add(self._state, rid, None)
+
     async def after(self, call: Call, error: BaseException | None) -> None:
         """Settle every attempt at its own cost; a settle that cannot land is journaled."""
         for attempt in call.attempts:

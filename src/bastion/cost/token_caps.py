@@ -1,10 +1,12 @@
 """Token caps: per call on input (refused before the call) and per conversation, cumulative.
 
-The conversation cap holds under concurrency the way the spend cap does: before the
-call, its worst case (an upper bound of input tokens plus every output token it may
-ask for) is added to the conversation's counter only if the counter stays within the
-cap (``incr_if_below``, atomic in every backend); after it, the unused part is given
-back. Concurrent calls therefore cannot together pass the cap.
+The conversation cap holds under concurrency the way the spend cap does: before each
+upstream attempt (first try, retry, failover, hedge, continuation, repair), the worst case
+of the body that attempt sends (an upper bound of its input tokens plus every output token
+it may ask for) is added to the conversation's counter only if the counter stays within the
+cap (``incr_if_below``, atomic in every backend); after the call, the unused part is given
+back, attempt by attempt (an attempt whose outcome is unknown keeps its whole hold).
+Concurrent calls, and the several attempts of one call, therefore cannot together pass it.
 
 The counter belongs to the calling key: ``conv:{key_id}:{hash}``. A conversation id is
 the client's, so another key reusing it must neither be blocked by nor see this key's
@@ -15,17 +17,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
-import orjson
-
-from ..call import Call
+from ..call import Attempt, Call
 from ..config import FeatureConfig
 from ..errors import InputTooLarge, StateUnavailable
 from ..state import CounterStore
 from .tokens import estimate_input, input_upper_bound, output_upper_bound
 
 CONVERSATION_TTL = 30 * 86400.0
-RESERVED_FLAG = "conversation_tokens_reserved"
 SETTLED_FLAG = "conversation_tokens"
 
 
@@ -33,16 +33,6 @@ def conversation_key(key_id: str, conversation_id: str) -> str:
     """The counter of one key's conversation; the client's id only ever appears hashed."""
     digest = hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"conv:{key_id}:{digest}"
-
-
-def worst_case_tokens(call: Call) -> int:
-    """Input upper bound of the body as it will be sent, plus every output token it may ask for.
-
-    A guard before this one (a server-side template, PII placeholders) may have rewritten
-    the body, so the received size alone may understate it: the larger of the two is used.
-    """
-    size = max(call.body_bytes, len(orjson.dumps(call.body)))
-    return input_upper_bound(call.body, size) + output_upper_bound(call.body)
 
 
 class TokenCapGuard:
@@ -73,10 +63,17 @@ class TokenCapGuard:
                     f"input is about {est} tokens, over this feature's per-call cap of {f.max_input_tokens}",
                     param="messages",
                 )
-        cap = f.conversation_max_tokens
-        if cap is None or not call.conversation_id:
+
+    async def reserve_attempt(
+        self, call: Call, attempt: Attempt, body: dict[str, Any], body_bytes: int
+    ) -> None:
+        """Hold this attempt's worst case on the conversation's cap, or refuse it."""
+        if not self.active or not call.conversation_id:
             return
-        need = worst_case_tokens(call)
+        cap = self._feature(call).conversation_max_tokens
+        if cap is None:
+            return
+        need = input_upper_bound(body, body_bytes) + output_upper_bound(body)
         key = conversation_key(call.principal.key_id, call.conversation_id)
         res = await self._state.incr_if_below(key, float(need), float(cap), CONVERSATION_TTL)
         if not res.ok:
@@ -92,19 +89,42 @@ class TokenCapGuard:
                     "max_tokens, shorten the input, or start a new conversation"
                 )
             raise InputTooLarge(msg, param="conversation")
-        call.flags[RESERVED_FLAG] = need
+        attempt.conversation_tokens = need
+
+    async def release_attempt(self, call: Call, attempt: Attempt) -> None:
+        """An attempt that cost nothing gives its tokens back now."""
+        held = attempt.conversation_tokens
+        if not held or not call.conversation_id:
+            return
+        attempt.conversation_tokens = 0
+        try:
+            await self._state.incr(
+                conversation_key(call.principal.key_id, call.conversation_id),
+                -float(held),
+                CONVERSATION_TTL,
+            )
+        except StateUnavailable:
+            call.flags["conversation_unsettled"] = True
 
     async def after(self, call: Call, error: BaseException | None) -> None:
-        reserved = call.flags.get(RESERVED_FLAG)
-        if not isinstance(reserved, int) or SETTLED_FLAG in call.flags or not call.conversation_id:
+        held = [a for a in call.attempts if a.conversation_tokens]
+        if not held or not call.conversation_id:
             return
-        u = call.usage
-        actual = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+        reserved = actual = 0
+        for a in held:
+            reserved += a.conversation_tokens
+            if a.usage is None:  # sent, outcome unknown: it may have used all of it
+                actual += a.conversation_tokens if a.sent else 0
+            else:
+                u = a.usage
+                actual += (
+                    u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+                )
+            a.conversation_tokens = 0
         call.flags[SETTLED_FLAG] = actual
         if actual == reserved:
             return
-        # give back what the call did not use; a call that used more (a continuation or a
-        # repair re-sends its input) is counted as it was, never under-counted
+        # give back what the attempts did not use (never more than they held)
         try:
             await self._state.incr(
                 conversation_key(call.principal.key_id, call.conversation_id),
