@@ -48,7 +48,9 @@ class ServerConfig(_Strict):
     limited per key and per user in each process (429): keep ``max_concurrent_streams_per_key``
     below every provider's ``max_connections`` so that one key cannot hold a provider's whole
     pool. Keys this process resolved keep working for ``key_stale_seconds`` while the record
-    store is down; keys it never saw fail closed.
+    store is down; keys it never saw fail closed. On SIGTERM the server stops accepting
+    connections and gives the calls in flight ``shutdown_drain_seconds`` to finish before it
+    cuts them, flushes the call records and exits; a second signal exits at once.
     """
 
     host: str = "127.0.0.1"
@@ -64,6 +66,8 @@ class ServerConfig(_Strict):
     send_timeout_seconds: float = Field(30.0, gt=0)  # one write to a client that stopped reading
     max_concurrent_streams_per_key: int | None = Field(64, ge=1)  # None: no limit
     max_concurrent_streams_per_user: int | None = Field(16, ge=1)
+    # after SIGTERM: how long calls in flight (streams included) may finish before they are cut
+    shutdown_drain_seconds: float = Field(30.0, ge=0)
 
 
 class StoreConfig(_Strict):

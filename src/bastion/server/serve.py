@@ -1,9 +1,28 @@
-"""Running the gateway under uvicorn, with the start-up banner a new user copies from."""
+"""Running the gateway under uvicorn: the start-up banner, and a shutdown with a bound.
+
+uvicorn's own graceful shutdown waits for every open connection with no time limit
+(``timeout_graceful_shutdown`` defaults to None), so one long SSE stream held a SIGTERM for
+minutes; it ignores a second SIGTERM (only SIGINT forces it); and once done it re-raises the
+signal, so even a clean drain ended as "killed by SIGTERM" instead of status 0. Setting
+``timeout_graceful_shutdown`` alone fixes only the first (and in whole seconds): the calls it
+cancels then race the record flush. ``DrainingServer`` bounds the drain by
+``server.shutdown_drain_seconds``, lets cut calls record themselves before the flush, exits at
+once on a second signal, and exits 0.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 import typer
 import uvicorn
@@ -15,6 +34,8 @@ from ..safety.pii import Scrubber
 from ..safety.pii.guard import PiiLogFilter
 from .app import create_app
 from .protocol import HeaderLimits, limited_protocol
+
+log = logging.getLogger("bastion.server")
 
 BANNER = """\
 Bastion is listening on {url}
@@ -32,6 +53,11 @@ Try it with the official SDKs:
   print(c.chat.completions.create(model="{omodel}",
         messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
 """
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POLL_S = 0.05  # how often the drain looks for connections still open
+_CUT_GRACE_S = 1.0  # calls cut at the drain's end: time to settle their budget and submit a record
+_FLUSH_GRACE_S = 15.0  # after the drain: the record flush; past it the watchdog ends the process
 
 
 def install_log_scrubbing(scrubber: Scrubber) -> None:
@@ -61,64 +87,174 @@ def pool_warnings(cfg: Config) -> list[str]:
     ]
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a shutdown an orchestrator can rely on.
+
+    The first SIGTERM or SIGINT closes the listener (new connections are refused), closes idle
+    keep-alive connections, and lets the calls in flight, streams included, finish for at most
+    ``drain_s`` seconds. Calls still running then are cancelled: a stream's client sees its
+    connection close without the final event, never a clean end of a truncated answer, and each
+    cut call gets a moment to settle its budget and submit its record. Then the lifespan
+    shutdown flushes the records (``Gateway.aclose``) and ``serve`` returns, so the process
+    exits 0. A second signal exits at once with 128 + its number: what was submitted is in the
+    record journal, which the next start replays. The first signal also arms a watchdog thread
+    that ends the process if the flush or the event loop's teardown outlives its grace, so no
+    signal is ever held without bound; it stays armed, since the process is on its way out.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self._watchdog: threading.Timer | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, minus re-raising the signal at the end (which turned exit 0 into -15)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain. Second: exit now, whatever is in flight."""
+        if self.should_exit:
+            _say(f"bastion: second {signal.Signals(sig).name}: exiting now\n")
+            os._exit(128 + sig)
+        self.should_exit = True
+        _say(
+            f"bastion: {signal.Signals(sig).name}: refusing new connections, draining calls "
+            f"in flight for up to {self.drain_s:g}s (signal again to exit now)\n"
+        )
+        self._watchdog = threading.Timer(self.drain_s + _FLUSH_GRACE_S, _overdue)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop listening, drain with a bound, cut what is left, then run the lifespan shutdown."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()  # idle: closed now; busy: closed after its response
+        drain = self.drain_s
+        if not await self._drained(drain):
+            tasks = list(state.tasks)
+            log.warning(
+                "shutdown: %d call(s) still running after the %gs drain; cutting them",
+                len(tasks),
+                drain,
+            )
+            # uvicorn logs each one as an "Exception in ASGI application" traceback: said above
+            logging.getLogger("uvicorn.error").addFilter(_not_cancelled)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=_CUT_GRACE_S)
+            for connection in list(state.connections):
+                connection.transport.abort()
+        await self.lifespan.shutdown()
+
+    async def _drained(self, seconds: float) -> bool:
+        """Wait until no connection or request task is left, for at most ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        state = self.server_state
+        while state.connections or state.tasks:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(_POLL_S, max(0.0, deadline - loop.time())))
+        return True
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    """A log filter dropping the tracebacks of calls the shutdown cut on purpose."""
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+def _say(text: str) -> None:
+    """One line to stderr from a signal handler or a thread: a raw write, no logging locks."""
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
+
+
+def _overdue() -> None:
+    _say("bastion: shutdown outlived the drain and flush bound; exiting now\n")
+    os._exit(1)
+
+
+def server_config(app: Any, cfg: Config, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's config for the gateway: httptools with the header limits uvicorn lacks."""
+    srv = cfg.server
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        # httptools, plus limits on header size, count and time that uvicorn lacks
+        http=limited_protocol(
+            HeaderLimits(
+                max_bytes=srv.max_header_bytes,
+                max_count=srv.max_header_count,
+                timeout=srv.header_timeout_seconds,
+            )
+        ),
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+    )
+
+
 async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
     gateway = Gateway(cfg)
-    await gateway.start()
-    key = "<your key>"
-    key_line = "  keys: create one with `bastion keys create --name NAME`"
-    if not await gateway.store.list_keys():
-        secret, record = new_key("dev", roles=("admin",))
-        await gateway.store.create_key(record)
-        key = secret
-        key_line = f"  a first key was created (shown once, stored hashed): {secret}"
-    app = create_app(gateway)
-    for w in pool_warnings(cfg):
-        typer.echo(f"warning: {w}", err=True)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="none",
-            # httptools, plus limits on header size, count and time that uvicorn lacks
-            http=limited_protocol(
-                HeaderLimits(
-                    max_bytes=cfg.server.max_header_bytes,
-                    max_count=cfg.server.max_header_count,
-                    timeout=cfg.server.header_timeout_seconds,
-                )
-            ),
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-        )
+    server = DrainingServer(
+        server_config(create_app(gateway), cfg, host=host, port=port),
+        drain_s=cfg.server.shutdown_drain_seconds,
     )
-    install_log_scrubbing(gateway.scrubber)
-    gc.freeze()  # start-up objects live forever: keep them out of every collection
-    serve_task = server.serve()
-    import asyncio
+    with server.capture_signals():  # a SIGTERM during start-up drains too (there is nothing yet)
+        await gateway.start()
+        key = "<your key>"
+        key_line = "  keys: create one with `bastion keys create --name NAME`"
+        if not await gateway.store.list_keys():
+            secret, record = new_key("dev", roles=("admin",))
+            await gateway.store.create_key(record)
+            key = secret
+            key_line = f"  a first key was created (shown once, stored hashed): {secret}"
+        for w in pool_warnings(cfg):
+            typer.echo(f"warning: {w}", err=True)
+        install_log_scrubbing(gateway.scrubber)
+        gc.freeze()  # start-up objects live forever: keep them out of every collection
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.02)
+        if server.started:
+            _banner(server, gateway, key=key, key_line=key_line)
+        await task
 
-    task = asyncio.ensure_future(serve_task)
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    if server.started:
-        sock = server.servers[0].sockets[0].getsockname()
-        url = f"http://{sock[0]}:{sock[1]}"
-        aliases = gateway.router.aliases()
-        typer.echo(
-            BANNER.format(
-                url=url,
-                providers=", ".join(f"{n} ({e.kind})" for n, e in gateway.endpoints.items()),
-                key_line=key_line,
-                key=key,
-                amodel=next(
-                    (a for a in aliases if a.startswith("claude")),
-                    aliases[0] if aliases else "MODEL",
-                ),
-                omodel=next(
-                    (a for a in aliases if a.startswith("gpt")), aliases[0] if aliases else "MODEL"
-                ),
+
+def _banner(server: uvicorn.Server, gateway: Gateway, *, key: str, key_line: str) -> None:
+    sock = server.servers[0].sockets[0].getsockname()
+    url = f"http://{sock[0]}:{sock[1]}"
+    aliases = gateway.router.aliases()
+    typer.echo(
+        BANNER.format(
+            url=url,
+            providers=", ".join(f"{n} ({e.kind})" for n, e in gateway.endpoints.items()),
+            key_line=key_line,
+            key=key,
+            amodel=next(
+                (a for a in aliases if a.startswith("claude")),
+                aliases[0] if aliases else "MODEL",
             ),
-            nl=False,
-        )
-    await task
+            omodel=next(
+                (a for a in aliases if a.startswith("gpt")), aliases[0] if aliases else "MODEL"
+            ),
+        ),
+        nl=False,
+    )
