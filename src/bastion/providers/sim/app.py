@@ -150,7 +150,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def server_config(sim: Simulator, host: str = "127.0.0.1", port: int = 8790) -> Any:
-    """The uvicorn config ``serve`` uses (uvloop, httptools, no access log), for embedding."""
+    """The uvicorn config ``serve`` uses (uvloop, httptools, no access log, 1 s drain)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -162,6 +162,9 @@ def server_config(sim: Simulator, host: str = "127.0.0.1", port: int = 8790) -> 
         lifespan="off",
         access_log=False,
         log_level="warning",
+        # silence and stall_after hold their connections forever, by design: without a bound,
+        # a SIGTERM would wait for them forever too (uvicorn's default)
+        timeout_graceful_shutdown=1,
     )
 
 

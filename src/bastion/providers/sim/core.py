@@ -35,6 +35,7 @@ from .scenario import (
     read_pacing,
     split_model,
 )
+from .spacing import spaced, spaced_frames
 from .wire_errors import error_result, retry_headers
 
 _SSE = "text/event-stream; charset=utf-8"
@@ -195,6 +196,8 @@ class Simulator:
         if counting:
             data = orjson.dumps({"input_tokens": total})
             return SimResult(200, _json_headers(fmt, rid, data), once(data))
+        if fault.no_prefill and not call.prompt.last_is_user:  # roles are user or assistant
+            return refusals.prefill_unsupported(rid)
         early = self._early_failure(fmt, model, fault, total, rid)
         if early is not None:
             return early
@@ -210,6 +213,8 @@ class Simulator:
         msg_id = self._ids.anthropic_message()
         if call.stream:
             frames = anthropic_wire.stream_frames(call, answer, usage, msg_id)
+            if fault.spaced_json:
+                frames = spaced_frames(frames)
             headers = {"content-type": _SSE, "cache-control": "no-cache", "request-id": rid}
             return SimResult(200, headers, paced_stream(frames, pacing, fault, fmt))
         data = anthropic_wire.message_body(call, answer, usage, msg_id)
@@ -235,6 +240,8 @@ class Simulator:
         cid = self._ids.openai_completion()
         if call.stream:
             frames = openai_wire.stream_frames(call, answer, usage, cid)
+            if fault.spaced_json:
+                frames = spaced_frames(frames)
             headers = {"content-type": _SSE, "x-request-id": rid, **_openai_extra()}
             return SimResult(200, headers, paced_stream(frames, pacing, fault, fmt))
         data = openai_wire.completion_body(call, answer, usage, cid)
@@ -254,6 +261,8 @@ class Simulator:
         delay = unary_delay_s(pacing, fault, answer.output_tokens)
         if delay > 0:
             await asyncio.sleep(delay)
+        if fault.spaced_json:
+            data = spaced(data)
         if fault.malformed_after is not None:
             data = malformed_unary(data)
         headers = _json_headers(fmt, rid, data)
@@ -286,6 +295,8 @@ class Simulator:
         self._fault_seen[key] = n + 1
         if fault.fail_first is not None and n < fault.fail_first:
             return fault.status or 500
+        if fault.fail_every is not None and (n + 1) % fault.fail_every == 0:
+            return fault.status or 503
         if fault.flap_s is not None:
             start = self._flap_start.setdefault(key, self._clock())
             if self._clock() - start < fault.flap_s:

@@ -118,6 +118,17 @@ def content_policy(fmt: Format, request_id: str) -> SimResult:
     )
 
 
+def prefill_unsupported(request_id: str) -> SimResult:
+    """Anthropic's answer, for models without prefill, to a request ending in an assistant turn."""
+    return error_result(
+        Format.ANTHROPIC,
+        400,
+        request_id,
+        message="This model does not support assistant message prefill. "
+        "The conversation must end with a user message.",
+    )
+
+
 def _bearer(value: str | None) -> str | None:
     if value and value[:7].lower() == "bearer ":
         return value[7:].strip()

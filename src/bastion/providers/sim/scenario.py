@@ -5,26 +5,34 @@ extra header) or by a model suffix, ``sim-small+fault=cut_after:3``; both use th
 same syntax: items joined by ``;``, each ``name`` or ``name:value``::
 
     status:503                    fail with this status (the provider's error body)
-    status:429;retry_after:2      ... plus Retry-After and rate-limit reset headers
+    status:429                    rate limited, rate-limit reset headers but no Retry-After
+    status:429;retry_after:2      ... plus Retry-After
     status:529                    Anthropic overloaded_error
     reset                         connection reset before any header
-    silence                       never answer (no headers; waits until cancelled)
+    silence                       accept the connection, never send headers (until cancelled)
     slow_first:MS                 time to first token (stream) / to headers (unary)
     stall_after:N                 after N body chunks, wait forever
     cut_after:N                   after N body chunks, drop the connection
     malformed_after:N             after N body chunks, send one chunk that is not JSON
     error_after:N                 after N body chunks, send the provider's in-stream error
-    no_final                      send everything but message_stop / [DONE]
+    no_final                      send everything but message_stop / [DONE] (after the chunk
+                                  with finish_reason, and the usage chunk if asked for)
+    spaced_json                   JSON written json.dumps-style (``"choices": []``), in streams
+                                  and bodies, as many OpenAI-compatible servers write it
+    no_prefill                    Anthropic: 400 when the last message is an assistant prefill,
+                                  as for models that do not support one
     context_length                400: the prompt is over the context window
     content_policy                400: refused by the content policy
     fail_first:N                  the first N requests with this fault string fail (500)
+    fail_every:N                  flapping: the Nth, 2Nth, ... requests fail (503), the rest pass
     flap:SECONDS                  fail (503) for SECONDS after the first request, then recover
     fail_rate:P;seed:S            fail a deterministic pseudo-random fraction P (500)
 
-With ``fail_first``/``flap``/``fail_rate``, a ``status:N`` item picks the status
-they fail with instead of the default. Header and model faults are merged, the
-model's items last. Pacing headers: ``x-sim-ttft-ms``, ``x-sim-chunk-ms``,
-``x-sim-reply-tokens``; ``x-sim-scenario`` names the request for ``request_count``.
+Requests are counted per fault string. With ``fail_first``/``fail_every``/``flap``/
+``fail_rate``, a ``status:N`` item picks the status they fail with instead of the default.
+Header and model faults are merged, the model's items last. Pacing headers:
+``x-sim-ttft-ms``, ``x-sim-chunk-ms``, ``x-sim-reply-tokens``; ``x-sim-scenario`` names the
+request for ``request_count``.
 """
 
 from __future__ import annotations
@@ -39,7 +47,17 @@ CHUNK_HEADER = "x-sim-chunk-ms"
 REPLY_TOKENS_HEADER = "x-sim-reply-tokens"
 MODEL_FAULT_MARK = "+fault="
 
-_FLAGS = frozenset({"reset", "silence", "no_final", "context_length", "content_policy"})
+_FLAGS = frozenset(
+    {
+        "reset",
+        "silence",
+        "no_final",
+        "spaced_json",
+        "no_prefill",
+        "context_length",
+        "content_policy",
+    }
+)
 _INTS = frozenset(
     {
         "status",
@@ -49,6 +67,7 @@ _INTS = frozenset(
         "malformed_after",
         "error_after",
         "fail_first",
+        "fail_every",
         "seed",
     }
 )
@@ -74,9 +93,12 @@ class Fault:
     malformed_after: int | None = None
     error_after: int | None = None
     no_final: bool = False
+    spaced_json: bool = False
+    no_prefill: bool = False
     context_length: bool = False
     content_policy: bool = False
     fail_first: int | None = None
+    fail_every: int | None = None
     flap_s: float | None = None
     fail_rate: float | None = None
     seed: int = 0
@@ -84,7 +106,12 @@ class Fault:
     @property
     def conditional(self) -> bool:
         """Whether failing depends on history (``status`` then only picks the code)."""
-        return self.fail_first is not None or self.flap_s is not None or self.fail_rate is not None
+        return (
+            self.fail_first is not None
+            or self.fail_every is not None
+            or self.flap_s is not None
+            or self.fail_rate is not None
+        )
 
 
 NO_FAULT = Fault()
@@ -115,6 +142,9 @@ def parse_fault(spec: str) -> Fault:
     rate = values.get("fail_rate")
     if isinstance(rate, float) and not 0.0 <= rate <= 1.0:
         raise ScenarioError(f"fail_rate must be within [0, 1], got {rate}")
+    every = values.get("fail_every")
+    if isinstance(every, int) and every < 1:
+        raise ScenarioError(f"fail_every must be >= 1, got {every}")
     status = values.get("status")
     if isinstance(status, int) and not 100 <= status <= 599:
         raise ScenarioError(f"status must be an HTTP status code, got {status}")
@@ -130,9 +160,12 @@ def parse_fault(spec: str) -> Fault:
         malformed_after=_opt_int(values.get("malformed_after")),
         error_after=_opt_int(values.get("error_after")),
         no_final=bool(values.get("no_final")),
+        spaced_json=bool(values.get("spaced_json")),
+        no_prefill=bool(values.get("no_prefill")),
         context_length=bool(values.get("context_length")),
         content_policy=bool(values.get("content_policy")),
         fail_first=_opt_int(values.get("fail_first")),
+        fail_every=_opt_int(values.get("fail_every")),
         flap_s=_opt_float(values.get("flap")),
         fail_rate=_opt_float(values.get("fail_rate")),
         seed=_opt_int(values.get("seed")) or 0,
