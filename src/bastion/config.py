@@ -109,12 +109,20 @@ class ProviderConfig(_Strict):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+# How a stream cut mid-answer is carried on at this deployment when it is the fallback:
+# "prefill" sends the partial answer as the assistant's turn to be continued, "none" restarts
+# the request (the client keeps its text only if the new answer reproduces it), "auto"
+# prefills where the format has it (Anthropic) until the deployment refuses one, then restarts.
+PrefillMode = Literal["prefill", "none", "auto"]
+
+
 class DeploymentConfig(_Strict):
     provider: str
     model: str
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     enabled_env: str | None = None
+    prefill: PrefillMode = "auto"
 
     def enabled(self) -> bool:
         """A deployment gated by an env flag is used only when the flag is set to a true value."""

@@ -34,6 +34,7 @@ from .output import filter_body
 from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
+from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
 from .streams import Continuation, StreamRelay
@@ -117,7 +118,7 @@ def is_context_length(err: UpstreamError) -> bool:
 class Engine:
     """Executes calls: retries with backoff inside a deployment, failover across them, breakers around each."""
 
-    __slots__ = ("_breaker", "_release", "_reserve", "_retry", "_router", "_state")
+    __slots__ = ("_breaker", "_prefill", "_release", "_reserve", "_retry", "_router", "_state")
 
     def __init__(
         self,
@@ -133,6 +134,7 @@ class Engine:
         self._reserve = reserve
         self._release = release
         self._retry = retry or RetryConfig()
+        self._prefill = PrefillMemory()  # deployments that refused a prefill, for its lifetime
         self._state = state
         self._breaker: BreakerPolicy | None = None
         if state is not None and breaker is not None and breaker.enabled:
@@ -328,53 +330,65 @@ class Engine:
     def _continuation(
         self, call: Call, dep: Deployment, passthrough: dict[str, str]
     ) -> Continuation | None:
-        """After a cut mid-stream, carry the answer on at a fallback that takes assistant prefill."""
-        if call.client_format is not Format.ANTHROPIC:
-            return None
-        rest = [
-            d
-            for d in self._router.resolve(call.requested_model)
-            if d is not dep and d.endpoint.speaks(Format.ANTHROPIC) is Format.ANTHROPIC
-        ]
+        """After a cut mid-stream, carry the answer on at a fallback: by prefill where the
+        deployment takes one, else by restarting the request there (see ``recovery``)."""
+        rest = [d for d in self._router.resolve(call.requested_model) if d.name != dep.name]
         if not rest:
             return None
+        memory = self._prefill
 
-        async def cont(partial: str) -> UpstreamResponse | None:
-            prefill = partial.rstrip()  # the API refuses a prefill ending in white space
+        async def send(
+            d: Deployment, body: dict[str, Any], kind: str
+        ) -> tuple[Attempt, UpstreamResponse | UpstreamError]:
+            attempt = _attempt(d, kind)
+            call.attempts.append(attempt)
+            try:
+                resp: UpstreamResponse = await self._send(
+                    call, d, body, passthrough, d.timeouts.connect + d.timeouts.first_token, attempt
+                )
+            except UpstreamError as exc:
+                attempt.error = type(exc).__name__
+                attempt.status = exc.upstream_status
+                attempt.ended = time.monotonic()
+                return attempt, exc
+            attempt.status = 200
+            attempt.ended = time.monotonic()
+            return attempt, resp
+
+        def resumed(
+            d: Deployment, resp: UpstreamResponse, mode: Recovery, attempt: Attempt
+        ) -> Resumed:
+            call.deployment = d.name
+            call.provider = d.endpoint.name
+            call.provider_kind = d.endpoint.kind
+            fmt = d.endpoint.speaks(call.client_format)
+            return Resumed(resp, fmt, mode, attempt, d.timeouts.idle)
+
+        async def cont(partial: str) -> Resumed | None:
             for d in rest:
                 if call.remaining() <= 0 or not await self._allow(d):
                     continue
                 body = upstream_body(call, d)
-                msgs = list(body["messages"])
-                if not msgs or msgs[-1].get("role") != "user":
-                    return None  # the client's own prefill: do not guess how to merge
-                if prefill:
-                    msgs.append({"role": "assistant", "content": prefill})
-                body["messages"] = msgs
-                mt = body.get("max_tokens")
-                if isinstance(mt, int):
-                    body["max_tokens"] = max(1, mt - call.usage.output_tokens)
-                attempt = _attempt(d, "continuation")
-                call.attempts.append(attempt)
-                try:
-                    resp: UpstreamResponse = await self._send(
-                        call,
-                        d,
-                        body,
-                        passthrough,
-                        d.timeouts.connect + d.timeouts.first_token,
-                        attempt,
-                    )
-                except UpstreamError as exc:
-                    attempt.error = type(exc).__name__
-                    attempt.status = exc.upstream_status
-                    attempt.ended = time.monotonic()
+                fmt = d.endpoint.speaks(call.client_format)
+                prefilled = (
+                    with_prefill(body, partial, call.usage.output_tokens)
+                    if memory.wants_prefill(d.name, d.prefill, fmt)
+                    else None
+                )
+                if prefilled is not None:
+                    attempt, got = await send(d, prefilled, "continuation")
+                    if not isinstance(got, UpstreamError):
+                        return resumed(d, got, "prefill", attempt)
+                    if not (d.prefill == "auto" and is_prefill_refusal(got)):
+                        await self._record(d, False)
+                        continue
+                    memory.refused(d.name)  # this model takes no prefill: restart it from now on
+                    call.flags["prefill_refused"] = d.name
+                attempt, got = await send(d, body, "restart")
+                if isinstance(got, UpstreamError):
                     await self._record(d, False)
                     continue
-                attempt.status = 200
-                attempt.ended = time.monotonic()
-                call.deployment = d.name
-                return resp
+                return resumed(d, got, "restart", attempt)
             return None
 
         return cont

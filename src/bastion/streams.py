@@ -1,14 +1,18 @@
-"""Watching and relaying provider streams: usage, text and the final marker, chunk by chunk.
+"""Relaying provider streams to the client, chunk by chunk, and never ending one dishonestly.
 
-A ``StreamWatcher`` reads one provider format's events (never changing them);
-``StreamRelay`` forwards each event as soon as it is complete — raw on the fast
-path, through a translator across formats — and guarantees that a stream which
-is cut, stalls or breaks ends with an explicit error event, never a clean end.
+``StreamRelay`` forwards each event as soon as it is complete — raw on the fast path,
+through a translator across formats — while a ``StreamWatcher`` (``watch``) takes text,
+usage and the end from it. A stream that is cut or stalls after the client got text is
+carried on at a fallback (``recovery``: prefill or restart, spliced onto the client's
+message by ``translate``); otherwise it ends with an explicit error event naming the
+failure class, never a clean end of a truncated answer. A malformed event is skipped
+and counted, not fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -17,125 +21,24 @@ from typing import Any
 import orjson
 
 from .call import Attempt, Call, Usage
-from .errors import BastionError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
-from .output import filter_event
-from .providers.adapters import usage_from_anthropic, usage_from_openai
+from .errors import (
+    BastionError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from .output import MalformedEvent, discard_held, filter_event
 from .providers.base import Format, UpstreamResponse
 from .providers.sse import SSEDecoder, SSEEvent, encode_event
+from .providers.translate import Usage as NeutralUsage
+from .providers.translate._stream_splice import ClientView, SpliceDiverged, StreamSplicer
+from .recovery import CUT, DEADLINE, DIVERGED, RESET, STALLED, Continuation, stream_failure
+from .watch import StreamWatcher
 
+__all__ = ["Continuation", "Emit", "StreamRelay", "StreamWatcher", "error_event"]
 
-class StreamWatcher:
-    """Observes one provider format's events; returns whether an event carried model output."""
-
-    __slots__ = ("_call", "errored", "finished", "fmt", "stop_reason", "text_only")
-
-    def __init__(self, call: Call, fmt: Format) -> None:
-        self._call = call
-        self.fmt = fmt
-        self.finished = False
-        self.errored = False
-        self.stop_reason: str | None = None
-        self.text_only = True  # no tool call or second block yet: the answer can be continued
-
-    def observe(self, ev: SSEEvent) -> bool:
-        if self.fmt is Format.ANTHROPIC:
-            return self._anthropic(ev)
-        return self._openai(ev)
-
-    def _anthropic(self, ev: SSEEvent) -> bool:
-        name = ev.event
-        call = self._call
-        if name == "content_block_delta":
-            obj = _loads(ev.data)
-            if obj is None:
-                raise UpstreamProtocolError("upstream sent a malformed stream event")
-            delta = obj.get("delta")
-            if isinstance(delta, dict):
-                text = delta.get("text")
-                if isinstance(text, str):
-                    call.output_text.append(text)
-            return True
-        if name == "content_block_start":
-            obj = _loads(ev.data)
-            block = obj.get("content_block") if obj else None
-            is_tool = isinstance(block, dict) and block.get("type") != "text"
-            if is_tool or (obj and obj.get("index", 0) != 0):
-                self.text_only = False
-            return is_tool
-        if name == "message_start":
-            obj = _loads(ev.data)
-            msg = obj.get("message") if obj else None
-            if isinstance(msg, dict):
-                model = msg.get("model")
-                if isinstance(model, str):
-                    call.served_model = model
-                u = msg.get("usage")
-                if isinstance(u, dict):
-                    usage_from_anthropic(u, call.usage)
-            return False
-        if name == "message_delta":
-            obj = _loads(ev.data)
-            if obj:
-                u = obj.get("usage")
-                if isinstance(u, dict):
-                    usage_from_anthropic(u, call.usage)
-                d = obj.get("delta")
-                if isinstance(d, dict) and isinstance(d.get("stop_reason"), str):
-                    self.stop_reason = call.finish_reason = d["stop_reason"]
-            return True
-        if name == "message_stop":
-            self.finished = True
-            return True
-        if name == "error":
-            self.errored = True
-            self.finished = True
-            return True
-        return False
-
-    def _openai(self, ev: SSEEvent) -> bool:
-        data = ev.data
-        if data == b"[DONE]":
-            self.finished = True
-            return True
-        obj = _loads(data)
-        if obj is None:
-            raise UpstreamProtocolError("upstream sent a malformed stream chunk")
-        if obj.get("error"):
-            self.errored = True
-            self.finished = True
-            return True
-        call = self._call
-        model = obj.get("model")
-        if isinstance(model, str):
-            call.served_model = model
-        u = obj.get("usage")
-        if isinstance(u, dict):
-            usage_from_openai(u, call.usage)
-        content = False
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                text = delta.get("content")
-                if isinstance(text, str) and text:
-                    call.output_text.append(text)
-                    content = True
-                if delta.get("tool_calls"):
-                    content = True
-            fr = choice.get("finish_reason")
-            if isinstance(fr, str):
-                self.stop_reason = call.finish_reason = fr
-                content = True
-        return content
-
-
-def _loads(data: bytes) -> dict[str, Any] | None:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
+log = logging.getLogger("bastion.streams")
 
 
 def error_event(fmt: Format, message: str, type_: str = "api_error") -> bytes:
@@ -149,8 +52,8 @@ def error_event(fmt: Format, message: str, type_: str = "api_error") -> bytes:
 
 
 Emit = Callable[[SSEEvent], list[bytes]]
-Continuation = Callable[[str], Awaitable[UpstreamResponse | None]]
-_PREAMBLE = frozenset({"message_start", "ping"})
+# what an OpenAI-compatible server that closes after finish_reason and usage left unsaid
+_DONE = SSEEvent(raw=b"data: [DONE]\n\n", event=None, data=b"[DONE]")
 
 
 class StreamRelay:
@@ -169,8 +72,9 @@ class StreamRelay:
         "_it",
         "_on_end",
         "_resp",
-        "_skip_preamble",
+        "_splice",
         "_suppress_usage_chunk",
+        "_view",
         "client_format",
         "watcher",
     )
@@ -198,8 +102,10 @@ class StreamRelay:
         self._on_end = on_end
         self.client_format = call.client_format
         self._continuation = continuation
+        # what the client was sent, followed only when the stream could be carried on
+        self._view = ClientView(call.client_format) if continuation is not None else None
+        self._splice: StreamSplicer | None = None
         self._base_usage: Usage | None = None
-        self._skip_preamble = False
         self._filter_state: dict[str, Any] = {}
         self._suppress_usage_chunk = (
             emit is None and upstream_format is Format.OPENAI and not call.include_usage
@@ -208,45 +114,85 @@ class StreamRelay:
     def adopt(self, call: Call) -> None:
         """Write into the winning call from now on (hedged attempts run on shadows)."""
         self._call = call
-        self.watcher._call = call
+        self.watcher.adopt(call)
+
+    async def _read(self, timeout: float) -> bytes | None:
+        """The next body chunk, or None at its end; a failure is raised in fixed words.
+
+        What the transport said goes to the log: the client learns the class of failure.
+        """
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                chunk: bytes = await self._it.__anext__()
+                return chunk
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise UpstreamTimeout(DEADLINE if self._call.remaining() <= 0 else STALLED) from None
+        except UpstreamError as exc:
+            log.warning("upstream stream failed (call %s): %s", self._call.request_id, exc.message)
+            if isinstance(exc, UpstreamTimeout):
+                raise UpstreamTimeout(STALLED) from exc
+            raise UpstreamConnectError(RESET) from exc
+        except Exception as exc:  # a transport's own error that got past it
+            log.warning("upstream stream failed (call %s): %r", self._call.request_id, exc)
+            raise UpstreamConnectError(RESET) from exc
 
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
         """The next complete events (after output filters), or None at end of upstream body."""
         while True:
-            try:
-                async with asyncio.timeout(max(timeout, 0.0)):
-                    chunk = await self._it.__anext__()
-            except StopAsyncIteration:
+            chunk = await self._read(timeout)
+            if chunk is None:
                 return None
-            except TimeoutError:
-                raise UpstreamTimeout(f"upstream stream silent for {timeout:.3g}s") from None
             events = self._decoder.feed(chunk)
-            filters = self._call.output_filters
-            if events and filters:
-                try:
-                    events = [
-                        f
-                        for ev in events
-                        for f in filter_event(ev, self.watcher.fmt, filters, self._filter_state)
-                    ]
-                except orjson.JSONDecodeError:
-                    raise UpstreamProtocolError("upstream sent a malformed stream event") from None
+            if events and self._call.output_filters:
+                events = self._filtered(events)
             if events:
                 return events
 
+    def _filtered(self, events: list[SSEEvent]) -> list[SSEEvent]:
+        filters = self._call.output_filters
+        out: list[SSEEvent] = []
+        for ev in events:
+            try:
+                out += filter_event(ev, self.watcher.fmt, filters, self._filter_state)
+            except MalformedEvent:
+                self._malformed()
+        return out
+
+    def _malformed(self) -> None:
+        """An event that is not the JSON its format promises: skipped, counted, the stream goes on."""
+        flags = self._call.flags
+        flags["malformed_events"] = int(flags.get("malformed_events", 0)) + 1
+
+    def _take(self, ev: SSEEvent, out: list[bytes]) -> bool:
+        """Observe one event and add what the client gets of it; whether it carried output."""
+        try:
+            got = self.watcher.observe(ev)
+        except MalformedEvent:
+            self._malformed()
+            return False
+        out += self._out(ev)
+        return got
+
     def _out(self, ev: SSEEvent) -> list[bytes]:
-        if self._skip_preamble:
-            # a continuation's own opening: the client already has the message and its text block
-            if ev.event in _PREAMBLE:
-                return []
-            if ev.event == "content_block_start" and b'"index":0' in ev.data:
-                return []
-            if ev.event == "content_block_delta":
-                self._skip_preamble = False
+        if self._splice is not None:
+            try:
+                return self._splice.feed(ev)
+            except SpliceDiverged as exc:
+                log.info("stream of call %s not recovered: %s", self._call.request_id, exc)
+                raise UpstreamProtocolError(DIVERGED) from None
+        view = self._view
         if self._emit is not None:
-            return self._emit(ev)
-        if self._suppress_usage_chunk and b'"choices":[]' in ev.data and b'"usage"' in ev.data:
-            return []
+            out = self._emit(ev)
+            if view is not None:
+                for b in out:
+                    view.observe_raw(b)
+            return out
+        if self._suppress_usage_chunk and b'"usage"' in ev.data and _usage_only(ev.data):
+            return []  # Bastion asked for usage upstream; this client did not
+        if view is not None:
+            view.observe(ev.event, ev.data)
         return [ev.raw]
 
     async def prime(self, first_token_timeout: float) -> list[bytes]:
@@ -254,13 +200,17 @@ class StreamRelay:
         out: list[bytes] = []
         deadline = time.monotonic() + first_token_timeout
         while True:
-            events = await self._next_events(min(deadline, self._call.deadline) - time.monotonic())
+            timeout = min(deadline, self._call.deadline) - time.monotonic()
+            try:
+                events = await self._next_events(timeout)
+            except UpstreamTimeout:
+                # before the first byte the engine fails over; it reads the class from the words
+                raise UpstreamTimeout(f"upstream stream silent for {timeout:.3g}s") from None
             if events is None:
                 raise UpstreamProtocolError("upstream stream ended before any output")
             got = False
             for ev in events:
-                got = self.watcher.observe(ev) or got
-                out.extend(self._out(ev))
+                got = self._take(ev, out) or got
             if self.watcher.errored:
                 raise UpstreamProtocolError("upstream sent an error event before any output")
             if got:
@@ -269,57 +219,83 @@ class StreamRelay:
     def _can_continue(self) -> bool:
         return (
             self._continuation is not None
-            and self._base_usage is None  # at most one continuation per call
-            and self._emit is None
-            and self.client_format is Format.ANTHROPIC
+            and self._splice is None  # at most one recovery per call
+            and self._view is not None
+            and self._view.ready
             and self.watcher.text_only
             and self._call.remaining() > 1.0
         )
 
-    async def _continue(self) -> bool:
-        """Carry the answer on at a fallback from the partial text (assistant prefill)."""
-        assert self._continuation is not None
+    async def _recover(self) -> bool:
+        """Carry the answer on at a fallback (prefill or restart), spliced onto the client's stream."""
+        assert self._continuation is not None and self._view is not None
         call = self._call
+        sent = "".join(call.output_text)
+        # the cut part's final usage never came: count at least what was streamed (~4 chars a token)
+        call.usage.output_tokens = max(call.usage.output_tokens, len(sent) // 4)
         try:
-            resp = await self._continuation("".join(call.output_text))
+            got = await self._continuation(sent)
         except UpstreamError:
             return False
-        if resp is None:
+        if got is None:
             return False
         await self._resp.aclose()
-        self._resp = resp
-        # the cut attempt's usage stays unknown (settled at its reservation); the rest is the
-        # continuation's own
-        self._attempt = call.attempts[-1] if call.attempts else None
-        self._it = resp.iter_chunks().__aiter__()
+        discard_held(call.output_filters)
+        self._filter_state = {}
+        self._resp = got.resp
+        self._it = got.resp.iter_chunks().__aiter__()
         self._decoder = SSEDecoder()
-        self._base_usage = call.usage
+        self._idle = got.idle_timeout
+        # the cut attempt's usage stays unknown (settled at its reservation); the rest is the
+        # fallback's own, and the client is told the sum
+        self._attempt = got.attempt
+        base = self._base_usage = call.usage
         call.usage = Usage()
-        self.watcher.finished = False
-        self._skip_preamble = True
-        call.flags["continued"] = True
+        self.watcher = StreamWatcher(call, got.fmt, text=[])
+        restart = got.mode == "restart"
+        self._splice = StreamSplicer(
+            got.fmt,
+            self._view,
+            base=NeutralUsage(
+                base.input_tokens,
+                base.output_tokens,
+                base.cache_read_tokens,
+                base.cache_write_tokens,
+            ),
+            include_usage=call.include_usage,
+            text=call.output_text,
+            # a restart repeats the whole answer; a continuation may repeat the trailing white
+            # space the prefill had to leave out
+            expect=sent if restart else sent[len(sent.rstrip()) :],
+            strict=restart,
+            prefilled=0 if restart else base.output_tokens,
+        )
+        call.flags["recovered"] = got.mode
+        call.flags["continued"] = True  # a carried-on stream is a complete answer (idempotency)
         return True
 
     async def _relay(self) -> AsyncIterator[bytes]:
         call = self._call
         while not self.watcher.finished:
-            timeout = min(self._idle, call.remaining())
-            events = await self._next_events(timeout)
+            events = await self._next_events(min(self._idle, call.remaining()))
             if events is None:
-                break
+                if not self.watcher.ended_cleanly:
+                    break
+                call.flags["upstream_no_done"] = True
+                events = [_DONE]
             # everything one upstream read completed goes out in one write: no extra latency,
             # one send instead of one per event
             out: list[bytes] = []
             try:
                 for ev in events:
-                    self.watcher.observe(ev)
-                    out.extend(self._out(ev))
+                    self._take(ev, out)
             finally:
                 if out:
                     yield b"".join(out)
         if not self.watcher.finished:
-            pending = " (partial event discarded)" if self._decoder.pending.strip() else ""
-            raise UpstreamProtocolError("upstream stream ended before completion" + pending)
+            if self._decoder.pending.strip():
+                log.info("stream of call %s cut inside an event", call.request_id)
+            raise UpstreamProtocolError(CUT)
 
     async def run(self, first: list[bytes]) -> AsyncIterator[bytes]:
         """Yield the primed bytes, then every event as it completes; always end honestly."""
@@ -336,17 +312,18 @@ class StreamRelay:
                         yield b
                     break
                 except UpstreamError as exc:
-                    call.flags["stream_cut"] = exc.message
-                    if not (self._can_continue() and await self._continue()):
+                    call.flags.setdefault("stream_cut", stream_failure(exc))
+                    if not (self._can_continue() and await self._recover()):
                         raise
             if self.watcher.errored:
                 error = UpstreamError("upstream sent an error event mid-stream")
         except BastionError as exc:  # upstream broke, or an output guard withheld the rest
             error = exc
-            call.flags["stream_error"] = exc.message
+            message = stream_failure(exc)
+            call.flags["stream_error"] = message
             yield error_event(
                 self.client_format,
-                exc.message,
+                message,
                 exc.anthropic_type if self.client_format is Format.ANTHROPIC else exc.openai_type,
             )
         except BaseException as exc:  # client went away (GeneratorExit) or cancelled
@@ -361,13 +338,30 @@ class StreamRelay:
                 self._attempt.usage = replace(call.usage)
             if not self.watcher.finished:
                 # the final usage never came: bill at least what was streamed (~4 chars a token)
-                streamed = sum(len(t) for t in call.output_text) // 4
+                streamed = sum(len(t) for t in self.watcher.text) // 4
                 call.usage.output_tokens = max(call.usage.output_tokens, streamed)
             if self._base_usage is not None:
                 base, u = self._base_usage, call.usage
+                if self._splice is not None:  # with the cut part's input, if it had to be estimated
+                    est = self._splice.base
+                    base.input_tokens = est.input_tokens
+                    base.cache_read_tokens, base.cache_write_tokens = (
+                        est.cache_read,
+                        est.cache_write,
+                    )
                 u.input_tokens += base.input_tokens
                 u.output_tokens += base.output_tokens
                 u.cache_read_tokens += base.cache_read_tokens
                 u.cache_write_tokens += base.cache_write_tokens
             await self._resp.aclose()
             await self._on_end(error)
+
+
+def _usage_only(data: bytes) -> bool:
+    """A usage chunk without choices (however the server spaced its JSON): the client's
+    ``chunk.choices[0]`` would fail on it."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices")

@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Config, TimeoutConfig
+from ..config import Config, PrefillMode, TimeoutConfig
 from ..errors import NotFound
 from ..providers.adapters import Endpoint
 from ..providers.base import Transport
@@ -22,6 +22,7 @@ class Deployment:
     model: str
     headers: Mapping[str, str]
     timeouts: TimeoutConfig
+    prefill: PrefillMode = "auto"  # how a cut stream is carried on here (see config)
 
 
 class Router:
@@ -66,6 +67,7 @@ class Router:
                     model=upstream_model,
                     headers=d.headers,
                     timeouts=d.timeouts,
+                    prefill=d.prefill,
                 )
             )
         if not deps:

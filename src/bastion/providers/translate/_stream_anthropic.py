@@ -156,6 +156,13 @@ class AnthropicStreamEmitter:
             return [error_event(ev.kind, ev.message)]
         return []
 
+    def resume(self, *, block: int | None, next_index: int) -> None:
+        """Carry on a message the client already has (mid-stream recovery): no second
+        message_start, and text goes on in the client's open text block ``block``."""
+        self._started = True
+        self._open = ("text", block) if block is not None else None
+        self._next_index = next_index
+
     def _start(self, ev: StreamStart) -> list[bytes]:
         if self._started:
             return []

@@ -156,6 +156,13 @@ class OpenAIStreamEmitter:
             return [error_chunk(ev.kind, ev.message)]
         return []
 
+    def resume(self, *, chunk_id: str, created: int) -> None:
+        """Carry on a completion the client already has (mid-stream recovery): the same id and
+        ``created`` in every chunk, and no second role chunk."""
+        self._started = True
+        self._id = chunk_id
+        self._created = created
+
     def _start(self, ev: StreamStart) -> list[bytes]:
         if self._started:
             return []
