@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import RunningGateway, sim_models, start_gateway, stop, write_config
 
 CHUNK_MS = 200
-MARGIN_S = 1.5  # start of the drain (a 0.1 s tick), cut grace, record flush, interpreter exit
+MARGIN_S = 2.0  # start of the drain (a 0.1 s tick), cut grace, record flush, interpreter exit
 
 
 def _paced(tokens: int) -> dict[str, Any]:
