@@ -52,6 +52,7 @@ class Attempt:
     cost_usd: float = 0.0
     sent: bool = False
     conversation_tokens: int = 0  # held on the conversation's token cap for this attempt
+    provider_request_id: str | None = None  # the provider's id of its answer, for support tickets
 
 
 @dataclass(slots=True)

@@ -1,17 +1,16 @@
 """Runs a call against its deployments: fast path when formats match, translation when not.
 
-The attempt loop lives here; which failures move on to the next deployment is
-decided by ``is_transient``. Retries with backoff, breakers and hedging wrap
-this loop in ``reliability/`` without changing how one attempt works.
+The attempt loop lives here; what follows a failure (the same deployment after a delay, the
+next one, or the caller) is decided by the pure ``reliability.policy.RetryPolicy``. Breakers
+and hedging wrap this loop without changing how one attempt works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,12 @@ from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
 from .cost import caching
 from .errors import (
-    AIUnavailable,
     BastionError,
     InvalidRequest,
     StateUnavailable,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamExhausted,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -35,11 +34,10 @@ from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
+from .reliability.policy import Action, Failure, RetryPolicy, classify
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
 from .streams import Continuation, StreamRelay
-
-TRANSIENT_STATUS = frozenset({401, 403, 408, 409, 429, 500, 502, 503, 504, 529})
 
 
 @dataclass(slots=True)
@@ -65,16 +63,32 @@ class UpstreamStatusError(UpstreamError):
             retry_after=retry_after(headers),
         )
         self.fmt = fmt
+        self.provider_request_id = provider_request_id(headers)
 
     def http_status(self) -> int:
         return self.upstream_status or 502
 
 
-def is_transient(err: UpstreamError) -> bool:
-    """Worth another deployment: transport failures, and statuses that say 'not now' or 'not our key'."""
-    if isinstance(err, UpstreamStatusError):
-        return (err.upstream_status or 0) in TRANSIENT_STATUS
-    return True
+def provider_request_id(headers: Mapping[str, str]) -> str | None:
+    """The provider's own id of a response (Anthropic ``request-id``, OpenAI ``x-request-id``),
+    kept only if it is safe to echo in a header."""
+    rid = headers.get("request-id") or headers.get("x-request-id")
+    if not rid or len(rid) > 200 or not all(" " < ch < "\x7f" for ch in rid):
+        return None
+    return rid
+
+
+def provider_id_headers(client: Format, rid: str | None) -> dict[str, str]:
+    """Where each SDK looks for the request id: Anthropic's ``request-id`` is the provider's;
+    OpenAI's ``x-request-id`` is Bastion's own (the record's key), so the provider's rides
+    beside it."""
+    if rid is None:
+        return {}
+    return {"request-id" if client is Format.ANTHROPIC else "x-upstream-request-id": rid}
+
+
+# OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
+_COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
 
 
 def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
@@ -94,6 +108,13 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
             feature=call.feature,
             model=dep.model,
         )
+    if (
+        target is Format.OPENAI
+        and "max_tokens" in body
+        and dep.model.startswith(_COMPLETION_TOKENS_ONLY)
+    ):
+        limit = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", limit)
     if call.stream and target is Format.OPENAI:
         so = body.get("stream_options")
         body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
@@ -101,24 +122,89 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
 
 
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
+# returned to the caller as the provider said them: the request itself is at fault
+_AS_PROVIDER_SAID = frozenset({Failure.CONTENT_POLICY, Failure.CLIENT, Failure.CONTEXT_LENGTH})
+_TIMEOUTS = frozenset({Failure.NO_HEADERS, Failure.FIRST_TOKEN, Failure.STALL})
+_LIMITED = frozenset({Failure.RATE_LIMITED, Failure.OVERLOADED})
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the failed attempts of one call add up to, for the error the caller gets."""
+
+    last: UpstreamError | None = None
+    failure: Failure | None = None
+    failures: list[Failure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    soonest: float | None = None  # the soonest Retry-After of a rate-limited deployment
+
+    def fail(self, exc: UpstreamError, failure: Failure) -> None:
+        self.last, self.failure = exc, failure
+        self.failures.append(failure)
+        if failure in _LIMITED and exc.retry_after is not None:
+            self.cooled(exc.retry_after)
+
+    def cooled(self, seconds: float) -> None:
+        self.soonest = seconds if self.soonest is None else min(self.soonest, seconds)
+        self.failures.append(Failure.RATE_LIMITED)
+
+    def exhausted(self, call: Call) -> UpstreamExhausted:
+        """The status of the last failure class, or a 429/529 when every deployment was limited."""
+        if self.skipped:
+            call.flags["breaker_open"] = self.skipped
+        call.flags["degraded"] = True
+        last = self.last
+        if self.failures and all(f in _LIMITED for f in self.failures):
+            overloaded = self.failure is Failure.OVERLOADED
+            return UpstreamExhausted(
+                "every deployment is "
+                + ("overloaded" if overloaded else "rate limited")
+                + "; retry after the time given",
+                reason="rate_limited",
+                status=529 if overloaded else 429,
+                retry_after=self.soonest,
+                failure=(self.failure or Failure.RATE_LIMITED).value,
+            )
+        if self.failure is None:
+            reason = "deadline" if call.remaining() <= 0 else "breaker_open"
+            return UpstreamExhausted(
+                "no deployment could answer ("
+                + ("the deadline passed" if reason == "deadline" else "every breaker is open")
+                + ")",
+                reason=reason,
+                status=504 if reason == "deadline" else 503,
+            )
+        status = 504 if self.failure in _TIMEOUTS or call.remaining() <= 0 else 502
+        if self.failure is Failure.SERVER and last is not None:
+            status = last.upstream_status if last.upstream_status in (502, 503, 504) else 502
+        code = f", HTTP {last.upstream_status}" if last and last.upstream_status else ""
+        return UpstreamExhausted(
+            f"no deployment could answer (last failure: {self.failure.value}{code})",
+            reason="deadline" if call.remaining() <= 0 else "all_failed",
+            status=status,
+            retry_after=last.retry_after if last is not None else None,
+            failure=self.failure.value,
+        )
+
+
 ReserveAttempt = Callable[[Call, Attempt, dict[str, Any], int], Awaitable[None]]
 ReleaseAttempt = Callable[[Call, Attempt], Awaitable[None]]
-
-
-def is_context_length(err: UpstreamError) -> bool:
-    """The prompt is over this deployment's window: same size will fail again, a larger one may not."""
-    body = (err.upstream_body or b"").lower()
-    return (err.upstream_status or 0) in (400, 413) and (
-        b"context_length_exceeded" in body
-        or b"prompt is too long" in body
-        or b"context window" in body
-    )
 
 
 class Engine:
     """Executes calls: retries with backoff inside a deployment, failover across them, breakers around each."""
 
-    __slots__ = ("_breaker", "_prefill", "_release", "_reserve", "_retry", "_router", "_state")
+    __slots__ = (
+        "_breaker",
+        "_cooled",
+        "_policy",
+        "_prefill",
+        "_release",
+        "_reserve",
+        "_retry",
+        "_router",
+        "_state",
+    )
 
     def __init__(
         self,
@@ -134,6 +220,10 @@ class Engine:
         self._reserve = reserve
         self._release = release
         self._retry = retry or RetryConfig()
+        self._policy = RetryPolicy(self._retry)
+        self._cooled: dict[
+            str, float
+        ] = {}  # deployment -> monotonic end of its rate-limit cool-down
         self._prefill = PrefillMemory()  # deployments that refused a prefill, for its lifetime
         self._state = state
         self._breaker: BreakerPolicy | None = None
@@ -145,6 +235,30 @@ class Engine:
                 min_calls=breaker.min_calls,
                 cooldown_seconds=breaker.cooldown_seconds,
             )
+
+    def _cool(self, dep: Deployment, retry_after: float | None) -> None:
+        """A rate-limited deployment rests until its Retry-After (half a second when none is given)."""
+        until = time.monotonic() + (retry_after if retry_after is not None else 0.5)
+        self._cooled[dep.name] = max(self._cooled.get(dep.name, 0.0), until)
+
+    def _cool_left(self, dep: Deployment) -> float:
+        until = self._cooled.get(dep.name)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._cooled[dep.name]
+            return 0.0
+        return left
+
+    def _cooled_last(self, deployments: list[Deployment]) -> list[Deployment]:
+        """Resting deployments go to the back: tried only when nothing else is left."""
+        if not self._cooled:
+            return deployments
+        resting = [d for d in deployments if self._cool_left(d) > 0]
+        if not resting:
+            return deployments
+        return [d for d in deployments if d not in resting] + resting
 
     async def _allow(self, dep: Deployment) -> bool:
         if self._breaker is None or self._state is None:
@@ -164,83 +278,81 @@ class Engine:
             await self._state.breaker_record("breaker:" + dep.name, ok, self._breaker)
 
     async def run(self, call: Call, passthrough: dict[str, str], on_end: OnEnd) -> Reply:
-        deployments = self._router.resolve(call.requested_model)
+        """Try deployments in order; after each failure the policy says retry, move on or stop."""
+        deployments = list(self._router.resolve(call.requested_model))
         pol = self._retry
-        last: UpstreamError | None = None
+        out = _Outcome()
         total = 0
-        skipped: list[str] = []
         if call.hedge_delay is not None and len(deployments) >= 2 and call.remaining() > 0:
             allowed = [d for d in deployments[:2] if await self._allow(d)]
             if len(allowed) == 2:
-                hedged = await self._hedged(call, allowed[0], allowed[1], passthrough, on_end)
+                hedged, backup_started = await self._hedged(
+                    call, allowed[0], allowed[1], passthrough, on_end
+                )
                 if isinstance(hedged, Reply):
                     return hedged
-                last = hedged
+                out.fail(hedged, classify(hedged))
                 total = len(call.attempts)
-                deployments = deployments[2:]
-        for dep in deployments:
+                if backup_started:  # both tried at once; a primary that failed early is not
+                    deployments = deployments[2:]  # the end of the call: the backup still runs
+        deployments = self._cooled_last(deployments)
+        for i, dep in enumerate(deployments):
             if not await self._allow(dep):
-                skipped.append(dep.name)
+                out.skipped.append(dep.name)
                 continue
-            for n in range(pol.attempts_per_deployment):
-                if call.remaining() <= 0 or total >= pol.max_attempts:
-                    break
+            has_next = i + 1 < len(deployments)
+            wait = self._cool_left(dep)
+            if wait > 0:
+                if has_next or wait > pol.max_retry_after or wait >= call.remaining():
+                    out.cooled(wait)
+                    continue
+                await asyncio.sleep(wait)  # the last option: wait out its Retry-After
+            tries = 0
+            while call.remaining() > 0 and total < pol.max_attempts:
                 total += 1
                 kind = (
                     "repair"
                     if call.repairing
-                    else ("retry" if n else ("failover" if call.attempts else "first"))
+                    else ("retry" if tries else ("failover" if call.attempts else "first"))
                 )
+                tries += 1
                 attempt = _attempt(dep, kind)
                 call.attempts.append(attempt)
+                budget = self._policy.attempt_budget(call.remaining(), len(deployments) - i)
                 try:
                     if call.stream:
-                        reply = await self._stream(call, dep, passthrough, on_end, attempt)
+                        reply = await self._stream(call, dep, passthrough, on_end, attempt, budget)
                     else:
-                        reply = await self._unary(call, dep, passthrough, attempt)
+                        reply = await self._unary(call, dep, passthrough, attempt, budget)
                 except UpstreamError as exc:
+                    failure = classify(exc)
                     attempt.ended = time.monotonic()
-                    attempt.error = type(exc).__name__
+                    attempt.error = failure.value
                     attempt.status = exc.upstream_status
-                    last = exc
-                    if not is_transient(exc):
-                        if is_context_length(exc):
-                            break  # a fallback with a larger window may take it
-                        raise
-                    await self._record(dep, False)
-                    if n + 1 >= pol.attempts_per_deployment:
+                    out.fail(exc, failure)
+                    if failure in (Failure.RATE_LIMITED, Failure.OVERLOADED):
+                        self._cool(dep, exc.retry_after)
+                    if self._policy.counts_against_breaker(failure):
+                        await self._record(dep, False)
+                    decision = self._policy.decide(
+                        failure,
+                        tries_here=tries,
+                        retry_after=exc.retry_after,
+                        remaining=call.remaining(),
+                        has_next=has_next,
+                    )
+                    if decision.action is Action.RETURN and failure in _AS_PROVIDER_SAID:
+                        raise  # the caller's own error, returned as the provider said it
+                    if decision.action is not Action.SAME:
                         break
-                    ra = exc.retry_after
-                    if ra is not None:
-                        if ra > pol.max_retry_after or ra >= call.remaining():
-                            break  # the provider asks for longer than we can wait: next deployment
-                        delay = ra
-                    else:
-                        delay = random.uniform(0.0, min(pol.backoff_max, pol.backoff_base * (2**n)))
-                    if delay >= call.remaining():
-                        break
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(decision.delay)
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
+                self._cooled.pop(dep.name, None)
                 await self._record(dep, True)
                 return reply
-        if skipped:
-            call.flags["breaker_open"] = skipped
-        if last is not None and not is_transient(last):
-            raise last  # a client error (context length included) is returned as the provider said
-        reason = (
-            "deadline"
-            if call.remaining() <= 0
-            else ("breaker_open" if last is None else "all_failed")
-        )
-        detail = (
-            f" (last error: {last.message}, HTTP {last.upstream_status})"
-            if last is not None
-            else ""
-        )
-        call.flags["degraded"] = True
-        raise AIUnavailable(f"no deployment could answer{detail}", reason=reason)
+        raise out.exhausted(call)
 
     async def _one(
         self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd, kind: str
@@ -254,9 +366,11 @@ class Engine:
             else:
                 reply = await self._unary(call, dep, passthrough, attempt)
         except UpstreamError as exc:
-            attempt.error = type(exc).__name__
+            failure = classify(exc)
+            attempt.error = failure.value
             attempt.status = exc.upstream_status
-            await self._record(dep, False)
+            if self._policy.counts_against_breaker(failure):
+                await self._record(dep, False)
             raise
         finally:
             attempt.ended = time.monotonic()
@@ -271,7 +385,7 @@ class Engine:
         backup: Deployment,
         passthrough: dict[str, str],
         on_end: OnEnd,
-    ) -> Reply | UpstreamError:
+    ) -> tuple[Reply | UpstreamError, bool]:
         """Start the backup too if the primary shows no first token within the hedge delay;
         the first to answer wins, the other is cancelled, and both count in cost."""
         shadows = {primary.name: call.shadow(), backup.name: call.shadow()}
@@ -317,7 +431,7 @@ class Engine:
             # the loser was billed too: its attempt stays on the call, priced on its own
             call.attempts.extend(shadows[dep.name].attempts)
         if winner is None:
-            return last
+            return last, len(tasks) == 2
         reply, dep = winner
         sh = shadows[dep.name]
         call.adopt(sh)
@@ -325,7 +439,7 @@ class Engine:
         call.status = 200
         if reply.relay is not None:
             reply.relay.adopt(call)
-        return reply
+        return reply, True
 
     def _continuation(
         self, call: Call, dep: Deployment, passthrough: dict[str, str]
@@ -425,6 +539,7 @@ class Engine:
                 if self._release is not None:
                     await self._release(call, attempt)
             raise
+        attempt.provider_request_id = provider_request_id(resp.headers)
         if resp.status != 200:
             attempt.usage = Usage()  # an error answer is not billed
             if self._release is not None:
@@ -437,13 +552,20 @@ class Engine:
         return resp
 
     async def _unary(
-        self, call: Call, dep: Deployment, passthrough: dict[str, str], attempt: Attempt
+        self,
+        call: Call,
+        dep: Deployment,
+        passthrough: dict[str, str],
+        attempt: Attempt,
+        budget: float | None = None,
     ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
-        # a non-streaming answer sends its headers only once generated: bound the wait by total
-        t_end = time.monotonic() + t.total
-        resp = await self._send(call, dep, body, passthrough, t.total, attempt)
+        # a non-streaming answer sends its headers only once generated: bound the wait by total,
+        # and by this attempt's share of the deadline so a silent provider leaves the rest time
+        limit = t.total if budget is None else min(t.total, budget)
+        t_end = time.monotonic() + limit
+        resp = await self._send(call, dep, body, passthrough, limit, attempt)
         try:
             raw = await _read(resp, min(t_end - time.monotonic(), call.remaining()))
         finally:
@@ -465,7 +587,8 @@ class Engine:
             obj = translate.response_to(call.client_format, obj, source=src, model=None)
             raw = orjson.dumps(obj)
         call.status = 200
-        return Reply(200, {"content-type": "application/json"}, body=raw)
+        ids = provider_id_headers(call.client_format, attempt.provider_request_id)
+        return Reply(200, {"content-type": "application/json", **ids}, body=raw)
 
     async def _stream(
         self,
@@ -474,10 +597,14 @@ class Engine:
         passthrough: dict[str, str],
         on_end: OnEnd,
         attempt: Attempt,
+        budget: float | None = None,
     ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
-        resp = await self._send(call, dep, body, passthrough, t.connect + t.first_token, attempt)
+        wait = t.connect + t.first_token
+        if budget is not None:
+            wait = min(wait, budget)
+        resp = await self._send(call, dep, body, passthrough, wait, attempt)
         src = dep.endpoint.speaks(call.client_format)
         emit = None
         if src is not call.client_format:
@@ -499,13 +626,15 @@ class Engine:
             attempt=attempt,
         )
         try:
-            first = await relay.prime(t.first_token)
+            prime_for = t.first_token if budget is None else min(t.first_token, budget)
+            first = await relay.prime(prime_for)
         except BaseException:
             await resp.aclose()
             raise
         self._pick(call, dep)
         call.status = 200
-        return Reply(200, {}, stream=relay.run(first), relay=relay)
+        ids = provider_id_headers(call.client_format, attempt.provider_request_id)
+        return Reply(200, ids, stream=relay.run(first), relay=relay)
 
 
 async def _read(resp: Any, timeout: float) -> bytes:
@@ -560,6 +689,7 @@ def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str
         headers = {"content-type": "application/json"}
         if err.retry_after is not None:
             headers["retry-after"] = str(max(1, round(err.retry_after)))
+        headers.update(provider_id_headers(client, err.provider_request_id))
         if status in (401, 403):
             # the provider rejected *our* credentials: not the client's fault
             cred = UpstreamError("the upstream provider rejected the gateway's credentials")

@@ -16,6 +16,7 @@
     │   └── TooManyStreams            429  concurrency_limit_exceeded (open streams per key/user)
     ├── OutputBlocked                 422  output_blocked            (an output guard withheld it)
     ├── AIUnavailable                 503  ai_unavailable            (degraded response)
+    │   └── UpstreamExhausted         429/529/502/504 as the last failure said (all deployments failed)
     ├── ConfigError                   --   raised at start-up only, never served
     ├── StateUnavailable              503  api_error                 (counter store down, fail closed)
     └── UpstreamError                 502  api_error                 (a provider failed; carries its status/body)
@@ -54,6 +55,7 @@ __all__ = [
     "UnprocessableRequest",
     "UpstreamConnectError",
     "UpstreamError",
+    "UpstreamExhausted",
     "UpstreamProtocolError",
     "UpstreamTimeout",
 ]
@@ -216,6 +218,52 @@ class AIUnavailable(BastionError):
 
     def extra(self) -> dict[str, Any]:
         return {"reason": self.reason}
+
+
+class UpstreamExhausted(AIUnavailable):
+    """Every deployment failed: the status and type say how (429 rate limited, 529 overloaded,
+    502 bad answers, 504 timeouts), with the soonest Retry-After where one is known, and
+    ``x-should-retry`` tells the SDKs whether their own retry could help (Bastion already
+    retried and failed over, so mostly it cannot)."""
+
+    _TYPES: ClassVar[dict[int, tuple[str, str]]] = {
+        429: ("rate_limit_error", "rate_limit_error"),
+        529: ("overloaded_error", "server_error"),
+        504: ("timeout_error", "server_error"),
+    }
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status: int,
+        retry_after: float | None = None,
+        failure: str | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self._status = status
+        self.retry_after = retry_after
+        self.failure = failure
+        self.anthropic_type, self.openai_type = self._TYPES.get(  # type: ignore[misc]
+            status, ("api_error", "server_error")
+        )
+        self.openai_code = "rate_limit_exceeded" if status == 429 else "upstream_unavailable"  # type: ignore[misc]
+
+    def http_status(self) -> int:
+        return self._status
+
+    def headers(self) -> dict[str, str]:
+        hs = {"x-should-retry": "true" if self._status in (429, 529) else "false"}
+        if self.retry_after is not None:
+            hs["retry-after"] = str(max(1, int(self.retry_after + 0.999)))
+        return hs
+
+    def extra(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.failure:
+            out["failure"] = self.failure
+        return out
 
 
 class OutputBlocked(BastionError):

@@ -567,6 +567,9 @@ class Gateway:
         ]
         if over:
             call.flags["over_budget"] = over
+        ids = [a.provider_request_id for a in call.attempts if a.provider_request_id]
+        if ids:  # what the provider's support needs, on the record
+            call.flags["provider_request_ids"] = ids
         if error is not None:
             call.error_type = type(error).__name__
             if isinstance(error, BastionError):

@@ -186,16 +186,30 @@ def test_content_policy_refusal_is_returned_as_is(
     assert ei.value.code == "content_policy_violation"
 
 
-def test_all_down_answers_ai_unavailable_fast(ac: anthropic.Anthropic, oc: openai.OpenAI) -> None:
+def test_all_down_answers_the_last_failure_class_fast_and_tells_sdks_not_to_retry(
+    gw: RunningGateway, ac: anthropic.Anthropic, oc: openai.OpenAI
+) -> None:
     t0 = time.monotonic()
     with pytest.raises(anthropic.APIStatusError) as ei:
         ac.messages.create(model="down", max_tokens=50, messages=MSG)  # type: ignore[arg-type]
-    assert ei.value.status_code == 503
-    assert ei.value.body["error"]["type"] == "ai_unavailable"  # type: ignore[index]
+    # the last deployment answered 502: the caller gets that class, in an Anthropic error type
+    assert ei.value.status_code == 502
+    assert ei.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert ei.value.body["error"]["reason"] == "all_failed"  # type: ignore[index]
+    assert ei.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(openai.APIStatusError) as oi:
         oc.chat.completions.create(model="down", messages=MSG)  # type: ignore[arg-type]
-    assert oi.value.code == "ai_unavailable"
+    assert oi.value.status_code == 502 and oi.value.code == "upstream_unavailable"
     assert time.monotonic() - t0 < 5
+
+    # an SDK left at its default retries does not multiply what Bastion already tried
+    sent: list[str] = []
+    hooks = {"request": [lambda request: sent.append(str(request.url))]}
+    with httpx.Client(event_hooks=hooks) as http:  # type: ignore[arg-type]
+        eager = anthropic.Anthropic(base_url=gw.url, api_key=gw.key, http_client=http)
+        with pytest.raises(anthropic.APIStatusError):
+            eager.messages.create(model="down", max_tokens=50, messages=MSG)  # type: ignore[arg-type]
+    assert len(sent) == 1, sent
 
 
 def test_degraded_message_mode_answers_with_canned_text(

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..call import Call
 from ..engine import Engine, OnEnd, Reply
+from ..errors import AIUnavailable, BudgetExceeded
 from ..providers.base import Format
 from .setup import answer_text, json_schema_of
 from .validation.jsonout import validate_json_output
@@ -49,11 +50,19 @@ async def check_structured_output(
             + ". Reply with the corrected JSON only.",
         },
     ]
+    original_body, original_text = call.body, call.output_text
     call.body = {**call.body, "messages": messages}
     call.output_text = []
     call.repairing = True  # the repair is an attempt of its own: reserved, priced, settled
     try:
         repaired = await engine.run(call, passthrough, on_end)
+    except (BudgetExceeded, AIUnavailable) as exc:
+        # the first answer was paid for: the caller gets it, flagged, not a refusal
+        call.body, call.output_text = original_body, original_text
+        call.flags["repair_skipped"] = (
+            "budget" if isinstance(exc, BudgetExceeded) else "unavailable"
+        )
+        return reply
     finally:
         call.repairing = False
     u = call.usage
