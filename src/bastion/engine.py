@@ -122,6 +122,9 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
 
 
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
+# breakers are advisory: during a counter-store outage a call waits this long for one, not
+# the store client's own (seconds-long) timeout
+BREAKER_TIMEOUT = 0.5
 # returned to the caller as the provider said them: the request itself is at fault
 _AS_PROVIDER_SAID = frozenset({Failure.CONTENT_POLICY, Failure.CLIENT, Failure.CONTEXT_LENGTH})
 _TIMEOUTS = frozenset({Failure.NO_HEADERS, Failure.FIRST_TOKEN, Failure.STALL})
@@ -264,18 +267,20 @@ class Engine:
         if self._breaker is None or self._state is None:
             return True
         try:
-            d = await self._state.breaker_allow("breaker:" + dep.name, self._breaker)
-        except StateUnavailable:
+            async with asyncio.timeout(BREAKER_TIMEOUT):
+                d = await self._state.breaker_allow("breaker:" + dep.name, self._breaker)
+        except (StateUnavailable, TimeoutError):
             return (
-                True  # breakers are advisory: an outage of the counter store must not stop traffic
+                True  # breakers are advisory: a slow or absent counter store must not stop traffic
             )
         return d.allowed
 
     async def _record(self, dep: Deployment, ok: bool) -> None:
         if self._breaker is None or self._state is None:
             return
-        with contextlib.suppress(StateUnavailable):
-            await self._state.breaker_record("breaker:" + dep.name, ok, self._breaker)
+        with contextlib.suppress(StateUnavailable, TimeoutError):
+            async with asyncio.timeout(BREAKER_TIMEOUT):
+                await self._state.breaker_record("breaker:" + dep.name, ok, self._breaker)
 
     async def run(self, call: Call, passthrough: dict[str, str], on_end: OnEnd) -> Reply:
         """Try deployments in order; after each failure the policy says retry, move on or stop."""
