@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from anthropic.lib.streaming._messages import accumulate_event
+from anthropic.types import RawMessageStreamEvent
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletionChunk
+from pydantic import TypeAdapter
 from tests.conftest import sim_models
 
 from bastion.call import Call
@@ -29,6 +34,7 @@ from bastion.providers.sse import SSEDecoder
 
 ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 INPUT_TOKENS = 11
+_RAW_EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 
 
 @dataclass
@@ -267,6 +273,28 @@ class Received:
             if isinstance(obj, dict) and "error" in obj:
                 return str(obj["error"]["message"])
         return ""
+
+    def sdk(self) -> tuple[str, int]:
+        """The answer text and output tokens as the official SDK's own accumulator sees them."""
+        if self.fmt is ANT:
+            snapshot: Any = None
+            bufs: dict[int, bytes] = {}
+            for name, obj in self.events:
+                if name != "ping":
+                    event = _RAW_EVENT.validate_python(obj)
+                    snapshot = accumulate_event(
+                        event=event, current_snapshot=snapshot, json_bufs=bufs
+                    )
+            text = "".join(b.text for b in snapshot.content if b.type == "text")
+            return text, int(snapshot.usage.output_tokens)
+        state = ChatCompletionStreamState()
+        for _name, obj in self.events:
+            if isinstance(obj, dict):
+                chunk = ChatCompletionChunk.model_validate(obj)
+                list(state.handle_chunk(chunk))
+        final = state.get_final_completion()
+        tokens = final.usage.completion_tokens if final.usage is not None else -1
+        return final.choices[0].message.content or "", tokens
 
     def usage(self) -> dict[str, Any] | None:
         """The final usage the client was told (message_delta / the usage chunk)."""

@@ -111,6 +111,8 @@ async def test_a_cut_stream_is_carried_on_as_one_whole_answer(
     else:
         assert usage["completion_tokens"] == part1 + part2
         assert usage["prompt_tokens"] == inputs
+    # the official SDK's accumulator reads one message with the whole text and usage
+    assert got.sdk() == (expected, part1 + part2)
 
 
 @pytest.mark.parametrize("fmt", [ANT, OAI])
