@@ -450,14 +450,18 @@ class Engine:
         self, call: Call, dep: Deployment, passthrough: dict[str, str]
     ) -> Continuation | None:
         """After a cut mid-stream, carry the answer on at a fallback: by prefill where the
-        deployment takes one, else by restarting the request there (see ``recovery``)."""
+        deployment takes one, else by restarting the request there (see ``recovery``).
+
+        The relay passes the call it writes into: a hedged stream's winner was adopted from
+        a shadow, and the fallback's attempt must be settled with the call that is recorded.
+        """
         rest = [d for d in self._router.resolve(call.requested_model) if d.name != dep.name]
         if not rest:
             return None
         memory = self._prefill
 
         async def send(
-            d: Deployment, body: dict[str, Any], kind: str
+            call: Call, d: Deployment, body: dict[str, Any], kind: str
         ) -> tuple[Attempt, UpstreamResponse | UpstreamError]:
             attempt = _attempt(d, kind)
             call.attempts.append(attempt)
@@ -475,7 +479,7 @@ class Engine:
             return attempt, resp
 
         def resumed(
-            d: Deployment, resp: UpstreamResponse, mode: Recovery, attempt: Attempt
+            call: Call, d: Deployment, resp: UpstreamResponse, mode: Recovery, attempt: Attempt
         ) -> Resumed:
             call.deployment = d.name
             call.provider = d.endpoint.name
@@ -483,7 +487,7 @@ class Engine:
             fmt = d.endpoint.speaks(call.client_format)
             return Resumed(resp, fmt, mode, attempt, d.timeouts.idle)
 
-        async def cont(partial: str) -> Resumed | None:
+        async def cont(call: Call, partial: str) -> Resumed | None:
             for d in rest:
                 if call.remaining() <= 0 or not await self._allow(d):
                     continue
@@ -495,19 +499,19 @@ class Engine:
                     else None
                 )
                 if prefilled is not None:
-                    attempt, got = await send(d, prefilled, "continuation")
+                    attempt, got = await send(call, d, prefilled, "continuation")
                     if not isinstance(got, UpstreamError):
-                        return resumed(d, got, "prefill", attempt)
+                        return resumed(call, d, got, "prefill", attempt)
                     if not (d.prefill == "auto" and is_prefill_refusal(got)):
                         await self._record(d, False)
                         continue
                     memory.refused(d.name)  # this model takes no prefill: restart it from now on
                     call.flags["prefill_refused"] = d.name
-                attempt, got = await send(d, body, "restart")
+                attempt, got = await send(call, d, body, "restart")
                 if isinstance(got, UpstreamError):
                     await self._record(d, False)
                     continue
-                return resumed(d, got, "restart", attempt)
+                return resumed(call, d, got, "restart", attempt)
             return None
 
         return cont

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .call import Attempt
+from .call import Attempt, Call
 from .config import PrefillMode
 from .errors import (
     BastionError,
@@ -69,8 +69,9 @@ class Resumed:
     idle_timeout: float  # the fallback deployment's, not the cut one's
 
 
-# given the text the client has, open a fallback's stream (None: no fallback would)
-Continuation = Callable[[str], Awaitable[Resumed | None]]
+# given the call the relay writes into and the text its client has, open a fallback's stream
+# (None: no fallback would)
+Continuation = Callable[[Call, str], Awaitable[Resumed | None]]
 
 
 class PrefillMemory:

@@ -234,7 +234,7 @@ class StreamRelay:
         # the cut part's final usage never came: count at least what was streamed (~4 chars a token)
         call.usage.output_tokens = max(call.usage.output_tokens, len(sent) // 4)
         try:
-            got = await self._continuation(sent)
+            got = await self._continuation(call, sent)
         except UpstreamError:
             return False
         if got is None:

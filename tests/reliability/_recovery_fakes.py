@@ -53,6 +53,7 @@ class Script:
     no_done: bool = False  # OpenAI: close after finish_reason (and usage) without [DONE]
     no_usage: bool = False  # OpenAI: no usage chunk even when asked for one
     spaced: bool = False  # OpenAI: JSON written with json.dumps' default spacing
+    delay: float = 0.0  # seconds before the response headers (a slow first token)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -79,6 +80,8 @@ class ScriptedSimulator(Simulator):
         if script is None:
             return await super().handle(method, path, headers, body)
         script.requests.append(parsed)
+        if script.delay:
+            await asyncio.sleep(script.delay)
         fmt = ANT if "/messages" in path else OAI
         msgs = parsed.get("messages") or []
         prefill = bool(msgs) and msgs[-1].get("role") == "assistant"

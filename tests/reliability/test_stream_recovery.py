@@ -218,3 +218,27 @@ async def test_without_a_fallback_the_error_event_names_the_failure_class(
                 assert b"aiohttp" not in got.raw and b"TransferEncoding" not in got.raw
                 assert b"Connection reset by peer" not in got.raw
                 assert got.call.flags["stream_error"] == message
+
+
+async def test_a_hedged_winner_cut_mid_stream_is_carried_on_and_every_attempt_is_settled(
+    tmp_path: Path,
+) -> None:
+    scripts = {
+        "slow": Script(ANSWER, continuation=MORE, delay=0.6),
+        "fast": Script(ANSWER, cut_after=5),
+    }
+    models = {"m": {"deployments": [dep("ant", "slow"), dep("ant", "fast")]}}
+    features = {"features": {"default": {"hedge_delay": 0.05}}}
+    async with _gateway(tmp_path, scripts, models, **features) as gw:
+        got = await run(gw, ANT, "m")
+        call = got.call
+        assert got.clean_end and got.text == SENT + MORE
+        assert call.flags["hedged"] is True and call.flags["recovered"] == "prefill"
+        # the fallback's attempt belongs to the recorded call (not to the hedge's shadow)
+        kinds = sorted(a.kind for a in call.attempts)
+        assert kinds == ["continuation", "first", "hedge"], kinds
+        assert call.deployment is not None and call.deployment.startswith("ant/slow")
+        assert all(a.reservation_id is None for a in call.attempts), "every hold settled"
+        await gw.recorder.flush()
+        (rec,) = await gw.store.recent_calls(1)
+        assert rec.attempts == 3 and rec.flags["recovered"] == "prefill"
