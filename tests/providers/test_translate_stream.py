@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -11,6 +12,8 @@ import openai
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 from pydantic import TypeAdapter
@@ -18,6 +21,7 @@ from pydantic import TypeAdapter
 from bastion.providers.base import Format
 from bastion.providers.sse import SSEDecoder, SSEEvent
 from bastion.providers.translate import StreamTranslator, Usage
+from bastion.providers.translate._stream_splice import ClientView, SpliceDiverged, StreamSplicer
 
 ANT, OAI = Format.ANTHROPIC, Format.OPENAI
 _RAW_EVENT = TypeAdapter(RawMessageStreamEvent)
@@ -747,3 +751,166 @@ def test_tool_input_sent_whole_in_content_block_start_is_not_lost() -> None:
     )
     call = openai_final(chunks).choices[0].message.tool_calls[0]
     assert (call.id, json.loads(call.function.arguments)) == ("toolu_9", {"a": [1, 2]})
+
+
+# --- splicing a fallback's stream onto a cut client stream (mid-stream recovery) -----------
+
+_SPLICE_TEXT = "The quick brown fox jumps over the lazy dog"
+
+
+def _anthropic_text_stream(pieces: list[str], input_tokens: int = 9) -> bytes:
+    start = {
+        "id": "msg_fallback",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-fallback",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    return b"".join(
+        [
+            a_ev({"type": "message_start", "message": start}),
+            a_ev(block),
+            *(a_delta(0, {"type": "text_delta", "text": p}) for p in pieces),
+            a_ev({"type": "content_block_stop", "index": 0}),
+            a_ev(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": len(pieces)},
+                }
+            ),
+            a_ev({"type": "message_stop"}),
+        ]
+    )
+
+
+def _openai_text_stream(pieces: list[str], prompt_tokens: int = 9) -> bytes:
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": 0}
+    return b"".join(
+        [
+            o_chunk({"role": "assistant", "content": ""}),
+            *(o_chunk({"content": p}) for p in pieces),
+            o_chunk({}, "stop"),
+            o_chunk(None, usage=usage),
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
+def _client_part(target: Format, sent: str) -> tuple[list[bytes], ClientView]:
+    """What a client got before the cut: a translated opening and ``sent``, and its view."""
+    source = OAI if target is ANT else ANT
+    tr = StreamTranslator(source, target, model=None, include_usage=True)
+    stream = _openai_text_stream([sent]) if source is OAI else _anthropic_text_stream([sent])
+    out: list[bytes] = []
+    view = ClientView(target)
+    for ev in SSEDecoder().feed(stream):
+        for b in tr.feed(ev):
+            out.append(b)
+            view.observe_raw(b)
+        data = json.loads(ev.data)
+        if (data.get("delta") or {}).get("text") == sent or any(
+            (c.get("delta") or {}).get("content") == sent for c in data.get("choices") or ()
+        ):
+            break  # cut right after the text
+    return out, view
+
+
+def _splice(splicer: StreamSplicer, stream: bytes, split: int = 10_000) -> list[bytes]:
+    dec = SSEDecoder()
+    out: list[bytes] = []
+    for i in range(0, len(stream), split):
+        for ev in dec.feed(stream[i : i + split]):
+            out += splicer.feed(ev)
+    return out
+
+
+@pytest.mark.parametrize("target", [ANT, OAI])
+@pytest.mark.parametrize("source", [ANT, OAI])
+@given(cut=st.integers(1, len(_SPLICE_TEXT)), bounds=st.lists(st.integers(1, 42), max_size=8))
+@settings(max_examples=40, deadline=None)
+def test_a_restarted_answer_is_spliced_as_the_rest_of_the_clients_message_whatever_its_chunks(
+    target: Format, source: Format, cut: int, bounds: list[int]
+) -> None:
+    sent = _SPLICE_TEXT[:cut]
+    first, view = _client_part(target, sent)
+    assert view.ready
+    marks = sorted({0, *bounds, len(_SPLICE_TEXT)})
+    pieces = [_SPLICE_TEXT[a:b] for a, b in itertools.pairwise(marks) if b > a]
+    text: list[str] = []
+    splicer = StreamSplicer(
+        source, view, base=Usage(9, 3), include_usage=True, text=text, expect=sent
+    )
+    stream = _anthropic_text_stream(pieces) if source is ANT else _openai_text_stream(pieces)
+    rest = _splice(splicer, stream)
+    assert "".join(text) == _SPLICE_TEXT[cut:]
+    if target is ANT:
+        events = anthropic_events(first + rest)
+        assert [e["type"] for e in events].count("message_start") == 1
+        final = anthropic_final(events)
+        assert final.content[0].text == _SPLICE_TEXT
+        assert final.usage.output_tokens == 3 + len(pieces)  # both parts
+        assert final.usage.input_tokens == 18
+    else:
+        chunks, done = openai_chunks(first + rest)
+        assert done and len({c["id"] for c in chunks}) == 1
+        assert sum(1 for c in chunks for ch in c["choices"] if "role" in ch["delta"]) == 1
+        final = openai_final(chunks)
+        assert final.choices[0].message.content == _SPLICE_TEXT
+        assert final.usage is not None and final.usage.completion_tokens == 3 + len(pieces)
+
+
+@pytest.mark.parametrize("target", [ANT, OAI])
+def test_a_restart_that_departs_mid_chunk_diverges_before_any_of_it_is_sent(
+    target: Format,
+) -> None:
+    _, view = _client_part(target, "The quick brown")
+    splicer = StreamSplicer(
+        ANT, view, base=Usage(), include_usage=False, text=[], expect="The quick brown"
+    )
+    dec = SSEDecoder()
+    events = dec.feed(_anthropic_text_stream(["The qu", "ick brave new world"]))
+    out: list[bytes] = []
+    with pytest.raises(SpliceDiverged):
+        for ev in events:
+            out += splicer.feed(ev)
+    assert not any(b"text" in b for b in out)
+
+
+def test_a_prefill_continuation_drops_the_white_space_the_prefill_had_to_leave_out() -> None:
+    _, view = _client_part(ANT, "Hello ")
+    text: list[str] = []
+    # the client has "Hello "; the prefill sent "Hello"; the model goes on with " world"
+    splicer = StreamSplicer(
+        ANT, view, base=Usage(), include_usage=False, text=text, expect=" ", strict=False
+    )
+    _splice(splicer, _anthropic_text_stream([" world", "!"]))
+    assert "".join(text) == "world!"
+    # and one that does not repeat it is taken as it comes
+    text2: list[str] = []
+    splicer = StreamSplicer(
+        ANT, view, base=Usage(), include_usage=False, text=text2, expect=" ", strict=False
+    )
+    _splice(splicer, _anthropic_text_stream(["world"]))
+    assert "".join(text2) == "world"
+
+
+def test_a_cut_openai_parts_unknown_input_is_counted_as_the_fallbacks_prompt() -> None:
+    _, view = _client_part(OAI, "The quick")
+    splicer = StreamSplicer(
+        OAI, view, base=Usage(0, 2), include_usage=True, text=[], expect="The quick"
+    )
+    out = _splice(splicer, _openai_text_stream(["The quick", " fox"], prompt_tokens=40))
+    chunks, _ = openai_chunks(out)
+    assert (
+        chunks[-1]["usage"]["prompt_tokens"] == 80 and chunks[-1]["usage"]["completion_tokens"] == 4
+    )
+    assert splicer.base == Usage(40, 2)
