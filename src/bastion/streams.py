@@ -216,6 +216,14 @@ class StreamRelay:
             if got:
                 return out
 
+    def _idle_bound(self) -> float:
+        """How long a silent upstream is waited for: the idle timeout, and while a recovery is
+        still possible at most half the deadline left, so a stall leaves the fallback time."""
+        remaining = self._call.remaining()
+        if self._continuation is not None and self._splice is None:
+            return min(self._idle, remaining / 2)
+        return min(self._idle, remaining)
+
     def _can_continue(self) -> bool:
         return (
             self._continuation is not None
@@ -277,7 +285,7 @@ class StreamRelay:
     async def _relay(self) -> AsyncIterator[bytes]:
         call = self._call
         while not self.watcher.finished:
-            events = await self._next_events(min(self._idle, call.remaining()))
+            events = await self._next_events(self._idle_bound())
             if events is None:
                 if not self.watcher.ended_cleanly:
                     break
