@@ -320,7 +320,8 @@ class ObservabilityConfig(_Strict):
 class PiiConfig(_Strict):
     extra_allow_patterns: list[str] = Field(default_factory=list)  # never redacted (ticket ids...)
     phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "BR"])
-    ner: Literal["off", "auto", "spacy", "presidio"] = "off"
+    # names and locations: the shipped tagger by default; "off" leaves them in plaintext
+    ner: Literal["off", "builtin", "auto", "spacy", "presidio"] = "builtin"
 
 
 class SafetyConfig(_Strict):

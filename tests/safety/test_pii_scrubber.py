@@ -28,11 +28,12 @@ TEXT = (
 def test_each_type_gets_its_typed_numbered_placeholder() -> None:
     r = SCRUBBER.scrub(TEXT)
     assert r.text == (
-        "Hi, I'm Ann ([EMAIL_1], [PHONE_1]). Card [CARD_1], "
+        "Hi, I'm [PERSON_1] ([EMAIL_1], [PHONE_1]). Card [CARD_1], "
         "IBAN [IBAN_1], SSN [SSN_1], from [IP_1]. "
         "Again: [EMAIL_1], [PHONE_1], [EMAIL_2], key [SECRET_1]."
     )
     assert r.counts == {
+        "PERSON": 1,
         "EMAIL": 3,
         "PHONE": 2,
         "CARD": 1,
@@ -149,11 +150,15 @@ def test_local_addresses_are_kept_unless_configured() -> None:
 def test_scrubber_works_without_any_ner_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "spacy", None)  # import fails even where it is installed
     monkeypatch.setitem(sys.modules, "presidio_analyzer", None)
-    for choice in ("auto", "spacy", "presidio"):
+    for choice in ("off", "spacy", "presidio"):
         s = Scrubber(ScrubberConfig(ner=choice))
         assert not s.ner_active
         assert s.scrub("Ann Lee, ann@example.com").text == "Ann Lee, [EMAIL_1]"
-    assert not SCRUBBER.ner_active  # off by default
+    for choice in ("auto", "builtin"):  # "auto" falls back to the shipped tagger
+        s = Scrubber(ScrubberConfig(ner=choice))
+        assert s.ner_active
+        assert s.scrub("Ann Lee, ann@example.com").text == "[PERSON_1], [EMAIL_1]"
+    assert SCRUBBER.ner_active  # names are scrubbed by default
 
 
 class FakeNer:

@@ -16,6 +16,7 @@ from ._hit import Hit, word_char
 from ._ner import NerDetector, load_ner
 from ._numbers import NumberScanner
 from ._patterns import (
+    ADDRESS,
     ALLOW_WINDOW,
     ALNUM,
     AWS_KEY_ID,
@@ -60,8 +61,9 @@ _PRIORITY = MappingProxyType(
                 PiiType.EMAIL,
                 PiiType.PHONE,
                 PiiType.IP,
-                PiiType.PERSON,
                 PiiType.ADDRESS,
+                PiiType.PERSON,
+                PiiType.LOCATION,
             )
         )
     }
@@ -72,6 +74,7 @@ class Detector:
     """Finds PII spans in one text; built once, shared by every call (holds no per-call state)."""
 
     __slots__ = (
+        "_address",
         "_allow",
         "_email",
         "_ignore_local",
@@ -90,6 +93,7 @@ class Detector:
         self._ip = PiiType.IP in self._types
         self._secret = PiiType.SECRET in self._types
         self._ignore_local = config.ignore_local_ips
+        self._address = PiiType.ADDRESS in self._types
         ner: NerDetector | None = None
         if self._types & NER_TYPES:
             ner = config.ner_detector if config.ner_detector is not None else load_ner(config.ner)
@@ -112,6 +116,11 @@ class Detector:
             if "=" in text:
                 self._delimiters(text, "=", hits)
             self._secrets(text, hits)
+        if self._address:
+            hits.extend(
+                Hit(PiiType.ADDRESS, m.start(), m.end(), m.group().casefold(), "address")
+                for m in ADDRESS.finditer(text)
+            )
         if len(hits) > 1:
             hits = _resolve(hits)
         if hits and self._allow is not None:

@@ -1,9 +1,9 @@
-"""The optional NER step (person names, street addresses): a protocol and lazy backends.
+"""The NER step (person names, locations): a protocol, the built-in tagger and lazy backends.
 
-Names and addresses have no checksum, so regexes cannot find them; a statistical model
-can. Models are heavy, optional extras: the backends import them only when asked for,
-at start-up, and ``load_ner`` returns None when none is installed, so the pattern
-detectors keep working alone.
+Names have no checksum, so regexes cannot find them; a statistical model can. The
+default is the small built-in tagger (``_names``, pure Python, shipped weights); spaCy
+and Presidio are heavy, optional extras that the backends import only when asked for,
+at start-up. ``"auto"`` prefers them and falls back to the built-in tagger.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def load_ner(choice: NerChoice) -> NerDetector | None:
     """The requested backend, or None when it (or its model) is not installed."""
     if choice == "off":
         return None
+    if choice == "builtin":
+        return _builtin()
     names = ("presidio", "spacy") if choice == "auto" else (choice,)
     for name in names:
         try:
@@ -91,6 +93,13 @@ def load_ner(choice: NerChoice) -> NerDetector | None:
         except (ImportError, OSError) as exc:  # package missing, or its model not downloaded
             level = logging.DEBUG if choice == "auto" else logging.WARNING
             log.log(level, "PII NER backend %s unavailable (%s)", name, type(exc).__name__)
-    if choice != "auto":
-        log.warning("PII NER step disabled: %s is not installed", choice)
+    if choice == "auto":
+        return _builtin()
+    log.warning("PII NER step disabled: %s is not installed", choice)
     return None
+
+
+def _builtin() -> NerDetector:
+    from ._names import BuiltinNer, load_model  # imports this module for NerSpan
+
+    return BuiltinNer(load_model())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._hit import Hit, word_char
 from ._patterns import (
+    CARD_WORDS,
     CONTEXT_WINDOW,
     IBAN,
     IPV4,
@@ -16,6 +17,7 @@ from ._patterns import (
     NUM,
     NUM_START,
     OWNER_WORDS,
+    PHONE_EXT,
     PHONE_WORDS,
     SSN_CONTEXT,
     WORDS,
@@ -25,7 +27,7 @@ from ._validators import Budget, PhoneValidator, card_key, iban_match, ip_key, s
 
 _BAD_BEFORE = frozenset("+@./")
 PHONE_BUDGET = 256  # digit runs per text that get a full phonenumbers validation
-_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _NOT_DIGITS = str.maketrans("", "", " .()+-")  # a run holds only digits and these
 
 
@@ -55,7 +57,7 @@ class NumberScanner:
         m = search(text)
         while m is not None:
             s = m.start()
-            if self._iban and s >= 2 and text[s - 2] in _UPPER and text[s - 1] in _UPPER:
+            if self._iban and s >= 2 and text[s - 2] in _LETTERS and text[s - 1] in _LETTERS:
                 hit = self._iban_at(text, s - 2)
                 if hit is not None:
                     out.append(hit)
@@ -87,7 +89,7 @@ class NumberScanner:
         m = IBAN.match(text, start)
         if m is None:
             return None
-        r = iban_match(m.group())
+        r = iban_match(m.group().upper())  # "gb82 west ...": lower-case IBANs validate too
         return None if r is None else Hit(PiiType.IBAN, start, start + r[0], r[1], "iban")
 
     def _ipv4(self, raw: str, start: int, tainted: bool, out: list[Hit]) -> bool:
@@ -110,13 +112,16 @@ class NumberScanner:
             key = ssn_key(raw, len(raw) == 9 and _ssn_context(text, start))
             if key is not None:
                 return Hit(PiiType.SSN, start, end, key, "ssn")
-        if self._card and n >= 13:
-            key = card_key(raw)
+        if self._card and n >= 12:
+            key = card_key(raw, lambda: _card_context(text, start))
             if key is not None:
                 return Hit(PiiType.CARD, start, end, key, "card")
         if self._phone_on and (len(raw) != n or n <= 15):
-            key = self._phone.key(raw, digits, lambda: _phone_context(text, start), budget)
+            key = self._phone.key(raw, digits, lambda: _phone_context(text, start, end), budget)
             if key is not None:
+                ext = PHONE_EXT.match(text, end)
+                if ext is not None:
+                    end = ext.end()
                 return Hit(PiiType.PHONE, start, end, key, "phone")
         return None
 
@@ -169,9 +174,20 @@ def _ssn_context(text: str, start: int) -> bool:
     return not any(w in PHONE_WORDS for w in WORDS.findall(text[last.end() : start].lower()))
 
 
-def _phone_context(text: str, start: int) -> bool:
+def _card_context(text: str, start: int) -> bool:
+    """A card word ("card", "Maestro", "credit") before the run, in the same sentence."""
+    window = text[max(0, start - CONTEXT_WINDOW) : start]
+    cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "), window.rfind("\n"))
+    return any(w in CARD_WORDS for w in WORDS.findall(window[cut + 1 :].lower()))
+
+
+def _phone_context(text: str, start: int, end: int = -1) -> bool:
     """The word closest before the run, in the same sentence, decides: "call me at" yes,
-    "order number" no."""
+    "order number" no; with none, a phone word right after it does ("930.167.3943 fax")."""
+    if end >= 0:
+        after = WORDS.match(text[end : end + 16].lstrip(" \t(:-").lower())
+        if after is not None and after.group() in PHONE_WORDS:
+            return True
     window = text[max(0, start - CONTEXT_WINDOW) : start]
     cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "), window.rfind("\n"))
     words = WORDS.findall(window[cut + 1 :].lower())

@@ -18,15 +18,19 @@ _A = re.ASCII
 # Digit runs of 7+ characters: digits joined by single separators, optionally opened by
 # "+" or "(". Possessive, and refused when glued to a word ("5309abc"). The second branch
 # stops at IBAN check digits ("GB82" before " WEST..."), whose run is too short otherwise.
-# One branch led by one character class: ``re`` then skips non-digits fast.
+# One branch led by one character class: ``re`` then skips non-digits fast. A run may
+# end at a phone extension ("345-899-3560x4587"); ``PHONE_EXT`` then extends the finding.
 NUM = re.compile(
-    r"[0-9+(](?:(?:[0-9]|[ .-](?=\(?[0-9])|\)[ .-]?(?=[0-9])|\((?=[0-9])){6,}+(?![\w@])"
-    r"|(?<=[A-Z][A-Z][0-9])[0-9](?=[ ]?[A-Z0-9]{4}))",
+    r"[0-9+(](?:(?:[0-9]|[ .-](?=\(?[0-9])|\)[ .-]?(?=[0-9])|\((?=[0-9])){6,}+(?:(?=x[0-9])|(?![\w@]))"
+    r"|(?<=[A-Za-z][A-Za-z][0-9])[0-9](?=[ ]?[A-Za-z0-9]{4}))",
     _A,
 )
 NUM_START = re.compile(r"(?:\+|\(\+?)?[0-9]", _A)
 IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}", _A)
-IBAN = re.compile(r"[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![\w-])", _A)
+IBAN = re.compile(
+    r"[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![\w-])", _A | re.IGNORECASE
+)
+PHONE_EXT = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?[0-9]{1,6}(?![\w@])", _A | re.IGNORECASE)
 
 EMAIL_DOMAIN = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])",
@@ -71,6 +75,21 @@ AWS_KEY_ID = re.compile(r"IA(?<=A[KS]IA)[A-Z0-9]{16}(?![A-Za-z0-9])", _A)
 BEARER = re.compile(r"earer(?<=[Bb]earer)[ \t]+([A-Za-z0-9._~+/-]{20,}=*)(?![\w.~+/-])", _A)
 SLACK_HOOK = re.compile(
     r"hooks\.slack\.com/services/T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/[A-Za-z0-9_]+", _A
+)
+
+# Street addresses as whole spans: a house number, one to four capitalised name words (or
+# an ordinal, "5th"), a street type, an optional direction and unit: "221B Baker Street",
+# "1600 Pennsylvania Ave NW", "350 5th Avenue, Suite 3". Led by a digit class.
+STREET_TYPES = (
+    "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Way"
+    "|Terrace|Ter|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Crescent|Close|Row|Trail"
+    "|Alley|Plaza|Loop|Walk|Gardens|Grove|Hill|Mews|Strasse|Straße"
+)
+ADDRESS = re.compile(
+    r"[0-9](?<![\w.,/:#-][0-9])[0-9]{0,5}[A-Za-z]?(?:-[0-9]{1,5})?,?[ ]"
+    r"(?:(?:[0-9]{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]*)[ ]){1,4}"
+    rf"(?:{STREET_TYPES})\b\.?(?:[ ](?:NW|NE|SW|SE|N|S|E|W)\b)?"
+    r"(?:,?[ ](?:Apt|Suite|Unit|Ste|Flat|#)\.?[ ]?[0-9][0-9A-Za-z-]{0,5}\b)?"
 )
 
 # "key: value" / "key=value" credentials: the keyword is read backwards from the delimiter.
@@ -123,6 +142,39 @@ PHONE_WORDS = frozenset(
         "ring",
         "reach",
         "contact",
+        # labels in signatures and contact blocks: "Desk: 5403926876", "Office 212..."
+        "desk",
+        "office",
+        "direct",
+        "landline",
+        "hotline",
+        "helpline",
+        "switchboard",
+        "reception",
+        "ext",
+        "extension",
+        "telefon",
+        "tél",
+    ]
+)
+CARD_WORDS = frozenset(
+    [
+        "card",
+        "cards",
+        "visa",
+        "mastercard",
+        "maestro",
+        "amex",
+        "jcb",
+        "discover",
+        "diners",
+        "unionpay",
+        "cc",
+        "ccn",
+        "pan",
+        "credit",
+        "debit",
+        "cardholder",
     ]
 )
 NOT_PHONE_WORDS = frozenset(

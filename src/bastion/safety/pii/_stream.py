@@ -4,7 +4,9 @@ A match can only span a chunk boundary inside one unbroken token (an email, a ke
 JWT), inside a chain of digit/IBAN groups joined by single spaces ("+44 20 7946 0958"),
 or inside a PEM block. So the scrubber holds back exactly that: the trailing token (up
 to ``stream_max_token`` chars), the chain of number-like groups before it (at most
-``CHAIN_HOLD`` chars), or an unfinished "-----BEGIN ... PRIVATE KEY-----" line.
+``CHAIN_HOLD`` chars), or an unfinished "-----BEGIN ... PRIVATE KEY-----" line; with
+the name tagger on, also the last ``NER_HOLD`` chars, the right context it reads a
+name by ("Bearer" before a token is no name; "Ann" before "Lee" is half of one).
 Everything before is scanned with ``CONTEXT`` chars of already released text in front
 (for keywords like "call me at" and allow-patterns like "version ") and released, so
 the concatenated output equals scrubbing the whole text at once. A PEM private key is
@@ -18,6 +20,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ._hit import Hit
+from ._names import NAME_CONTEXT
 from ._patterns import ALLOW_WINDOW, CONTEXT_WINDOW, PEM_BEGIN, PEM_STOP, TAIL_CHAIN
 from ._types import Finding, Mode, PiiType
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 
 CONTEXT = max(64, ALLOW_WINDOW, CONTEXT_WINDOW)
 CHAIN_HOLD = 64
+# The name tagger reads a token with the words after it: hold that much right context.
+NER_HOLD = NAME_CONTEXT
 _CHAIN_TOKEN = re.compile(r"[0-9A-Z()+.-]*", re.ASCII)
 _PEM_CARRY = 96  # enough to see an "-----END ... PRIVATE KEY-----" line split across deltas
 
@@ -37,6 +42,7 @@ class StreamScrubber:
         "_ctx",
         "_max_token",
         "_mode",
+        "_ner",
         "_pem",
         "_pem_carry",
         "_pem_carry_pos",
@@ -52,6 +58,7 @@ class StreamScrubber:
     def __init__(self, session: ScrubSession, *, mode: Mode = "redact") -> None:
         self._session = session
         self._mode = mode
+        self._ner = session.scrubber.ner_active
         self._max_token = session.scrubber.config.stream_max_token
         self._pending = ""  # not yet released; starts at absolute offset _pos
         self._pos = 0
@@ -127,6 +134,8 @@ class StreamScrubber:
     def _release(self, *, final: bool) -> str:
         pending = self._pending
         cut = len(pending) if final else self._hold_start()
+        if not final and self._ner:
+            cut = min(cut, len(pending) - NER_HOLD)
         if cut <= 0:
             return ""
         ctx = self._ctx

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ._ner import NerDetector
 
 Mode = Literal["redact", "flag"]
-NerChoice = Literal["off", "auto", "spacy", "presidio"]
+NerChoice = Literal["off", "builtin", "auto", "spacy", "presidio"]
 
 
 class PiiType(enum.StrEnum):
@@ -24,6 +24,7 @@ class PiiType(enum.StrEnum):
     IP = "IP"
     SECRET = "SECRET"
     PERSON = "PERSON"
+    LOCATION = "LOCATION"
     ADDRESS = "ADDRESS"
 
 
@@ -38,7 +39,7 @@ PATTERN_TYPES: frozenset[PiiType] = frozenset(
         PiiType.SECRET,
     }
 )
-NER_TYPES: frozenset[PiiType] = frozenset({PiiType.PERSON, PiiType.ADDRESS})
+NER_TYPES: frozenset[PiiType] = frozenset({PiiType.PERSON, PiiType.LOCATION, PiiType.ADDRESS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,9 @@ class ScrubberConfig:
     """Everything a ``Scrubber`` is built from; decided once at start-up, never per call.
 
     ``allow_patterns`` replaces the defaults, ``extra_allow_patterns`` adds to them.
-    ``ner="auto"`` uses an optional NER backend (Presidio, then spaCy) when one imports
-    and quietly does without otherwise; ``ner_detector`` plugs in your own.
+    ``ner="builtin"`` (the default) finds person names and locations with the shipped
+    tagger; ``"auto"`` prefers an optional backend (Presidio, then spaCy) when one
+    imports; ``"off"`` leaves names alone; ``ner_detector`` plugs in your own.
     ``ignore_local_ips`` leaves loopback and unspecified addresses (127.0.0.1, ::1, 0.0.0.0)
     alone: they identify nobody. ``stream_max_token`` bounds how much of one unbroken
     token a ``StreamScrubber`` holds back before it must let it go.
@@ -119,7 +121,7 @@ class ScrubberConfig:
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IN", "BR")
     allow_patterns: tuple[str, ...] = DEFAULT_ALLOW_PATTERNS
     extra_allow_patterns: tuple[str, ...] = ()
-    ner: NerChoice = "off"
+    ner: NerChoice = "builtin"
     ner_detector: NerDetector | None = field(default=None, compare=False)
     ignore_local_ips: bool = True
     stream_max_token: int = 4096
@@ -127,8 +129,8 @@ class ScrubberConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("redact", "flag"):
             raise ValueError(f"pii.mode: expected 'redact' or 'flag', got {self.mode!r}")
-        if self.ner not in ("off", "auto", "spacy", "presidio"):
-            raise ValueError(f"pii.ner: expected off|auto|spacy|presidio, got {self.ner!r}")
+        if self.ner not in ("off", "builtin", "auto", "spacy", "presidio"):
+            raise ValueError(f"pii.ner: expected off|builtin|auto|spacy|presidio, got {self.ner!r}")
         if self.stream_max_token < 256:
             raise ValueError("pii.stream_max_token: must be at least 256")
         object.__setattr__(self, "entities", frozenset(PiiType(e) for e in self.entities))

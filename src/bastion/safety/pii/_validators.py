@@ -49,26 +49,34 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _card_prefix_ok(digits: str) -> bool:
-    """Issuer ranges in use (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir)."""
+    """Issuer ranges in use (Visa, Mastercard, Amex, Discover, JCB incl. the old 15-digit
+    1800/2131 ranges, Diners, UnionPay, Maestro, Mir)."""
     first = digits[0]
     if first in "3456":
+        return True
+    if len(digits) == 15 and digits.startswith(("1800", "2131")):
         return True
     return first == "2" and 2200 <= int(digits[:4]) <= 2720
 
 
-def card_key(raw: str) -> str | None:
-    """13-19 digits, one kind of separator (space or dash), a known issuer prefix, Luhn."""
+def card_key(raw: str, context: Callable[[], bool] = lambda: False) -> str | None:
+    """One kind of separator (space or dash), Luhn, and either 13-19 digits with a known
+    issuer prefix, or 12-19 digits of any prefix after a card word ("Maestro", "card no")."""
     if "(" in raw or "+" in raw or "." in raw:
         return None
     if " " in raw and "-" in raw:
         return None
     digits = raw.replace(" ", "").replace("-", "")
-    if not 13 <= len(digits) <= 19 or not _card_prefix_ok(digits):
+    if not 12 <= len(digits) <= 19:
         return None
     groups = re.split(r"[ -]", raw)
     if len(groups) > 1 and min(len(g) for g in groups[:-1]) < 4:
         return None
-    return digits if luhn_ok(digits) else None
+    if not luhn_ok(digits):
+        return None
+    if len(digits) >= 13 and _card_prefix_ok(digits):
+        return digits
+    return digits if context() else None
 
 
 def ssn_key(raw: str, context: bool) -> str | None:
@@ -172,6 +180,11 @@ _IN_SHAPES = frozenset({(5, 5), (10,)})  # "98765 43210"
 _LOCAL_SHAPES = frozenset({(3, 4), (7,), (6, 4)})  # "867-5309", only after "call" & co.
 
 
+def _pairs(shape: tuple[int, ...]) -> bool:
+    """Digit pairs, the French-style grouping: "60-56-85-91"."""
+    return len(shape) >= 4 and all(g == 2 for g in shape)
+
+
 class Budget:
     """How many ``phonenumbers`` validations one text may still spend (~30 µs each)."""
 
@@ -242,7 +255,15 @@ class PhoneValidator:
             (raw.startswith("(") and raw[3:4] == ")")
             or (n in (10, 11) and not formatted and context())
         ):
-            return self._parse(budget, raw, "BR", False, lenient_min=10)
+            key = self._parse(budget, raw, "BR", False, lenient_min=10)
+            if key is not None:
+                return key
+        if self._trunk and 8 <= n <= 12 and (raw[0] == "(" or _pairs(shape)):
+            # short national forms without the trunk "0": "(99) 645-791", "60-56-85-91"
+            for region in self._trunk:
+                key = self._parse(budget, raw, region, False, lenient_min=n + 1)
+                if key is not None:
+                    return key
         return None
 
     @staticmethod

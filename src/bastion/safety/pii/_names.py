@@ -1,0 +1,357 @@
+"""The built-in person/location tagger: an averaged perceptron over capitalised tokens.
+
+Names have no checksum, and the optional NER extras (spaCy, Presidio) cost tens of
+milliseconds per call, so on by default we use a small linear model trained from the
+shipped corpora (``bench/train_ner.py``, fixed seed) over word, shape, affix, context
+and gazetteer features hashed with ``zlib.crc32`` (stable across processes, unlike
+``hash``). It only looks at capitalised tokens, and skips the ones the training data
+says are almost never entities ("The", "Thanks", "Monday"), so a typical 5 KB support
+text scores a few dozen tokens: that is the cheap path that keeps it at gateway speed.
+All-capital tokens are never scored: in prompts they are acronyms ("IBAN", "PDF", "API")
+far more often than shouted names.
+Lower-case names and @handles are out of its reach by design (see bench/RESULTS.md).
+
+``features`` is shared with the training script, so training and serving read a token
+the same way.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from ._ner import NerSpan
+from ._types import PiiType
+
+CLASSES = ("O", "PER", "LOC")
+BITS = 20
+MASK = (1 << BITS) - 1
+SCALE = 256.0  # weights ship as int16: value * SCALE
+
+# A capitalised token not glued to a word, an @handle, a path, a hashtag or a ticket key's
+# digits ("ORD-2023-441543", "JIRA-12").
+CANDIDATE = re.compile(
+    r"[A-ZÀ-ÖØ-Þ](?<![\w@#/\\$].)[A-Za-zÀ-ÖØ-öø-ÿ]*(?:['’-][A-Za-zÀ-ÖØ-öø-ÿ]+)*+(?![\w@]|-[0-9])"
+)
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[^\sA-Za-z0-9]", re.ASCII)
+_SENTENCE_END = frozenset('.!?:;\n"“(*-•>|')
+_PARTICLES = frozenset(
+    {
+        "van",
+        "von",
+        "de",
+        "der",
+        "den",
+        "da",
+        "di",
+        "du",
+        "del",
+        "la",
+        "le",
+        "bin",
+        "al",
+        "el",
+        "st.",
+    }
+)
+NAME_CONTEXT = _CTX = 24  # chars of context read on each side of a token
+# A social-media @handle in prose (Twitter's 15-char limit); not an email, not a decorator
+# ("@property" at a line start, "@app.route(", "@dataclass(frozen=True)").
+HANDLE = re.compile(
+    r"@(?<![\w.@/]@)(?=[A-Za-z0-9_]*[A-Za-z])[A-Za-z0-9_]{2,15}(?![\w@.(-])", re.ASCII
+)
+
+
+def shape(w: str) -> str:
+    """ "Xx", "XX", "X'Xx", "XxXx": case pattern with runs collapsed."""
+    if w.isalpha():  # the common cases, without the loop
+        if w.islower():
+            return "x"
+        if w.istitle():
+            return "X" if len(w) == 1 else "Xx"
+        if w.isupper():
+            return "X"
+    out: list[str] = []
+    for ch in w:
+        c = "X" if ch.isupper() else "x" if ch.islower() else "d" if ch.isdigit() else ch
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)[:6]
+
+
+@dataclass(frozen=True, slots=True)
+class Gazetteers:
+    """Name lists and the common lower-case vocabulary, as rank buckets (0 = most common)."""
+
+    first: Mapping[str, int]
+    last: Mapping[str, int]
+    lower: frozenset[str]
+
+    def tags(self, w: str) -> str:
+        lw = w.lower()
+        f = self.first.get(lw)
+        la = self.last.get(lw)
+        return (
+            f"{'-' if f is None else f}{'-' if la is None else la}{'c' if lw in self.lower else ''}"
+        )
+
+
+def features(
+    w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers, last: int
+) -> list[str]:
+    """The feature strings of one candidate token; ``prev``/``nxt`` hold up to two words each,
+    ``last`` is the label of the candidate right before it (-1 when there is none)."""
+    lw = w.lower()
+    sh = shape(w)
+    g = gaz.tags(w)
+    p1 = prev[-1] if prev else "<s>"
+    p2 = prev[-2] if len(prev) > 1 else "<s>"
+    n1 = nxt[0] if nxt else "</s>"
+    n2 = nxt[1] if len(nxt) > 1 else "</s>"
+    p1g = gaz.tags(p1) if p1[:1].isupper() else "l"
+    n1g = gaz.tags(n1) if n1[:1].isupper() else "l"
+    ini = "I" if initial else "M"
+    return [
+        "b",
+        "w=" + lw,
+        "s3=" + lw[-3:],
+        "s2=" + lw[-2:],
+        "p3=" + lw[:3],
+        "sh=" + sh + ini,
+        "g=" + g + ini,
+        "gsh=" + g + sh,
+        "p1=" + p1.lower(),
+        "p2=" + p2.lower(),
+        "n1=" + n1.lower(),
+        "n2=" + n2.lower(),
+        "p1s=" + shape(p1) + ini,
+        "n1s=" + shape(n1),
+        "p1g=" + p1g + g,
+        "n1g=" + n1g + g,
+        "p1w=" + p1.lower() + "|" + sh,
+        "n1w=" + n1.lower() + "|" + sh,
+        "len=" + str(min(len(w), 12)),
+        f"pl={last}",
+        f"plg={last}{g}",
+        f"pls={last}{sh}{ini}",
+    ]
+
+
+def hashed(feats: Iterable[str]) -> list[int]:
+    return [zlib.crc32(f.encode()) & MASK for f in feats]
+
+
+def context(text: str, start: int, end: int) -> tuple[bool, list[str], list[str]]:
+    """Is the token sentence-initial, and the two words before and after it."""
+    before = text[max(0, start - _CTX) : start]
+    stripped = before.rstrip(" \t")
+    initial = not stripped or stripped[-1] in _SENTENCE_END
+    prev = _WORD.findall(before)[-2:]
+    nxt = _WORD.findall(text, end, end + _CTX)[:2]
+    return initial, prev, nxt
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """Weights (hash -> scores per class), the skip list and the decision margin."""
+
+    weights: Mapping[int, tuple[float, float, float]]  # a dict: never written after loading
+    skip: frozenset[str]
+    margin: float
+    gaz: Gazetteers
+
+    def scores(self, text: str, start: int, end: int, last: int) -> tuple[float, float, float]:
+        initial, prev, nxt = context(text, start, end)
+        s0 = s1 = s2 = 0.0
+        get = self.weights.get
+        crc = zlib.crc32
+        for f in features(text[start:end], initial, prev, nxt, self.gaz, last):
+            w = get(crc(f.encode()) & MASK)
+            if w is not None:
+                s0 += w[0]
+                s1 += w[1]
+                s2 += w[2]
+        return s0, s1, s2
+
+    def label(self, text: str, start: int, end: int, last: int) -> int:
+        """0 (not an entity), 1 (person) or 2 (location)."""
+        s0, s1, s2 = self.scores(text, start, end, last)
+        best = 1 if s1 >= s2 else 2
+        return best if max(s1, s2) - s0 > self.margin else 0
+
+    def tokens(self, text: str) -> Iterator[tuple[int, int, int]]:
+        """Scored candidates with their labels; a skip-listed token is only reported (as 0)
+        right after an entity, where it breaks a span."""
+        skip = self.skip
+        prev_end, lab = -2, 0
+        for m in CANDIDATE.finditer(text):
+            w = m.group()
+            s = m.start()
+            if w.endswith(("'s", "’s")):
+                w = w[:-2]
+            e = s + len(w)
+            if len(w) < 2 or w.isupper() or w.lower() in skip:  # acronyms: IBAN, PDF, API
+                if lab:
+                    yield s, e, 0
+                lab = 0
+            else:
+                lab = self.label(text, s, e, lab if prev_end == s - 1 else -1)
+                yield s, e, lab
+            prev_end = e
+
+
+def merge(text: str, labelled: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Adjacent tokens of one type become one span ("Mary Ann Lee", "New York", "Ludwig van Beethoven")."""
+    spans: list[tuple[int, int, int]] = []
+    for s, e, lab in labelled:
+        if not lab:
+            continue
+        if spans and spans[-1][2] == lab:
+            gap = text[spans[-1][1] : s]
+            if gap == " " or (
+                gap.startswith(" ") and gap.endswith(" ") and gap.strip().lower() in _PARTICLES
+            ):
+                spans[-1] = (spans[-1][0], e, lab)
+                continue
+        spans.append((s, e, lab))
+    return spans
+
+
+def _read(name: str) -> bytes:
+    return zlib.decompress(resources.files(__package__).joinpath("data", name).read_bytes())
+
+
+@functools.cache
+def load_model() -> Model:
+    """The shipped model, immutable; read once per process (cached: every ``Scrubber`` shares it)."""
+    gaz_text = _read("names.txt.z").decode()
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    lower: set[str] = set()
+    skip: set[str] = set()
+    margin = 0.0
+    for line in gaz_text.splitlines():
+        kind, _, rest = line.partition("\t")
+        if kind == "f":
+            name, _, b = rest.partition("\t")
+            first[name] = int(b)
+        elif kind == "l":
+            name, _, b = rest.partition("\t")
+            last[name] = int(b)
+        elif kind == "c":
+            lower.add(rest)
+        elif kind == "s":
+            skip.add(rest)
+        elif kind == "m":
+            margin = float(rest)
+    raw = _read("names_weights.bin.z")
+    n = int.from_bytes(raw[:4], "little")
+    keys = array.array("I")
+    keys.frombytes(raw[4 : 4 + 4 * n])
+    vals = array.array("h")
+    vals.frombytes(raw[4 + 4 * n :])
+    weights = {
+        k: (vals[3 * i] / SCALE, vals[3 * i + 1] / SCALE, vals[3 * i + 2] / SCALE)
+        for i, k in enumerate(keys)
+    }
+    # plain dicts (read-only by convention): a mappingproxy lookup costs twice as much
+    gaz = Gazetteers(first, last, frozenset(lower))
+    return Model(weights, frozenset(skip), margin, gaz)
+
+
+class BuiltinNer:
+    """The shipped tagger as a ``NerDetector``: person names and locations."""
+
+    name = "builtin"
+    _TYPES = (PiiType.PERSON, PiiType.PERSON, PiiType.LOCATION)
+
+    def __init__(self, model: Model | None = None) -> None:
+        self._model = model if model is not None else load_model()
+
+    def detect(self, text: str) -> Iterable[NerSpan]:
+        types = self._TYPES
+        tokens = self._model.tokens(text)
+        out = [NerSpan(types[lab], s, e) for s, e, lab in merge(text, tokens)]
+        if "@" in text:
+            out.extend(NerSpan(PiiType.PERSON, s, e) for s, e in handles(text))
+        return out
+
+
+# Decorators and annotations mentioned in prose ("use @property here") are not people.
+_NOT_HANDLES = frozenset(
+    [
+        "property",
+        "staticmethod",
+        "classmethod",
+        "dataclass",
+        "abstractmethod",
+        "override",
+        "overload",
+        "cache",
+        "cached_property",
+        "lru_cache",
+        "wraps",
+        "contextmanager",
+        "pytest",
+        "fixture",
+        "app",
+        "router",
+        "task",
+        "retry",
+        "override",
+        "deprecated",
+        "param",
+        "return",
+        "returns",
+        "throws",
+        "see",
+        "since",
+        "link",
+        "author",
+        "version",
+        "todo",
+        "test",
+        "before",
+        "after",
+        "beforeeach",
+        "aftereach",
+        "autowired",
+        "component",
+        "service",
+        "bean",
+        "input",
+        "output",
+        "injectable",
+        "mixin",
+        "media",
+        "import",
+        "include",
+        "extend",
+        "apply",
+        "click",
+        "command",
+        "everyone",
+        "here",
+        "channel",
+        "example",
+        "admin",
+        "mention",
+        "types",
+    ]
+)
+
+
+def handles(text: str) -> Iterator[tuple[int, int]]:
+    """@handles, except at a line start (where "@name" is a decorator) or a known decorator."""
+    for m in HANDLE.finditer(text):
+        s = m.start()
+        if m.group()[1:].lower() in _NOT_HANDLES:
+            continue
+        line = text[text.rfind("\n", 0, s) + 1 : s]
+        if line.strip():
+            yield m.span()
