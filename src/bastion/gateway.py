@@ -29,7 +29,13 @@ from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
 from .engine import Engine, Reply, UpstreamStatusError
-from .errors import AIUnavailable, BastionError, BudgetExceeded, PermissionDenied
+from .errors import (
+    AIUnavailable,
+    BastionError,
+    BudgetExceeded,
+    InvalidRequest,
+    PermissionDenied,
+)
 from .identity import END_USERS_ROLE, resolve_user
 from .observability.metrics import (
     Metrics,
@@ -75,6 +81,9 @@ from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
 log = logging.getLogger("bastion.gateway")
+
+# provider kinds that answer ``n`` > 1 choices natively
+N_CHOICES = frozenset({"openai", "openai-compatible"})
 
 # the in-process library is the operator's own code: its end-user ids are trusted
 LIBRARY_PRINCIPAL = Principal(key_id="library", name="library", roles=(END_USERS_ROLE,))
@@ -339,7 +348,21 @@ class Gateway:
         client_model = self._route_feature(
             body, principal.feature or headers.get("x-bastion-feature")
         )
-        self.router.resolve(body["model"])  # unknown model: 404 before any guard spends
+        deployments = self.router.resolve(
+            body["model"]
+        )  # unknown model: 404 before any guard spends
+        n = body.get("n")
+        if (
+            isinstance(n, int)
+            and n > 1
+            and any(d.endpoint.kind not in N_CHOICES for d in deployments)
+        ):
+            # never one choice silently: only OpenAI deployments answer n choices
+            raise InvalidRequest(
+                f"n: {n} choices are served only by OpenAI deployments; model "
+                f"{body['model']!r} may be answered by one that returns a single choice",
+                param="n",
+            )
         idem = headers.get("idempotency-key")
         if not idem:
             return await self._run(fmt, raw, body, headers, principal, client_model, received)

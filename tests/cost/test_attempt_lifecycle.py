@@ -109,10 +109,15 @@ async def test_mismatched_limit_fields_are_each_clamped_and_reserved_at_the_larg
 
 
 async def test_n_choices_are_reserved_n_times(tmp_path: Path) -> None:
-    # one 1000-token choice costs ~$0.0101 at worst; the cap fits four of them, not five
-    cfg = inproc_config(tmp_path, cost={"caps": {"global_daily_usd": 0.045}})
+    # one 1000-token gpt-4.1 choice costs ~$0.008 at worst; the cap fits one, not five
+    cfg = inproc_config(
+        tmp_path,
+        providers={"osim": {"kind": "openai", "base_url": "sim://local/v1"}},
+        models={"gpt-4.1": {"deployments": [{"provider": "osim", "model": "gpt-4.1"}]}},
+        cost={"caps": {"global_daily_usd": 0.03}},
+    )
     async with Gateway(cfg) as gw:
-        body = {"model": "claude-sonnet-5", "max_tokens": 1000, "messages": MSG}
+        body = {"model": "gpt-4.1", "max_tokens": 1000, "messages": MSG}
         ok = await gw.handle(Format.OPENAI, json.dumps(body).encode(), {}, principal=PRINCIPAL)
         assert ok.status == 200
         with pytest.raises(BudgetExceeded):
@@ -235,3 +240,15 @@ def _conv_hash(conversation: str) -> str:
     from bastion.cost.token_caps import conversation_key
 
     return conversation_key("x", conversation).split(":", 2)[2]
+
+
+async def test_n_choices_are_refused_where_a_deployment_would_answer_only_one(
+    tmp_path: Path,
+) -> None:
+    async with Gateway(inproc_config(tmp_path)) as gw:
+        raw = json.dumps(
+            {"model": "claude-sonnet-5", "max_tokens": 10, "n": 2, "messages": MSG}
+        ).encode()
+        with pytest.raises(InvalidRequest, match="n: 2 choices"):
+            await gw.handle(Format.OPENAI, raw, {}, principal=PRINCIPAL)
+        assert gw.simulator.requests == []

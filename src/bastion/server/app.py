@@ -159,6 +159,7 @@ class BastionApp:
             ("POST", "/v1/messages"): self._anthropic,
             ("POST", "/v1/chat/completions"): self._openai,
             ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/messages/count_tokens"): self._count_tokens,
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/admin/kill"): self._admin_kill,
@@ -187,6 +188,8 @@ class BastionApp:
             await self._error(send, big, refusal_format(path), close=True)
             return
         handler = self._routes.get((scope["method"], path))
+        if handler is None and scope["method"] == "GET" and path.startswith("/v1/models/"):
+            handler = self._model
         if handler is None:
             err = NotFound(f"no route for {scope['method']} {path[:200]}")
             await self._error(send, err, refusal_format(path))
@@ -400,6 +403,47 @@ class BastionApp:
                 ],
             }
         await _send_json(send, 200, orjson.dumps(payload), timeout=self._send_timeout)
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /v1/models/{id}`` in each format's shape; 404 for a model not configured."""
+        headers = _headers(scope)
+        fmt = Format.ANTHROPIC if "anthropic-version" in headers else Format.OPENAI
+        model = scope["path"].removeprefix("/v1/models/").rstrip("/")
+        try:
+            await self.gateway.keys.resolve(key_from_headers(headers))
+            if model not in self.gateway.router.aliases():
+                raise NotFound(f"model {model[:200]!r} is not configured on this gateway")
+        except BastionError as exc:
+            _log_refusal(exc, scope["path"])
+            await self._error(send, exc, fmt)
+            return
+        obj: dict[str, Any] = (
+            {
+                "type": "model",
+                "id": model,
+                "display_name": model,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            if fmt is Format.ANTHROPIC
+            else {"id": model, "object": "model", "created": 0, "owned_by": "bastion"}
+        )
+        await _send_json(send, 200, orjson.dumps(obj), timeout=self._send_timeout)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from ..count_tokens import count_tokens
+
+        headers = _headers(scope)
+        try:
+            principal = await self.gateway.keys.resolve(key_from_headers(headers))
+            raw = await self._read_body(scope, receive, headers)
+            status, hs, body = await count_tokens(self.gateway.router, raw, headers, principal)
+        except ConnectionAbortedError:
+            return
+        except BastionError as exc:
+            _log_refusal(exc, scope["path"])
+            await self._error(send, exc, Format.ANTHROPIC)
+            return
+        await _send_json(send, status, body, hs, timeout=self._send_timeout)
 
     async def _admin_kill(self, scope: Scope, receive: Receive, send: Send) -> None:
         from .admin import admin_principal, kill_status, kill_toggle
