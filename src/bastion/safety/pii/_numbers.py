@@ -175,16 +175,20 @@ def _ssn_context(text: str, start: int) -> bool:
 
 
 def _card_context(text: str, start: int) -> bool:
-    """A card word ("card", "Maestro", "credit") before the run, in the same sentence."""
+    """A card word ("card", "Maestro", "credit") shortly before the run, on the same line
+    (no sentence cut: "card no. 6759 ..." keeps its word)."""
     window = text[max(0, start - CONTEXT_WINDOW) : start]
-    cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "), window.rfind("\n"))
-    return any(w in CARD_WORDS for w in WORDS.findall(window[cut + 1 :].lower()))
+    window = window[window.rfind("\n") + 1 :]
+    return any(w in CARD_WORDS for w in WORDS.findall(window.lower()))
 
 
 def _phone_context(text: str, start: int, end: int = -1) -> bool:
     """The word closest before the run, in the same sentence, decides: "call me at" yes,
-    "order number" no; with none, a phone word right after it does ("930.167.3943 fax")."""
+    "order number" no; an extension or a phone word right after it ("930.167.3943 fax")
+    counts too."""
     if end >= 0:
+        if PHONE_EXT.match(text, end) is not None:  # "345-899-3560x4587": the extension says so
+            return True
         after = WORDS.match(text[end : end + 16].lstrip(" \t(:-").lower())
         if after is not None and after.group() in PHONE_WORDS:
             return True

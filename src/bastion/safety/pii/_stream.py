@@ -31,6 +31,7 @@ CONTEXT = max(64, ALLOW_WINDOW, CONTEXT_WINDOW)
 CHAIN_HOLD = 64
 # The name tagger reads a token with the words after it: hold that much right context.
 NER_HOLD = NAME_CONTEXT
+NER_BATCH = 16  # with the tagger on, release at least this much at once
 _CHAIN_TOKEN = re.compile(r"[0-9A-Z()+.-]*", re.ASCII)
 _PEM_CARRY = 96  # enough to see an "-----END ... PRIVATE KEY-----" line split across deltas
 
@@ -136,6 +137,8 @@ class StreamScrubber:
         cut = len(pending) if final else self._hold_start()
         if not final and self._ner:
             cut = min(cut, len(pending) - NER_HOLD)
+            if cut < NER_BATCH:  # re-reading the window per 4-char delta costs 5x more CPU
+                return ""
         if cut <= 0:
             return ""
         ctx = self._ctx

@@ -259,11 +259,13 @@ class PhoneValidator:
             if key is not None:
                 return key
         if self._trunk and 8 <= n <= 12 and (raw[0] == "(" or _pairs(shape)):
-            # short national forms without the trunk "0": "(99) 645-791", "60-56-85-91"
-            for region in self._trunk:
-                key = self._parse(budget, raw, region, False, lenient_min=n + 1)
-                if key is not None:
-                    return key
+            # short national forms without the trunk "0": "(99) 645-791", "60-56-85-91";
+            # the shape itself is the cue, so a number possible in a region is enough
+            for lenient in (False, True):
+                for region in self._trunk:
+                    key = self._parse(budget, raw, region, lenient, lenient_min=8)
+                    if key is not None:
+                        return key
         return None
 
     @staticmethod
