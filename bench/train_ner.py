@@ -155,7 +155,8 @@ def main() -> int:
     with (DATA.parent / "injection" / "train.jsonl").open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
-            if row["label"] == 0 and "alpaca" not in row["source"]:
+            # not Alpaca (non-commercial), not UNER (its dev documents are our ner_dev)
+            if row["label"] == 0 and not row["source"].startswith(("tatsu-lab/", "UniversalNER/")):
                 lower_counts.update(w for w in row["text"].split() if w.isalpha() and w.islower())
     base = gazetteers()
     gaz = nm.Gazetteers(
@@ -250,11 +251,19 @@ def score(model: nm.Model, data: list[Example]) -> dict[str, tuple[float, float]
             c[name + " exact"] += len(set(gs) & set(ps))
             c[name + " gold hit"] += sum(any(a < ge and gs_ < b for a, b in ps) for gs_, ge in gs)
             c[name + " pred hit"] += sum(any(gs_ < b and a < ge for gs_, ge in gs) for a, b in ps)
+            # hidden at all: under any placeholder of the tagger (a person read as a place)
+            c[name + " gold any"] += sum(
+                any(a < ge and gs_ < b for a, b, _ in pall) for gs_, ge in gs
+            )
     out = {}
     for name in ("PER names", "PER handles", "PER all", "LOC"):
         n_pred, n_gold = max(1, c[name + " pred"]), max(1, c[name + " gold"])
         out[name + " exact"] = (c[name + " exact"] / n_pred, c[name + " exact"] / n_gold)
         out[name + " overlap"] = (c[name + " pred hit"] / n_pred, c[name + " gold hit"] / n_gold)
+        out[name + " hidden by any tag"] = (
+            c[name + " pred hit"] / n_pred,
+            c[name + " gold any"] / n_gold,
+        )
         out[name + " counts"] = (c[name + " gold"], c[name + " pred"])
     return out
 
