@@ -254,10 +254,14 @@ class Detector:
         """Pattern findings win; a NER span overlapping one is dropped."""
         assert self._ner is not None
         extra: list[Hit] = []
-        for span in self._ner.detect(text):
+        spans = sorted(self._ner.detect(text), key=lambda sp: sp.start)
+        i, n = 0, len(hits)  # hits are sorted and disjoint: one merge pass, not spans x hits
+        for span in spans:
             if span.type not in self._types or not 0 <= span.start < span.end <= len(text):
                 continue
-            if any(h.start < span.end and span.start < h.end for h in hits):
+            while i < n and hits[i].end <= span.start:
+                i += 1
+            if i < n and hits[i].start < span.end:
                 continue
             key = text[span.start : span.end].casefold()
             extra.append(Hit(span.type, span.start, span.end, key, "ner"))
