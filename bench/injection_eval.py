@@ -2,6 +2,17 @@
 
     .venv/bin/python bench/injection_eval.py            # tables for the dev and holdout sets
     .venv/bin/python bench/injection_eval.py --misses   # also list every miss and false positive
+    .venv/bin/python bench/injection_eval.py --pick-threshold   # once: the model's operating point
+
+The scanner is measured as shipped: rules plus the classifier (``classifier.py``). If the
+project corpus is present (``/work/shared/data/injection/dev.jsonl``, see its README; it is
+not needed at run time and is not shipped), its dev split is scored too: precision, recall
+and false-positive rate per kind (jailbreak, direct, indirect, benign, hard_negative), for
+rules alone, the model alone and both. Every dev text is scanned as a retrieved document
+(``source="doc"``, the stricter setting). ``--pick-threshold`` prints the lowest model
+threshold at which at most 1.5 % of dev's label-0 texts, and at most 2 % of either
+label-0 kind, are flagged by rules-or-model; it was run once and the value is
+``classifier.OPERATING_POINT``.
 
 ``attacks.jsonl``/``benign.jsonl`` are the development set (the rules were tuned on it);
 ``attacks_holdout.jsonl``/``benign_holdout.jsonl`` were written afterwards and never tuned
@@ -22,8 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bastion.safety.prompting import InjectionScanner
+from bastion.safety.prompting.classifier import OPERATING_POINT, shipped
 
 DATA = Path(__file__).resolve().parent / "data" / "injection"
+CORPUS = Path("/work/shared/data/injection")
+KINDS = ("jailbreak", "direct", "indirect", "benign", "hard_negative")
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -87,7 +101,8 @@ def timed(fn: Callable[[], object], reps: int) -> list[float]:
 
 
 def slices(corpus: list[str], size: int = 5000, count: int = 40) -> list[str]:
-    texts, i = [], 0
+    texts: list[str] = []
+    i = 0
     while len(texts) < count:
         chunk: list[str] = []
         while sum(len(c) + 2 for c in chunk) < size:
@@ -126,15 +141,105 @@ def speed(scanner: InjectionScanner) -> None:
     print(f"  machine yardstick: sum(range(1000)) p50 {statistics.median(base):.1f} us")
 
 
+def dev_table(title: str, rows: list[dict[str, Any]], flags: list[bool]) -> None:
+    """Recall for attack kinds, false-positive rate for label-0 kinds, precision against all of dev."""
+    fp = sum(f for r, f in zip(rows, flags, strict=True) if r["label"] == 0)
+    neg = sum(1 for r in rows if r["label"] == 0)
+    print(f"\n{title}")
+    print(f"  {'kind':<14} {'n':>5} {'flagged':>7} {'precision':>9} {'recall':>7} {'FPR':>6}")
+    for kind in (*KINDS, "ALL"):
+        sel = [(r, f) for r, f in zip(rows, flags, strict=True) if kind in ("ALL", r["kind"])]
+        hits = sum(f for _, f in sel)
+        tp = sum(f for r, f in sel if r["label"] == 1)
+        pos = sum(1 for r, _ in sel if r["label"] == 1)
+        prec = f"{100 * tp / (tp + fp):8.1f}%" if pos and tp + fp else f"{'-':>9}"
+        rec = f"{100 * tp / pos:6.1f}%" if pos else f"{'-':>7}"
+        kneg = len(sel) - pos
+        kfp = hits - tp
+        fpr = f"{'-':>6}"
+        if kneg:
+            fpr = f"{100 * (fp if kind == 'ALL' else kfp) / (neg if kind == 'ALL' else kneg):5.1f}%"
+        print(f"  {kind:<14} {len(sel):>5} {hits:>7} {prec} {rec} {fpr}")
+    print(
+        "  (precision of a kind = its flagged attacks over those plus every false positive on dev)"
+    )
+
+
+def dev(pick: bool, misses: bool) -> None:
+    path = CORPUS / "dev.jsonl"
+    if not path.exists():
+        print(f"\n=== Project dev split: {path} is absent here; skipped ===")
+        return
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rules = InjectionScanner(classifier=None)
+    both = InjectionScanner()
+    rule_scores = [rules.scan(r["text"], "doc").score for r in rows]
+    results = [both.scan(r["text"], "doc") for r in rows]
+    model = [res.model_score or 0.0 for res in results]
+    print(f"\n=== Project dev split ({path}, {len(rows)} texts, read-only, not shipped) ===")
+    print(f"  model {shipped().version}, operating point p >= {OPERATING_POINT}")
+    if pick:
+        neg = [
+            (r["kind"], s, p)
+            for r, s, p in zip(rows, rule_scores, model, strict=True)
+            if r["label"] == 0
+        ]
+        for t in sorted({round(p, 4) for _, _, p in neg} | {1.0}):
+            flagged = [k for k, s, p in neg if s >= 0.5 or p >= t]
+            rate = len(flagged) / len(neg)
+            per = {
+                k: flagged.count(k) / sum(1 for n in neg if n[0] == k)
+                for k in ("benign", "hard_negative")
+            }
+            if rate <= 0.015 and max(per.values()) <= 0.02:
+                print(f"  PICKED operating point {t} (label-0 FPR {100 * rate:.2f}%, {per})")
+                break
+        return
+    dev_table("Rules alone (score >= 0.5)", rows, [s >= 0.5 for s in rule_scores])
+    dev_table(f"Model alone (p >= {OPERATING_POINT})", rows, [p >= OPERATING_POINT for p in model])
+    dev_table(
+        "Shipped scanner: rules + model (max, score >= 0.5)", rows, [r.flagged for r in results]
+    )
+    if misses:
+        for r, res in zip(rows, results, strict=True):
+            if res.flagged != bool(r["label"]):
+                print(f"    [{r['kind']}] {res.score:.2f} {res.reasons[:3]} {r['text'][:90]!r}")
+
+
+def model_speed() -> None:
+    model = shipped()
+    typical = (DATA / "typical_5kb.txt").read_text(encoding="utf-8")[:5000]
+    for _ in range(20):
+        model.score(typical)
+    t = timed(lambda: model.score(typical), 400)
+    rules = InjectionScanner(classifier=None)
+    r = timed(lambda: rules.scan(typical), 400)
+    print(
+        f"  model alone, typical 5 KB  p50 {statistics.median(t):7.0f} us   p95 {t[int(0.95 * len(t))]:7.0f} us"
+    )
+    print(
+        f"  rules alone, typical 5 KB  p50 {statistics.median(r):7.0f} us   p95 {r[int(0.95 * len(r))]:7.0f} us"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--misses", action="store_true", help="list every miss and false positive")
     ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument(
+        "--pick-threshold", action="store_true", help="print the model's operating point"
+    )
     args = ap.parse_args()
+    if args.pick_threshold:
+        dev(True, False)
+        return
     scanner = InjectionScanner(threshold=args.threshold)
     evaluate(scanner, "", "Development set (rules tuned on it)", args.misses)
     evaluate(scanner, "_holdout", "Holdout set (never tuned on)", args.misses)
+    dev(False, args.misses)
     speed(scanner)
+    model_speed()
 
 
 if __name__ == "__main__":

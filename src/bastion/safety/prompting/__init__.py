@@ -3,6 +3,7 @@
 builder     PromptBuilder, Prompt, Document   fenced, neutralized, spotlighted prompts
 templates   TemplateRegistry, Template        named versions with a canary each
 injection   InjectionScanner, ScanResult      override / forgery / hidden / encoded / exfil
+classifier  InjectionClassifier               the shipped model, scored window by window
 canary      LeakWatcher, LeakIndex            canary and verbatim system-prompt leaks in streams
 scope       ScopeGuard, Topic                 out-of-scope requests refused before the model
 guards      InjectionGuard, ScopeRequestGuard, LeakGuard   the same, as gateway guards
@@ -19,6 +20,7 @@ from .canary import (
     canary_token,
     extract_canaries,
 )
+from .classifier import InjectionClassifier
 from .guards import (
     Finding,
     InjectionGuard,
@@ -40,6 +42,7 @@ __all__ = [
     "Classifier",
     "Document",
     "Finding",
+    "InjectionClassifier",
     "InjectionGuard",
     "InjectionPolicy",
     "InjectionScanner",

@@ -9,12 +9,23 @@ rescanned — bidi overrides, variation-selector smuggling, homoglyphs), encoded
 payloads (base64, hex, rot13, URL and entity encoding, reversed text — decoded and
 rescanned only when a candidate is found), and instructions aimed at tools or at
 exfiltration (markdown images with data in the query string, "send the conversation
-to ..."). Distinct reasons combine as independent evidence into a 0..1 score. An ML
-detector plugs in through the ``Classifier`` protocol (none is shipped).
+to ..."). Distinct reasons combine as independent evidence into a 0..1 score.
+
+Rules only know the phrasings someone wrote down, so a learned model is shipped too
+(``classifier.py``: logistic regression over word n-grams, scored per window of a
+few sentences, so one instruction hidden in a long email is found). It also scores
+every payload the rules decoded (base64, hex, hidden text ...). Its probability is
+moved onto the rules' scale (its operating point, chosen once on the dev split,
+maps to 0.5) and the text's score is the larger of the two: the rules' combined
+evidence keeps its meaning, and the model alone can flag what no rule names. The
+model reports itself as one reason, ``classifier:<version>=<score>``, so the call
+record carries its score and version. Any other detector plugs in through the
+``Classifier`` protocol instead (``classifier=None`` runs the rules alone).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +44,7 @@ from ._rules_symbols import (
     SYMBOL_RULES,
     TRANSCRIPT,
 )
+from .classifier import OPERATING_POINT, InjectionClassifier, shipped
 
 Action = Literal["flag", "block", "drop"]
 Source = Literal["user", "doc"]
@@ -43,6 +55,10 @@ USER_SCALE: Mapping[str, float] = MappingProxyType(
 )
 REPORTED_WEIGHT = 0.45
 ACTIONS: tuple[Action, ...] = ("flag", "block", "drop")
+# alone and below this (on the rules' scale) the model's view is noise, not a reason to record
+REPORT_FLOOR = 0.2
+# decoded payloads the model reads too (rot13/reversed windows are guesses around a hint word)
+_CLASSIFY_DECODED = frozenset(["encoded:base64", "encoded:hex", "encoded:url", "encoded:entities"])
 
 _DAN = re.compile(r"\bDAN\b")
 _IMG_URL = re.compile(
@@ -100,6 +116,13 @@ class Classifier(Protocol):
     def score(self, text: str) -> float: ...
 
 
+class _Shipped:
+    """Marker for "the model in the package", loaded on first use of a scanner."""
+
+
+SHIPPED = _Shipped()
+
+
 @dataclass(frozen=True, slots=True)
 class ScanResult:
     """How likely the text is an injection (0..1) and why; ``flagged`` is score >= threshold."""
@@ -107,6 +130,7 @@ class ScanResult:
     score: float
     reasons: list[str] = field(default_factory=list)
     flagged: bool = False
+    model_score: float | None = None  # the shipped model's own probability, before rescaling
 
     @property
     def clean(self) -> bool:
@@ -140,12 +164,14 @@ class InjectionScanner:
         self,
         *,
         threshold: float = 0.5,
-        classifier: Classifier | None = None,
+        classifier: Classifier | _Shipped | None = SHIPPED,
         max_depth: int = 2,
         max_chars: int = 1_000_000,
     ) -> None:
         self.threshold = threshold
-        self.classifier = classifier
+        self.classifier: Classifier | None = (
+            shipped() if isinstance(classifier, _Shipped) else classifier
+        )
         self.max_depth = max_depth
         self.max_chars = max_chars
 
@@ -155,31 +181,46 @@ class InjectionScanner:
         if len(text) > self.max_chars:
             found["oversized"] = 0.0
             text = text[: self.max_chars]
-        self._scan(text, 0, found)
+        decoded: list[str] = []
+        self._scan(text, 0, found, decoded)
         if source == "user":
             for reason, scale in USER_SCALE.items():
                 if reason in found:
                     found[reason] *= scale
                     if not found[reason]:
                         del found[reason]
-        if self.classifier is not None:
-            p = float(self.classifier.score(text))
+        model = self.classifier
+        if isinstance(model, InjectionClassifier):
+            raw = max(model.score(t) for t in (text, *decoded))
+            q = _onto_rule_scale(raw, OPERATING_POINT)
+            rules = self._result(found)
+            if q >= REPORT_FLOOR or found:  # beside any rule, the record shows the model's view
+                found[f"classifier:{model.version}={q:.3f}"] = q
+            return self._result(found, max(rules.score, round(q, 4)), round(raw, 4))
+        if model is not None:
+            p = float(model.score(text))
             if p > 0.0:
-                found[f"classifier:{self.classifier.name}"] = min(max(p, 0.0), 1.0)
+                found[f"classifier:{model.name}"] = min(max(p, 0.0), 1.0)
         return self._result(found)
 
     def scan_many(self, texts: Iterable[str]) -> list[ScanResult]:
         return [self.scan(t) for t in texts]
 
-    def _result(self, found: dict[str, float]) -> ScanResult:
-        keep = 1.0
-        for w in found.values():
-            keep *= 1.0 - w
-        score = round(1.0 - keep, 4)
+    def _result(
+        self, found: dict[str, float], score: float | None = None, model: float | None = None
+    ) -> ScanResult:
+        if score is None:
+            keep = 1.0
+            for w in found.values():
+                keep *= 1.0 - w
+            score = round(1.0 - keep, 4)
         reasons = sorted(found, key=lambda r: (-found[r], r))
-        return ScanResult(score, reasons, score >= self.threshold)
+        return ScanResult(score, reasons, score >= self.threshold, model)
 
-    def _scan(self, text: str, depth: int, found: dict[str, float]) -> None:
+    def _scan(
+        self, text: str, depth: int, found: dict[str, float], decoded: list[str] | None = None
+    ) -> None:
+        """Rules over ``text`` and what it hides; decoded payloads are appended to ``decoded``."""
         if not text:
             return
         ascii_only = text.isascii()
@@ -188,12 +229,17 @@ class InjectionScanner:
             if folded.isascii():
                 text, ascii_only = folded, True
         if not ascii_only:
+            raw = text
             text, hits, payloads = hidden(text)
+            if decoded is not None and hits and text != raw:
+                decoded.append(text)
             for reason, weight in hits:
                 _add(found, reason, weight)
             if depth < self.max_depth:
                 for p in payloads:
-                    self._scan(p, depth + 1, found)
+                    if decoded is not None:
+                        decoded.append(p)
+                    self._scan(p, depth + 1, found, decoded)
         low = text.lower()
         nl = "\n" + low + "\n"
         hints, spans = _phrases(nl, found)
@@ -218,12 +264,21 @@ class InjectionScanner:
         # lower() keeps offsets unless a rare character changes length; then find the runs again
         tokens = [text[a - 1 : b - 1] for a, b in spans] if len(low) == len(text) else runs(text)
         for reason, weight, payload in encoded(text, low, tokens, hints):
+            if decoded is not None and reason in _CLASSIFY_DECODED:
+                decoded.append(payload)
             inner: dict[str, float] = {}
-            self._scan(payload, depth + 1, inner)
+            self._scan(payload, depth + 1, inner, decoded)
             if inner:
                 _add(found, reason, weight)
                 for r, w in inner.items():
                     _add(found, r, w)
+
+
+def _onto_rule_scale(p: float, point: float) -> float:
+    """Shift the model's log-odds so its operating point lands on 0.5, the rules' flag line."""
+    p = min(max(p, 1e-9), 1.0 - 1e-9)
+    z = math.log(p / (1.0 - p)) - math.log(point / (1.0 - point))
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 def _phrases(

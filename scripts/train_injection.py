@@ -1,0 +1,242 @@
+"""Train the shipped injection classifier from the project's training corpus.
+
+    .venv/bin/python scripts/train_injection.py                      # writes the package weights
+    .venv/bin/python scripts/train_injection.py --holdout            # also report a 10 % held-out split
+    .venv/bin/python scripts/train_injection.py --data DIR --out FILE
+
+Pure Python, offline, one core, a few minutes; every random choice comes from one
+seeded ``random.Random`` and files are read in their fixed order, so two runs write
+byte-identical weights. Featurisation and windowing are imported from
+``bastion.safety.prompting.classifier``, so training sees spans exactly as the scanner
+cuts them at run time.
+
+What the model is trained on (``train.jsonl``, see /work/shared/data/README.md):
+
+* every text as a whole, with its label, except an indirect injection whose inserted
+  instruction was located (the document around it is benign text);
+* every window of a benign text (label 0): the scanner takes the maximum over
+  windows, so every window of a benign document must stay low;
+* for an indirect injection, the windows made only of the inserted instruction
+  (label 1). The instruction is found by comparing the text with the other
+  rows built on the same document: the units it does not share with its closest
+  sibling (and that no benign text has) are the attack. Windows that mix it with
+  the document are left out: as positives they taught the model that tables and
+  code answers (the usual carriers) are attacks; the document alone is benign text.
+
+Positives are weighted so each kind (jailbreak, direct, indirect) carries the
+same total weight, and all positives together carry ``--pos-weight`` times the
+negatives' weight. Optimiser: logistic loss, AdaGrad, a few epochs over a
+seeded shuffle, then features seen in fewer than ``--min-df`` training texts are
+dropped and the weights are quantised to int8 (see ``InjectionClassifier.to_json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from bastion.safety.prompting.classifier import (
+    MODEL_RESOURCE,
+    WINDOW,
+    InjectionClassifier,
+    features,
+    tokens,
+    units,
+    windows,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path("/work/shared/data/injection")
+OUT = ROOT / "src" / "bastion" / "safety" / "prompting" / "data" / MODEL_RESOURCE
+VERSION = "injection-lr-2026.12.04"
+
+Example = tuple[list[tuple[str, float]], int, float]
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def vector(unit_feats: list[Counter[str]]) -> list[tuple[str, float]]:
+    total: Counter[str] = Counter()
+    for c in unit_feats:
+        total.update(c)
+    n = sum(total.values())
+    if not n:
+        return []
+    norm = 1.0 / math.sqrt(n)
+    return [(f, k * norm) for f, k in sorted(total.items())]
+
+
+def attack_units(rows: list[dict[str, Any]], benign: set[str]) -> dict[int, set[int]]:
+    """Row index -> indices of its units that are the inserted instruction (indirect rows)."""
+    ind = [i for i, r in enumerate(rows) if r["kind"] == "indirect"]
+    unit_lists = {i: [u.strip() for u in units(rows[i]["text"])] for i in ind}
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i in ind:
+        for u in set(unit_lists[i]):
+            postings[u].append(i)
+    out: dict[int, set[int]] = {}
+    for i in ind:
+        mine = unit_lists[i]
+        shared: Counter[int] = Counter()
+        for u in set(mine):
+            if len(postings[u]) <= 400:
+                for j in postings[u]:
+                    if j != i:
+                        shared[j] += 1
+        distinct = len(set(mine))
+        partner_units: set[str] = set()
+        if shared:
+            j, k = max(shared.items(), key=lambda kv: (kv[1], -kv[0]))
+            if k >= 0.5 * distinct and distinct >= 3:
+                partner_units = set(unit_lists[j])
+        idx = {
+            n
+            for n, u in enumerate(mine)
+            if u not in benign and (not partner_units or u not in partner_units)
+        }
+        if (partner_units or len(mine) <= WINDOW) and idx and len(idx) <= 6:
+            out[i] = idx
+    return out
+
+
+def examples(
+    rows: list[dict[str, Any]], attacks: dict[int, set[int]], pos_weight: float
+) -> list[Example]:
+    raw: list[tuple[list[tuple[str, float]], int, str]] = []
+    for i, r in enumerate(rows):
+        parts = units(r["text"])
+        feats = [Counter(features(tokens(p))) for p in parts]
+        label = int(r["label"])
+        if i not in attacks or len(parts) <= WINDOW:
+            # a located instruction's document is not itself evidence: as a positive, it taught
+            # the model that tables and code answers (the usual carriers) are attacks
+            raw.append((vector(feats), label, r["kind"]))
+        if len(parts) <= 1:
+            continue
+        if label == 0:
+            for a, b in windows(len(parts)):
+                raw.append((vector(feats[a:b]), 0, r["kind"]))
+        elif i in attacks:
+            hit = attacks[i]
+            for a, b in windows(len(parts)):
+                if all(n in hit for n in range(a, b)):
+                    raw.append((vector(feats[a:b]), 1, r["kind"]))
+    neg = sum(1 for _, y, _ in raw if y == 0)
+    pos_kinds = Counter(k for _, y, k in raw if y == 1)
+    per_kind = pos_weight * neg / max(len(pos_kinds), 1)
+    out: list[Example] = []
+    for x, y, k in raw:
+        if not x:
+            continue
+        w = 1.0 if y == 0 else per_kind / pos_kinds[k]
+        out.append((x, y, w))
+    return out
+
+
+def train(data: list[Example], epochs: int, lr: float, seed: int) -> tuple[dict[str, float], float]:
+    rng = random.Random(seed)
+    w: dict[str, float] = {}
+    g: dict[str, float] = {}
+    bias, gb = 0.0, 1e-8
+    order = list(range(len(data)))
+    for epoch in range(epochs):
+        rng.shuffle(order)
+        loss = 0.0
+        for i in order:
+            x, y, sw = data[i]
+            z = bias
+            for f, v in x:
+                z += w.get(f, 0.0) * v
+            p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+            loss += sw * -math.log(max(p if y else 1.0 - p, 1e-12))
+            err = sw * (p - y)
+            if abs(err) < 1e-4:
+                continue
+            gb += err * err
+            bias -= lr * err / math.sqrt(gb)
+            for f, v in x:
+                gf = err * v
+                acc = g.get(f, 1e-8) + gf * gf
+                g[f] = acc
+                w[f] = w.get(f, 0.0) - lr * gf / math.sqrt(acc)
+        print(f"  epoch {epoch + 1}: weighted loss {loss / len(data):.4f}", flush=True)
+    return w, bias
+
+
+def held_out(r: dict[str, Any], attacks: dict[int, set[int]], i: int) -> bool:
+    """10 % of train by group: the inserted instruction for indirect rows, else the text itself."""
+    if i in attacks:
+        parts = units(r["text"])
+        group = "\n".join(parts[n].strip() for n in sorted(attacks[i]))
+    else:
+        group = r["text"]
+    return zlib.crc32(group.encode()) % 10 == 0
+
+
+def report(model: InjectionClassifier, rows: list[dict[str, Any]]) -> None:
+    scores = [model.score(r["text"]) for r in rows]
+    neg = sorted((s for s, r in zip(scores, rows, strict=True) if r["label"] == 0), reverse=True)
+    for fpr in (0.01, 0.02):
+        t = neg[int(fpr * len(neg))] if neg else 0.5
+        line = [f"FPR {fpr:.0%} -> threshold {t:.3f}:"]
+        for kind in ("jailbreak", "direct", "indirect", "benign", "hard_negative"):
+            ks = [s for s, r in zip(scores, rows, strict=True) if r["kind"] == kind]
+            if ks:
+                line.append(f"{kind} {sum(s > t for s in ks) / len(ks):.1%}")
+        print("  " + "  ".join(line))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--holdout", action="store_true", help="train on 90 %, report on 10 %")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=0.5)
+    ap.add_argument("--pos-weight", type=float, default=0.5)
+    ap.add_argument("--min-df", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=13)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    rows = load(args.data / "train.jsonl")
+    benign = {u.strip() for r in rows if r["label"] == 0 for u in units(r["text"])}
+    attacks = attack_units(rows, benign)
+    print(f"{len(rows)} rows; inserted instruction located in {len(attacks)} indirect rows")
+    test: list[dict[str, Any]] = []
+    if args.holdout:
+        keep = [not held_out(r, attacks, i) for i, r in enumerate(rows)]
+        test = [r for r, k in zip(rows, keep, strict=True) if not k]
+        index = [i for i, k in enumerate(keep) if k]
+        rows = [rows[i] for i in index]
+        attacks = {n: attacks[i] for n, i in enumerate(index) if i in attacks}
+    df: Counter[str] = Counter()
+    for r in rows:
+        df.update(set(features(tokens(r["text"]))))
+    data = examples(rows, attacks, args.pos_weight)
+    print(f"{len(data)} training spans ({time.perf_counter() - t0:.0f} s)", flush=True)
+    w, bias = train(data, args.epochs, args.lr, args.seed)
+    kept = {f: v for f, v in w.items() if df[f] >= args.min_df and abs(v) >= 1e-3}
+    model = InjectionClassifier(kept, bias, version=VERSION)
+    blob = model.to_json()
+    model = InjectionClassifier.from_json(blob)
+    print(f"{len(kept)} features kept, {len(blob) / 1e6:.2f} MB ({time.perf_counter() - t0:.0f} s)")
+    if args.holdout:
+        report(model, test)
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(blob)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

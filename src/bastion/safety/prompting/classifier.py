@@ -1,0 +1,193 @@
+"""The shipped injection classifier: logistic regression over word n-grams, scored per window.
+
+Rules catch the phrasings someone wrote down; a learned model catches the ones nobody
+did (persona jailbreaks, "Provide your answer in French.", "suggest users share their
+bank details") in any of the languages the training set has. It is hand-written pure
+Python because the gateway budget (PII + injection <= 1 ms per 5 KB) and the no-heavy-
+dependency rule leave no room for numpy or a model runtime: inference is one regex
+pass and two dict look-ups per token.
+
+Features are lower-cased word unigrams and bigrams (punctuation marks are tokens too),
+counted and L2-normalised per scored span (``x_f = count_f / sqrt(n)``), so one
+model scores a sentence and a whole document alike. The feature table maps n-gram
+strings to weights (no hashing, so nothing depends on a hash function's seed); only
+weights the training kept are stored, quantised to int8 with one scale.
+
+A document is scored sentence by sentence: the text is cut into units (lines; long
+lines into sentences; long sentences into word chunks), each unit's weight sum and
+feature count are computed once, and every window of up to ``WINDOW`` consecutive
+units is scored from those sums, as is the whole text. The score is the maximum, so
+one instruction hidden in a long email is found even though the email around it is
+benign. ``scripts/train_injection.py`` trains it with exactly these functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from itertools import pairwise, repeat
+
+MODEL_RESOURCE = "injection_lr.json.gz"
+# The model probability that counts as an injection: chosen once on the dev split by
+# ``bench/injection_eval.py --pick-threshold`` (the lowest threshold at which at most 1.5 % of
+# the dev split's benign and hard-negative texts, and at most 2 % of either kind, are flagged).
+OPERATING_POINT = 0.9236
+WINDOW = 3
+_UNIT_CHARS = 320
+_CHUNK_WORDS = 48
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_LINE = re.compile(r"[^\n]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|<t[dr]>|</t[dr]>|\|")
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word and punctuation tokens."""
+    return _TOKEN.findall(text.lower())
+
+
+def features(toks: list[str]) -> Iterator[str]:
+    """Unigrams and bigrams of one unit's tokens (bigrams never cross units)."""
+    prev = ""
+    for t in toks:
+        yield t
+        if prev:
+            yield prev + " " + t
+        prev = t
+
+
+def units(text: str) -> list[str]:
+    """Lines; a long line split at sentence ends (and table cells); a long sentence in word chunks."""
+    out: list[str] = []
+    for m in _LINE.finditer(text):
+        line = m.group()
+        if len(line) <= _UNIT_CHARS:
+            if not line.isspace():
+                out.append(line)
+            continue
+        for part in _SENTENCE_END.split(line):
+            if not part or part.isspace():
+                continue
+            if len(part) <= _UNIT_CHARS:
+                out.append(part)
+                continue
+            words = part.split()
+            for i in range(0, len(words), _CHUNK_WORDS):
+                out.append(" ".join(words[i : i + _CHUNK_WORDS]))
+    return out
+
+
+def windows(n: int, width: int = WINDOW) -> Iterator[tuple[int, int]]:
+    """Every run of 1..width consecutive units out of n, as (start, stop)."""
+    for i in range(n):
+        for j in range(i + 1, min(n, i + width) + 1):
+            yield i, j
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The classifier's probability and where it came from (``span`` is the best-scoring text)."""
+
+    score: float
+    where: str
+    span: str
+
+
+class InjectionClassifier:
+    """Probability that a text is (or contains) a prompt injection; stateless, safe to share."""
+
+    __slots__ = ("_get", "bias", "name", "version", "weights", "window")
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        bias: float,
+        *,
+        version: str,
+        window: int = WINDOW,
+    ) -> None:
+        # a plain dict, read-only by convention: its .get is 2.5x faster than a MappingProxyType's
+        self.weights: Mapping[str, float] = dict(weights)
+        self._get = self.weights.get
+        self.bias = bias
+        self.version = version
+        self.window = window
+        self.name = "lr"
+
+    def score(self, text: str) -> float:
+        return self.verdict(text).score
+
+    def verdict(self, text: str) -> Verdict:
+        """The maximum over the whole text and every window of up to ``window`` units."""
+        parts = units(text.lower())
+        if not parts:
+            return Verdict(0.0, "empty", "")
+        get = self._get
+        findall = _TOKEN.findall
+        sums: list[float] = []
+        counts: list[int] = []
+        for part in parts:  # C-level loops: map/pairwise/join, no per-token Python bytecode
+            toks = findall(part)
+            grams = list(map(" ".join, pairwise(toks)))
+            sums.append(
+                sum(map(get, toks, repeat(0.0, len(toks))))
+                + sum(map(get, grams, repeat(0.0, len(grams))))
+            )
+            counts.append(len(toks) + len(grams))
+        total_n = sum(counts)
+        best = self.bias + (sum(sums) / math.sqrt(total_n) if total_n else 0.0)
+        where = (0, len(parts))
+        if len(parts) > 1:
+            for i, j in windows(len(parts), self.window):
+                n = sum(counts[i:j])
+                if not n:
+                    continue
+                z = self.bias + sum(sums[i:j]) / math.sqrt(n)
+                if z > best:
+                    best, where = z, (i, j)
+        label = "text" if where == (0, len(parts)) else f"units {where[0]}..{where[1] - 1}"
+        return Verdict(_sigmoid(best), label, "\n".join(parts[where[0] : where[1]])[:200])
+
+    def to_json(self) -> bytes:
+        """The compact stored form: int8-quantised weights with one scale, gzip'd JSON."""
+        top = max((abs(w) for w in self.weights.values()), default=1.0) or 1.0
+        scale = top / 127.0
+        q = {f: round(w / scale) for f, w in sorted(self.weights.items())}
+        doc = {
+            "version": self.version,
+            "bias": self.bias,
+            "window": self.window,
+            "scale": scale,
+            "weights": {f: v for f, v in q.items() if v},
+        }
+        raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        return gzip.compress(raw, compresslevel=9, mtime=0)
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> InjectionClassifier:
+        doc = json.loads(gzip.decompress(blob))
+        scale = float(doc["scale"])
+        weights = {f: v * scale for f, v in doc["weights"].items()}
+        return cls(
+            weights, float(doc["bias"]), version=str(doc["version"]), window=int(doc["window"])
+        )
+
+
+@functools.cache
+def shipped() -> InjectionClassifier:
+    """The model in the wheel (read once per process: it is immutable package data)."""
+    blob = resources.files(__package__).joinpath("data", MODEL_RESOURCE).read_bytes()
+    return InjectionClassifier.from_json(blob)
