@@ -139,14 +139,13 @@ class InjectionClassifier:
         findall = _TOKEN.findall
         sums: list[float] = []
         counts: list[int] = []
+        zero = repeat(0.0)
         for part in parts:  # C-level loops: map/pairwise/join, no per-token Python bytecode
             toks = findall(part)
-            grams = list(map(" ".join, pairwise(toks)))
             sums.append(
-                sum(map(get, toks, repeat(0.0, len(toks))))
-                + sum(map(get, grams, repeat(0.0, len(grams))))
+                sum(map(get, toks, zero)) + sum(map(get, map(" ".join, pairwise(toks)), zero))
             )
-            counts.append(len(toks) + len(grams))
+            counts.append(2 * len(toks) - 1 if toks else 0)
         total_n = sum(counts)
         best = self.bias + (sum(sums) / math.sqrt(total_n) if total_n else 0.0)
         where = (0, len(parts))
