@@ -1,4 +1,5 @@
-"""PII scrubbing: typed, call-stable placeholders for emails, phones, cards, IBANs, SSNs, IPs and secrets.
+"""PII scrubbing: typed, call-stable placeholders for emails, phones, cards, IBANs, SSNs, IPs,
+secrets, street addresses, and (by the shipped tagger, on by default) person names and places.
 
     scrubber = Scrubber(ScrubberConfig())          # once, at start-up
     session = scrubber.session()                   # once per call
