@@ -31,7 +31,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from itertools import pairwise, repeat
+from itertools import accumulate, chain, pairwise, repeat
+from operator import add
 
 MODEL_RESOURCE = "injection_lr.json.gz"
 # The model probability that counts as an injection: chosen once on the dev split by
@@ -43,7 +44,6 @@ _UNIT_CHARS = 320
 _CHUNK_WORDS = 48
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_LINE = re.compile(r"[^\n]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|<t[dr]>|</t[dr]>|\|")
 
 
@@ -65,8 +65,9 @@ def features(toks: list[str]) -> Iterator[str]:
 def units(text: str) -> list[str]:
     """Lines; a long line split at sentence ends (and table cells); a long sentence in word chunks."""
     out: list[str] = []
-    for m in _LINE.finditer(text):
-        line = m.group()
+    for line in text.split("\n"):
+        if not line:
+            continue
         if len(line) <= _UNIT_CHARS:
             if not line.isspace():
                 out.append(line)
@@ -137,26 +138,36 @@ class InjectionClassifier:
             return Verdict(0.0, "empty", "")
         get = self._get
         findall = _TOKEN.findall
-        sums: list[float] = []
+        # one token stream for the whole text, a separator (never a token, never in a feature)
+        # after each unit, so every look-up is one C-level map and unit sums are prefix sums
+        toks: list[str] = []
+        bounds = [0]
         counts: list[int] = []
+        for part in parts:
+            t = findall(part)
+            toks += t
+            toks.append(" ")
+            bounds.append(len(toks))
+            counts.append(2 * len(t) - 1 if t else 0)
         zero = repeat(0.0)
-        for part in parts:  # C-level loops: map/pairwise/join, no per-token Python bytecode
-            toks = findall(part)
-            sums.append(
-                sum(map(get, toks, zero)) + sum(map(get, map(" ".join, pairwise(toks)), zero))
-            )
-            counts.append(2 * len(toks) - 1 if toks else 0)
+        grams = chain(map(get, map(" ".join, pairwise(toks)), zero), (0.0,))
+        at = list(accumulate(map(add, map(get, toks, zero), grams), initial=0.0))
+        ps = [at[b] for b in bounds]
         total_n = sum(counts)
-        best = self.bias + (sum(sums) / math.sqrt(total_n) if total_n else 0.0)
+        best = ps[-1] / math.sqrt(total_n) if total_n else 0.0
         where = (0, len(parts))
-        if len(parts) > 1:
-            for i, j in windows(len(parts), self.window):
-                n = sum(counts[i:j])
-                if not n:
-                    continue
-                z = self.bias + sum(sums[i:j]) / math.sqrt(n)
-                if z > best:
-                    best, where = z, (i, j)
+        # every window of width k from prefix sums, in comprehensions (windows() in loop form)
+        pc = list(accumulate(counts, initial=0))
+        sqrt = math.sqrt
+        for k in range(1, min(self.window, len(parts) - 1) + 1):
+            zs = [
+                (s1 - s0) / sqrt(c1 - c0) if c1 > c0 else -math.inf
+                for s1, s0, c1, c0 in zip(ps[k:], ps, pc[k:], pc)  # noqa: B905 (ps[k:] is shorter)
+            ]
+            z = max(zs)
+            if z > best:
+                best, where = z, (zs.index(z), zs.index(z) + k)
+        best += self.bias
         label = "text" if where == (0, len(parts)) else f"units {where[0]}..{where[1] - 1}"
         return Verdict(_sigmoid(best), label, "\n".join(parts[where[0] : where[1]])[:200])
 
