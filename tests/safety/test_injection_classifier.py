@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from bastion.safety.prompting import InjectionScanner
+from bastion.safety.prompting import InjectionPolicy, InjectionScanner, inspect_injection
 from bastion.safety.prompting.classifier import (
     MODEL_RESOURCE,
     OPERATING_POINT,
@@ -130,3 +130,19 @@ def test_the_model_reports_its_version_and_score_as_a_reason() -> None:
     name, _, value = reason.partition("=")
     assert name == f"classifier:{MODEL.version}" and 0.5 <= float(value) <= 1.0
     assert InjectionScanner(classifier=None).scan(BENIGN[0]).model_score is None
+
+
+def test_a_flagged_tool_result_records_the_models_score_and_version() -> None:
+    """What lands in ``call.flags["injection"]``: the finding names the model and its score."""
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "user", "content": "Summarise my latest email, please."},
+            {"role": "tool", "tool_call_id": "t1", "content": EMAIL.format(inject=ATTACK_LINE)},
+        ],
+    }
+    report = inspect_injection(body, "openai", InjectionPolicy(doc_action="drop"), SCANNER)
+    (finding,) = [f.as_dict() for f in report.findings]
+    assert finding["source"] == "tool" and finding["score"] >= 0.5
+    model = [r for r in finding["reasons"] if r.startswith(f"classifier:{MODEL.version}=")]
+    assert model and float(model[0].rpartition("=")[2]) >= 0.5
