@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from .call import Attempt, Call
 from .errors import BastionError
+from .frozen import freeze
 
 log = logging.getLogger("bastion.pipeline")
 
@@ -109,6 +110,7 @@ class Pipeline:
                 log.exception("guard %s could not release an attempt", g.name)
 
     async def before(self, call: Call) -> None:
+        """Admit: every admission guard in order, then the request is frozen for the attempts."""
         for g in self._before:
             try:
                 await g.before(call)
@@ -116,6 +118,7 @@ class Pipeline:
                 exc.guard = g.name  # which guard refused, for records and metrics
                 call.flags["refused_by"] = g.name
                 raise
+        call.body = freeze(call.body)
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         for g in self._after:
