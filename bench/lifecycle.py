@@ -94,7 +94,6 @@ from bastion.cost.budget import BudgetGuard
 from bastion.cost.meter import CostMeter
 from bastion.cost.pricing import PriceTable
 from bastion.providers.base import Format
-from bastion.reliability.router import Router
 from bastion.state import MemoryCounterStore
 
 N = int(sys.argv[1])
@@ -107,7 +106,7 @@ async def main() -> None:
     })
     state = MemoryCounterStore()
     prices = PriceTable({})
-    guard = BudgetGuard(cfg, state, prices, Router(cfg, {}, {}), DayClock())
+    guard = BudgetGuard(cfg, state, prices, DayClock())
     meter = CostMeter(prices)
     body = {"model": "claude-sonnet-5", "max_tokens": 64,
             "messages": [{"role": "user", "content": "hello there"}]}

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from .call import Principal
 from .cost.tokens import estimate_input
 from .errors import InvalidRequest, UpstreamError
 from .providers.base import Format
@@ -33,7 +32,7 @@ def _check(body: dict[str, Any]) -> None:
 
 
 async def count_tokens(
-    router: Router, raw: bytes, headers: dict[str, str], principal: Principal
+    router: Router, raw: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of a token count for the caller's request."""
     body = parse_body(raw)

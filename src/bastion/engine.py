@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +18,12 @@ import orjson
 
 from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
-from .cost import caching
 from .errors import (
     BastionError,
     InvalidRequest,
     StateUnavailable,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamExhausted,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -34,10 +32,12 @@ from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
+from .reliability.exhaustion import Outcome
 from .reliability.policy import Action, Failure, RetryPolicy, classify
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
 from .streams import Continuation, StreamRelay
+from .upstream import provider_id_headers, provider_request_id, upstream_body
 
 
 @dataclass(slots=True)
@@ -69,127 +69,12 @@ class UpstreamStatusError(UpstreamError):
         return self.upstream_status or 502
 
 
-def provider_request_id(headers: Mapping[str, str]) -> str | None:
-    """The provider's own id of a response (Anthropic ``request-id``, OpenAI ``x-request-id``),
-    kept only if it is safe to echo in a header."""
-    rid = headers.get("request-id") or headers.get("x-request-id")
-    if not rid or len(rid) > 200 or not all(" " < ch < "\x7f" for ch in rid):
-        return None
-    return rid
-
-
-def provider_id_headers(client: Format, rid: str | None) -> dict[str, str]:
-    """Where each SDK looks for the request id: Anthropic's ``request-id`` is the provider's;
-    OpenAI's ``x-request-id`` is Bastion's own (the record's key), so the provider's rides
-    beside it."""
-    if rid is None:
-        return {}
-    return {"request-id" if client is Format.ANTHROPIC else "x-upstream-request-id": rid}
-
-
-# OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
-_COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
-
-
-def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
-    """The body as the deployment's provider expects it (same dict on the fast path)."""
-    target = dep.endpoint.speaks(call.client_format)
-    if target is call.client_format:
-        body = dict(call.body)
-        body["model"] = dep.model
-    else:
-        body = translate.request_to(target, call.body, source=call.client_format, model=dep.model)
-    if call.prompt_caching:
-        body = caching.apply(
-            body,
-            target,
-            dep.endpoint.kind,
-            stable_messages=call.stable_messages,
-            feature=call.feature,
-            model=dep.model,
-        )
-    if (
-        target is Format.OPENAI
-        and "max_tokens" in body
-        and dep.model.startswith(_COMPLETION_TOKENS_ONLY)
-    ):
-        limit = body.pop("max_tokens")
-        body.setdefault("max_completion_tokens", limit)
-    if call.stream and target is Format.OPENAI:
-        so = body.get("stream_options")
-        body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
-    return body
-
-
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
 # breakers are advisory: during a counter-store outage a call waits this long for one, not
 # the store client's own (seconds-long) timeout
 BREAKER_TIMEOUT = 0.5
 # returned to the caller as the provider said them: the request itself is at fault
 _AS_PROVIDER_SAID = frozenset({Failure.CONTENT_POLICY, Failure.CLIENT, Failure.CONTEXT_LENGTH})
-_TIMEOUTS = frozenset({Failure.NO_HEADERS, Failure.FIRST_TOKEN, Failure.STALL})
-_LIMITED = frozenset({Failure.RATE_LIMITED, Failure.OVERLOADED})
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What the failed attempts of one call add up to, for the error the caller gets."""
-
-    last: UpstreamError | None = None
-    failure: Failure | None = None
-    failures: list[Failure] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    soonest: float | None = None  # the soonest Retry-After of a rate-limited deployment
-
-    def fail(self, exc: UpstreamError, failure: Failure) -> None:
-        self.last, self.failure = exc, failure
-        self.failures.append(failure)
-        if failure in _LIMITED and exc.retry_after is not None:
-            self.cooled(exc.retry_after)
-
-    def cooled(self, seconds: float) -> None:
-        self.soonest = seconds if self.soonest is None else min(self.soonest, seconds)
-        self.failures.append(Failure.RATE_LIMITED)
-
-    def exhausted(self, call: Call) -> UpstreamExhausted:
-        """The status of the last failure class, or a 429/529 when every deployment was limited."""
-        if self.skipped:
-            call.flags["breaker_open"] = self.skipped
-        call.flags["degraded"] = True
-        last = self.last
-        if self.failures and all(f in _LIMITED for f in self.failures):
-            overloaded = self.failure is Failure.OVERLOADED
-            return UpstreamExhausted(
-                "every deployment is "
-                + ("overloaded" if overloaded else "rate limited")
-                + "; retry after the time given",
-                reason="rate_limited",
-                status=529 if overloaded else 429,
-                retry_after=self.soonest,
-                failure=(self.failure or Failure.RATE_LIMITED).value,
-            )
-        if self.failure is None:
-            reason = "deadline" if call.remaining() <= 0 else "breaker_open"
-            return UpstreamExhausted(
-                "no deployment could answer ("
-                + ("the deadline passed" if reason == "deadline" else "every breaker is open")
-                + ")",
-                reason=reason,
-                status=504 if reason == "deadline" else 503,
-            )
-        status = 504 if self.failure in _TIMEOUTS or call.remaining() <= 0 else 502
-        if self.failure is Failure.SERVER and last is not None:
-            status = last.upstream_status if last.upstream_status in (502, 503, 504) else 502
-        code = f", HTTP {last.upstream_status}" if last and last.upstream_status else ""
-        return UpstreamExhausted(
-            f"no deployment could answer (last failure: {self.failure.value}{code})",
-            reason="deadline" if call.remaining() <= 0 else "all_failed",
-            status=status,
-            retry_after=last.retry_after if last is not None else None,
-            failure=self.failure.value,
-        )
-
-
 ReserveAttempt = Callable[[Call, Attempt, dict[str, Any], int], Awaitable[None]]
 ReleaseAttempt = Callable[[Call, Attempt], Awaitable[None]]
 
@@ -286,7 +171,7 @@ class Engine:
         """Try deployments in order; after each failure the policy says retry, move on or stop."""
         deployments = list(self._router.resolve(call.requested_model))
         pol = self._retry
-        out = _Outcome()
+        out = Outcome()
         total = 0
         if call.hedge_delay is not None and len(deployments) >= 2 and call.remaining() > 0:
             allowed = [d for d in deployments[:2] if await self._allow(d)]

@@ -76,7 +76,7 @@ from .safety.pii.guard import PiiGuard, PiiPolicy
 from .safety.prompting.guards import record_prompt_version
 from .safety.setup import safety_guards
 from .safety.structured import check_structured_output
-from .schema import parse_body, validate
+from .schema import header_token, parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
@@ -198,9 +198,7 @@ class Gateway:
         """Before-hooks run in this order, after-hooks in reverse (cost is priced first, recorded last)."""
         cfg = self.config
         self.settle_journal = SettleJournal(cfg.state.settle_journal)
-        self.budget = BudgetGuard(
-            cfg, self.state, self.prices, self.router, self.clock, self.settle_journal
-        )
+        self.budget = BudgetGuard(cfg, self.state, self.prices, self.clock, self.settle_journal)
         self.kill_switch = KillSwitchGuard(
             self.state,
             cfg.reliability.kill_switch_poll_seconds,
@@ -348,9 +346,8 @@ class Gateway:
         client_model = self._route_feature(
             body, principal.feature or headers.get("x-bastion-feature")
         )
-        deployments = self.router.resolve(
-            body["model"]
-        )  # unknown model: 404 before any guard spends
+        # an unknown model is a 404 before any guard spends
+        deployments = self.router.resolve(body["model"])
         n = body.get("n")
         if (
             isinstance(n, int)
@@ -653,20 +650,9 @@ class Gateway:
                 yield obj
 
 
-_CLIENT_ID_MAX = 128
-
-
 def client_request_id(value: str | None) -> str | None:
-    """The client's own request id, kept only if it is safe to store and echo in a header.
-
-    Printable ASCII without separators' worth of control bytes, at most 128 characters: an id
-    that could split a header or bloat a record is dropped, not trimmed into another id.
-    """
-    if not value or len(value) > _CLIENT_ID_MAX:
-        return None
-    if not all(" " < ch < "\x7f" for ch in value):
-        return None
-    return value
+    """The client's own request id, stored and echoed only when header-safe (never a key)."""
+    return header_token(value, 128)
 
 
 def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:

@@ -31,6 +31,17 @@ MAX_MODEL_CHARS = 256
 _MODEL_RE = re.compile(r"[\x21-\x7e]+")
 
 
+def header_token(value: str | None, max_chars: int) -> str | None:
+    """``value`` if it is safe to store and echo in a response header, else None.
+
+    Visible ASCII only, at most ``max_chars``: an id that could split a header or bloat a
+    record is dropped, not trimmed into another id.
+    """
+    if not value or len(value) > max_chars or not all(" " < ch < "\x7f" for ch in value):
+        return None
+    return value
+
+
 def _bad(field: str, why: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {why}", param=field)
 

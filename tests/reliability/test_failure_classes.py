@@ -15,7 +15,6 @@ from tests.cost._cost_support import PRINCIPAL, inproc_config
 from bastion.errors import UpstreamExhausted
 from bastion.gateway import Gateway
 from bastion.providers.base import Format
-from bastion.providers.sim.transport import SimTransport
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -184,4 +183,3 @@ async def test_reasoning_models_get_the_only_token_limit_field_they_accept(tmp_p
         await gw.handle(Format.OPENAI, raw, {}, principal=PRINCIPAL)
         sent = gw.simulator.requests[-1].body
         assert "max_tokens" not in sent and sent["max_completion_tokens"] == 40
-        assert isinstance(gw.transports["sim"], SimTransport)

@@ -53,7 +53,7 @@ async def test_count_tokens_is_the_providers_own_count_on_anthropic(tmp_path: ob
     import json
     from pathlib import Path
 
-    from tests.cost._cost_support import PRINCIPAL, inproc_config
+    from tests.cost._cost_support import inproc_config
 
     from bastion.count_tokens import count_tokens
     from bastion.gateway import Gateway
@@ -65,7 +65,7 @@ async def test_count_tokens_is_the_providers_own_count_on_anthropic(tmp_path: ob
     )
     async with Gateway(cfg) as gw:
         raw = json.dumps({"model": "c", "messages": MSG}).encode()
-        status, headers, body = await count_tokens(gw.router, raw, {}, PRINCIPAL)
+        status, headers, body = await count_tokens(gw.router, raw, {})
         assert status == 200 and "x-bastion-token-count" not in headers
         assert json.loads(body)["input_tokens"] > 0
         (sent,) = gw.simulator.requests

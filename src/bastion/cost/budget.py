@@ -21,7 +21,6 @@ from ..clock import DayClock
 from ..config import Config
 from ..errors import BudgetExceeded, ConfigError, StateUnavailable
 from ..observability.tracecontext import new_id
-from ..reliability.router import Router
 from ..state import Cap, CounterStore, ReserveResult
 from .journal import SettleJournal
 from .pricing import PriceTable
@@ -42,7 +41,6 @@ class BudgetGuard:
         config: Config,
         state: CounterStore,
         prices: PriceTable,
-        router: Router,
         clock: DayClock,
         journal: SettleJournal | None = None,
     ) -> None:
@@ -51,7 +49,6 @@ class BudgetGuard:
         self._features = config.features
         self._state = state
         self._prices = prices
-        self._router = router
         self._clock = clock
         self._fail_open = config.state.fail_open
         self._grace = config.cost.lease_grace_seconds

@@ -38,9 +38,9 @@ from ..errors import (
     UpstreamError,
 )
 from ..gateway import Gateway
+from ..identity import resolve_user
 from ..providers.base import Format
 from ..reliability.concurrency import StreamLease, StreamLimits
-from ..schema import end_user
 from .protocol import refusal_format
 
 log = logging.getLogger("bastion.server")
@@ -266,8 +266,9 @@ class BastionApp:
         def admit(body: dict[str, Any], principal: Principal) -> None:
             nonlocal lease
             if body.get("stream") is True:
-                user = principal.user or headers.get("x-bastion-user") or end_user(fmt, body)
-                # scoped to the key: a claimed user id can only ever crowd its own key
+                # the user the key decides (identity.py), scoped to the key: a claimed id that
+                # the key may not make counts for nothing, so rotating it escapes no limit
+                user, _ = resolve_user(principal, fmt, body, headers, end_user_caps=False)
                 subject = f"{principal.key_id}/{user}" if user else None
                 lease = self.streams.acquire(principal.key_id, subject)
 
@@ -434,9 +435,9 @@ class BastionApp:
 
         headers = _headers(scope)
         try:
-            principal = await self.gateway.keys.resolve(key_from_headers(headers))
+            await self.gateway.keys.resolve(key_from_headers(headers))  # before reading the body
             raw = await self._read_body(scope, receive, headers)
-            status, hs, body = await count_tokens(self.gateway.router, raw, headers, principal)
+            status, hs, body = await count_tokens(self.gateway.router, raw, headers)
         except ConnectionAbortedError:
             return
         except BastionError as exc:
