@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import orjson
 import yaml
@@ -58,9 +59,14 @@ def test_run_writes_json_and_junit_and_the_gate_blocks_a_regression(tmp_path: Pa
     assert ok.exit_code == 0, ok.output
     data = orjson.loads(out.read_bytes())
     assert data["summary"]["passed"] == 2 and data["gate"]["ok"] is True
-    assert data["epochs"] == 2 and len(data["cases"][0]["epochs"]) == 2
+    # --epochs 2 is below the suite's gate minimum (5 by default): the gate raises it
+    assert data["epochs"] == 5 and len(data["cases"][0]["epochs"]) == 5
+    assert "raised from 2 to the suite's minimum 5" in ok.output
+    assert data["design"]["seeds"] == [f"0-{n}" for n in range(5)]
     tree = ET.parse(junit).getroot()
-    assert tree.find("testsuite").get("tests") == "2"  # type: ignore[union-attr]
+    suite_el = tree.find("testsuite")
+    assert suite_el is not None
+    assert suite_el.get("tests") == "3" and suite_el.get("failures") == "0"  # 2 cases + gate
 
     _write_suite(tmp_path, reply="Goodbye.")
     bad = runner.invoke(eval_app, [*args, "--junit", str(junit)])
@@ -68,6 +74,13 @@ def test_run_writes_json_and_junit_and_the_gate_blocks_a_regression(tmp_path: Pa
     assert "REGRESSION" in bad.output and "greets" in bad.output
     failure = ET.parse(junit).getroot().find("testsuite/testcase/failure")
     assert failure is not None and "contains:hello" in (failure.get("message") or "")
+    # the gate's verdict is a failing test case of its own, so JUnit-only CI sees the block
+    suite_el = ET.parse(junit).getroot().find("testsuite")
+    assert suite_el is not None and suite_el.get("failures") == "2"
+    gate_case = suite_el.find("testcase[@name='gate']")
+    assert gate_case is not None
+    gate_fail = gate_case.find("failure")
+    assert gate_fail is not None and "greets (pass_to_fail)" in (gate_fail.text or "")
 
 
 def test_bless_refuses_a_run_with_failing_must_pass_cases(tmp_path: Path) -> None:
@@ -80,10 +93,9 @@ def test_bless_refuses_a_run_with_failing_must_pass_cases(tmp_path: Path) -> Non
     assert not (tmp_path / "b").exists()
 
 
-def test_select_prints_the_choice_and_applies_it(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, features={"default": {}, "cli": {}})
+def _select(tmp_path: Path, cfg: Path, *extra: str) -> Any:
     suite = _write_suite(tmp_path)
-    res = CliRunner().invoke(
+    return CliRunner().invoke(
         eval_app,
         [
             "select",
@@ -94,11 +106,35 @@ def test_select_prints_the_choice_and_applies_it(tmp_path: Path) -> None:
             "claude-sonnet-5,claude-haiku-5-5",
             "--apply",
             str(cfg),
+            *extra,
         ],
     )
+
+
+def test_select_refuses_to_apply_simulated_evidence_without_consent(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, features={"default": {}, "cli": {}})
+    before = cfg.read_text()
+    res = _select(tmp_path, cfg)
+    assert res.exit_code == 2, res.output
+    assert "evidence is simulated" in res.output and "--allow-simulated" in res.output
+    assert cfg.read_text() == before
+    assert not list(tmp_path.glob("*.bak")) and not list(tmp_path.glob("*.diff"))
+
+
+def test_select_applies_with_consent_and_writes_a_diff_and_a_backup(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, features={"default": {}, "cli": {}})
+    before = cfg.read_text()
+    res = _select(tmp_path, cfg, "--allow-simulated")
     assert res.exit_code == 0, res.output
     assert "choice: claude-haiku-5-5" in res.output
     assert yaml.safe_load(cfg.read_text())["features"]["cli"]["model"] == "claude-haiku-5-5"
+    (backup,) = tmp_path.glob("bastion.yaml.*.bak")
+    assert backup.read_text() == before
+    diff = (tmp_path / "bastion.select.cli.diff").read_text()
+    assert "+    model: claude-haiku-5-5" in diff and diff.startswith("--- a/bastion.yaml")
+    evidence = orjson.loads((tmp_path / "bastion.select.cli.json").read_bytes())
+    assert evidence["simulated"] is True and evidence["backup"] == str(backup)
+    assert all(c["simulated"] for c in evidence["candidates"])
 
 
 def test_a_bad_suite_is_a_clear_usage_error(tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
 from tests.conftest import sim_models, write_config
 
 from bastion.config import load_config
 from bastion.evals import parse_suite, select_model, set_feature_model
-from bastion.evals.select import apply_choice, evidence_path
+from bastion.evals.select import SimulatedEvidence, apply_choice, evidence_path
 
 SUITE = {
     "name": "drafts",
@@ -91,7 +92,11 @@ async def test_apply_pins_the_feature_model_and_writes_evidence(tmp_path: Path) 
     sel = await select_model(
         parse_suite(SUITE), cfg, "drafts", ["claude-sonnet-5", "claude-haiku-5-5"]
     )
-    path, ev = apply_choice(sel, cfg)
+    with pytest.raises(SimulatedEvidence, match="evidence is simulated"):
+        apply_choice(sel, cfg)
+    assert sel.simulated and orjson.loads(orjson.dumps(sel.to_dict()))["simulated"] is True
+    applied = apply_choice(sel, cfg, allow_simulated=True)
+    path, ev = applied.config, applied.evidence
     new = path.read_text()
     assert new.startswith("# production gateway\n")
     loaded = load_config(path)

@@ -15,10 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import BastionError, ConfigError
-from .gate import DEFAULT_BASELINES, GateReport, bless, gate
+from .cache import ResponseCache
+from .gate import DEFAULT_BASELINES, GateReport, bless, find_baseline, gate
+from .report_html import write_html
 from .results import RunResult, read_result, write_json, write_junit
 from .runner import open_gateway, run_suite
-from .select import Selection, apply_choice, select_model
+from .select import Selection, SimulatedEvidence, apply_choice, select_model
 from .suite import Suite, load_suite
 
 __all__ = ["eval_app"]
@@ -38,6 +40,10 @@ ConcOpt = Annotated[int, typer.Option(min=1, help="calls in flight at once")]
 ModelOpt = Annotated[str | None, typer.Option(help="run every case on this model")]
 FeatureOpt = Annotated[str | None, typer.Option(help="run every case as this feature")]
 BaseOpt = Annotated[Path, typer.Option(help="where baselines live")]
+SeedOpt = Annotated[int, typer.Option(help="run seed: epoch N uses seed '<seed>-N'")]
+CacheOpt = Annotated[
+    Path | None, typer.Option(help="response cache directory (keyed by request, model and seed)")
+]
 SharedOpt = Annotated[
     bool,
     typer.Option(
@@ -98,6 +104,8 @@ async def _execute(
     feature: str | None,
     shared: bool,
     console: Console,
+    seed: int = 0,
+    cache: Path | None = None,
 ) -> RunResult:
     with _progress(console, len(suite.cases) * epochs, suite.name) as tick:
         async with open_gateway(config, suite, isolated=not shared) as gw:
@@ -110,7 +118,29 @@ async def _execute(
                 feature=feature,
                 progress=tick,
                 config_label=str(config) if config else None,
+                seed=seed,
+                cache=ResponseCache(cache) if cache else None,
             )
+
+
+def _at_least(suite: Suite, epochs: int, console: Console) -> int:
+    """Gating and blessing run at least the suite's minimum epochs (``gate.min_epochs``)."""
+    if epochs < suite.gate.min_epochs:
+        console.print(
+            f"[dim]note:[/dim] epochs raised from {epochs} to the suite's minimum "
+            f"{suite.gate.min_epochs} (gate.min_epochs)"
+        )
+    return max(epochs, suite.gate.min_epochs)
+
+
+def _why_failed(c: Any) -> str:
+    """The failed assertions with the first reason each gave (e.g. no judge model configured)."""
+    out = []
+    for label in c.failed_assertions:
+        bad = (s for e in c.epochs for s in e.scores if s.name == label and not s.passed)
+        detail = next((s.detail for s in bad if s.detail), "")
+        out.append(f"{label}: {detail}" if detail else label)
+    return "; ".join(out)
 
 
 def _table(result: RunResult) -> Table:
@@ -135,7 +165,7 @@ def _table(result: RunResult) -> Table:
             f"{c.pass_rate:.0%}",
             f"{c.mean_latency_ms:.0f}",
             f"{c.mean_cost_usd:.6f}",
-            ", ".join(c.failed_assertions),
+            _why_failed(c),
         )
     return t
 
@@ -175,10 +205,15 @@ def run_cmd(
         bool, typer.Option(help="with --gate: no baseline is a failure")
     ] = False,
     shared_state: SharedOpt = False,
+    seed: SeedOpt = 0,
+    cache: CacheOpt = None,
+    html: Annotated[Path | None, typer.Option(help="write a self-contained HTML report")] = None,
 ) -> None:
     """Run a suite through the in-process gateway; exit 1 if a must-pass case fails or (--gate) on regression."""
     console = Console(stderr=True)
     suite = _load(suite_path, console)
+    if gate_:
+        epochs = _at_least(suite, epochs, console)
     result = _run_async(
         _execute(
             suite,
@@ -189,6 +224,8 @@ def run_cmd(
             feature=feature,
             shared=shared_state,
             console=console,
+            seed=seed,
+            cache=cache,
         ),
         console,
     )
@@ -199,9 +236,8 @@ def run_cmd(
     )
     if out:
         write_json(result, out)
-    if junit:
-        write_junit(result, junit)
     failed = bool(result.must_pass_failures)
+    report: GateReport | None = None
     if gate_:
         test: Literal["wilcoxon", "sign"] = suite.gate.test
         report = gate(
@@ -211,6 +247,7 @@ def run_cmd(
             alpha=suite.gate.alpha if alpha is None else alpha,
             test=test,
             require_baseline=require_baseline,
+            min_epochs=suite.gate.min_epochs,
         )
         _print_gate(console, report)
         if out:
@@ -218,6 +255,12 @@ def run_cmd(
             data["gate"] = report.to_dict()
             out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         failed = failed or not report.ok
+    if junit:
+        write_junit(result, junit, report.to_dict() if report else None)
+    if html:
+        path, _ = find_baseline(result.suite, result.model, result.prompt_version, baselines)
+        base = read_result(path) if path else None
+        write_html(result, html, baseline=base, gate=report.to_dict() if report else None)
     if failed:
         raise typer.Exit(1)
 
@@ -237,13 +280,22 @@ def bless_cmd(
     ] = None,
     force: Annotated[bool, typer.Option(help="bless even with failing must-pass cases")] = False,
     shared_state: SharedOpt = False,
+    seed: SeedOpt = 0,
+    cache: CacheOpt = None,
 ) -> None:
     """Store this run as the baseline for the suite, model and prompt version (commit the file)."""
     console = Console(stderr=True)
+    suite = _load(suite_path, console)
     if from_ is not None:
         result = read_result(from_)
+        if result.epochs < suite.gate.min_epochs and not force:
+            console.print(
+                f"[red]not blessed:[/red] {from_} ran {result.epochs} epoch(s); the suite's gate "
+                f"needs {suite.gate.min_epochs} (re-run with --epochs, or --force)"
+            )
+            raise typer.Exit(1)
     else:
-        suite = _load(suite_path, console)
+        epochs = _at_least(suite, epochs, console)
         result = _run_async(
             _execute(
                 suite,
@@ -254,6 +306,8 @@ def bless_cmd(
                 feature=feature,
                 shared=shared_state,
                 console=console,
+                seed=seed,
+                cache=cache,
             ),
             console,
         )
@@ -303,6 +357,10 @@ def select_cmd(
     apply: Annotated[
         Path | None, typer.Option("--apply", help="pin the choice in this YAML config")
     ] = None,
+    allow_simulated: Annotated[
+        bool,
+        typer.Option(help="with --apply: pin a choice even though its evidence is simulated"),
+    ] = False,
     shared_state: SharedOpt = False,
 ) -> None:
     """Run the suite on each candidate; choose the cheapest that passes; --apply pins it with evidence."""
@@ -331,6 +389,17 @@ def select_cmd(
         console.print("[red]no candidate passes the suite[/red]")
         raise typer.Exit(1)
     console.print(f"choice: [bold]{sel.choice}[/bold]")
+    if sel.simulated:
+        console.print(
+            "[yellow]evidence is simulated:[/yellow] some candidates were answered by the "
+            "built-in simulator, so scores say nothing about the real models"
+        )
     if apply is not None:
-        cfg_path, ev = apply_choice(sel, apply)
-        console.print(f"wrote features.{feature}.model = {sel.choice} to {cfg_path}; evidence {ev}")
+        try:
+            applied = apply_choice(sel, apply, allow_simulated=allow_simulated)
+        except SimulatedEvidence as exc:
+            raise _err(console, exc.message) from None
+        console.print(
+            f"wrote features.{feature}.model = {sel.choice} to {applied.config}; "
+            f"evidence {applied.evidence}; diff {applied.diff}; backup {applied.backup}"
+        )

@@ -4,9 +4,17 @@ A regression is (1) a case that passed in the baseline and fails now, (2) a must
 case that fails, or (3) a score drop larger than ``margin`` that a one-sided paired
 test supports at ``alpha`` over the epochs. The test is run on the differences shifted
 by the margin (H1: the drop exceeds the margin), so noise of the judge's size cannot
-reach significance while a consistent drop over 5 epochs does (p = 1/32). Baselines
-are JSON files keyed by suite, model and prompt version; when the prompt version has
-no baseline yet, the newest one for the same suite and model is used, and said so.
+reach significance while a consistent drop over 5 epochs does (p = 1/32). With
+several epochs on both sides a pass-to-fail must itself be significant (the per-epoch
+pass rate fell, by an exact permutation test at ``alpha``), so one unlucky sample of a
+noisy model does not block a merge. Baselines are JSON files keyed by suite, model and
+prompt version; when the prompt version has no baseline yet, the newest one for the
+same suite and model is used, and said so.
+
+A baseline stores its design (epochs, seeds, judge). A design the gate cannot compare
+is refused, not guessed at: fewer epochs than the suite's minimum on either side, or a
+different judge. Different epoch counts above the minimum are corrected: epochs are
+then compared unpaired (permutation test), never each against one noisy baseline mean.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from .results import CaseResult, RunResult, read_result, write_json
-from .stats import sign_test, wilcoxon_signed_rank
+from .stats import permutation_test, sign_test, wilcoxon_signed_rank
 
 __all__ = [
     "GateReport",
@@ -40,7 +48,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 class Regression:
     case_id: str
     kind: Literal[
-        "pass_to_fail", "must_pass_failed", "score_drop", "suite_score_drop", "no_baseline"
+        "pass_to_fail",
+        "must_pass_failed",
+        "score_drop",
+        "suite_score_drop",
+        "no_baseline",
+        "design_mismatch",
     ]
     detail: str
     delta: float | None = None
@@ -115,16 +128,15 @@ def find_baseline(
     return max(others, key=lambda p: p.stat().st_mtime), False
 
 
-def _pairs(base: Sequence[float], cur: Sequence[float]) -> list[float]:
-    """Paired differences: epoch by epoch when both ran as many, else each current epoch vs the baseline mean."""
-    if len(base) == len(cur):
-        return [c - b for b, c in zip(base, cur, strict=True)]
-    ref = statistics.fmean(base)
-    return [c - ref for c in cur]
-
-
 def _p(diffs: Sequence[float], test: str) -> float:
     return sign_test(diffs, "less") if test == "sign" else wilcoxon_signed_rank(diffs, "less")
+
+
+def _drop_p(base: Sequence[float], cur: Sequence[float], margin: float, test: str) -> float:
+    """P-value that ``cur`` is lower than ``base`` by more than ``margin``: paired when epochs pair."""
+    if len(base) == len(cur):
+        return _p([c - b + margin for b, c in zip(base, cur, strict=True)], test)
+    return permutation_test(base, [c + margin for c in cur], "less")
 
 
 def _case_drop(
@@ -133,7 +145,7 @@ def _case_drop(
     delta = c.mean_score - b.mean_score
     if delta >= -margin:
         return None
-    p = _p([d + margin for d in _pairs(b.scores, c.scores)], test)
+    p = _drop_p(b.scores, c.scores, margin, test)
     if p >= alpha:
         return None
     return Regression(
@@ -146,6 +158,37 @@ def _case_drop(
     )
 
 
+def design_problems(baseline: RunResult, current: RunResult, min_epochs: int) -> list[str]:
+    """Why these two runs cannot be compared at all (empty when they can)."""
+    problems = []
+    for name, run in (("the baseline", baseline), ("this run", current)):
+        if run.epochs < min_epochs:
+            problems.append(
+                f"{name} ran {run.epochs} epoch(s), below the suite's minimum of {min_epochs}: "
+                f"run and bless with --epochs {min_epochs} or more"
+            )
+    if _graded(baseline) and _graded(current) and baseline.judge != current.judge:
+        problems.append(
+            f"the baseline was graded by {baseline.judge or 'no judge'}, this run by "
+            f"{current.judge or 'no judge'}: scores from different judges are not comparable "
+            "(re-bless with this judge)"
+        )
+    return problems
+
+
+def _graded(run: RunResult) -> bool:
+    return any(s.kind == "rubric" for c in run.cases for e in c.epochs for s in e.scores)
+
+
+def _pass_drop_p(b: CaseResult, c: CaseResult) -> float | None:
+    """P-value that the per-epoch pass rate fell; None when one side has a single epoch (no test)."""
+    if len(b.epochs) < 2 or len(c.epochs) < 2:
+        return None
+    return permutation_test(
+        [float(e.passed) for e in b.epochs], [float(e.passed) for e in c.epochs], "less"
+    )
+
+
 def compare(
     baseline: RunResult,
     current: RunResult,
@@ -154,9 +197,23 @@ def compare(
     alpha: float = 0.05,
     test: Literal["wilcoxon", "sign"] = "wilcoxon",
     baseline_file: Path | None = None,
+    min_epochs: int = 1,
 ) -> GateReport:
     """Case-by-case comparison (see the module docstring for what counts as a regression)."""
     report = GateReport(baseline_file)
+    problems = design_problems(baseline, current, min_epochs)
+    if problems:
+        report.regressions.extend(Regression("*", "design_mismatch", p) for p in problems)
+        return report
+    if baseline.epochs != current.epochs:
+        report.notes.append(
+            f"baseline ran {baseline.epochs} epoch(s), this run {current.epochs}: "
+            "epochs are compared unpaired (permutation test)"
+        )
+    if baseline.simulated and current.simulated and baseline.seed == current.seed:
+        report.notes.append(
+            f"same seeds as the baseline (seed {current.seed}): simulated answers repeat exactly"
+        )
     common: list[tuple[CaseResult, CaseResult]] = []
     for c in current.cases:
         b = baseline.case(c.id)
@@ -167,11 +224,26 @@ def compare(
             continue
         common.append((b, c))
         if b.passed and not c.passed:
-            report.regressions.append(Regression(c.id, "pass_to_fail", _why(c)))
-            continue
+            p = _pass_drop_p(b, c)
+            if p is None or p < alpha:
+                detail = _why(c) + (
+                    ""
+                    if p is None
+                    else f" (pass rate {b.pass_rate:.0%} -> {c.pass_rate:.0%}, p={p:.4f})"
+                )
+                report.regressions.append(Regression(c.id, "pass_to_fail", detail, None, p))
+                continue
+            report.notes.append(
+                f"{c.id}: passed in the baseline, fails now, but its pass rate "
+                f"{b.pass_rate:.0%} -> {c.pass_rate:.0%} is within noise (p={p:.3f})"
+            )
         if c.must_pass and not c.passed:
             report.regressions.append(
-                Regression(c.id, "must_pass_failed", _why(c) + " (failed in the baseline too)")
+                Regression(
+                    c.id,
+                    "must_pass_failed",
+                    _why(c) + (" (failed in the baseline too)" if not b.passed else ""),
+                )
             )
             continue
         if not b.passed and c.passed:
@@ -198,11 +270,6 @@ def compare(
                         p,
                     )
                 )
-    if baseline.epochs != current.epochs:
-        report.notes.append(
-            f"baseline ran {baseline.epochs} epoch(s), this run {current.epochs}: "
-            "each current epoch is compared with the baseline mean"
-        )
     return report
 
 
@@ -220,6 +287,7 @@ def gate(
     alpha: float = 0.05,
     test: Literal["wilcoxon", "sign"] = "wilcoxon",
     require_baseline: bool = False,
+    min_epochs: int = 1,
 ) -> GateReport:
     """Find the baseline for ``current`` and compare; without one, every must-pass case must pass."""
     path, exact = find_baseline(current.suite, current.model, current.prompt_version, root)
@@ -236,7 +304,13 @@ def gate(
                 report.regressions.append(Regression(c.id, "must_pass_failed", _why(c)))
         return report
     report = compare(
-        read_result(path), current, margin=margin, alpha=alpha, test=test, baseline_file=path
+        read_result(path),
+        current,
+        margin=margin,
+        alpha=alpha,
+        test=test,
+        baseline_file=path,
+        min_epochs=min_epochs,
     )
     if not exact:
         report.notes.insert(

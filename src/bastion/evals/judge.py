@@ -2,13 +2,18 @@
 
 ``Judge`` is a protocol so tests (and apps with their own graders) can plug in any
 scorer; ``GatewayJudge`` asks a model through the same gateway, with the answer under
-test fenced as untrusted data so an answer cannot instruct its own grader. Against
-the simulator the rubric's ``sim_reply`` scripts the judge, and ``keywords`` give a
-deterministic fallback score when the judge's reply carries none.
+test fenced as untrusted data so an answer cannot instruct its own grader.
+``FeatureJudge`` grades what can be checked without a model (expected facts, citations,
+length, truncation) with optional seeded noise; it stands in for a simulated judge
+model, so a simulated run is graded on the answer rather than on a scripted score
+(a rubric's ``sim_reply`` still scripts it when a test asks). ``keywords`` give a
+deterministic fallback score when a real judge's reply carries none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
     from ..gateway import Gateway
 
 __all__ = [
+    "TRUNCATED_CAP",
+    "FeatureJudge",
     "GatewayJudge",
     "Judge",
     "JudgeRequest",
@@ -40,6 +47,9 @@ JUDGE_SYSTEM = (
 _LABELLED = re.compile(
     r"score\s*[:=]?\s*(?P<num>\d+(?:\.\d+)?)\s*(?:(?P<pct>%)|/\s*(?P<den>\d+(?:\.\d+)?))?", re.I
 )
+_CITATION = re.compile(r"\[[^\[\]\s][^\[\]]{0,60}\]")
+TRUNCATED_CAP = 0.2  # an answer cut at max_tokens meets no rubric, whatever a grader says
+_TRUNCATED = frozenset({"max_tokens", "length"})
 _BARE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:(?P<pct>%)|/\s*(?P<den>\d+(?:\.\d+)?))?\s*$")
 
 
@@ -51,6 +61,13 @@ class JudgeRequest:
     judge_model: str | None
     input_text: str
     output_text: str
+    stop_reason: str | None = None
+    facts: tuple[str, ...] = ()
+    seed: str = "0"
+
+    @property
+    def truncated(self) -> bool:
+        return self.stop_reason in _TRUNCATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +118,17 @@ class GatewayJudge:
     """Grades through the gateway, so the judge's calls are capped, logged and priced like any other."""
 
     def __init__(
-        self, gateway: Gateway, default_model: str | None, *, feature: str | None = None
+        self,
+        gateway: Gateway,
+        default_model: str | None,
+        *,
+        feature: str | None = None,
+        noise: float = 0.0,
     ) -> None:
         self._gw = gateway
         self._default = default_model
         self._feature = feature
+        self._features = FeatureJudge(noise=noise)
 
     def _simulated(self, model: str) -> bool:
         try:
@@ -116,6 +139,8 @@ class GatewayJudge:
     async def grade(self, request: JudgeRequest) -> JudgeVerdict:
         rubric = request.rubric
         model = request.judge_model or rubric.judge or self._default
+        if model is not None and rubric.sim_reply is None and self._simulated(model):
+            return await self._features.grade(request)
         fallback = keyword_score(rubric, request.output_text)
         if model is None:
             if fallback is None:
@@ -156,3 +181,53 @@ class GatewayJudge:
             cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
         )
         return self._gw.prices.cost(model, u) or 0.0
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+class FeatureJudge:
+    """Grades checkable features of an answer; ``noise`` adds a seeded N(0, noise) per verdict.
+
+    The score is the mean of the parts the rubric asks for: the share of expected facts
+    (the rubric's ``keywords``, else the case's ``facts``) found, citations present,
+    length within bounds. A truncated answer scores at most ``TRUNCATED_CAP``.
+    """
+
+    def __init__(self, *, noise: float = 0.0) -> None:
+        if not 0.0 <= noise <= 1.0:
+            raise ValueError("judge noise must be within [0, 1]")
+        self.noise = noise
+
+    async def grade(self, request: JudgeRequest) -> JudgeVerdict:
+        rubric, text = request.rubric, request.output_text
+        parts: list[tuple[str, float]] = []
+        facts = list(rubric.keywords) or list(request.facts)
+        if facts:
+            low = " ".join(text.lower().split())
+            found = sum(1 for f in facts if " ".join(f.lower().split()) in low)
+            parts.append((f"facts {found}/{len(facts)}", found / len(facts)))
+        if rubric.citations:
+            cited = _CITATION.search(text) is not None
+            parts.append(("cited" if cited else "no citation", 1.0 if cited else 0.0))
+        words = _word_count(text)
+        if rubric.max_words is not None:
+            ok = words <= rubric.max_words
+            parts.append((f"{words} words (max {rubric.max_words})", 1.0 if ok else 0.0))
+        if rubric.min_words is not None:
+            ok = words >= rubric.min_words
+            parts.append((f"{words} words (min {rubric.min_words})", 1.0 if ok else 0.0))
+        if not parts:
+            parts.append(("non-empty" if text.strip() else "empty", 1.0 if text.strip() else 0.0))
+        value = sum(v for _, v in parts) / len(parts)
+        if self.noise:
+            key = f"{request.seed}:{request.case_id}:{request.epoch}:{request.rubric.rubric}"
+            seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+            value += random.Random(seed).gauss(0.0, self.noise)
+        value = min(1.0, max(0.0, value))
+        notes = [n for n, _ in parts]
+        if request.truncated:
+            value = min(value, TRUNCATED_CAP)
+            notes.append("truncated")
+        return JudgeVerdict(value, "; ".join(notes), "features")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,20 @@ class RunResult:
     config: str | None = None
     feature: str | None = None
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
+    judge: str | None = None
+    simulated: bool = False
+
+    @property
+    def design(self) -> dict[str, Any]:
+        """What a comparison with this run must match: epochs, seeds, model, judge, simulated."""
+        return {
+            "epochs": self.epochs,
+            "seeds": [f"{self.seed}-{n}" for n in range(self.epochs)],
+            "model": self.model,
+            "judge": self.judge,
+            "simulated": self.simulated,
+        }
 
     @property
     def passed(self) -> int:
@@ -141,6 +156,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["format"] = FORMAT_VERSION
+        out["design"] = self.design
         out["summary"] = {
             "cases": len(self.cases),
             "passed": self.passed,
@@ -190,6 +206,9 @@ class RunResult:
             config=data.get("config"),
             feature=data.get("feature"),
             notes=list(data.get("notes", [])),
+            seed=int(data.get("seed", 0)),
+            judge=data.get("judge"),
+            simulated=bool(data.get("simulated", False)),
         )
 
 
@@ -207,13 +226,18 @@ def read_result(path: str | Path) -> RunResult:
     return RunResult.from_dict(data)
 
 
-def write_junit(result: RunResult, path: str | Path) -> Path:
-    """One ``testcase`` per case (time = mean latency); failures list the failed assertions."""
+def write_junit(result: RunResult, path: str | Path, gate: Mapping[str, Any] | None = None) -> Path:
+    """One ``testcase`` per case (time = mean latency), plus the gate's verdict as its own case.
+
+    ``gate`` is ``GateReport.to_dict()``; a failed gate is a failing ``testcase`` named
+    ``gate``, so CI systems that read only JUnit still see the merge blocked.
+    """
+    gate_failed = gate is not None and not gate.get("ok", True)
     suite = ET.Element(
         "testsuite",
         name=result.suite,
-        tests=str(len(result.cases)),
-        failures=str(len(result.failed)),
+        tests=str(len(result.cases) + (gate is not None)),
+        failures=str(len(result.failed) + gate_failed),
         errors="0",
         time=f"{result.duration_s:.3f}",
     )
@@ -251,6 +275,19 @@ def write_junit(result: RunResult, path: str | Path) -> Path:
             fail.text = "\n".join(lines)
         out = ET.SubElement(tc, "system-out")
         out.text = f"mean_score={c.mean_score:.4f} pass_rate={c.pass_rate:.2f} cost_usd={c.mean_cost_usd:.8f}"
+    if gate is not None:
+        tc = ET.SubElement(suite, "testcase", classname=f"{result.suite}.gate", name="gate")
+        regs = list(gate.get("regressions") or [])
+        if gate_failed:
+            fail = ET.SubElement(
+                tc,
+                "failure",
+                message=f"gate: {len(regs)} regression(s) against {gate.get('baseline') or 'no baseline'}",
+                type="regression",
+            )
+            fail.text = "\n".join(f"{r['case']} ({r['kind']}): {r['detail']}" for r in regs)
+        notes = ET.SubElement(tc, "system-out")
+        notes.text = "\n".join(str(n) for n in gate.get("notes") or [])
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     root = ET.Element("testsuites")

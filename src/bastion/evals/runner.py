@@ -3,7 +3,10 @@
 Cases x epochs run concurrently under a semaphore; each call goes through
 ``Gateway.handle`` with an ``eval`` principal, and its latency and cost come from the
 gateway's own ``Call`` (cost = usage x the served model's price). Epochs repeat a
-case so the gate can tell a real drop from judge noise.
+case so the gate can tell a real drop from judge noise. Each epoch has its own seed
+(``<run seed>-<epoch>``): a simulated model draws its answer from it (a case's
+``facts`` tell the simulator what a good answer states), the response cache keys on
+it, and the run records it with the rest of its design.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from ..errors import BastionError
 from ..gateway import Gateway
 from ..providers.base import Format
 from ..providers.sim import Simulator
-from .judge import GatewayJudge, Judge, JudgeRequest
+from ..providers.sim.quality import QualityProfile
+from .cache import ResponseCache, cache_key
+from .judge import TRUNCATED_CAP, GatewayJudge, Judge, JudgeRequest
 from .render import Rendered, render_case
 from .results import CaseResult, EpochResult, RunResult, Score
 from .scorers import Output, extract_output, score
@@ -56,7 +61,11 @@ async def open_gateway(
             merged.setdefault("state", {"url": "memory://"})
             merged.setdefault("observability", {"spill_path": str(Path(tmp) / "spill.jsonl")})
         cfg = load_config(config, overrides=merged or None)
-        sim = Simulator(obey_injections=bool(suite and suite.sim.obey_injections))
+        profiles = {
+            m: QualityProfile(p.fact_recall, p.instruction_follow)
+            for m, p in (suite.sim.profiles.items() if suite else ())
+        }
+        sim = Simulator(obey_injections=bool(suite and suite.sim.obey_injections), quality=profiles)
         async with Gateway(cfg, simulator=sim) as gw:
             yield gw
 
@@ -81,12 +90,53 @@ def _input_text(case: Case) -> str:
     return ""
 
 
-async def _call(gw: Gateway, req: Rendered, headers: dict[str, str]) -> Output:
+def _eval_directive(case: Case, seed: str) -> str:
+    """What a simulated model is told about a case: the facts a good answer states, docs, seed."""
+    parts = [f"[[sim:facts={'|'.join(case.facts)}]]", f"[[sim:seed={seed}]]"]
+    if case.docs:
+        parts.append(f"[[sim:docs={','.join(d.id for d in case.docs)}]]")
+    return "".join(parts)
+
+
+def _with_directive(messages: list[dict[str, Any]], directive: str) -> list[dict[str, Any]]:
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m.get("role") != "user":
+            continue
+        c = m.get("content")
+        if isinstance(c, str):
+            m["content"] = f"{directive}\n{c}"
+        elif isinstance(c, list):
+            m["content"] = [{"type": "text", "text": directive}, *c]
+        break
+    return out
+
+
+async def _call(
+    gw: Gateway,
+    req: Rendered,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    cache: ResponseCache | None,
+    seed: str,
+) -> Output:
+    key = cache_key(req.api, body, str(body.get("model")), seed) if cache else ""
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    out = await _send(gw, req, body, headers)
+    if cache is not None:
+        cache.put(key, out)
+    return out
+
+
+async def _send(
+    gw: Gateway, req: Rendered, body: dict[str, Any], headers: dict[str, str]
+) -> Output:
     fmt = Format.ANTHROPIC if req.api == "anthropic" else Format.OPENAI
     started = time.monotonic()
     try:
         reply = await gw.handle(
-            fmt, orjson.dumps({**req.body, "stream": False}), headers, principal=EVAL_PRINCIPAL
+            fmt, orjson.dumps({**body, "stream": False}), headers, principal=EVAL_PRINCIPAL
         )
     except BastionError as exc:
         out = Output(latency_ms=(time.monotonic() - started) * 1000.0)
@@ -121,6 +171,9 @@ async def _epoch(
     feature: str | None,
     judge: Judge,
     notes: set[str],
+    seed: str,
+    cache: ResponseCache | None,
+    simulated: set[bool],
 ) -> EpochResult:
     feat = feature or case.feature
     pinned = gw.config.features[feat].model if feat in gw.config.features else None
@@ -128,7 +181,9 @@ async def _epoch(
     if asked is None:
         raise BastionError(f"case {case.id!r}: no model (set `model`, or pin the feature's model)")
     effective = pinned or asked
-    req = render_case(suite, case, model=asked, simulated=_is_sim(gw, effective))
+    sim = _is_sim(gw, effective)
+    simulated.add(sim)
+    req = render_case(suite, case, model=asked, simulated=sim)
     if req.builder != "none":
         notes.add(f"prompt builder: {req.builder}")
     headers = {"x-bastion-user": case.user or f"eval-{suite.name}"}
@@ -136,7 +191,7 @@ async def _epoch(
         headers["x-bastion-feature"] = feat
     if req.prompt_version:
         headers["x-bastion-prompt-version"] = req.prompt_version
-    out = await _call(gw, req, headers)
+    out = await _conversation(gw, case, req, headers, cache, seed, sim)
     scores: list[Score] = []
     judge_cost = 0.0
     for a in case.assertions:
@@ -147,11 +202,30 @@ async def _epoch(
             scores.append(Score(a.label, "rubric", False, 0.0, f"call failed: {out.error}"))
             continue
         verdict = await judge.grade(
-            JudgeRequest(case.id, epoch, a.rubric, a.rubric.judge, _input_text(case), out.text)
+            JudgeRequest(
+                case.id,
+                epoch,
+                a.rubric,
+                a.rubric.judge,
+                _input_text(case),
+                out.text,
+                stop_reason=out.stop_reason,
+                facts=tuple(case.facts),
+                seed=seed,
+            )
         )
         judge_cost += verdict.cost_usd
         value = 0.0 if verdict.score is None else verdict.score
-        detail = f"score {value:.3f}" + ("" if verdict.score is not None else " (no score)")
+        detail = f"score {value:.3f}"
+        if verdict.score is None:
+            detail += f" (no score: {verdict.reply or 'the judge gave none'})"
+        elif verdict.via == "features" and verdict.reply:
+            detail += f" ({verdict.reply})"
+        if out.stop_reason in ("max_tokens", "length") and value > TRUNCATED_CAP:
+            value = TRUNCATED_CAP
+            detail = (
+                f"score {value:.3f} (answer truncated at max_tokens; judge said {verdict.score})"
+            )
         scores.append(
             Score(a.label, "rubric", value >= a.rubric.threshold, value, detail, verdict.via)
         )
@@ -206,20 +280,33 @@ async def run_suite(
     judge: Judge | None = None,
     progress: Progress | None = None,
     config_label: str | None = None,
+    seed: int = 0,
+    cache: ResponseCache | None = None,
 ) -> RunResult:
     """Every case x epoch, at most ``concurrency`` calls in flight; ``model``/``feature`` override the cases'."""
     if epochs < 1 or concurrency < 1:
         raise ValueError("epochs and concurrency must be at least 1")
-    grader = judge or GatewayJudge(gw, suite.judge)
+    grader = judge or GatewayJudge(gw, suite.judge, noise=suite.sim.judge_noise)
     sem = asyncio.Semaphore(concurrency)
     notes: set[str] = set()
+    simulated: set[bool] = set()
     started_at, t0 = time.time(), time.monotonic()
 
     async def one(case: Case, n: int) -> EpochResult:
         async with sem:
             try:
                 res = await _epoch(
-                    gw, suite, case, n, model=model, feature=feature, judge=grader, notes=notes
+                    gw,
+                    suite,
+                    case,
+                    n,
+                    model=model,
+                    feature=feature,
+                    judge=grader,
+                    notes=notes,
+                    seed=f"{seed}-{n}",
+                    cache=cache,
+                    simulated=simulated,
                 )
             except Exception as exc:  # a broken case fails itself, not the whole run
                 msg = (
@@ -252,5 +339,42 @@ async def run_suite(
         duration_s=time.monotonic() - t0,
         config=config_label,
         feature=feature,
-        notes=sorted(notes),
+        notes=sorted(notes)
+        + ([f"response cache: {cache.hits} hit(s), {cache.misses} miss(es)"] if cache else []),
+        seed=seed,
+        judge=_judge_label(judge, suite),
+        simulated=True in simulated,
     )
+
+
+def _judge_label(judge: Judge | None, suite: Suite) -> str | None:
+    """What graded the rubrics, for the baseline's design: a custom judge by its class."""
+    if judge is not None:
+        return f"custom:{type(judge).__name__}"
+    return suite.judge
+
+
+async def _conversation(
+    gw: Gateway,
+    case: Case,
+    req: Rendered,
+    headers: dict[str, str],
+    cache: ResponseCache | None,
+    seed: str,
+    sim: bool,
+) -> Output:
+    """One call, or one per turn: each reply is appended before the next user message."""
+    messages: list[dict[str, Any]] = list(req.body["messages"])
+    directive = _eval_directive(case, seed) if sim and case.facts else None
+    turns = list(case.turns)
+    while True:
+        final = not turns
+        sent = _with_directive(messages, directive) if directive and final else messages
+        out = await _call(gw, req, {**req.body, "messages": sent}, headers, cache, seed)
+        if final or out.error is not None:
+            return out
+        messages = [
+            *messages,
+            {"role": "assistant", "content": out.text or "(no answer)"},
+            {"role": "user", "content": turns.pop(0)},
+        ]

@@ -2,13 +2,17 @@
 
 Every scorer sees the same ``Output``, extracted once from either API's response, so
 a case means the same thing whether it runs against the Anthropic or OpenAI shape.
-Rubric scoring needs a judge call and lives in ``judge``.
+Rubric scoring needs a judge call and lives in ``judge``. A ``python`` assertion names
+an entry point ``module:function`` called as ``function(text, context)``; it returns a
+bool, a 0..1 number (passes at 0.5 or more), or ``(passed, detail)``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +23,7 @@ from .render import Rendered
 from .results import Score
 from .suite import Api, Assertion
 
-__all__ = ["Output", "extract_output", "score"]
+__all__ = ["Output", "extract_output", "load_entry_point", "score"]
 
 
 @dataclass(slots=True)
@@ -152,7 +156,62 @@ def score(a: Assertion, out: Output, req: Rendered) -> Score:
         return _binary(a, ok, f"${out.cost_usd:.8f}")
     if kind == "sql_safe":
         return _sql(a, out)
+    if kind == "max_length":
+        ok = len(text) <= (a.max_length or 0)
+        return _binary(a, ok, f"{len(text)} characters" + ("" if ok else f" > {a.max_length}"))
+    if kind == "max_words":
+        words = len(text.split())
+        ok = words <= (a.max_words or 0)
+        return _binary(a, ok, f"{words} words" + ("" if ok else f" > {a.max_words}"))
+    if kind == "citations":
+        cited = _CITATION.search(text) is not None
+        ok = cited == a.citations
+        return _binary(a, ok, "" if ok else ("no citation" if a.citations else "cites a source"))
+    if kind == "python":
+        return _python(a, out, req)
     raise ValueError(f"no scorer for {kind!r}")  # rubric is scored by the judge
+
+
+_CITATION = re.compile(r"\[[^\[\]\s][^\[\]]{0,60}\]")
+
+
+def load_entry_point(ref: str) -> Callable[..., Any]:
+    """``module:function`` imported and checked callable; a clear error names what is missing."""
+    module, _, name = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ValueError(f"scorer {ref!r}: cannot import {module!r}: {exc}") from None
+    except AttributeError:
+        raise ValueError(f"scorer {ref!r}: {module!r} has no {name!r}") from None
+    if not callable(fn):
+        raise ValueError(f"scorer {ref!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def _python(a: Assertion, out: Output, req: Rendered) -> Score:
+    ref = a.python or ""
+    via = f"python:{ref}"
+    context = {
+        "tool_calls": [{"name": n, "arguments": x} for n, x in out.tool_calls],
+        "stop_reason": out.stop_reason,
+        "system": req.system,
+        "served_model": out.served_model,
+        "refused_by": out.refused_by,
+    }
+    try:
+        result = load_entry_point(ref)(out.text, context)
+    except Exception as exc:  # a broken scorer fails its assertion, with the reason
+        return _binary(a, False, f"scorer error: {type(exc).__name__}: {exc}", via)
+    detail = ""
+    if isinstance(result, tuple) and len(result) == 2:
+        result, detail = result[0], str(result[1])
+    if isinstance(result, bool):
+        return _binary(a, result, detail, via)
+    if isinstance(result, int | float) and 0.0 <= float(result) <= 1.0:
+        value = float(result)
+        return Score(a.label, a.kind, value >= 0.5, value, detail or f"{value:.3f}", via)
+    return _binary(a, False, f"scorer returned {type(result).__name__}, not bool or 0..1", via)
 
 
 def _sql(a: Assertion, out: Output) -> Score:

@@ -4,12 +4,17 @@ A candidate qualifies when every must-pass case passes and its mean score is wit
 ``margin`` of the best candidate's; the cheapest qualifier (mean cost per case,
 measured from each call's usage at the served model's price) wins. ``apply_choice``
 pins it as ``features.<F>.model`` in the YAML file, editing only that line so comments
-and layout survive, and writes the evidence beside the config for ``bastion check``.
+and layout survive, and writes the evidence beside the config for ``bastion check``,
+with a unified diff of the change and a backup of the file it replaced. Evidence
+records whether any candidate was answered by the simulator: simulated scores say
+nothing about real models, so applying them needs ``allow_simulated``.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,14 +24,17 @@ from typing import Any
 import orjson
 import yaml
 
+from ..errors import ConfigError
 from .judge import Judge
 from .results import RunResult
 from .runner import Progress, open_gateway, run_suite
 from .suite import Suite
 
 __all__ = [
+    "Applied",
     "Candidate",
     "Selection",
+    "SimulatedEvidence",
     "apply_choice",
     "evidence_path",
     "select_model",
@@ -49,6 +57,24 @@ class Candidate:
     def mean_score(self) -> float:
         return self.run.mean_score
 
+    @property
+    def simulated(self) -> bool:
+        return self.run.simulated
+
+
+class SimulatedEvidence(ConfigError):
+    """``--apply`` on a selection whose evidence came from the simulator, without consent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``apply_choice`` wrote: the config, the evidence, the diff and the backup (if any)."""
+
+    config: Path
+    evidence: Path
+    diff: Path
+    backup: Path | None
+
 
 @dataclass(slots=True)
 class Selection:
@@ -60,6 +86,11 @@ class Selection:
     candidates: list[Candidate] = field(default_factory=list)
     choice: str | None = None
 
+    @property
+    def simulated(self) -> bool:
+        """Whether any candidate's calls were answered by the built-in simulator."""
+        return any(c.simulated for c in self.candidates)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "bastion.eval.select",
@@ -69,12 +100,14 @@ class Selection:
             "epochs": self.epochs,
             "margin": self.margin,
             "choice": self.choice,
+            "simulated": self.simulated,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "candidates": [
                 {
                     "model": c.model,
                     "qualifies": c.qualifies,
                     "reason": c.reason,
+                    "simulated": c.simulated,
                     "mean_score": round(c.mean_score, 6),
                     "cost_per_case_usd": round(c.cost_per_case, 10),
                     "cost_usd": round(c.run.cost_usd, 10),
@@ -239,13 +272,42 @@ def _edit(lines: list[str], feature: str, value: str) -> list[str]:
     return lines
 
 
-def apply_choice(sel: Selection, config: str | Path) -> tuple[Path, Path]:
-    """Pin the chosen model in the config file and write the evidence JSON beside it."""
+def apply_choice(sel: Selection, config: str | Path, *, allow_simulated: bool = False) -> Applied:
+    """Pin the chosen model in the config; write evidence, a diff and a backup beside it.
+
+    Raises ``SimulatedEvidence`` when the selection ran on the simulator and
+    ``allow_simulated`` is not given: nothing is written then.
+    """
     if sel.choice is None:
         raise ValueError("no candidate qualified; nothing to apply")
+    if sel.simulated and not allow_simulated:
+        sims = ", ".join(c.model for c in sel.candidates if c.simulated)
+        raise SimulatedEvidence(
+            f"refusing to pin features.{sel.feature}.model: the evidence is simulated "
+            f"({sims} answered by the built-in simulator). Run against the real providers, "
+            "or pass --allow-simulated to apply it anyway"
+        )
     p = Path(config)
     text = p.read_text() if p.exists() else ""
-    p.write_text(set_feature_model(text, sel.feature, sel.choice))
+    new = set_feature_model(text, sel.feature, sel.choice)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    backup: Path | None = None
+    if p.exists():
+        backup = p.with_name(f"{p.name}.{stamp}.bak")
+        shutil.copy2(p, backup)
+    diff = p.with_name(f"{p.stem}.select.{sel.feature}.diff")
+    diff.write_text(
+        "".join(
+            difflib.unified_diff(
+                text.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                fromfile=f"a/{p.name}",
+                tofile=f"b/{p.name}",
+            )
+        )
+    )
+    p.write_text(new)
     ev = evidence_path(p, sel.feature)
-    ev.write_bytes(orjson.dumps(sel.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
-    return p, ev
+    data = {**sel.to_dict(), "diff": str(diff), "backup": str(backup) if backup else None}
+    ev.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    return Applied(p, ev, diff, backup)

@@ -4,16 +4,19 @@ Written by hand because scipy is not a dependency and the gate needs only two sm
 tests: the sign test (binomial) and the Wilcoxon signed-rank test, both exact for the
 few epochs an eval runs (a normal approximation takes over past ``EXACT_MAX`` pairs).
 Zero differences are dropped (Wilcoxon's convention); tied magnitudes get midranks,
-which stay exact because the null distribution is counted over doubled ranks.
+which stay exact because the null distribution is counted over doubled ranks. An
+unpaired permutation test covers runs whose epochs cannot be paired.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["Alternative", "sign_test", "wilcoxon_signed_rank"]
+__all__ = ["Alternative", "permutation_test", "sign_test", "wilcoxon_signed_rank"]
 
 Alternative = Literal["less", "greater", "two-sided"]
 EXACT_MAX = 60
@@ -97,3 +100,50 @@ def wilcoxon_signed_rank(diffs: Sequence[float], alternative: Alternative = "les
 
 def _phi(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+PERMUTATION_EXACT_MAX = 20_000
+PERMUTATION_DRAWS = 20_000
+
+
+def permutation_test(
+    baseline: Sequence[float], current: Sequence[float], alternative: Alternative = "less"
+) -> float:
+    """P-value of an unpaired permutation test on the difference of means (current - baseline).
+
+    For runs whose epochs cannot be paired (a baseline with a different epoch count):
+    exact over every relabelling up to ``PERMUTATION_EXACT_MAX`` of them, else a fixed-seed
+    Monte Carlo estimate. Ties need no correction: the statistic is the mean.
+    """
+    a, b = [float(x) for x in baseline], [float(x) for x in current]
+    if not a or not b:
+        return 1.0
+    pooled, m = a + b, len(b)
+    total = sum(pooled)
+    observed = sum(b) / m - (total - sum(b)) / len(a)
+
+    def stat(sub_sum: float) -> float:
+        return sub_sum / m - (total - sub_sum) / len(a)
+
+    tol = 1e-12
+    if math.comb(len(pooled), m) <= PERMUTATION_EXACT_MAX:
+        stats = [stat(sum(c)) for c in itertools.combinations(pooled, m)]
+        n, low, high = len(stats), 0, 0
+        for s in stats:
+            low += s <= observed + tol
+            high += s >= observed - tol
+        p_less, p_greater = low / n, high / n
+    else:
+        rng = random.Random(0)
+        low = high = 0
+        for _ in range(PERMUTATION_DRAWS):
+            s = stat(sum(rng.sample(pooled, m)))
+            low += s <= observed + tol
+            high += s >= observed - tol
+        p_less = (low + 1) / (PERMUTATION_DRAWS + 1)
+        p_greater = (high + 1) / (PERMUTATION_DRAWS + 1)
+    if alternative == "less":
+        return min(1.0, p_less)
+    if alternative == "greater":
+        return min(1.0, p_greater)
+    return min(1.0, 2.0 * min(p_less, p_greater))

@@ -23,6 +23,7 @@ __all__ = [
     "Case",
     "DocSpec",
     "GateSpec",
+    "ProfileSpec",
     "RubricSpec",
     "SimSpec",
     "Suite",
@@ -50,8 +51,13 @@ ASSERTION_KINDS: tuple[str, ...] = (
     "max_latency_ms",
     "max_cost_usd",
     "sql_safe",
+    "max_length",
+    "max_words",
+    "citations",
+    "python",
     "rubric",
 )
+_ENTRY_POINT = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -65,6 +71,9 @@ class RubricSpec(_Strict):
     judge: str | None = None
     threshold: float = Field(0.7, ge=0.0, le=1.0)
     keywords: list[str] = Field(default_factory=list)
+    citations: bool = False
+    max_words: int | None = Field(None, gt=0)
+    min_words: int | None = Field(None, ge=0)
     sim_reply: str | None = None
 
 
@@ -86,6 +95,10 @@ class Assertion(_Strict):
     max_latency_ms: float | None = Field(None, gt=0)
     max_cost_usd: float | None = Field(None, ge=0)
     sql_safe: bool | Literal["strict"] | None = None
+    max_length: int | None = Field(None, gt=0)
+    max_words: int | None = Field(None, gt=0)
+    citations: bool | None = None
+    python: str | None = Field(None, pattern=_ENTRY_POINT)
     rubric: RubricSpec | None = None
 
     @model_validator(mode="after")
@@ -149,6 +162,8 @@ class Case(_Strict):
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     sim_reply: str | None = None
+    facts: list[str] = Field(default_factory=list)
+    turns: list[str] = Field(default_factory=list)
     must_pass: bool = True
     min_pass_rate: float | None = Field(None, ge=0.0, le=1.0)
     tags: list[str] = Field(default_factory=list)
@@ -162,6 +177,11 @@ class Case(_Strict):
             raise ValueError("give either `messages` or template/user_content/docs, not both")
         if self.sim_reply is not None and "]]" in self.sim_reply:
             raise ValueError("sim_reply cannot contain ']]'")
+        bad = [f for f in self.facts if "]]" in f or "|" in f or not f.strip()]
+        if bad:
+            raise ValueError(f"facts must be non-empty and contain no ']]' or '|': {bad}")
+        if any(not t.strip() for t in self.turns):
+            raise ValueError("a turn must be a non-empty user message")
         return self
 
 
@@ -180,12 +200,23 @@ class GateSpec(_Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     test: Literal["wilcoxon", "sign"] = "wilcoxon"
     min_pass_rate: float = Field(1.0, ge=0.0, le=1.0)
+    # below 5 epochs a one-sided paired test cannot reach p < 0.05 on one case (1/2**4 > 0.05)
+    min_epochs: int = Field(5, ge=1, le=100)
+
+
+class ProfileSpec(_Strict):
+    """How reliably a simulated model states a fact and follows an instruction."""
+
+    fact_recall: float = Field(ge=0.0, le=1.0)
+    instruction_follow: float = Field(ge=0.0, le=1.0)
 
 
 class SimSpec(_Strict):
     """Simulator behaviour for this suite when its models are served by the ``sim`` provider."""
 
     obey_injections: bool = False
+    judge_noise: float = Field(0.0, ge=0.0, le=1.0)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
 
 
 class Suite(_Strict):
