@@ -14,6 +14,8 @@ from .jsonout import (
 from .sql import (
     DENIED_FUNCTION_PREFIXES,
     DENIED_FUNCTIONS,
+    Refusal,
+    SqlCode,
     SqlPolicy,
     SqlRejected,
     SqlVerdict,
@@ -27,7 +29,9 @@ __all__ = [
     "DENIED_FUNCTION_PREFIXES",
     "JsonSchemaValidator",
     "JsonVerdict",
+    "Refusal",
     "Repair",
+    "SqlCode",
     "SqlPolicy",
     "SqlRejected",
     "SqlResultTooLarge",

@@ -34,6 +34,8 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.generator import Generator
 
+from ._sql_reasons import Refusal, SqlCode
+
 __all__ = ["CallRules", "check_calls", "default_functions"]
 
 # What an analyst reaches for in any dialect. Names as the database sees them (lower case).
@@ -302,15 +304,16 @@ class CallRules:
         return name in self.denied or name.startswith(self.denied_prefixes)
 
 
-def check_calls(tree: exp.Expr, rules: CallRules) -> list[str]:
+def check_calls(tree: exp.Expr, rules: CallRules) -> list[Refusal]:
     """Reasons to refuse ``tree`` for what it calls, casts to or selects from; empty if none."""
-    reasons: list[str] = []
+    reasons: list[Refusal] = []
     for node in tree.walk():
         reasons.extend(_check_shape(node, rules))
     try:
         printed = list(_printed_calls(tree, rules.dialect))
     except Exception as exc:  # RecursionError, UnsupportedError: what cannot be printed cannot run
-        return [*dict.fromkeys(reasons), f"cannot check the query's calls: {exc}"[:300]]
+        note = Refusal(SqlCode.UNCHECKABLE, f"cannot check the query's calls: {exc}"[:300])
+        return [*dict.fromkeys(reasons), note]
     for node, words in printed:
         deny = [node.sql_name().lower()] if not isinstance(node, exp.Anonymous) else []
         # sqlglot's own name may differ from the SQL spelling: it can only deny, not allow
@@ -318,39 +321,56 @@ def check_calls(tree: exp.Expr, rules: CallRules) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
-def _check_shape(node: exp.Expr, rules: CallRules) -> Iterator[str]:
+def _check_shape(node: exp.Expr, rules: CallRules) -> Iterator[Refusal]:
     """What is visible in the parsed tree: FROM items, cast types, bare keyword calls, names."""
     if isinstance(node, exp.From | exp.Join | exp.Lateral):
         yield from _check_source(node)
     if isinstance(node, exp.DataType):
         yield from _check_type(node, rules.dialect)
     elif isinstance(node, exp.Operator):
-        yield f"custom operator {node.sql(dialect=rules.dialect)!r} is not allowed"
+        yield Refusal(
+            SqlCode.CUSTOM_OPERATOR,
+            f"custom operator {node.sql(dialect=rules.dialect)!r} is not allowed",
+        )
     elif isinstance(node, exp.Column):
         name = _bare_call(node, rules.dialect)
         if name is not None:
             yield from _judge([name], [name], rules)
     elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
-        yield f"schema-qualified function call {node.sql(dialect=rules.dialect)!r} is not allowed"
+        yield Refusal(
+            SqlCode.FUNCTION_QUALIFIED,
+            f"schema-qualified function call {node.sql(dialect=rules.dialect)!r} is not allowed",
+        )
     elif isinstance(node, exp.Anonymous):
         written = node.name.lower()
         if rules.is_denied(written):
-            yield f"function {written!r} is not allowed"
+            yield _denied(written)
         elif written not in rules.allowed:
             # an unknown call is never syntax, whatever it is named (``"case"(x)``)
-            yield f"function {written!r} is not on the allow-list"
+            yield _not_listed(written)
     elif isinstance(node, exp.Func) and rules.is_denied(node.sql_name().lower()):
-        yield f"function {node.sql_name().lower()!r} is not allowed"
+        yield _denied(node.sql_name().lower())
 
 
-def _judge(deny_names: list[str], allow_names: list[str], rules: CallRules) -> Iterator[str]:
+def _denied(name: str) -> Refusal:
+    return Refusal(SqlCode.FUNCTION_DENIED, f"function {name!r} is not allowed")
+
+
+def _not_listed(name: str) -> Refusal:
+    return Refusal(
+        SqlCode.FUNCTION_NOT_ALLOWED,
+        f"function {name!r} is not on the allow-list (unknown functions are refused)",
+    )
+
+
+def _judge(deny_names: list[str], allow_names: list[str], rules: CallRules) -> Iterator[Refusal]:
     denied = [n for n in deny_names if rules.is_denied(n)]
     if denied:
-        yield f"function {denied[0]!r} is not allowed"
+        yield _denied(denied[0])
         return
     for name in allow_names:
         if name not in rules.allowed and name not in _SYNTAX:
-            yield f"function {name!r} is not on the allow-list"
+            yield _not_listed(name)
             return
 
 
@@ -458,23 +478,27 @@ def _bare_call(column: exp.Column, dialect: str) -> str | None:
     return name if name in _BARE_CALLS else None
 
 
-def _check_type(node: exp.DataType, dialect: str) -> Iterator[str]:
+def _check_type(node: exp.DataType, dialect: str) -> Iterator[Refusal]:
     if type(node) is not exp.DataType or node.this not in _CAST_TYPES:
-        yield f"type {node.sql(dialect=dialect)!r} is not allowed"
+        yield Refusal(SqlCode.TYPE_DENIED, f"type {node.sql(dialect=dialect)!r} is not allowed")
 
 
-def _check_source(node: exp.From | exp.Join | exp.Lateral) -> Iterator[str]:
+def _check_source(node: exp.From | exp.Join | exp.Lateral) -> Iterator[Refusal]:
     """FROM items are tables, subqueries or VALUES: a table-valued function reads what it likes."""
     item = node.this
     if isinstance(node, exp.Lateral):
         if not isinstance(item, exp.Subquery):
-            yield f"table-valued function {_label(item)!r} is not allowed (LATERAL)"
+            yield _tvf(f"table-valued function {_label(item)!r} is not allowed (LATERAL)")
         return
     if isinstance(item, exp.Table):
         if not isinstance(item.this, exp.Identifier):
-            yield f"table-valued function {_label(item)!r} in FROM is not allowed"
+            yield _tvf(f"table-valued function {_label(item)!r} in FROM is not allowed")
     elif not isinstance(item, exp.Subquery | exp.Values | exp.Lateral):
-        yield f"table-valued function {_label(item)!r} in FROM is not allowed"
+        yield _tvf(f"table-valued function {_label(item)!r} in FROM is not allowed")
+
+
+def _tvf(message: str) -> Refusal:
+    return Refusal(SqlCode.TABLE_FUNCTION, message)
 
 
 def _label(item: exp.Expr | None) -> str:

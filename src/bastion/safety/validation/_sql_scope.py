@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, ScopeType, traverse_scope, walk_in_scope
 
+from ._sql_reasons import Refusal, SqlCode
+
 __all__ = ["Grant", "check_access", "table_key"]
 
 
@@ -33,11 +35,12 @@ class _Pass:
 
     grants: Mapping[str, Grant]
     expand_star: bool
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[Refusal] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
     rewrites: list[tuple[exp.Expr, list[exp.Expr]]] = field(default_factory=list)
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, code: SqlCode, message: str) -> None:
+        reason = Refusal(code, message)
         if reason not in self.reasons:
             self.reasons.append(reason)
 
@@ -94,19 +97,21 @@ def _resolve(levels: list[Scope], column: exp.Column) -> exp.Table | Scope | Non
     return None
 
 
-def check_access(tree: exp.Expr, grants: Mapping[str, Grant], *, expand_star: bool) -> list[str]:
+def check_access(
+    tree: exp.Expr, grants: Mapping[str, Grant], *, expand_star: bool
+) -> list[Refusal]:
     """Reasons to refuse ``tree``; if none, star expansions and alias rewrites are applied."""
     run = _Pass(grants, expand_star)
     try:
         scopes = traverse_scope(tree)
     except Exception as exc:  # sqlglot raises several types for unresolvable shapes
-        return [f"cannot resolve the query's structure: {exc}"]
+        return [Refusal(SqlCode.UNRESOLVED, f"cannot resolve the query's structure: {exc}")]
     for scope in scopes:
         _check_tables(run, scope)
         _check_scope(run, scope)
     for node in tree.walk():
         if isinstance(node, exp.Column | exp.Table | exp.Star) and id(node) not in run.seen:
-            run.refuse(f"cannot resolve reference {node.sql()!r}")
+            run.refuse(SqlCode.UNRESOLVED, f"cannot resolve reference {node.sql()!r}")
     if not run.reasons:
         for target, replacement in run.rewrites:
             if len(replacement) == 1:
@@ -133,15 +138,19 @@ def _check_tables(run: _Pass, scope: Scope) -> None:
             run.seen.add(id(table))
             if _is_function_table(table):
                 # a table-valued function reads what it likes (pragma_table_info, json_each)
-                run.refuse(f"table-valued function {table.sql()[:80]!r} is not allowed")
+                run.refuse(
+                    SqlCode.TABLE_FUNCTION,
+                    f"table-valued function {table.sql()[:80]!r} is not allowed",
+                )
                 continue
             grant = run.grants.get(table_key(table))
             if grant is None:
-                run.refuse(f"table {table_key(table)!r} is not allowed")
+                run.refuse(SqlCode.TABLE_DENIED, f"table {table_key(table)!r} is not allowed")
             elif grant.columns is not None and _renames_columns(table):
                 # users AS u(a, email) names users' 2nd column "email", whatever it really is
                 run.refuse(
-                    f"column aliases on restricted table {table_key(table)!r} are not allowed"
+                    SqlCode.COLUMN_DENIED,
+                    f"column aliases on restricted table {table_key(table)!r} are not allowed",
                 )
         elif isinstance(source, Scope) and not table.args.get("db"):
             run.seen.add(id(table))  # a CTE reference; the CTE body is its own scope
@@ -183,13 +192,16 @@ def _grant_of(run: _Pass, table: exp.Table) -> Grant:
 def _check_qualified(run: _Pass, levels: list[Scope], column: exp.Column) -> None:
     source = _resolve(levels, column)
     if source is None:
-        run.refuse(f"column {column.sql()!r} names an unknown table")
+        run.refuse(SqlCode.UNRESOLVED, f"column {column.sql()!r} names an unknown table")
     elif (
         isinstance(source, exp.Table)
         and not _is_function_table(source)
         and not _grant_of(run, source).allows(column.name)
     ):
-        run.refuse(f"column {column.name!r} of table {table_key(source)!r} is not allowed")
+        run.refuse(
+            SqlCode.COLUMN_DENIED,
+            f"column {column.name!r} of table {table_key(source)!r} is not allowed",
+        )
 
 
 def _check_unqualified(
@@ -204,7 +216,7 @@ def _check_unqualified(
     names = ", ".join(repr(table_key(t)) for t in denied)
     ambiguous = len(tables) > 1 or sum(len(level.sources) for level in levels) > 1
     hint = " (qualify it with its table)" if ambiguous else ""
-    run.refuse(f"column {column.name!r} is not allowed on {names}{hint}")
+    run.refuse(SqlCode.COLUMN_DENIED, f"column {column.name!r} is not allowed on {names}{hint}")
 
 
 def _rewrite_output_alias(run: _Pass, select: exp.Select, column: exp.Column) -> bool:
@@ -235,12 +247,18 @@ def _check_joins(run: _Pass, scope: Scope, select: exp.Select) -> None:
         if join.method.upper() == "NATURAL" and any(
             _grant_of(run, t).columns is not None for t in tables if not _is_function_table(t)
         ):
-            run.refuse("NATURAL JOIN is not allowed on tables with restricted columns")
+            run.refuse(
+                SqlCode.COLUMN_DENIED,
+                "NATURAL JOIN is not allowed on tables with restricted columns",
+            )
         for ident in join.args.get("using") or []:
             name = ident.name if isinstance(ident, exp.Expr) else str(ident)
             for t in tables:
                 if not _is_function_table(t) and not _grant_of(run, t).allows(name):
-                    run.refuse(f"column {name!r} of table {table_key(t)!r} is not allowed")
+                    run.refuse(
+                        SqlCode.COLUMN_DENIED,
+                        f"column {name!r} of table {table_key(t)!r} is not allowed",
+                    )
 
 
 def _star_columns(run: _Pass, name: str, source: exp.Table | Scope) -> list[exp.Expr] | None:
@@ -270,13 +288,19 @@ def _check_bare_star(run: _Pass, scope: Scope, select: exp.Select, star: exp.Sta
         return
     names = ", ".join(repr(t) for t in restricted)
     if not run.expand_star or star.parent is not select or any(star.args.values()):
-        run.refuse(f"SELECT * is not allowed on tables with restricted columns ({names})")
+        run.refuse(
+            SqlCode.STAR_RESTRICTED,
+            f"SELECT * is not allowed on tables with restricted columns ({names})",
+        )
         return
     expanded: list[exp.Expr] = []
     for name, (_, source) in scope.selected_sources.items():
         cols = _star_columns(run, name, source)
         if cols is None:
-            run.refuse(f"SELECT * cannot be expanded over {name or 'an unnamed source'!r}")
+            run.refuse(
+                SqlCode.STAR_RESTRICTED,
+                f"SELECT * cannot be expanded over {name or 'an unnamed source'!r}",
+            )
             return
         expanded.extend(cols)
     run.rewrites.append((star, expanded))
@@ -287,12 +311,15 @@ def _check_qualified_star(
 ) -> None:
     source = _resolve(levels, column)
     if source is None:
-        run.refuse(f"{column.sql()!r} names an unknown table")
+        run.refuse(SqlCode.UNRESOLVED, f"{column.sql()!r} names an unknown table")
         return
     if not isinstance(source, exp.Table) or _grant_of(run, source).columns is None:
         return
     cols = _star_columns(run, column.table, source)
     if not run.expand_star or select is None or column.parent is not select or cols is None:
-        run.refuse(f"{column.sql()!r} is not allowed: table {table_key(source)!r} is restricted")
+        run.refuse(
+            SqlCode.STAR_RESTRICTED,
+            f"{column.sql()!r} is not allowed: table {table_key(source)!r} is restricted",
+        )
         return
     run.rewrites.append((column, cols))

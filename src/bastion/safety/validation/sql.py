@@ -6,14 +6,18 @@ model can be told why and try again.
 
 Functions are allow-listed per dialect (``_sql_functions``): a deny-list of PostgreSQL's
 thousands of functions let ``table_to_xml_and_xmlschema`` dump tables no grant covered. The
-deny-list below stays as a floor that no operator's allow-list extension can lift.
+deny-list below stays as a floor that no operator's allow-list extension can lift. Filters that
+are always true (``OR '1'='1'``) are refused (``_sql_predicates``), and a role's row rules
+(``orders: customer_id = :caller``) wrap every reference to the table so only admitted rows are
+ever read (``_sql_rows``). Each refusal carries a stable code (``_sql_reasons``) beside its
+message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Final, Literal
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 import sqlglot
 from sqlglot import exp
@@ -23,12 +27,17 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from bastion.errors import UnprocessableRequest
 
 from ._sql_functions import CallRules, check_calls, default_functions
+from ._sql_predicates import check_predicates
+from ._sql_reasons import Refusal, SqlCode
+from ._sql_rows import RowRule, apply_row_rules, parse_row_rule
 from ._sql_scope import Grant, check_access
 from ._sql_text import find_comment
 
 __all__ = [
     "DENIED_FUNCTIONS",
     "DENIED_FUNCTION_PREFIXES",
+    "Refusal",
+    "SqlCode",
     "SqlPolicy",
     "SqlRejected",
     "SqlVerdict",
@@ -150,26 +159,59 @@ _WRITES: Final = (
 
 
 class SqlRejected(UnprocessableRequest):
-    """Model-written SQL failed validation; ``reasons`` say why, for the model's next try."""
+    """Model-written SQL failed validation; ``reasons`` say why, ``codes`` which rules refused."""
 
-    def __init__(self, reasons: Iterable[str]) -> None:
-        self.reasons = tuple(reasons)
+    def __init__(self, reasons: Iterable[Refusal | str]) -> None:
+        items = tuple(reasons)
+        self.reasons = tuple(str(r) for r in items)
+        self.codes = tuple(
+            dict.fromkeys(str(r.code) if isinstance(r, Refusal) else "other" for r in items)
+        )
         super().__init__("SQL rejected: " + "; ".join(self.reasons))
 
 
 @dataclass(frozen=True, slots=True)
 class SqlVerdict:
-    """``ok`` with the SQL to run (rewritten), or the reasons it must not run."""
+    """``ok`` with the SQL to run (rewritten), or the refusals saying why it must not run.
+
+    When row rules applied, the SQL binds ``params`` (by name, in order) after the query's own
+    ``user_params`` positional parameters; ``bind`` builds the full argument list.
+    """
 
     ok: bool
     sql: str | None
-    reasons: tuple[str, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    params: tuple[str, ...] = ()
+    user_params: int = 0
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The messages, for the model's next try."""
+        return tuple(r.message for r in self.refusals)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The rules that refused, each once, as stable ids for records and metrics."""
+        return tuple(dict.fromkeys(str(r.code) for r in self.refusals))
 
     def raise_for_rejection(self) -> str:
         """The SQL to run, or ``SqlRejected``; for callers that treat refusal as an error."""
         if not self.ok or self.sql is None:
-            raise SqlRejected(self.reasons)
+            raise SqlRejected(self.refusals)
         return self.sql
+
+    def bind(self, args: Sequence[Any], values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The query's own ``args`` followed by each row-rule parameter's value from ``values``."""
+        if not self.params:
+            return tuple(args)
+        if len(args) != self.user_params:
+            raise ValueError(
+                f"the query binds {self.user_params} parameter(s) of its own, got {len(args)}"
+            )
+        missing = [name for name in self.params if name not in values]
+        if missing:
+            raise ValueError(f"row rule parameter {missing[0]!r} has no value")
+        return (*args, *(values[name] for name in self.params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +222,11 @@ class SqlPolicy:
     match exactly as written in the query. A caller gets the union of its roles' grants.
     ``star="expand"`` rewrites ``SELECT *`` over restricted tables to the allowed columns,
     ``"refuse"`` rejects it.
+
+    ``row_rules`` maps role → {table: predicate}, e.g. ``{"customer": {"orders":
+    "orders.customer_id = :caller"}}``: every reference to the table in a query from a caller
+    holding the role reads only rows the predicate admits, its ``:names`` bound as parameters
+    at execution. Rules of all the caller's roles apply together.
 
     Calls are allow-listed: ``allowed_functions`` (names as the dialect spells them) replaces
     the dialect's default list (``default_functions``), ``None`` keeps it; ``extra_functions``
@@ -196,6 +243,10 @@ class SqlPolicy:
     denied_prefixes: tuple[str, ...] = DENIED_FUNCTION_PREFIXES
     allowed_functions: frozenset[str] | None = None
     extra_functions: frozenset[str] = frozenset()
+    row_rules: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    _rules: Mapping[str, tuple[RowRule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.max_rows < 1:
@@ -211,6 +262,28 @@ class SqlPolicy:
         if self.allowed_functions is not None:
             lower(self, "allowed_functions", frozenset(n.lower() for n in self.allowed_functions))
         lower(self, "extra_functions", frozenset(n.lower() for n in self.extra_functions))
+        parsed: dict[str, tuple[RowRule, ...]] = {}
+        for role, tables in self.row_rules.items():
+            if isinstance(tables, str) or not isinstance(tables, Mapping):
+                raise ValueError(f"row rules of role {role!r} map table names to predicates")
+            parsed[role] = tuple(
+                parse_row_rule(table, predicate, self.dialect)
+                for table, predicate in tables.items()
+            )
+        lower(self, "_rules", parsed)
+
+    def rules_for(
+        self, roles: Iterable[str], dialect: str | None = None
+    ) -> dict[str, list[RowRule]]:
+        """Each ruled table's rules over all of the caller's roles, names folded for ``dialect``."""
+        d = dialect or self.dialect
+        out: dict[str, list[RowRule]] = {}
+        for role in roles:
+            for rule in self._rules.get(role, ()):
+                rules = out.setdefault(_fold(rule.table, d), [])
+                if rule not in rules:
+                    rules.append(rule)
+        return out
 
     def functions_for(self, dialect: str | None = None) -> frozenset[str]:
         """The names a query in ``dialect`` may call under this policy (before the deny floor)."""
@@ -256,58 +329,88 @@ def validate_sql(
 ) -> SqlVerdict:
     """Check ``sql`` for the caller's ``roles``; on success return the SQL that may run."""
     d = dialect or policy.dialect
+    roles = tuple(roles)
     early = _check_text(sql, policy, d)
     if early:
         return _refused(early)
     try:
         statements = [s for s in sqlglot.parse(sql, dialect=d) if s is not None]
     except Exception as exc:  # ParseError, TokenError, RecursionError on absurd nesting
-        return _refused([f"cannot parse the SQL: {str(exc).splitlines()[0][:200]}"])
+        detail = str(exc).splitlines()[0][:200]
+        return _refused([Refusal(SqlCode.PARSE_ERROR, f"cannot parse the SQL: {detail}")])
     if len(statements) != 1:
-        return _refused([f"exactly one statement is allowed, got {len(statements)}"])
+        return _refused(
+            [
+                Refusal(
+                    SqlCode.STATEMENTS,
+                    f"exactly one statement is allowed, got {len(statements)}",
+                )
+            ]
+        )
     tree = statements[0]
     if not isinstance(tree, exp.Select | exp.SetOperation):
-        return _refused([f"only SELECT queries are allowed, got {tree.key.upper()}"])
+        return _refused(
+            [
+                Refusal(
+                    SqlCode.NOT_SELECT,
+                    f"only SELECT queries are allowed, got {tree.key.upper()}",
+                )
+            ]
+        )
     reasons = _check_read_only(tree) + check_calls(tree, policy.call_rules(d))
+    reasons += check_predicates(tree, d)
     if reasons:
         return _refused(reasons)
     grants = policy.grants_for(roles, d)
     if not grants:
-        return _refused(["none of the caller's roles may query any table"])
+        return _refused(
+            [Refusal(SqlCode.NO_GRANT, "none of the caller's roles may query any table")]
+        )
     tree = normalize_identifiers(tree, dialect=d)
     reasons = check_access(tree, grants, expand_star=policy.star == "expand")
     if reasons:
         return _refused(reasons)
     _enforce_limit(tree, policy.max_rows)
+    rules = policy.rules_for(roles, d)
+    if rules:
+        rewritten = apply_row_rules(tree, rules, d)
+        if isinstance(rewritten, list):
+            return _refused(rewritten)
+        return SqlVerdict(
+            True, rewritten.sql, params=rewritten.params, user_params=rewritten.user_params
+        )
     return SqlVerdict(True, tree.sql(dialect=d, normalize_functions=False, comments=False))
 
 
-def _refused(reasons: Iterable[str]) -> SqlVerdict:
-    return SqlVerdict(False, None, tuple(reasons))
+def _refused(reasons: Iterable[Refusal]) -> SqlVerdict:
+    return SqlVerdict(False, None, tuple(dict.fromkeys(reasons)))
 
 
-def _check_text(sql: str, policy: SqlPolicy, dialect: str) -> list[str]:
+def _check_text(sql: str, policy: SqlPolicy, dialect: str) -> list[Refusal]:
     if not sql.strip():
-        return ["the SQL is empty"]
+        return [Refusal(SqlCode.EMPTY, "the SQL is empty")]
     if len(sql) > policy.max_length:
-        return [f"the SQL is longer than {policy.max_length} characters"]
+        return [Refusal(SqlCode.TOO_LONG, f"the SQL is longer than {policy.max_length} characters")]
     if "\x00" in sql:
-        return ["the SQL contains a NUL byte"]
+        return [Refusal(SqlCode.NUL_BYTE, "the SQL contains a NUL byte")]
     marker = find_comment(sql, dialect)
     if marker is not None:
-        return [f"comments are not allowed (found {marker!r})"]
+        return [Refusal(SqlCode.COMMENT, f"comments are not allowed (found {marker!r})")]
     return []
 
 
-def _check_read_only(tree: exp.Expr) -> list[str]:
-    reasons: list[str] = []
+def _check_read_only(tree: exp.Expr) -> list[Refusal]:
+    reasons: list[Refusal] = []
     for node in tree.walk():
         if isinstance(node, exp.Into):
-            reasons.append("SELECT ... INTO is not allowed")
+            reasons.append(Refusal(SqlCode.SELECT_INTO, "SELECT ... INTO is not allowed"))
         elif isinstance(node, exp.Lock):
-            reasons.append("row locks (FOR UPDATE / FOR SHARE) are not allowed")
+            reasons.append(
+                Refusal(SqlCode.ROW_LOCK, "row locks (FOR UPDATE / FOR SHARE) are not allowed")
+            )
         elif isinstance(node, _WRITES):
-            reasons.append(f"{node.key.upper()} is not allowed: the query must be read-only")
+            message = f"{node.key.upper()} is not allowed: the query must be read-only"
+            reasons.append(Refusal(SqlCode.WRITE, message))
     return list(dict.fromkeys(reasons))
 
 

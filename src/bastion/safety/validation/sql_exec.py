@@ -25,7 +25,7 @@ import asyncio
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import aiosqlite
@@ -69,6 +69,7 @@ async def execute_validated(
     roles: Iterable[str],
     *,
     args: Sequence[Any] = (),
+    params: Mapping[str, Any] | None = None,
     timeout: float = 5.0,
     dialect: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -79,15 +80,19 @@ async def execute_validated(
     ``SqlResultTooLarge`` (past ``max_bytes`` of row data). ``conn`` is an asyncpg connection
     (or pool connection) or an aiosqlite connection; the dialect defaults to the connection's.
     It must not be inside a transaction already, since a nested block cannot be made read-only.
+    ``params`` holds the values of the policy's row rules (``{"caller": 42}``); they are bound
+    as parameters after ``args``, never written into the SQL.
     """
     if max_bytes < 1:
         raise ValueError("max_bytes must be >= 1")
     is_sqlite = isinstance(conn, aiosqlite.Connection)
     d = dialect or ("sqlite" if is_sqlite else policy.dialect)
-    checked = validate_sql(sql, policy, roles, dialect=d).raise_for_rejection()
+    verdict = validate_sql(sql, policy, roles, dialect=d)
+    checked = verdict.raise_for_rejection()
+    bound = verdict.bind(args, params or {})
     if is_sqlite:
-        return await _run_sqlite(conn, checked, args, timeout, policy.max_rows, max_bytes)
-    return await _run_postgres(conn, checked, args, timeout, policy.max_rows, max_bytes)
+        return await _run_sqlite(conn, checked, bound, timeout, policy.max_rows, max_bytes)
+    return await _run_postgres(conn, checked, bound, timeout, policy.max_rows, max_bytes)
 
 
 async def _run_postgres(
