@@ -274,6 +274,8 @@ class CostConfig(_Strict):
     timezone: str = "UTC"
     caps: CapsConfig = Field(default_factory=CapsConfig)
     provider_caps_usd: dict[str, float] = Field(default_factory=dict)
+    # the period each provider's console cap resets over: `bastion check` compares like with like
+    provider_caps_period: dict[str, Literal["day", "month"]] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)

@@ -1,19 +1,23 @@
-"""What every readiness item shares: results, the drill gateway, and small call helpers.
+"""What every readiness item shares: results, the per-feature view of the config, the sandbox.
 
-A drill never touches what the config points at: providers become the in-process
-simulator (same names, so every alias still routes), the record store and counters
-become throwaway ones, and alert webhooks are dropped unless the drill brings its own.
-Spend caps and rate limits are lifted too (a drill tests one guard at a time; the cap
-and rate-limit drills set their own).
+An item judges the *app*: each feature on the effective config of every alias it can reach
+("the app uses X": PASS / WARN / FAIL). What Bastion can do but the config does not show the
+app using is INFO ("Bastion offers X"), never PASS.
+
+A drill runs against a sandbox built from the user's config: the same features, guards and
+settings, with every provider replaced by the in-process simulator (same names, so every
+alias still routes) and throwaway record and counter stores. Alert webhooks are dropped, and
+unless a drill asks to keep them, spend caps and rate limits are lifted (a drill tests one
+guard at a time; the cap and rate-limit drills keep the user's and shrink their values).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import importlib
+import re
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from ..call import Principal
-from ..config import Config
+from ..config import Config, DeploymentConfig
 from ..engine import Reply
 from ..gateway import Gateway
 from ..providers.base import Format
@@ -33,44 +37,66 @@ __all__ = [
     "Item",
     "ItemResult",
     "Status",
+    "app_code_uses",
     "ask",
-    "drill_model",
-    "optional",
+    "enabled_deployments",
+    "feature_aliases",
+    "feature_model",
+    "model_alias",
     "worst",
 ]
 
-Status = Literal["PASS", "WARN", "FAIL"]
-_RANK: dict[Status, int] = {"PASS": 0, "WARN": 1, "FAIL": 2}
+Status = Literal["INFO", "PASS", "WARN", "FAIL"]
+# INFO never raises an item to PASS: an item with INFO lines only stays INFO
+_RANK: dict[Status, int] = {"INFO": 0, "PASS": 1, "WARN": 2, "FAIL": 3}
 # drills name end users of their own, counted per user as an app's trusted key would be
 CHECK_PRINCIPAL = Principal(
     key_id="bastion-check", name="bastion-check", roles=("check", "end_users")
 )
-NOT_BUILT = "not available in this build"
+_SKIP_DIRS = frozenset(
+    {".git", ".venv", "venv", "node_modules", "site-packages", "tests", "__pycache__", ".tox"}
+)
+_MAX_SCANNED = 5000
+_MAX_FILE_BYTES = 1_000_000
 
 
 def worst(*statuses: Status) -> Status:
-    return max(statuses, key=lambda s: _RANK[s]) if statuses else "PASS"
+    return max(statuses, key=lambda s: _RANK[s]) if statuses else "INFO"
 
 
 @dataclass(slots=True)
 class ItemResult:
     """One checklist line: its status and the evidence behind it (config facts, drill outcomes)."""
 
+    id: str
     track: str
     item: str
-    status: Status = "PASS"
+    status: Status = "INFO"
     evidence: list[str] = field(default_factory=list)
+    failing_features: list[str] = field(default_factory=list)
     elapsed_ms: float = 0.0
 
     def add(self, status: Status, line: str) -> None:
         self.status = worst(self.status, status)
         self.evidence.append(f"{status.lower()}: {line}" if status != "PASS" else line)
 
+    def app(self, status: Status, line: str, *, features: tuple[str, ...] = ()) -> None:
+        """A verdict on what the app's config does; names the features that fail it."""
+        self.add(status, f"app: {line}")
+        if status in ("WARN", "FAIL"):
+            self.failing_features += [f for f in features if f not in self.failing_features]
+
+    def offers(self, line: str) -> None:
+        """What Bastion can do, which the config does not show the app using: INFO, never PASS."""
+        self.add("INFO", f"Bastion offers: {line}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "track": self.track,
             "item": self.item,
             "status": self.status,
+            "failing_features": self.failing_features,
             "evidence": self.evidence,
             "elapsed_ms": round(self.elapsed_ms, 1),
         }
@@ -78,35 +104,12 @@ class ItemResult:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A checklist item and the coroutine that inspects config and runs its drill."""
+    """A checklist item (``id`` is stable, for ``--only`` and tests) and the coroutine judging it."""
 
+    id: str
     track: str
     name: str
     run: Callable[[CheckContext, ItemResult], Awaitable[None]]
-
-
-def optional(module: str) -> Any | None:
-    """A module of another track, or None while it is not built (or does not import)."""
-    try:
-        return importlib.import_module(module)
-    except Exception:
-        return None
-
-
-def _concrete(alias: str) -> str:
-    return alias.replace("*", "check").replace("?", "x").replace("[", "").replace("]", "")
-
-
-def drill_model(config: Config, *, want_failover: bool = False) -> str | None:
-    """A client-facing model name to drill with; prefers one with a fallback when asked."""
-    aliases = list(config.models)
-    if want_failover:
-        multi = [a for a in aliases if len(config.models[a].deployments) >= 2]
-        aliases = multi + [a for a in aliases if a not in multi]
-    for a in aliases:
-        if not any(c in a for c in "*?["):
-            return a
-    return _concrete(aliases[0]) if aliases else None
 
 
 def model_alias(config: Config, model: str) -> str | None:
@@ -116,14 +119,87 @@ def model_alias(config: Config, model: str) -> str | None:
     return next((a for a in config.models if fnmatch.fnmatchcase(model, a)), None)
 
 
+def _concrete(alias: str) -> str:
+    return alias.replace("*", "check").replace("?", "x").replace("[", "").replace("]", "")
+
+
+def feature_aliases(config: Config, feature: str) -> tuple[list[str], list[str]]:
+    """The aliases a feature's calls can reach, and the model names it allows that route nowhere.
+
+    A pinned feature reaches its pin only; an allow-list reaches what it lists; otherwise the
+    client may send any model, so every alias is reachable.
+    """
+    f = config.feature(feature)
+    if f.model is not None:
+        names = [f.model]
+    elif f.allowed_models is not None:
+        names = list(f.allowed_models)
+    else:
+        return list(config.models), []
+    aliases: list[str] = []
+    unrouted: list[str] = []
+    for n in names:
+        a = model_alias(config, n)
+        if a is None:
+            unrouted.append(n)
+        elif a not in aliases:
+            aliases.append(a)
+    return aliases, unrouted
+
+
+def feature_model(config: Config, feature: str, alias: str) -> str:
+    """A model name which, sent with this feature's header, is served by ``alias``."""
+    f = config.feature(feature)
+    if f.model is not None:
+        return f.model
+    if f.allowed_models is not None:
+        for m in f.allowed_models:
+            if model_alias(config, m) == alias:
+                return m
+    return alias if not any(c in alias for c in "*?[") else _concrete(alias)
+
+
+def enabled_deployments(config: Config, alias: str) -> list[DeploymentConfig]:
+    """The deployments of ``alias`` that serve here (an env-gated one only when its flag is on)."""
+    return [d for d in config.models[alias].deployments if d.enabled()]
+
+
+def app_code_uses(project_dir: Path, pattern: str) -> list[str]:
+    """App source files (not tests, not virtualenvs) matching ``pattern``, relative to the project."""
+    rx = re.compile(pattern)
+    found: list[str] = []
+    for i, p in enumerate(_py_files(project_dir)):
+        if i >= _MAX_SCANNED:
+            break
+        try:
+            if p.stat().st_size > _MAX_FILE_BYTES:
+                continue
+            if rx.search(p.read_text(errors="replace")):
+                found.append(str(p.relative_to(project_dir)))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _py_files(root: Path) -> Iterator[Path]:
+    for p in root.rglob("*.py"):
+        rel = p.relative_to(root).parts
+        if _SKIP_DIRS.intersection(rel) or p.name.startswith("test_"):
+            continue
+        if rel[:2] == ("src", "bastion"):  # Bastion's own source, when checking its repository
+            continue
+        yield p
+
+
 @dataclass(slots=True)
 class CheckContext:
-    """The audited config, where it came from, and a factory for drill gateways."""
+    """The audited config, where it came from, and a factory for sandbox gateways."""
 
     config: Config
     config_path: Path | None
     project_dir: Path
     drills: bool = True
+    url: str | None = None  # the public URL for live drills (``check --url``), when given
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _n: int = 0
 
@@ -137,28 +213,36 @@ class CheckContext:
             self._tmp.cleanup()
             self._tmp = None
 
-    def drill_data(self) -> dict[str, Any]:
-        """The config as data, with every provider simulated and all state throwaway."""
+    @property
+    def features(self) -> list[str]:
+        return list(self.config.features)
+
+    def drill_data(self, *, keep_limits: bool = False) -> dict[str, Any]:
+        """The user's config as data, every provider simulated and all state throwaway."""
         data = self.config.model_dump(by_alias=True, exclude_none=True)
         self._n += 1
         n = self._n
         data["providers"] = {name: {"kind": "sim"} for name in data.get("providers", {})}
         data["store"] = {"url": f"sqlite:///{self._dir() / f'drill{n}.db'}"}
-        data["state"] = {**data.get("state", {}), "url": "memory://"}
+        data["state"] = {**data.get("state", {}), "url": "memory://", "settle_journal": None}
         data["observability"] = {
             **data.get("observability", {}),
             "spill_path": str(self._dir() / f"spill{n}.jsonl"),
         }
+        data["observability"].pop("otlp_endpoint", None)  # drills export no traces
         cost = data.setdefault("cost", {})
         cost.setdefault("alerts", {})["webhooks"] = []
-        # each drill exercises one guard: the others' limits must not refuse its calls
-        cost["rate_limits"] = {}
-        cost["caps"] = {}
-        for f in data.get("features", {}).values():
-            for k in ("daily_budget_usd", "max_input_tokens", "conversation_max_tokens"):
-                f.pop(k, None)
-        for m in data.get("models", {}).values():
-            for d in m.get("deployments", []):
+        if not keep_limits:
+            cost["rate_limits"] = {}
+            cost["caps"] = {}
+            for f in data.get("features", {}).values():
+                for k in ("daily_budget_usd", "max_input_tokens", "conversation_max_tokens"):
+                    f.pop(k, None)
+        for alias, m in data.get("models", {}).items():
+            real = self.config.models[alias].deployments
+            on = [d for d, c in zip(m["deployments"], real, strict=True) if c.enabled()]
+            m["deployments"] = on or m["deployments"]
+            for d in m["deployments"]:
                 d.pop("enabled_env", None)
         return data
 
@@ -168,9 +252,10 @@ class CheckContext:
         edit: Callable[[dict[str, Any]], None] | None = None,
         *,
         obey_injections: bool = False,
+        keep_limits: bool = False,
     ) -> AsyncIterator[Gateway]:
-        """A gateway built from the (edited) drill config, with an in-process simulator."""
-        data = self.drill_data()
+        """A gateway built from the (edited) sandbox config, with an in-process simulator."""
+        data = self.drill_data(keep_limits=keep_limits)
         if edit is not None:
             edit(data)
         cfg = Config.model_validate(data)
@@ -196,12 +281,14 @@ async def ask(
     system: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[Reply, bytes]:
     """One Anthropic-format call through the whole pipeline; returns the reply and its body bytes."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": text}],
         "stream": stream,
+        **(extra or {}),
     }
     if max_tokens is not None:
         body["max_tokens"] = max_tokens

@@ -29,8 +29,8 @@ def _selected(items: Sequence[Item], only: str | None) -> list[Item]:
     if not only:
         return list(items)
     wanted = only.lower()
-    track = [i for i in items if i.track.lower() == wanted]
-    return track or [i for i in items if wanted in i.name.lower()]
+    exact = [i for i in items if wanted in (i.id, i.track.lower())]
+    return exact or [i for i in items if wanted in i.name.lower() or wanted in i.id]
 
 
 async def run_check(
@@ -39,15 +39,16 @@ async def run_check(
     project_dir: str | Path = ".",
     drills: bool = True,
     only: str | None = None,
+    url: str | None = None,
 ) -> list[ItemResult]:
     """Each item's status and evidence; an item whose check crashes is a FAIL naming the error."""
     path = None if isinstance(config, Config) or config is None else Path(config)
     cfg = config if isinstance(config, Config) else load_config(config)
-    ctx = CheckContext(cfg, path, Path(project_dir), drills=drills)
+    ctx = CheckContext(cfg, path, Path(project_dir), drills=drills, url=url)
     results = []
     try:
         for item in _selected(ITEMS, only):
-            res = ItemResult(item.track, item.name)
+            res = ItemResult(item.id, item.track, item.name)
             t0 = time.monotonic()
             try:
                 await item.run(ctx, res)

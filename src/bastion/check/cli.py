@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,17 +18,27 @@ from .audit import run_check
 
 __all__ = ["check_command"]
 
-_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+_STYLE = {"PASS": "green", "INFO": "blue", "WARN": "yellow", "FAIL": "bold red"}
+_STATUSES = ("PASS", "INFO", "WARN", "FAIL")
+PIPE_WIDTH = 100_000  # piped output is never wrapped: one evidence line per line
+
+
+def _console() -> Console:
+    """A terminal gets the table at its width; a pipe or file gets lines that are never wrapped."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH, soft_wrap=True)
 
 
 def _table(results: list[ItemResult]) -> Table:
-    t = Table(title="Bastion readiness (seed checklist)", show_lines=True)
+    t = Table(title="Bastion readiness (seed checklist): what the app uses", show_lines=True)
     t.add_column("track", no_wrap=True)
     t.add_column("item")
     t.add_column("status", no_wrap=True)
     t.add_column("evidence", overflow="fold")
     for r in results:
-        t.add_row(r.track, r.item, f"[{_STYLE[r.status]}]{r.status}[/]", "\n".join(r.evidence))
+        status = f"[{_STYLE[r.status]}]{r.status}[/]"
+        if r.failing_features:
+            status += "\n" + ", ".join(r.failing_features)
+        t.add_row(r.track, r.item, status, "\n".join(r.evidence))
     return t
 
 
@@ -48,7 +59,7 @@ def check_command(
         bool, typer.Option("--no-drills", help="inspect the config only, run no drills")
     ] = False,
 ) -> None:
-    """Audit readiness: each checklist item's status and evidence (config + a drill on a simulated copy)."""
+    """Audit readiness: each item judged on the app's config per feature, drilled on a simulated copy."""
     try:
         results = asyncio.run(
             run_check(config, project_dir=project, drills=not no_drills, only=only)
@@ -56,7 +67,7 @@ def check_command(
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    counts = {s: sum(r.status == s for r in results) for s in ("PASS", "WARN", "FAIL")}
+    counts = {s: sum(r.status == s for r in results) for s in _STATUSES}
     if json_:
         typer.echo(
             orjson.dumps(
@@ -69,11 +80,12 @@ def check_command(
             ).decode()
         )
     else:
-        console = Console()
+        console = _console()
         console.print(_table(results))
+        console.print(" · ".join(f"[{_STYLE[s]}]{counts[s]} {s}[/]" for s in _STATUSES))
         console.print(
-            f"[green]{counts['PASS']} PASS[/] · [yellow]{counts['WARN']} WARN[/] · "
-            f"[bold red]{counts['FAIL']} FAIL[/]"
+            "PASS: the app's config uses it and its drill held · INFO: Bastion offers it, "
+            "the app is not seen using it · WARN/FAIL: features named under the status"
         )
     if counts["FAIL"]:
         raise typer.Exit(1)

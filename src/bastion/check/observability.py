@@ -2,53 +2,46 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from datetime import UTC, datetime
 
 from ..store.models import PromptVersion
-from ._base import NOT_BUILT, CheckContext, Item, ItemResult, ask, drill_model, optional
+from ._base import CheckContext, Item, ItemResult, ask, feature_aliases, feature_model
+from ._ci import ARTIFACT_GLOB, find_gate_artifacts, find_gate_commands
 
 __all__ = ["OBSERVABILITY_ITEMS"]
 
 TRACK = "Observability"
-_CI_FILES = (
-    ".github/workflows/*.yml",
-    ".github/workflows/*.yaml",
-    ".gitlab-ci.yml",
-    ".circleci/config.yml",
-    "azure-pipelines.yml",
-    "Jenkinsfile",
-    ".ci/*",
-    "scripts/*",
-    "Makefile",
-    "tox.ini",
-    "noxfile.py",
-)
-_CLI_GATE = re.compile(r"bastion\s+eval\s+run\b[^\n]*--gate")
-_PY_GATE = re.compile(r"bastion\.evals|from bastion import evals")
 
 
 async def call_logs(ctx: CheckContext, r: ItemResult) -> None:
     obs = ctx.config.observability
-    r.add(
-        "PASS",
-        f"every call recorded to {ctx.config.store.url.split('://')[0]} (bodies up to {obs.body_max_chars} chars), spill file for outages",
-    )
-    model = drill_model(ctx.config)
-    if not ctx.drills or model is None:
+    if obs.body_max_chars == 0:
+        r.app(
+            "FAIL",
+            "call records keep no input or output (observability.body_max_chars: 0)",
+            features=tuple(ctx.features),
+        )
+    else:
+        r.app(
+            "PASS",
+            f"every call recorded to {ctx.config.store.url.split('://')[0]} (bodies up to {obs.body_max_chars} chars, scrubbed), spill file for outages",
+        )
+    aliases, _ = feature_aliases(ctx.config, "default")
+    if not ctx.drills or not aliases:
         return
     async with ctx.drill() as gw:
         # a version header is recorded only when it resolves in the registry: publish one
         await gw.store.create_prompt_version(
             PromptVersion(name="check", version=1, instructions="You answer account questions.")
         )
+        model = feature_model(ctx.config, "default", aliases[0])
         await ask(
             gw, model, text="what is my balance?", headers={"x-bastion-prompt-version": "check@1"}
         )
         await gw.recorder.flush()
         rows = await gw.store.recent_calls(1)
     if not rows:
-        r.add("FAIL", "drill: a call left no call record")
+        r.app("FAIL", "drill: a call left no call record")
         return
     c = rows[0]
     missing = [
@@ -65,7 +58,7 @@ async def call_logs(ctx: CheckContext, r: ItemResult) -> None:
         if not ok
     ]
     if missing:
-        r.add("FAIL", f"drill: the call record lacks {', '.join(missing)}")
+        r.app("FAIL", f"drill: the call record lacks {', '.join(missing)}")
     else:
         r.add(
             "PASS",
@@ -73,85 +66,100 @@ async def call_logs(ctx: CheckContext, r: ItemResult) -> None:
         )
 
 
-def _files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
-    out: list[Path] = []
-    for pat in patterns:
-        out += [p for p in root.glob(pat) if p.is_file()]
-    return out
-
-
 async def eval_ci(ctx: CheckContext, r: ItemResult) -> None:
     root = ctx.project_dir
-    suites = [p for p in _files(root, ("evals/*.yaml", "evals/*.yml", "evals/*.jsonl"))]
+    suites = sorted(
+        p.name for pat in ("evals/*.yaml", "evals/*.yml", "evals/*.jsonl") for p in root.glob(pat)
+    )
     if not suites:
-        r.add("FAIL", f"no eval suites under {root / 'evals'}")
+        r.app("FAIL", f"no eval suites under {root / 'evals'}", features=tuple(ctx.features))
         return
-    r.add("PASS", f"suites: {', '.join(p.name for p in suites)}")
-    baselines = _files(root, ("evals/baselines/*.json",))
-    if baselines:
-        r.add("PASS", f"{len(baselines)} blessed baseline(s) in evals/baselines")
-    else:
-        r.add(
+    r.app("PASS", f"suites: {', '.join(suites[:5])}")
+    if not list(root.glob("evals/baselines/*.json")):
+        r.app(
             "WARN",
             "no blessed baselines (`bastion eval bless SUITE`): the gate enforces must-pass cases only",
         )
-    wired = []
-    for f in _files(root, _CI_FILES):
-        try:
-            if _CLI_GATE.search(f.read_text(errors="replace")):
-                wired.append(str(f.relative_to(root)))
-        except OSError:
-            continue
-    for f in root.glob("tests/**/test_*.py"):
-        try:
-            text = f.read_text(errors="replace")
-        except OSError:
-            continue
-        if _PY_GATE.search(text) and "gate(" in text:
-            wired.append(str(f.relative_to(root)))
-    if wired:
-        r.add("PASS", f"CI runs the gate: {', '.join(sorted(wired)[:3])}")
-    else:
-        r.add(
-            "FAIL",
-            "nothing in CI runs `bastion eval run SUITE --gate` (or a pytest calling bastion.evals.gate)",
+    uses = find_gate_commands(root)
+    blocking = [u for u in uses if u.blocking]
+    for u in uses:
+        if not u.blocking:
+            r.add("INFO", f"{u.where}: `{u.command}` does not block: {u.why}")
+    if blocking:
+        r.app(
+            "PASS",
+            "CI blocks on the gate: "
+            + "; ".join(f"{u.where}: `{u.command}`" for u in blocking[:3]),
         )
+        return
+    artifacts = find_gate_artifacts(root)
+    if artifacts:
+        last = max(artifacts, key=lambda a: a.started_at)
+        when = (
+            datetime.fromtimestamp(last.started_at, UTC).isoformat(timespec="minutes")
+            if last.started_at
+            else "unknown time"
+        )
+        if last.ok:
+            r.app(
+                "PASS",
+                f"gate verdict artifact {last.path}: suite {last.suite} passed the gate ({when})",
+            )
+        else:
+            r.app(
+                "FAIL",
+                f"gate verdict artifact {last.path}: suite {last.suite} FAILED the gate ({when})",
+                features=tuple(ctx.features),
+            )
+        return
+    r.app(
+        "FAIL",
+        "nothing in CI runs `bastion eval run SUITE --gate` so that a regression fails the build, "
+        f"and no gate verdict ({ARTIFACT_GLOB} from `--gate --out`) was found",
+        features=tuple(ctx.features),
+    )
 
 
 async def dashboards(ctx: CheckContext, r: ItemResult) -> None:
-    mod = optional("bastion.server.dashboard")
-    if mod is None or not hasattr(mod, "Dashboard"):
-        r.add("WARN", f"dashboards (bastion.server.dashboard): {NOT_BUILT}")
+    obs = ctx.config.observability
+    unscored = [n for n in ctx.features if obs.quality_rates.get(n, obs.quality_rate) <= 0]
+    if unscored:
+        r.app(
+            "WARN",
+            f"no online quality scores for {', '.join(unscored)} (observability.quality_rate 0): the quality panels stay empty",
+            features=tuple(unscored),
+        )
+    else:
+        r.app(
+            "PASS",
+            f"dashboard at /dashboard: spend by feature vs caps, latency, breakers; quality sampled at {obs.quality_rate:.0%} (+ every flagged answer)",
+        )
+    aliases, _ = feature_aliases(ctx.config, "default")
+    if not ctx.drills or not aliases:
         return
-    r.add(
-        "PASS",
-        "dashboard at /dashboard (spend by feature vs caps, p50/p95 latency, calls, breakers)",
-    )
-    model = drill_model(ctx.config)
-    if not ctx.drills or model is None:
-        return
-    try:
-        async with ctx.drill() as gw:
-            await ask(gw, model, feature="default")
-            await gw.recorder.flush()
-            summary = await mod.Dashboard(gw).summary({})
-            latency = await mod.Dashboard(gw).latency({})
-    except Exception as exc:
-        r.add("WARN", f"dashboard drill could not run ({type(exc).__name__}: {exc})")
-        return
+    from ..server.dashboard import Dashboard
+
+    async with ctx.drill() as gw:
+        await ask(gw, feature_model(ctx.config, "default", aliases[0]), feature="default")
+        await gw.recorder.flush()
+        summary = await Dashboard(gw).summary({})
+        latency = await Dashboard(gw).latency({})
     if summary and latency:
         r.add(
             "PASS",
             f"drill: the dashboard API answered for a fresh call (summary keys: {', '.join(sorted(summary)[:5])})",
         )
     else:
-        r.add("FAIL", "drill: the dashboard API returned nothing for a fresh call")
-    if optional("bastion.observability.metrics") is None:
-        r.add("WARN", f"Prometheus metrics: {NOT_BUILT}")
+        r.app("FAIL", "drill: the dashboard API returned nothing for a fresh call")
 
 
 OBSERVABILITY_ITEMS = (
-    Item(TRACK, "Per-call logs (input, output, tokens, latency, model, prompt version)", call_logs),
-    Item(TRACK, "Eval suite in CI, blocking on regression", eval_ci),
-    Item(TRACK, "Cost + quality dashboards live", dashboards),
+    Item(
+        "observability.call_logs",
+        TRACK,
+        "Per-call logs (input, output, tokens, latency, model, prompt version)",
+        call_logs,
+    ),
+    Item("observability.eval_ci", TRACK, "Eval suite in CI, blocking on regression", eval_ci),
+    Item("observability.dashboards", TRACK, "Cost + quality dashboards live", dashboards),
 )

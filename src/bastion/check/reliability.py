@@ -1,19 +1,33 @@
-"""Reliability track: failover (tested), retries with backoff, degradation, circuit breaker, kill switch."""
+"""Reliability track: readiness, failover (tested), retries, degradation, circuit breaker, kill switch."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import AIUnavailable, BastionError
+from ..readiness import readiness
 from ..reliability.killswitch import set_kill
 from ..state import BreakerPolicy
-from ._base import CheckContext, Item, ItemResult, ask, drill_model, model_alias, set_headers
+from ..store import RecordStore, open_store
+from ._base import (
+    CheckContext,
+    Item,
+    ItemResult,
+    ask,
+    enabled_deployments,
+    feature_aliases,
+    feature_model,
+    set_headers,
+)
 
 __all__ = ["RELIABILITY_ITEMS"]
 
 TRACK = "Reliability"
+STORE_PING_TIMEOUT = 3.0
 
 
 def _fail_all(alias: str, status: int = 503) -> Any:
@@ -27,77 +41,171 @@ def _fail_all(alias: str, status: int = 503) -> Any:
     return edit
 
 
+def _store_to_ping(url: str) -> tuple[RecordStore | None, str]:
+    """The configured record store, unless it is an SQLite file not created yet (serve creates it)."""
+    if url.lower().startswith("sqlite:"):
+        path = url.partition("://")[2][1:].partition("?")[0]
+        if path and path != ":memory:" and not Path(path).exists():
+            return None, f"record store {path} does not exist yet (created at the first start)"
+    return open_store(url), ""
+
+
+async def provider_readiness(ctx: CheckContext, r: ItemResult) -> None:
+    cfg = ctx.config
+    for name, p in cfg.providers.items():
+        if p.kind in ("anthropic", "openai") and not p.api_key_env:
+            r.app("FAIL", f"provider {name}: no api_key_env names its key")
+        elif p.api_key_env and not p.api_key():
+            state = "unset" if p.kind != "openai-compatible" else "unset (optional for this kind)"
+            r.app(
+                "FAIL" if p.kind != "openai-compatible" else "INFO",
+                f"provider {name}: ${p.api_key_env} is {state}",
+            )
+        elif p.kind != "sim":
+            r.app("PASS", f"provider {name}: ${p.api_key_env or '(no key needed)'} is set")
+    store, note = _store_to_ping(cfg.store.url)
+    if note:
+        r.add("INFO", note)
+    try:
+        ready = await asyncio.wait_for(
+            readiness(store, {n: (p.kind, p.api_key()) for n, p in cfg.providers.items()}),
+            STORE_PING_TIMEOUT,
+        )
+        status, checks = ready.status, ready.checks
+    except TimeoutError:
+        status, checks = (
+            "not_ready",
+            {"store": {"ok": False, "error": f"no answer in {STORE_PING_TIMEOUT:g} s"}},
+        )
+    finally:
+        if store is not None:
+            await store.close()
+    if status == "ready":
+        r.app("PASS", "/readyz on this config would answer ready")
+    else:
+        bad = [n for n, v in checks.get("providers", {}).items() if not v["configured"]]
+        why = ([f"providers without a key: {', '.join(bad)}"] if bad else []) + (
+            ["the record store is unreachable"]
+            if not checks.get("store", {"ok": True})["ok"]
+            else []
+        )
+        r.app(
+            "FAIL",
+            f"/readyz on this config would answer not_ready ({'; '.join(why)})",
+            features=tuple(ctx.features),
+        )
+
+
 async def failover(ctx: CheckContext, r: ItemResult) -> None:
     cfg = ctx.config
-    cross: list[str] = []
-    same: list[str] = []
-    gated: list[str] = []
-    for name, m in cfg.models.items():
-        provs = [d.provider for d in m.deployments]
-        if len(provs) >= 2:
-            (cross if len(set(provs)) >= 2 else same).append(name)
-        gated += [
-            f"{name} ({d.enabled_env})" for d in m.deployments if d.enabled_env and not d.enabled()
+    drilled: list[str] = []
+    for feat in ctx.features:
+        aliases, unrouted = feature_aliases(cfg, feat)
+        if unrouted:
+            r.app(
+                "FAIL",
+                f"feature {feat}: model {', '.join(unrouted)} routes to no alias",
+                features=(feat,),
+            )
+        single = [a for a in aliases if len(enabled_deployments(cfg, a)) < 2]
+        same = [
+            a
+            for a in aliases
+            if a not in single and len({d.provider for d in enabled_deployments(cfg, a)}) < 2
         ]
-    if cross:
-        r.add("PASS", f"secondary provider for: {', '.join(cross[:5])}")
-    elif same:
-        r.add("WARN", f"fallback deployments only on the same provider: {', '.join(same[:5])}")
-    else:
-        r.add(
-            "FAIL",
-            "no model has a secondary deployment (an outage of one provider takes the feature down)",
-        )
-    if gated:
-        r.add("WARN", f"fallback gated off by env flag here: {', '.join(gated[:4])}")
-    model = drill_model(cfg, want_failover=True)
-    alias = model_alias(cfg, model) if model else None
-    if not ctx.drills or model is None or alias is None or len(cfg.models[alias].deployments) < 2:
-        return
+        gated = [
+            f"{a} ({d.enabled_env})"
+            for a in aliases
+            for d in cfg.models[a].deployments
+            if not d.enabled()
+        ]
+        if single:
+            r.app(
+                "FAIL",
+                f"feature {feat}: no secondary deployment for {', '.join(single[:5])}",
+                features=(feat,),
+            )
+        elif same:
+            r.app(
+                "WARN",
+                f"feature {feat}: fallback only on the same provider for {', '.join(same[:5])}",
+                features=(feat,),
+            )
+        elif aliases:
+            r.app(
+                "PASS",
+                f"feature {feat}: a second provider behind every model it can reach ({', '.join(aliases[:4])})",
+            )
+        if gated:
+            r.app(
+                "WARN",
+                f"feature {feat}: fallback gated off by env flag here: {', '.join(gated[:4])}",
+                features=(feat,),
+            )
+        if not ctx.drills:
+            continue
+        for alias in aliases:
+            if alias not in drilled and len(enabled_deployments(cfg, alias)) >= 2:
+                drilled.append(alias)
+                await _failover_drill(ctx, r, feat, alias)
 
+
+async def _failover_drill(ctx: CheckContext, r: ItemResult, feat: str, alias: str) -> None:
     def break_primary(data: dict[str, Any]) -> None:
         set_headers(data, alias, 0, {"x-sim-fault": "status:503"})
         data.setdefault("reliability", {}).setdefault("retry", {})["backoff_base"] = 0.0
 
     async with ctx.drill(break_primary) as gw:
         try:
-            reply, _ = await ask(gw, model)
+            reply, _ = await ask(gw, feature_model(ctx.config, feat, alias), feature=feat)
         except BastionError as exc:
-            r.add(
+            r.app(
                 "FAIL",
-                f"drill: with a 503 on the primary of {model} the call failed ({type(exc).__name__})",
+                f"drill: with a 503 on the primary of {alias} the call failed ({type(exc).__name__})",
+                features=(feat,),
             )
             return
     dep = reply.headers.get("x-bastion-deployment", "?")
-    if dep.endswith("#0"):
-        r.add("FAIL", f"drill: 503 injected on the primary, yet {dep} answered")
+    if dep.endswith("#0") or "x-bastion-degraded" in reply.headers:
+        r.app(
+            "FAIL",
+            f"drill: 503 injected on the primary of {alias}, yet {dep} answered",
+            features=(feat,),
+        )
     else:
-        r.add("PASS", f"drill: 503 injected on the primary of {model}; served by {dep}")
+        r.add("PASS", f"drill: 503 injected on the primary of {alias}; served by {dep}")
 
 
 async def retries(ctx: CheckContext, r: ItemResult) -> None:
     rc = ctx.config.reliability.retry
     if rc.attempts_per_deployment < 2:
-        r.add("FAIL", "no retries: reliability.retry.attempts_per_deployment is 1")
+        r.app(
+            "FAIL",
+            "no retries: reliability.retry.attempts_per_deployment is 1",
+            features=tuple(ctx.features),
+        )
     elif rc.backoff_base <= 0:
-        r.add(
+        r.app(
             "WARN",
             f"{rc.attempts_per_deployment} attempts per deployment but no backoff (backoff_base 0)",
         )
     else:
-        r.add(
+        r.app(
             "PASS",
-            f"{rc.attempts_per_deployment} attempts/deployment, exponential backoff from {rc.backoff_base:g} s (max {rc.backoff_max:g} s), Retry-After honoured up to {rc.max_retry_after:g} s",
+            f"{rc.attempts_per_deployment} attempts/deployment, backoff from {rc.backoff_base:g} s (max {rc.backoff_max:g} s), Retry-After honoured up to {rc.max_retry_after:g} s",
         )
-    model = drill_model(ctx.config)
-    alias = model_alias(ctx.config, model) if model else None
-    if not ctx.drills or model is None or alias is None or rc.attempts_per_deployment < 2:
+    aliases, _ = feature_aliases(ctx.config, "default")
+    if not ctx.drills or not aliases:
         return
+    alias = aliases[0]
     async with ctx.drill(
         lambda d: set_headers(d, alias, 0, {"x-sim-fault": "fail_first:1;status:503"})
     ) as gw:
-        reply, _ = await ask(gw, model)
-    attempts = reply.call.attempts if reply.call else []
+        try:
+            reply, _ = await ask(gw, feature_model(ctx.config, "default", alias))
+            attempts = reply.call.attempts if reply.call else []
+        except BastionError:
+            attempts = []
     same = len(attempts) >= 2 and attempts[0].deployment == attempts[1].deployment
     if same and attempts[-1].status == 200:
         gap = (attempts[1].started - attempts[0].ended) * 1000
@@ -106,63 +214,66 @@ async def retries(ctx: CheckContext, r: ItemResult) -> None:
             f"drill: a transient 503 was retried on the same deployment after {gap:.0f} ms and succeeded",
         )
     else:
-        r.add(
+        r.app(
             "FAIL",
-            f"drill: a transient 503 was not retried ({[(a.deployment, a.status) for a in attempts]})",
+            f"drill: a transient 503 was not retried on {alias} ({[(a.deployment, a.status) for a in attempts]})",
         )
 
 
 async def degradation(ctx: CheckContext, r: ItemResult) -> None:
-    modes = {n: f.degraded.mode for n, f in ctx.config.features.items()}
-    if modes.get("default") == "message":
-        r.add("PASS", f"degraded answers: {modes}")
-    else:
-        r.add(
+    errors = [n for n, f in ctx.config.features.items() if f.degraded.mode != "message"]
+    if errors:
+        r.app(
             "WARN",
-            f"features answering 503 ai_unavailable when AI is down (the app must show a manual path): {[n for n, m in modes.items() if m == 'error']}",
-        )
-    model = drill_model(ctx.config)
-    alias = model_alias(ctx.config, model) if model else None
-    if not ctx.drills or model is None or alias is None:
-        return
-    started = time.monotonic()
-    async with ctx.drill(_fail_all(alias)) as gw:
-        try:
-            reply, _ = await ask(gw, model)
-        except AIUnavailable as exc:
-            r.add(
-                "PASS",
-                f"drill: every deployment failing gave a typed 503 ai_unavailable ({exc.reason}) in {time.monotonic() - started:.2f} s",
-            )
-            return
-        except BastionError as exc:
-            r.add(
-                "FAIL",
-                f"drill: every deployment failing surfaced {type(exc).__name__} instead of a degraded answer",
-            )
-            return
-    if "x-bastion-degraded" in reply.headers:
-        r.add(
-            "PASS",
-            f"drill: every deployment failing gave the degraded message in {time.monotonic() - started:.2f} s",
+            f"feature(s) {', '.join(errors)} answer 503 ai_unavailable when AI is down (no degraded message)",
+            features=tuple(errors),
         )
     else:
-        r.add("FAIL", "drill: every deployment failed but a normal answer came back")
+        r.app("PASS", "every feature answers with its degraded message when AI is down")
+    if not ctx.drills:
+        return
+    for feat in ctx.features:
+        aliases, _ = feature_aliases(ctx.config, feat)
+        if not aliases:
+            continue
+        started = time.monotonic()
+        async with ctx.drill(_fail_all(aliases[0])) as gw:
+            try:
+                reply, _ = await ask(gw, feature_model(ctx.config, feat, aliases[0]), feature=feat)
+                got = (
+                    "the degraded message"
+                    if "x-bastion-degraded" in reply.headers
+                    else "a normal answer"
+                )
+            except AIUnavailable as exc:
+                got = f"a typed 503 ai_unavailable ({exc.reason})"
+            except BastionError as exc:
+                got = type(exc).__name__
+        took = time.monotonic() - started
+        if got == "the degraded message" or (got.startswith("a typed 503") and feat in errors):
+            r.add("PASS", f"drill [{feat}]: every deployment failing gave {got} in {took:.2f} s")
+        else:
+            r.app("FAIL", f"drill [{feat}]: every deployment failing gave {got}", features=(feat,))
 
 
 async def circuit_breaker(ctx: CheckContext, r: ItemResult) -> None:
     b = ctx.config.reliability.breaker
     if not b.enabled:
-        r.add("FAIL", "circuit breaker disabled (reliability.breaker.enabled)")
+        r.app(
+            "FAIL",
+            "circuit breaker disabled (reliability.breaker.enabled)",
+            features=tuple(ctx.features),
+        )
         return
-    r.add(
+    r.app(
         "PASS",
         f"opens after {b.failure_threshold} consecutive failures or {b.error_rate:.0%} errors over {b.window_seconds:g} s; cooldown {b.cooldown_seconds:g} s",
     )
-    model = drill_model(ctx.config)
-    alias = model_alias(ctx.config, model) if model else None
-    if not ctx.drills or model is None or alias is None:
+    aliases, _ = feature_aliases(ctx.config, "default")
+    if not ctx.drills or not aliases:
         return
+    alias = aliases[0]
+    model = feature_model(ctx.config, "default", alias)
     edit = _fail_all(alias)
     calls = (b.failure_threshold or b.min_calls) + 1
 
@@ -187,32 +298,41 @@ async def circuit_breaker(ctx: CheckContext, r: ItemResult) -> None:
             cooldown_seconds=b.cooldown_seconds,
         )
         decision = await gw.state.breaker_allow("breaker:" + first.name, policy)
-    if not decision.allowed and reached < len(gw.router.resolve(model)):
+        n_deps = len(gw.router.resolve(model))
+    if not decision.allowed and reached < n_deps:
         r.add(
             "PASS",
             f"drill: after {calls} failing calls the breaker on {first.name} is open; the next call sent {reached} request(s) upstream",
         )
     else:
-        r.add(
+        r.app(
             "FAIL", f"drill: after {calls} failing calls the breaker on {first.name} did not open"
         )
 
 
 async def kill_switch(ctx: CheckContext, r: ItemResult) -> None:
-    poll = ctx.config.reliability.kill_switch_poll_seconds
-    r.add(
-        "PASS",
-        f"kill switch (global / feature / key) re-read every {poll:g} s on each replica: `bastion kill on`",
-    )
-    model = drill_model(ctx.config)
-    if not ctx.drills or model is None:
+    cfg = ctx.config
+    poll = cfg.reliability.kill_switch_poll_seconds
+    if cfg.state.url.startswith("memory:"):
+        r.app(
+            "WARN",
+            "state.url is memory://: `bastion kill on` (another process) cannot reach this gateway's switch",
+            features=tuple(ctx.features),
+        )
+    else:
+        r.app(
+            "PASS",
+            f"`bastion kill on` reaches every replica through {cfg.state.url.split('://')[0]}; re-read every {poll:g} s",
+        )
+    aliases, _ = feature_aliases(cfg, "default")
+    if not ctx.drills or not aliases:
         return
+    model = feature_model(cfg, "default", aliases[0])
     async with ctx.drill() as gw:
         await ask(gw, model)
         await set_kill(gw.state, True, who="bastion check")
         gw.kill_switch.invalidate()
         t0 = time.monotonic()
-        off: str
         try:
             reply, _ = await ask(gw, model)
             off = "degraded message" if "x-bastion-degraded" in reply.headers else "a normal answer"
@@ -221,17 +341,18 @@ async def kill_switch(ctx: CheckContext, r: ItemResult) -> None:
         took = (time.monotonic() - t0) * 1000
         await set_kill(gw.state, False, who="bastion check")
         gw.kill_switch.invalidate()
-        reply, _ = await ask(gw, model)
+        await ask(gw, model)
     if off == "a normal answer":
-        r.add("FAIL", "drill: with the kill switch on, the call was still answered by the model")
+        r.app("FAIL", "drill: with the kill switch on, the call was still answered by the model")
     else:
         r.add("PASS", f"drill: switch on -> {off} in {took:.0f} ms; switch off -> answered again")
 
 
 RELIABILITY_ITEMS = (
-    Item(TRACK, "Secondary provider failover (tested)", failover),
-    Item(TRACK, "Retries with backoff", retries),
-    Item(TRACK, "Graceful degradation when AI is down", degradation),
-    Item(TRACK, "Circuit breaker on upstream", circuit_breaker),
-    Item(TRACK, "Kill switch toggle exists", kill_switch),
+    Item("reliability.readiness", TRACK, "Provider keys set, /readyz ready", provider_readiness),
+    Item("reliability.failover", TRACK, "Secondary provider failover (tested)", failover),
+    Item("reliability.retries", TRACK, "Retries with backoff", retries),
+    Item("reliability.degradation", TRACK, "Graceful degradation when AI is down", degradation),
+    Item("reliability.breaker", TRACK, "Circuit breaker on upstream", circuit_breaker),
+    Item("reliability.kill_switch", TRACK, "Kill switch toggle exists", kill_switch),
 )

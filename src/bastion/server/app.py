@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -40,6 +39,7 @@ from ..errors import (
 from ..gateway import Gateway
 from ..identity import resolve_user
 from ..providers.base import Format
+from ..readiness import readiness
 from ..reliability.concurrency import StreamLease, StreamLimits
 from .protocol import refusal_format
 
@@ -497,25 +497,16 @@ class BastionApp:
         await _send_json(send, 200, b'{"status":"ok"}', timeout=self._send_timeout)
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        checks: dict[str, Any] = {}
-        ok = True
-        t0 = time.monotonic()
-        try:
-            await self.gateway.store.ping()
-            checks["store"] = {"ok": True, "ms": round((time.monotonic() - t0) * 1000, 2)}
-        except Exception as exc:
-            ok = False
+        ready = await readiness(
+            self.gateway.store,
+            {name: (ep.kind, ep.api_key) for name, ep in self.gateway.endpoints.items()},
+        )
+        if ready.store_error is not None:
+            exc = ready.store_error
             # the error names the store's address: it goes to the log, the probe gets the verdict
             log.warning("readiness: record store unreachable: %s (%r)", exc, exc.__cause__)
-            checks["store"] = {"ok": False, "error": "the record store is unreachable"}
-        providers = {}
-        for name, ep in self.gateway.endpoints.items():
-            configured = ep.kind == "sim" or bool(ep.api_key) or ep.kind == "openai-compatible"
-            providers[name] = {"kind": ep.kind, "configured": configured}
-            ok = ok and configured
-        checks["providers"] = providers
-        body = orjson.dumps({"status": "ready" if ok else "not_ready", "checks": checks})
-        await _send_json(send, 200 if ok else 503, body, timeout=self._send_timeout)
+        body = orjson.dumps({"status": ready.status, "checks": ready.checks})
+        await _send_json(send, 200 if ready.ok else 503, body, timeout=self._send_timeout)
 
 
 async def _aclose(stream: AsyncIterator[bytes]) -> None:
