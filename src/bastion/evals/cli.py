@@ -17,6 +17,7 @@ from rich.table import Table
 from ..errors import BastionError, ConfigError
 from .cache import ResponseCache
 from .gate import DEFAULT_BASELINES, GateReport, bless, find_baseline, gate
+from .redteam.cli import redteam_cmd
 from .report_html import write_html
 from .results import RunResult, read_result, write_json, write_junit
 from .runner import open_gateway, run_suite
@@ -29,6 +30,7 @@ eval_app = typer.Typer(
     no_args_is_help=True,
     help="Eval suites: run them, bless baselines, gate CI on regressions, pick the cheapest model.",
 )
+eval_app.command("redteam")(redteam_cmd)  # attack a feature through its configured gateway
 
 T = TypeVar("T")
 SuiteArg = Annotated[Path, typer.Argument(help="suite file (.yaml or .jsonl)")]
