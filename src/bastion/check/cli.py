@@ -58,8 +58,19 @@ def check_command(
     no_drills: Annotated[
         bool, typer.Option("--no-drills", help="inspect the config only, run no drills")
     ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="instead: live drills against this running gateway, through its proxies"),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="API key for --url", envvar="BASTION_API_KEY")
+    ] = None,
 ) -> None:
     """Audit readiness: each item judged on the app's config per feature, drilled on a simulated copy."""
+    if url is not None:
+        from .live import live_command
+
+        raise typer.Exit(live_command(url, key, json_=json_))
     try:
         results = asyncio.run(
             run_check(config, project_dir=project, drills=not no_drills, only=only)

@@ -17,6 +17,24 @@ from ..call import Usage
 from .base import Format, UpstreamRequest
 
 ANTHROPIC_VERSION = "2023-06-01"
+# live drills (server.drill_headers): pacing a simulated deployment may be asked for, and the
+# header naming the deployment ("provider/model", "*" for all) whose simulator should fail
+DRILL_PACING = ("x-sim-ttft-ms", "x-sim-chunk-ms", "x-sim-reply-tokens")
+DRILL_FAIL = "x-bastion-drill-fail"
+
+
+def drill_passthrough(headers: Mapping[str, str]) -> dict[str, str]:
+    """The drill headers a client sent, to be carried to simulated deployments only."""
+    return {h: v for h in (*DRILL_PACING, DRILL_FAIL) if (v := headers.get(h))}
+
+
+def _sim_drill(passthrough: Mapping[str, str], target: str) -> dict[str, str]:
+    """Simulator headers for a drill: the pacing asked for, a 500 when this deployment is named."""
+    out = {h: passthrough[h] for h in DRILL_PACING if h in passthrough}
+    fail = passthrough.get(DRILL_FAIL)
+    if fail is not None and fail.split("#", 1)[0].strip() in ("*", target):
+        out["x-sim-fault"] = "status:500"
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,8 @@ class Endpoint:
         if stream:
             headers["accept"] = "text/event-stream"
         headers.update(extra_headers)
+        if self.kind == "sim":
+            headers.update(_sim_drill(passthrough, f"{self.name}/{body.get('model')}"))
         return UpstreamRequest("POST", url, headers, orjson.dumps(body), stream)
 
 
