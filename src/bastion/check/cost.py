@@ -356,7 +356,7 @@ async def spend_alerts(ctx: CheckContext, r: ItemResult) -> None:
     for url in a.webhooks:
         shown = url.split("?")[0]
         if not ctx.drills:
-            r.app("WARN", f"webhook {shown} unverified (--no-drills: no test alert posted)")
+            r.app("WARN", f"webhook {shown} unverified (a config-only run posts no test alert)")
             continue
         t0 = time.monotonic()
         problem = await post_test_alert(url)
