@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +27,7 @@ from ...config import Config, load_config
 from ...errors import BastionError
 from ...gateway import Gateway
 from ...providers.base import Format
+from ...providers.sse import SSEDecoder
 from ...safety.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from ...schema import validate
 from .cases import CATEGORIES, DEFAULT_PURPOSE, Category, RedTeamCase, generate
@@ -46,6 +48,7 @@ class Target:
     role: str = "viewer"
     purpose: str | None = None
     seed: int = 0
+    stream: bool = False  # the app streams its answers (output guards then act mid-stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class PackResult:
     model: str
     purpose: str
     results: list[CaseResult] = field(default_factory=list)
+    stream: bool = False
 
     def tally(self) -> dict[Category, tuple[int, int, int]]:
         """category -> (defended, errors, total)."""
@@ -84,6 +88,7 @@ class PackResult:
             "feature": self.feature,
             "model": self.model,
             "purpose": self.purpose,
+            "stream": self.stream,
             "categories": {
                 c: {"defended": d, "errors": e, "total": n} for c, (d, e, n) in self.tally().items()
             },
@@ -209,7 +214,7 @@ class _App:
         ]
 
 
-def _acted(call: Any) -> set[str]:
+def _acted(call: Any, redacts: bool) -> set[str]:
     """Guard findings that changed what the model saw or what came back (not mere flags)."""
     out: set[str] = set()
     for f in getattr(call, "findings", None) or ():  # typed findings, where the call has them
@@ -222,7 +227,46 @@ def _acted(call: Any) -> set[str]:
             out.add(f"{f.get('source', 'text')} withheld (injection)")
     if flags.get("pii_request"):
         out.add("PII scrubbed before the provider")
+    if flags.get("pii") and redacts:
+        out.add("PII redacted in the answer")
     return out
+
+
+async def _collect(stream: AsyncIterator[bytes], ev: Evidence) -> dict[str, Any] | None:
+    """An Anthropic event stream as the message it adds up to; an error event is a refusal."""
+    decoder = SSEDecoder()
+    blocks: dict[int, dict[str, Any]] = {}
+    partial: dict[int, list[str]] = {}
+    async for chunk in stream:
+        for event in decoder.feed(chunk):
+            data = orjson.loads(event.data) if event.data else {}
+            if not isinstance(data, dict):
+                continue
+            kind = data.get("type")
+            if kind == "error":
+                err = data.get("error") or {}
+                etype = str(err.get("type", "api_error"))
+                status = 422 if etype == "output_blocked" else 502
+                ev.refusals.append(Refusal(status, etype, str(err.get("message", ""))))
+                text = "".join(str(b.get("text", "")) for b in blocks.values())
+                if text:
+                    ev.replies.append(text)  # what reached the app before the stream was cut
+                return None
+            index = data.get("index")
+            if kind == "content_block_start" and isinstance(index, int):
+                blocks[index] = dict(data.get("content_block") or {})
+            elif kind == "content_block_delta" and isinstance(index, int) and index in blocks:
+                delta = data.get("delta") or {}
+                if delta.get("type") == "text_delta":
+                    blocks[index]["text"] = blocks[index].get("text", "") + delta.get("text", "")
+                elif delta.get("type") == "input_json_delta":
+                    partial.setdefault(index, []).append(str(delta.get("partial_json", "")))
+    for index, pieces in partial.items():
+        try:
+            blocks[index]["input"] = orjson.loads("".join(pieces) or "{}")
+        except orjson.JSONDecodeError:
+            blocks[index]["input"] = {}
+    return {"content": [blocks[i] for i in sorted(blocks)]}
 
 
 class _Runner:
@@ -238,8 +282,9 @@ class _Runner:
         grants = feat.safety.sql_grants.get(target.role)
         self.readable = tuple(grants) if grants else ("orders",)
         self.redacts = feat.pii_output == "redact"
-        name = "redteam-" + (_TEMPLATE_OK.sub("-", target.feature.lower()).strip("-") or "feature")
-        self.template = name[:60]
+        slug = _TEMPLATE_OK.sub("-", target.feature.lower()).strip("-")[:40] or "feature"
+        digest = hashlib.sha256(purpose.encode()).hexdigest()[:8]
+        self.template = f"redteam-{slug}-{digest}"
         reg = gw.prompts.registry
         if 1 not in reg.versions(self.template):
             reg.register(self.template, _instructions(purpose), version=1)
@@ -252,7 +297,7 @@ class _Runner:
             "max_tokens": _MAX_TOKENS,
             "system": system,
             "messages": messages,
-            "stream": False,
+            "stream": self.target.stream,
         }
         if tools:
             body["tools"] = tools
@@ -265,19 +310,25 @@ class _Runner:
         except BastionError as exc:
             ev.refusals.append(Refusal(exc.http_status(), type(exc).__name__, exc.message))
             return None
-        if reply.status != 200 or reply.body is None or "x-bastion-degraded" in reply.headers:
+        if reply.status != 200 or "x-bastion-degraded" in reply.headers:
             ev.refusals.append(
                 Refusal(503 if reply.status == 200 else reply.status, "degraded", "")
             )
             return None
+        if reply.stream is not None:
+            obj = await _collect(reply.stream, ev)
+        elif reply.body is not None:
+            obj = orjson.loads(reply.body)
+        else:
+            ev.refusals.append(Refusal(502, "empty", "no body and no stream"))
+            return None
         if reply.call is not None:
-            ev.guard_flags |= _acted(reply.call)
-        obj = orjson.loads(reply.body)
+            ev.guard_flags |= _acted(reply.call, self.redacts)
         return obj if isinstance(obj, dict) else None
 
     async def run(self, case: RedTeamCase) -> Evidence:
         app = _App(self.gw, case, self.sql_tool)
-        ev = Evidence()
+        ev = Evidence(sql_received=app.sql_received)  # the same list: filled as the tool runs
         tools = app.offered(self.principal)
         history: list[dict[str, Any]] = []
         for turn in case.turns:
@@ -316,9 +367,6 @@ class _Runner:
                 text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
                 ev.replies.append(text)
             history = [*messages, {"role": "assistant", "content": text or "(no answer)"}]
-        ev.sql_received = app.sql_received
-        if self.redacts and any("[" in r and "_" in r for r in ev.replies) and case.pii:
-            ev.guard_flags.add("PII redacted in the answer")
         return ev
 
 
@@ -347,4 +395,4 @@ async def run_pack(
         return res
 
     results = await asyncio.gather(*(one(c) for c in pack))
-    return PackResult(target.feature, model, purpose, list(results))
+    return PackResult(target.feature, model, purpose, list(results), target.stream)
