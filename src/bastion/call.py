@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .findings import Finding
 from .providers.base import Format
 
 
@@ -57,7 +58,8 @@ class Attempt:
 
 @dataclass(slots=True)
 class Call:
-    """One call. Guards read and rewrite ``body``; the router fills attempts, usage and timings."""
+    """One call. Guards read and rewrite ``body``; the router fills attempts, usage and timings;
+    safety detectors append ``findings``."""
 
     request_id: str  # minted by Bastion: the key of the record, reservations and counters
     trace_id: str
@@ -89,7 +91,8 @@ class Call:
     status: int = 0
     error_type: str | None = None
     output_text: list[str] = field(default_factory=list)
-    flags: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)  # operational marks, not safety verdicts
+    findings: list[Finding] = field(default_factory=list)  # what safety detectors concluded
     stages: dict[str, float] = field(default_factory=dict)
     cost_usd: float = 0.0
     body_bytes: int = 0
@@ -113,6 +116,7 @@ class Call:
             usage=Usage(),
             output_text=[],
             flags={},
+            findings=[],
             stages={},
             first_byte=None,
             served_model=None,
@@ -126,6 +130,17 @@ class Call:
         self.first_byte = winner.first_byte
         for k, v in winner.flags.items():
             self.flags.setdefault(k, v)
+        for f in winner.findings:
+            self.add_finding(f)
+
+    def add_finding(self, finding: Finding) -> None:
+        """Record a detector's conclusion (append-only; the same finding twice is kept once)."""
+        if finding not in self.findings:
+            self.findings.append(finding)
+
+    def has_finding(self, kind: str) -> bool:
+        """Whether any detector recorded a finding of this kind on the call."""
+        return any(f.kind == kind for f in self.findings)
 
     def remaining(self) -> float:
         """Seconds left before the call's overall deadline."""

@@ -321,8 +321,8 @@ def test_injection_ticket_draft_does_not_follow_the_injected_instruction(
     assert "<<<" in sent and ">>>" in sent
     # and Bastion's own scanner flagged the call in its record
     (call,) = records(app, trace, 1)
-    (finding,) = call["flags"]["injection"]
-    assert finding["source"] == "user" and finding["action"] == "flag"
+    (finding,) = [f for f in call["findings"] if f["kind"] == "injection"]
+    assert finding["subject"].endswith("/user") and finding["action"] == "flagged"
 
 
 def test_pii_ticket_leaves_no_raw_pii_in_bastion_records(app: App, page: Any) -> None:

@@ -133,7 +133,7 @@ def test_the_model_reports_its_version_and_score_as_a_reason() -> None:
 
 
 def test_a_flagged_tool_result_records_the_models_score_and_version() -> None:
-    """What lands in ``call.flags["injection"]``: the finding names the model and its score."""
+    """What lands in ``call.findings``: the finding names the model and its score."""
     body = {
         "model": "gpt-4.1",
         "messages": [

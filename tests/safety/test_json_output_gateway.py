@@ -49,7 +49,8 @@ async def test_invalid_answer_is_repaired_once(tmp_path: Path) -> None:
         assert "JSON schema" in repair[-1]["content"]
         await gw.recorder.flush()
         (rec,) = await gw.store.recent_calls(1)
-        assert rec.flags.get("output_repaired") is True and "output_invalid" not in rec.flags
+        (f,) = rec.findings
+        assert f.kind == "output_invalid" and f.action == "repaired" and not f.problem
 
 
 async def test_without_repair_the_invalid_answer_is_flagged(tmp_path: Path) -> None:
@@ -59,7 +60,8 @@ async def test_without_repair_the_invalid_answer_is_flagged(tmp_path: Path) -> N
         assert len(gw.simulator.requests) == 1
         await gw.recorder.flush()
         (rec,) = await gw.store.recent_calls(1)
-        assert rec.flags.get("output_invalid")
+        (f,) = rec.findings
+        assert f.kind == "output_invalid" and f.action == "flagged" and f.reasons
 
 
 async def test_valid_answer_passes_untouched(tmp_path: Path) -> None:

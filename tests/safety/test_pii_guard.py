@@ -74,10 +74,12 @@ async def test_guard_scrubs_provider_bound_messages_for_features_that_ask() -> N
     assert msgs[2]["content"][0]["content"] == "phone [PHONE_1]"
     assert msgs[2]["content"][1]["text"] == "and my IP is [IP_1]"
     assert call.body["system"] == "You support ACME. Escalate to ops@acme.example."
-    assert call.flags["pii_request"] == {"EMAIL": 2, "CARD": 1, "PHONE": 1, "IP": 1}
+    (f,) = call.findings
+    assert f.where == "request" and f.action == "redacted"
+    assert dict(f.counts) == {"EMAIL": 2, "CARD": 1, "PHONE": 1, "IP": 1}
     await guard.after(call, None)
-    assert call.flags["pii"] == call.flags["pii_request"]
-    assert "ann" not in json.dumps(call.flags)
+    assert call.findings == [f]  # nothing more was found in an answer
+    assert "ann" not in json.dumps([x.as_dict() for x in call.findings])
 
 
 async def test_guard_leaves_the_body_alone_by_default_and_forgets_the_session() -> None:
@@ -88,7 +90,7 @@ async def test_guard_leaves_the_body_alone_by_default_and_forgets_the_session() 
     assert call.body == anthropic_body()
     assert guard.session(call) is guard.session(call)
     await guard.after(call, None)
-    assert "pii" not in call.flags
+    assert not call.findings
     assert guard.stream_filter(call, Format.ANTHROPIC) is not None  # flag mode by default
 
 

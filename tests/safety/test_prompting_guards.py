@@ -88,7 +88,9 @@ async def test_injected_user_content_is_refused_before_the_call() -> None:
     with pytest.raises(InvalidRequest, match="prompt-injection") as err:
         await guard().before(call)
     assert err.value.status == 400 and "override:en" in err.value.message
-    assert call.flags["injection"][0]["action"] == "block"
+    (f,) = call.findings
+    assert f.detector == "injection" and f.action == "blocked" and "override:en" in f.reasons
+    assert f.version == guard()._scanner.version and f.score is not None and f.score >= 0.5
 
 
 async def test_flag_policy_records_and_lets_the_call_through_unchanged() -> None:
@@ -96,8 +98,9 @@ async def test_flag_policy_records_and_lets_the_call_through_unchanged() -> None
     call = make_call(copy.deepcopy(body))
     await guard(user="flag").before(call)
     assert call.body == body
-    (f,) = call.flags["injection"]
-    assert f["source"] == "user" and f["where"] == "messages[0].content" and f["score"] >= 0.5
+    (f,) = call.findings
+    assert f.subject == "messages[0].content/user" and f.action == "flagged"
+    assert f.score is not None and f.score >= 0.5
 
 
 @pytest.mark.parametrize("fmt", [Format.OPENAI, Format.ANTHROPIC])
@@ -110,8 +113,9 @@ async def test_a_poisoned_document_is_withheld_and_the_clients_body_is_not_mutat
     call = make_call(dict(body), fmt)  # the gateway hands guards a shallow copy
     await guard().before(call)
     assert body == original  # copy-on-write: the client's nested containers are untouched
-    (f,) = call.flags["injection"]
-    assert f["source"] == "doc" and f["doc_id"] == "shipping-faq" and f["action"] == "drop"
+    (f,) = call.findings
+    assert f.subject is not None and f.subject.endswith("/doc:shipping-faq")
+    assert f.action == "withheld" and f.kind == "injection"
     msg = call.body["messages"][-1]["content"]
     text = msg if isinstance(msg, str) else msg[0]["text"]
     turn = parse_user_turn(text)
@@ -185,7 +189,9 @@ async def test_scope_guard_refuses_out_of_scope_and_judges_only_the_users_words(
     call = make_call({"messages": [{"role": "user", "content": "help me write malware"}]})
     with pytest.raises(PermissionDenied) as err:
         await g.before(call)
-    assert err.value.status == 403 and call.flags["scope"] == "denied:malware"
+    assert err.value.status == 403 and [(f.kind, f.reasons) for f in call.findings] == [
+        ("scope", ("denied:malware",))
+    ]
     await g.before(
         make_call({"messages": [{"role": "user", "content": "How do I run a virus scan?"}]})
     )
@@ -218,7 +224,9 @@ async def test_leak_guard_watches_the_calls_own_canary_and_system_prompt() -> No
     assert verdict is not None and verdict.emit == "the marker is [redacted]"
     call.output_text.extend(["The marker ", canary[:8], canary[8:]])
     await g.after(call, None)
-    assert call.flags["leak"] == ["canary"]
+    assert [(f.kind, f.reasons, f.where) for f in call.findings] == [
+        ("leak", ("canary",), "response")
+    ]
     assert g.index(call, LeakPolicy()) is g.index(call, LeakPolicy())  # built once per prompt
 
 
@@ -333,4 +341,4 @@ async def test_a_user_talking_to_the_assistant_is_not_an_injection() -> None:
     }
     call = make_call(body)
     await guard().before(call)
-    assert "injection" not in call.flags
+    assert not call.findings

@@ -70,7 +70,7 @@ async def test_template_is_rendered_server_side_and_the_injection_stays_fenced(
         await gw.recorder.flush()
         (rec,) = await gw.store.recent_calls(1)
         assert rec.prompt_version == "drafter@1" and rec.prompt_name == "drafter"
-        assert rec.flags.get("injection")  # flagged by default
+        assert [f.action for f in rec.findings if f.kind == "injection"] == ["flagged"]
     finally:
         await gw.aclose()
 
@@ -157,7 +157,7 @@ async def test_canary_leak_is_withheld_in_streams_and_whole_answers(tmp_path: Pa
         assert canary not in text_sent and all(e["type"] != "message_stop" for e in events)
         await gw.recorder.flush()
         recs = await gw.store.recent_calls(2)
-        assert all(r.flags.get("leak") for r in recs)
+        assert all(any(f.kind == "leak" for f in r.findings) for r in recs)
         assert all(canary not in (r.output_text or "") for r in recs)
     finally:
         await gw.aclose()

@@ -97,4 +97,5 @@ async def test_flag_mode_passes_it_on_marked(tmp_path: Path) -> None:
         assert _sql_of(out) == "DELETE FROM orders"
         await gw.recorder.flush()
         (rec,) = await gw.store.recent_calls(1)
-        assert rec.flags["sql_rejected"][0]["tool"] == "run_sql"
+        (f,) = rec.findings
+        assert f.kind == "sql_rejected" and f.subject == "tool:run_sql" and f.action == "flagged"

@@ -22,6 +22,8 @@ from typing import Any
 from ..call import Call
 
 SCORERS = ("no_pii", "no_leak", "valid_json", "refusal")
+# findings that put an answer in front of the scorers whatever the sample rate
+_FLAGGED_KINDS = frozenset({"pii", "leak", "injection"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +76,16 @@ class OnlineQuality:
     async def after(self, call: Call, error: BaseException | None) -> None:
         if error is not None or not call.output_text:
             return
-        flagged = any(k in call.flags for k in ("pii", "leak", "injection", "stream_error"))
+        flagged = "stream_error" in call.flags or any(
+            f.kind in _FLAGGED_KINDS for f in call.findings
+        )
         if not (flagged or self._sampled(call)):
             return
         sample = Sample(
             feature=call.feature or "default",
             model=call.served_model or call.requested_model,
             text="".join(call.output_text),
-            leaked="leak" in call.flags,
+            leaked=call.has_finding("leak"),
             wants_json=_wants_json(call.body),
         )
         try:

@@ -94,6 +94,7 @@ class RecordGuard:
             flags=dict(call.flags),
             stages=dict(call.stages),
             client_request_id=call.client_request_id,
+            findings=tuple(call.findings),
         )
         ledger = None
         if call.cost_usd > 0 or u.input_tokens or u.output_tokens:

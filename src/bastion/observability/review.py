@@ -111,6 +111,14 @@ class ReviewSampler:
                 and v >= self.score_thresholds[k]
             )
         ]
+        for f in call.findings:  # a detector's finding counts under its kind, as a flag did
+            reason = f"flag:{f.kind}"
+            if f.problem and f.kind in self.flags and reason not in out:
+                out.append(reason)
+            limit = self.score_thresholds.get(f"{f.kind}_score")
+            reason = f"flag:{f.kind}_score"
+            if limit is not None and f.score is not None and f.score >= limit and reason not in out:
+                out.append(reason)
         if self.sampled(call.request_id, call.feature):
             out.insert(0, "sample")
         return tuple(out)

@@ -158,6 +158,11 @@ def call_attributes(
         v = _flag_value(value)
         if v is not None:
             attrs[f"bastion.flag.{key}"] = v
+    for f in call.findings:  # per detector (its last finding): action, score and version
+        attrs[f"bastion.finding.{f.detector}"] = f.action
+        if f.score is not None:
+            attrs[f"bastion.finding.{f.detector}.score"] = f.score
+        attrs[f"bastion.finding.{f.detector}.version"] = f.version
     return attrs
 
 
@@ -332,10 +337,11 @@ def format_call(r: CallRecord) -> str:
     how = [k for k in ("retried", "failover", "hedged", "degraded") if getattr(r, k)]
     attempts = f"attempts={r.attempts}" + (f" ({', '.join(how)})" if how else "")
     flags = ",".join(sorted(r.flags)) or "-"
+    found = ",".join(sorted({f"{f.detector}:{f.action}" for f in r.findings})) or "-"
     return (
         f"{when}  {r.request_id}  {r.feature or 'default'}  {model}{where}  {status}  {tokens}  "
         f"${r.cost_usd:.6f}  latency={_ms(r.latency_ms)}  ttft={_ms(r.ttft_ms)}  {attempts}  "
-        f"prompt={r.prompt_version or '-'}  flags={flags}"
+        f"prompt={r.prompt_version or '-'}  flags={flags}  findings={found}"
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -24,25 +24,37 @@ from .prompting.guards import (
     LeakGuard,
     LeakPolicy,
     ScopeRequestGuard,
+    leak_finding,
     require_selectable,
 )
 from .prompting.scope import ScopeGuard
 from .sql_guard import SqlToolCheck, SqlToolGuard
 from .validation import SqlPolicy
 
+_LEAK_ACTED: dict[str, Literal["flagged", "blocked", "redacted"]] = {
+    "block": "blocked",
+    "redact": "redacted",
+}
+
 
 class LeakFilter:
     """A leak watcher as an output filter: blocked output ends the answer with output_blocked."""
 
-    __slots__ = ("_call", "_watcher")
+    __slots__ = ("_call", "_seen", "_watcher")
 
     def __init__(self, watcher: LeakWatcher, call: Call) -> None:
         self._watcher = watcher
         self._call = call
+        self._seen: frozenset[str] = frozenset()
 
     def _note(self, reasons: tuple[str, ...]) -> None:
-        if reasons:
-            self._call.flags["leak"] = list(reasons)
+        """A finding when a signal first fires (``shingle:0.62`` and ``shingle:0.7`` are one)."""
+        signals = frozenset(r.split(":", 1)[0] for r in reasons)
+        if signals - self._seen:
+            self._seen |= signals
+            acted = _LEAK_ACTED.get(self._watcher.action, "flagged")
+            where: Literal["stream", "response"] = "stream" if self._call.stream else "response"
+            self._call.add_finding(leak_finding(reasons, acted, where))
 
     def feed(self, text: str) -> str:
         v = self._watcher.feed(text)
@@ -54,6 +66,8 @@ class LeakFilter:
     def flush(self) -> str:
         v = self._watcher.finish()
         self._note(v.reasons)
+        if v.blocked:  # the tail completed a leak: end the answer, never a clean cut
+            raise OutputBlocked("the answer was withheld: it disclosed the system prompt")
         return v.emit
 
 

@@ -11,14 +11,18 @@ fact and flagged, since a tool call's arguments are complete only at its end.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from ..call import Call
 from ..errors import OutputBlocked
+from ..findings import Finding
 from ..providers.base import Format
 from .validation import SqlPolicy, validate_sql
+
+# the SQL check's revision, carried by every SQL finding on a call record
+VERSION = "sql-2026.12.04"
 
 
 class SqlToolCheck:
@@ -38,7 +42,13 @@ class SqlToolCheck:
             if verdict.ok:
                 return verdict.sql
             reasons = list(verdict.reasons)
-        call.flags.setdefault("sql_rejected", []).append({"tool": name, "reasons": reasons[:5]})
+        action: Literal["blocked", "flagged"] = "blocked" if self.block else "flagged"
+        call.add_finding(
+            Finding(
+                "sql", "sql_rejected", action, "tool", VERSION,
+                reasons=tuple(reasons[:5]), subject=f"tool:{name}",
+            )
+        )  # fmt: skip
         if self.block:
             raise OutputBlocked(
                 f"the model's SQL for tool {name!r} was rejected: {'; '.join(reasons[:3])}"

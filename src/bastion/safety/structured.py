@@ -2,20 +2,58 @@
 
 An OpenAI request with ``response_format: json_schema`` gets its answer validated; an
 invalid one gets one repair attempt (the model sees its answer and the errors, both
-calls' usage is billed), and what still fails is flagged on the call record.
+calls' usage is billed). The outcome is one finding on the call record: passed, repaired, or
+flagged, with the schema rules that failed as reasons (``type:/properties/age/type``: the
+keyword and where in the app's schema, never the model's value).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
+
+import jsonschema
 
 from ..call import Call
 from ..engine import Engine, OnEnd, Reply
 from ..errors import AIUnavailable, BudgetExceeded
+from ..findings import Finding, rule_id
 from ..providers.base import Format
 from .setup import answer_text, json_schema_of
-from .validation.jsonout import validate_json_output
+from .validation.jsonout import JsonVerdict, validate_json_output
+
+# the structured-output check's revision, carried by every JSON-schema finding
+VERSION = "json-schema-2026.12.04"
+_SEGMENT = re.compile(r"[^A-Za-z0-9_.\-]")
+_MAX_REASONS = 5
+
+
+def schema_reasons(verdict: JsonVerdict, schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """Which schema rules the answer broke, as ``keyword:/schema/path`` (no answer text)."""
+    if verdict.ok:
+        return ()
+    if verdict.json_text is None:  # nothing parsed: the message names the failure, not the text
+        return tuple(rule_id(e) for e in verdict.errors[:1])
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        errors = list(validator.iter_errors(verdict.value))
+    except (jsonschema.exceptions.SchemaError, TypeError, ValueError, RecursionError):
+        return ("schema_unusable",)
+    out: dict[str, None] = {}
+    for e in errors:
+        path = "/".join(_SEGMENT.sub("_", str(p))[:40] for p in e.schema_path)
+        out[f"{_SEGMENT.sub('_', str(e.validator))}:/{path}"[:96]] = None
+        if len(out) >= _MAX_REASONS:
+            break
+    return tuple(out) or ("invalid",)
+
+
+def _finding(
+    kind: str, action: Literal["passed", "flagged", "repaired"], reasons: tuple[str, ...]
+) -> Finding:
+    return Finding("json_schema", kind, action, "response", VERSION, reasons=reasons)
 
 
 async def check_structured_output(
@@ -34,10 +72,11 @@ async def check_structured_output(
     text = answer_text(reply.body)
     verdict = validate_json_output(text, schema)
     if verdict.ok:
-        call.flags["output_valid"] = True
+        call.add_finding(_finding("output_valid", "passed", ()))
         return reply
-    call.flags["output_invalid"] = list(verdict.errors[:5])
+    reasons = schema_reasons(verdict, schema)
     if not repair:
+        call.add_finding(_finding("output_invalid", "flagged", reasons))
         return reply
     first = replace(call.usage)
     messages: list[Any] = [
@@ -59,10 +98,14 @@ async def check_structured_output(
     except (BudgetExceeded, AIUnavailable) as exc:
         # the first answer was paid for: the caller gets it, flagged, not a refusal
         call.body, call.output_text = original_body, original_text
-        call.flags["repair_skipped"] = (
-            "budget" if isinstance(exc, BudgetExceeded) else "unavailable"
+        skipped = "budget" if isinstance(exc, BudgetExceeded) else "unavailable"
+        call.add_finding(
+            _finding("output_invalid", "flagged", (*reasons, f"repair_skipped:{skipped}"))
         )
         return reply
+    except BaseException:
+        call.add_finding(_finding("output_invalid", "flagged", (*reasons, "repair_failed")))
+        raise
     finally:
         call.repairing = False
     u = call.usage
@@ -70,7 +113,10 @@ async def check_structured_output(
     u.output_tokens += first.output_tokens
     u.cache_read_tokens += first.cache_read_tokens
     u.cache_write_tokens += first.cache_write_tokens
-    if repaired.body is not None and validate_json_output(answer_text(repaired.body), schema).ok:
-        call.flags["output_repaired"] = True
-        del call.flags["output_invalid"]
+    second = validate_json_output(answer_text(repaired.body), schema) if repaired.body else None
+    if second is not None and second.ok:
+        call.add_finding(_finding("output_invalid", "repaired", reasons))
+    else:
+        after = schema_reasons(second, schema) if second is not None else ("no_answer",)
+        call.add_finding(_finding("output_invalid", "flagged", (*after, "repair_failed")))
     return repaired

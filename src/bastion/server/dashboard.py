@@ -124,6 +124,7 @@ def _call_row(c: CallRecord, *, full_text: bool = False) -> dict[str, Any]:
         "failover": c.failover,
         "hedged": c.hedged,
         "degraded": c.degraded,
+        "findings": [f.as_dict() for f in c.findings],
     }
     text_in, text_out = c.input_text or "", c.output_text or ""
     if not full_text:

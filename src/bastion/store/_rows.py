@@ -8,6 +8,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from bastion.findings import findings_of
 from bastion.store.models import CallRecord, GroupBy, LedgerEntry
 
 # Column order equals dataclass field order equals table column order (see migrations).
@@ -28,7 +29,7 @@ KEY_COLUMNS: Final[tuple[str, ...]] = (
 CALL_BOOL_COLUMNS: Final[frozenset[str]] = frozenset(
     {"stream", "failover", "hedged", "degraded", "retried"}
 )
-CALL_JSON_COLUMNS: Final[frozenset[str]] = frozenset({"flags", "stages"})
+CALL_JSON_COLUMNS: Final[frozenset[str]] = frozenset({"flags", "stages", "findings"})
 
 # group_by values are interpolated into SQL, so only these exact names may reach a query.
 GROUP_COLUMNS: Final[dict[GroupBy, str]] = {
@@ -42,6 +43,7 @@ _T = TypeVar("_T", CallRecord, LedgerEntry)
 
 _FLAGS_INDEX: Final = CALL_COLUMNS.index("flags")
 _STAGES_INDEX: Final = CALL_COLUMNS.index("stages")
+_FINDINGS_INDEX: Final = CALL_COLUMNS.index("findings")
 
 
 def group_column(group_by: GroupBy) -> str:
@@ -64,6 +66,7 @@ def call_to_row(record: CallRecord) -> tuple[Any, ...]:
     row = [getattr(record, name) for name in CALL_COLUMNS]
     row[_FLAGS_INDEX] = dump_json(record.flags)
     row[_STAGES_INDEX] = dump_json(record.stages)
+    row[_FINDINGS_INDEX] = dump_json([f.as_dict() for f in record.findings])
     return tuple(row)
 
 
@@ -72,7 +75,10 @@ def call_from_row(row: Sequence[Any]) -> CallRecord:
     values: dict[str, Any] = dict(zip(CALL_COLUMNS, row, strict=True))
     for name in CALL_BOOL_COLUMNS:
         values[name] = bool(values[name])
-    for name in CALL_JSON_COLUMNS:
+    raw = values.pop("findings")
+    found = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    values["findings"] = findings_of(found if isinstance(found, list) else ())
+    for name in CALL_JSON_COLUMNS - {"findings"}:
         raw = values[name]
         values[name] = orjson.loads(raw) if isinstance(raw, str | bytes) else dict(raw or {})
     return CallRecord(**values)

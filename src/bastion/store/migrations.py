@@ -226,11 +226,16 @@ _V2_POSTGRES = tuple(s.format(real="DOUBLE PRECISION") for s in _V2_COMMON)
 # Bastion mints request_id; the client's X-Request-Id is kept beside it, never as the key.
 _V3_COMMON = ("ALTER TABLE calls ADD COLUMN client_request_id TEXT",)
 
+# Safety findings (detector, action, score, reasons, version) get their own column.
+_V4_SQLITE = ("ALTER TABLE calls ADD COLUMN findings TEXT NOT NULL DEFAULT '[]'",)
+_V4_POSTGRES = ("ALTER TABLE calls ADD COLUMN findings JSONB NOT NULL DEFAULT '[]'",)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
     Migration(2, "prompt registry", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
     Migration(3, "client request id on calls", sqlite=_V3_COMMON, postgres=_V3_COMMON),
+    Migration(4, "safety findings on calls", sqlite=_V4_SQLITE, postgres=_V4_POSTGRES),
 )
 
 

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bastion.findings import Finding, findings_of
+
 __all__ = [
     "ApiFormat",
     "CallRecord",
@@ -119,6 +121,15 @@ class CallRecord:
     # The client's own X-Request-Id: stored to find a call by it, never a key (added in
     # migration 3, so it is the last column, as field order is column order).
     client_request_id: str | None = None
+    # What the safety detectors concluded, with score, reasons and version (migration 4).
+    findings: tuple[Finding, ...] = field(default=(), hash=False)
+
+    def __post_init__(self) -> None:
+        # a record read back from a journal or spill line holds the findings' dicts
+        f = self.findings
+        if not isinstance(f, tuple) or not all(isinstance(x, Finding) for x in f):
+            kept = findings_of(f if isinstance(f, list | tuple) else ())
+            object.__setattr__(self, "findings", kept)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,6 +83,7 @@ _CALL_TYPES: Final[dict[str, str]] = {
     "flags": "text",  # cast to jsonb in the SELECT
     "stages": "text",
     "client_request_id": "text",
+    "findings": "text",  # cast to jsonb in the SELECT
 }
 _LEDGER_TYPES: Final[dict[str, str]] = {
     "request_id": "text",

@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from bastion.findings import Finding, findings_of
 from bastion.store.models import CallRecord, LedgerEntry
 
 __all__ = [
@@ -62,6 +63,8 @@ def _kinds(cls: type[Any]) -> dict[str, str]:
         optional = "None" in t
         if t.startswith("dict"):
             kind = "json"
+        elif t.startswith("tuple[Finding"):
+            kind = "findings"
         elif t.startswith("bool"):
             kind = "bool"
         elif t.startswith("int"):
@@ -176,11 +179,28 @@ def _fix(kind: str, value: Any, name: str) -> tuple[bool, Any]:
         if math.isfinite(f):
             return True, f
         return True, (None if optional else 0.0)
+    if base == "findings":
+        return _fix_findings(value)
     # json
     if _json_ok(value):
         return False, value
     cleaned = _clean_json(value if isinstance(value, dict) else {"value": value})
     return True, cleaned if isinstance(cleaned, dict) else {}
+
+
+def _fix_findings(value: Any) -> tuple[bool, tuple[Finding, ...]]:
+    """Findings with text every store takes (their reasons are rule ids already)."""
+    found = findings_of(value) if isinstance(value, list | tuple) else ()
+    if isinstance(value, tuple) and found == value:
+        texts = (
+            t
+            for f in found
+            for t in (f.detector, f.kind, f.version, f.subject or "", *f.reasons, *dict(f.counts))
+        )
+        if all(_text_ok(t, ID_MAX_CHARS) for t in texts):
+            return False, value
+    cleaned = _clean_json([f.as_dict() for f in found])
+    return True, findings_of(c for c in cleaned if isinstance(c, dict))
 
 
 def _unique_id(value: str) -> str:

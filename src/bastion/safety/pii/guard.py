@@ -2,7 +2,8 @@
 
 ``PiiGuard`` opens one ``ScrubSession`` per call (so the prompt, the output and the
 record share placeholder numbers), scrubs what goes to the provider for features whose
-policy says so, and leaves type counts (never values) in ``call.flags``.
+policy says so, and records what it found as findings on the call: the types and their
+counts, never a value (one for the request, one for the answer).
 ``PiiStreamFilter`` rewrites text deltas of one provider stream (Anthropic or OpenAI
 events), holding back only what could still grow into a match and flushing it before
 the block/choice ends; ``scrub_response`` does the same for a whole (unary) reply.
@@ -19,12 +20,16 @@ from typing import Any, Literal
 import orjson
 
 from ...call import Call
+from ...findings import Finding
 from ...providers.base import Format
 from ...providers.sse import SSEEvent, encode_event
 from ._scrubber import Scrubber, ScrubSession
 from ._stream import StreamScrubber
 
 OutputMode = Literal["off", "flag", "redact"]
+
+# the PII detectors' revision (patterns, validators, name tagger), carried by every PII finding
+VERSION = "pii-2026.12.04"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,7 @@ class PiiPolicy:
 
 
 class PiiGuard:
-    """Request guard: one session per call, provider-side scrubbing per feature, counts in flags."""
+    """Request guard: one session per call, provider-side scrubbing per feature, counts as findings."""
 
     name = "pii"
 
@@ -56,6 +61,9 @@ class PiiGuard:
         self._default = default or PiiPolicy()
         # keyed by the Call object's identity: request ids come from clients and may repeat
         self._sessions: dict[int, ScrubSession] = {}
+        # what each session had counted when the request was scrubbed (the rest is the answer's)
+        self._request_counts: dict[int, dict[str, int]] = {}
+        self.version = VERSION + ("+ner" if scrubber.ner_active else "")
 
     def policy(self, call: Call) -> PiiPolicy:
         return self._policies.get(call.feature or "default", self._default)
@@ -78,12 +86,42 @@ class PiiGuard:
         if policy.provider:
             scrub_request(call.body, session, include_system=policy.include_system)
             if session.counts:
-                call.flags["pii_request"] = dict(session.counts)
+                self._request_counts[id(call)] = dict(session.counts)
+                call.add_finding(self._finding(session.counts, "redacted", "request"))
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         session = self._sessions.pop(id(call), None)
-        if session is not None and session.counts:
-            call.flags["pii"] = dict(session.counts)
+        before = self._request_counts.pop(id(call), {})
+        if session is None:
+            return
+        answer = {t: n - before.get(t, 0) for t, n in session.counts.items()}
+        answer = {t: n for t, n in answer.items() if n > 0}
+        if answer:
+            redacted = self.policy(call).output == "redact"
+            call.add_finding(
+                self._finding(
+                    answer,
+                    "redacted" if redacted else "flagged",
+                    "stream" if call.stream else "response",
+                )
+            )
+
+    def _finding(
+        self,
+        counts: Mapping[str, int],
+        action: Literal["redacted", "flagged"],
+        where: Literal["request", "response", "stream"],
+    ) -> Finding:
+        """Types and counts only: the values never leave the session (it keeps only digests)."""
+        return Finding(
+            "pii",
+            "pii",
+            action,
+            where,
+            self.version,
+            reasons=tuple(sorted(counts)),
+            counts=tuple(sorted(counts.items())),
+        )
 
     def stream_filter(self, call: Call, upstream: Format) -> PiiStreamFilter | None:
         """The output filter for this call's stream, or None when the policy turns it off."""

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+# the leak watcher's revision, carried by every leak finding on a call record
+VERSION = "leak-2026.12.04"
 CANARY_PREFIX = "bstn-cnry-"
 _CANARY = re.compile(r"bstn-cnry-([0-9a-f]{20})")
 _WS = re.compile(r"\s+")

@@ -25,6 +25,8 @@ import orjson
 
 from ...call import Call
 from ...errors import BastionError, InvalidRequest, PermissionDenied
+from ...findings import Finding as CallFinding
+from . import canary, scope
 from ._messages import last_user_text, replace, slots, system_text
 from .canary import LeakAction, LeakIndex, LeakVerdict, LeakWatcher, extract_canaries
 from .injection import InjectionPolicy, InjectionScanner
@@ -111,6 +113,40 @@ def inspect_injection(
     return report
 
 
+_ACTED: Mapping[str, Literal["flagged", "blocked", "withheld"]] = {
+    "flag": "flagged",
+    "block": "blocked",
+    "drop": "withheld",
+}
+
+
+def injection_finding(f: Finding, version: str) -> CallFinding:
+    """The call record's form of one flagged text: where, score, rule ids, scanner version."""
+    subject = f"{f.where}/{f.source}" + (f":{f.doc_id}" if f.doc_id is not None else "")
+    return CallFinding(
+        "injection",
+        "injection",
+        _ACTED.get(f.action, "flagged"),
+        "request",
+        version,
+        score=f.score,
+        reasons=f.reasons,
+        subject=subject,
+    )
+
+
+def leak_finding(
+    reasons: Iterable[str],
+    action: Literal["flagged", "blocked", "redacted"],
+    where: Literal["response", "stream"],
+    score: float | None = None,
+) -> CallFinding:
+    """A leak of the system prompt or its canary, as the call record keeps it."""
+    return CallFinding(
+        "leak", "leak", action, where, canary.VERSION, score=score, reasons=tuple(reasons)
+    )
+
+
 class InjectionGuard:
     """Refuses, flags, or withholds documents per feature, before the call goes upstream."""
 
@@ -135,8 +171,8 @@ class InjectionGuard:
         report = inspect_injection(
             call.body, call.client_format.value, policy, self._scanner, self._scope
         )
-        if report.findings:
-            call.flags["injection"] = [f.as_dict() for f in report.findings]
+        for f in report.findings:
+            call.add_finding(injection_finding(f, self._scanner.version))
         if report.refused is not None:
             r = report.refused
             raise InvalidRequest(
@@ -166,7 +202,11 @@ class ScopeRequestGuard:
             text = readable(turn.user or "", mode, marker)
         verdict = guard.check(text)
         if not verdict.allowed:
-            call.flags["scope"] = verdict.reason
+            reasons = (verdict.reason or "out_of_scope",)
+            finding = CallFinding(
+                "scope", "scope", "blocked", "request", scope.VERSION, reasons=reasons
+            )
+            call.add_finding(finding)
             raise PermissionDenied(verdict.message or "out of scope", param="messages")
 
 
@@ -228,11 +268,11 @@ class LeakGuard:
         return idx.check(text, policy.action)
 
     async def after(self, call: Call, error: BaseException | None) -> None:
-        if not call.output_text or "leak" in call.flags:
+        if not call.output_text or call.has_finding("leak"):
             return
         verdict = self.check(call, "".join(call.output_text))
         if verdict is not None and verdict.leaked:
-            call.flags["leak"] = list(verdict.reasons)
+            call.add_finding(leak_finding(verdict.reasons, "flagged", "response"))
 
 
 def delta_text(fmt: str, data: bytes) -> str | None:

@@ -55,6 +55,8 @@ USER_SCALE: Mapping[str, float] = MappingProxyType(
 )
 REPORTED_WEIGHT = 0.45
 ACTIONS: tuple[Action, ...] = ("flag", "block", "drop")
+# the rules' revision; a finding's version adds the model's (``InjectionScanner.version``)
+VERSION = "injection-rules-2026.12.04"
 # alone and below this (on the rules' scale) the model's view is noise, not a reason to record
 REPORT_FLOOR = 0.2
 # decoded payloads the model reads too (rot13/reversed windows are guesses around a hint word)
@@ -174,6 +176,14 @@ class InjectionScanner:
         )
         self.max_depth = max_depth
         self.max_chars = max_chars
+
+    @property
+    def version(self) -> str:
+        """The rules' version, plus the model's from its weights' metadata when one is used."""
+        model = self.classifier
+        if isinstance(model, InjectionClassifier):
+            return f"{VERSION}+{model.version}"
+        return VERSION if model is None else f"{VERSION}+{model.name}"
 
     def scan(self, text: str, source: Source = "doc") -> ScanResult:
         """Score one text; ``source="user"`` for a user's own message, which may address the assistant."""

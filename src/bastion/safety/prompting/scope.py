@@ -20,6 +20,9 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# the scope rules' revision, carried by every scope finding on a call record
+VERSION = "scope-2026.12.04"
+
 _INVISIBLE = re.compile(
     "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f]"
 )

@@ -567,6 +567,9 @@
     if (c.failover) f.push("failover");
     if (c.hedged) f.push("hedged");
     if (c.degraded) f.push("degraded");
+    for (const x of c.findings || []) {
+      if (x.action !== "passed") f.push(`${x.kind}:${x.action}`);
+    }
     return f.join(" ");
   }
 
