@@ -76,6 +76,9 @@ def test_json_names_the_feature_pinned_to_a_single_deployment(tmp_path: Path) ->
     # the same in the table, the feature under the status
     table = _check("--config", str(cfg), "--project", str(project), "--only", "failover")
     assert "drafts" in table.stdout and "FAIL" in table.stdout
+    # evidence is text: a feature name in brackets is printed, not read as a style
+    hang = _check("--config", str(cfg), "--project", str(project), "--only", "timeout_fallback")
+    assert "drill [default]: primary of claude-haiku-5-5 hung" in hang.stdout, hang.stdout
 
 
 def test_a_config_error_exits_2(tmp_path: Path) -> None:

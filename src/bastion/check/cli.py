@@ -10,6 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
@@ -37,8 +38,9 @@ def _table(results: list[ItemResult]) -> Table:
     for r in results:
         status = f"[{_STYLE[r.status]}]{r.status}[/]"
         if r.failing_features:
-            status += "\n" + ", ".join(r.failing_features)
-        t.add_row(r.track, r.item, status, "\n".join(r.evidence))
+            status += "\n" + escape(", ".join(r.failing_features))
+        # evidence quotes config and feature names ("drill [drafts]"): text, never markup
+        t.add_row(r.track, escape(r.item), status, escape("\n".join(r.evidence)))
     return t
 
 
