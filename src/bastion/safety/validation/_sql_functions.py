@@ -217,6 +217,20 @@ _SYNTAX: Final = frozenset(
         "placing",
         "ignore",
         "respect",
+        # scalar type names in casts sqlglot inserts itself (ROUND(CAST(AVG(x) AS DECIMAL), 2))
+        "decimal",
+        "numeric",
+        "double",
+        "precision",
+        "real",
+        "int",
+        "integer",
+        "bigint",
+        "smallint",
+        "float",
+        "text",
+        "varchar",
+        "boolean",
     }
 )
 

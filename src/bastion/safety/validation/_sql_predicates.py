@@ -10,8 +10,8 @@ IS NOT NULL`` or ``p OR NOT p`` side by side.
 
 Constants are compared as loosely as any supported database would (``'1' = 1`` and ``'a' =
 'A '`` count as true), so a payload cannot hide behind one engine's coercion rules. A condition
-that reads no row but cannot be folded (``length('x') = 1``) is refused too: it cannot narrow
-anything, so it is either dead weight or a probe. Conditions that vary with time
+that reads no row is refused even when false or unfoldable (``AND 1=2``, ``length('x') = 1``):
+it cannot select rows, so it is dead weight at best and a blind-injection probe at worst. Conditions that vary with time
 (``current_date > '2024-01-01'``) are left alone.
 
 Hand-written on purpose: sqlglot's simplifier folds some constants but does not say which part
@@ -103,11 +103,12 @@ def _text(node: exp.Expr, dialect: str) -> str:
 
 
 def _scan(node: exp.Expr, dialect: str) -> Iterator[Refusal]:
-    """The deepest always-true part of a condition, or a constant atom, as a refusal."""
+    """Refusals for a condition: each constant part, else the deepest always-true part."""
     if isinstance(node, exp.Paren):
         yield from _scan(node.this, dialect)
         return
-    if isinstance(node, exp.And | exp.Or | exp.Not):
+    compound = isinstance(node, exp.And | exp.Or | exp.Not)
+    if compound:
         found = False
         for child in (node.this, node.args.get("expression")):
             if isinstance(child, exp.Expr):
@@ -116,25 +117,26 @@ def _scan(node: exp.Expr, dialect: str) -> Iterator[Refusal]:
                     yield reason
         if found:
             return
-    if truth(node) is True:
+    always = truth(node) is True
+    if not compound and _is_constant(node):
+        code = SqlCode.TAUTOLOGY if always else SqlCode.CONSTANT_CONDITION
+        yield Refusal(
+            code,
+            f"condition {_text(node, dialect)!r} does not depend on the row"
+            + (" (it is always true)" if always else ""),
+        )
+    elif always:
         yield Refusal(
             SqlCode.TAUTOLOGY,
             f"condition {_text(node, dialect)!r} is always true: a filter must depend on the row",
-        )
-    elif (
-        not isinstance(node, exp.And | exp.Or | exp.Not)
-        and _is_constant(node)
-        and isinstance(value(node), _Unknown)
-    ):
-        yield Refusal(
-            SqlCode.CONSTANT_CONDITION,
-            f"condition {_text(node, dialect)!r} does not depend on any row",
         )
 
 
 def _is_constant(node: exp.Expr) -> bool:
     """True when nothing in ``node`` reads a row, a parameter or the clock."""
     for sub in node.walk():
+        if _scalar(sub) is not None or (isinstance(sub, exp.Select) and _scalar(sub.parent)):
+            continue  # (SELECT 1): its projection is walked like any other part
         if isinstance(sub, _ROW_NODES + _VOLATILE):
             return False
         if isinstance(sub, exp.Anonymous) and sub.name.lower() in _VOLATILE_NAMES:
@@ -142,10 +144,30 @@ def _is_constant(node: exp.Expr) -> bool:
     return True
 
 
+def _scalar(node: exp.Expr | None) -> exp.Expr | None:
+    """The projection of ``(SELECT expr)``: a subquery that reads no table is just its value."""
+    if not isinstance(node, exp.Subquery) or not isinstance(node.this, exp.Select):
+        return None
+    select = node.this
+    if len(select.expressions) != 1 or any(
+        select.args.get(k) for k in ("from", "joins", "where", "group", "having", "qualify")
+    ):
+        return None
+    projection: exp.Expr = select.expressions[0]
+    if isinstance(projection, exp.Alias):
+        projection = projection.this
+    return projection
+
+
 def _strip(node: exp.Expr) -> exp.Expr:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
+    while True:
+        if isinstance(node, exp.Paren):
+            node = node.this
+            continue
+        inner = _scalar(node)
+        if inner is None:
+            return node
+        node = inner
 
 
 # --- truth of a condition -------------------------------------------------------------------
