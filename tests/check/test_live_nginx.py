@@ -68,7 +68,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def check_url(url: str, key: str) -> tuple[int, dict[str, dict[str, Any]]]:
+def check_url(url: str, key: str, **env: str) -> tuple[int, dict[str, dict[str, Any]]]:
     """`bastion check --url URL --json` with the key from $BASTION_API_KEY; drills by name."""
     out = subprocess.run(
         [str(BIN / "bastion"), "check", "--url", url, "--json"],
@@ -76,7 +76,7 @@ def check_url(url: str, key: str) -> tuple[int, dict[str, dict[str, Any]]]:
         text=True,
         timeout=120,
         check=False,
-        env=_env(BASTION_API_KEY=key),
+        env=_env(BASTION_API_KEY=key, **env),
     )
     assert out.stdout, out.stderr
     report = orjson.loads(out.stdout)
@@ -189,9 +189,12 @@ def test_the_openai_sdk_streams_through_the_deploy_nginx_from_both_replicas(
 def test_check_url_says_why_it_skips_on_a_gateway_without_drills_or_an_admin_key(
     tmp_path: Path,
 ) -> None:
-    gw = start_gateway(write_config(tmp_path), roles="end_users")
+    admin = "adm-" + os.urandom(12).hex()
+    gw = start_gateway(write_config(tmp_path), env={"BASTION_ADMIN_KEY": admin}, roles="end_users")
     try:
         code, drills = check_url(gw.url, gw.key)
+        # the operator's admin key from the environment drives the kill switch for an app key
+        code_admin, with_admin = check_url(gw.url, gw.key, BASTION_ADMIN_KEY=admin)
     finally:
         stop(gw.proc)
     assert code == 0  # nothing failed; nothing could be proved either, and each SKIP says why
@@ -202,6 +205,8 @@ def test_check_url_says_why_it_skips_on_a_gateway_without_drills_or_an_admin_key
     assert "lacks the admin role" in skipped["kill switch round trip"]
     assert "server.drill_headers" in skipped["failover when the first deployment fails"]
     assert "server.drill_headers" in skipped["degraded answer when nothing can answer"]
+    assert code_admin == 0
+    assert with_admin["kill switch round trip"]["status"] == "PASS", with_admin
 
 
 def test_check_url_fails_when_nothing_answers_at_the_url() -> None:
