@@ -66,6 +66,10 @@ class RunningGateway:
     key: str
     config_path: Path
     proc: subprocess.Popen[bytes]
+    log_path: Path  # the process's stdout and stderr (a file: a pipe nobody reads would fill)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -120,19 +124,23 @@ def start_gateway(
         env=e,
     )
     secret = next(ln.split()[-1] for ln in created.stdout.splitlines() if ln.startswith("secret:"))
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "serve", "--config", str(config_path), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=e,
-    )
+    log_path = config_path.parent / f"serve-{port}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "bastion"), "serve", "--config", str(config_path), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=e,
+        )
     try:
         wait_port(port, proc)
     except Exception:
         proc.kill()
-        out = proc.communicate(timeout=5)[0].decode(errors="replace")
-        raise RuntimeError(f"bastion serve failed to start:\n{out}") from None
-    return RunningGateway(f"http://127.0.0.1:{port}", secret, config_path, proc)
+        proc.wait(timeout=5)
+        raise RuntimeError(
+            f"bastion serve failed to start:\n{log_path.read_text(errors='replace')}"
+        ) from None
+    return RunningGateway(f"http://127.0.0.1:{port}", secret, config_path, proc, log_path)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

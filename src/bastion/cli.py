@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
 from .check.cli import check_command
-from .config import Config, load_config
+from .config import Config, LogFormat, LogLevel, find_config, load_config
 from .errors import BastionError, ConfigError
 from .evals.cli import eval_app
 
@@ -30,12 +30,29 @@ ConfigOpt = Annotated[
 ]
 
 
-def _load(path: Path | None) -> Config:
+def _load(path: Path | None, *, need_store: bool = False) -> Config:
+    """The config: ``--config``, then ``$BASTION_CONFIG`` (typer reads it), then ./bastion.yaml.
+
+    With ``need_store``, a command run with no config file where no record store exists says
+    so and exits 1, instead of silently creating an empty ``bastion.db`` in this folder.
+    """
+    found = find_config(path)
     try:
-        return load_config(path)
+        cfg = load_config(found)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
+    if need_store and found is None:
+        _, missing = _state_where(cfg.store.url, "")
+        if missing is not None:
+            typer.echo(
+                f"error: no record store here ({missing} does not exist) and no config file "
+                "found. Run this from the folder where `bastion serve` runs, or pass its config "
+                "with --config or $BASTION_CONFIG.",
+                err=True,
+            )
+            raise typer.Exit(1)
+    return cfg
 
 
 def _run(coro: Any) -> Any:
@@ -53,9 +70,24 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port (0 = any free port)")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug | info | warning | error (info: one line per call)")
+    ] = None,
+    log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
 ) -> None:
     """Run the gateway (embedded defaults: SQLite, the simulator when no provider key is set)."""
     cfg = _load(config)
+    logging_opts = {"log_level": log_level, "log_format": log_format}
+    for opt, value, allowed in (
+        ("log-level", log_level, get_args(LogLevel)),
+        ("log-format", log_format, get_args(LogFormat)),
+    ):
+        if value is not None and value not in allowed:
+            typer.echo(f"error: --{opt} must be one of {', '.join(allowed)}", err=True)
+            raise typer.Exit(2)
+    chosen = {k: v for k, v in logging_opts.items() if v is not None}
+    if chosen:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=chosen)})
     from .server.serve import serve_gateway
 
     try:
@@ -108,7 +140,7 @@ def keys_create(
     """Mint a key; the secret is printed once and stored only as a hash."""
     from .auth import new_key
 
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
     role_list = tuple(r.strip() for r in (roles or "").split(",") if r.strip())
     secret, record = new_key(name, feature=feature, user=user, roles=role_list)
 
@@ -127,7 +159,7 @@ def keys_list(
     all_: Annotated[bool, typer.Option("--all", help="include revoked")] = False,
 ) -> None:
     """List keys (never their secrets)."""
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
 
     async def go(store: Any) -> Any:
         return await store.list_keys(include_revoked=all_)
@@ -145,7 +177,7 @@ def keys_revoke(
     key: Annotated[str, typer.Argument(help="key id or name")], config: ConfigOpt = None
 ) -> None:
     """Revoke a key (takes effect within the key cache time on every replica)."""
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
 
     async def go(store: Any) -> Any:
         return await store.revoke_key(key)
@@ -269,7 +301,7 @@ def prompts_publish(
 
     from .safety.setup import PromptService, canary_secret
 
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
     text = file.read_text()
 
     async def go(store: Any) -> int:
@@ -288,7 +320,7 @@ def prompts_label(
     config: ConfigOpt = None,
 ) -> None:
     """Point a label (production, canary) at a version: roll forward or back without a deploy."""
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
 
     async def go(store: Any) -> None:
         await store.set_prompt_label(name, label, version)
@@ -300,7 +332,7 @@ def prompts_label(
 @prompts_app.command("list")
 def prompts_list(config: ConfigOpt = None) -> None:
     """Every prompt version."""
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
 
     async def go(store: Any) -> Any:
         return await store.list_prompts()
@@ -366,7 +398,7 @@ def trace(
     """Every call of one trace: time, model, status, tokens, cost, latency, TTFT, attempts, flags."""
     from .observability.tracing import print_trace
 
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
 
     async def go(store: Any) -> list[str]:
         return await print_trace(store, trace_id)
@@ -383,7 +415,7 @@ def retention(action: Annotated[str, typer.Argument(help="run")], config: Config
     if action != "run":
         typer.echo("usage: bastion retention run", err=True)
         raise typer.Exit(2)
-    cfg = _load(config)
+    cfg = _load(config, need_store=True)
     obs = cfg.observability
 
     async def go(store: Any) -> Any:

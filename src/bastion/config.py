@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 ProviderKind = Literal["anthropic", "openai", "openai-compatible", "sim"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class _Strict(BaseModel):
@@ -68,6 +70,9 @@ class ServerConfig(_Strict):
     max_concurrent_streams_per_user: int | None = Field(16, ge=1)
     # after SIGTERM: how long calls in flight (streams included) may finish before they are cut
     shutdown_drain_seconds: float = Field(30.0, ge=0)
+    # one access line per call (every status) on stderr; json: one object per line
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
 
 
 class StoreConfig(_Strict):
@@ -469,6 +474,18 @@ def _raise_validation(err: ValidationError, lines: dict[tuple[str, ...], int], s
         msg = str(e["msg"]).removeprefix("Value error, ")
         msgs.append(f"{where}{key}: {msg}")
     raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs))
+
+
+DEFAULT_CONFIG_FILE = "bastion.yaml"
+
+
+def find_config(path: str | Path | None, cwd: Path | None = None) -> Path | None:
+    """The config file to use: the one given (``--config`` / ``$BASTION_CONFIG``), else
+    ``./bastion.yaml`` when it exists, else None (the embedded defaults)."""
+    if path is not None:
+        return Path(path)
+    here = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
+    return here if here.is_file() else None
 
 
 def load_config(

@@ -70,6 +70,7 @@ class BastionError(Exception):
     openai_code: ClassVar[str | None] = None
 
     guard: str | None = None  # set by the pipeline: which guard refused
+    request_id: str | None = None  # set by the gateway: the record of the refused call
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

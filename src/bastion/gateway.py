@@ -37,6 +37,7 @@ from .errors import (
     PermissionDenied,
 )
 from .identity import END_USERS_ROLE, resolve_user
+from .observability.access import AccessGuard, AccessLog
 from .observability.metrics import (
     Metrics,
     MetricsGuard,
@@ -46,6 +47,7 @@ from .observability.metrics import (
 from .observability.quality import OnlineQuality
 from .observability.recorder import Recorder
 from .observability.recording import RecordGuard
+from .observability.refused import RefusalObservers
 from .observability.retention import RetentionTask
 from .observability.review import InMemoryReviewQueue, ReviewGuard, ReviewSampler
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
@@ -117,6 +119,7 @@ class Gateway:
                 for name, p in config.cost.prices.items()
             }
         )
+        self.access = AccessLog(config.server.log_format)
         self.recorder = Recorder(
             self.store,
             config.observability.spill_path,
@@ -248,17 +251,23 @@ class Gateway:
             rates=obs.quality_rates,
             on_result=self.metrics.observe_quality,
         )
+        record = RecordGuard(
+            self.recorder,
+            self.clock,
+            body_max_chars=obs.body_max_chars,
+            scrub=self.scrubber.redact,
+        )
+        access = AccessGuard(self.access)
+        metrics = MetricsGuard(self.metrics)
+        # a request refused before it became a call is still counted, logged and recorded
+        self.refusals = RefusalObservers(self.access, self.metrics, record)
         candidates: list[object] = [
+            access,
             self.quality,
-            MetricsGuard(self.metrics),
+            metrics,
             TracingGuard(self.tracing),
             review,
-            RecordGuard(
-                self.recorder,
-                self.clock,
-                body_max_chars=obs.body_max_chars,
-                scrub=self.scrubber.redact,
-            ),
+            record,
             self.kill_switch,
             template,
             scope,
@@ -339,27 +348,26 @@ class Gateway:
         received = time.monotonic()
         if principal is None:
             principal = await self.keys.resolve(key_from_headers(headers))
-        body = parse_body(raw)
-        validate(fmt, body)
-        if admit is not None:
-            admit(body, principal)
-        client_model = self._route_feature(
-            body, principal.feature or headers.get("x-bastion-feature")
-        )
-        # an unknown model is a 404 before any guard spends
-        deployments = self.router.resolve(body["model"])
-        n = body.get("n")
-        if (
-            isinstance(n, int)
-            and n > 1
-            and any(d.endpoint.kind not in N_CHOICES for d in deployments)
-        ):
-            # never one choice silently: only OpenAI deployments answer n choices
-            raise InvalidRequest(
-                f"n: {n} choices are served only by OpenAI deployments; model "
-                f"{body['model']!r} may be answered by one that returns a single choice",
-                param="n",
+        body: dict[str, Any] | None = None
+        try:
+            body = parse_body(raw)
+            validate(fmt, body)
+            if admit is not None:
+                admit(body, principal)
+            client_model = self._admit_route(body, principal, headers)
+        except BastionError as exc:
+            # refused before it became a call: still counted, logged and recorded
+            feature = principal.feature or headers.get("x-bastion-feature")
+            exc.request_id = await self.refusals.refused(
+                fmt,
+                exc,
+                principal,
+                body,
+                headers,
+                received,
+                feature if feature in self.config.features else None,
             )
+            raise
         idem = headers.get("idempotency-key")
         if not idem:
             return await self._run(fmt, raw, body, headers, principal, client_model, received)
@@ -527,6 +535,29 @@ class Gateway:
             await self._finish(call, None)
         return reply
 
+    def _admit_route(
+        self, body: dict[str, Any], principal: Principal, headers: Mapping[str, str]
+    ) -> str | None:
+        """The feature's model pin or allow-list, the model's deployments, and ``n``."""
+        client_model = self._route_feature(
+            body, principal.feature or headers.get("x-bastion-feature")
+        )
+        # an unknown model is a 404 before any guard spends
+        deployments = self.router.resolve(body["model"])
+        n = body.get("n")
+        if (
+            isinstance(n, int)
+            and n > 1
+            and any(d.endpoint.kind not in N_CHOICES for d in deployments)
+        ):
+            # never one choice silently: only OpenAI deployments answer n choices
+            raise InvalidRequest(
+                f"n: {n} choices are served only by OpenAI deployments; model "
+                f"{body['model']!r} may be answered by one that returns a single choice",
+                param="n",
+            )
+        return client_model
+
     def _route_feature(self, body: dict[str, Any], feature: str | None) -> str | None:
         """Per-feature routing: a pinned (cheaper) model replaces the client's; an allow-list refuses others.
 
@@ -593,6 +624,7 @@ class Gateway:
         if error is not None:
             call.error_type = type(error).__name__
             if isinstance(error, BastionError):
+                error.request_id = call.request_id  # the error answer names its record
                 call.status = error.http_status()
             elif call.status == 0:
                 call.status = 499 if isinstance(error, GeneratorExit) else 500

@@ -394,7 +394,7 @@ async def test_d_redis_frozen_mid_burst_loses_no_settle_and_keeps_the_cap(tmp_pa
             with contextlib.suppress(ProcessLookupError):
                 rds.proc.send_signal(signal.SIGCONT)
             stop(gw.proc)
-            log = gw.proc.stdout.read().decode(errors="replace") if gw.proc.stdout else ""
+            log = gw.log()
 
     statuses = sorted({a.status for a in answers})
     assert set(statuses) <= {200, 429, 503}, statuses

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bastion.evals.cli import eval_app
 
-SUITE: dict[str, Any] = {
+SUITE = {
     "name": "cli",
     "prompt_version": "v1",
     "defaults": {"model": "claude-sonnet-5", "max_tokens": 64},

@@ -71,18 +71,21 @@ class Served:
         )
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [str(BIN / "bastion"), "serve", "--config", str(config), "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=_env(),
-        )
+        log_path = cwd / f"serve-{port}.log"  # a file: a pipe nobody reads would fill
+        with log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "bastion"), "serve", "--config", str(config), "--port", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=_env(),
+            )
         try:
             wait_port(port, self.proc)
         except Exception:
             self.proc.kill()
-            out = self.proc.communicate(timeout=5)[0].decode(errors="replace")
+            self.proc.wait(timeout=5)
+            out = log_path.read_text(errors="replace")
             raise RuntimeError(f"bastion serve failed to start:\n{out}") from None
         self.client = httpx.Client(base_url=self.url, timeout=10)
 

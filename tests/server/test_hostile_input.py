@@ -76,10 +76,14 @@ async def hostile_app(tmp_path: Path) -> AsyncIterator[tuple[Any, Gateway, str]]
 
 
 async def _unbilled(gw: Gateway, upstream_before: int) -> None:
-    """Nothing reached the provider and no call was recorded (nothing to bill)."""
+    """Nothing reached the provider and nothing was billed: the refusal's record (recent calls
+    show refusals with their reason) is a 4xx with no tokens, no cost and no attempt."""
     await gw.recorder.flush()
     assert len(gw.simulator.requests) == upstream_before
-    assert await gw.store.recent_calls(10) == []
+    for rec in await gw.store.recent_calls(10):
+        assert 400 <= rec.status < 500, rec
+        assert rec.cost_usd == 0 and rec.attempts == 0 and rec.output_tokens == 0
+        assert rec.flags.get("refused_by"), rec
 
 
 @pytest.mark.parametrize("path", [ANTHROPIC, OPENAI])

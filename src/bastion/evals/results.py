@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "UNRECORDED",
     "CaseResult",
     "EpochResult",
     "RunResult",
@@ -27,7 +26,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-UNRECORDED = "(unrecorded)"  # the judge of a result written before runs recorded their design
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +207,7 @@ class RunResult:
             feature=data.get("feature"),
             notes=list(data.get("notes", [])),
             seed=int(data.get("seed", 0)),
-            judge=data.get("judge", UNRECORDED),
+            judge=data.get("judge"),
             simulated=bool(data.get("simulated", False)),
         )
 

@@ -70,7 +70,20 @@ _GUARD_BY_ERROR: Final[Mapping[str, str]] = {
     "UnprocessableRequest": "request",
     "PermissionDenied": "authorization",
     "StateUnavailable": "state",
+    "NotFound": "routing",
+    "AuthenticationFailed": "auth",
+    "HeadersTooLarge": "request",
+    "RequestTimeout": "request",
+    "TooManyStreams": "stream_limit",
 }
+
+
+def refusal_guard(error: BaseException) -> str:
+    """Which guard (or check) refused: the error's own ``guard``, else by its type."""
+    guard = getattr(error, "guard", None)
+    if isinstance(guard, str) and guard:
+        return guard
+    return _GUARD_BY_ERROR.get(type(error).__name__, "unknown")
 
 
 class _Capped:
@@ -330,6 +343,11 @@ class Metrics:
         if not isinstance(guard, str):
             guard = _GUARD_BY_ERROR.get(etype, "unknown")
         self.refusals.labels(self._guard(guard), self._error(etype)).inc()
+
+    def observe_refusal(self, error: BaseException) -> None:
+        """A request refused before it became a call (no valid key, no such route)."""
+        etype = type(error).__name__
+        self.refusals.labels(self._guard(refusal_guard(error)), self._error(etype)).inc()
 
     # -- state outside calls ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -185,14 +186,14 @@ class BastionApp:
                 f"request headers exceed the limit of {self._max_header_bytes} bytes "
                 f"or {self._max_header_count} lines"
             )
-            await self._error(send, big, refusal_format(path), close=True)
+            await self._error(scope, send, big, refusal_format(path), close=True)
             return
         handler = self._routes.get((scope["method"], path))
         if handler is None and scope["method"] == "GET" and path.startswith("/v1/models/"):
             handler = self._model
         if handler is None:
             err = NotFound(f"no route for {scope['method']} {path[:200]}")
-            await self._error(send, err, refusal_format(path))
+            await self._error(scope, send, err, refusal_format(path))
             return
         await handler(scope, receive, send)
 
@@ -203,9 +204,15 @@ class BastionApp:
         return sum(len(k) + len(v) for k, v in hs) <= self._max_header_bytes
 
     async def _error(
-        self, send: Send, exc: BaseException, fmt: Format, *, close: bool = False
+        self, scope: Scope, send: Send, exc: BaseException, fmt: Format, *, close: bool = False
     ) -> None:
+        request_id = getattr(exc, "request_id", None)
+        if request_id is None:
+            # refused before it became a call (no key, no route): counted and logged here
+            self.gateway.refusals.unauthenticated(scope["method"], scope["path"], exc)
         status, hs, body = render_error(exc, fmt)
+        if request_id is not None:
+            hs = {**hs, "x-request-id": request_id}
         await _send_json(
             send, status, body, {**hs, **CLOSE} if close else hs, timeout=self._send_timeout
         )
@@ -272,6 +279,8 @@ class BastionApp:
                 subject = f"{principal.key_id}/{user}" if user else None
                 lease = self.streams.acquire(principal.key_id, subject)
 
+        principal: Principal | None = None
+        received = time.monotonic()
         try:
             # the key first: a caller without one costs a header lookup, not a body in memory
             principal = await self.gateway.keys.resolve(key_from_headers(headers))
@@ -287,10 +296,15 @@ class BastionApp:
                 lease.release()
             if not isinstance(exc, BastionError):
                 log.exception("unhandled error on %s", scope["path"])
+            elif principal is not None and exc.request_id is None:
+                # a caller with a key whose body never arrived whole (413, 408): on the record
+                exc.request_id = await self.gateway.refusals.refused(
+                    fmt, exc, principal, None, headers, received, None
+                )
             _log_refusal(exc, scope["path"])
             # a body still trickling in would hold the connection: close it (a body that is
             # merely too large is drained by the server, so its sender still reads the 413)
-            await self._error(send, exc, fmt, close=isinstance(exc, RequestTimeout))
+            await self._error(scope, send, exc, fmt, close=isinstance(exc, RequestTimeout))
             return
         if reply.stream is None and lease is not None:
             lease.release()  # answered without a stream after all (an idempotent replay, say)
@@ -382,7 +396,7 @@ class BastionApp:
             await self.gateway.keys.resolve(key_from_headers(headers))
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
-            await self._error(send, exc, fmt)
+            await self._error(scope, send, exc, fmt)
             return
         names = self.gateway.router.aliases()
         if anthropic:
@@ -416,7 +430,7 @@ class BastionApp:
                 raise NotFound(f"model {model[:200]!r} is not configured on this gateway")
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
-            await self._error(send, exc, fmt)
+            await self._error(scope, send, exc, fmt)
             return
         obj: dict[str, Any] = (
             {
@@ -442,7 +456,7 @@ class BastionApp:
             return
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
-            await self._error(send, exc, Format.ANTHROPIC)
+            await self._error(scope, send, exc, Format.ANTHROPIC)
             return
         await _send_json(send, status, body, hs, timeout=self._send_timeout)
 
@@ -461,7 +475,9 @@ class BastionApp:
             return
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
-            await self._error(send, exc, Format.OPENAI, close=isinstance(exc, RequestTimeout))
+            await self._error(
+                scope, send, exc, Format.OPENAI, close=isinstance(exc, RequestTimeout)
+            )
             return
         await _send_json(send, 200, orjson.dumps(result), timeout=self._send_timeout)
 
@@ -477,7 +493,7 @@ class BastionApp:
                 await admin_principal(self.gateway, headers)
             except BastionError as exc:
                 _log_refusal(exc, scope["path"])
-                await self._error(send, exc, Format.OPENAI)
+                await self._error(scope, send, exc, Format.OPENAI)
                 return
         await self.gateway.metrics.refresh()
         body, ctype = render_metrics(self.gateway.metrics, headers.get("accept"))

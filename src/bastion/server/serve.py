@@ -30,6 +30,7 @@ import uvicorn
 from ..auth import new_key
 from ..config import Config
 from ..gateway import Gateway
+from ..observability.access import ACCESS_LOGGER, configure_logging
 from ..safety.pii import Scrubber
 from ..safety.pii.guard import PiiLogFilter
 from .app import create_app
@@ -40,18 +41,21 @@ log = logging.getLogger("bastion.server")
 BANNER = """\
 Bastion is listening on {url}
   providers: {providers}
+  dashboard: {url}/dashboard   metrics: {url}/metrics (admin key)
 {key_line}
-Try it with the official SDKs:
+Try it: paste into python3 (pip install anthropic openai)
 
-  from anthropic import Anthropic
-  c = Anthropic(base_url="{url}", api_key="{key}")
-  print(c.messages.create(model="{amodel}", max_tokens=200,
-        messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
+from anthropic import Anthropic
+c = Anthropic(base_url="{url}", api_key="{key}")
+print(c.messages.create(model="{amodel}", max_tokens=200,
+      messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
 
-  from openai import OpenAI
-  c = OpenAI(base_url="{url}/v1", api_key="{key}")
-  print(c.chat.completions.create(model="{omodel}",
-        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+from openai import OpenAI
+c = OpenAI(base_url="{url}/v1", api_key="{key}")
+print(c.chat.completions.create(model="{omodel}",
+      messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+
+One line per call follows (--log-format json for JSON, --log-level warning for none).
 """
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -64,11 +68,9 @@ def install_log_scrubbing(scrubber: Scrubber) -> None:
     """Log lines are a place PII leaks to: every handler of the process scrubs what it writes."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging("info", "text")
     log_filter = PiiLogFilter(scrubber)
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", ACCESS_LOGGER):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(log_filter)
 
@@ -212,6 +214,7 @@ def server_config(app: Any, cfg: Config, *, host: str, port: int) -> uvicorn.Con
 
 
 async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
+    configure_logging(cfg.server.log_level, cfg.server.log_format)
     gateway = Gateway(cfg)
     server = DrainingServer(
         server_config(create_app(gateway), cfg, host=host, port=port),
@@ -225,7 +228,11 @@ async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
             secret, record = new_key("dev", roles=("admin",))
             await gateway.store.create_key(record)
             key = secret
-            key_line = f"  a first key was created (shown once, stored hashed): {secret}"
+            key_line = (
+                f"  a first key was created, role admin (dashboard, metrics, kill switch; shown "
+                f"once, stored hashed):\n  {secret}\n  make app keys with `bastion keys create "
+                "--name NAME` (scripts/dev bastion keys create … from a clone)"
+            )
         for w in pool_warnings(cfg):
             typer.echo(f"warning: {w}", err=True)
         install_log_scrubbing(gateway.scrubber)
