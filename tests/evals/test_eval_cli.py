@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bastion.evals.cli import eval_app
 
-SUITE = {
+SUITE: dict[str, Any] = {
     "name": "cli",
     "prompt_version": "v1",
     "defaults": {"model": "claude-sonnet-5", "max_tokens": 64},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,7 +14,7 @@ from bastion.config import load_config
 from bastion.evals import parse_suite, select_model, set_feature_model
 from bastion.evals.select import SimulatedEvidence, apply_choice, evidence_path
 
-SUITE = {
+SUITE: dict[str, Any] = {
     "name": "drafts",
     "prompt_version": "v1",
     "defaults": {"max_tokens": 64},

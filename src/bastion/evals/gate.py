@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .results import CaseResult, RunResult, read_result, write_json
+from .results import UNRECORDED, CaseResult, RunResult, read_result, write_json
 from .stats import permutation_test, sign_test, wilcoxon_signed_rank
 
 __all__ = [
@@ -167,7 +167,13 @@ def design_problems(baseline: RunResult, current: RunResult, min_epochs: int) ->
                 f"{name} ran {run.epochs} epoch(s), below the suite's minimum of {min_epochs}: "
                 f"run and bless with --epochs {min_epochs} or more"
             )
-    if _graded(baseline) and _graded(current) and baseline.judge != current.judge:
+    unrecorded = UNRECORDED in (baseline.judge, current.judge)
+    if (
+        _graded(baseline)
+        and _graded(current)
+        and not unrecorded
+        and baseline.judge != current.judge
+    ):
         problems.append(
             f"the baseline was graded by {baseline.judge or 'no judge'}, this run by "
             f"{current.judge or 'no judge'}: scores from different judges are not comparable "
@@ -205,6 +211,8 @@ def compare(
     if problems:
         report.regressions.extend(Regression("*", "design_mismatch", p) for p in problems)
         return report
+    if baseline.judge == UNRECORDED:
+        report.notes.append("the baseline predates design records: its judge is not known")
     if baseline.epochs != current.epochs:
         report.notes.append(
             f"baseline ran {baseline.epochs} epoch(s), this run {current.epochs}: "
@@ -212,7 +220,8 @@ def compare(
         )
     if baseline.simulated and current.simulated and baseline.seed == current.seed:
         report.notes.append(
-            f"same seeds as the baseline (seed {current.seed}): simulated answers repeat exactly"
+            f"same seeds as the baseline (seed {current.seed}): simulated answers to "
+            "unchanged requests repeat exactly"
         )
     common: list[tuple[CaseResult, CaseResult]] = []
     for c in current.cases:

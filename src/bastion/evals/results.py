@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "UNRECORDED",
     "CaseResult",
     "EpochResult",
     "RunResult",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+UNRECORDED = "(unrecorded)"  # the judge of a result written before runs recorded their design
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,7 @@ class RunResult:
             feature=data.get("feature"),
             notes=list(data.get("notes", [])),
             seed=int(data.get("seed", 0)),
-            judge=data.get("judge"),
+            judge=data.get("judge", UNRECORDED),
             simulated=bool(data.get("simulated", False)),
         )
 

@@ -167,8 +167,13 @@ def compose_quality_answer(
         sentences.append(_FILLER[pick])
         if not kept:
             sentences.insert(0, "I am not sure about the details here.")
+    if limit is not None:  # keep whole words up to the limit, bullet marks not counted
+        kept_words, trimmed = 0, []
+        for s in sentences:
+            words = s.split()[: max(0, limit - kept_words)]
+            kept_words += len(words)
+            if words:
+                trimmed.append(" ".join(words))
+        sentences = trimmed
     text = "\n".join(f"- {s}" for s in sentences) if bullets else " ".join(sentences)
-    if limit is not None:
-        words = text.split(" ")
-        text = " ".join(words[:limit])
     return text or "I am not sure."
