@@ -109,3 +109,21 @@ async def test_a_webhook_that_does_not_answer_in_time_is_unverified(
     slow, ok = [e for e in res.evidence if "webhook http" in e]
     assert slow.startswith("warn:") and "/slow unverified" in slow and "Timeout" in slow
     assert "/ok took a test alert" in ok
+
+
+async def test_only_the_apps_own_code_counts_as_using_a_helper(tmp_path: Path) -> None:
+    use = "from bastion.safety.tools import ToolExecutor\nex = ToolExecutor(registry, state)\n"
+    for where in (
+        ".venv/lib/site.py",
+        "node_modules/x/a.py",
+        "tests/test_tools.py",
+        "app/test_x.py",
+    ):
+        (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / where).write_text(use)
+    cfg = Config.model_validate({})
+    (res,) = await run_check(cfg, project_dir=tmp_path, drills=False, only="safety.tool_sandbox")
+    assert res.status == "WARN", res.evidence
+    (tmp_path / "app" / "agent.py").write_text(use)
+    (res,) = await run_check(cfg, project_dir=tmp_path, drills=False, only="safety.tool_sandbox")
+    assert res.status == "PASS" and "app/agent.py" in res.evidence[0], res.evidence

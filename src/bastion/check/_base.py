@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -182,13 +183,17 @@ def app_code_uses(project_dir: Path, pattern: str) -> list[str]:
 
 
 def _py_files(root: Path) -> Iterator[Path]:
-    for p in root.rglob("*.py"):
-        rel = p.relative_to(root).parts
-        if _SKIP_DIRS.intersection(rel) or p.name.startswith("test_"):
-            continue
-        if rel[:2] == ("src", "bastion"):  # Bastion's own source, when checking its repository
-            continue
-        yield p
+    """Python files of the app, pruning virtualenvs, dependencies, tests and hidden folders."""
+    for here, dirs, files in os.walk(root):
+        rel = Path(here).relative_to(root).parts
+        dirs[:] = [
+            d
+            for d in sorted(dirs)
+            if d not in _SKIP_DIRS and not d.startswith(".") and (*rel, d) != ("src", "bastion")
+        ]
+        for name in sorted(files):
+            if name.endswith(".py") and not name.startswith("test_"):
+                yield Path(here) / name
 
 
 @dataclass(slots=True)
