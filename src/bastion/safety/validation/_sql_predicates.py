@@ -107,16 +107,16 @@ def _scan(node: exp.Expr, dialect: str) -> Iterator[Refusal]:
     if isinstance(node, exp.Paren):
         yield from _scan(node.this, dialect)
         return
-    compound = isinstance(node, exp.And | exp.Or | exp.Not)
+    # a condition built only of constants (NOT 0, 1 = 1 AND 2 = 2) is judged whole
+    compound = isinstance(node, exp.And | exp.Or | exp.Not) and not _is_constant(node)
     if compound:
-        found = False
+        below: list[Refusal] = []
         for child in (node.this, node.args.get("expression")):
             if isinstance(child, exp.Expr):
-                for reason in _scan(child, dialect):
-                    found = True
-                    yield reason
-        if found:
-            return
+                below.extend(_scan(child, dialect))
+        yield from below
+        if any(r.code is SqlCode.TAUTOLOGY for r in below):
+            return  # the always-true part was named already
     always = truth(node) is True
     if not compound and _is_constant(node):
         code = SqlCode.TAUTOLOGY if always else SqlCode.CONSTANT_CONDITION
