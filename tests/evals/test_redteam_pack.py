@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import BIN, write_config
 
+from bastion.evals import parse_suite
 from bastion.evals.redteam import (
     CATEGORIES,
     Evidence,
@@ -24,7 +26,9 @@ from bastion.evals.redteam import (
     run_pack,
 )
 from bastion.evals.redteam.cli import DEFAULT_THRESHOLD
+from bastion.evals.render import render_case
 from bastion.providers.sim.gullible import red_team_turn
+from bastion.safety.prompting import TemplateRegistry
 
 GRANTS = {"viewer": {"orders": ["id", "status", "total"]}}
 # the app declares its SQL tool (no default can know it); everything else is Bastion's default
@@ -270,3 +274,25 @@ def test_the_cli_prints_categories_and_exits_non_zero_below_the_threshold(tmp_pa
         timeout=120,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_eval_renderer_never_fences_with_a_builder_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suite = parse_suite(
+        {
+            "name": "fenced",
+            "templates": {"t": {"instructions": "Answer billing questions."}},
+            "defaults": {"model": "claude-sonnet-5", "template": "t"},
+            "cases": [{"id": "c", "user_content": "hi", "assert": [{"contains": "x"}]}],
+        }
+    )
+    rendered = render_case(suite, suite.cases[0], model="claude-sonnet-5", simulated=True)
+    assert rendered.builder == "bastion.safety.prompting"
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("builder broken")
+
+    monkeypatch.setattr(TemplateRegistry, "render", broken)
+    with pytest.raises(RuntimeError, match="builder broken"):
+        render_case(suite, suite.cases[0], model="claude-sonnet-5", simulated=True)
