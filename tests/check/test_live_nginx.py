@@ -68,10 +68,10 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def check_url(url: str, key: str, **env: str) -> tuple[int, dict[str, dict[str, Any]]]:
+def check_url(url: str, key: str, *args: str, **env: str) -> tuple[int, dict[str, dict[str, Any]]]:
     """`bastion check --url URL --json` with the key from $BASTION_API_KEY; drills by name."""
     out = subprocess.run(
-        [str(BIN / "bastion"), "check", "--url", url, "--json"],
+        [str(BIN / "bastion"), "check", "--url", url, "--json", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -194,7 +194,9 @@ def test_check_url_says_why_it_skips_on_a_gateway_without_drills_or_an_admin_key
     try:
         code, drills = check_url(gw.url, gw.key)
         # the operator's admin key from the environment drives the kill switch for an app key
-        code_admin, with_admin = check_url(gw.url, gw.key, BASTION_ADMIN_KEY=admin)
+        code_admin, with_admin = check_url(
+            gw.url, gw.key, "--model", "gpt-4.1", BASTION_ADMIN_KEY=admin
+        )
     finally:
         stop(gw.proc)
     assert code == 0  # nothing failed; nothing could be proved either, and each SKIP says why
@@ -207,6 +209,9 @@ def test_check_url_says_why_it_skips_on_a_gateway_without_drills_or_an_admin_key
     assert "server.drill_headers" in skipped["degraded answer when nothing can answer"]
     assert code_admin == 0
     assert with_admin["kill switch round trip"]["status"] == "PASS", with_admin
+    default = drills["gateway reachable"]["evidence"][0].rsplit("drilling with ", 1)[1]
+    assert default in sim_models() and default != "gpt-4.1"  # the first listed, unless named
+    assert with_admin["gateway reachable"]["evidence"][0].endswith("drilling with gpt-4.1")
 
 
 def test_check_url_fails_when_nothing_answers_at_the_url() -> None:

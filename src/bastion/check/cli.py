@@ -67,12 +67,15 @@ def check_command(
     key: Annotated[
         str | None, typer.Option(help="API key for --url", envvar="BASTION_API_KEY")
     ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model for --url (default: the first /v1/models lists)")
+    ] = None,
 ) -> None:
     """Audit readiness: each item judged on the app's config per feature, drilled on a simulated copy."""
     if url is not None:
         from .live import live_command
 
-        raise typer.Exit(live_command(url, key, json_=json_))
+        raise typer.Exit(live_command(url, key, model=model, json_=json_))
     try:
         results = asyncio.run(
             run_check(config, project_dir=project, drills=not no_drills, only=only)

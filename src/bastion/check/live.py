@@ -397,7 +397,8 @@ async def _kill_drill(c: _Client, model: str, admin_key: str | None, res: LiveRe
     )
 
 
-async def _pick_model(c: _Client, res: LiveResult) -> str | None:
+async def _pick_model(c: _Client, res: LiveResult, given: str | None) -> str | None:
+    """The model to drill: ``given``, else the first the gateway lists (the key is checked)."""
     status, _, raw = await c.request("GET", "/v1/models")
     if status != 200:
         res.set("FAIL", f"GET /v1/models with this key: {_error_text(status, raw)}")
@@ -407,12 +408,14 @@ async def _pick_model(c: _Client, res: LiveResult) -> str | None:
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         res.set("FAIL", f"GET /v1/models did not answer in the OpenAI format: {raw[:80]!r}")
         return None
-    if not ids:
-        res.set("FAIL", "GET /v1/models lists no model")
+    if given is None and not ids:
+        res.set(
+            "FAIL", "GET /v1/models lists no model (wildcard aliases only?): name one with --model"
+        )
         return None
-    res.set("PASS", f"reached with this key; {len(ids)} models, drilling with {ids[0]}")
-    first: str = ids[0]
-    return first
+    use: str = given or ids[0]
+    res.set("PASS", f"reached with this key; {len(ids)} models listed, drilling with {use}")
+    return use
 
 
 async def run_live(
@@ -430,13 +433,13 @@ async def run_live(
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         c = _Client(session, url, key)
         try:
-            picked = await _pick_model(c, reach)
+            picked = await _pick_model(c, reach, model)
         except (aiohttp.ClientError, TimeoutError) as exc:
             reach.set("FAIL", f"cannot reach {url}: {type(exc).__name__}: {exc}")
             picked = None
         if picked is None:
             return results
-        use = model or picked
+        use = picked
         drills: list[tuple[str, Callable[[LiveResult], Awaitable[None]]]] = [
             ("streaming reaches the client as sent", lambda r: _stream_drill(c, use, r)),
             ("kill switch round trip", lambda r: _kill_drill(c, use, admin_key or key, r)),
@@ -453,13 +456,15 @@ async def run_live(
     return results
 
 
-def live_command(url: str, key: str | None, *, json_: bool = False) -> int:
+def live_command(
+    url: str, key: str | None, *, model: str | None = None, json_: bool = False
+) -> int:
     """Print the live drills' table (or JSON); the exit code is 1 when any drill FAILs."""
     from rich.console import Console
     from rich.table import Table
 
     admin = os.environ.get("BASTION_ADMIN_KEY")
-    results = asyncio.run(run_live(url, key, admin_key=admin))
+    results = asyncio.run(run_live(url, key, admin_key=admin, model=model))
     counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
     if json_:
         out = {
