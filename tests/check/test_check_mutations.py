@@ -133,6 +133,15 @@ MUTATIONS: dict[str, list[Lack]] = {
     ],
     "safety.injection": [
         Lack(
+            "scanning off everywhere",
+            lambda d: mutate(
+                mutate(d, "features.drafts.safety.injection_action", "off"),
+                "features.default.safety.injection_action",
+                "off",
+            ),
+            expect_features=("default", "drafts"),
+        ),
+        Lack(
             "scanning off",
             lambda d: mutate(d, "features.drafts.safety.injection_action", "off"),
             expect_features=("drafts",),

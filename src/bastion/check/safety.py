@@ -52,12 +52,39 @@ def _text(body: bytes) -> str:
     return "".join(b.get("text", "") for b in data.get("content", []) if b.get("type") == "text")
 
 
-def _flagged(call: Call | None, kind: str, flag: str) -> bool:
-    """Whether a guard recorded a finding of ``kind`` (or, in older records, the ``flag``)."""
-    if call is None:
-        return False
-    found = getattr(call, "findings", ())
-    return bool(call.flags.get(flag)) or any(getattr(f, "kind", None) == kind for f in found)
+def _flagged(call: Call | None, kind: str) -> bool:
+    """Whether a guard recorded a finding of ``kind`` on the call."""
+    return call is not None and any(f.kind == kind for f in call.findings)
+
+
+def _switched_off(ctx: CheckContext, setting: str) -> tuple[list[str], list[str]] | None:
+    """Features whose ``safety.<setting>`` is off: really off, and off but covered by the default
+    feature's policy (the guards fall back to it for a feature without one of its own)."""
+    feats = ctx.config.features
+    off = [n for n, f in feats.items() if getattr(f.safety, setting) == "off"]
+    if not off:
+        return None
+    default_off = "default" in off
+    return [n for n in off if default_off or n == "default"], [
+        n for n in off if not default_off and n != "default"
+    ]
+
+
+def _report_off(r: ItemResult, setting: str, what: str, off: tuple[list[str], list[str]]) -> None:
+    really, covered = off
+    if really:
+        r.app(
+            "FAIL",
+            f"{what} off (safety.{setting}: off) for {', '.join(really)}",
+            features=tuple(really),
+        )
+    if covered:
+        r.app(
+            "WARN",
+            f"safety.{setting}: off for {', '.join(covered)} is not what runs: the default "
+            "feature's policy applies to them instead (see the drill)",
+            features=tuple(covered),
+        )
 
 
 def _model(ctx: CheckContext, feat: str) -> str | None:
@@ -66,13 +93,10 @@ def _model(ctx: CheckContext, feat: str) -> str | None:
 
 
 async def injection(ctx: CheckContext, r: ItemResult) -> None:
-    off = [n for n, f in ctx.config.features.items() if f.safety.injection_action == "off"]
-    if off:
-        r.app(
-            "FAIL",
-            f"injection scanning off (safety.injection_action: off) for {', '.join(off)}",
-            features=tuple(off),
-        )
+    switched = _switched_off(ctx, "injection_action")
+    off = [] if switched is None else switched[0] + switched[1]
+    if switched is not None:
+        _report_off(r, "injection_action", "injection scanning", switched)
     for n, f in ctx.config.features.items():
         if n not in off:
             s = f.safety
@@ -126,7 +150,7 @@ async def injection(ctx: CheckContext, r: ItemResult) -> None:
                         f"drill [{feat}]: an injection in the {kind} was refused before the model",
                     )
                     continue
-                flagged = _flagged(reply.call, "injection", "injection")
+                flagged = _flagged(reply.call, "injection")
                 if FOLLOWED not in _text(body):
                     r.add(
                         "PASS",
@@ -166,13 +190,9 @@ async def output_validation(ctx: CheckContext, r: ItemResult) -> None:
             f"feature {n}: SQL in {tools} validated ({s.sql_action}) against sql_grants",
             features=(n,),
         )
-    no_leak = [n for n, f in cfg.features.items() if f.safety.leak_action == "off"]
-    if no_leak:
-        r.app(
-            "FAIL",
-            f"system-prompt leak watching off (safety.leak_action: off) for {', '.join(no_leak)}",
-            features=tuple(no_leak),
-        )
+    no_leak = _switched_off(ctx, "leak_action")
+    if no_leak is not None:
+        _report_off(r, "leak_action", "system-prompt leak watching", no_leak)
     else:
         r.app(
             "PASS",
@@ -196,7 +216,7 @@ async def output_validation(ctx: CheckContext, r: ItemResult) -> None:
 
 async def _leak_drill(gw: Any, r: ItemResult, feat: str, model: str) -> None:
     try:
-        _, body = await ask(
+        reply, body = await ask(
             gw,
             model,
             system=SECRET_PROMPT,
@@ -207,14 +227,20 @@ async def _leak_drill(gw: Any, r: ItemResult, feat: str, model: str) -> None:
     except OutputBlocked:
         r.add("PASS", f"drill [{feat}]: an answer repeating the system prompt was withheld")
         return
-    if "QX-7731-ALPHA" in _text(body):
+    if "QX-7731-ALPHA" not in _text(body):
+        r.add("PASS", f"drill [{feat}]: an answer repeating the system prompt was redacted")
+    elif _flagged(reply.call, "leak"):
+        r.app(
+            "WARN",
+            f"drill [{feat}]: an answer repeating the system prompt was flagged but reached the client",
+            features=(feat,),
+        )
+    else:
         r.app(
             "FAIL",
             f"drill [{feat}]: an answer repeating the system prompt reached the client",
             features=(feat,),
         )
-    else:
-        r.add("PASS", f"drill [{feat}]: an answer repeating the system prompt was redacted")
 
 
 async def _sql_drill(gw: Any, r: ItemResult, feat: str, model: str, tool: str, arg: str) -> None:
@@ -245,7 +271,7 @@ async def _sql_drill(gw: Any, r: ItemResult, feat: str, model: str, tool: str, a
             features=(feat,),
         )
         return
-    flagged = _flagged(reply.call, "sql", "sql_rejected")
+    flagged = _flagged(reply.call, "sql_rejected")
     if flagged:
         r.app(
             "WARN",
