@@ -127,3 +127,23 @@ async def test_only_the_apps_own_code_counts_as_using_a_helper(tmp_path: Path) -
     (tmp_path / "app" / "agent.py").write_text(use)
     (res,) = await run_check(cfg, project_dir=tmp_path, drills=False, only="safety.tool_sandbox")
     assert res.status == "PASS" and "app/agent.py" in res.evidence[0], res.evidence
+
+
+async def test_the_per_user_drill_is_not_refused_by_the_apps_other_limits(tmp_path: Path) -> None:
+    cfg = Config.model_validate(
+        {
+            "providers": {"sim": {"kind": "sim"}},
+            "models": {"m": {"deployments": [{"provider": "sim", "model": "m"}]}},
+            "cost": {
+                "caps": {"end_user_caps": True},
+                "rate_limits": {
+                    "per_user": {"tokens_per_minute": 50_000},
+                    "global": {"requests_per_minute": 1, "burst": 1},
+                    "per_key": {"calls_per_day": 1},
+                },
+            }
+        }
+    )
+    (res,) = await run_check(cfg, project_dir=tmp_path, only="cost.per_user_limit")
+    assert res.status == "PASS", res.evidence
+    assert any("3rd call was refused" in e for e in res.evidence)

@@ -171,11 +171,12 @@ async def per_user_rate_limit(ctx: CheckContext, r: ItemResult) -> None:
 
     def shrink(data: dict[str, Any]) -> None:
         data["cost"]["caps"] = {"end_user_caps": cfg.cost.caps.end_user_caps}
-        rl = data["cost"].setdefault("rate_limits", {})
-        if rl.get("per_user"):
-            rl["per_user"] = {"calls_per_day": 2}
+        # the user's per-user limit (whatever its kind) shrunk to 2 calls a day; no other limit
+        had = bool(data["cost"].get("rate_limits", {}).get("per_user"))
+        data["cost"]["rate_limits"] = {"per_user": {"calls_per_day": 2}} if had else {}
         for f in data["features"].values():
-            f.pop("daily_budget_usd", None)
+            for k in ("daily_budget_usd", "max_input_tokens", "conversation_max_tokens"):
+                f.pop(k, None)
 
     async with ctx.drill(shrink, keep_limits=True) as gw:
         for _ in range(2):
