@@ -10,9 +10,11 @@ import pytest
 from tests.conftest import sim_models
 
 import bastion
-from bastion.call import Principal
+from bastion.call import Call, Principal
 from bastion.errors import OutputBlocked
 from bastion.providers.base import Format
+from bastion.safety.sql_guard import SqlToolCheck
+from bastion.safety.validation import SqlPolicy
 
 SUPPORT = Principal(key_id="k1", name="agent", roles=("support",))
 
@@ -99,3 +101,54 @@ async def test_flag_mode_passes_it_on_marked(tmp_path: Path) -> None:
         (rec,) = await gw.store.recent_calls(1)
         (f,) = rec.findings
         assert f.kind == "sql_rejected" and f.subject == "tool:run_sql" and f.action == "flagged"
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("SELECT id, status FROM orders WHERE status = 'x' OR '1' = '1'", "tautology"),
+        ("SELECT id FROM orders WHERE 1", "tautology"),
+        ("SELECT version()", "function_denied"),
+        ("SELECT id FROM orders WHERE md5(status) = 'x'", "function_not_allowed"),
+    ],
+)
+async def test_injected_filters_and_metadata_calls_are_withheld_and_recorded_by_code(
+    tmp_path: Path, sql: str, code: str
+) -> None:
+    async with bastion.Gateway.from_config(None, **_cfg(tmp_path, "flag")) as gw:
+        out = await _ask(gw, sql)
+        assert _sql_of(out) == sql  # flag mode passes it on, marked
+        await gw.recorder.flush()
+        (rec,) = await gw.store.recent_calls(1)
+        (finding,) = [f for f in rec.findings if f.kind == "sql_rejected"]
+        assert finding.reasons == (code,)
+    async with bastion.Gateway.from_config(None, **_cfg(tmp_path / "block")) as gw:
+        with pytest.raises(OutputBlocked):
+            await _ask(gw, sql)
+
+
+def _call() -> Call:
+    return Call(
+        request_id="req_sql",
+        trace_id="a" * 32,
+        span_id="a" * 16,
+        client_format=Format.OPENAI,
+        principal=SUPPORT,
+        body={},
+        requested_model="gpt-4.1",
+        stream=False,
+    )
+
+
+def test_a_tool_can_extend_the_function_allow_list_for_itself_only() -> None:
+    roles = {"support": {"orders": ["id", "status"]}}
+    check = SqlToolCheck(
+        {"run_sql": "query", "report_sql": "sql"},
+        SqlPolicy(roles=roles),
+        block=True,
+        tool_policies={"report_sql": SqlPolicy(roles=roles, extra_functions=frozenset({"md5"}))},
+    )
+    sql = "SELECT md5(status) FROM orders"
+    assert check._check(_call(), "report_sql", sql) == "SELECT MD5(status) FROM orders LIMIT 1000"
+    with pytest.raises(OutputBlocked, match="md5"):
+        check._check(_call(), "run_sql", sql)

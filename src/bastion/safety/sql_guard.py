@@ -26,27 +26,42 @@ VERSION = "sql-2026.12.04"
 
 
 class SqlToolCheck:
-    """One feature's SQL tools and grants, built once at start-up."""
+    """One feature's SQL tools and grants, built once at start-up.
 
-    def __init__(self, tools: Mapping[str, str], policy: SqlPolicy, *, block: bool) -> None:
+    ``tool_policies`` overrides ``policy`` for the tools it names (a tool whose config extends
+    the function allow-list). A finding's reasons are the validator's stable codes
+    (``function_denied``, ``tautology``); the messages go to the model in block mode.
+    """
+
+    def __init__(
+        self,
+        tools: Mapping[str, str],
+        policy: SqlPolicy,
+        *,
+        block: bool,
+        tool_policies: Mapping[str, SqlPolicy] | None = None,
+    ) -> None:
         self.tools = dict(tools)
         self.policy = policy
         self.block = block
+        self.tool_policies = dict(tool_policies or {})
 
     def _check(self, call: Call, name: str, sql: Any) -> str | None:
         """The SQL that may run, or None after flagging (and raising in block mode)."""
         if not isinstance(sql, str):
             reasons = ["the SQL argument is missing or not a string"]
+            codes = ["sql_argument_missing"]
         else:
-            verdict = validate_sql(sql, self.policy, call.principal.roles)
+            policy = self.tool_policies.get(name, self.policy)
+            verdict = validate_sql(sql, policy, call.principal.roles)
             if verdict.ok:
                 return verdict.sql
-            reasons = list(verdict.reasons)
+            reasons, codes = list(verdict.reasons), list(verdict.codes)
         action: Literal["blocked", "flagged"] = "blocked" if self.block else "flagged"
         call.add_finding(
             Finding(
                 "sql", "sql_rejected", action, "tool", VERSION,
-                reasons=tuple(reasons[:5]), subject=f"tool:{name}",
+                reasons=tuple(codes[:5]), subject=f"tool:{name}",
             )
         )  # fmt: skip
         if self.block:
