@@ -32,6 +32,7 @@ from .providers import translate
 from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
 from .providers.base import Format, UpstreamResponse
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
+from .reliability.cooling import Cooling
 from .reliability.exhaustion import Outcome
 from .reliability.policy import Action, Failure, RetryPolicy, classify
 from .reliability.router import Deployment, Router
@@ -84,7 +85,7 @@ class Engine:
 
     __slots__ = (
         "_breaker",
-        "_cooled",
+        "_cooling",
         "_policy",
         "_prefill",
         "_release",
@@ -109,9 +110,7 @@ class Engine:
         self._release = release
         self._retry = retry or RetryConfig()
         self._policy = RetryPolicy(self._retry)
-        self._cooled: dict[
-            str, float
-        ] = {}  # deployment -> monotonic end of its rate-limit cool-down
+        self._cooling = Cooling()  # rate windows of the deployments, from their answers
         self._prefill = PrefillMemory()  # deployments that refused a prefill, for its lifetime
         self._state = state
         self._breaker: BreakerPolicy | None = None
@@ -123,30 +122,6 @@ class Engine:
                 min_calls=breaker.min_calls,
                 cooldown_seconds=breaker.cooldown_seconds,
             )
-
-    def _cool(self, dep: Deployment, retry_after: float | None) -> None:
-        """A rate-limited deployment rests until its Retry-After (half a second when none is given)."""
-        until = time.monotonic() + (retry_after if retry_after is not None else 0.5)
-        self._cooled[dep.name] = max(self._cooled.get(dep.name, 0.0), until)
-
-    def _cool_left(self, dep: Deployment) -> float:
-        until = self._cooled.get(dep.name)
-        if until is None:
-            return 0.0
-        left = until - time.monotonic()
-        if left <= 0:
-            del self._cooled[dep.name]
-            return 0.0
-        return left
-
-    def _cooled_last(self, deployments: list[Deployment]) -> list[Deployment]:
-        """Resting deployments go to the back: tried only when nothing else is left."""
-        if not self._cooled:
-            return deployments
-        resting = [d for d in deployments if self._cool_left(d) > 0]
-        if not resting:
-            return deployments
-        return [d for d in deployments if d not in resting] + resting
 
     async def _allow(self, dep: Deployment) -> bool:
         if self._breaker is None or self._state is None:
@@ -185,20 +160,24 @@ class Engine:
                 total = len(call.attempts)
                 if backup_started:  # both tried at once; a primary that failed early is not
                     deployments = deployments[2:]  # the end of the call: the backup still runs
-        deployments = self._cooled_last(deployments)
+        deployments = self._cooling.order(deployments)
         for i, dep in enumerate(deployments):
             if not await self._allow(dep):
                 out.skipped.append(dep.name)
                 continue
             has_next = i + 1 < len(deployments)
-            wait = self._cool_left(dep)
-            if wait > 0:
-                if has_next or wait > pol.max_retry_after or wait >= call.remaining():
-                    out.cooled(wait)
-                    continue
-                await asyncio.sleep(wait)  # the last option: wait out its Retry-After
             tries = 0
             while call.remaining() > 0 and total < pol.max_attempts:
+                # no request the provider would refuse: wait for its window when this is the
+                # soonest place to go (or a retry here) and the wait fits, else go elsewhere
+                free = has_next and self._cooling.wait(deployments[i + 1].name) == 0.0
+                patience = (
+                    0.0 if free and not tries else min(pol.max_retry_after, call.remaining() / 2)
+                )
+                ticket = await self._cooling.turn(dep.name, patience)
+                if ticket is None:
+                    out.cooled(self._cooling.soonest(dep.name))
+                    break
                 total += 1
                 kind = (
                     "repair"
@@ -211,17 +190,17 @@ class Engine:
                 budget = self._policy.attempt_budget(call.remaining(), len(deployments) - i)
                 try:
                     if call.stream:
-                        reply = await self._stream(call, dep, passthrough, on_end, attempt, budget)
+                        reply = await self._stream(
+                            call, dep, passthrough, on_end, attempt, budget, ticket
+                        )
                     else:
-                        reply = await self._unary(call, dep, passthrough, attempt, budget)
+                        reply = await self._unary(call, dep, passthrough, attempt, budget, ticket)
                 except UpstreamError as exc:
                     failure = classify(exc)
                     attempt.ended = time.monotonic()
                     attempt.error = failure.value
                     attempt.status = exc.upstream_status
                     out.fail(exc, failure)
-                    if failure in (Failure.RATE_LIMITED, Failure.OVERLOADED):
-                        self._cool(dep, exc.retry_after)
                     if self._policy.counts_against_breaker(failure):
                         await self._record(dep, False)
                     decision = self._policy.decide(
@@ -239,7 +218,6 @@ class Engine:
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
-                self._cooled.pop(dep.name, None)
                 await self._record(dep, True)
                 return reply
         raise out.exhausted(call)
@@ -416,8 +394,10 @@ class Engine:
         passthrough: dict[str, str],
         timeout: float,
         attempt: Attempt,
+        ticket: int | None = None,
     ) -> Any:
-        """Send one attempt: reserved first (no upstream request skips the budget)."""
+        """Send one attempt: reserved first (no upstream request skips the budget), and
+        counted in its deployment's rate window (``ticket`` when it already waited its turn)."""
         target = dep.endpoint.speaks(call.client_format)
         req = dep.endpoint.build(
             body, target, stream=call.stream, extra_headers=dep.headers, passthrough=passthrough
@@ -425,6 +405,8 @@ class Engine:
         if self._reserve is not None:
             await self._reserve(call, attempt, body, len(req.body))
         attempt.sent = True
+        if ticket is None:
+            ticket = self._cooling.take(dep.name)
         try:
             resp = await dep.transport.send(req, timeout=min(timeout, call.remaining()))
         except UpstreamConnectError as exc:
@@ -434,6 +416,7 @@ class Engine:
                     await self._release(call, attempt)
             raise
         attempt.provider_request_id = provider_request_id(resp.headers)
+        self._cooling.answered(dep.name, ticket, resp.status, resp.headers)
         if resp.status != 200:
             attempt.usage = Usage()  # an error answer is not billed
             if self._release is not None:
@@ -452,6 +435,7 @@ class Engine:
         passthrough: dict[str, str],
         attempt: Attempt,
         budget: float | None = None,
+        ticket: int | None = None,
     ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
@@ -459,7 +443,7 @@ class Engine:
         # and by this attempt's share of the deadline so a silent provider leaves the rest time
         limit = t.total if budget is None else min(t.total, budget)
         t_end = time.monotonic() + limit
-        resp = await self._send(call, dep, body, passthrough, limit, attempt)
+        resp = await self._send(call, dep, body, passthrough, limit, attempt, ticket)
         try:
             raw = await _read(resp, min(t_end - time.monotonic(), call.remaining()))
         finally:
@@ -492,13 +476,18 @@ class Engine:
         on_end: OnEnd,
         attempt: Attempt,
         budget: float | None = None,
+        ticket: int | None = None,
     ) -> Reply:
         body = upstream_body(call, dep)
         t = dep.timeouts
-        wait = t.connect + t.first_token
-        if budget is not None:
-            wait = min(wait, budget)
-        resp = await self._send(call, dep, body, passthrough, wait, attempt)
+        # one clock from sending to the first output, headers included (what a user calls time
+        # to first token), within this attempt's share of the deadline
+        first_by = time.monotonic() + (
+            t.first_token if budget is None else min(t.first_token, budget)
+        )
+        resp = await self._send(
+            call, dep, body, passthrough, first_by - time.monotonic(), attempt, ticket
+        )
         src = dep.endpoint.speaks(call.client_format)
         emit = None
         if src is not call.client_format:
@@ -520,8 +509,7 @@ class Engine:
             attempt=attempt,
         )
         try:
-            prime_for = t.first_token if budget is None else min(t.first_token, budget)
-            first = await relay.prime(prime_for)
+            first = await relay.prime(max(first_by - time.monotonic(), 0.0))
         except BaseException:
             await resp.aclose()
             raise

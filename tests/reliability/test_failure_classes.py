@@ -183,3 +183,40 @@ async def test_reasoning_models_get_the_only_token_limit_field_they_accept(tmp_p
         await gw.handle(Format.OPENAI, raw, {}, principal=PRINCIPAL)
         sent = gw.simulator.requests[-1].body
         assert "max_tokens" not in sent and sent["max_completion_tokens"] == 40
+
+
+async def test_when_every_deployment_is_resting_a_call_waits_for_the_soonest(
+    tmp_path: Path,
+) -> None:
+    # one request per window each: 3 s on the primary, 1 s on the fallback
+    cfg = inproc_config(
+        tmp_path,
+        models={
+            "m": {
+                "deployments": [
+                    dep("claude-sonnet-5", "rate_limit:1;rate_window:3"),
+                    dep("claude-haiku-5-5", "rate_limit:1;rate_window:1"),
+                ]
+            }
+        },
+    )
+    async with Gateway(cfg) as gw:
+        served: list[tuple[str, float]] = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            reply = await gw.handle(
+                Format.ANTHROPIC, _body("m", Format.ANTHROPIC), {}, principal=PRINCIPAL
+            )
+            assert reply.status == 200 and reply.call is not None
+            assert reply.call.deployment is not None
+            served.append((reply.call.deployment.split("#")[0], time.monotonic() - t0))
+        # the primary's window is full after one call: the second goes to the fallback at
+        # once, the third waits for the fallback's window (the soonest), not the primary's
+        assert [d for d, _ in served] == [
+            "sim/claude-sonnet-5",
+            "sim/claude-haiku-5-5",
+            "sim/claude-haiku-5-5",
+        ]
+        assert served[1][1] < 0.5
+        assert 0.5 < served[2][1] < 2.0, served
+        assert len(gw.simulator.requests) == 3  # nothing was sent only to be refused

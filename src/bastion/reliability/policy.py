@@ -24,6 +24,8 @@ No wait is ever longer than what is left of the call's deadline. So that a silen
 deployment cannot spend the whole deadline, one attempt may use at most the deadline left
 divided among the deployments not yet tried (``attempt_budget``). Rate limiting is not an
 outage: a 429 never counts against a breaker; it cools the deployment until its Retry-After.
+Better still, no request is sent that the provider would refuse: ``RateWindow`` keeps what each
+answer's rate-limit headers said, and an attempt waits for the window (``cooling.Cooling``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["Action", "Decision", "Failure", "RetryPolicy", "classify"]
+__all__ = ["Action", "Decision", "Failure", "RateWindow", "RetryPolicy", "classify"]
 
 
 class Failure(StrEnum):
@@ -181,3 +183,81 @@ class RetryPolicy:
             Failure.CONTENT_POLICY,
             Failure.CLIENT,
         )
+
+
+@dataclass(slots=True)
+class RateWindow:
+    """One deployment's request limit as its provider reported it; pure, the clock is passed in.
+
+    A request that would be refused is not sent: it waits. Two sources say how long:
+
+    - a 429's Retry-After rests the deployment until then (``refused``);
+    - every answer's rate-limit headers (requests left, when the window resets, the limit)
+      are applied by ``observe``: ``left`` is what the answer said, less the requests sent
+      after the one it answers (the provider had not counted those yet). At ``reset_at`` a new
+      window starts with the whole ``limit``; until an answer in it tells when it ends, a
+      request beyond the limit waits for that answer (``wait`` returns None). An answer whose
+      window is already over counts every request sent after it against the next window.
+
+    Sending is ``take``: it counts the request and returns its ticket, which its answer brings
+    back to ``observe``, so an answer older than the newest one applied (or from before the
+    window rolled) changes nothing. With no headers at all only ``refused`` applies.
+    """
+
+    seq: int = 0  # requests sent (the last ticket)
+    until: float = 0.0  # resting after a 429 until here
+    left: int | None = None  # requests left in this window; None: not known, not gated
+    reset_at: float | None = None  # when this window ends, if an answer said
+    limit: int | None = None  # requests per window, if an answer said
+    seen: int = 0  # ticket of the newest answer applied
+    rolled: int = 0  # the last ticket sent in the previous window
+
+    def wait(self, now: float) -> float | None:
+        """0.0: a request may go now; else seconds until one may (None: until an answer)."""
+        self._roll(now)
+        if now < self.until:
+            return self.until - now
+        if self.left is None or self.left > 0:
+            return 0.0
+        return None if self.reset_at is None else self.reset_at - now
+
+    def take(self, now: float) -> int:
+        """Count one request sent (even one sent without waiting its turn); its ticket."""
+        self._roll(now)
+        if self.left is not None:
+            self.left -= 1
+        self.seq += 1
+        return self.seq
+
+    def observe(
+        self,
+        now: float,
+        ticket: int,
+        remaining: int | None,
+        reset_in: float | None,
+        limit: int | None = None,
+    ) -> None:
+        """The answer to request ``ticket`` said ``remaining`` left, resetting in ``reset_in``."""
+        if limit is not None and limit > 0:
+            self.limit = limit
+        if remaining is None or reset_in is None or ticket <= max(self.seen, self.rolled):
+            return
+        self.seen = ticket
+        later = self.seq - ticket  # sent after it: not yet counted when it was
+        if reset_in > 0:
+            self.left = remaining - later
+            self.reset_at = now + reset_in
+        elif self.limit is not None:  # its window is over, and all sent since may be in the next
+            self.left = self.limit - later
+            self.reset_at = None
+
+    def refused(self, now: float, retry_after: float) -> None:
+        """A 429 (or 529): no request before ``retry_after`` from now."""
+        self.until = max(self.until, now + max(retry_after, 0.0))
+
+    def _roll(self, now: float) -> None:
+        """Past the window's end a new one starts, with the whole limit (if known) left."""
+        if self.reset_at is not None and now >= self.reset_at:
+            self.reset_at = None
+            self.left = self.limit
+            self.rolled = self.seq

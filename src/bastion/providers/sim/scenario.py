@@ -27,6 +27,9 @@ same syntax: items joined by ``;``, each ``name`` or ``name:value``::
     fail_every:N                  flapping: the Nth, 2Nth, ... requests fail (503), the rest pass
     flap:SECONDS                  fail (503) for SECONDS after the first request, then recover
     fail_rate:P;seed:S            fail a deterministic pseudo-random fraction P (500)
+    rate_limit:R;rate_window:W    a real request limit: R requests per fixed window of W seconds
+                                  (default 60), then 429 until the window resets; every answer
+                                  carries the provider's rate-limit headers (see ``ratelimit``)
 
 Requests are counted per fault string. With ``fail_first``/``fail_every``/``flap``/
 ``fail_rate``, a ``status:N`` item picks the status they fail with instead of the default.
@@ -69,9 +72,10 @@ _INTS = frozenset(
         "fail_first",
         "fail_every",
         "seed",
+        "rate_limit",
     }
 )
-_FLOATS = frozenset({"retry_after", "flap", "fail_rate"})
+_FLOATS = frozenset({"retry_after", "flap", "fail_rate", "rate_window"})
 
 
 class ScenarioError(ValueError):
@@ -102,6 +106,8 @@ class Fault:
     flap_s: float | None = None
     fail_rate: float | None = None
     seed: int = 0
+    rate_limit: int | None = None
+    rate_window_s: float = 60.0
 
     @property
     def conditional(self) -> bool:
@@ -145,6 +151,11 @@ def parse_fault(spec: str) -> Fault:
     every = values.get("fail_every")
     if isinstance(every, int) and every < 1:
         raise ScenarioError(f"fail_every must be >= 1, got {every}")
+    limit, window = values.get("rate_limit"), values.get("rate_window", 60.0)
+    if isinstance(limit, int) and limit < 1:
+        raise ScenarioError(f"rate_limit must be >= 1, got {limit}")
+    if isinstance(window, float) and not 0 < window < float("inf"):
+        raise ScenarioError(f"rate_window must be a positive number of seconds, got {window}")
     status = values.get("status")
     if isinstance(status, int) and not 100 <= status <= 599:
         raise ScenarioError(f"status must be an HTTP status code, got {status}")
@@ -169,6 +180,8 @@ def parse_fault(spec: str) -> Fault:
         flap_s=_opt_float(values.get("flap")),
         fail_rate=_opt_float(values.get("fail_rate")),
         seed=_opt_int(values.get("seed")) or 0,
+        rate_limit=_opt_int(values.get("rate_limit")),
+        rate_window_s=_opt_float(values.get("rate_window")) or 60.0,
     )
 
 
