@@ -27,6 +27,7 @@ from ...config import Config, load_config
 from ...errors import BastionError
 from ...gateway import Gateway
 from ...providers.base import Format
+from ...providers.sim.gullible import GullibleSimulator
 from ...providers.sse import SSEDecoder
 from ...safety.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from ...schema import validate
@@ -134,7 +135,11 @@ async def open_sandbox(
             cfg = Config.model_validate(data)
         else:
             cfg = load_config(config, overrides={**iso, **(overrides or {})})
-        async with Gateway(sandbox_config(cfg)) as gw:
+        sim = cfg.simulator
+        gullible = GullibleSimulator(
+            ttft_ms=sim.ttft_ms, chunk_ms=sim.chunk_ms, obey_injections=sim.obey_injections
+        )
+        async with Gateway(sandbox_config(cfg), simulator=gullible) as gw:
             yield gw
 
 

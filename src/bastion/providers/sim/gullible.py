@@ -17,7 +17,9 @@ follows what it can read:
 
 Everything a defence does therefore shows: a fence hides an override, a withheld document
 hides its instruction, a scrubbed prompt has no PII left to repeat, and output guards see
-the leak or the write SQL. Requests without the tag never reach this module's rules.
+the leak or the write SQL. Only ``GullibleSimulator`` (which the red-team sandbox builds)
+answers this way, and only requests with the tag; the simulator everyone else uses is
+untouched.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import base64
 import binascii
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-__all__ = ["ACTIVATION", "GOAL_RE", "HELPFUL", "RedTeamTurn", "red_team_turn"]
+from .answers import Answer, Prompt, ToolCall, apply_stop_sequences, split_fixed, split_words
+from .core import Simulator
+
+__all__ = ["ACTIVATION", "GOAL_RE", "HELPFUL", "GullibleSimulator", "RedTeamTurn", "red_team_turn"]
 
 ACTIVATION = "rt-case:"
 GOAL_RE = re.compile(r"RTGOAL-[0-9a-f]{8}")
@@ -137,3 +142,35 @@ def red_team_turn(
                 return done or RedTeamTurn(f"Understood. {goal.group()}")
     asked = _act(last_user_text, [], system, texts, tools)
     return asked or RedTeamTurn(HELPFUL)
+
+
+def answer_of(turn: RedTeamTurn, prompt: Prompt, new_tool_id: Callable[[], str]) -> Answer:
+    """The turn as the simulator's ``Answer`` (stop sequences and max_tokens still apply)."""
+    pieces, matched = apply_stop_sequences(split_words(turn.text), prompt.stop_sequences)
+    if turn.tool is not None:
+        raw = orjson.dumps(turn.arguments).decode()
+        call = ToolCall(new_tool_id(), turn.tool, turn.arguments, raw, tuple(split_fixed(raw)))
+        return Answer(tuple(pieces), (call,), stop="tool_use")
+    limit = prompt.max_tokens
+    if limit is not None and len(pieces) > limit:
+        return Answer(tuple(pieces[:limit]), (), stop="max_tokens")
+    if matched is not None:
+        return Answer(tuple(pieces), (), stop="stop_sequence", stop_sequence=matched)
+    return Answer(tuple(pieces), (), stop="end_turn")
+
+
+class GullibleSimulator(Simulator):
+    """The simulator with the gullible model answering red-team requests (the rest as usual)."""
+
+    def _answer(
+        self, prompt: Any, pacing: Any, new_tool_id: Callable[[], str], *rest: Any
+    ) -> Answer:
+        turn = red_team_turn(
+            prompt.guarded_texts,
+            prompt.last_user_text,
+            [(t.name, t.schema) for t in prompt.tools],
+        )
+        if turn is None:
+            answer: Answer = super()._answer(prompt, pacing, new_tool_id, *rest)
+            return answer
+        return answer_of(turn, prompt, new_tool_id)
