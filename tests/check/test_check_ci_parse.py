@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from bastion.check import run_check
 from bastion.check._ci import find_gate_artifacts, find_gate_commands, gate_uses_in_script
 from bastion.cli import app
+from bastion.config import Config
 
 GATE = "bastion eval run evals/support.yaml --gate"
 ARG = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_./=", min_size=1, max_size=12)
@@ -152,3 +154,25 @@ def test_a_gate_verdict_from_eval_run_is_found(tmp_path: Path) -> None:
     data["gate"]["ok"] = False
     out.write_bytes(orjson.dumps(data))
     assert [a.ok for a in find_gate_artifacts(tmp_path)] == [False]
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"), [("pytest -q tests", "PASS"), ("pytest -q || true", "FAIL")]
+)
+async def test_a_pytest_gate_counts_when_ci_runs_pytest_blocking(
+    tmp_path: Path, run: str, expected: str
+) -> None:
+    (tmp_path / "evals" / "baselines").mkdir(parents=True)
+    (tmp_path / "evals" / "baselines" / "smoke__m__v.json").write_text("{}")
+    (tmp_path / "evals" / "smoke.yaml").write_text("name: smoke\ncases: []\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_gate.py").write_text(
+        "from bastion.evals import gate\n\ndef test_gate(result):\n    assert gate(result).ok\n"
+    )
+    wf = tmp_path / ".github" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "ci.yml").write_text(f"jobs:\n  t:\n    steps:\n      - run: {run}\n")
+    (res,) = await run_check(
+        Config.model_validate({}), project_dir=tmp_path, drills=False, only="eval_ci"
+    )
+    assert res.status == expected, res.evidence

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,22 @@ __all__ = [
     "find_gate_artifacts",
     "find_gate_commands",
     "gate_uses_in_script",
+    "is_gate",
+    "is_pytest",
 ]
 
 ARTIFACT_GLOB = "evals/results/*.json"
 _OPS = frozenset({";", "&&", "||", "|", "&", "|&", ";;", "(", ")", "\n"})
 _SWALLOW = (["true"], [":"], ["exit", "0"])
 _MAX_BYTES = 1_000_000
+
+
+Matcher = Callable[[list[str]], bool]
+
+
+def is_pytest(cmd: list[str]) -> bool:
+    """A pytest run (``pytest``, ``python -m pytest``, ``scripts/dev test`` is not guessed)."""
+    return any(t == "pytest" or t.endswith("/pytest") for t in cmd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,8 @@ def _tokens(line: str) -> list[str]:
         return []
 
 
-def _is_gate(cmd: list[str]) -> bool:
+def is_gate(cmd: list[str]) -> bool:
+    """``bastion eval run … --gate`` (however bastion is reached: path, ``scripts/dev``, ``-m``)."""
     for i, tok in enumerate(cmd):
         if (tok == "bastion" or tok.endswith("/bastion")) and cmd[i + 1 : i + 3] == ["eval", "run"]:
             return "--gate" in cmd[i + 3 :]
@@ -108,7 +119,13 @@ def _split(tokens: list[str]) -> list[tuple[str, list[str], str]]:
 
 
 def gate_uses_in_script(
-    script: str, where: str, *, errexit: bool, pipefail: bool = False, per_line: bool = False
+    script: str,
+    where: str,
+    *,
+    errexit: bool,
+    pipefail: bool = False,
+    per_line: bool = False,
+    match: Matcher = is_gate,
 ) -> list[GateUse]:
     """Each gate command in a shell script and whether it decides the script's exit status.
 
@@ -134,7 +151,7 @@ def gate_uses_in_script(
                         pf = cmd[cmd.index(flag) - 1] == "-o"
             commands.append((before, cmd, after, e or per_line, pf, n if not ignore else -1))
     for k, (before, cmd, after, e_on, pf_on, n) in enumerate(commands):
-        if not _is_gate(cmd):
+        if not match(cmd):
             continue
         text = " ".join(cmd)
         why = ""
@@ -180,7 +197,7 @@ def _falsy_if(v: Any) -> bool:
     return s in ("false", "0", "no", "off")
 
 
-def _github(rel: str, doc: Any) -> list[GateUse]:
+def _github(rel: str, doc: Any, match: Matcher) -> list[GateUse]:
     uses: list[GateUse] = []
     jobs = doc.get("jobs") if isinstance(doc, dict) else None
     for job_id, job in (jobs or {}).items():
@@ -193,7 +210,9 @@ def _github(rel: str, doc: Any) -> list[GateUse]:
             # an explicit `shell: bash` runs `bash -eo pipefail`; the default is `bash -e`
             shell = str(step.get("shell") or defaults.get("shell") or "").strip()
             where = f"{rel} (job {job_id}, step {step.get('name') or i + 1})"
-            found = gate_uses_in_script(step["run"], where, errexit=True, pipefail=shell == "bash")
+            found = gate_uses_in_script(
+                step["run"], where, errexit=True, pipefail=shell == "bash", match=match
+            )
             for u in found:
                 why = u.why
                 if _falsy_if(job.get("if")) or _falsy_if(step.get("if")):
@@ -206,7 +225,7 @@ def _github(rel: str, doc: Any) -> list[GateUse]:
     return uses
 
 
-def _gitlab(rel: str, doc: Any) -> list[GateUse]:
+def _gitlab(rel: str, doc: Any, match: Matcher) -> list[GateUse]:
     uses: list[GateUse] = []
     if not isinstance(doc, dict):
         return uses
@@ -215,7 +234,8 @@ def _gitlab(rel: str, doc: Any) -> list[GateUse]:
             continue
         script = job["script"]
         text = "\n".join(map(str, script)) if isinstance(script, list) else str(script)
-        for u in gate_uses_in_script(text, f"{rel} (job {name})", errexit=True, per_line=True):
+        where = f"{rel} (job {name})"
+        for u in gate_uses_in_script(text, where, errexit=True, per_line=True, match=match):
             why = u.why
             if _truthy(job.get("allow_failure", False)):
                 why = why or "marked 'allow_failure: true'"
@@ -271,8 +291,8 @@ def _load_yaml(text: str) -> Any:
         return None
 
 
-def find_gate_commands(root: Path) -> list[GateUse]:
-    """Every eval-gate command in the project's CI files, each judged blocking or not."""
+def find_gate_commands(root: Path, match: Matcher = is_gate) -> list[GateUse]:
+    """Every eval-gate command (or other ``match``) in the project's CI files, judged blocking or not."""
     uses: list[GateUse] = []
 
     def each(pattern: str) -> Iterator[tuple[Path, str, str]]:
@@ -283,24 +303,24 @@ def find_gate_commands(root: Path) -> list[GateUse]:
 
     for wf in (".github/workflows/*.yml", ".github/workflows/*.yaml"):
         for _, rel, text in each(wf):
-            uses += _github(rel, _load_yaml(text))
+            uses += _github(rel, _load_yaml(text), match)
     for _, rel, text in each(".gitlab-ci.yml"):
-        uses += _gitlab(rel, _load_yaml(text))
+        uses += _gitlab(rel, _load_yaml(text), match)
     for pat in (".circleci/config.yml", "azure-pipelines.yml", "bitbucket-pipelines.yml"):
         for _, rel, text in each(pat):
             for s in _yaml_scripts(_load_yaml(text)):
-                uses += gate_uses_in_script(s, rel, errexit=True)
+                uses += gate_uses_in_script(s, rel, errexit=True, match=match)
     for _, rel, text in each("Makefile"):
-        uses += gate_uses_in_script(_makefile(text), rel, errexit=True, per_line=True)
+        uses += gate_uses_in_script(_makefile(text), rel, errexit=True, per_line=True, match=match)
     for _, rel, text in each("tox.ini"):
-        uses += gate_uses_in_script(_tox(text), rel, errexit=True, per_line=True)
+        uses += gate_uses_in_script(_tox(text), rel, errexit=True, per_line=True, match=match)
     for _, rel, text in each("Jenkinsfile"):
         for m in re.finditer(r"\bsh\s*\(?\s*(\"\"\"|'''|\"|')(.*?)\1", text, re.DOTALL):
-            uses += gate_uses_in_script(m.group(2), rel, errexit=True)
+            uses += gate_uses_in_script(m.group(2), rel, errexit=True, match=match)
     for pat in ("scripts/*", ".ci/*", "ci/*"):
         for _, rel, text in each(pat):
             e = bool(re.search(r"^#!.*\s-\w*e", text)) or bool(re.match(r"#!.*\bbash -e", text))
-            uses += gate_uses_in_script(text, rel, errexit=e)
+            uses += gate_uses_in_script(text, rel, errexit=e, match=match)
     return uses
 
 

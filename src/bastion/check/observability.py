@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ..store.models import PromptVersion
 from ._base import CheckContext, Item, ItemResult, ask, feature_aliases, feature_model
-from ._ci import ARTIFACT_GLOB, find_gate_artifacts, find_gate_commands
+from ._ci import ARTIFACT_GLOB, find_gate_artifacts, find_gate_commands, is_pytest
 
 __all__ = ["OBSERVABILITY_ITEMS"]
 
 TRACK = "Observability"
+_PY_GATE = re.compile(r"\bbastion\.evals\b|from bastion import evals")
+_GATE_CALL = re.compile(r"\bgate\(")
+_MAX_TEST_FILES = 2000
 
 
 async def call_logs(ctx: CheckContext, r: ItemResult) -> None:
@@ -92,6 +97,15 @@ async def eval_ci(ctx: CheckContext, r: ItemResult) -> None:
             + "; ".join(f"{u.where}: `{u.command}`" for u in blocking[:3]),
         )
         return
+    gate_tests = _gate_tests(root)
+    pytest_runs = [u for u in find_gate_commands(root, is_pytest) if u.blocking]
+    if gate_tests and pytest_runs:
+        r.app(
+            "PASS",
+            f"CI runs pytest ({pytest_runs[0].where}: `{pytest_runs[0].command}`), and "
+            f"{', '.join(gate_tests[:2])} gates suites through bastion.evals.gate",
+        )
+        return
     artifacts = find_gate_artifacts(root)
     if artifacts:
         last = max(artifacts, key=lambda a: a.started_at)
@@ -118,6 +132,19 @@ async def eval_ci(ctx: CheckContext, r: ItemResult) -> None:
         f"and no gate verdict ({ARTIFACT_GLOB} from `--gate --out`) was found",
         features=tuple(ctx.features),
     )
+
+
+def _gate_tests(root: Path) -> list[str]:
+    """Test files that call ``bastion.evals.gate`` (a pytest-driven gate)."""
+    found = []
+    for p in sorted((root / "tests").rglob("test_*.py"))[:_MAX_TEST_FILES]:
+        try:
+            text = p.read_text(errors="replace")
+        except OSError:
+            continue
+        if _PY_GATE.search(text) and _GATE_CALL.search(text):
+            found.append(str(p.relative_to(root)))
+    return found
 
 
 async def dashboards(ctx: CheckContext, r: ItemResult) -> None:
