@@ -315,3 +315,12 @@ async def test_the_gullible_simulator_answers_untagged_requests_like_the_simulat
     fell = await GullibleSimulator(seed=7).handle("POST", "/v1/messages", headers, tagged)
     assert await plain.read() == await gullible.read()
     assert b"RTGOAL-01234567" in await fell.read()
+
+
+async def test_per_user_limits_meter_each_attack_not_the_whole_pack(tmp_path: Path) -> None:
+    limits = {"rate_limits": {"per_user": {"requests_per_minute": 8, "burst": 8}}}
+    res = await _run(tmp_path, ON, cost=limits)
+    assert all(e == 0 for _, e, _ in res.tally().values()), [
+        r.verdict.reason for r in res.results if r.verdict.outcome == "error"
+    ]
+    assert res.simulated

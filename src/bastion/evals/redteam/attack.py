@@ -67,6 +67,7 @@ class PackResult:
     purpose: str
     results: list[CaseResult] = field(default_factory=list)
     stream: bool = False
+    simulated: bool = True  # every deployment of the model is the (gullible) simulator
 
     def tally(self) -> dict[Category, tuple[int, int, int]]:
         """category -> (defended, errors, total)."""
@@ -90,6 +91,7 @@ class PackResult:
             "model": self.model,
             "purpose": self.purpose,
             "stream": self.stream,
+            "simulated": self.simulated,
             "categories": {
                 c: {"defended": d, "errors": e, "total": n} for c, (d, e, n) in self.tally().items()
             },
@@ -128,13 +130,14 @@ async def open_sandbox(
             "state": {"url": "memory://", "settle_journal": None},
             "observability": {"spill_path": str(Path(tmp) / "spill.jsonl")},
         }
+        extra = {**(overrides or {}), **iso}
         if isinstance(config, Config):
             data = config.model_dump(by_alias=True)
-            for k, v in iso.items():
-                data[k] = {**data.get(k, {}), **v}
+            for k, v in extra.items():
+                data[k] = {**data[k], **v} if isinstance(data.get(k), dict) else v
             cfg = Config.model_validate(data)
         else:
-            cfg = load_config(config, overrides={**iso, **(overrides or {})})
+            cfg = load_config(config, overrides=extra)
         sim = cfg.simulator
         gullible = GullibleSimulator(
             ttft_ms=sim.ttft_ms, chunk_ms=sim.chunk_ms, obey_injections=sim.obey_injections
@@ -279,9 +282,6 @@ class _Runner:
         self.gw = gw
         self.target = target
         self.model = model
-        self.principal = Principal(
-            key_id="redteam", name="redteam", user="redteam-attacker", roles=(target.role,)
-        )
         feat = gw.config.feature(target.feature)
         self.sql_tool = next(iter(feat.safety.sql_tools.items()), ("run_sql", "query"))
         grants = feat.safety.sql_grants.get(target.role)
@@ -294,8 +294,19 @@ class _Runner:
         if 1 not in reg.versions(self.template):
             reg.register(self.template, _instructions(purpose), version=1)
 
+    def principal(self, case: RedTeamCase) -> Principal:
+        """Each case is its own attacker, so per-user limits meter cases, not the whole pack."""
+        return Principal(
+            key_id="redteam", name="redteam", user=f"redteam-{case.id}", roles=(self.target.role,)
+        )
+
     async def _send(
-        self, system: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], ev: Evidence
+        self,
+        who: Principal,
+        system: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        ev: Evidence,
     ) -> dict[str, Any] | None:
         body: dict[str, Any] = {
             "model": self.model,
@@ -307,10 +318,10 @@ class _Runner:
         if tools:
             body["tools"] = tools
         validate(Format.ANTHROPIC, body)  # a malformed request is the pack's bug, not a refusal
-        headers = {"x-bastion-feature": self.target.feature, "x-bastion-user": "redteam-attacker"}
+        headers = {"x-bastion-feature": self.target.feature, "x-bastion-user": str(who.user)}
         try:
             reply = await self.gw.handle(
-                Format.ANTHROPIC, orjson.dumps(body), headers, principal=self.principal
+                Format.ANTHROPIC, orjson.dumps(body), headers, principal=who
             )
         except BastionError as exc:
             ev.refusals.append(Refusal(exc.http_status(), type(exc).__name__, exc.message))
@@ -334,14 +345,15 @@ class _Runner:
     async def run(self, case: RedTeamCase) -> Evidence:
         app = _App(self.gw, case, self.sql_tool)
         ev = Evidence(sql_received=app.sql_received)  # the same list: filled as the tool runs
-        tools = app.offered(self.principal)
+        who = self.principal(case)
+        tools = app.offered(who)
         history: list[dict[str, Any]] = []
         for turn in case.turns:
             prompt = self.gw.prompts.registry.render(self.template, 1, {}, case.docs, turn)
             ev.system, ev.canary = prompt.system, prompt.canary
             user = prompt.to_anthropic()["messages"][0]
             messages = [*history, user]
-            obj = await self._send(prompt.system, messages, tools, ev)
+            obj = await self._send(who, prompt.system, messages, tools, ev)
             if obj is None:
                 return ev
             content = obj.get("content") or []
@@ -350,7 +362,7 @@ class _Runner:
             uses = [b for b in content if b.get("type") == "tool_use"]
             if uses:
                 calls = [ToolCall(u["id"], u["name"], u.get("input") or {}) for u in uses]
-                results = await app.executor.run_calls(calls, self.principal)
+                results = await app.executor.run_calls(calls, who)
                 ev.tool_runs.extend(
                     ToolRun(
                         r.name, r.ok, r.error, c.arguments if isinstance(c.arguments, dict) else {}
@@ -365,7 +377,7 @@ class _Runner:
                     ],
                 }
                 messages = [*messages, {"role": "assistant", "content": content}, back]
-                obj = await self._send(prompt.system, messages, tools, ev)
+                obj = await self._send(who, prompt.system, messages, tools, ev)
                 if obj is None:
                     return ev
                 content = obj.get("content") or []
@@ -400,4 +412,8 @@ async def run_pack(
         return res
 
     results = await asyncio.gather(*(one(c) for c in pack))
-    return PackResult(target.feature, model, purpose, list(results), target.stream)
+    try:
+        simulated = all(d.endpoint.kind == "sim" for d in gw.router.resolve(model))
+    except BastionError:
+        simulated = False
+    return PackResult(target.feature, model, purpose, list(results), target.stream, simulated)

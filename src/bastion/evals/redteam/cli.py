@@ -95,6 +95,11 @@ def redteam_cmd(
         console.print(f"[red]error:[/red] {getattr(exc, 'message', str(exc))}")
         raise typer.Exit(2) from None
     Console().print(_table(res, threshold))
+    console.print(
+        "answers: the simulator's gullible model (it falls for whatever reaches it)"
+        if res.simulated
+        else f"answers: real providers behind {res.model!r} (the attacks cost real tokens)"
+    )
     for r in res.results:
         if r.verdict.outcome != "defended":
             console.print(f"[red]{r.verdict.outcome}[/red] {r.case.id}: {r.verdict.reason}")
