@@ -71,7 +71,7 @@ def streamed(idx: LeakIndex, text: str, rng: random.Random) -> bool:
         step = rng.randint(1, 40)
         w.feed(text[pos : pos + step])
         pos += step
-    return w.finish().leaked
+    return bool(w.finish().leaked)
 
 
 def prf(pairs: list[Pair], flags: list[bool]) -> tuple[int, int, int, float, float]:
@@ -81,7 +81,7 @@ def prf(pairs: list[Pair], flags: list[bool]) -> tuple[int, int, int, float, flo
     return tp, fp, pos, tp / max(1, tp + fp), tp / max(1, pos)
 
 
-def report(name: str, pairs: list[Pair], misses: bool) -> None:
+def report(name: str, pairs: list[Pair], misses: bool) -> dict[str, Any]:
     rng = random.Random(5)
     sides = {"before": None, "shipped": ShinglePolicy()}
     flags: dict[str, list[bool]] = {}
@@ -111,30 +111,36 @@ def report(name: str, pairs: list[Pair], misses: bool) -> None:
             f"  {side:<8} precision {prec:.3f}  recall {rec:.3f}  (tp {tp}, fp {fp}, leaks {pos})"
         )
     print(f"  stream verdicts differing from whole-text verdicts: {disagree}")
+    figures: dict[str, Any] = {"pairs": len(pairs), "stream_disagree": disagree}
+    for side in sides:
+        tp, fp, pos, prec, rec = prf(pairs, flags[side])
+        figures[side] = {"tp": tp, "fp": fp, "leaks": pos, "precision": prec, "recall": rec}
     if misses:
         for i, p in enumerate(pairs):
             if flags["shipped"][i] != bool(p.label):
                 tag = "MISS" if p.label else "FP"
                 print(f"  {tag} {p.kind} score={scores[i]:.2f} | {p.system[:70]!r}")
                 print(f"       -> {p.output[:160]!r}")
+    return figures
 
 
-def speed(pairs: list[Pair]) -> None:
+def speed(pairs: list[Pair], rounds: int = 5) -> dict[str, float]:
     """Whole-answer checks per second, before vs shipped, interleaved rounds in one run."""
     built = [(index(p, None), index(p, ShinglePolicy()), p.output) for p in pairs]
     sides = {"before": 0, "shipped": 1}
     kb = sum(len(p.output.encode()) for p in pairs) / 1024
     t = {"before": 0.0, "shipped": 0.0}
-    for _ in range(5):
+    for _ in range(rounds):
         for side, k in sides.items():
             t0 = time.perf_counter()
             for before, shipped, text in built:
                 (before, shipped)[k].check(text, "flag")
             t[side] += time.perf_counter() - t0
-    print(f"\nspeed: {len(pairs)} dev answers ({kb:.0f} KB) checked 5 times each")
+    print(f"\nspeed: {len(pairs)} dev answers ({kb:.0f} KB) checked {rounds} times each")
     print(f"  {'side':<8} {'ms per KB':>10} {'ratio':>7}")
     for side in t:
-        print(f"  {side:<8} {t[side] * 1000 / (5 * kb):>10.3f} {t[side] / t['before']:>7.2f}")
+        print(f"  {side:<8} {t[side] * 1000 / (rounds * kb):>10.3f} {t[side] / t['before']:>7.2f}")
+    return {f"{side}_ms_per_kb": t[side] * 1000 / (rounds * kb) for side in t}
 
 
 def tune(pairs: list[Pair]) -> None:
@@ -176,14 +182,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--misses", action="store_true", help="list dev misses and false positives")
     ap.add_argument("--tune", action="store_true", help="pick the shingle policy on train")
+    ap.add_argument("--quick", action="store_true", help="dev part only, one speed round")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     if args.tune:
         tune(load("train"))
         return
-    report("train", load("train"), False)
+    out: dict[str, Any] = {}
+    if not args.quick:
+        out["train"] = report("train", load("train"), False)
     dev = load("dev")
-    report("dev", dev, args.misses)
-    speed(dev)
+    out["dev"] = report("dev", dev, args.misses)
+    out["speed"] = speed(dev, 1 if args.quick else 5)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

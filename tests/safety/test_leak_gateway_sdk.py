@@ -41,6 +41,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     features = {
         "default": {"safety": {"leak_action": "redact", "injection_action": "off"}},
         "strict": {"safety": {"leak_action": "block", "injection_action": "off"}},
+        "lenient": {"safety": {"leak_action": "block", "leak_threshold": 0.9}},
     }
     g = start_gateway(write_config(tmp_path_factory.mktemp("leaksdk"), features=features))
     yield g
@@ -83,6 +84,11 @@ def test_openai_sdk_gets_the_echo_redacted_whole_and_streamed(gw: RunningGateway
         messages=[messages[0], {"role": "user", "content": _ask(ORDINARY)}],
     )
     assert ok.choices[0].message.content == ORDINARY
+    # the threshold is the feature's: at 0.9 of the prompt, this partial echo is let through
+    lenient = client.chat.completions.create(
+        model="gpt-4.1-mini", messages=messages, extra_headers={"X-Bastion-Feature": "lenient"}
+    )
+    assert lenient.choices[0].message.content == ECHO
 
 
 def test_anthropic_sdk_gets_the_echo_withheld_in_block_mode(gw: RunningGateway) -> None:

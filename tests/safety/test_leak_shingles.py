@@ -119,6 +119,7 @@ def test_an_answer_sharing_a_few_words_with_the_prompt_passes_untouched() -> Non
 @pytest.mark.parametrize("action", ["block", "redact", "flag"])
 def test_a_partial_leak_split_across_chunks_is_caught_at_every_split(action: str) -> None:
     idx = LeakIndex([], PROMPT)
+    whole = idx.check(PARAPHRASE, "redact")
     rng = random.Random(11)
     splits = [[c] for c in range(0, len(PARAPHRASE) + 1, 7)]
     splits += [sorted(rng.sample(range(1, len(PARAPHRASE)), 12)) for _ in range(40)]
@@ -127,21 +128,28 @@ def test_a_partial_leak_split_across_chunks_is_caught_at_every_split(action: str
         assert leaked, cuts
         if action == "block":  # stopped: what went out is a strict prefix, short of the leak
             assert PARAPHRASE.startswith(out) and len(out) < len(PARAPHRASE) // 2, cuts
-        elif action == "redact":
-            assert "[redacted]" in out and "escalation phone line" not in out, cuts
+        elif action == "redact":  # the phrases sent before the verdict were held for it
+            assert out == whole.emit and "escalation phone line" not in out, cuts
         else:
             assert out == PARAPHRASE
 
 
-def test_the_streamed_hold_back_is_bounded_by_the_longest_shingle() -> None:
-    idx = LeakIndex([], PROMPT)
+def test_the_streamed_hold_back_is_bounded() -> None:
+    idx = LeakIndex([], PROMPT, suspect_hold=200)
     assert idx.shingles is not None and idx.hold == max(60, idx.shingles.longest) - 1
-    w = idx.watcher("redact")
-    sent = ""
-    for i in range(0, len(BENIGN), 3):
-        sent += w.feed(BENIGN[i : i + 3]).emit
-        assert len(fold_text(BENIGN[: i + 3])) - len(fold_text(sent)) <= idx.hold
-    assert sent + w.finish().emit == BENIGN
+    plain = "Thanks for writing in. " * 20  # shares nothing: only the last `hold` chars wait
+    w, sent = idx.watcher("redact"), ""
+    for i in range(0, len(plain), 3):
+        sent += w.feed(plain[i : i + 3]).emit
+        assert len(fold_text(plain[: i + 3])) - len(fold_text(sent)) <= idx.hold
+    assert sent + w.finish().emit == plain
+    # a shared prompt phrase is held until judged, for at most `suspect_hold` raw characters
+    shared = BENIGN + " Thanks for writing in." * 20
+    w, sent = idx.watcher("redact"), ""
+    for i in range(0, len(shared), 3):
+        sent += w.feed(shared[i : i + 3]).emit
+        assert i + 3 - len(sent) <= 200 + idx.hold + 3
+    assert sent + w.finish().emit == shared and not w.leaked
 
 
 def test_shingles_skip_stopword_runs_and_bad_policies_are_refused() -> None:

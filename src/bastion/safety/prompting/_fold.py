@@ -40,7 +40,21 @@ _DROP_CATEGORIES = frozenset({"Mn", "Me", "Cf", "Cc", "Zs", "Zl", "Zp"})
 # One word per character in scripts written without spaces between words (Thai, Lao,
 # Myanmar, Khmer, kana, ideographs).
 _CJK = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+
+
+def _mark_class() -> str:
+    """Combining marks of the BMP as a regex class body (Indic vowel signs belong to words)."""
+    ranges: list[tuple[int, int]] = []
+    for o in range(0x300, 0x10000):
+        if unicodedata.category(chr(o)).startswith("M"):
+            if ranges and ranges[-1][1] == o - 1:
+                ranges[-1] = (ranges[-1][0], o)
+            else:
+                ranges.append((o, o))
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+
+
+_WORD = re.compile(rf"[{_CJK}]|(?:[^\W_{_CJK}]|[{_mark_class()}])+")
 
 
 def _fold_char(c: str) -> str:

@@ -14,9 +14,9 @@ shingles (``leak.ShingleIndex``), whose containment catches partial and near-ver
 reproductions. With ``hold`` on, the watcher keeps back only the last
 ``max(min_run, canary, longest shingle) - 1`` folded characters — the only text a later chunk
 could still turn into a match — so a canary or verbatim run never reaches the client even in
-part; a shingle leak is stopped (or redacted from the held text on) once the reproduction
-crosses the threshold. Written by hand: no library watches a stream for these with a bounded
-hold-back.
+part; and from the first prompt phrase it finds, up to ``suspect_hold`` more raw characters,
+so a partial reproduction that crosses the threshold later is redacted or withheld whole.
+Written by hand: no library watches a stream for these with a bounded hold-back.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class LeakVerdict:
 class LeakIndex:
     """What to look for, built once per system prompt and shared by every watcher of it."""
 
-    __slots__ = ("_canary_re", "_grams", "_sys", "hold", "min_run", "shingles")
+    __slots__ = ("_canary_re", "_grams", "_sys", "hold", "min_run", "shingles", "suspect_hold")
 
     def __init__(
         self,
@@ -87,8 +87,10 @@ class LeakIndex:
         *,
         min_run: int = 60,
         shingles: ShinglePolicy | None = DEFAULT_SHINGLES,
+        suspect_hold: int = 600,
     ) -> None:
         needles: set[str] = set()
+        self.suspect_hold = max(0, suspect_hold)
         for c in canaries:
             m = _CANARY.fullmatch(c)
             for raw in (c, m.group(1) if m else ""):  # the secret part alone is a leak too
@@ -218,7 +220,7 @@ class LeakWatcher:
         if self._reasons and self.action == "block":
             self._blocked = True
             return self._verdict("")
-        cut = self._cut() if self.hold and not final else len(self._pending)
+        cut = self._emit_cut() if self.hold and not final else len(self._pending)
         emit = self._emit_upto(self._base + cut)
         self._trim(self._cut())
         return self._verdict(emit)
@@ -310,6 +312,19 @@ class LeakWatcher:
                 break
             cut -= short
         return max(cut, 0)
+
+    def _emit_cut(self) -> int:
+        """``_cut``, but a prompt phrase not yet judged is held too, for at most ``suspect_hold``
+        raw characters: a reproduction that crosses the threshold a sentence later is still
+        redacted or withheld whole, and an answer that merely shares a phrase is only delayed."""
+        cut = self._cut()
+        if not self._suspect or "shingle" in self._reasons:
+            return cut
+        floor = self._base + len(self._pending) - self._index.suspect_hold
+        self._suspect = [(s, e) for s, e in self._suspect if s >= floor]
+        if self._suspect:
+            cut = min(cut, max(0, min(s for s, _ in self._suspect) - self._base))
+        return cut
 
     def _emit_upto(self, end: int) -> str:
         start = self._sent

@@ -42,7 +42,7 @@ class ShinglePolicy:
     words: int = 4
     min_chars: int = 12
     max_chars: int = 80  # longer shingles (URLs, ids) are skipped: they bound the hold-back
-    threshold: float = 0.05
+    threshold: float = 0.1
     min_span: int = 6
     abs_span: int = 40
 
