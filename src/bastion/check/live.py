@@ -96,6 +96,11 @@ def judge_stream(t: StreamTiming) -> tuple[LiveStatus, str]:
     enc = (t.content_encoding or "").strip().lower()
     if enc in ("", "identity"):
         return status, line
+    if status == "FAIL":
+        return "FAIL", (
+            f"{line}; and it came compressed (Content-Encoding: {enc}): turn compression off "
+            "for text/event-stream"
+        )
     return "FAIL", (
         f"the event stream came compressed (Content-Encoding: {enc}), which holds deltas "
         f"until the compressor's buffer fills; turn compression off for text/event-stream "
