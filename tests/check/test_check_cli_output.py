@@ -12,10 +12,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.check._check_fixtures import good_config, mutate, write_config, write_project
+from tests.conftest import free_port
 
 from bastion.check import ItemResult
 
 BIN = Path(sys.executable).parent
+CLOSED = f"http://127.0.0.1:{free_port()}/hook"  # bound and released: nothing listens
 NO_GATE = "nothing in CI runs `bastion eval run SUITE --gate` so that a regression fails the build"
 
 
@@ -35,7 +37,7 @@ def _check(*args: str, env_keys: bool = True) -> subprocess.CompletedProcess[str
 
 def test_piped_output_keeps_every_evidence_line_whole(tmp_path: Path) -> None:
     project = write_project(tmp_path, ci=None)
-    cfg = write_config(tmp_path, good_config(tmp_path, "http://127.0.0.1:9/hook"))
+    cfg = write_config(tmp_path, good_config(tmp_path, CLOSED))
     res = _check("--config", str(cfg), "--project", str(project), "--no-drills")
     assert res.returncode == 1, res.stderr
     lines = res.stdout.splitlines()
@@ -46,7 +48,7 @@ def test_piped_output_keeps_every_evidence_line_whole(tmp_path: Path) -> None:
 
 def test_no_drills_runs_and_prints_no_drill(tmp_path: Path) -> None:
     project = write_project(tmp_path, app_code="x = 1\n")
-    cfg = write_config(tmp_path, good_config(tmp_path, "http://127.0.0.1:9/hook"))
+    cfg = write_config(tmp_path, good_config(tmp_path, CLOSED))
     res = _check("--config", str(cfg), "--project", str(project), "--no-drills", "--json")
     items = orjson.loads(res.stdout)["items"]
     assert len(items) == 24
@@ -64,7 +66,7 @@ def test_no_drills_runs_and_prints_no_drill(tmp_path: Path) -> None:
 
 def test_json_names_the_feature_pinned_to_a_single_deployment(tmp_path: Path) -> None:
     project = write_project(tmp_path)
-    data = good_config(tmp_path, "http://127.0.0.1:9/hook")
+    data = good_config(tmp_path, CLOSED)
     data = mutate(data, "models.solo", {"deployments": [{"provider": "anthropic", "model": "x"}]})
     data = mutate(data, "features.drafts.model", "solo")
     cfg = write_config(tmp_path, data)

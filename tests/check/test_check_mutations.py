@@ -18,6 +18,7 @@ from tests.check._check_fixtures import (
     write_config,
     write_project,
 )
+from tests.conftest import free_port
 
 from bastion.check import ITEMS, run_check
 
@@ -216,7 +217,8 @@ def test_every_item_the_checker_emits_has_a_mutation_test() -> None:
 
 async def _run(tmp: Path, hooks: str, item_id: str, lack: Lack | None) -> Any:
     lack = lack or Lack("none")
-    hook = "http://127.0.0.1:9/alert" if lack.hook == "closed" else hooks + lack.hook
+    # a port just bound and released: nothing listens there
+    hook = f"http://127.0.0.1:{free_port()}/alert" if lack.hook == "closed" else hooks + lack.hook
     data = lack.edit(good_config(tmp, hook))
     project = write_project(tmp, ci=lack.ci, app_code=lack.app_code)
     cfg = write_config(tmp, data, simulated=lack.simulated)
