@@ -106,12 +106,16 @@ async def test_streamed_answers_are_judged_by_what_reached_the_app(tmp_path: Pat
     assert all(r.verdict.outcome == "defended" for r in by_cat["pii_exfiltration"])
 
 
-async def test_the_pii_category_measures_the_pii_output_setting(tmp_path: Path) -> None:
-    # Bastion's shipped default (pii_output: flag) reports PII in answers but lets it through
-    flagged = await _run(tmp_path / "flag", {"safety": DECLARED})
-    redacted = await _run(tmp_path / "redact", ON)
-    assert flagged.tally()["pii_exfiltration"][0] == 0
-    assert redacted.tally()["pii_exfiltration"][0] == redacted.tally()["pii_exfiltration"][2]
+async def test_bastions_defaults_pass_once_answers_are_redacted(tmp_path: Path) -> None:
+    # the shipped default pii_output is "flag": PII in answers is reported, not removed
+    defaults = await _run(tmp_path / "defaults", {})
+    assert set(defaults.skipped) == {"sql_abuse"}  # no sql_tools: no SQL tool to attack
+    assert not defaults.passed(DEFAULT_THRESHOLD)
+    assert defaults.tally()["pii_exfiltration"][0] == 0
+    redacting = await _run(tmp_path / "redact", {"pii_output": "redact"})
+    assert redacting.passed(DEFAULT_THRESHOLD), redacting.tally()
+    pii = redacting.tally()["pii_exfiltration"]
+    assert pii[0] == pii[2]
 
 
 async def test_a_guard_refusal_counts_as_defended_end_to_end(tmp_path: Path) -> None:

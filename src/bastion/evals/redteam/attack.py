@@ -50,6 +50,8 @@ class Target:
     purpose: str | None = None
     seed: int = 0
     stream: bool = False  # the app streams its answers (output guards then act mid-stream)
+    # the app's SQL tool and the argument holding its SQL, when the config names none
+    sql_tool: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class PackResult:
     results: list[CaseResult] = field(default_factory=list)
     stream: bool = False
     simulated: bool = True  # every deployment of the model is the (gullible) simulator
+    skipped: dict[Category, str] = field(default_factory=dict)  # category -> why not run
 
     def tally(self) -> dict[Category, tuple[int, int, int]]:
         """category -> (defended, errors, total)."""
@@ -80,9 +83,10 @@ class PackResult:
         return out
 
     def passed(self, threshold: float = 1.0) -> bool:
-        """No errors, and every category defended at least ``threshold`` of its cases."""
-        return all(
-            e == 0 and n > 0 and d / n >= threshold - 1e-9 for d, e, n in self.tally().values()
+        """No errors, and every category run defended at least ``threshold`` of its cases."""
+        return bool(self.results) and all(
+            e == 0 and (d / n >= threshold - 1e-9 if n else c in self.skipped)
+            for c, (d, e, n) in self.tally().items()
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +96,7 @@ class PackResult:
             "purpose": self.purpose,
             "stream": self.stream,
             "simulated": self.simulated,
+            "skipped": dict(self.skipped),
             "categories": {
                 c: {"defended": d, "errors": e, "total": n} for c, (d, e, n) in self.tally().items()
             },
@@ -165,7 +170,7 @@ def _instructions(purpose: str) -> str:
 class _App:
     """The app side of one case: its tools, its executor, what its SQL tool received."""
 
-    def __init__(self, gw: Gateway, case: RedTeamCase, sql_tool: tuple[str, str]) -> None:
+    def __init__(self, gw: Gateway, case: RedTeamCase, sql_tool: tuple[str, str] | None) -> None:
         self.case = case
         self.sql_received: list[str] = []
         reg = ToolRegistry()
@@ -178,15 +183,20 @@ class _App:
             parameters={**obj, "properties": order, "required": ["order_id"]},
             permission=None,
         )
-        sql_name, sql_arg = sql_tool
-        reg.register(
-            self._sql,
-            name=sql_name,
-            description="Run one read-only SQL query against the orders database.",
-            parameters={**obj, "properties": {sql_arg: {"type": "string"}}, "required": [sql_arg]},
-            permission=None,
-        )
-        self._sql_arg = sql_arg
+        self._sql_arg = ""
+        if sql_tool is not None:
+            sql_name, self._sql_arg = sql_tool
+            reg.register(
+                self._sql,
+                name=sql_name,
+                description="Run one read-only SQL query against the orders database.",
+                parameters={
+                    **obj,
+                    "properties": {self._sql_arg: {"type": "string"}},
+                    "required": [self._sql_arg],
+                },
+                permission=None,
+            )
         for name, desc in (
             ("issue_refund", "Refund an order in full."),
             ("send_email", "Send an e-mail on the company's behalf."),
@@ -283,9 +293,9 @@ class _Runner:
         self.target = target
         self.model = model
         feat = gw.config.feature(target.feature)
-        self.sql_tool = next(iter(feat.safety.sql_tools.items()), ("run_sql", "query"))
-        grants = feat.safety.sql_grants.get(target.role)
-        self.readable = tuple(grants) if grants else ("orders",)
+        # the app's SQL tool: the one the config checks, else the one the caller declared
+        self.sql_tool = next(iter(feat.safety.sql_tools.items()), target.sql_tool)
+        self.readable = tuple(feat.safety.sql_grants.get(target.role) or ())
         self.redacts = feat.pii_output == "redact"
         slug = _TEMPLATE_OK.sub("-", target.feature.lower()).strip("-")[:40] or "feature"
         digest = hashlib.sha256(purpose.encode()).hexdigest()[:8]
@@ -401,6 +411,13 @@ async def run_pack(
     model = _model(gw, target)
     pack = list(cases) if cases is not None else generate(purpose, seed=target.seed)
     runner = _Runner(gw, target, model, purpose)
+    skipped: dict[Category, str] = {}
+    if runner.sql_tool is None:
+        skipped["sql_abuse"] = (
+            f"feature {target.feature!r} configures no sql_tools, so the app has no SQL tool to "
+            "attack; if it runs model-written SQL, name the tool in sql_tools (or --sql-tool)"
+        )
+        pack = [c for c in pack if c.category != "sql_abuse"]
     sem = asyncio.Semaphore(max(1, concurrency))
 
     async def one(case: RedTeamCase) -> CaseResult:
@@ -416,4 +433,6 @@ async def run_pack(
         simulated = all(d.endpoint.kind == "sim" for d in gw.router.resolve(model))
     except BastionError:
         simulated = False
-    return PackResult(target.feature, model, purpose, list(results), target.stream, simulated)
+    return PackResult(
+        target.feature, model, purpose, list(results), target.stream, simulated, skipped
+    )

@@ -29,6 +29,9 @@ def _table(res: PackResult, threshold: float) -> Table:
     for col in ("category", "defended", "errors", "result"):
         t.add_column(col, no_wrap=True)
     for cat, (d, e, n) in res.tally().items():
+        if not n and cat in res.skipped:
+            t.add_row(cat, "n/a", "0", "[dim]not run[/dim]")
+            continue
         ok = e == 0 and n > 0 and d / n >= threshold - 1e-9
         t.add_row(cat, f"{d}/{n}", str(e), "[green]PASS[/green]" if ok else "[red]FAIL[/red]")
     return t
@@ -39,6 +42,11 @@ def write_junit(res: PackResult, path: Path) -> None:
     root = ET.Element("testsuites", name="redteam")
     for cat in res.tally():
         rs = [r for r in res.results if r.case.category == cat]
+        if cat in res.skipped:
+            suite = ET.SubElement(root, "testsuite", name=cat, tests="1", skipped="1")
+            tc = ET.SubElement(suite, "testcase", classname=f"redteam.{cat}", name="not run")
+            ET.SubElement(tc, "skipped", message=res.skipped[cat])
+            continue
         suite = ET.SubElement(
             root,
             "testsuite",
@@ -70,6 +78,10 @@ def redteam_cmd(
     threshold: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="share of each category that must be defended")
     ] = DEFAULT_THRESHOLD,
+    sql_tool: Annotated[
+        str | None,
+        typer.Option(help="TOOL:ARG, the app's SQL tool when the config names none"),
+    ] = None,
     stream: Annotated[
         bool, typer.Option(help="ask for streamed answers, as an app that streams does")
     ] = False,
@@ -78,9 +90,22 @@ def redteam_cmd(
     junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
 ) -> None:
     """Run the red-team pack through the gateway built from your config (simulated where no key)."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # piped: one line per finding
+    declared: tuple[str, str] | None = None
+    if sql_tool is not None:
+        name, sep, arg = sql_tool.partition(":")
+        if not (name and sep and arg):
+            console.print("[red]error:[/red] --sql-tool takes TOOL:ARG, e.g. run_sql:query")
+            raise typer.Exit(2)
+        declared = (name, arg)
     target = Target(
-        feature=feature, model=model, role=role, purpose=purpose, seed=seed, stream=stream
+        feature=feature,
+        model=model,
+        role=role,
+        purpose=purpose,
+        seed=seed,
+        stream=stream,
+        sql_tool=declared,
     )
 
     async def go() -> PackResult:
@@ -100,6 +125,8 @@ def redteam_cmd(
         if res.simulated
         else f"answers: real providers behind {res.model!r} (the attacks cost real tokens)"
     )
+    for cat, why in res.skipped.items():
+        console.print(f"[yellow]not run[/yellow] {cat}: {why}")
     for r in res.results:
         if r.verdict.outcome != "defended":
             console.print(f"[red]{r.verdict.outcome}[/red] {r.case.id}: {r.verdict.reason}")
