@@ -245,6 +245,7 @@ async def test_each_detector_leaves_its_finding_with_score_reasons_and_version(
 
     leak = _one(recs["leaky"], "leak")
     assert leak.action == "flagged" and leak.version == canary.VERSION
+    assert leak.score is not None and 0.5 <= leak.score <= 1.0  # most of the prompt came back
     assert "system_prompt" in leak.reasons
 
     js = [f for f in recs["json"].findings if f.detector == "json_schema"]

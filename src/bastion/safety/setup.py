@@ -19,6 +19,7 @@ from ..config import Config
 from ..errors import InvalidRequest, NotFound, OutputBlocked
 from ..store import PromptVersion, RecordStore
 from .prompting import InjectionPolicy, LeakWatcher, Template, TemplateRegistry
+from .prompting.canary import LeakVerdict
 from .prompting.guards import (
     InjectionGuard,
     LeakGuard,
@@ -47,25 +48,26 @@ class LeakFilter:
         self._call = call
         self._seen: frozenset[str] = frozenset()
 
-    def _note(self, reasons: tuple[str, ...]) -> None:
+    def _note(self, v: LeakVerdict) -> None:
         """A finding when a signal first fires (``shingle:0.62`` and ``shingle:0.7`` are one)."""
+        reasons = v.reasons
         signals = frozenset(r.split(":", 1)[0] for r in reasons)
         if signals - self._seen:
             self._seen |= signals
             acted = _LEAK_ACTED.get(self._watcher.action, "flagged")
             where: Literal["stream", "response"] = "stream" if self._call.stream else "response"
-            self._call.add_finding(leak_finding(reasons, acted, where))
+            self._call.add_finding(leak_finding(reasons, acted, where, v.score))
 
     def feed(self, text: str) -> str:
         v = self._watcher.feed(text)
-        self._note(v.reasons)
+        self._note(v)
         if v.blocked:
             raise OutputBlocked("the answer was withheld: it disclosed the system prompt")
         return v.emit
 
     def flush(self) -> str:
         v = self._watcher.finish()
-        self._note(v.reasons)
+        self._note(v)
         if v.blocked:  # the tail completed a leak: end the answer, never a clean cut
             raise OutputBlocked("the answer was withheld: it disclosed the system prompt")
         return v.emit

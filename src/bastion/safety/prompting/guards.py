@@ -272,7 +272,7 @@ class LeakGuard:
             return
         verdict = self.check(call, "".join(call.output_text))
         if verdict is not None and verdict.leaked:
-            call.add_finding(leak_finding(verdict.reasons, "flagged", "response"))
+            call.add_finding(leak_finding(verdict.reasons, "flagged", "response", verdict.score))
 
 
 def delta_text(fmt: str, data: bytes) -> str | None:
