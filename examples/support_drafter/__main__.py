@@ -10,6 +10,7 @@ from .settings import parse_args
 
 def main() -> None:
     asyncio.run(serve(parse_args()))
+    print("Support drafter stopped.", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from bastion import Gateway, load_config
 from bastion.providers.sim import Simulator
 from bastion.safety.pii import Scrubber, ScrubberConfig
 from bastion.safety.pii.guard import PiiLogFilter
+from bastion.server.serve import DrainingServer
 from bastion.state import CounterStore, open_state
 
 from . import prompts, seed
@@ -100,6 +101,9 @@ def _scrub_logs(scrubber: Scrubber) -> None:
             handler.addFilter(f)
 
 
+SHUTDOWN_GRACE_S = 2  # seconds the drafts in flight get after Ctrl-C before they are cut
+
+
 async def serve(settings: Settings) -> None:
     data_dir = settings.data_dir.resolve()
     if not data_dir.exists():
@@ -162,7 +166,9 @@ async def serve(settings: Settings) -> None:
             gateway=gateway,
             debug=settings.debug,
         )
-        server = uvicorn.Server(
+        # Bastion's own server: Ctrl-C drains for a bound, then returns (uvicorn's re-raised
+        # KeyboardInterrupt cut the cleanup below short, and open database threads held the exit)
+        server = DrainingServer(
             uvicorn.Config(
                 app,
                 host=settings.host,
@@ -170,7 +176,8 @@ async def serve(settings: Settings) -> None:
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
-            )
+            ),
+            drain_s=SHUTDOWN_GRACE_S,
         )
         url = f"http://{settings.host}:{settings.port}"
         print(f"Support drafter on {url}  ({backend.describe()})", flush=True)
