@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from bastion.call import Call, Principal
 from bastion.findings import Finding, rule_id
 from bastion.observability.review import ReviewSampler
+from bastion.observability.tracing import call_attributes, format_call
 from bastion.providers.base import Format
 from bastion.safety.pii import Scrubber
 from bastion.safety.pii.guard import PiiGuard, PiiPolicy
@@ -259,3 +260,18 @@ def test_the_review_queue_reads_problems_from_findings_not_passes_or_repairs() -
     call.add_finding(Finding("injection", "injection", "flagged", "request", "v", score=0.9))
     call.add_finding(Finding("pii", "pii", "redacted", "response", "v", reasons=("EMAIL",)))
     assert sampler.reasons(call) == ("flag:injection", "flag:injection_score", "flag:pii")
+
+
+def test_the_call_span_and_the_cli_trace_line_name_each_detectors_finding() -> None:
+    call = make_call({})
+    call.add_finding(
+        Finding("injection", "injection", "withheld", "request", "inj-1+lr-2", score=0.91)
+    )
+    call.add_finding(Finding("pii", "pii", "redacted", "response", "pii-1", reasons=("EMAIL",)))
+    attrs = call_attributes(call, "sim")
+    assert attrs["bastion.finding.injection"] == "withheld"
+    assert attrs["bastion.finding.injection.score"] == 0.91
+    assert attrs["bastion.finding.injection.version"] == "inj-1+lr-2"
+    assert attrs["bastion.finding.pii"] == "redacted" and "bastion.finding.pii.score" not in attrs
+    line = format_call(record_of(call))
+    assert line.endswith("findings=injection:withheld,pii:redacted")
