@@ -239,7 +239,8 @@ class CheckContext:
         cost.setdefault("alerts", {})["webhooks"] = []
         if not keep_limits:
             cost["rate_limits"] = {}
-            cost["caps"] = {}
+            # no cap refuses a drill's call, but end users are still counted as the app counts them
+            cost["caps"] = {"end_user_caps": cost.get("caps", {}).get("end_user_caps", False)}
             for f in data.get("features", {}).values():
                 for k in ("daily_budget_usd", "max_input_tokens", "conversation_max_tokens"):
                     f.pop(k, None)
