@@ -109,7 +109,7 @@ def test_unknown_functions_are_refused_whatever_they_are_called() -> None:
         "SELECT id FROM orders WHERE status ~ 'a' AND status !~ 'b' AND status ~* 'c'",
         "SELECT total + 1, total - 1, total * 2, total / 2, total % 2, -total, 2 ^ 3 FROM orders",
         "SELECT id FROM orders WHERE status IS NULL OR status IS NOT DISTINCT FROM 'x'",
-        "SELECT id FROM orders WHERE EXISTS (SELECT 1 FROM users)",
+        "SELECT id FROM orders AS o WHERE EXISTS (SELECT 1 FROM users AS u WHERE u.id = o.id)",
         "SELECT id FROM orders WHERE NOT (total > 1 AND total < 5)",
         "SELECT id FROM orders WHERE total > ALL (SELECT id FROM users)",
         "SELECT id FROM orders WHERE total = ANY (SELECT id FROM users)",

@@ -80,7 +80,16 @@ def test_always_true_conditions_are_refused_in_every_position(
 
 @pytest.mark.parametrize(
     "predicate",
-    ["1 = 2", "o.total > 1 AND 1 = 2", "o.total > 1 AND length('x') = 1", "NULL", "FALSE"],
+    [
+        "1 = 2",
+        "o.total > 1 AND 1 = 2",
+        "o.total > 1 AND length('x') = 1",
+        "NULL",
+        "FALSE",
+        "o.total > 1 OR current_date > '2000-01-01'",
+        "o.total > 1 OR EXISTS (SELECT 1 FROM users)",
+        "o.total > 1 OR (SELECT count(*) FROM users AS u WHERE u.id > 0) > 0",
+    ],
 )
 def test_conditions_that_read_no_row_are_refused_as_probes(predicate: str) -> None:
     found = codes(f"SELECT o.id FROM orders AS o WHERE {predicate}")
@@ -114,6 +123,9 @@ def test_the_refusal_names_the_always_true_part() -> None:
         "SELECT id FROM orders WHERE total BETWEEN 1 AND 10 AND status IN ('a', 'b')",
         "SELECT id FROM orders WHERE total = $1",
         "SELECT CASE WHEN 1 = 1 THEN 'a' END FROM orders",
+        "SELECT id FROM orders AS o WHERE EXISTS (SELECT 1 FROM users AS u WHERE u.id = o.user_id)",
+        "SELECT o.id FROM orders AS o WHERE EXISTS (SELECT 1 FROM users WHERE name = o.status)",
+        "SELECT id FROM orders WHERE total > (SELECT avg(total) FROM orders)",
     ],
 )
 def test_real_filters_and_constant_projections_pass(sql: str) -> None:

@@ -45,27 +45,6 @@ Truth = bool | None  # None: unknown or NULL (a filter keeps no such row)
 
 _TRUE_WORDS: Final = frozenset({"t", "true", "y", "yes", "on", "1"})
 _NUMBER_PREFIX: Final = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_ROW_NODES: Final = (
-    exp.Column,
-    exp.Star,
-    exp.Query,
-    exp.Subquery,
-    exp.Exists,
-    exp.Placeholder,
-    exp.Parameter,
-    exp.AggFunc,
-    exp.Window,
-)
-_VOLATILE: Final = (
-    exp.CurrentDate,
-    exp.CurrentTime,
-    exp.CurrentTimestamp,
-    exp.CurrentDatetime,
-    exp.Rand,
-)
-_VOLATILE_NAMES: Final = frozenset(
-    {"now", "localtime", "localtimestamp", "random", "clock_timestamp", "statement_timestamp"}
-)
 _COMPARE: Final = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
 _REFLEXIVE: Final = (exp.EQ, exp.GTE, exp.LTE, exp.NullSafeEQ, exp.Like, exp.ILike, exp.Glob)
 _COMPLEMENT: Final[dict[type[exp.Expr], type[exp.Expr]]] = {
@@ -133,15 +112,28 @@ def _scan(node: exp.Expr, dialect: str) -> Iterator[Refusal]:
 
 
 def _is_constant(node: exp.Expr) -> bool:
-    """True when nothing in ``node`` reads a row, a parameter or the clock."""
-    for sub in node.walk():
-        if _scalar(sub) is not None or (isinstance(sub, exp.Select) and _scalar(sub.parent)):
-            continue  # (SELECT 1): its projection is walked like any other part
-        if isinstance(sub, _ROW_NODES + _VOLATILE):
-            return False
-        if isinstance(sub, exp.Anonymous) and sub.name.lower() in _VOLATILE_NAMES:
-            return False
-    return True
+    """True when ``node`` is the same for every row of its query: it reads no column of it.
+
+    The clock counts as constant (``OR current_date > '2000-01-01'`` is as true as ``OR 1``),
+    and so does a subquery that does not refer to the outer row (``OR EXISTS (SELECT 1 FROM
+    orders)``). A parameter, an aggregate or a window varies, and so may a subquery naming a
+    column it does not qualify with one of its own tables.
+    """
+    if isinstance(node, exp.Column | exp.Placeholder | exp.Parameter | exp.AggFunc | exp.Window):
+        return False
+    if isinstance(node, exp.Query):
+        return not _correlated(node)
+    return all(_is_constant(child) for child in node.iter_expressions())
+
+
+def _correlated(query: exp.Query) -> bool:
+    """Whether ``query`` may read the outer row (unqualified names are assumed to)."""
+    own = {t.alias_or_name for t in query.find_all(exp.Table)}
+    own |= {s.alias_or_name for s in query.find_all(exp.Subquery, exp.CTE) if s.alias_or_name}
+    for node in query.find_all(exp.Column, exp.Placeholder, exp.Parameter):
+        if not isinstance(node, exp.Column) or not node.table or node.table not in own:
+            return True
+    return False
 
 
 def _scalar(node: exp.Expr | None) -> exp.Expr | None:
