@@ -237,3 +237,23 @@ def test_answers_sharing_only_short_phrases_are_never_flagged(
     answer = " ".join(parts)
     v = LeakIndex([], prompt).check(answer, "block")
     assert not v.leaked and v.emit == answer
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(words=distinct_words, data=st.data())
+def test_any_chunking_gives_the_whole_answers_verdict_and_redaction(
+    words: list[str], data: st.DataObject
+) -> None:
+    prompt = " ".join(words)
+    filler = st.text("nopqrstuvwxyz", min_size=3, max_size=8)
+    parts: list[str] = []
+    for _ in range(data.draw(st.integers(1, 5))):  # prompt runs of any length between filler
+        n = data.draw(st.integers(1, len(words)))
+        a = data.draw(st.integers(0, len(words) - n))
+        parts += [data.draw(filler), *words[a : a + n], data.draw(filler)]
+    answer = data.draw(st.sampled_from([" ", "\n", "  "])).join(parts)
+    idx = LeakIndex([], prompt)
+    whole = idx.check(answer, "redact")
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(answer) - 1)), max_size=10)))
+    out, leaked = stream(idx.watcher("redact"), answer, cuts)
+    assert leaked == whole.leaked and out == whole.emit

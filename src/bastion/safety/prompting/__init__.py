@@ -4,7 +4,8 @@ builder     PromptBuilder, Prompt, Document   fenced, neutralized, spotlighted p
 templates   TemplateRegistry, Template        named versions with a canary each
 injection   InjectionScanner, ScanResult      override / forgery / hidden / encoded / exfil
 classifier  InjectionClassifier               the shipped model, scored window by window
-canary      LeakWatcher, LeakIndex            canary and verbatim system-prompt leaks in streams
+canary      LeakWatcher, LeakIndex            canary, verbatim and partial system-prompt leaks in streams
+leak        ShinglePolicy                     when a partial reproduction of the prompt is a leak
 scope       ScopeGuard, Topic                 out-of-scope requests refused before the model
 guards      InjectionGuard, ScopeRequestGuard, LeakGuard   the same, as gateway guards
 """
@@ -32,6 +33,7 @@ from .guards import (
     with_delta_text,
 )
 from .injection import Classifier, InjectionPolicy, InjectionScanner, ScanResult
+from .leak import ShinglePolicy
 from .parse import ParsedDoc, ParsedTurn, parse_user_turn
 from .scope import DEFAULT_DENIED, ScopeGuard, ScopeVerdict, Topic, denied_pack
 from .spotlight import Spotlight, spotlight, unspotlight
@@ -59,6 +61,7 @@ __all__ = [
     "ScopeGuard",
     "ScopeRequestGuard",
     "ScopeVerdict",
+    "ShinglePolicy",
     "Spotlight",
     "Template",
     "TemplateRegistry",
