@@ -141,7 +141,7 @@ async def test_the_per_user_drill_is_not_refused_by_the_apps_other_limits(tmp_pa
                     "global": {"requests_per_minute": 1, "burst": 1},
                     "per_key": {"calls_per_day": 1},
                 },
-            }
+            },
         }
     )
     (res,) = await run_check(cfg, project_dir=tmp_path, only="cost.per_user_limit")
