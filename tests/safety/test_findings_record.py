@@ -7,8 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sqlite3
+import uuid
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,8 +31,9 @@ from bastion.safety.sql_guard import SqlToolCheck
 from bastion.safety.structured import schema_reasons
 from bastion.safety.validation import SqlPolicy
 from bastion.safety.validation.jsonout import validate_json_output
-from bastion.store import CallRecord
+from bastion.store import MIGRATIONS, CallRecord, open_store
 from bastion.store._rows import call_from_row, call_to_row
+from bastion.store.migrations import POSTGRES_BOOTSTRAP, SQLITE_BOOTSTRAP
 from bastion.store.sanitize import sanitize_call
 
 SCRUBBER = Scrubber()
@@ -275,3 +280,60 @@ def test_the_call_span_and_the_cli_trace_line_name_each_detectors_finding() -> N
     assert attrs["bastion.finding.pii"] == "redacted" and "bastion.finding.pii.score" not in attrs
     line = format_call(record_of(call))
     assert line.endswith("findings=injection:withheld,pii:redacted")
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _v3_store(kind: str, tmp_path: Path, schema: str) -> str:
+    """A store as the previous release left it (schema v3), holding one call."""
+    old = [m for m in MIGRATIONS if m.version <= 3]
+    row = "INSERT INTO calls (request_id, trace_id, ts, api_format, requested_model, status) "
+    row += "VALUES ('old-1', 'trace-1', 1.0, 'openai', 'gpt', 200)"
+    if kind == "sqlite":
+        path = tmp_path / "v3.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute(SQLITE_BOOTSTRAP)
+            for m in old:
+                for statement in m.sqlite:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+            conn.execute(row)
+        return f"sqlite:///{path}"
+    conn2 = await asyncpg.connect(PG, timeout=5)
+    try:
+        await conn2.execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}"')
+        await conn2.execute(POSTGRES_BOOTSTRAP)
+        for m in old:
+            for statement in m.postgres:
+                await conn2.execute(statement)
+            await conn2.execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, 0)", m.version, m.name
+            )
+        await conn2.execute(row)
+    finally:
+        await conn2.close()
+    return f"{PG}?search_path={schema}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_previous_schema_upgrades_and_old_calls_read_back_with_no_findings(
+    kind: str, tmp_path: Path
+) -> None:
+    schema = f"bastion_findings_{uuid.uuid4().hex[:10]}"
+    url = await _v3_store(kind, tmp_path, schema)
+    found = Finding("injection", "injection", "flagged", "request", "v", score=0.7, reasons=("r",))
+    store = open_store(url)
+    try:
+        await store.migrate()
+        new = dataclasses.replace(record_of(make_call({})), request_id="new-1", findings=(found,))
+        assert await store.insert_calls([new]) == 1
+        by_id = {c.request_id: c for c in await store.recent_calls(10)}
+    finally:
+        await store.close()
+        if kind == "postgres":
+            conn = await asyncpg.connect(PG, timeout=5)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await conn.close()
+    assert by_id["old-1"].findings == ()
+    assert by_id["new-1"].findings == (found,)
