@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.evals import CaseResult, EpochResult, RunResult, Score, compare, read_result
-from bastion.evals.gate import bless, gate
+from bastion.evals.gate import benjamini_hochberg, bless, gate
+from bastion.evals.power import estimate_power
 from bastion.evals.results import write_junit
 from bastion.evals.stats import permutation_test, wilcoxon_signed_rank
 
@@ -170,3 +171,38 @@ def test_property_permutation_test_is_exact_and_monotone(
     assert permutation_test(a, [x - shift for x in b], "less") <= p + 1e-12
     two = permutation_test(a, b, "two-sided")
     assert two >= min(p, permutation_test(a, b, "greater")) - 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(ps=st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12))
+def test_property_benjamini_hochberg_rejects_the_smallest_p_values_first(ps: list[float]) -> None:
+    keep = benjamini_hochberg(ps, 0.05)
+    rejected = [p for p, k in zip(ps, keep, strict=True) if k]
+    kept = [p for p, k in zip(ps, keep, strict=True) if not k]
+    if rejected and kept:
+        assert max(rejected) <= min(kept)
+    assert all(p <= 0.05 for p in rejected)
+    assert benjamini_hochberg([p * 0 + 0.05 / len(ps) for p in ps], 0.05) == [True] * len(ps)
+
+
+def test_many_cases_do_not_multiply_false_alarms() -> None:
+    """Per-case tests at alpha each would alarm on noise in a large suite; decided together they do not."""
+    rng = random.Random(5)
+    alarms = naive = 0
+    for _ in range(300):
+        base = [[min(1.0, max(0.0, rng.gauss(0.8, 0.1))) for _ in range(5)] for _ in range(12)]
+        cur = [[min(1.0, max(0.0, rng.gauss(0.8, 0.1))) for _ in range(5)] for _ in range(12)]
+        alarms += not compare(_run(base), _run(cur), min_epochs=5).ok
+        naive += any(
+            statistics.fmean(c) - statistics.fmean(b) < -0.05
+            and wilcoxon_signed_rank([y - x + 0.05 for x, y in zip(b, c, strict=True)]) < 0.05
+            for b, c in zip(base, cur, strict=True)
+        )
+    assert naive / 300 > 0.05  # each case tested alone at alpha
+    assert alarms / 300 <= 0.05
+
+
+def test_the_power_estimate_separates_no_change_from_a_large_drop() -> None:
+    none = estimate_power(cases=4, epochs=5, noise=0.1, drop=0.0, trials=40)
+    large = estimate_power(cases=4, epochs=5, noise=0.05, drop=0.3, trials=40)
+    assert none.rate <= 0.05 and large.rate >= 0.9

@@ -1,15 +1,17 @@
 """The CI gate: compare a run with its blessed baseline case by case and block on a regression.
 
 A regression is (1) a case that passed in the baseline and fails now, (2) a must-pass
-case that fails, or (3) a score drop larger than ``margin`` that a one-sided paired
-test supports at ``alpha`` over the epochs. The test is run on the differences shifted
-by the margin (H1: the drop exceeds the margin), so noise of the judge's size cannot
-reach significance while a consistent drop over 5 epochs does (p = 1/32). With
-several epochs on both sides a pass-to-fail must itself be significant (the per-epoch
-pass rate fell, by an exact permutation test at ``alpha``), so one unlucky sample of a
-noisy model does not block a merge. Baselines are JSON files keyed by suite, model and
-prompt version; when the prompt version has no baseline yet, the newest one for the
-same suite and model is used, and said so.
+case that fails, or (3) a score drop larger than ``margin`` that a one-sided test
+supports: per case over its epochs, and over the whole suite (every case x epoch pair).
+Tests run on the differences shifted by the margin (H1: the drop exceeds the margin),
+so noise of the judge's size cannot reach significance while a consistent drop can.
+With several epochs on both sides a pass-to-fail must itself be significant (the
+per-epoch pass rate fell, by an exact permutation test), so one unlucky sample of a
+noisy model does not block a merge. All these tests are decided together at a false
+discovery rate of ``alpha`` (Benjamini-Hochberg): with nothing changed, the chance of
+any false alarm stays at ``alpha`` however many cases the suite has. Baselines are
+JSON files keyed by suite, model and prompt version; when the prompt version has no
+baseline yet, the newest one for the same suite and model is used, and said so.
 
 A baseline stores its design (epochs, seeds, judge). A design the gate cannot compare
 is refused, not guessed at: fewer epochs than the suite's minimum on either side, or a
@@ -34,6 +36,7 @@ __all__ = [
     "GateReport",
     "Regression",
     "baseline_path",
+    "benjamini_hochberg",
     "bless",
     "compare",
     "find_baseline",
@@ -139,25 +142,6 @@ def _drop_p(base: Sequence[float], cur: Sequence[float], margin: float, test: st
     return permutation_test(base, [c + margin for c in cur], "less")
 
 
-def _case_drop(
-    b: CaseResult, c: CaseResult, margin: float, alpha: float, test: str
-) -> Regression | None:
-    delta = c.mean_score - b.mean_score
-    if delta >= -margin:
-        return None
-    p = _drop_p(b.scores, c.scores, margin, test)
-    if p >= alpha:
-        return None
-    return Regression(
-        c.id,
-        "score_drop",
-        f"mean score {b.mean_score:.3f} -> {c.mean_score:.3f} "
-        f"(drop {-delta:.3f} > margin {margin:g}, p={p:.4f} < {alpha:g})",
-        delta,
-        p,
-    )
-
-
 def design_problems(baseline: RunResult, current: RunResult, min_epochs: int) -> list[str]:
     """Why these two runs cannot be compared at all (empty when they can)."""
     problems = []
@@ -195,6 +179,62 @@ def _pass_drop_p(b: CaseResult, c: CaseResult) -> float | None:
     )
 
 
+def _case_drop(b: CaseResult, c: CaseResult, margin: float, test: str) -> tuple[float, Regression]:
+    """The case's score-drop test: its p-value (1 when the drop is within the margin) and finding."""
+    delta = c.mean_score - b.mean_score
+    p = 1.0 if delta >= -margin else _drop_p(b.scores, c.scores, margin, test)
+    finding = Regression(
+        c.id,
+        "score_drop",
+        f"mean score {b.mean_score:.3f} -> {c.mean_score:.3f} "
+        f"(drop {-delta:.3f} > margin {margin:g}, p={p:.4f})",
+        delta,
+        p,
+    )
+    return p, finding
+
+
+def _suite_drop(
+    common: Sequence[tuple[CaseResult, CaseResult]], margin: float, test: str
+) -> tuple[float, Regression]:
+    """The suite-wide test: every case x epoch pair when epochs pair, else case means."""
+    deltas = [c.mean_score - b.mean_score for b, c in common]
+    mean_delta = statistics.fmean(deltas)
+    paired = all(len(b.scores) == len(c.scores) for b, c in common)
+    if mean_delta >= -margin:
+        p = 1.0
+    elif paired:
+        diffs = [y - x + margin for b, c in common for x, y in zip(b.scores, c.scores, strict=True)]
+        p = _p(diffs, test)
+    else:
+        p = _p([d + margin for d in deltas], test)
+    unit = "case x epoch pairs" if paired else "case means"
+    finding = Regression(
+        "*",
+        "suite_score_drop",
+        f"suite mean score dropped {-mean_delta:.3f} over {len(common)} cases ({unit}, p={p:.4g})",
+        mean_delta,
+        p,
+    )
+    return p, finding
+
+
+def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Which hypotheses to reject with the false discovery rate held at ``alpha``.
+
+    When nothing changed (every null true) this also holds the chance of any false
+    alarm at ``alpha``, however many cases a suite has.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    cut = 0
+    for rank, i in enumerate(order, 1):
+        if p_values[i] <= rank / m * alpha:
+            cut = rank
+    keep = set(order[:cut])
+    return [i in keep for i in range(m)]
+
+
 def compare(
     baseline: RunResult,
     current: RunResult,
@@ -224,6 +264,9 @@ def compare(
             "unchanged requests repeat exactly"
         )
     common: list[tuple[CaseResult, CaseResult]] = []
+    # statistical findings, decided together below: (p, finding, fallback if not significant)
+    family: list[tuple[float, Regression, Regression | str | None]] = []
+    flagged: set[str] = set()
     for c in current.cases:
         b = baseline.case(c.id)
         if b is None:
@@ -232,53 +275,53 @@ def compare(
                 report.regressions.append(Regression(c.id, "must_pass_failed", _why(c)))
             continue
         common.append((b, c))
-        if b.passed and not c.passed:
-            p = _pass_drop_p(b, c)
-            if p is None or p < alpha:
-                detail = _why(c) + (
-                    ""
-                    if p is None
-                    else f" (pass rate {b.pass_rate:.0%} -> {c.pass_rate:.0%}, p={p:.4f})"
-                )
-                report.regressions.append(Regression(c.id, "pass_to_fail", detail, None, p))
-                continue
-            report.notes.append(
-                f"{c.id}: passed in the baseline, fails now, but its pass rate "
-                f"{b.pass_rate:.0%} -> {c.pass_rate:.0%} is within noise (p={p:.3f})"
-            )
-        if c.must_pass and not c.passed:
-            report.regressions.append(
-                Regression(
-                    c.id,
-                    "must_pass_failed",
-                    _why(c) + (" (failed in the baseline too)" if not b.passed else ""),
-                )
-            )
-            continue
         if not b.passed and c.passed:
             report.improvements.append(c.id)
-        drop = _case_drop(b, c, margin, alpha, test)
-        if drop is not None:
-            report.regressions.append(drop)
+        if b.passed and not c.passed:
+            p = _pass_drop_p(b, c)
+            if p is None:  # one epoch on a side: no test possible, the flip is the evidence
+                report.regressions.append(Regression(c.id, "pass_to_fail", _why(c)))
+                flagged.add(c.id)
+            else:
+                rate = f"pass rate {b.pass_rate:.0%} -> {c.pass_rate:.0%}"
+                fallback: Regression | str = (
+                    Regression(c.id, "must_pass_failed", f"{_why(c)} ({rate})")
+                    if c.must_pass
+                    else f"{c.id}: passed in the baseline, fails now, but its {rate} is within "
+                    f"noise (p={p:.3f})"
+                )
+                finding = Regression(
+                    c.id, "pass_to_fail", f"{_why(c)} ({rate}, p={p:.4f})", None, p
+                )
+                family.append((p, finding, fallback))
+                flagged.add(c.id)
+        elif c.must_pass and not c.passed:
+            report.regressions.append(
+                Regression(c.id, "must_pass_failed", _why(c) + " (failed in the baseline too)")
+            )
+            flagged.add(c.id)
+        p, finding = _case_drop(b, c, margin, test)
+        family.append((p, finding, None))
     for b in baseline.cases:
         if current.case(b.id) is None:
             report.notes.append(f"{b.id}: in the baseline but not run")
     if len(common) >= 2:
-        deltas = [c.mean_score - b.mean_score for b, c in common]
-        mean_delta = statistics.fmean(deltas)
-        if mean_delta < -margin:
-            p = _p([d + margin for d in deltas], test)
-            if p < alpha:
-                report.regressions.append(
-                    Regression(
-                        "*",
-                        "suite_score_drop",
-                        f"suite mean score dropped {-mean_delta:.3f} over {len(common)} cases "
-                        f"(p={p:.4f})",
-                        mean_delta,
-                        p,
-                    )
-                )
+        p, finding = _suite_drop(common, margin, test)
+        family.append((p, finding, None))
+    if family:
+        decisions = benjamini_hochberg([p for p, _, _ in family], alpha)
+        for (_, finding, fb), significant in zip(family, decisions, strict=True):
+            duplicate = finding.kind == "score_drop" and finding.case_id in flagged
+            if significant and not duplicate:
+                report.regressions.append(finding)
+            elif not significant and isinstance(fb, Regression):
+                report.regressions.append(fb)
+            elif not significant and isinstance(fb, str):
+                report.notes.append(fb)
+        report.notes.append(
+            f"{len(family)} statistical test(s) decided together at a false discovery rate "
+            f"of {alpha:g} (Benjamini-Hochberg)"
+        )
     return report
 
 
