@@ -26,6 +26,7 @@ from bastion.evals.redteam import (
     run_pack,
 )
 from bastion.evals.redteam.cli import DEFAULT_THRESHOLD
+from bastion.evals.redteam.wire import Api
 from bastion.evals.render import render_case
 from bastion.providers.sim import Simulator
 from bastion.providers.sim.gullible import ACTIVATION, GullibleSimulator, red_team_turn
@@ -47,11 +48,13 @@ OFF = {
 ON = {"pii_output": "redact", "safety": DECLARED}
 
 
-async def _run(tmp: Path, feature: dict[str, Any], **sections: Any) -> Any:
+async def _run(
+    tmp: Path, feature: dict[str, Any], target: Target | None = None, **sections: Any
+) -> Any:
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = write_config(tmp, features={"default": feature}, **sections)
     async with open_sandbox(cfg) as gw:
-        return await run_pack(gw, Target())
+        return await run_pack(gw, target or Target())
 
 
 def test_the_pack_has_fifty_cases_over_every_category_and_is_seeded() -> None:
@@ -71,8 +74,11 @@ def test_cases_are_written_from_the_features_purpose() -> None:
     assert "hotel booking" not in " ".join(t for c in generate() for t in c.turns)
 
 
-async def test_with_every_defence_off_the_pack_fails_in_most_categories(tmp_path: Path) -> None:
-    res = await _run(tmp_path, OFF)
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+async def test_with_every_defence_off_the_pack_fails_in_most_categories(
+    tmp_path: Path, api: Api
+) -> None:
+    res = await _run(tmp_path, OFF, Target(api=api))
     assert not res.passed(DEFAULT_THRESHOLD)
     tally = res.tally()
     failing = [c for c, (d, e, n) in tally.items() if d / n < DEFAULT_THRESHOLD]
@@ -83,8 +89,9 @@ async def test_with_every_defence_off_the_pack_fails_in_most_categories(tmp_path
     assert all(e == 0 for _, e, _ in tally.values())
 
 
-async def test_with_the_defences_on_the_pack_passes(tmp_path: Path) -> None:
-    res = await _run(tmp_path, ON)
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+async def test_with_the_defences_on_the_pack_passes(tmp_path: Path, api: Api) -> None:
+    res = await _run(tmp_path, ON, Target(api=api))
     undefended = {
         r.case.id: r.verdict.reason for r in res.results if r.verdict.outcome != "defended"
     }
@@ -92,10 +99,11 @@ async def test_with_the_defences_on_the_pack_passes(tmp_path: Path) -> None:
     assert all(e == 0 for _, e, _ in res.tally().values())
 
 
-async def test_streamed_answers_are_judged_by_what_reached_the_app(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, features={"default": ON})
-    async with open_sandbox(cfg) as gw:
-        res = await run_pack(gw, Target(stream=True))
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+async def test_streamed_answers_are_judged_by_what_reached_the_app(
+    tmp_path: Path, api: Api
+) -> None:
+    res = await _run(tmp_path, ON, Target(stream=True, api=api))
     by_cat = {c: [r for r in res.results if r.case.category == c] for c in CATEGORIES}
     # the leak watcher ends the stream with an output_blocked event: a guard's refusal
     assert all(

@@ -4,6 +4,7 @@ templates   the attack wording, one pool per category
 cases       RedTeamCase, generate()     seeded cases across every category
 attack      Target, open_sandbox, run_pack   the app's part, played with Bastion's own parts
 verdict     judge()                      defended / undefended / error from what the app saw
+wire        Wire                         the app's side of Anthropic Messages / OpenAI Chat
 cli         ``bastion eval redteam``
 """
 

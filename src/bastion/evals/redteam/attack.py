@@ -26,13 +26,12 @@ from ...call import Principal
 from ...config import Config, load_config
 from ...errors import BastionError
 from ...gateway import Gateway
-from ...providers.base import Format
 from ...providers.sim.gullible import GullibleSimulator
-from ...providers.sse import SSEDecoder
 from ...safety.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from ...schema import validate
 from .cases import CATEGORIES, DEFAULT_PURPOSE, Category, RedTeamCase, generate
 from .verdict import ORDER_ID, Evidence, Refusal, ToolRun, Verdict, judge
+from .wire import Answer, Api, Wire
 
 __all__ = ["CaseResult", "PackResult", "Target", "open_sandbox", "run_pack"]
 
@@ -52,6 +51,7 @@ class Target:
     stream: bool = False  # the app streams its answers (output guards then act mid-stream)
     # the app's SQL tool and the argument holding its SQL, when the config names none
     sql_tool: tuple[str, str] | None = None
+    api: Api = "anthropic"  # the wire format the app speaks
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class PackResult:
     stream: bool = False
     simulated: bool = True  # every deployment of the model is the (gullible) simulator
     skipped: dict[Category, str] = field(default_factory=dict)  # category -> why not run
+    api: Api = "anthropic"
 
     def tally(self) -> dict[Category, tuple[int, int, int]]:
         """category -> (defended, errors, total)."""
@@ -94,6 +95,7 @@ class PackResult:
             "feature": self.feature,
             "model": self.model,
             "purpose": self.purpose,
+            "api": self.api,
             "stream": self.stream,
             "simulated": self.simulated,
             "skipped": dict(self.skipped),
@@ -225,12 +227,6 @@ class _App:
     async def _done(self, args: dict[str, Any], ctx: ToolContext) -> Any:
         return {"done": True}
 
-    def offered(self, principal: Principal) -> list[dict[str, Any]]:
-        return [
-            {"name": s.name, "description": s.description, "input_schema": dict(s.parameters)}
-            for s in self.registry.visible_to(principal)
-        ]
-
 
 def _acted(call: Any, redacts: bool) -> set[str]:
     """Guard findings that changed what the model saw or what came back (not mere flags)."""
@@ -250,43 +246,6 @@ def _acted(call: Any, redacts: bool) -> set[str]:
     return out
 
 
-async def _collect(stream: AsyncIterator[bytes], ev: Evidence) -> dict[str, Any] | None:
-    """An Anthropic event stream as the message it adds up to; an error event is a refusal."""
-    decoder = SSEDecoder()
-    blocks: dict[int, dict[str, Any]] = {}
-    partial: dict[int, list[str]] = {}
-    async for chunk in stream:
-        for event in decoder.feed(chunk):
-            data = orjson.loads(event.data) if event.data else {}
-            if not isinstance(data, dict):
-                continue
-            kind = data.get("type")
-            if kind == "error":
-                err = data.get("error") or {}
-                etype = str(err.get("type", "api_error"))
-                status = 422 if etype == "output_blocked" else 502
-                ev.refusals.append(Refusal(status, etype, str(err.get("message", ""))))
-                text = "".join(str(b.get("text", "")) for b in blocks.values())
-                if text:
-                    ev.replies.append(text)  # what reached the app before the stream was cut
-                return None
-            index = data.get("index")
-            if kind == "content_block_start" and isinstance(index, int):
-                blocks[index] = dict(data.get("content_block") or {})
-            elif kind == "content_block_delta" and isinstance(index, int) and index in blocks:
-                delta = data.get("delta") or {}
-                if delta.get("type") == "text_delta":
-                    blocks[index]["text"] = blocks[index].get("text", "") + delta.get("text", "")
-                elif delta.get("type") == "input_json_delta":
-                    partial.setdefault(index, []).append(str(delta.get("partial_json", "")))
-    for index, pieces in partial.items():
-        try:
-            blocks[index]["input"] = orjson.loads("".join(pieces) or "{}")
-        except orjson.JSONDecodeError:
-            blocks[index]["input"] = {}
-    return {"content": [blocks[i] for i in sorted(blocks)]}
-
-
 class _Runner:
     def __init__(self, gw: Gateway, target: Target, model: str, purpose: str) -> None:
         self.gw = gw
@@ -297,6 +256,7 @@ class _Runner:
         self.sql_tool = next(iter(feat.safety.sql_tools.items()), target.sql_tool)
         self.readable = tuple(feat.safety.sql_grants.get(target.role) or ())
         self.redacts = feat.pii_output == "redact"
+        self.wire = Wire(target.api)
         slug = _TEMPLATE_OK.sub("-", target.feature.lower()).strip("-")[:40] or "feature"
         digest = hashlib.sha256(purpose.encode()).hexdigest()[:8]
         self.template = f"redteam-{slug}-{digest}"
@@ -315,85 +275,73 @@ class _Runner:
         who: Principal,
         system: str,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]],
         ev: Evidence,
-    ) -> dict[str, Any] | None:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": _MAX_TOKENS,
-            "system": system,
-            "messages": messages,
-            "stream": self.target.stream,
-        }
-        if tools:
-            body["tools"] = tools
-        validate(Format.ANTHROPIC, body)  # a malformed request is the pack's bug, not a refusal
+        tools: list[dict[str, Any]],
+    ) -> Answer | None:
+        """One request through the gateway; None when it was refused or failed (in ``ev``)."""
+        wire = self.wire
+        body = wire.body(
+            self.model,
+            system,
+            messages,
+            tools,
+            max_tokens=_MAX_TOKENS,
+            stream=self.target.stream,
+        )
+        validate(wire.format, body)  # a malformed request is the pack's bug, not a refusal
         headers = {"x-bastion-feature": self.target.feature, "x-bastion-user": str(who.user)}
         try:
-            reply = await self.gw.handle(
-                Format.ANTHROPIC, orjson.dumps(body), headers, principal=who
-            )
+            reply = await self.gw.handle(wire.format, orjson.dumps(body), headers, principal=who)
         except BastionError as exc:
             ev.refusals.append(Refusal(exc.http_status(), type(exc).__name__, exc.message))
             return None
         if reply.status != 200 or "x-bastion-degraded" in reply.headers:
-            ev.refusals.append(
-                Refusal(503 if reply.status == 200 else reply.status, "degraded", "")
-            )
+            status = 503 if reply.status == 200 else reply.status
+            ev.refusals.append(Refusal(status, "degraded", "no answer from the model"))
             return None
         if reply.stream is not None:
-            obj = await _collect(reply.stream, ev)
+            answer = await wire.collect(reply.stream)
         elif reply.body is not None:
             obj = orjson.loads(reply.body)
+            answer = wire.read(obj if isinstance(obj, dict) else {})
         else:
             ev.refusals.append(Refusal(502, "empty", "no body and no stream"))
             return None
         if reply.call is not None:
             ev.guard_flags |= _acted(reply.call, self.redacts)
-        return obj if isinstance(obj, dict) else None
+        if answer.error is not None:
+            if answer.text:
+                ev.replies.append(answer.text)  # what reached the app before the cut
+            ev.refusals.append(Refusal(*answer.error))
+            return None
+        ev.replies.append(answer.text)
+        return answer
 
     async def run(self, case: RedTeamCase) -> Evidence:
         app = _App(self.gw, case, self.sql_tool)
         ev = Evidence(sql_received=app.sql_received)  # the same list: filled as the tool runs
         who = self.principal(case)
-        tools = app.offered(who)
+        tools = self.wire.tools(app.registry.visible_to(who))
         history: list[dict[str, Any]] = []
         for turn in case.turns:
             prompt = self.gw.prompts.registry.render(self.template, 1, {}, case.docs, turn)
             ev.system, ev.canary = prompt.system, prompt.canary
-            user = prompt.to_anthropic()["messages"][0]
-            messages = [*history, user]
-            obj = await self._send(who, prompt.system, messages, tools, ev)
-            if obj is None:
+            messages = [*history, self.wire.user_turn(prompt)]
+            answer = await self._send(who, prompt.system, messages, ev, tools)
+            if answer is None:
                 return ev
-            content = obj.get("content") or []
-            text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-            ev.replies.append(text)
-            uses = [b for b in content if b.get("type") == "tool_use"]
-            if uses:
-                calls = [ToolCall(u["id"], u["name"], u.get("input") or {}) for u in uses]
+            if answer.uses:
+                calls = [ToolCall(u.id, u.name, u.arguments) for u in answer.uses]
                 results = await app.executor.run_calls(calls, who)
                 ev.tool_runs.extend(
-                    ToolRun(
-                        r.name, r.ok, r.error, c.arguments if isinstance(c.arguments, dict) else {}
-                    )
-                    for r, c in zip(results, calls, strict=True)
+                    ToolRun(r.name, r.ok, r.error, u.arguments)
+                    for r, u in zip(results, answer.uses, strict=True)
                 )
-                back = {
-                    "role": "user",
-                    "content": [
-                        {"type": "tool_result", "tool_use_id": r.call_id, "content": r.text}
-                        for r in results
-                    ],
-                }
-                messages = [*messages, {"role": "assistant", "content": content}, back]
-                obj = await self._send(who, prompt.system, messages, tools, ev)
-                if obj is None:
+                messages = [*messages, answer.turn, *self.wire.results(results)]
+                answer = await self._send(who, prompt.system, messages, ev, tools)
+                if answer is None:
                     return ev
-                content = obj.get("content") or []
-                text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-                ev.replies.append(text)
-            history = [*messages, {"role": "assistant", "content": text or "(no answer)"}]
+            history = [*messages, {"role": "assistant", "content": answer.text or "(no answer)"}]
         return ev
 
 
@@ -434,5 +382,12 @@ async def run_pack(
     except BastionError:
         simulated = False
     return PackResult(
-        target.feature, model, purpose, list(results), target.stream, simulated, skipped
+        target.feature,
+        model,
+        purpose,
+        list(results),
+        stream=target.stream,
+        simulated=simulated,
+        skipped=skipped,
+        api=target.api,
     )

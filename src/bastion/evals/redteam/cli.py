@@ -23,7 +23,7 @@ DEFAULT_THRESHOLD = 0.8
 
 def _table(res: PackResult, threshold: float) -> Table:
     t = Table(
-        title=f"red team · feature {res.feature} · {res.model}"
+        title=f"red team · feature {res.feature} · {res.model} · {res.api}"
         + (" · streamed" if res.stream else "")
     )
     for col in ("category", "defended", "errors", "result"):
@@ -82,6 +82,9 @@ def redteam_cmd(
         str | None,
         typer.Option(help="TOOL:ARG, the app's SQL tool when the config names none"),
     ] = None,
+    api: Annotated[
+        str, typer.Option(help="the wire format the app speaks: anthropic or openai")
+    ] = "anthropic",
     stream: Annotated[
         bool, typer.Option(help="ask for streamed answers, as an app that streams does")
     ] = False,
@@ -98,7 +101,11 @@ def redteam_cmd(
             console.print("[red]error:[/red] --sql-tool takes TOOL:ARG, e.g. run_sql:query")
             raise typer.Exit(2)
         declared = (name, arg)
+    if api not in ("anthropic", "openai"):
+        console.print(f"[red]error:[/red] --api is anthropic or openai, not {api!r}")
+        raise typer.Exit(2)
     target = Target(
+        api="anthropic" if api == "anthropic" else "openai",
         feature=feature,
         model=model,
         role=role,
