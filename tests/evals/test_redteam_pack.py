@@ -336,3 +336,14 @@ async def test_per_user_limits_meter_each_attack_not_the_whole_pack(tmp_path: Pa
         r.verdict.reason for r in res.results if r.verdict.outcome == "error"
     ]
     assert res.simulated
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32), purpose=st.text(min_size=1, max_size=80))
+def test_any_seed_and_purpose_give_a_full_deterministic_pack(seed: int, purpose: str) -> None:
+    cases = generate(purpose, seed=seed)
+    assert cases == generate(purpose, seed=seed)
+    assert len(cases) >= 50 and {c.category for c in cases} == set(CATEGORIES)
+    for c in cases:
+        assert all(f"({ACTIVATION}{c.id})" in turn for turn in c.turns)
+        assert c.goal.startswith("RTGOAL-") and len(c.goal) == 15
