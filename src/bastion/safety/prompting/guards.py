@@ -28,8 +28,16 @@ from ...errors import BastionError, InvalidRequest, PermissionDenied
 from ...findings import Finding as CallFinding
 from . import canary, scope
 from ._messages import last_user_text, replace, slots, system_text
-from .canary import LeakAction, LeakIndex, LeakVerdict, LeakWatcher, extract_canaries
+from .canary import (
+    DEFAULT_SHINGLES,
+    LeakAction,
+    LeakIndex,
+    LeakVerdict,
+    LeakWatcher,
+    extract_canaries,
+)
 from .injection import InjectionPolicy, InjectionScanner
+from .leak import ShinglePolicy
 from .parse import WITHHELD, parse_user_turn, readable, spotlight_of, withhold_docs
 from .scope import ScopeGuard
 from .templates import Template, is_label, is_template_name
@@ -218,6 +226,7 @@ class LeakPolicy:
     min_run: int = 60
     watch_system_prompt: bool = True
     replacement: str = "[redacted]"
+    shingles: ShinglePolicy | None = DEFAULT_SHINGLES  # partial reproductions; None: off
 
 
 class LeakGuard:
@@ -227,7 +236,7 @@ class LeakGuard:
 
     def __init__(self, policies: Mapping[str, LeakPolicy], *, cache_size: int = 256) -> None:
         self._policies = dict(policies)
-        self._cache: OrderedDict[tuple[str, int], LeakIndex] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, ShinglePolicy | None], LeakIndex] = OrderedDict()
         self._cache_size = cache_size
         self.active = bool(self._policies)
 
@@ -240,10 +249,11 @@ class LeakGuard:
         if not system:
             return None
         min_run = policy.min_run if policy.watch_system_prompt else 0
-        key = (system, min_run)
+        shingles = policy.shingles if policy.watch_system_prompt else None
+        key = (system, min_run, shingles)
         idx = self._cache.get(key)
         if idx is None:
-            idx = LeakIndex(extract_canaries(system), system, min_run=min_run)
+            idx = LeakIndex(extract_canaries(system), system, min_run=min_run, shingles=shingles)
             self._cache[key] = idx
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
