@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.safety.validation import SqlPolicy, SqlRejected, execute_validated, validate_sql
-from bastion.safety.validation._sql_rows import parse_row_rule
+from bastion.safety.validation._sql_rows import _number_placeholders, parse_row_rule
 
 PG_URL = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CUSTOMERS = (1, 2, 3, 4)
@@ -304,3 +304,22 @@ def test_a_bad_rule_is_refused_at_start_up_by_name(predicate: str, fragment: str
         parse_row_rule("orders", predicate, "postgres")
     with pytest.raises(ValueError):
         SqlPolicy(roles={"customer": GRANTS}, row_rules={"customer": {"orders": predicate}})
+
+
+async def test_a_question_mark_inside_a_literal_is_data_not_a_parameter(
+    lite: aiosqlite.Connection,
+) -> None:
+    query = "SELECT id AS oid FROM orders WHERE status <> '?' AND total > ?"
+    verdict = validate_sql(query, LITE, ["customer"])
+    assert verdict.sql is not None and "<> '?'" in verdict.sql and "total > ?1" in verdict.sql
+    rows = await execute_validated(
+        lite, query, LITE, ["customer"], args=(60,), params={"caller": 2}
+    )
+    assert _ids(rows) == {i for i in own(2) if i * 3 > 60}
+
+
+def test_placeholders_that_do_not_add_up_refuse_rather_than_shift() -> None:
+    assert _number_placeholders("SELECT ? FROM t", "m", 2, []) is None
+    assert _number_placeholders("SELECT ?, 'a?' FROM t WHERE x = mr2x", "m", 1, ["c"]) == (
+        "SELECT ?1, 'a?' FROM t WHERE x = ?2"
+    )

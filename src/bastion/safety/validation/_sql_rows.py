@@ -98,7 +98,7 @@ def apply_row_rules(
                 f"a CTE may not be named like the row-restricted table {shadow[0]!r}",
             )
         ]
-    user_params, anonymous = _user_params(tree, dialect)
+    user_params = _user_params(tree, dialect)
     if user_params is None:
         return [
             Refusal(
@@ -124,7 +124,10 @@ def apply_row_rules(
             ]
     sql = tree.sql(dialect=dialect, normalize_functions=False, comments=False)
     if dialect != "postgres":
-        sql = _number_placeholders(sql, mark, anonymous, user_params, names)
+        numbered = _number_placeholders(sql, mark, user_params, names)
+        if numbered is None:
+            return [Refusal(SqlCode.ROW_RULE, "the query's parameters cannot be numbered safely")]
+        sql = numbered
     return Rewritten(sql, tuple(names), user_params)
 
 
@@ -132,18 +135,18 @@ def _fold(name: str, dialect: str) -> str:
     return Dialect.get_or_raise(dialect).normalize_identifier(exp.to_identifier(name)).name
 
 
-def _user_params(tree: exp.Expr, dialect: str) -> tuple[int | None, list[exp.Placeholder]]:
+def _user_params(tree: exp.Expr, dialect: str) -> int | None:
     """How many positional parameters the query itself binds (None: it uses named ones)."""
-    anonymous: list[exp.Placeholder] = []
+    anonymous = 0
     highest = 0
     for node in tree.find_all(exp.Placeholder, exp.Parameter):
         if isinstance(node, exp.Placeholder) and _anonymous(node) and dialect != "postgres":
-            anonymous.append(node)
+            anonymous += 1
         elif isinstance(node, exp.Parameter) and dialect == "postgres" and node.this.is_int:
             highest = max(highest, int(node.this.name))
         else:
-            return None, []
-    return (len(anonymous) if dialect != "postgres" else highest), anonymous
+            return None
+    return anonymous if dialect != "postgres" else highest
 
 
 def _anonymous(node: exp.Placeholder) -> bool:
@@ -199,15 +202,13 @@ def _slot(
     return slots[name].copy()
 
 
-def _number_placeholders(
-    sql: str, mark: str, anonymous: list[exp.Placeholder], user: int, names: list[str]
-) -> str:
+def _number_placeholders(sql: str, mark: str, user: int, names: list[str]) -> str | None:
     """Give every ``?`` its number (``?1``, ``?2``): the query's own in order, ours after them.
 
     An anonymous ``?`` takes the number after the highest one written before it, so a numbered
     rule parameter ahead of it would shift it; numbering all of them keeps each value in place.
+    None if the count comes out different from the parsed query's.
     """
-    del anonymous  # printed as plain ``?``: numbered here in the order the SQL has them
     out: list[str] = []
     count = 0
     i = 0
@@ -228,7 +229,7 @@ def _number_placeholders(
         i += 1
     text = "".join(out)
     if count != user:
-        raise RuntimeError("placeholder count changed while printing the query")
+        return None
     for position in range(user + 1, user + len(names) + 1):
         text = text.replace(f"{mark}r{position}x", f"?{position}")
     return text
