@@ -286,3 +286,25 @@ async def test_stored_findings_hold_no_matched_text_and_the_dashboard_shows_them
     (shown,) = [f for f in call["findings"] if f["kind"] == "injection"]
     assert shown["version"] == recs["inj"].findings[0].version
     assert shown["score"] == pytest.approx(recs["inj"].findings[0].score)
+
+
+def test_findings_are_counted_per_feature_detector_and_action(run: dict[str, Any]) -> None:
+    gw: RunningGateway = run["gw"]
+    text = httpx.get(gw.url + "/metrics", headers={"x-api-key": gw.key}, timeout=10).text
+    for feature, detector, action in (
+        ("inj", "injection", "flagged"),
+        ("scoped", "scope", "blocked"),
+        ("pii_in", "pii", "redacted"),
+        ("leaky", "leak", "flagged"),
+        ("json", "json_schema", "flagged"),
+        ("sql", "sql", "flagged"),
+    ):
+        series = (
+            "bastion_safety_findings_total"
+            f'{{action="{action}",detector="{detector}",feature="{feature}"}}'
+        )
+        assert any(line.startswith(series + " ") for line in text.splitlines()), series
+    assert (
+        'bastion_safety_findings_total{action="redacted",detector="pii",feature="pii_out"} 2.0'
+        in text
+    )

@@ -246,6 +246,12 @@ class Metrics:
             ["feature", "model"],
             registry=r,
         )
+        self.findings = Counter(
+            "bastion_safety_findings_total",
+            "Safety detector findings (call.findings) by feature, detector and action taken.",
+            ["feature", "detector", "action"],
+            registry=r,
+        )
         self.refusals = Counter(
             "bastion_guard_refusals_total",
             "Calls a guard refused before any upstream attempt.",
@@ -331,6 +337,8 @@ class Metrics:
             self._child(self.degraded, feature, self._reason(reason)).inc()
         if call.flags.get("stream_error"):
             self._child(self.stream_errors, feature, model).inc()
+        for f in call.findings:  # detector names and actions are a fixed set in the code
+            self._child(self.findings, feature, f.detector, f.action).inc()
         if error is not None and not call.attempts:
             self._refusal(call, error)
 
