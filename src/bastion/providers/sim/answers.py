@@ -11,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
+from .quality import (
+    QualityProfile,
+    compose_quality_answer,
+    profile_for,
+    read_directive,
+    read_instructions,
+)
 from .schema_example import example_for
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
@@ -58,6 +65,7 @@ class Prompt:
     max_tokens: int | None = None
     json_schema: dict[str, Any] | None = None
     json_mode: bool = False
+    system_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +103,10 @@ def compose_answer(
     reply_tokens: int,
     obey_injections: bool,
     new_tool_id: Callable[[], str],
+    model: str = "",
+    profiles: Mapping[str, QualityProfile] | None = None,
 ) -> Answer:
-    """Pick what to say: followed injection, tool call, scripted reply, tool echo, JSON, prose."""
+    """Pick what to say: followed injection, tool call, scripted reply, eval answer, tool echo, JSON, prose."""
     if obey_injections and any(has_unfenced_injection(t) for t in prompt.guarded_texts):
         return _finish(split_words(INJECTION_REPLY), prompt)
     scripted = _REPLY_RE.search(prompt.last_user_text)
@@ -116,6 +126,16 @@ def compose_answer(
             return Answer(text_pieces=(), tool_calls=tuple(calls), stop="tool_use")
     if scripted is not None:
         return _finish(split_words(scripted.group(1)), prompt)
+    directive = read_directive(prompt.last_user_text)
+    if directive is not None:  # an eval case: the answer depends on the model and the prompt
+        text = compose_quality_answer(
+            directive,
+            read_instructions(prompt.system_text),
+            profile_for(model, profiles),
+            model=model,
+            request_key=prompt.last_user_text,
+        )
+        return _finish(split_words(text), prompt)
     if prompt.tool_result is not None:
         snippet = prompt.tool_result[:80]
         return _finish(split_words(f"The tool returned: {snippet}"), prompt)

@@ -96,6 +96,7 @@ def parse(body: Any, *, model: str, count_only: bool = False) -> AnthropicCall:
         parallel_tools=parallel,
         stop_sequences=list(stops),
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+        system_text=_text_of(system),
     )
     return AnthropicCall(
         model=model, stream=body.get("stream") is True, prompt=prompt, segments=segments

@@ -112,6 +112,9 @@ def parse(body: Any, *, model: str) -> OpenAICall:
         max_tokens=max_tokens,
         json_schema=schema,
         json_mode=json_mode,
+        system_text="\n".join(
+            _text_of(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+        ),
     )
     return OpenAICall(
         model=model,
