@@ -110,7 +110,7 @@ class Engine:
         self._release = release
         self._retry = retry or RetryConfig()
         self._policy = RetryPolicy(self._retry)
-        self._cooling = Cooling()  # rate windows of the deployments, from their answers
+        self._cooling = Cooling(state)  # rate windows of the deployments, from their answers
         self._prefill = PrefillMemory()  # deployments that refused a prefill, for its lifetime
         self._state = state
         self._breaker: BreakerPolicy | None = None
@@ -416,7 +416,7 @@ class Engine:
                     await self._release(call, attempt)
             raise
         attempt.provider_request_id = provider_request_id(resp.headers)
-        self._cooling.answered(dep.name, ticket, resp.status, resp.headers)
+        await self._cooling.answered(dep.name, ticket, resp.status, resp.headers)
         if resp.status != 200:
             attempt.usage = Usage()  # an error answer is not billed
             if self._release is not None:

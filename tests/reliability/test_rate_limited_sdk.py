@@ -1,6 +1,7 @@
 """A deployment behind a real, time-based rate limit (R requests per fixed window of W seconds,
 answered 429 with the provider's own headers) serves every call through the official SDKs, and
-Bastion sends it almost nothing it would refuse: a call waits for the window instead.
+Bastion sends it almost nothing it would refuse: a call waits for the window instead, on the
+replica that learnt the window and on another one sharing its counter store.
 
 The simulator runs over HTTP in this process (so its request count is read directly) behind a
 real ``bastion serve``; the gateway's default config, the SDKs with their own retries off."""
@@ -8,7 +9,10 @@ real ``bastion serve``; the gateway's default config, the SDKs with their own re
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +20,13 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+import redis.asyncio
 import uvicorn
 from tests.conftest import start_gateway, stop, write_config
+from tests.cost._cost_support import PRINCIPAL, inproc_config
 
+from bastion.gateway import Gateway
+from bastion.providers.base import Format
 from bastion.providers.sim import Simulator, create_app
 
 LIMIT, WINDOW = 4, 1.0
@@ -104,3 +112,48 @@ async def test_a_rate_limited_deployment_serves_every_call_without_wasted_reques
     # below the one retry per refusal a gateway without the windows needs
     assert len(sent) <= 20 + windows, (len(sent), windows)
     assert len(sent) < 39
+
+
+async def test_a_replica_waits_for_a_window_another_replica_used_up(
+    tmp_path: Path, sim: tuple[Simulator, str]
+) -> None:
+    """Two gateways sharing Redis, one provider limit (2 requests per 2 s): the second replica
+    never sent anything to this deployment, yet it waits instead of being refused."""
+    simulator, sim_url = sim
+    prefix = "bastiontest-" + uuid.uuid4().hex[:10]
+    cfg = inproc_config(
+        tmp_path,
+        state={"url": "redis://127.0.0.1:6379/0", "prefix": prefix},
+        providers={"up": {"kind": "anthropic", "base_url": sim_url}},
+        models={
+            "limited": {
+                "deployments": [
+                    {
+                        "provider": "up",
+                        "model": "claude-sonnet-5",
+                        "headers": {"x-sim-fault": "rate_limit:2;rate_window:2"},
+                    }
+                ]
+            }
+        },
+    )
+    body = json.dumps({"model": "limited", "max_tokens": 30, "messages": MSG}).encode()
+    try:
+        async with Gateway(cfg) as a, Gateway(cfg) as b:
+            for _ in range(2):  # the second answer says none is left until the window turns
+                assert (
+                    await a.handle(Format.ANTHROPIC, body, {}, principal=PRINCIPAL)
+                ).status == 200
+            t0 = time.monotonic()
+            reply = await b.handle(Format.ANTHROPIC, body, {}, principal=PRINCIPAL)
+            waited = time.monotonic() - t0
+    finally:
+        r = redis.asyncio.Redis(host="127.0.0.1", port=6379)
+        async for k in r.scan_iter(match=f"{prefix}*", count=1000):
+            await r.delete(k)
+        await r.aclose()
+    assert reply.status == 200
+    assert reply.call is not None and [a.status for a in reply.call.attempts] == [200]
+    statuses = [r for r in simulator.requests if r.path.endswith("/messages")]
+    assert len(statuses) == 3, "the second replica sent a request only to be refused"
+    assert waited > 1.0  # it waited for the window the first replica had used up

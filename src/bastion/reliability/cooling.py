@@ -6,26 +6,35 @@ the soonest moment the deployment takes a request again if that fits its patienc
 to go elsewhere. Every concurrent call of the process shares the windows, so calls waiting on
 one reset do not all rush it: the first ``limit`` go, the rest wait for the next one.
 
-The windows live in the process (the provider's answers arrive here); replicas each learn them
-from their own answers, and a 429 seen by one replica is not known to another.
+The windows live in the process (the provider's answers arrive here). Across replicas, a
+deployment known to be used up (a 429, or an answer saying no request is left) is also written
+to the shared counter store as "resting until" (wall-clock ms, set if absent, expiring with
+it), and each replica reads it back at most every ``SYNC_EVERY`` seconds per deployment before
+sending there. The store is advisory here as for breakers: slow or down, it is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from ..errors import StateUnavailable
 from ..providers.adapters import retry_after
+from ..state import CounterStore
 from .policy import RateWindow
 
 __all__ = ["Cooling", "request_limits"]
 
 # what an unexplained 429 (no Retry-After, no reset header) rests a deployment for
 DEFAULT_REST = 0.5
+# how stale a replica's view of the shared rests may be, and how long one look may take
+SYNC_EVERY = 0.25
+STORE_TIMEOUT = 0.5
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -85,17 +94,20 @@ def request_limits(
 class Cooling:
     """The rate windows of every deployment this process sends to, and the waits they ask for."""
 
-    __slots__ = ("_answers", "_clock", "_wall", "_windows")
+    __slots__ = ("_answers", "_clock", "_store", "_synced", "_wall", "_windows")
 
     def __init__(
         self,
+        store: CounterStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        self._store = store
         self._clock = clock
         self._wall = wall
         self._windows: dict[str, RateWindow] = {}
         self._answers: dict[str, asyncio.Event] = {}  # set when a deployment answers
+        self._synced: dict[str, float] = {}  # deployment -> when the shared rest was last read
 
     def wait(self, name: str) -> float | None:
         """Seconds before the deployment takes a request (0.0: now; None: until it answers)."""
@@ -131,6 +143,7 @@ class Cooling:
         """Wait, at most ``patience`` seconds, until the deployment takes a request; its ticket,
         or None when it would not within that (the caller goes elsewhere or gives up)."""
         end = self._clock() + patience
+        await self._sync(name)
         while True:
             w = self.wait(name)
             if w == 0.0:
@@ -147,7 +160,9 @@ class Cooling:
                 return None
             await asyncio.sleep(w)
 
-    def answered(self, name: str, ticket: int, status: int, headers: Mapping[str, str]) -> None:
+    async def answered(
+        self, name: str, ticket: int, status: int, headers: Mapping[str, str]
+    ) -> None:
         """Apply an answer's rate-limit headers; a 429 or 529 rests the deployment."""
         window = self._windows.get(name)
         if window is None:
@@ -155,14 +170,36 @@ class Cooling:
         now = self._clock()
         left, reset_in, limit = request_limits(headers, self._wall())
         window.observe(now, ticket, left, reset_in, limit)
+        rest = reset_in if reset_in is not None and left == 0 else None
         if status in (429, 529):
-            rest = retry_after(headers)
-            if rest is None:
-                rest = reset_in if reset_in is not None and left == 0 else DEFAULT_REST
+            rest = retry_after(headers) or rest or DEFAULT_REST
             window.refused(now, rest)
         event = self._answers.pop(name, None)
         if event is not None:
             event.set()
+        if rest is not None and rest > 0 and self._store is not None:
+            until_ms = float(round((self._wall() + rest) * 1000))
+            with contextlib.suppress(StateUnavailable, TimeoutError):
+                async with asyncio.timeout(STORE_TIMEOUT):
+                    await self._store.incr_if_below("rest:" + name, until_ms, until_ms, rest)
+
+    async def _sync(self, name: str) -> None:
+        """Take in a rest another replica shared (at most every ``SYNC_EVERY`` seconds)."""
+        now = self._clock()
+        if self._store is None or now - self._synced.get(name, -SYNC_EVERY) < SYNC_EVERY:
+            return
+        self._synced[name] = now
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                until_ms = await self._store.get("rest:" + name)
+        except (StateUnavailable, TimeoutError):
+            return
+        rest = until_ms / 1000 - self._wall()
+        if rest > 0:
+            window = self._windows.get(name)
+            if window is None:
+                window = self._windows[name] = RateWindow()
+            window.refused(self._clock(), rest)
 
     async def _answer(self, name: str, timeout: float) -> bool:
         event = self._answers.get(name)
