@@ -142,3 +142,28 @@ def test_a_bad_suite_is_a_clear_usage_error(tmp_path: Path) -> None:
     p.write_text("cases:\n  - id: x\n    user_content: hi\n    assert: [{contains: a, regex: b}]\n")
     res = CliRunner().invoke(eval_app, ["run", str(p)])
     assert res.exit_code == 2 and "exactly one" in res.output
+
+
+def test_run_writes_an_html_report_and_reuses_the_response_cache(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    suite = _write_suite(tmp_path)
+    base, cache, page = tmp_path / "b", tmp_path / "cache", tmp_path / "r.html"
+    assert (
+        CliRunner()
+        .invoke(eval_app, ["bless", str(suite), "-c", str(cfg), "--baselines", str(base)])
+        .exit_code
+        == 0
+    )
+    _write_suite(tmp_path, reply="Goodbye.")
+    args = ["run", str(suite), "-c", str(cfg), "--baselines", str(base), "--seed", "4"]
+    first = CliRunner().invoke(
+        eval_app, [*args, "--gate", "--html", str(page), "--cache", str(cache)]
+    )
+    assert first.exit_code == 1
+    html = page.read_text()
+    assert "gate: FAIL" in html and "Goodbye." in html and 'class="del"' in html
+    out = tmp_path / "again.json"
+    again = CliRunner().invoke(eval_app, [*args, "--cache", str(cache), "--out", str(out)])
+    assert again.exit_code == 1  # the must-pass case still fails, now from the cache
+    notes = orjson.loads(out.read_bytes())["notes"]
+    assert "response cache: 2 hit(s), 0 miss(es)" in notes
