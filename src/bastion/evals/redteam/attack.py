@@ -293,7 +293,9 @@ class _Runner:
         try:
             reply = await self.gw.handle(wire.format, orjson.dumps(body), headers, principal=who)
         except BastionError as exc:
-            ev.refusals.append(Refusal(exc.http_status(), type(exc).__name__, exc.message))
+            ev.refusals.append(
+                Refusal(exc.http_status(), type(exc).__name__, exc.message, exc.guard)
+            )
             return None
         if reply.status != 200 or "x-bastion-degraded" in reply.headers:
             status = 503 if reply.status == 200 else reply.status
