@@ -12,7 +12,17 @@ from hypothesis import strategies as st
 from tests.conftest import write_config
 
 from bastion.errors import ConfigError
-from bastion.evals import Assertion, RunResult, gate, open_gateway, parse_suite, run_suite
+from bastion.evals import (
+    Assertion,
+    CaseResult,
+    EpochResult,
+    RunResult,
+    Score,
+    gate,
+    open_gateway,
+    parse_suite,
+    run_suite,
+)
 from bastion.evals.cache import ResponseCache, cache_key
 from bastion.evals.gate import bless
 from bastion.evals.render import render_case
@@ -175,3 +185,13 @@ async def test_a_multi_turn_case_sends_the_whole_conversation_and_scores_the_las
     assert run.cases[0].passed and "14 days" in run.cases[0].epochs[0].output
     with pytest.raises(ConfigError, match="turn"):
         _suite(turns=[" "])
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=80), case_id=st.from_regex(r"[A-Za-z0-9_.:\-]{1,20}", fullmatch=True))
+def test_property_no_answer_text_reaches_the_report_unescaped(text: str, case_id: str) -> None:
+    hostile = f"<i>{text}</i><script>x</script>"
+    ep = EpochResult(0, False, 0.0, [Score("s", "contains", False, 0.0, hostile)], output=hostile)
+    run = RunResult("s", "m", "v", 1, [CaseResult(case_id, True, False, [ep], ["s"])])
+    page = render_html(run, baseline=run)
+    assert "<script" not in page and "<i>" not in page
