@@ -43,7 +43,7 @@ async def _drain(reply: Any) -> bytes:
 async def test_a_silent_deployment_is_left_within_its_share_of_the_deadline(
     tmp_path: Path, fmt: Format, stream: bool
 ) -> None:
-    # default timeouts (60 s to first token, 600 s total): only the deadline share bounds it
+    # default timeouts (15 s to first token, 600 s total): only the deadline share bounds it
     cfg = inproc_config(
         tmp_path,
         models={"m": {"deployments": [dep("claude-sonnet-5", "silence"), dep("claude-haiku-5-5")]}},
