@@ -364,3 +364,16 @@ def test_any_seed_and_purpose_give_a_full_deterministic_pack(seed: int, purpose:
     for c in cases:
         assert all(f"({ACTIVATION}{c.id})" in turn for turn in c.turns)
         assert c.goal.startswith("RTGOAL-") and len(c.goal) == 15
+
+
+async def test_the_attacks_and_the_apps_prompt_come_from_the_stated_purpose(
+    tmp_path: Path,
+) -> None:
+    purpose = "drafts replies to hotel booking complaints"
+    cfg = write_config(tmp_path, features={"default": ON})
+    cases = [c for c in generate(purpose) if c.category == "prompt_extraction"][:2]
+    async with open_sandbox(cfg) as gw:
+        res = await run_pack(gw, Target(purpose=purpose), cases=cases)
+        sent = [r.body for r in gw.simulator.requests if isinstance(r.body, dict)]
+    assert res.purpose == purpose and len(res.results) == 2
+    assert sent and all(purpose in str(b.get("system")) for b in sent)
