@@ -247,3 +247,12 @@ def column_filters(draw: st.DrawFn, depth: int = 0) -> str:
 @given(predicate=column_filters(), dialect=st.sampled_from(["postgres", "sqlite"]))
 def test_filters_that_read_the_row_are_accepted(predicate: str, dialect: str) -> None:
     accepted(f"SELECT o.id FROM orders AS o WHERE {predicate}", dialect)
+
+
+def test_long_chains_are_checked_whole_and_absurd_nesting_is_refused_not_raised() -> None:
+    chain = " OR ".join(f"o.id = {i}" for i in range(1400))
+    accepted(f"SELECT o.id FROM orders AS o WHERE {chain}")
+    assert codes(f"SELECT o.id FROM orders AS o WHERE {chain} OR NOT o.id = 7") == ("tautology",)
+    assert codes(f"SELECT o.id FROM orders AS o WHERE {chain} OR 1 = 1") == ("tautology",)
+    deep = "+".join(["1"] * 5000)
+    assert codes(f"SELECT o.id FROM orders AS o WHERE o.id = {deep}") == ("uncheckable",)

@@ -61,14 +61,17 @@ _MAX_TEXT: Final = 120
 def check_predicates(tree: exp.Expr, dialect: str) -> list[Refusal]:
     """Reasons to refuse ``tree`` for an always-true or constant filter; empty if none."""
     reasons: list[Refusal] = []
-    for node in tree.walk():
-        if isinstance(node, exp.Where | exp.Having | exp.Qualify):
-            reasons.extend(_scan(node.this, dialect))
-        elif isinstance(node, exp.Join):
-            on = node.args.get("on")
-            if on is None or (isinstance(node.this, exp.Lateral) and _is_true_literal(on)):
-                continue  # LEFT JOIN LATERAL (...) ON TRUE is how PostgreSQL spells it
-            reasons.extend(_scan(on, dialect))
+    try:
+        for node in tree.walk():
+            if isinstance(node, exp.Where | exp.Having | exp.Qualify):
+                reasons.extend(_scan(node.this, dialect))
+            elif isinstance(node, exp.Join):
+                on = node.args.get("on")
+                if on is None or (isinstance(node.this, exp.Lateral) and _is_true_literal(on)):
+                    continue  # LEFT JOIN LATERAL (...) ON TRUE is how PostgreSQL spells it
+                reasons.extend(_scan(on, dialect))
+    except RecursionError:  # AND/OR chains are flat; only absurd nesting of other kinds gets here
+        return [Refusal(SqlCode.UNCHECKABLE, "a condition is nested too deeply to be checked")]
     return list(dict.fromkeys(reasons))
 
 
@@ -82,17 +85,18 @@ def _text(node: exp.Expr, dialect: str) -> str:
 
 
 def _scan(node: exp.Expr, dialect: str) -> Iterator[Refusal]:
-    """Refusals for a condition: each constant part, else the deepest always-true part."""
-    if isinstance(node, exp.Paren):
-        yield from _scan(node.this, dialect)
-        return
+    """Refusals for a condition: each constant part, else the deepest always-true part.
+
+    An AND or OR chain is taken as one list of operands (however long, without recursion).
+    """
+    node = _strip(node)
     # a condition built only of constants (NOT 0, 1 = 1 AND 2 = 2) is judged whole
     compound = isinstance(node, exp.And | exp.Or | exp.Not) and not _is_constant(node)
     if compound:
         below: list[Refusal] = []
-        for child in (node.this, node.args.get("expression")):
-            if isinstance(child, exp.Expr):
-                below.extend(_scan(child, dialect))
+        children = [node.this] if isinstance(node, exp.Not) else _parts(node, type(node))
+        for child in children:
+            below.extend(_scan(child, dialect))
         yield from below
         if any(r.code is SqlCode.TAUTOLOGY for r in below):
             return  # the always-true part was named already
@@ -119,11 +123,17 @@ def _is_constant(node: exp.Expr) -> bool:
     orders)``). A parameter, an aggregate or a window varies, and so may a subquery naming a
     column it does not qualify with one of its own tables.
     """
-    if isinstance(node, exp.Column | exp.Placeholder | exp.Parameter | exp.AggFunc | exp.Window):
-        return False
-    if isinstance(node, exp.Query):
-        return not _correlated(node)
-    return all(_is_constant(child) for child in node.iter_expressions())
+    stack = [node]
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, exp.Column | exp.Placeholder | exp.Parameter | exp.AggFunc | exp.Window):
+            return False
+        if isinstance(sub, exp.Query):
+            if _correlated(sub):
+                return False
+            continue
+        stack.extend(sub.iter_expressions())
+    return True
 
 
 def _correlated(query: exp.Query) -> bool:
@@ -169,10 +179,10 @@ def truth(node: exp.Expr) -> Truth:
     """True or False when the condition's outcome is the same for every row, else None."""
     node = _strip(node)
     if isinstance(node, exp.And):
-        left, right = truth(node.this), truth(node.expression)
-        if left is False or right is False:
+        truths = [truth(p) for p in _parts(node, exp.And)]
+        if any(t is False for t in truths):
             return False
-        return True if left is True and right is True else None
+        return True if all(t is True for t in truths) else None
     if isinstance(node, exp.Or):
         return _or_truth(node)
     if isinstance(node, exp.Not):
@@ -191,15 +201,21 @@ def truth(node: exp.Expr) -> Truth:
     return _truthy(value(node))
 
 
-def _flatten_or(node: exp.Expr) -> list[exp.Expr]:
-    node = _strip(node)
-    if isinstance(node, exp.Or):
-        return _flatten_or(node.this) + _flatten_or(node.expression)
-    return [node]
+def _parts(node: exp.Expr, kind: type[exp.Expr]) -> list[exp.Expr]:
+    """The operands of a chain of ``kind`` (AND or OR) in order, parentheses looked through."""
+    out: list[exp.Expr] = []
+    stack = [node]
+    while stack:
+        item = _strip(stack.pop())
+        if isinstance(item, kind):
+            stack.extend((item.expression, item.this))
+        else:
+            out.append(item)
+    return out
 
 
 def _or_truth(node: exp.Or) -> Truth:
-    parts = _flatten_or(node)
+    parts = _parts(node, exp.Or)
     truths = [truth(p) for p in parts]
     if any(t is True for t in truths):
         return True
@@ -209,30 +225,44 @@ def _or_truth(node: exp.Or) -> Truth:
 
 
 def _has_complement(parts: list[exp.Expr]) -> bool:
-    """``p OR NOT p``, ``e IS NULL OR e IS NOT NULL``, ``a = b OR a <> b`` and the like."""
-    for i, a in enumerate(parts):
-        for b in parts[i + 1 :]:
-            if _complements(a, b) or _complements(b, a):
-                return True
+    """``p OR NOT p``, ``e IS NULL OR e IS NOT NULL``, ``a = b OR a <> b`` and the like.
+
+    Each operand is keyed by its shape and its operands' SQL, so the check is one pass.
+    """
+    keys: set[tuple[str, ...]] = set()
+    opposites: set[tuple[str, ...]] = set()
+    for part in parts:
+        key, against = _key(part), _opposites(part)
+        if key in opposites or any(o in keys for o in against):
+            return True
+        keys.add(key)
+        opposites.update(against)
     return False
 
 
-def _complements(a: exp.Expr, b: exp.Expr) -> bool:
-    if isinstance(b, exp.Not) and _strip(b.this) == a:
-        return True
-    if isinstance(a, exp.Is) and isinstance(b, exp.Is):
-        return (
-            a.this == b.this
-            and a.expression == b.expression
-            and bool(a.args.get("negate")) != bool(b.args.get("negate"))
-        )
-    opposite = _COMPLEMENT.get(type(a))
-    return (
-        opposite is not None
-        and type(b) is opposite
-        and a.this == b.this
-        and a.expression == b.expression
-    )
+def _key(part: exp.Expr) -> tuple[str, ...]:
+    if isinstance(part, exp.Not):
+        return ("not", *_key(_strip(part.this)))
+    if isinstance(part, exp.Is):
+        negate = str(bool(part.args.get("negate")))
+        return ("is", negate, part.this.sql(), part.expression.sql())
+    if type(part) in _COMPLEMENT:
+        return (type(part).__name__, part.this.sql(), part.expression.sql())
+    return ("atom", part.sql())
+
+
+def _opposites(part: exp.Expr) -> list[tuple[str, ...]]:
+    """The keys an operand's complement may have."""
+    if isinstance(part, exp.Not):
+        return [_key(_strip(part.this))]
+    out = [("not", *_key(part))]
+    if isinstance(part, exp.Is):
+        negate = str(not part.args.get("negate"))
+        out.append(("is", negate, part.this.sql(), part.expression.sql()))
+    opposite = _COMPLEMENT.get(type(part))
+    if opposite is not None:
+        out.append((opposite.__name__, part.this.sql(), part.expression.sql()))
+    return out
 
 
 def _compare_truth(node: exp.Expr) -> Truth:
