@@ -15,7 +15,7 @@ from bastion.evals import CaseResult, EpochResult, RunResult, Score, compare, re
 from bastion.evals.gate import benjamini_hochberg, bless, gate
 from bastion.evals.power import estimate_power
 from bastion.evals.results import write_junit
-from bastion.evals.stats import permutation_test, wilcoxon_signed_rank
+from bastion.evals.stats import permutation_test, sign_flip_test, wilcoxon_signed_rank
 
 CASES = 4
 
@@ -206,3 +206,23 @@ def test_the_power_estimate_separates_no_change_from_a_large_drop() -> None:
     none = estimate_power(cases=4, epochs=5, noise=0.1, drop=0.0, trials=40)
     large = estimate_power(cases=4, epochs=5, noise=0.05, drop=0.3, trials=40)
     assert none.rate <= 0.05 and large.rate >= 0.9
+
+
+@settings(max_examples=80, deadline=None)
+@given(d=st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=1, max_size=10))
+def test_property_sign_flip_test_is_exact_and_symmetric(d: list[float]) -> None:
+    nz = [x for x in d if abs(x) > 1e-12]
+    p = sign_flip_test(d, "less")
+    if nz:
+        flips = list(itertools.product((1, -1), repeat=len(nz)))
+        obs = sum(nz)
+        tol = 1e-9 * (1 + sum(abs(x) for x in nz))
+        brute = sum(sum(s * x for s, x in zip(f, nz, strict=True)) <= obs + tol for f in flips)
+        assert p == brute / len(flips)
+    assert abs(sign_flip_test(d, "greater") - sign_flip_test([-x for x in d], "less")) < 1e-12
+
+
+def test_a_rare_large_drop_counts_in_full_in_the_suite_test() -> None:
+    """A model that sometimes omits a fact: most pairs unchanged, a few collapse."""
+    diffs = [0.05] * 22 + [-0.7] * 8  # shifted by the margin: the mean is 0.15 past it
+    assert sign_flip_test(diffs) < 0.05 < wilcoxon_signed_rank(diffs)  # ranks miss it

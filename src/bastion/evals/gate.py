@@ -2,7 +2,8 @@
 
 A regression is (1) a case that passed in the baseline and fails now, (2) a must-pass
 case that fails, or (3) a score drop larger than ``margin`` that a one-sided test
-supports: per case over its epochs, and over the whole suite (every case x epoch pair).
+supports: per case over its epochs, and over the whole suite (every case x epoch pair,
+by a paired randomization test on the mean, so rare large drops count in full).
 Tests run on the differences shifted by the margin (H1: the drop exceeds the margin),
 so noise of the judge's size cannot reach significance while a consistent drop can.
 With several epochs on both sides a pass-to-fail must itself be significant (the
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from .results import UNRECORDED, CaseResult, RunResult, read_result, write_json
-from .stats import permutation_test, sign_test, wilcoxon_signed_rank
+from .stats import permutation_test, sign_flip_test, sign_test, wilcoxon_signed_rank
 
 __all__ = [
     "GateReport",
@@ -205,7 +206,7 @@ def _suite_drop(
         p = 1.0
     elif paired:
         diffs = [y - x + margin for b, c in common for x, y in zip(b.scores, c.scores, strict=True)]
-        p = _p(diffs, test)
+        p = sign_flip_test(diffs, "less")
     else:
         p = _p([d + margin for d in deltas], test)
     unit = "case x epoch pairs" if paired else "case means"
