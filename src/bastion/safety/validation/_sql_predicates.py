@@ -10,9 +10,9 @@ IS NOT NULL`` or ``p OR NOT p`` side by side.
 
 Constants are compared as loosely as any supported database would (``'1' = 1`` and ``'a' =
 'A '`` count as true), so a payload cannot hide behind one engine's coercion rules. A condition
-that reads no row is refused even when false or unfoldable (``AND 1=2``, ``length('x') = 1``):
-it cannot select rows, so it is dead weight at best and a blind-injection probe at worst. Conditions that vary with time
-(``current_date > '2024-01-01'``) are left alone.
+that reads no column of the row is refused even when false or unfoldable (``AND 1=2``,
+``length('x') = 1``, ``current_date > '2000-01-01'``, an uncorrelated ``EXISTS``): it cannot
+tell one row from another, so it is dead weight at best and a blind-injection probe at worst.
 
 Hand-written on purpose: sqlglot's simplifier folds some constants but does not say which part
 of a condition is always true, and it folds with one dialect's coercions.
