@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import write_config
+from tests.conftest import sim_models, write_config
 
 from bastion.errors import ConfigError
 from bastion.evals import (
@@ -72,6 +72,12 @@ async def test_a_cached_rerun_makes_no_calls_and_a_new_seed_or_model_does(tmp_pa
     assert calls == 3
     _, calls = await _run(tmp_path, _suite(), epochs=3, seed=5, cache=cache, model="gpt-4.1")
     assert calls == 3
+    # a changed gateway config (routes, guards) can change the answer: no replay across it
+    extra = sim_models({"other": {"deployments": [{"provider": "sim", "model": "gpt-4.1"}]}})
+    async with open_gateway(write_config(tmp_path, models=extra), _suite()) as gw:
+        assert gw.simulator is not None
+        await run_suite(_suite(), gw, epochs=3, seed=5, cache=cache)
+        assert gw.simulator.request_count() == 3
 
 
 async def test_a_failed_call_is_never_cached(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 One JSON file per key under a directory (reviewable, safe to delete, shareable between
 CI jobs as an artifact). The key hashes the exact request body, the API shape, the
-model actually asked for and the run's seed: change any of them and the call is made
-again. Failed calls are never stored, so an outage is not replayed as an answer.
+model actually asked for and the run's seed, plus a fingerprint of the gateway's
+config (its guards and routes decide the answer too; store and state locations do
+not count): change any of them and the call is made again. Failed calls are never
+stored, so an outage is not replayed as an answer.
 """
 
 from __future__ import annotations
@@ -16,21 +18,30 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from .scorers import Output
 
-__all__ = ["ResponseCache", "cache_key"]
+__all__ = ["ResponseCache", "cache_key", "config_fingerprint"]
+
+_NOT_ANSWER = {"store", "state", "observability", "server"}
 
 CACHE_FORMAT = 1
 
 
-def cache_key(api: str, body: dict[str, Any], model: str, seed: str) -> str:
+def cache_key(api: str, body: dict[str, Any], model: str, seed: str, config: str = "") -> str:
     """A stable hash of what decides the answer (key order in ``body`` does not matter)."""
     raw = orjson.dumps(
-        {"v": CACHE_FORMAT, "api": api, "body": body, "model": model, "seed": seed},
+        {"v": CACHE_FORMAT, "api": api, "body": body, "model": model, "seed": seed, "cfg": config},
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(raw).hexdigest()
+
+
+def config_fingerprint(config: BaseModel) -> str:
+    """A hash of the config sections that can change an answer."""
+    data = config.model_dump(mode="json", exclude=_NOT_ANSWER)
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 class ResponseCache:
@@ -40,6 +51,11 @@ class ResponseCache:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
+        self.config = ""  # the fingerprint of the gateway config answers are stored under
+
+    def bind(self, config: BaseModel) -> None:
+        """Key what follows on this gateway config (a run does this before its first call)."""
+        self.config = config_fingerprint(config)
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

@@ -120,7 +120,7 @@ async def _call(
     cache: ResponseCache | None,
     seed: str,
 ) -> Output:
-    key = cache_key(req.api, body, str(body.get("model")), seed) if cache else ""
+    key = cache_key(req.api, body, str(body.get("model")), seed, cache.config) if cache else ""
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
     out = await _send(gw, req, body, headers)
@@ -287,6 +287,8 @@ async def run_suite(
     if epochs < 1 or concurrency < 1:
         raise ValueError("epochs and concurrency must be at least 1")
     grader = judge or GatewayJudge(gw, suite.judge, noise=suite.sim.judge_noise)
+    if cache is not None:
+        cache.bind(gw.config)
     sem = asyncio.Semaphore(concurrency)
     notes: set[str] = set()
     simulated: set[bool] = set()
