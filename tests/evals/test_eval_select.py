@@ -129,3 +129,35 @@ def test_the_yaml_edit_touches_only_the_model_line() -> None:
     assert yaml.safe_load(fresh)["features"] == {"x": {"model": "m3"}}
     inline = set_feature_model("features: {drafts: {deadline: 5}}\n", "drafts", "m4")
     assert yaml.safe_load(inline)["features"]["drafts"] == {"deadline": 5, "model": "m4"}
+
+
+async def test_on_the_quality_simulator_a_cheaper_model_that_drops_facts_is_not_chosen(
+    tmp_path: Path,
+) -> None:
+    """Simulated answers now differ by model, so selection is no longer on price alone."""
+    suite = parse_suite(
+        {
+            "name": "kb",
+            "judge": "sim-judge",
+            "templates": {"kb": {"instructions": "Answer from the documents. Cite them by id."}},
+            "defaults": {"max_tokens": 200, "must_pass": False},
+            "cases": [
+                {
+                    "id": f"q{i}",
+                    "template": "kb",
+                    "user_content": f"Question {i}?",
+                    "docs": [{"id": f"d{i}", "text": f"Refunds within {10 + i} days."}],
+                    "facts": [f"refunds within {10 + i} days", f"policy {i} covers gifts"],
+                    "assert": [{"rubric": {"rubric": "facts, cited", "citations": True}}],
+                }
+                for i in range(6)
+            ],
+        }
+    )
+    sel = await select_model(
+        suite, _config(tmp_path), "drafts", ["claude-sonnet-5", "claude-haiku-5-5"], epochs=5
+    )
+    by = {c.model: c for c in sel.candidates}
+    assert by["claude-haiku-5-5"].cost_per_case < by["claude-sonnet-5"].cost_per_case
+    assert not by["claude-haiku-5-5"].qualifies and "best" in by["claude-haiku-5-5"].reason
+    assert sel.choice == "claude-sonnet-5" and sel.simulated
