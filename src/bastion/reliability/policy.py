@@ -14,7 +14,8 @@ Each failure is first put in one class, then the policy decides one of three thi
 | 429 with a short Retry-After   | same deployment after Retry-After                   | ≤ max_retry_after     |
 | 429 with a long Retry-After    | next deployment (it is cooled down meanwhile)       | immediate             |
 | 529 overloaded                 | next deployment; the only one: same after backoff   | backoff ≤ backoff_max |
-| 429 without Retry-After        | same deployment after backoff, then next            | backoff ≤ backoff_max |
+| 429 without Retry-After        | same deployment after backoff (at least until the   | backoff ≤ backoff_max |
+|                                | reset its rate-limit headers give), then next       | (or that reset)       |
 | 429/529 on the last deployment | same deployment, up to ``max_attempts`` tries       | each wait as above    |
 | context length                 | next deployment (a larger window may take it)       | immediate             |
 | auth (401/403: our key)        | next deployment                                     | immediate             |
