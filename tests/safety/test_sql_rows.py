@@ -154,6 +154,61 @@ async def test_every_row_a_customer_reads_is_its_own_on_sqlite_and_postgres(
         assert not foreign, f"{query} returned other customers' orders {sorted(foreign)}"
 
 
+# Filters an attacker would reach for to widen the rows: each query is refused or stays narrow.
+HOSTILE = (
+    "customer_id IN (1, 2, 3, 4)",
+    "customer_id <> {caller}",
+    "customer_id IS NOT NULL",
+    "NOT customer_id = {caller}",
+    "customer_id = {other} OR customer_id = {caller}",
+    "customer_id = {other} OR 1 = 1",
+    "customer_id = {other} OR customer_id <> {other}",
+    "id > 0 OR customer_id IS NULL",
+    "customer_id + 0 = {other}",
+    "EXISTS (SELECT 1 FROM orders AS z WHERE z.customer_id = {other})",
+    "id IN (SELECT z.id FROM orders AS z WHERE z.customer_id = {other})",
+    "customer_id = (SELECT max(z.customer_id) FROM orders AS z)",
+)
+
+
+@st.composite
+def hostile_queries(draw: st.DrawFn) -> str:
+    other = draw(st.sampled_from(CUSTOMERS))
+    where = draw(st.sampled_from(HOSTILE)).replace("{other}", str(other))
+    base = draw(
+        st.sampled_from(
+            [
+                "SELECT id AS oid FROM orders WHERE {w}",
+                "SELECT o.id AS oid FROM orders AS o WHERE o.{w}",
+                "SELECT w.oid FROM (SELECT id AS oid FROM orders WHERE {w}) AS w",
+                "WITH c AS (SELECT id FROM orders WHERE {w}) SELECT c.id AS oid FROM c",
+                "SELECT id AS oid FROM orders UNION SELECT id FROM orders WHERE {w}",
+                "SELECT u.id * 0 + o.id AS oid FROM users AS u LEFT JOIN orders AS o "
+                "ON o.user_id = u.id AND o.{w}",
+            ]
+        )
+    )
+    return base.replace("{w}", where)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(query=hostile_queries(), caller=st.sampled_from(CUSTOMERS))
+async def test_filters_written_to_widen_the_rows_are_refused_or_stay_within_the_caller(
+    pg: Any, lite: aiosqlite.Connection, query: str, caller: int
+) -> None:
+    query = query.replace("{caller}", str(caller))
+    for conn in (pg, lite):
+        policy = LITE if conn is lite else POLICY
+        try:
+            rows = await execute_validated(
+                conn, query, policy, ["customer"], params={"caller": caller}
+            )
+        except SqlRejected:
+            continue
+        foreign = _ids(rows) - own(caller)
+        assert not foreign, f"{query} returned other customers' orders {sorted(foreign)}"
+
+
 async def test_the_same_queries_without_the_rule_do_return_other_customers_rows(
     pg: Any, lite: aiosqlite.Connection
 ) -> None:
