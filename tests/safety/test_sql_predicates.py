@@ -96,6 +96,14 @@ def test_conditions_that_read_no_row_are_refused_as_probes(predicate: str) -> No
     assert found == ("constant_condition",)
 
 
+def test_a_constant_join_condition_is_refused_with_the_cross_join_spelling() -> None:
+    verdict = validate_sql(
+        "SELECT o.id FROM orders AS o JOIN users AS u ON 1 = 1", POLICIES["postgres"], ANALYST
+    )
+    assert verdict.codes == ("tautology",) and "CROSS JOIN" in verdict.reasons[0]
+    accepted("SELECT o.id FROM orders AS o CROSS JOIN users AS u")
+
+
 def test_the_refusal_names_the_always_true_part() -> None:
     verdict = validate_sql(
         "SELECT id FROM users WHERE email = '1' OR '1' = '1'", POLICIES["postgres"], ANALYST

@@ -69,7 +69,11 @@ def check_predicates(tree: exp.Expr, dialect: str) -> list[Refusal]:
                 on = node.args.get("on")
                 if on is None or (isinstance(node.this, exp.Lateral) and _is_true_literal(on)):
                     continue  # LEFT JOIN LATERAL (...) ON TRUE is how PostgreSQL spells it
-                reasons.extend(_scan(on, dialect))
+                found = list(_scan(on, dialect))
+                if found and _is_constant(on):  # JOIN ... ON 1 = 1 means every pair
+                    hint = "; to pair every row write CROSS JOIN"
+                    found = [Refusal(r.code, r.message + hint) for r in found]
+                reasons.extend(found)
     except RecursionError:  # AND/OR chains are flat; only absurd nesting of other kinds gets here
         return [Refusal(SqlCode.UNCHECKABLE, "a condition is nested too deeply to be checked")]
     return list(dict.fromkeys(reasons))
