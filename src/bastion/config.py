@@ -70,6 +70,10 @@ class ServerConfig(_Strict):
     max_concurrent_streams_per_user: int | None = Field(16, ge=1)
     # after SIGTERM: how long calls in flight (streams included) may finish before they are cut
     shutdown_drain_seconds: float = Field(30.0, ge=0)
+    # live drills (`bastion check --url`): callers may ask simulated deployments for a paced
+    # stream (x-sim-ttft-ms, x-sim-chunk-ms, x-sim-reply-tokens) or a failure
+    # (x-bastion-drill-fail: provider/model or *); real providers never see these. Off: ignored
+    drill_headers: bool = False
     # one access line per call (every status) on stderr; json: one object per line
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
@@ -80,10 +84,17 @@ class StoreConfig(_Strict):
 
 
 class TimeoutConfig(_Strict):
-    """Seconds; ``total`` bounds one attempt, the feature's ``deadline`` bounds the whole call."""
+    """Seconds; ``total`` bounds one attempt, the feature's ``deadline`` bounds the whole call.
+
+    ``first_token`` bounds a stream from sending to its first output (headers included): a
+    deployment silent that long is left for the next one, well inside the deadline. Raise it
+    for deployments that think for long before their first visible token. A non-streaming
+    answer sends its headers only once fully generated, so it is bounded by ``total`` and its
+    share of the deadline instead (see ``reliability/policy.py``).
+    """
 
     connect: float = Field(5.0, gt=0)
-    first_token: float = Field(60.0, gt=0)
+    first_token: float = Field(15.0, gt=0)
     idle: float = Field(60.0, gt=0)
     total: float = Field(600.0, gt=0)
 
@@ -179,6 +190,8 @@ class FeatureSafetyConfig(_Strict):
     scope_guard: bool = False  # refuse clearly out-of-scope requests (malware, credential theft...)
     scope_deny_patterns: list[str] = Field(default_factory=list)
     leak_action: Literal["off", "flag", "redact", "block"] = "block"
+    # share of the system prompt's shingles an answer may reproduce before it is a leak
+    leak_threshold: float = Field(0.1, gt=0, le=1)
     json_repair: bool = True  # an answer that fails its JSON schema gets one repair attempt
     sql_tools: dict[str, str] = Field(default_factory=dict)  # tool name -> argument holding SQL
     sql_grants: dict[str, dict[str, list[str] | Literal["*"]]] = Field(
@@ -187,6 +200,16 @@ class FeatureSafetyConfig(_Strict):
     sql_max_rows: int = Field(1000, ge=1)
     sql_dialect: str = "postgres"
     sql_action: Literal["block", "flag"] = "block"
+    # tool name -> functions its SQL may call beyond the dialect's allow-list (the deny floor
+    # still wins: version(), pg_* and the like stay refused)
+    sql_functions: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sql_functions_name_sql_tools(self) -> FeatureSafetyConfig:
+        unknown = sorted(set(self.sql_functions) - set(self.sql_tools))
+        if unknown:
+            raise ValueError(f"sql_functions names tools missing from sql_tools: {unknown}")
+        return self
 
 
 class LatencyBudgetConfig(_Strict):
@@ -200,6 +223,8 @@ class LatencyBudgetConfig(_Strict):
 
 
 class FeatureConfig(_Strict):
+    # what the feature is for, in a sentence: `bastion eval redteam` writes its attacks from it
+    description: str | None = None
     latency_budget: LatencyBudgetConfig = Field(default_factory=LatencyBudgetConfig)
     safety: FeatureSafetyConfig = Field(default_factory=FeatureSafetyConfig)
     degraded: DegradedConfig = Field(default_factory=DegradedConfig)

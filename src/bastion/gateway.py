@@ -53,7 +53,7 @@ from .observability.review import InMemoryReviewQueue, ReviewGuard, ReviewSample
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .observability.tracing import Tracing, TracingGuard
 from .pipeline import Pipeline
-from .providers.adapters import Endpoint, endpoint_formats
+from .providers.adapters import Endpoint, drill_passthrough, endpoint_formats
 from .providers.base import Format, Transport
 from .providers.http import HttpTransport
 from .providers.sim import SimTransport, Simulator
@@ -486,6 +486,8 @@ class Gateway:
             v = headers.get(h)
             if v:
                 passthrough[h] = v
+        if self.config.server.drill_headers:  # the operator's opt-in (config.ServerConfig)
+            passthrough.update(drill_passthrough(headers))
 
         async def on_end(error: BaseException | None) -> None:
             await self._finish(call, error)
@@ -531,6 +533,8 @@ class Gateway:
         if call.deployment:
             reply.headers["x-bastion-deployment"] = call.deployment
         reply.headers["x-bastion-attempts"] = str(len(call.attempts))
+        if self.config.server.drill_headers:  # tells a live drill what answered its call
+            reply.headers["x-bastion-drill"] = call.provider_kind or "none"
         if reply.stream is None:
             await self._finish(call, None)
         return reply

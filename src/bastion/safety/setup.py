@@ -7,6 +7,7 @@ config onto them and adapts the leak watcher to the relay's output-filter protoc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from ..call import Call
-from ..config import Config
+from ..config import Config, FeatureSafetyConfig
 from ..errors import InvalidRequest, NotFound, OutputBlocked
 from ..store import PromptVersion, RecordStore
 from .prompting import InjectionPolicy, LeakWatcher, Template, TemplateRegistry
@@ -28,6 +29,7 @@ from .prompting.guards import (
     leak_finding,
     require_selectable,
 )
+from .prompting.leak import ShinglePolicy
 from .prompting.scope import ScopeGuard
 from .sql_guard import SqlToolCheck, SqlToolGuard
 from .validation import SqlPolicy
@@ -241,6 +243,20 @@ def canary_secret(config: Config) -> str:
     )
 
 
+def _sql_check(s: FeatureSafetyConfig) -> SqlToolCheck:
+    """A feature's SQL tools, grants and limits; a tool listed in sql_functions gets its own."""
+    policy = SqlPolicy(
+        roles={role: dict(tables) for role, tables in s.sql_grants.items()},
+        max_rows=s.sql_max_rows,
+        dialect=s.sql_dialect,
+    )
+    tools = {
+        tool: dataclasses.replace(policy, extra_functions=frozenset(names))
+        for tool, names in s.sql_functions.items()
+    }
+    return SqlToolCheck(s.sql_tools, policy, block=s.sql_action == "block", tool_policies=tools)
+
+
 def safety_guards(
     config: Config, store: RecordStore
 ) -> tuple[PromptService, list[object], SqlToolGuard]:
@@ -261,19 +277,10 @@ def safety_guards(
         if s.scope_guard:
             scopes[name] = ScopeGuard(deny_patterns=s.scope_deny_patterns)
         if s.leak_action != "off":
-            leaks[name] = LeakPolicy(action=s.leak_action)
+            shingles = ShinglePolicy(threshold=s.leak_threshold)
+            leaks[name] = LeakPolicy(action=s.leak_action, shingles=shingles)
     sql_checks = {
-        name: SqlToolCheck(
-            f.safety.sql_tools,
-            SqlPolicy(
-                roles={role: dict(tables) for role, tables in f.safety.sql_grants.items()},
-                max_rows=f.safety.sql_max_rows,
-                dialect=f.safety.sql_dialect,
-            ),
-            block=f.safety.sql_action == "block",
-        )
-        for name, f in config.features.items()
-        if f.safety.sql_tools
+        name: _sql_check(f.safety) for name, f in config.features.items() if f.safety.sql_tools
     }
     guards: list[object] = [
         TemplateGuard(prompts),

@@ -25,6 +25,7 @@ from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
 from .pacing import forever, malformed_unary, paced_stream, unary_body, unary_delay_s
+from .ratelimit import RateLimiter
 from .result import Ids, SimReset, SimResult, WireError, once
 from .scenario import (
     SCENARIO_HEADER,
@@ -96,6 +97,7 @@ class Simulator:
         self._fault_seen: Counter[str] = Counter()
         self._flap_start: dict[str, float] = {}
         self._cache = PrefixCache()
+        self._limits = RateLimiter()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -114,6 +116,7 @@ class Simulator:
         self._fault_seen.clear()
         self._flap_start.clear()
         self._cache.clear()
+        self._limits.clear()
 
     async def handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
@@ -171,10 +174,21 @@ class Simulator:
         if fault.silence:
             await forever()
         base_model = split_model(model_str)[0]
+        verdict = None
+        if fault.rate_limit is not None:
+            verdict = self._limits.admit(
+                fault.key, fault.rate_limit, fault.rate_window_s, self._clock(), fmt
+            )
+            if not verdict.allowed:
+                return error_result(fmt, 429, rid, headers=verdict.headers)
         try:
             if route == "/chat/completions":
-                return await self._openai(parsed, base_model, fault, pacing, rid)
-            return await self._anthropic(parsed, base_model, fault, pacing, rid, route)
+                result = await self._openai(parsed, base_model, fault, pacing, rid)
+            else:
+                result = await self._anthropic(parsed, base_model, fault, pacing, rid, route)
+            if verdict is not None:
+                result.headers.update(verdict.headers)
+            return result
         except WireError as exc:
             return error_result(
                 fmt,
