@@ -253,6 +253,14 @@ class CounterStore(Protocol):
         """Count an outcome; may open the breaker, or close/re-open it after a probe."""
         ...
 
+    async def breaker_peek(self, key: str) -> BreakerDecision:
+        """The breaker's state as stored, changing nothing: no probe is handed out.
+
+        ``allowed`` says the cooldown (or a probe's lease) is over, ``retry_after_seconds`` how
+        long is left of it; for dashboards, which must never take the half-open probe.
+        """
+        ...
+
     # -- idempotency -------------------------------------------------------------------------
 
     async def idem_begin(

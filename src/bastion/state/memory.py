@@ -259,6 +259,16 @@ class MemoryCounterStore:
             return BreakerDecision(True, BreakerState.CLOSED)
         return breaker.allow(now, policy)
 
+    async def breaker_peek(self, key: str) -> BreakerDecision:
+        now = await self._now()
+        breaker = self._breakers.get(key)
+        if breaker is None or breaker.keep_until <= now or breaker.state is BreakerState.CLOSED:
+            return BreakerDecision(True, BreakerState.CLOSED)
+        until = breaker.open_until if breaker.state is BreakerState.OPEN else breaker.probe_until
+        return BreakerDecision(
+            now >= until, breaker.state, retry_after_seconds=max(0.0, until - now)
+        )
+
     async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
         now = await self._now()
         breaker = self._breakers.get(key)

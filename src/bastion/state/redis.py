@@ -271,6 +271,23 @@ class RedisCounterStore:
             bool(int(allowed)), BreakerState(state.decode()), bool(int(probe)), float(wait) / 1000
         )
 
+    async def breaker_peek(self, key: str) -> BreakerDecision:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.hmget(f"{self._p}:{{br:{key}}}", "st", "ou", "pu")
+                (secs, micros), (st, ou, pu) = await pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise StateUnavailable("the counter store is unreachable") from exc
+        state = BreakerState(_text(st)) if st is not None else BreakerState.CLOSED
+        if state is BreakerState.CLOSED:
+            return BreakerDecision(True, state)
+        now_ms = int(secs) * 1000 + int(micros) / 1000
+        raw = ou if state is BreakerState.OPEN else pu
+        until_ms = float(_text(raw)) if raw is not None else now_ms
+        wait = max(0.0, until_ms - now_ms) / 1000
+        return BreakerDecision(wait == 0.0, state, retry_after_seconds=wait)
+
     async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
         args = self._breaker_args("ok" if ok else "fail", policy)
         state = await self._run(self._breaker_s, [f"{self._p}:{{br:{key}}}"], args)
