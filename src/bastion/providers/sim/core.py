@@ -25,6 +25,7 @@ from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
 from .pacing import forever, malformed_unary, paced_stream, unary_body, unary_delay_s
+from .quality import QualityProfile
 from .ratelimit import RateLimiter
 from .result import Ids, SimReset, SimResult, WireError, once
 from .scenario import (
@@ -76,6 +77,7 @@ class Simulator:
         max_records: int = 1000,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        quality: Mapping[str, QualityProfile] | None = None,
     ) -> None:
         self.ttft_ms = ttft_ms
         self.chunk_ms = chunk_ms
@@ -90,6 +92,7 @@ class Simulator:
         self.api_key = api_key
         self.require_anthropic_version = require_anthropic_version
         self._clock = clock
+        self.quality = dict(quality or {})
         self._ids = Ids(seed)
         self._records: deque[RecordedRequest] = deque(maxlen=max_records)
         self._counts: Counter[str | None] = Counter()
@@ -215,7 +218,7 @@ class Simulator:
         early = self._early_failure(fmt, model, fault, total, rid)
         if early is not None:
             return early
-        answer = self._answer(call.prompt, pacing, self._ids.anthropic_tool)
+        answer = self._answer(call.prompt, pacing, self._ids.anthropic_tool, model)
         usage = anthropic_usage(
             self._cache,
             salt=model.encode(),
@@ -242,7 +245,7 @@ class Simulator:
         early = self._early_failure(fmt, model, fault, tokens_of(len(call.prompt_bytes)), rid)
         if early is not None:
             return early
-        answer = self._answer(call.prompt, pacing, self._ids.openai_tool)
+        answer = self._answer(call.prompt, pacing, self._ids.openai_tool, model)
         usage = openai_usage(
             self._cache,
             salt=b"openai\0" + model.encode() + b"\0" + call.cache_key.encode(),
@@ -261,12 +264,16 @@ class Simulator:
         data = openai_wire.completion_body(call, answer, usage, cid)
         return await self._unary(fmt, data, answer, pacing, fault, rid)
 
-    def _answer(self, prompt: Any, pacing: Pacing, new_tool_id: Callable[[], str]) -> Answer:
+    def _answer(
+        self, prompt: Any, pacing: Pacing, new_tool_id: Callable[[], str], model: str
+    ) -> Answer:
         return compose_answer(
             prompt,
             reply_tokens=pacing.reply_tokens,
             obey_injections=self.obey_injections,
             new_tool_id=new_tool_id,
+            model=model,
+            profiles=self.quality,
         )
 
     async def _unary(
