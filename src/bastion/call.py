@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
 from .providers.base import Format
+
+if TYPE_CHECKING:
+    from .store.models import KeyLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,8 @@ class Principal:
     feature: str | None = None
     user: str | None = None
     roles: tuple[str, ...] = ()
+    limits: KeyLimits | None = None  # the key's own budgets, rates, models and expiry
+    team: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,7 +77,8 @@ class Call:
     user_id: str | None = None
     parent_span_id: str | None = None
     trace_flags: str = "01"
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # as the provider said it (end_turn, stop, tool_calls...)
+    response_id: str | None = None  # the provider's id of its answer (msg_..., chatcmpl-...)
     feature: str | None = None
     conversation_id: str | None = None
     prompt_version: str | None = None
@@ -128,6 +134,8 @@ class Call:
         self.output_text = winner.output_text
         self.served_model = winner.served_model
         self.first_byte = winner.first_byte
+        self.response_id = winner.response_id or self.response_id
+        self.finish_reason = winner.finish_reason or self.finish_reason
         for k, v in winner.flags.items():
             self.flags.setdefault(k, v)
         for f in winner.findings:

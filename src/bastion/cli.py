@@ -12,6 +12,7 @@ from .check.cli import check_command
 from .config import Config, LogFormat, LogLevel, find_config, load_config
 from .errors import BastionError, ConfigError
 from .evals.cli import eval_app
+from .spend import spend_command
 
 app = typer.Typer(
     add_completion=False,
@@ -24,10 +25,20 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 app.command("check")(check_command)
+app.command("spend")(spend_command)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")
 ]
+# a key's limits and metadata (auth.with_fields validates them; "none" removes one on update)
+DailyOpt = Annotated[str | None, typer.Option(help="daily budget in USD (cost timezone's day)")]
+MonthlyOpt = Annotated[str | None, typer.Option(help="calendar-month budget in USD")]
+RpmOpt = Annotated[str | None, typer.Option(help="requests per minute")]
+TpmOpt = Annotated[str | None, typer.Option(help="tokens per minute")]
+ModelsOpt = Annotated[str | None, typer.Option(help="allowed models, comma-separated")]
+ExpiresOpt = Annotated[str | None, typer.Option(help="expiry: ISO date or time (2027-01-01)")]
+TeamOpt = Annotated[str | None, typer.Option(help="team (for spend by team)")]
+OwnerOpt = Annotated[str | None, typer.Option(help="owner (who to ask about this key)")]
 
 
 def _load(path: Path | None, *, need_store: bool = False) -> Config:
@@ -135,22 +146,111 @@ def keys_create(
         str | None, typer.Option(help="the end-user id, when the key is one user's")
     ] = None,
     roles: Annotated[str | None, typer.Option(help="comma-separated roles")] = None,
+    daily_usd: DailyOpt = None,
+    monthly_usd: MonthlyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    models: ModelsOpt = None,
+    expires: ExpiresOpt = None,
+    team: TeamOpt = None,
+    owner: OwnerOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Mint a key; the secret is printed once and stored only as a hash."""
-    from .auth import new_key
+    from .auth import new_key, with_fields
 
     cfg = _load(config, need_store=True)
     role_list = tuple(r.strip() for r in (roles or "").split(",") if r.strip())
     secret, record = new_key(name, feature=feature, user=user, roles=role_list)
+    given = _key_fields(daily_usd, monthly_usd, rpm, tpm, models, expires, team, owner)
+    record = _or_exit(lambda: with_fields(record, given, cfg.cost.timezone))
 
     async def go(store: Any) -> None:
         await store.create_key(record)
 
-    _run(_with_store(cfg, go))
+    _or_exit(lambda: _run(_with_store(cfg, go)))
     typer.echo(
         f"id:     {record.id}\nname:   {record.name}\nsecret: {secret}\n(the secret is shown once)"
     )
+    for line in _limit_lines(record):
+        typer.echo(line)
+
+
+@keys_app.command("update")
+def keys_update(
+    key: Annotated[str, typer.Argument(help="key id")],
+    daily_usd: DailyOpt = None,
+    monthly_usd: MonthlyOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    models: ModelsOpt = None,
+    expires: ExpiresOpt = None,
+    team: TeamOpt = None,
+    owner: OwnerOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change a key's limits or metadata ("none" removes one); replicas see it within the key cache time."""
+    from .auth import with_fields
+
+    cfg = _load(config, need_store=True)
+    given = _key_fields(daily_usd, monthly_usd, rpm, tpm, models, expires, team, owner)
+    if not given:
+        typer.echo("error: nothing to change: pass at least one limit or metadata option", err=True)
+        raise typer.Exit(2)
+
+    async def go(store: Any) -> Any:
+        current = await store.get_key(key)
+        if current is None or current.revoked:
+            return None
+        updated = with_fields(current, given, cfg.cost.timezone)
+        return updated if await store.update_key(updated) else None
+
+    record = _or_exit(lambda: _run(_with_store(cfg, go)))
+    if record is None:
+        typer.echo(f"no active key with id {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"updated {record.id} ({record.name})")
+    for line in _limit_lines(record):
+        typer.echo(line)
+
+
+def _key_fields(*values: str | None) -> dict[str, object]:
+    """The key fields given on the command line, in ``auth.KEY_FIELDS`` order."""
+    from .auth import KEY_FIELDS
+
+    return {k: v for k, v in zip(KEY_FIELDS, values, strict=True) if v is not None}
+
+
+def _or_exit(fn: Any) -> Any:
+    """Run ``fn``; a refused value or a conflict is one line on stderr and exit 2."""
+    try:
+        return fn()
+    except BastionError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _limit_lines(k: Any) -> list[str]:
+    """A key's limits and metadata, one ``name: value`` line each (only those that are set)."""
+    return [f"{name + ':':<8} {v}" for name, v in _limit_pairs(k)]
+
+
+def _limit_pairs(k: Any) -> list[tuple[str, str]]:
+    """A key's limits and metadata that are set, as (name, shown value)."""
+    from .auth import iso_utc
+
+    lim = k.limits
+    shown = {
+        "daily":   None if lim.daily_usd is None else f"${lim.daily_usd:g}",
+        "monthly": None if lim.monthly_usd is None else f"${lim.monthly_usd:g}",
+        "rpm":     None if lim.rpm is None else f"{lim.rpm:g}",
+        "tpm":     None if lim.tpm is None else str(lim.tpm),
+        "models":  ",".join(lim.models) or None,
+        "expires": iso_utc(lim.expires_at),
+        "team":    k.team,
+        "owner":   k.owner,
+    }  # fmt: skip
+    return [(name, v) for name, v in shown.items() if v is not None]
 
 
 @keys_app.command("list")
@@ -164,11 +264,18 @@ def keys_list(
     async def go(store: Any) -> Any:
         return await store.list_keys(include_revoked=all_)
 
+    import time
+
     for k in _run(_with_store(cfg, go)):
         state = "revoked" if k.revoked_at else "active"
+        if state == "active" and k.limits.expired(time.time()):
+            state = "expired"
+        limits = " ".join(
+            f"{name}={v!r}" if " " in v else f"{name}={v}" for name, v in _limit_pairs(k)
+        )
         typer.echo(
             f"{k.id}  {k.name:<20} {k.prefix}…  feature={k.feature or '-'} user={k.user or '-'} "
-            f"roles={','.join(k.roles) or '-'} {state}"
+            f"roles={','.join(k.roles) or '-'} {state}" + (f"  {limits}" if limits else "")
         )
 
 

@@ -187,4 +187,4 @@ def test_every_kind_of_cap_needs_prices(tmp_path: Path, sections: dict[str, Any]
 
 def test_unpriced_model_without_a_cap_is_allowed(tmp_path: Path) -> None:
     gw = Gateway(inproc_config(tmp_path, providers=VENDOR, models=UNPRICED))
-    assert not gw.budget.active
+    assert not gw.budget.configured

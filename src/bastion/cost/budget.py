@@ -23,6 +23,7 @@ from ..errors import BudgetExceeded, ConfigError, StateUnavailable
 from ..observability.tracecontext import new_id
 from ..state import Cap, CounterStore, ReserveResult
 from .journal import SettleJournal
+from .key_caps import key_caps, seconds_to_next_month
 from .pricing import PriceTable
 from .tokens import input_upper_bound, output_upper_bound
 
@@ -52,13 +53,18 @@ class BudgetGuard:
         self._clock = clock
         self._fail_open = config.state.fail_open
         self._grace = config.cost.lease_grace_seconds
-        self.active = bool(
+        self._tz = config.cost.timezone
+        # a cap in the config: every model must be priceable at start-up
+        self.configured = bool(
             self._caps.global_daily_usd is not None
             or self._caps.per_user_daily_usd is not None
             or self._caps.per_key_daily_usd is not None
             or any(f.daily_budget_usd is not None for f in config.features.values())
         )
-        if self.active:
+        # always in the chain: any key may carry its own budget (cost/key_caps.py); an
+        # attempt of a capped call to an unpriced model is then refused, never let through
+        self.active = True
+        if self.configured:
             self._check_prices(config)
 
     def _check_prices(self, config: Config) -> None:
@@ -86,10 +92,7 @@ class BudgetGuard:
         if c.per_user_daily_usd is not None:
             subject = call.cap_subject or f"key:{call.principal.key_id}/anonymous"
             caps.append(Cap(f"spend:{day}:user:{subject}", c.per_user_daily_usd, DAY_TTL))
-        if c.per_key_daily_usd is not None:
-            caps.append(
-                Cap(f"spend:{day}:key:{call.principal.key_id}", c.per_key_daily_usd, DAY_TTL)
-            )
+        caps.extend(key_caps(call.principal, day, c.per_key_daily_usd))
         return caps
 
     def attempt_worst_case(self, attempt: Attempt, body: dict[str, Any], body_bytes: int) -> float:
@@ -104,8 +107,7 @@ class BudgetGuard:
 
     async def before(self, call: Call) -> None:
         """Admit: fix the caps every attempt of this call reserves against."""
-        if self.active:
-            call.budget_caps = tuple(self._applicable(call, self._clock.day(call.wall_started)))
+        call.budget_caps = tuple(self._applicable(call, self._clock.day(call.wall_started)))
 
     async def reserve_attempt(
         self, call: Call, attempt: Attempt, body: dict[str, Any], body_bytes: int
@@ -134,7 +136,8 @@ class BudgetGuard:
 
     def _refusal(self, call: Call, res: ReserveResult, amount: float) -> BudgetExceeded:
         """Name the cap; show figures only for the caller's own key or user cap."""
-        scope = (res.refused_cap or "").split(":", 2)[-1]
+        parts = (res.refused_cap or "").split(":", 2)
+        period, scope = (parts[1], parts[2]) if len(parts) == 3 else ("", parts[-1])
         own = scope in (f"key:{call.principal.key_id}", f"user:{call.cap_subject}")
         figures = (
             f" (limit ${res.limit:.2f}, spent ${res.settled:.4f}, reserved ${res.reserved:.4f},"
@@ -142,6 +145,12 @@ class BudgetGuard:
             if own
             else ""
         )
+        if len(period) == 7:  # 2026-12: a key's calendar-month budget
+            return BudgetExceeded(
+                f"monthly spend cap reached for {scope}{figures}",
+                retry_after=seconds_to_next_month(call.wall_started, self._tz),
+                scope=f"{scope}:month",
+            )
         return BudgetExceeded(
             f"daily spend cap reached for {scope}{figures}",
             retry_after=self._clock.seconds_to_next_day(),

@@ -13,6 +13,7 @@ from ..clock import DayClock
 from ..config import BucketConfig, Config
 from ..errors import RateLimited, StateUnavailable
 from ..state import CounterStore
+from .key_caps import key_bucket
 
 log = logging.getLogger("bastion.ratelimit")
 
@@ -29,10 +30,20 @@ class RateLimitGuard:
             for s, b in (("user", rl.per_user), ("key", rl.per_key), ("global", rl.global_))
             if b.requests_per_minute or b.calls_per_day or b.tokens_per_minute
         ]
+        self._per_key = rl.per_key
         self._state = state
         self._clock = clock
         self._fail_open = config.state.fail_open
-        self.active = bool(self._scopes)
+        self.active = True  # any key may carry its own RPM/TPM (cost/key_caps.py)
+
+    def _buckets(self, call: Call) -> list[tuple[str, BucketConfig]]:
+        """The configured buckets, with the per-key one tightened by this key's own limits."""
+        lim = call.principal.limits
+        if lim is None or (lim.rpm is None and lim.tpm is None):
+            return self._scopes
+        own = ("key", key_bucket(self._per_key, call.principal))
+        rest = [(s, b) for s, b in self._scopes if s != "key"]
+        return [*[x for x in rest if x[0] == "user"], own, *[x for x in rest if x[0] != "user"]]
 
     @staticmethod
     def _ident(scope: str, call: Call) -> str:
@@ -43,8 +54,6 @@ class RateLimitGuard:
         return "all"
 
     async def before(self, call: Call) -> None:
-        if not self.active:
-            return
         try:
             await self._check(call)
         except StateUnavailable:
@@ -55,7 +64,7 @@ class RateLimitGuard:
 
     async def _check(self, call: Call) -> None:
         st = self._state
-        for scope, b in self._scopes:
+        for scope, b in self._buckets(call):
             who = self._ident(scope, call)
             if b.tokens_per_minute:
                 rate = b.tokens_per_minute / 60.0
@@ -89,12 +98,10 @@ class RateLimitGuard:
                     )
 
     async def after(self, call: Call, error: BaseException | None) -> None:
-        if not self.active:
-            return
         tokens = call.usage.input_tokens + call.usage.output_tokens + call.usage.cache_write_tokens
         if not tokens:
             return
-        for scope, b in self._scopes:
+        for scope, b in self._buckets(call):
             if b.tokens_per_minute:
                 try:
                     await self._state.charge(

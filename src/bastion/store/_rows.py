@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, Final, TypeVar
 
 import orjson
 
 from bastion.findings import findings_of
-from bastion.store.models import CallRecord, GroupBy, LedgerEntry
+from bastion.store.models import CallRecord, GroupBy, KeyLimits, KeyRecord, LedgerEntry
 
 # Column order equals dataclass field order equals table column order (see migrations).
 CALL_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(CallRecord))
@@ -24,7 +24,17 @@ KEY_COLUMNS: Final[tuple[str, ...]] = (
     "roles",
     "created_at",
     "revoked_at",
+    "daily_usd",
+    "monthly_usd",
+    "rpm",
+    "tpm",
+    "models",
+    "expires_at",
+    "team",
+    "owner",
 )
+# The columns an update may change: limits and metadata, never identity, secret or roles.
+KEY_MUTABLE_COLUMNS: Final[tuple[str, ...]] = KEY_COLUMNS[9:]
 
 CALL_BOOL_COLUMNS: Final[frozenset[str]] = frozenset(
     {"stream", "failover", "hedged", "degraded", "retried"}
@@ -98,3 +108,62 @@ def unique_by_request_id(items: Sequence[_T]) -> list[_T]:
             seen.add(item.request_id)
             out.append(item)
     return out
+
+
+def key_to_row(key: KeyRecord, as_list: Callable[[tuple[str, ...]], Any]) -> tuple[Any, ...]:
+    """Flatten a key in ``KEY_COLUMNS`` order; ``as_list`` spells roles and models per dialect."""
+    return (
+        key.id,
+        key.name,
+        key.key_hash,
+        key.prefix,
+        key.feature,
+        key.user,
+        as_list(key.roles),
+        key.created_at,
+        key.revoked_at,
+        *key_mutable_values(key, as_list),
+    )
+
+
+def key_mutable_values(
+    key: KeyRecord, as_list: Callable[[tuple[str, ...]], Any]
+) -> tuple[Any, ...]:
+    """The values of ``KEY_MUTABLE_COLUMNS``, in order, for an update."""
+    lim = key.limits
+    return (
+        lim.daily_usd,
+        lim.monthly_usd,
+        lim.rpm,
+        lim.tpm,
+        as_list(lim.models),
+        lim.expires_at,
+        key.team,
+        key.owner,
+    )
+
+
+def key_from_row(row: Sequence[Any], from_list: Callable[[Any], tuple[str, ...]]) -> KeyRecord:
+    """Rebuild a key from a row in ``KEY_COLUMNS`` order, whatever the dialect's list type."""
+    v: dict[str, Any] = dict(zip(KEY_COLUMNS, row, strict=True))
+    return KeyRecord(
+        id=v["id"],
+        name=v["name"],
+        key_hash=v["key_hash"],
+        prefix=v["prefix"],
+        feature=v["feature"],
+        user=v["user_id"],
+        roles=from_list(v["roles"]),
+        created_at=v["created_at"],
+        revoked_at=v["revoked_at"],
+        limits=KeyLimits(
+            daily_usd=v["daily_usd"],
+            monthly_usd=v["monthly_usd"],
+            rpm=v["rpm"],
+            tpm=v["tpm"],
+            models=from_list(v["models"]),
+            expires_at=v["expires_at"],
+        ),
+        team=v["team"],
+        owner=v["owner"],
+    )

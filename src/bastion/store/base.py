@@ -52,6 +52,10 @@ class RecordStore(Protocol):
         """List keys oldest first, for administration."""
         ...
 
+    async def update_key(self, key: KeyRecord) -> bool:
+        """Store an active key's limits, team and owner; False if it is unknown or revoked."""
+        ...
+
     async def revoke_key(self, id_or_name: str) -> bool:
         """Revoke the active key with this id or name; False if there was none."""
         ...
@@ -88,6 +92,12 @@ class RecordStore(Protocol):
         self, day: str, group_by: GroupBy | None = None
     ) -> dict[str | None, float]:
         """Sum one day's spend, per group or (``group_by=None``) as ``{None: total}``."""
+        ...
+
+    async def spend_between(
+        self, start: float, end: float, group_by: GroupBy | None = None
+    ) -> dict[str | None, float]:
+        """Sum the spend of entries with ``start <= ts < end``, like ``spend_by_day``."""
         ...
 
     # -- prompt registry -------------------------------------------------------------------------

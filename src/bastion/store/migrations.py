@@ -230,12 +230,32 @@ _V3_COMMON = ("ALTER TABLE calls ADD COLUMN client_request_id TEXT",)
 _V4_SQLITE = ("ALTER TABLE calls ADD COLUMN findings TEXT NOT NULL DEFAULT '[]'",)
 _V4_POSTGRES = ("ALTER TABLE calls ADD COLUMN findings JSONB NOT NULL DEFAULT '[]'",)
 
+# Keys as a product: budgets, rate limits, a model allow-list, expiry, team and owner.
+_V5_COMMON = (
+    "ALTER TABLE keys ADD COLUMN daily_usd {real}",
+    "ALTER TABLE keys ADD COLUMN monthly_usd {real}",
+    "ALTER TABLE keys ADD COLUMN rpm {real}",
+    "ALTER TABLE keys ADD COLUMN tpm {int}",
+    "ALTER TABLE keys ADD COLUMN models {list}",
+    "ALTER TABLE keys ADD COLUMN expires_at {real}",
+    "ALTER TABLE keys ADD COLUMN team TEXT",
+    "ALTER TABLE keys ADD COLUMN owner TEXT",
+)
+_V5_SQLITE = tuple(
+    s.format(real="REAL", int="INTEGER", list="TEXT NOT NULL DEFAULT '[]'") for s in _V5_COMMON
+)
+_V5_POSTGRES = tuple(
+    s.format(real="DOUBLE PRECISION", int="BIGINT", list="TEXT[] NOT NULL DEFAULT '{}'")
+    for s in _V5_COMMON
+)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
     Migration(2, "prompt registry", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
     Migration(3, "client request id on calls", sqlite=_V3_COMMON, postgres=_V3_COMMON),
     Migration(4, "safety findings on calls", sqlite=_V4_SQLITE, postgres=_V4_POSTGRES),
+    Migration(5, "key budgets, limits and metadata", sqlite=_V5_SQLITE, postgres=_V5_POSTGRES),
 )
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ApiFormat",
     "CallRecord",
     "GroupBy",
+    "KeyLimits",
     "KeyRecord",
     "LedgerEntry",
     "PromptVersion",
@@ -38,6 +39,26 @@ def new_key_id() -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeyLimits:
+    """What one key may spend and send; None (or no models) means no limit of the key's own.
+
+    Budgets are caps in the same atomic reserve as every other cap (cost/key_caps.py); the
+    day and the calendar month are those of the configured cost time zone.
+    """
+
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    rpm: float | None = None
+    tpm: int | None = None
+    models: tuple[str, ...] = ()
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        """Whether the key stopped authenticating at ``expires_at``."""
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeyRecord:
     """A virtual key: who may call and as what; the secret is kept only as its hash."""
 
@@ -50,6 +71,9 @@ class KeyRecord:
     user: str | None = None
     roles: tuple[str, ...] = ()
     revoked_at: float | None = None
+    limits: KeyLimits = KeyLimits()  # migration 5, with team and owner
+    team: str | None = None
+    owner: str | None = None
 
     @property
     def revoked(self) -> bool:
@@ -67,6 +91,9 @@ class KeyRecord:
         roles: tuple[str, ...] = (),
         created_at: float | None = None,
         id: str | None = None,
+        limits: KeyLimits | None = None,
+        team: str | None = None,
+        owner: str | None = None,
     ) -> KeyRecord:
         """Build the stored form of a new secret so callers cannot get hash or prefix wrong."""
         return cls(
@@ -78,6 +105,9 @@ class KeyRecord:
             feature=feature,
             user=user,
             roles=tuple(roles),
+            limits=limits or KeyLimits(),
+            team=team,
+            owner=owner,
         )
 
 

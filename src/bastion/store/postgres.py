@@ -23,10 +23,14 @@ from bastion.store._rows import (
     CALL_COLUMNS,
     CALL_JSON_COLUMNS,
     KEY_COLUMNS,
+    KEY_MUTABLE_COLUMNS,
     LEDGER_COLUMNS,
     call_from_row,
     call_to_row,
     group_column,
+    key_from_row,
+    key_mutable_values,
+    key_to_row,
     ledger_to_row,
     unique_by_request_id,
 )
@@ -150,20 +154,23 @@ def _count(status: str) -> int:
         return 0
 
 
+_KEY_UPDATE: Final = "UPDATE keys SET {} WHERE id = ${} AND revoked_at IS NULL".format(
+    ", ".join(f"{c} = ${i}" for i, c in enumerate(KEY_MUTABLE_COLUMNS, start=1)),
+    len(KEY_MUTABLE_COLUMNS) + 1,
+)
+
+
+def _text_array(values: tuple[str, ...]) -> list[str]:
+    return list(values)
+
+
+def _from_text_array(raw: Any) -> tuple[str, ...]:
+    return tuple(raw or ())
+
+
 def _key_from_row(row: Sequence[Any]) -> KeyRecord:
-    """Rebuild a key; roles are a TEXT[] column."""
-    kid, name, key_hash, prefix, feature, user_id, roles, created_at, revoked_at = row
-    return KeyRecord(
-        id=kid,
-        name=name,
-        key_hash=key_hash,
-        prefix=prefix,
-        feature=feature,
-        user=user_id,
-        roles=tuple(roles or ()),
-        created_at=created_at,
-        revoked_at=revoked_at,
-    )
+    """Rebuild a key; roles and models are TEXT[] columns."""
+    return key_from_row(row, _from_text_array)
 
 
 class PostgresStore:
@@ -300,18 +307,7 @@ class PostgresStore:
     async def create_key(self, key: KeyRecord) -> None:
         """Insert a key; duplicates of id, hash or active name are a ``Conflict``."""
         try:
-            await self._execute(
-                _KEY_INSERT,
-                key.id,
-                key.name,
-                key.key_hash,
-                key.prefix,
-                key.feature,
-                key.user,
-                list(key.roles),
-                key.created_at,
-                key.revoked_at,
-            )
+            await self._execute(_KEY_INSERT, *key_to_row(key, _text_array))
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(
                 f"key {key.id!r} ({key.name!r}) conflicts with an existing key's id, name or secret"
@@ -331,6 +327,11 @@ class PostgresStore:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         rows = await self._fetch(f"{_KEY_SELECT}{where} ORDER BY created_at, id")
         return [_key_from_row(r) for r in rows]
+
+    async def update_key(self, key: KeyRecord) -> bool:
+        """Store an active key's limits and metadata; False if it is unknown or revoked."""
+        values = key_mutable_values(key, _text_array)
+        return await self._execute(_KEY_UPDATE, *values, key.id) > 0
 
     async def revoke_key(self, id_or_name: str) -> bool:
         """Revoke by id first, then by name, so an id never revokes a differently named key."""
@@ -403,6 +404,19 @@ class PostgresStore:
         column = group_column(group_by)
         rows = await self._fetch(
             f"SELECT {column}, SUM(cost_usd) FROM ledger WHERE day = $1 GROUP BY {column}", day
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    async def spend_between(
+        self, start: float, end: float, group_by: GroupBy | None = None
+    ) -> dict[str | None, float]:
+        where = "FROM ledger WHERE ts >= $1 AND ts < $2"
+        if group_by is None:
+            rows = await self._fetch(f"SELECT COALESCE(SUM(cost_usd), 0.0) {where}", start, end)
+            return {None: float(rows[0][0])}
+        column = group_column(group_by)
+        rows = await self._fetch(
+            f"SELECT {column}, SUM(cost_usd) {where} GROUP BY {column}", start, end
         )
         return {r[0]: float(r[1]) for r in rows}
 

@@ -24,10 +24,14 @@ from bastion.errors import Conflict, NotFound, StateUnavailable
 from bastion.store._rows import (
     CALL_COLUMNS,
     KEY_COLUMNS,
+    KEY_MUTABLE_COLUMNS,
     LEDGER_COLUMNS,
     call_from_row,
     call_to_row,
     group_column,
+    key_from_row,
+    key_mutable_values,
+    key_to_row,
     ledger_to_row,
     unique_by_request_id,
 )
@@ -78,20 +82,23 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return (code & 0xFF) in _UNAVAILABLE_CODES
 
 
+_KEY_UPDATE: Final = (
+    f"UPDATE keys SET {', '.join(f'{c} = ?' for c in KEY_MUTABLE_COLUMNS)} "
+    "WHERE id = ? AND revoked_at IS NULL"
+)
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    return orjson.dumps(list(values)).decode()
+
+
+def _from_json_list(raw: Any) -> tuple[str, ...]:
+    return tuple(orjson.loads(raw or "[]"))
+
+
 def _key_from_row(row: Sequence[Any]) -> KeyRecord:
-    """Rebuild a key; roles are stored as a JSON array."""
-    kid, name, key_hash, prefix, feature, user_id, roles, created_at, revoked_at = row
-    return KeyRecord(
-        id=kid,
-        name=name,
-        key_hash=key_hash,
-        prefix=prefix,
-        feature=feature,
-        user=user_id,
-        roles=tuple(orjson.loads(roles)),
-        created_at=created_at,
-        revoked_at=revoked_at,
-    )
+    """Rebuild a key; roles and models are stored as JSON arrays."""
+    return key_from_row(row, _from_json_list)
 
 
 async def _enable_wal(conn: aiosqlite.Connection, attempts: int = 50) -> None:
@@ -229,17 +236,7 @@ class SQLiteStore:
 
     async def create_key(self, key: KeyRecord) -> None:
         """Insert a key; duplicates of id, hash or active name are a ``Conflict``."""
-        row = (
-            key.id,
-            key.name,
-            key.key_hash,
-            key.prefix,
-            key.feature,
-            key.user,
-            orjson.dumps(list(key.roles)).decode(),
-            key.created_at,
-            key.revoked_at,
-        )
+        row = key_to_row(key, _json_list)
         try:
             async with self._transaction() as conn:
                 await conn.execute(_KEY_INSERT, row)
@@ -262,6 +259,12 @@ class SQLiteStore:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         rows = await self._fetchall(f"{_KEY_SELECT}{where} ORDER BY created_at, id")
         return [_key_from_row(r) for r in rows]
+
+    async def update_key(self, key: KeyRecord) -> bool:
+        """Store an active key's limits and metadata; False if it is unknown or revoked."""
+        async with self._transaction() as conn:
+            cur = await conn.execute(_KEY_UPDATE, (*key_mutable_values(key, _json_list), key.id))
+            return cur.rowcount > 0
 
     async def revoke_key(self, id_or_name: str) -> bool:
         """Revoke by id first, then by name, so an id never revokes a differently named key."""
@@ -337,6 +340,21 @@ class SQLiteStore:
         column = group_column(group_by)
         rows = await self._fetchall(
             f"SELECT {column}, SUM(cost_usd) FROM ledger WHERE day = ? GROUP BY {column}", (day,)
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
+    async def spend_between(
+        self, start: float, end: float, group_by: GroupBy | None = None
+    ) -> dict[str | None, float]:
+        where = "FROM ledger WHERE ts >= ? AND ts < ?"
+        if group_by is None:
+            rows = await self._fetchall(
+                f"SELECT COALESCE(SUM(cost_usd), 0.0) {where}", (start, end)
+            )
+            return {None: float(rows[0][0])}
+        column = group_column(group_by)
+        rows = await self._fetchall(
+            f"SELECT {column}, SUM(cost_usd) {where} GROUP BY {column}", (start, end)
         )
         return {r[0]: float(r[1]) for r in rows}
 
