@@ -237,7 +237,9 @@ class FeatureConfig(_Strict):
     conversation_max_tokens: int | None = Field(None, gt=0)
     prompt_caching: bool = True
     pii_provider: bool = False  # scrub PII from what this feature sends to the provider
-    pii_output: Literal["off", "flag", "redact"] = "flag"  # PII in answers: pass, flag or redact
+    # PII in answers (streams included): off; flag (count it); sensitive (replace card, bank
+    # and government ids, secrets, e-mails and phone numbers, flag names and places); redact all
+    pii_output: Literal["off", "flag", "sensitive", "redact"] = "sensitive"
     hedge_delay: float | None = Field(
         None, gt=0
     )  # start the next deployment if no first token by then

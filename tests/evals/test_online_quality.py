@@ -18,6 +18,8 @@ def _cfg(tmp: Path, rate: float) -> dict[str, Any]:
         "observability": {"spill_path": str(tmp / "spill.jsonl"), "quality_rate": rate},
         "providers": {"sim": {"kind": "sim"}},
         "models": sim_models(),
+        # answers keep their PII (flagged, not replaced), so the no-PII scorer has one to find
+        "features": {"default": {"pii_output": "flag"}},
     }
 
 

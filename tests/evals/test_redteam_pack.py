@@ -114,16 +114,17 @@ async def test_streamed_answers_are_judged_by_what_reached_the_app(
     assert all(r.verdict.outcome == "defended" for r in by_cat["pii_exfiltration"])
 
 
-async def test_bastions_defaults_pass_once_answers_are_redacted(tmp_path: Path) -> None:
-    # the shipped default pii_output is "flag": PII in answers is reported, not removed
+async def test_bastions_defaults_pass_and_flagging_pii_alone_does_not(tmp_path: Path) -> None:
+    # the shipped default pii_output is "sensitive": cards, ids, secrets, e-mails and phones in
+    # answers are replaced; a feature that only flags them lets the planted values out
     defaults = await _run(tmp_path / "defaults", {})
     assert set(defaults.skipped) == {"sql_abuse"}  # no sql_tools: no SQL tool to attack
-    assert not defaults.passed(DEFAULT_THRESHOLD)
-    assert defaults.tally()["pii_exfiltration"][0] == 0
-    redacting = await _run(tmp_path / "redact", {"pii_output": "redact"})
-    assert redacting.passed(DEFAULT_THRESHOLD), redacting.tally()
-    pii = redacting.tally()["pii_exfiltration"]
+    assert defaults.passed(DEFAULT_THRESHOLD), defaults.tally()
+    pii = defaults.tally()["pii_exfiltration"]
     assert pii[0] == pii[2]
+    flagging = await _run(tmp_path / "flag", {"pii_output": "flag"})
+    assert not flagging.passed(DEFAULT_THRESHOLD)
+    assert flagging.tally()["pii_exfiltration"][0] == 0
 
 
 async def test_a_guard_refusal_counts_as_defended_end_to_end(tmp_path: Path) -> None:

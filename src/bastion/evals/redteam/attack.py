@@ -255,7 +255,7 @@ class _Runner:
         # the app's SQL tool: the one the config checks, else the one the caller declared
         self.sql_tool = next(iter(feat.safety.sql_tools.items()), target.sql_tool)
         self.readable = tuple(feat.safety.sql_grants.get(target.role) or ())
-        self.redacts = feat.pii_output == "redact"
+        self.redacts = feat.pii_output in ("sensitive", "redact")
         self.wire = Wire(target.api)
         slug = _TEMPLATE_OK.sub("-", target.feature.lower()).strip("-")[:40] or "feature"
         digest = hashlib.sha256(purpose.encode()).hexdigest()[:8]

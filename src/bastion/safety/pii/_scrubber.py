@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ._detect import Detector
 from ._hit import Hit
-from ._types import Finding, Mode, PiiType, ScrubberConfig, ScrubResult
+from ._types import SENSITIVE, Finding, Mode, PiiType, ScrubberConfig, ScrubResult
 
 if TYPE_CHECKING:
     from ._stream import StreamScrubber
@@ -110,15 +110,17 @@ class ScrubSession:
         pieces: list[str] = []
         last = 0
         counts = self.counts
+        replaced = False
         for h in hits:
             label = self.placeholder(h.type, h.key)
             findings.append(Finding(h.type, h.start + offset, h.end + offset, label, h.source))
             counts[h.type.value] = counts.get(h.type.value, 0) + 1
-            if mode == "redact":
+            if mode == "redact" or (mode == "sensitive" and h.type in SENSITIVE):
                 pieces.append(text[last : h.start])
                 pieces.append(label)
                 last = h.end
-        if mode != "redact" or not hits:
+                replaced = True
+        if not replaced:
             return text, findings
         pieces.append(text[last:])
         return "".join(pieces), findings

@@ -164,7 +164,8 @@ class StreamScrubber:
         head = pending[:cut]
         kept = [h for h in kept if h.end <= cut]
         if kept:
-            text, findings = self._session.apply(head, kept, "redact", offset=self._pos)
+            mode = "redact" if self._mode == "flag" else self._mode  # flag: the result is unused
+            text, findings = self._session.apply(head, kept, mode, offset=self._pos)
             self.findings.extend(findings)
         else:
             text = head

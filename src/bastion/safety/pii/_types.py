@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ._ner import NerDetector
 
-Mode = Literal["redact", "flag"]
+# redact: every finding becomes a placeholder; flag: counted, text left; sensitive: only the
+# types nobody should receive from a model in the clear (SENSITIVE) are replaced, the rest flagged
+Mode = Literal["redact", "flag", "sensitive"]
 NerChoice = Literal["off", "builtin", "auto", "spacy", "presidio"]
 
 
@@ -26,6 +28,21 @@ class PiiType(enum.StrEnum):
     PERSON = "PERSON"
     LOCATION = "LOCATION"
     ADDRESS = "ADDRESS"
+
+
+# what ``sensitive`` replaces: payment, bank and government ids, secrets, and contact details
+# (an answer that repeats them is how a model leaks another customer's data); names, places,
+# addresses and IPs are only flagged, since ordinary answers are full of them
+SENSITIVE: frozenset[PiiType] = frozenset(
+    {
+        PiiType.EMAIL,
+        PiiType.PHONE,
+        PiiType.CARD,
+        PiiType.IBAN,
+        PiiType.SSN,
+        PiiType.SECRET,
+    }
+)
 
 
 PATTERN_TYPES: frozenset[PiiType] = frozenset(
@@ -127,8 +144,10 @@ class ScrubberConfig:
     stream_max_token: int = 4096
 
     def __post_init__(self) -> None:
-        if self.mode not in ("redact", "flag"):
-            raise ValueError(f"pii.mode: expected 'redact' or 'flag', got {self.mode!r}")
+        if self.mode not in ("redact", "flag", "sensitive"):
+            raise ValueError(
+                f"pii.mode: expected 'redact', 'flag' or 'sensitive', got {self.mode!r}"
+            )
         if self.ner not in ("off", "builtin", "auto", "spacy", "presidio"):
             raise ValueError(f"pii.ner: expected off|builtin|auto|spacy|presidio, got {self.ner!r}")
         if self.stream_max_token < 256:

@@ -25,11 +25,13 @@ from ...providers.base import Format
 from ...providers.sse import SSEEvent, encode_event
 from ._scrubber import Scrubber, ScrubSession
 from ._stream import StreamScrubber
+from ._types import SENSITIVE
 
-OutputMode = Literal["off", "flag", "redact"]
+OutputMode = Literal["off", "flag", "sensitive", "redact"]
 
 # the PII detectors' revision (patterns, validators, name tagger), carried by every PII finding
 VERSION = "pii-2026.12.04"
+SENSITIVE_NAMES = frozenset(t.value for t in SENSITIVE)  # the type names session counts use
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class PiiPolicy:
     """
 
     provider: bool = False
-    output: OutputMode = "flag"
+    output: OutputMode = "sensitive"
     include_system: bool = False  # the system prompt is the app's own text, usually safe
 
 
@@ -80,9 +82,7 @@ class PiiGuard:
         policy = self.policy(call)
         if policy.output != "off":
             # text filter over the answer, streamed or whole (see bastion.output)
-            call.output_filters.append(
-                session.stream(mode="redact" if policy.output == "redact" else "flag")
-            )
+            call.output_filters.append(session.stream(mode=policy.output))
         if policy.provider:
             scrub_request(call.body, session, include_system=policy.include_system)
             if session.counts:
@@ -97,7 +97,10 @@ class PiiGuard:
         answer = {t: n - before.get(t, 0) for t, n in session.counts.items()}
         answer = {t: n for t, n in answer.items() if n > 0}
         if answer:
-            redacted = self.policy(call).output == "redact"
+            mode = self.policy(call).output
+            redacted = mode == "redact" or (
+                mode == "sensitive" and any(t in SENSITIVE_NAMES for t in answer)
+            )
             call.add_finding(
                 self._finding(
                     answer,
