@@ -22,6 +22,7 @@ class Slot:
     source: Source
     path: Path
     text: str
+    earlier: bool = False  # before the last assistant turn (history the client sent again)
 
     @property
     def where(self) -> str:
@@ -54,29 +55,30 @@ def _joined(content: Any) -> str:
 
 
 def slots(body: dict[str, Any], fmt: str, scope: Literal["last", "all"] = "last") -> Iterator[Slot]:
-    """Untrusted texts: user turns and tool results (after the last assistant turn, or all)."""
+    """Untrusted texts: user turns and tool results after the last assistant turn, or (``all``)
+    every one, those before it marked ``earlier``."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return
-    start = 0
-    if scope == "last":
-        for i, m in enumerate(messages):
-            if isinstance(m, dict) and m.get("role") == "assistant":
-                start = i + 1
-    for i in range(start, len(messages)):
+    last = 0
+    for i, m in enumerate(messages):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            last = i + 1
+    for i in range(last if scope == "last" else 0, len(messages)):
         m = messages[i]
         if not isinstance(m, dict):
             continue
         role = m.get("role")
+        path: Path = ("messages", i, "content")
         if role == "user":
-            yield from _content(("messages", i, "content"), m.get("content"), "user")
+            yield from _content(path, m.get("content"), "user", i < last)
         elif role in ("tool", "function") and fmt == "openai":
-            yield from _content(("messages", i, "content"), m.get("content"), "tool")
+            yield from _content(path, m.get("content"), "tool", i < last)
 
 
-def _content(path: Path, content: Any, source: Source) -> Iterator[Slot]:
+def _content(path: Path, content: Any, source: Source, earlier: bool) -> Iterator[Slot]:
     if isinstance(content, str):
-        yield Slot(source, path, content)
+        yield Slot(source, path, content, earlier)
         return
     if not isinstance(content, list):
         return
@@ -85,9 +87,9 @@ def _content(path: Path, content: Any, source: Source) -> Iterator[Slot]:
             continue
         kind = block.get("type")
         if kind in ("text", "input_text") and isinstance(block.get("text"), str):
-            yield Slot(source, (*path, j, "text"), block["text"])
+            yield Slot(source, (*path, j, "text"), block["text"], earlier)
         elif kind == "tool_result":
-            yield from _content((*path, j, "content"), block.get("content"), "tool")
+            yield from _content((*path, j, "content"), block.get("content"), "tool", earlier)
         elif kind == "document":
             src = block.get("source")
             if (
@@ -95,7 +97,7 @@ def _content(path: Path, content: Any, source: Source) -> Iterator[Slot]:
                 and src.get("type") == "text"
                 and isinstance(src.get("data"), str)
             ):
-                yield Slot("tool", (*path, j, "source", "data"), src["data"])
+                yield Slot("tool", (*path, j, "source", "data"), src["data"], earlier)
 
 
 def last_user_text(body: dict[str, Any]) -> str:

@@ -16,8 +16,9 @@ resolves to; anything else is dropped and flagged, so a record's version cannot 
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,7 +37,7 @@ from .canary import (
     LeakWatcher,
     extract_canaries,
 )
-from .injection import InjectionPolicy, InjectionScanner
+from .injection import InjectionPolicy, InjectionScanner, ScanResult, Source
 from .leak import ShinglePolicy
 from .parse import WITHHELD, parse_user_turn, readable, spotlight_of, withhold_docs
 from .scope import ScopeGuard
@@ -85,23 +86,37 @@ def inspect_injection(
     policy: InjectionPolicy,
     scanner: InjectionScanner,
     scope: Literal["last", "all"] = "last",
+    *,
+    scan: Callable[[str, Source], ScanResult] | None = None,
 ) -> InjectionReport:
-    """Scan a request's untrusted texts; withhold flagged documents in ``body`` when told to drop."""
+    """Scan a request's untrusted texts; withhold flagged documents in ``body`` when told to drop.
+
+    Documents and tool results are scanned wherever they sit: an app resends the whole
+    conversation each turn, so a document withheld once is found and withheld again (``scan``,
+    a ``ScanCache``, makes that a lookup). A user's own words are judged in the turns after the
+    last assistant turn (``scope="last"``; earlier ones were judged when they were last), or
+    everywhere with ``scope="all"``.
+    """
     report = InjectionReport()
+    scan = scan or scanner.scan
     mode, marker = spotlight_of(system_text(body, fmt))
-    for slot in list(slots(body, fmt, scope)):
+    for slot in list(slots(body, fmt, "all")):
+        words = scope == "all" or not slot.earlier  # judge the user's own words here?
+        if slot.source == "user" and not words and '<doc id="' not in slot.text:
+            continue  # an earlier user turn without documents: nothing to scan
         turn = parse_user_turn(slot.text) if slot.source == "user" else None
         units: list[tuple[str, str, int | None, str | None]] = []
         if turn is None:
-            units.append((slot.source, slot.text, None, None))
+            if slot.source != "user" or words:
+                units.append((slot.source, slot.text, None, None))
         else:
             for i, d in enumerate(turn.docs):
                 units.append(("doc", readable(d.body, mode, marker), i, d.id))
-            if turn.user is not None:
+            if turn.user is not None and words:
                 units.append(("user", readable(turn.user, mode, marker), None, None))
         drop: set[int] = set()
         for source, text, index, doc_id in units:
-            res = scanner.scan(text, "user" if source == "user" else "doc")
+            res = scan(text, "user" if source == "user" else "doc")
             if res.score < policy.threshold:
                 continue
             action = policy.user_action if source == "user" else policy.doc_action
@@ -155,6 +170,46 @@ def leak_finding(
     )
 
 
+class ScanCache:
+    """Scan verdicts by content hash, in a bounded LRU: a conversation resends its history each
+    turn, so each document (and tool result) costs one scan, not one per turn.
+
+    The key is a 128-bit BLAKE2b of the source and the text, so the cache holds no untrusted
+    text and a text cannot pass as another; the verdict is the scanner's, before any policy.
+    """
+
+    __slots__ = ("_lru", "_scanner", "_size", "hits", "misses")
+
+    def __init__(self, scanner: InjectionScanner, size: int = 4096) -> None:
+        if size < 1:
+            raise ValueError("the scan cache needs room for at least one verdict")
+        self._scanner = scanner
+        self._size = size
+        self._lru: OrderedDict[bytes, ScanResult] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def scan(self, text: str, source: Source = "doc") -> ScanResult:
+        h = hashlib.blake2b(source.encode(), digest_size=16)
+        h.update(b"\0")
+        h.update(text.encode("utf-8", "surrogatepass"))
+        key = h.digest()
+        res = self._lru.get(key)
+        if res is not None:
+            self._lru.move_to_end(key)
+            self.hits += 1
+            return res
+        self.misses += 1
+        res = self._scanner.scan(text, source)
+        self._lru[key] = res
+        if len(self._lru) > self._size:
+            self._lru.popitem(last=False)
+        return res
+
+
 class InjectionGuard:
     """Refuses, flags, or withholds documents per feature, before the call goes upstream."""
 
@@ -166,10 +221,12 @@ class InjectionGuard:
         *,
         scanner: InjectionScanner | None = None,
         scope: Literal["last", "all"] = "last",
+        cache_size: int = 4096,
     ) -> None:
         self._policies = dict(policies)
         self._scanner = scanner or InjectionScanner()
         self._scope: Literal["last", "all"] = scope
+        self.cache = ScanCache(self._scanner, cache_size)
         self.active = bool(self._policies)
 
     async def before(self, call: Call) -> None:
@@ -177,7 +234,12 @@ class InjectionGuard:
         if policy is None:
             return
         report = inspect_injection(
-            call.body, call.client_format.value, policy, self._scanner, self._scope
+            call.body,
+            call.client_format.value,
+            policy,
+            self._scanner,
+            self._scope,
+            scan=self.cache.scan,
         )
         for f in report.findings:
             call.add_finding(injection_finding(f, self._scanner.version))
