@@ -159,6 +159,7 @@ class BastionApp:
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/messages"): self._anthropic,
             ("POST", "/v1/chat/completions"): self._openai,
+            ("POST", "/v1/responses"): self._responses,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/messages/count_tokens"): self._count_tokens,
             ("GET", "/healthz"): self._healthz,
@@ -266,8 +267,24 @@ class BastionApp:
     async def _openai(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._llm(Format.OPENAI, scope, receive, send)
 
-    async def _llm(self, fmt: Format, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from ..responses import ResponsesApi  # translated to chat, then the same path
+
+        await self._llm(
+            Format.OPENAI, scope, receive, send, handle=ResponsesApi(self.gateway).handle
+        )
+
+    async def _llm(
+        self,
+        fmt: Format,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        handle: Callable[..., Awaitable[Reply]] | None = None,
+    ) -> None:
         headers = _headers(scope)
+        run = handle or self.gateway.handle
         lease: StreamLease | None = None
 
         def admit(body: dict[str, Any], principal: Principal) -> None:
@@ -286,7 +303,7 @@ class BastionApp:
             principal = await self.gateway.keys.resolve(key_from_headers(headers))
             _check_numeric_headers(headers)
             raw = await self._read_body(scope, receive, headers)
-            reply = await self.gateway.handle(fmt, raw, headers, principal=principal, admit=admit)
+            reply = await run(fmt, raw, headers, principal=principal, admit=admit)
         except ConnectionAbortedError:
             if lease is not None:
                 lease.release()
