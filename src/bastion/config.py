@@ -334,7 +334,11 @@ class ObservabilityConfig(_Strict):
     otlp_headers: dict[str, str] = Field(default_factory=dict)
     service_name: str = "bastion"
     trace_sample_ratio: float = Field(1.0, ge=0, le=1)
-    trace_user_id: bool = False
+    trace_user_id: bool = False  # user.id on spans (scrubbed): off, a user id may name a person
+    # gen_ai.input.messages / output.messages / system_instructions on call spans: scrubbed,
+    # each attribute at most otel_content_max_chars (JSON kept whole, oldest messages first out)
+    otel_capture_content: bool = False
+    otel_content_max_chars: int = Field(16_000, ge=512)
     bodies_retention_days: float | None = Field(30.0, ge=0)
     metadata_retention_days: float | None = Field(400.0, ge=0)
     retention_interval_seconds: float = Field(3600.0, gt=0)

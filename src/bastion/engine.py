@@ -540,10 +540,14 @@ def _attempt(dep: Deployment, kind: str) -> Attempt:
 
 
 def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
-    """Take the answer's text and usage into the call; return this attempt's own usage."""
+    """Take the answer's text, usage, id and finish reason into the call; return this attempt's
+    own usage."""
     model = obj.get("model")
     if isinstance(model, str):
         call.served_model = model
+    rid = obj.get("id")
+    if isinstance(rid, str) and rid:
+        call.response_id = rid
     u = obj.get("usage")
     own = Usage()
     if fmt is Format.ANTHROPIC:
@@ -553,6 +557,8 @@ def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
         for block in obj.get("content") or ():
             if isinstance(block, dict) and isinstance(block.get("text"), str):
                 call.output_text.append(block["text"])
+        if isinstance(stop := obj.get("stop_reason"), str):
+            call.finish_reason = stop
     else:
         if isinstance(u, dict):
             usage_from_openai(u, own)
@@ -561,6 +567,10 @@ def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
             msg = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(msg, dict) and isinstance(msg.get("content"), str):
                 call.output_text.append(msg["content"])
+        choices = obj.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if isinstance(first, dict) and isinstance(fr := first.get("finish_reason"), str):
+            call.finish_reason = fr  # the first choice's, as a stream reports it
     return own
 
 

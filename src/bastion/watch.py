@@ -98,6 +98,9 @@ class StreamWatcher:
                 model = msg.get("model")
                 if isinstance(model, str):
                     call.served_model = model
+                rid = msg.get("id")
+                if isinstance(rid, str) and rid:
+                    call.response_id = rid
                 u = msg.get("usage")
                 if isinstance(u, dict):
                     usage_from_anthropic(u, call.usage)
@@ -135,6 +138,9 @@ class StreamWatcher:
         model = obj.get("model")
         if isinstance(model, str):
             call.served_model = model
+        rid = obj.get("id")
+        if isinstance(rid, str) and rid:
+            call.response_id = rid
         u = obj.get("usage")
         if isinstance(u, dict):
             usage_from_openai(u, call.usage)

@@ -5,16 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bastion.call import Attempt, Call, Principal
+from bastion.call import Attempt, Call, Principal, Usage
 from bastion.errors import UpstreamError
+from bastion.observability.genai_content import (
+    FINISH_REASONS,
+    ContentCapture,
+    finish_reason,
+    fit,
+)
 from bastion.observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from bastion.observability.tracing import Tracing, TracingGuard, print_trace
 from bastion.providers.base import Format
+from bastion.safety.pii import Scrubber, ScrubberConfig
 from bastion.store import CallRecord, open_store
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -25,12 +35,8 @@ PROMPT = "My card is 4111 1111 1111 1111, SECRET PROMPT"
 ANSWER = "SECRET ANSWER text"
 
 
-class ClientCall(Call):
-    """A Call that also knows the client's parent span (the field the gateway is asked to add)."""
-
-
 def make_call(*, parent: str | None = None, **fields: Any) -> Call:
-    call = ClientCall(
+    call = Call(
         request_id="req_t1",
         trace_id=TRACE,
         span_id=SPAN,
@@ -50,13 +56,15 @@ def make_call(*, parent: str | None = None, **fields: Any) -> Call:
         started=500.0,
         wall_started=WALL,
     )
-    call.parent_span_id = parent  # type: ignore[attr-defined]
+    call.parent_span_id = parent
     call.first_byte = 500.35
     call.ended = 502.0
     call.served_model = "claude-haiku-20250101"
     call.provider = "anth"
     call.deployment = "anth-primary"
     call.status = 200
+    call.finish_reason = "end_turn"
+    call.response_id = "msg_01XFDUDYJgAACzvnptvVoYEL"
     call.usage.input_tokens = 120
     call.usage.output_tokens = 45
     call.usage.cache_read_tokens = 1000
@@ -67,7 +75,9 @@ def make_call(*, parent: str | None = None, **fields: Any) -> Call:
     call.attempts.append(
         Attempt("anth-primary", "anth", "claude-haiku", 529, "UpstreamStatusError", 500.0, 500.2)
     )
-    call.attempts.append(Attempt("anth-primary", "anth", "claude-haiku", 200, None, 500.25, 500.3))
+    ok = Attempt("anth-primary", "anth", "claude-haiku", 200, None, 500.25, 500.3)
+    ok.usage = Usage(120, 45, 1000, 30)
+    call.attempts.append(ok)
     for k, v in fields.items():
         setattr(call, k, v)
     return call
@@ -83,6 +93,11 @@ def trace_hex(span: ReadableSpan) -> str:
     ctx = span.get_span_context()
     assert ctx is not None
     return format(ctx.trace_id, "032x")
+
+
+@pytest.fixture(scope="module")
+def scrubber() -> Scrubber:
+    return Scrubber(ScrubberConfig())
 
 
 @pytest.fixture
@@ -164,7 +179,11 @@ async def test_call_span_has_genai_attributes_and_bastion_fields(
     assert a["gen_ai.usage.input_tokens"] == 120 + 1000 + 30
     assert a["gen_ai.usage.output_tokens"] == 45
     assert a["gen_ai.usage.cache_read.input_tokens"] == 1000
-    assert a["gen_ai.usage.cache_write.input_tokens"] == 30
+    assert a["gen_ai.usage.cache_creation.input_tokens"] == 30
+    assert not [k for k in a if "cache_write" in k]  # the non-standard name is gone
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)  # Anthropic's end_turn, mapped
+    assert a["bastion.provider_finish_reason"] == "end_turn"
+    assert a["gen_ai.response.id"] == "msg_01XFDUDYJgAACzvnptvVoYEL"
     assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.35)
     assert a["gen_ai.conversation.id"] == "conv-9"
     assert a["bastion.cost_usd"] == pytest.approx(0.0042)
@@ -173,7 +192,8 @@ async def test_call_span_has_genai_attributes_and_bastion_fields(
     assert a["bastion.retried"] is True and a["bastion.failover"] is False
     assert a["bastion.flag.pii"] == '{"card":1}'
     assert a["bastion.flag.max_tokens_clamped"] == 256
-    assert "bastion.user_id" not in a
+    assert "user.id" not in a and "bastion.user_id" not in a
+    assert not [k for k in a if k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system"))]
     assert root.status.status_code is StatusCode.UNSET
 
 
@@ -213,8 +233,15 @@ async def test_each_upstream_attempt_is_a_client_child_span(
     assert fa["bastion.deployment"] == "anth-primary"
     assert fa["http.response.status_code"] == 529
     assert fa["error.type"] == "UpstreamStatusError"
+    assert fa["gen_ai.response.finish_reasons"] == ("error",)
+    assert "gen_ai.response.id" not in fa
     assert failed.status.status_code is StatusCode.ERROR
     assert oa["gen_ai.response.model"] == "claude-haiku-20250101"
+    assert oa["gen_ai.response.finish_reasons"] == ("stop",)
+    assert oa["gen_ai.response.id"] == "msg_01XFDUDYJgAACzvnptvVoYEL"
+    # the attempt's own usage, under the conventions' names
+    assert oa["gen_ai.usage.input_tokens"] == 1150 and oa["gen_ai.usage.output_tokens"] == 45
+    assert oa["gen_ai.usage.cache_creation.input_tokens"] == 30
     assert "error.type" not in oa
 
 
@@ -229,11 +256,18 @@ async def test_no_prompt_or_answer_text_reaches_any_span(
         assert "SECRET" not in v and "4111" not in v
 
 
-async def test_user_id_is_recorded_only_when_config_allows() -> None:
+async def test_user_id_is_on_every_span_when_config_allows_and_scrubbed(
+    scrubber: Scrubber,
+) -> None:
     exporter = InMemorySpanExporter()
-    Tracing(exporter=exporter, include_user_id=True).record_call(make_call(), None)
-    root = next(s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER)
-    assert (root.attributes or {})["bastion.user_id"] == "user-77"
+    tracing = Tracing(exporter=exporter, include_user_id=True, scrub=scrubber.redact)
+    tracing.record_call(make_call(), None)
+    tracing.record_call(make_call(user_id="jane.doe@example.com"), None)
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 6
+    users = [(s.attributes or {})["user.id"] for s in spans]
+    assert users[:3] == ["user-77"] * 3  # an opaque id passes as it is
+    assert all(u == "[EMAIL_1]" for u in users[3:])  # an email never leaves the gateway
 
 
 async def test_a_failed_call_sets_error_type_and_status(
@@ -245,6 +279,7 @@ async def test_a_failed_call_sets_error_type_and_status(
     root, _ = spans_of(exporter)
     assert (root.attributes or {})["error.type"] == "UpstreamError"
     assert (root.attributes or {})["http.response.status_code"] == 502
+    assert (root.attributes or {})["gen_ai.response.finish_reasons"] == ("error",)
     assert root.status.status_code is StatusCode.ERROR
 
 
@@ -298,3 +333,300 @@ async def test_print_trace_lists_every_call_of_the_trace(tmp_path: Path) -> None
     assert "429 BudgetExceeded" in second and "ttft=-" in second
     assert all("user-77" not in ln and "SECRET" not in ln for ln in lines)
     assert "req_other" not in "\n".join(lines)
+
+
+# -- finish reasons on every call span -------------------------------------------------------
+
+OUTCOMES = {"stop", "length", "content_filter", "tool_call", "error"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "raw", "want"),
+    [
+        (Format.ANTHROPIC, "end_turn", "stop"),
+        (Format.ANTHROPIC, "stop_sequence", "stop"),
+        (Format.ANTHROPIC, "max_tokens", "length"),
+        (Format.ANTHROPIC, "tool_use", "tool_call"),
+        (Format.ANTHROPIC, "refusal", "content_filter"),
+        (Format.ANTHROPIC, "pause_turn", "pause_turn"),  # no convention value: as it was said
+        (Format.OPENAI, "stop", "stop"),
+        (Format.OPENAI, "length", "length"),
+        (Format.OPENAI, "tool_calls", "tool_call"),
+        (Format.OPENAI, "function_call", "tool_call"),
+        (Format.OPENAI, "content_filter", "content_filter"),
+        (Format.OPENAI, None, "stop"),  # the degraded stand-in or a replay: ended normally
+    ],
+)
+async def test_finish_reasons_map_both_formats_to_the_conventions_values(
+    exported: tuple[Tracing, InMemorySpanExporter], fmt: Format, raw: str | None, want: str
+) -> None:
+    tracing, exporter = exported
+    tracing.record_call(make_call(client_format=fmt, finish_reason=raw), None)
+    root, _ = spans_of(exporter)
+    assert (root.attributes or {})["gen_ai.response.finish_reasons"] == (want,)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": 429, "error_type": "BudgetExceeded", "attempts": [], "finish_reason": None},
+        {"flags": {"stream_error": "upstream stream cut"}},  # cut after end_turn was not seen
+        {"status": 499, "flags": {"client_disconnected": True}},
+        {"error_type": "UpstreamOverloaded"},  # an error event relayed to the client
+    ],
+)
+async def test_a_call_without_a_whole_answer_finishes_with_error(
+    exported: tuple[Tracing, InMemorySpanExporter], fields: dict[str, Any]
+) -> None:
+    tracing, exporter = exported
+    tracing.record_call(make_call(**fields), None)
+    root, _ = spans_of(exporter)
+    assert (root.attributes or {})["gen_ai.response.finish_reasons"] == ("error",)
+
+
+@given(
+    raw=st.one_of(st.none(), st.sampled_from(sorted(FINISH_REASONS)), st.text(max_size=20)),
+    broke=st.booleans(),
+)
+def test_finish_reason_is_error_exactly_when_the_call_failed(raw: str | None, broke: bool) -> None:
+    got = finish_reason(raw, failed=broke)
+    assert (got == "error") is (broke or raw == "error")
+    if raw is None or raw in FINISH_REASONS:
+        assert got in OUTCOMES
+    else:
+        assert got == raw or broke
+
+
+# -- content on request: scrubbed, in the conventions' parts structure, bounded ----------------
+
+CARD = "4111 1111 1111 1111"
+ANTHROPIC_BODY: dict[str, Any] = {
+    "model": "claude-fast",
+    "max_tokens": 256,
+    "system": [{"type": "text", "text": "You are the support agent of ACME."}],
+    "messages": [
+        {"role": "user", "content": f"My card is {CARD}, I am John Smith"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "lookup",
+                    "input": {"email": "jane.doe@example.com", "n": 4111111111111111},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "owner: jane.doe@example.com"}],
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": "iVBORw0KGgoAAAANSUhEUg"}},
+                {"type": "text", "text": "What is this?"},
+            ],
+        },
+    ],
+}  # fmt: skip
+
+
+def content_tracing(scrubber: Scrubber, max_chars: int = 16_000) -> tuple[Tracing, Any]:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(
+        exporter=exporter, capture_content=True, content_max_chars=max_chars, scrub=scrubber.redact
+    )
+    return tracing, exporter
+
+
+def root_attrs(exporter: InMemorySpanExporter) -> dict[str, Any]:
+    root, _ = spans_of(exporter)
+    return dict(root.attributes or {})
+
+
+async def test_anthropic_content_is_scrubbed_in_the_conventions_parts_structure(
+    scrubber: Scrubber,
+) -> None:
+    tracing, exporter = content_tracing(scrubber)
+    call = make_call(body=ANTHROPIC_BODY, output_text=["Your card ", f"{CARD} is fine"])
+    await TracingGuard(tracing).after(call, None)
+    a = root_attrs(exporter)
+    assert orjson.loads(a["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "You are the support agent of ACME."}
+    ]
+    user, assistant, tool, image = orjson.loads(a["gen_ai.input.messages"])
+    assert user == {
+        "role": "user",
+        "parts": [{"type": "text", "content": "My card is [CARD_1], I am [PERSON_1]"}],
+    }
+    assert assistant["role"] == "assistant"
+    assert assistant["parts"][1] == {
+        "type": "tool_call",
+        "id": "toolu_1",
+        "name": "lookup",
+        "arguments": {"email": "[EMAIL_1]", "n": "[CARD_1]"},
+    }
+    assert tool == {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": "toolu_1", "response": "owner: [EMAIL_1]"}],
+    }
+    assert image["parts"][0] == {"type": "image", "modality": "image"}  # never inlined
+    assert orjson.loads(a["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Your card [CARD_1] is fine"}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert "bastion.content_truncated" not in a
+    every = " ".join(str(v) for s in exporter.get_finished_spans() for v in s.attributes.values())
+    for raw in ("4111", "John Smith", "jane.doe", "iVBOR"):
+        assert raw not in every
+
+
+async def test_openai_instructions_stay_in_the_history_and_tool_arguments_are_objects(
+    scrubber: Scrubber,
+) -> None:
+    tracing, exporter = content_tracing(scrubber)
+    body = {
+        "model": "gpt-x",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
+            {"role": "user", "content": "Mail jane.doe@example.com"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "send", "arguments": '{"to": "jane.doe@example.com"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+        ],
+    }
+    call = make_call(client_format=Format.OPENAI, body=body, finish_reason="tool_calls")
+    call.output_text.clear()
+    tracing.record_call(call, None)
+    a = root_attrs(exporter)
+    assert "gen_ai.system_instructions" not in a  # part of the chat history in this API
+    msgs = orjson.loads(a["gen_ai.input.messages"])
+    assert [m["role"] for m in msgs] == ["system", "system", "user", "assistant", "tool"]
+    assert msgs[2]["parts"] == [{"type": "text", "content": "Mail [EMAIL_1]"}]
+    assert msgs[3]["parts"] == [
+        {"type": "tool_call", "id": "call_1", "name": "send", "arguments": {"to": "[EMAIL_1]"}}
+    ]
+    assert msgs[4]["parts"] == [{"type": "tool_call_response", "id": "call_1", "response": "sent"}]
+    out = orjson.loads(a["gen_ai.output.messages"])
+    assert out == [{"role": "assistant", "parts": [], "finish_reason": "tool_call"}]
+
+
+async def test_a_failed_call_without_output_has_no_output_messages(scrubber: Scrubber) -> None:
+    tracing, exporter = content_tracing(scrubber)
+    call = make_call(status=429, error_type="BudgetExceeded", attempts=[], output_text=[])
+    tracing.record_call(call, None)
+    a = root_attrs(exporter)
+    assert "gen_ai.output.messages" not in a
+    assert orjson.loads(a["gen_ai.input.messages"])[0]["role"] == "user"
+
+
+async def test_content_is_bounded_oldest_messages_first_and_stays_valid_json(
+    scrubber: Scrubber,
+) -> None:
+    tracing, exporter = content_tracing(scrubber, max_chars=2000)
+    history = [{"role": "user", "content": f"turn {i} " + "x" * 400} for i in range(30)]
+    history.append({"role": "user", "content": "last " + "y" * 5000 + f" {CARD}"})
+    body = {"model": "claude-fast", "max_tokens": 8, "messages": history}
+    tracing.record_call(make_call(body=body, output_text=["z" * 9000]), None)
+    a = root_attrs(exporter)
+    for key in ("gen_ai.input.messages", "gen_ai.output.messages"):
+        assert len(a[key]) <= 2000
+    msgs = orjson.loads(a["gen_ai.input.messages"])
+    assert len(msgs) == 1 and msgs[0]["parts"][0]["content"].startswith("last yyy")
+    assert orjson.loads(a["gen_ai.output.messages"])[0]["finish_reason"] == "stop"
+    assert a["bastion.content_truncated"] is True
+    assert "4111" not in a["gen_ai.input.messages"]
+
+
+any_json = st.recursive(
+    st.one_of(st.integers(), st.floats(), st.text(max_size=40), st.none()),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(v=any_json)
+def test_any_tool_argument_becomes_json_within_the_bound(scrubber: Scrubber, v: Any) -> None:
+    args = ContentCapture(scrubber.redact, 512).value(v)  # a 70-digit int too: as a string
+    text, _ = fit([{"role": "assistant", "parts": [{"type": "tool_call", "arguments": args}]}], 512)
+    assert len(text) <= 512 and isinstance(orjson.loads(text), list)
+
+
+def test_content_is_never_captured_without_a_scrubber() -> None:
+    with pytest.raises(ValueError, match="scrub"):
+        Tracing(exporter=InMemorySpanExporter(), capture_content=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    words=st.integers(min_value=0, max_value=700),
+    sep=st.sampled_from([" ", "-", ""]),
+    limit=st.integers(min_value=64, max_value=900),
+)
+def test_a_card_number_split_by_the_bound_never_shows_even_in_part(
+    scrubber: Scrubber, words: int, sep: str, limit: int
+) -> None:
+    card = sep.join(["4111", "1111", "1111", "1111"])
+    text = "ab " * words + card + " cd" * 400  # the card anywhere, across the cut too
+    clipped = ContentCapture(scrubber.redact, limit).clip(text)
+    assert len(clipped) <= limit + 1
+    assert "4111" not in clipped and "1111" not in clipped
+
+
+json_leaf = st.one_of(st.text(max_size=300), st.integers(-(2**63), 2**63), st.none(), st.booleans())
+messages_st = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "tool"]),
+            "parts": st.lists(
+                st.fixed_dictionaries(
+                    {"type": st.just("text"), "content": st.text(max_size=600)},
+                    optional={"arguments": st.dictionaries(st.text(max_size=8), json_leaf)},
+                ),
+                max_size=6,
+            ),
+        }
+    ),
+    max_size=12,
+)
+
+
+@given(messages=messages_st, limit=st.integers(min_value=64, max_value=4000))
+def test_fit_always_gives_json_within_the_bound_and_cuts_only_when_needed(
+    messages: list[dict[str, Any]], limit: int
+) -> None:
+    text, cut = fit(messages, limit)
+    assert len(text) <= limit
+    parsed = orjson.loads(text)
+    assert isinstance(parsed, list)
+    whole = orjson.dumps(messages).decode()
+    assert cut is (len(whole) > limit)
+    if not cut:
+        assert parsed == messages
+    elif parsed:
+        assert len(parsed) <= len(messages)
+        assert [m["role"] for m in parsed] == [m["role"] for m in messages[-len(parsed) :]]

@@ -8,7 +8,12 @@ one ``start_span`` made under a lock; every other span (the attempts) gets rando
 
 Spans are built after the call from its recorded timestamps (monotonic offsets added to the
 wall-clock start), so tracing costs nothing on the hot path. Attribute names follow the OTel
-GenAI semantic conventions (client inference span); prompt and answer text are never recorded.
+GenAI semantic conventions (inference span, semconv 1.41): every call span says why the answer
+ended (``gen_ai.response.finish_reasons``, ``error`` for a failed or cut call) and, where a
+provider answered, its id (``gen_ai.response.id``). The user (``user.id``) is recorded only
+when the operator allows it, and the prompt and answer only on request (``capture_content``,
+see ``genai_content``); both pass through the PII scrubber first, since a trace backend is
+often someone else's service.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,8 +37,9 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace import TraceFlags as OTelTraceFlags
 
-from ..call import Call
+from ..call import Call, Usage
 from ..store import CallRecord, RecordStore
+from .genai_content import ContentCapture, finish_reason
 from .metrics import attempt_summary
 
 __all__ = ["Tracing", "TracingGuard", "call_attributes", "format_call", "print_trace"]
@@ -44,6 +50,7 @@ log = logging.getLogger("bastion.tracing")
 # other kinds report the endpoint's own name.
 GENAI_PROVIDERS: Final[Mapping[str, str]] = {"anthropic": "anthropic", "openai": "openai"}
 _MAX_FLAG_CHARS: Final = 256
+Scrub = Callable[[str], str]
 
 
 class _PinnedIds(IdGenerator):
@@ -99,19 +106,44 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def call_attributes(
-    call: Call, provider_name: str | None, *, include_user_id: bool = False
-) -> dict[str, Any]:
-    """The call span's attributes: GenAI conventions plus ``bastion.*``; no prompt or answer text."""
-    u = call.usage
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": call.requested_model,
-        # the conventions count cached tokens inside input_tokens; Bastion keeps them apart
+def failed(call: Call, error: BaseException | None) -> bool:
+    """Whether the call ended without a whole answer (refused, failed, cut or abandoned)."""
+    f = call.flags
+    return (
+        error is not None
+        or call.status >= 400
+        or call.error_type is not None
+        or "stream_error" in f
+        or "client_disconnected" in f
+    )
+
+
+def _usage(u: Usage) -> dict[str, int]:
+    # the conventions count cached tokens inside input_tokens; Bastion keeps them apart
+    return {
         "gen_ai.usage.input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
         "gen_ai.usage.output_tokens": u.output_tokens,
         "gen_ai.usage.cache_read.input_tokens": u.cache_read_tokens,
-        "gen_ai.usage.cache_write.input_tokens": u.cache_write_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": u.cache_write_tokens,
+    }
+
+
+def call_attributes(
+    call: Call,
+    provider_name: str | None,
+    *,
+    include_user_id: bool = False,
+    scrub: Scrub | None = None,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """The call span's attributes: GenAI conventions plus ``bastion.*``; no prompt or answer text."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": call.requested_model,
+        **_usage(call.usage),
+        "gen_ai.response.finish_reasons": (
+            finish_reason(call.finish_reason, failed=failed(call, error)),
+        ),
         "bastion.request_id": call.request_id,
         "bastion.api_format": call.client_format.value,
         "bastion.feature": call.feature or "default",
@@ -129,9 +161,10 @@ def call_attributes(
         attrs["gen_ai.request.stream"] = True
         if call.ttft_ms is not None:
             attrs["gen_ai.response.time_to_first_chunk"] = call.ttft_ms / 1000.0
-    finish = getattr(call, "finish_reason", None)
-    if isinstance(finish, str) and finish:
-        attrs["gen_ai.response.finish_reasons"] = (finish,)
+    if call.finish_reason:
+        attrs["bastion.provider_finish_reason"] = call.finish_reason
+    if call.response_id:
+        attrs["gen_ai.response.id"] = call.response_id
     if call.conversation_id:
         attrs["gen_ai.conversation.id"] = call.conversation_id
     prompt_name = call.flags.get("prompt_name")
@@ -153,7 +186,7 @@ def call_attributes(
     attrs["bastion.retried"] = retried
     attrs["bastion.failover"] = failover
     if include_user_id and call.user_id:
-        attrs["bastion.user_id"] = call.user_id
+        attrs["user.id"] = scrub(call.user_id) if scrub is not None else call.user_id
     for key, value in call.flags.items():
         v = _flag_value(value)
         if v is not None:
@@ -180,17 +213,31 @@ class Tracing:
         include_user_id: bool = False,
         provider_kinds: Mapping[str, str] | None = None,
         batch: bool | None = None,
+        capture_content: bool = False,
+        content_max_chars: int = 16_000,
+        scrub: Scrub | None = None,
     ) -> None:
         """``endpoint`` is the OTLP/HTTP traces URL; ``exporter`` overrides it (tests pass an
-        in-memory one). With neither, tracing is off and ``enabled`` is False."""
+        in-memory one). With neither, tracing is off and ``enabled`` is False.
+
+        ``scrub`` (the gateway's PII scrubber) cleans the user id and, with ``capture_content``,
+        the prompt and answer; content is never captured without it."""
         if not 0.0 <= sample_ratio <= 1.0:
             raise ValueError("sample_ratio must be within [0, 1]")
+        if capture_content and scrub is None:
+            raise ValueError("capture_content needs a scrub function: nothing raw is written")
         if exporter is None and endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(headers or {}))
         self.enabled = exporter is not None
         self.include_user_id = include_user_id
+        self._scrub = scrub
+        self.content = (
+            ContentCapture(scrub, content_max_chars)
+            if capture_content and scrub is not None
+            else None
+        )
         self._kinds = dict(provider_kinds or {})
         self._ids = _PinnedIds()
         self._lock = threading.Lock()
@@ -235,7 +282,13 @@ class Tracing:
         end = call.ended if call.ended is not None else time.monotonic()
         end_ns = start_ns + int(max(0.0, end - call.started) * 1e9)
         provider = self.provider_name(call.provider)
-        attrs = call_attributes(call, provider, include_user_id=self.include_user_id)
+        attrs = call_attributes(
+            call, provider, include_user_id=self.include_user_id, scrub=self._scrub, error=error
+        )
+        if self.content is not None:
+            finishes = attrs["gen_ai.response.finish_reasons"]
+            attrs |= self.content.attributes(call, finishes[0], failed=failed(call, error))
+        user = attrs.get("user.id")
         with self._lock:
             self._ids.pin(trace_id, span_id)
             try:
@@ -256,6 +309,10 @@ class Tracing:
                 span.set_status(Status(StatusCode.ERROR, etype))
         parent_ctx = trace.set_span_in_context(span)
         last = len(call.attempts) - 1
+        answered = max(
+            (i for i, a in enumerate(call.attempts) if a.status == 200 and a.error is None),
+            default=None,
+        )
         for i, a in enumerate(call.attempts):
             a_start = start_ns + int(max(0.0, a.started - call.started) * 1e9)
             a_end_mono = a.ended if a.ended else end
@@ -272,9 +329,18 @@ class Tracing:
                 a_attrs["gen_ai.provider.name"] = pname
             if a.status is not None:
                 a_attrs["http.response.status_code"] = a.status
+            if a.usage is not None:
+                a_attrs |= _usage(a.usage)
+            if user is not None:
+                a_attrs["user.id"] = user
             if a.error is not None:
                 a_attrs["error.type"] = a.error
-            elif i == last and call.served_model:
+                a_attrs["gen_ai.response.finish_reasons"] = ("error",)
+            elif i == answered:
+                a_attrs["gen_ai.response.finish_reasons"] = attrs["gen_ai.response.finish_reasons"]
+                if call.response_id:
+                    a_attrs["gen_ai.response.id"] = call.response_id
+            if a.error is None and i == last and call.served_model:
                 a_attrs["gen_ai.response.model"] = call.served_model
             child = self._tracer.start_span(
                 f"chat {a.model}",
@@ -311,7 +377,10 @@ class TracingGuard:
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         try:
-            self._tracing.record_call(call, error)
+            if self._tracing.content is not None:  # scrubbing a long history: off the loop
+                await asyncio.to_thread(self._tracing.record_call, call, error)
+            else:
+                self._tracing.record_call(call, error)
         except Exception:
             log.exception("tracing: could not export call %s", call.request_id)
 

@@ -1,0 +1,327 @@
+"""A call's prompt and answer as the OTel GenAI content attributes: scrubbed, bounded, valid JSON.
+
+``gen_ai.input.messages``, ``gen_ai.output.messages`` and ``gen_ai.system_instructions`` are
+JSON strings (the Python SDK takes no structured attribute values) in the conventions' parts
+structure (semconv 1.41: ``gen-ai-input-messages.json`` and its siblings)::
+
+    [{"role": "user", "parts": [{"type": "text", "content": "..."}]}]
+
+Nothing raw is written: every string a person or a model wrote (message text, tool arguments
+and results, numbers inside tool arguments) passes through the gateway's PII scrubber before it
+is kept. Each text is scrubbed whole up to the attribute's bound; a longer one is cut first,
+with a margin dropped from the scrubbed end so a card number or address split by the cut can
+never survive half-visible. The attribute then fits its bound as whole JSON: the oldest
+messages go first, then long texts are shortened. Media is named by its kind, never inlined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import orjson
+
+from ..call import Call
+from ..providers.base import Format
+
+__all__ = ["ContentCapture", "finish_reason"]
+
+Scrub = Callable[[str], str]
+
+# the conventions' FinishReason values for each provider's own (both formats map alike)
+FINISH_REASONS: Final[Mapping[str, str]] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "stop": "stop",
+    "max_tokens": "length",
+    "length": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_call",
+    "tool_calls": "tool_call",
+    "function_call": "tool_call",
+    "refusal": "content_filter",
+    "content_filter": "content_filter",
+}
+# a PII item is far shorter than this: what a pre-cut may have split lies within it of the end
+_CUT_MARGIN: Final = 512
+_ELLIPSIS: Final = "…"
+_MIN_TEXT: Final = 32
+_MEDIA: Final[Mapping[str, str]] = {
+    "image": "image",
+    "image_url": "image",
+    "input_audio": "audio",
+    "audio": "audio",
+    "document": "file",
+    "file": "file",
+}
+
+
+def finish_reason(raw: str | None, *, failed: bool) -> str:
+    """The conventions' finish reason: ``error`` for a call that failed or was cut, else the
+    provider's reason mapped (unknown ones as they are); an answer Bastion served without a
+    provider's reason (the degraded message, an idempotent replay) ended normally: ``stop``."""
+    if failed:
+        return "error"
+    if raw is None:
+        return "stop"
+    return FINISH_REASONS.get(raw, raw)
+
+
+class ContentCapture:
+    """Builds the three content attributes of one call with one scrubber and one bound."""
+
+    def __init__(self, scrub: Scrub, max_chars: int) -> None:
+        if max_chars < 2 * _MIN_TEXT:
+            raise ValueError("content max_chars is too small to hold a message")
+        self._scrub = scrub
+        self._max = max_chars
+
+    def attributes(self, call: Call, finish: str, *, failed: bool) -> dict[str, Any]:
+        """The content attributes of the call (absent when there is nothing to say)."""
+        body = call.body
+        if call.client_format is Format.ANTHROPIC:
+            system = self._anthropic_system(body.get("system"))
+            history = body.get("messages")
+            messages = self._newest_first(history, self._anthropic_message)
+        else:
+            system = []
+            messages = self._newest_first(body.get("messages"), self._openai_message)
+        attrs: dict[str, Any] = {}
+        cut = False
+        if messages:
+            text, trimmed = fit(messages, self._max)
+            attrs["gen_ai.input.messages"] = text
+            cut |= trimmed
+        if system:
+            text, trimmed = fit(system, self._max, drop_oldest=False)
+            attrs["gen_ai.system_instructions"] = text
+            cut |= trimmed
+        answer = "".join(call.output_text)
+        if answer or not failed:
+            parts = [self._text(answer)] if answer else []
+            out = [{"role": "assistant", "parts": parts, "finish_reason": finish}]
+            text, trimmed = fit(out, self._max)
+            attrs["gen_ai.output.messages"] = text
+            cut |= trimmed
+        if cut:
+            attrs["bastion.content_truncated"] = True
+        return attrs
+
+    # -- scrubbing ------------------------------------------------------------------------
+
+    def clip(self, text: str) -> str:
+        """Scrubbed, and at most the bound (plus an ellipsis) long."""
+        limit = self._max
+        if len(text) <= limit + _CUT_MARGIN:
+            safe = self._scrub(text)
+            return safe if len(safe) <= limit else safe[:limit] + _ELLIPSIS
+        safe = self._scrub(text[: limit + _CUT_MARGIN])
+        return safe[: max(0, min(limit, len(safe) - _CUT_MARGIN))] + _ELLIPSIS
+
+    def value(self, v: Any) -> Any:
+        """A tool argument or result, every string and number in it scrubbed."""
+        if isinstance(v, str):
+            return self.clip(v)
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, int | float):
+            s = str(v)
+            safe = self._scrub(s)
+            fits = not isinstance(v, int) or -(2**63) <= v < 2**64  # what JSON output can hold
+            return v if safe == s and fits else safe
+        if isinstance(v, Mapping):
+            return {self._scrub(str(k)): self.value(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [self.value(x) for x in v]
+        return self.clip(str(v))
+
+    def _text(self, text: str) -> dict[str, Any]:
+        return {"type": "text", "content": self.clip(text)}
+
+    def _newest_first(
+        self, history: Any, one: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    ) -> list[dict[str, Any]]:
+        """Messages in the order sent, converted newest first and only while they can fit."""
+        if not isinstance(history, list):
+            return []
+        kept: list[dict[str, Any]] = []
+        size = 0
+        for m in reversed(history):
+            if not isinstance(m, Mapping):
+                continue
+            msg = one(m)
+            if msg is None:
+                continue
+            kept.append(msg)
+            size += len(_dumps(msg))
+            if size > self._max:  # older ones would be dropped by ``fit``: not scrubbed for nothing
+                break
+        kept.reverse()
+        return kept
+
+    # -- Anthropic Messages --------------------------------------------------------------
+
+    def _anthropic_system(self, system: Any) -> list[dict[str, Any]]:
+        if isinstance(system, str):
+            return [self._text(system)] if system else []
+        if isinstance(system, list):
+            return [
+                self._text(b["text"])
+                for b in system
+                if isinstance(b, Mapping) and isinstance(b.get("text"), str)
+            ]
+        return []
+
+    def _anthropic_message(self, m: Mapping[str, Any]) -> dict[str, Any] | None:
+        role = m.get("role")
+        if not isinstance(role, str):
+            return None
+        content = m.get("content")
+        blocks: Iterable[Any] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else content or ()
+        )
+        if not isinstance(blocks, list | tuple):
+            return None
+        parts = [p for b in blocks if isinstance(b, Mapping) and (p := self._block(b))]
+        if parts and all(p["type"] == "tool_call_response" for p in parts):
+            role = "tool"  # the conventions carry tool results in tool messages
+        return {"role": role, "parts": parts}
+
+    def _block(self, b: Mapping[str, Any]) -> dict[str, Any]:
+        kind = b.get("type")
+        if kind == "text" and isinstance(b.get("text"), str):
+            return self._text(b["text"])
+        if kind == "tool_use":
+            return {
+                "type": "tool_call",
+                "id": _str(b.get("id")),
+                "name": _str(b.get("name")),
+                "arguments": self.value(b.get("input")),
+            }
+        if kind == "tool_result":
+            result = b.get("content")
+            if isinstance(result, list):
+                result = "\n".join(
+                    x["text"]
+                    for x in result
+                    if isinstance(x, Mapping) and isinstance(x.get("text"), str)
+                )
+            return {
+                "type": "tool_call_response",
+                "id": _str(b.get("tool_use_id")),
+                "response": self.value(result),
+            }
+        if kind == "thinking" and isinstance(b.get("thinking"), str):
+            return {"type": "reasoning", "content": self.clip(b["thinking"])}
+        return _media(kind)
+
+    # -- OpenAI Chat Completions -----------------------------------------------------------
+
+    def _openai_message(self, m: Mapping[str, Any]) -> dict[str, Any] | None:
+        role = m.get("role")
+        if not isinstance(role, str):
+            return None
+        content = m.get("content")
+        if role in ("tool", "function"):
+            text = content if isinstance(content, str) else _joined(content)
+            call_id = m.get("tool_call_id") if role == "tool" else m.get("name")
+            part = {"type": "tool_call_response", "id": _str(call_id), "response": self.value(text)}
+            return {"role": "tool", "parts": [part]}
+        parts: list[dict[str, Any]] = []
+        if isinstance(content, str):
+            if content:
+                parts.append(self._text(content))
+        elif isinstance(content, list):
+            for p in content:
+                if not isinstance(p, Mapping):
+                    continue
+                if p.get("type") == "text" and isinstance(p.get("text"), str):
+                    parts.append(self._text(p["text"]))
+                else:
+                    parts.append(_media(p.get("type")))
+        for tc in m.get("tool_calls") or ():
+            fn = tc.get("function") if isinstance(tc, Mapping) else None
+            if isinstance(fn, Mapping):
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": _str(tc.get("id")),
+                        "name": _str(fn.get("name")),
+                        "arguments": self.value(_arguments(fn.get("arguments"))),
+                    }
+                )
+        return {"role": "system" if role == "developer" else role, "parts": parts}
+
+
+def _dumps(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _joined(content: Any) -> str:
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(
+        p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+    )
+
+
+def _arguments(raw: Any) -> Any:
+    """Tool arguments as an object where the model sent parseable JSON (the conventions ask it)."""
+    if isinstance(raw, str):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _media(kind: Any) -> dict[str, Any]:
+    """A part Bastion does not inline (images, audio, files, unknown kinds), named by its kind."""
+    name = kind if isinstance(kind, str) and kind else "unknown"
+    modality = _MEDIA.get(name)
+    return {"type": name, "modality": modality} if modality else {"type": name}
+
+
+def _shorten(v: Any, cap: int) -> Any:
+    """Every string longer than ``cap`` cut to it (keys and structure kept)."""
+    if isinstance(v, str):
+        return v if len(v) <= cap else v[:cap] + _ELLIPSIS
+    if isinstance(v, dict):
+        return {k: _shorten(x, cap) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_shorten(x, cap) for x in v]
+    return v
+
+
+def fit(items: list[dict[str, Any]], limit: int, *, drop_oldest: bool = True) -> tuple[str, bool]:
+    """``items`` as JSON of at most ``limit`` characters, and whether anything was cut.
+
+    The oldest items go first (the last one stays), then every long string is shortened by
+    halves; what still does not fit loses its earliest items, down to ``[]``.
+    """
+    text = _dumps(items)
+    if len(text) <= limit:
+        return text, False
+    kept = list(items)
+    while drop_oldest and len(kept) > 1:
+        kept.pop(0)
+        text = _dumps(kept)
+        if len(text) <= limit:
+            return text, True
+    cap = limit
+    while cap >= _MIN_TEXT:
+        text = _dumps(_shorten(kept, cap))
+        if len(text) <= limit:
+            return text, True
+        cap //= 2
+    shortened = _shorten(kept, _MIN_TEXT)
+    while shortened:
+        shortened.pop(0)
+        text = _dumps(shortened)
+        if len(text) <= limit:
+            return text, True
+    return "[]", True
