@@ -152,3 +152,17 @@ def test_a_tool_can_extend_the_function_allow_list_for_itself_only() -> None:
     assert check._check(_call(), "report_sql", sql) == "SELECT MD5(status) FROM orders LIMIT 1000"
     with pytest.raises(OutputBlocked, match="md5"):
         check._check(_call(), "run_sql", sql)
+
+
+async def test_config_extends_the_allow_list_per_tool_and_names_a_stray_tool(
+    tmp_path: Path,
+) -> None:
+    cfg = _cfg(tmp_path)
+    cfg["features"]["default"]["safety"]["sql_functions"] = {"run_sql": ["md5"]}
+    async with bastion.Gateway.from_config(None, **cfg) as gw:
+        assert "MD5(status)" in _sql_of(await _ask(gw, "SELECT md5(status) FROM orders"))
+        with pytest.raises(OutputBlocked, match="version"):
+            await _ask(gw, "SELECT version()")
+    cfg["features"]["default"]["safety"]["sql_functions"] = {"other_tool": ["md5"]}
+    with pytest.raises(Exception, match="sql_functions"):
+        bastion.Gateway.from_config(None, **cfg)
