@@ -270,6 +270,23 @@ async def test_user_id_is_on_every_span_when_config_allows_and_scrubbed(
     assert all(u == "[EMAIL_1]" for u in users[3:])  # an email never leaves the gateway
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    email=st.from_regex(r"[a-z]{2,10}\.[a-z]{2,10}@[a-z]{2,10}\.(com|org|net)", fullmatch=True),
+    opaque=st.from_regex(r"(user|u|acct)-[0-9a-f]{1,12}", fullmatch=True),
+)
+def test_user_id_never_carries_an_email_and_keeps_an_opaque_id(
+    scrubber: Scrubber, email: str, opaque: str
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(exporter=exporter, include_user_id=True, scrub=scrubber.redact)
+    tracing.record_call(make_call(user_id=email), None)
+    tracing.record_call(make_call(user_id=opaque), None)
+    users = [str((x.attributes or {})["user.id"]) for x in exporter.get_finished_spans()]
+    assert all(email.split("@")[0] not in u for u in users[:3])
+    assert users[3:] == [opaque] * 3
+
+
 async def test_a_failed_call_sets_error_type_and_status(
     exported: tuple[Tracing, InMemorySpanExporter],
 ) -> None:
