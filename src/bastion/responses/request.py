@@ -62,7 +62,7 @@ def to_chat(body: dict[str, Any]) -> Translated:
         messages.extend(input_messages(raw_input))
     elif raw_input is not None:
         raise _bad("input", "must be a string or a list of input items")
-    if not any(m["role"] != "system" for m in messages):
+    if not any(m["role"] not in ("system", "developer") for m in messages):
         raise _bad("input", "is required: give at least one message or function_call_output")
     chat: dict[str, Any] = {"model": model, "messages": messages}
     tools = _tools(body.get("tools"))
