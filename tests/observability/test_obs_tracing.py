@@ -647,3 +647,26 @@ def test_fit_always_gives_json_within_the_bound_and_cuts_only_when_needed(
     elif parsed:
         assert len(parsed) <= len(messages)
         assert [m["role"] for m in parsed] == [m["role"] for m in messages[-len(parsed) :]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(texts=st.lists(st.sampled_from([f"Mail {CARD} to jane.doe@example.com", "plain " * 12,
+                                       "John Smith lives in Paris, France, since 2019"]) | st.text(min_size=0, max_size=80),
+                      min_size=1, max_size=12))  # fmt: skip
+def test_remembered_scrubs_equal_the_scrubber_and_repeat_texts_are_scrubbed_once(
+    scrubber: Scrubber, texts: list[str]
+) -> None:
+    seen: list[str] = []
+
+    def counting(text: str) -> str:
+        seen.append(text)
+        return str(scrubber.redact(text))
+
+    capture = ContentCapture(counting, 4000, memo_items=3)
+    for t in texts * 2:
+        assert capture.clip(t) == scrubber.redact(t)
+    long_ones = [t for t in texts if len(t) >= 32]
+    # a long text is scrubbed again only after 3 other long texts pushed it out
+    assert len([t for t in seen if len(t) >= 32]) <= 2 * len(long_ones)
+    if long_ones and len(set(long_ones)) <= 3:
+        assert len([t for t in seen if len(t) >= 32]) == len(set(long_ones))
