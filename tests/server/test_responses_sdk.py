@@ -145,6 +145,46 @@ def test_tool_call_round_trip(client: openai.OpenAI) -> None:
     assert "Sunny, 21 C" in second.output_text
 
 
+def test_earlier_output_items_sent_back_as_input_continue_the_conversation(
+    client: openai.OpenAI, gw: RunningGateway
+) -> None:
+    first = client.responses.create(model="gpt-4.1", input="Name a colour.")
+    second = client.responses.create(
+        model="gpt-4.1",
+        input=[
+            {"role": "user", "content": "Name a colour."},
+            *[o.model_dump(exclude_none=True) for o in first.output],  # type: ignore[misc]
+            {"role": "user", "content": [{"type": "input_text", "text": "And another?"}]},
+        ],
+    )
+    assert second.status == "completed" and second.output_text
+    assert first.usage is not None and second.usage is not None
+    # the earlier answer went upstream as the assistant's turn: it is counted as input
+    assert second.usage.input_tokens > first.usage.output_tokens
+    rec = _record(gw, "req_" + second.id.removeprefix("resp_"))
+    assert "And another?" in (rec.input_text or "")
+
+
+def test_an_idempotent_retry_replays_the_same_response(client: openai.OpenAI) -> None:
+    for stream in (False, True):
+        key = {"extra_headers": {"idempotency-key": f"resp-idem-{stream}"}}
+        if stream:
+            a, b = (
+                list(client.responses.create(model="gpt-4.1", input="Once", stream=True, **key))
+                for _ in range(2)
+            )
+            assert len(a) == len(b) > 5
+            for x, y in zip(a, b, strict=True):
+                if x.type == "response.completed" and y.type == "response.completed":
+                    # when this delivery completed; everything else is the stored answer
+                    x.response.completed_at = y.response.completed_at = None
+                assert x.to_dict() == y.to_dict()
+        else:
+            one = client.responses.create(model="gpt-4.1", input="Once", **key)
+            two = client.responses.create(model="gpt-4.1", input="Once", **key)
+            assert one.id == two.id and one.output_text == two.output_text
+
+
 def test_streamed_tool_call_arguments_reassemble(client: openai.OpenAI) -> None:
     with client.responses.stream(model="gpt-4.1", input="Weather in Oslo?", tools=[WEATHER]) as s:  # type: ignore[list-item]
         events = list(s)

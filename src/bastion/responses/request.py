@@ -353,7 +353,7 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
                 "name": t.get("name"),
                 "description": t.get("description"),
                 "parameters": t.get("parameters"),
-                "strict": t.get("strict", True),
+                "strict": t.get("strict") is True,  # sent upstream only when asked for
             }
             for t in tools
         ],

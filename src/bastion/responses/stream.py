@@ -98,6 +98,9 @@ class ResponsesEmitter:
             data = loads_object(ev.data) if ev.data.strip() != b"[DONE]" else None
             if data is not None:
                 self._model = self._model or (data.get("model") or None)
+                created = data.get("created")
+                if not self._started and isinstance(created, int) and created > 0:
+                    self._created = created  # the answer's own time: a replay keeps it
                 if isinstance(data.get("usage"), dict):
                     self._usage = R.usage(data["usage"])
             out += self._start()
