@@ -149,14 +149,12 @@ def test_earlier_output_items_sent_back_as_input_continue_the_conversation(
     client: openai.OpenAI, gw: RunningGateway
 ) -> None:
     first = client.responses.create(model="gpt-4.1", input="Name a colour.")
-    second = client.responses.create(
-        model="gpt-4.1",
-        input=[
-            {"role": "user", "content": "Name a colour."},
-            *[o.model_dump(exclude_none=True) for o in first.output],  # type: ignore[misc]
-            {"role": "user", "content": [{"type": "input_text", "text": "And another?"}]},
-        ],
-    )
+    history: list[Any] = [
+        {"role": "user", "content": "Name a colour."},
+        *[o.model_dump(exclude_none=True) for o in first.output],
+        {"role": "user", "content": [{"type": "input_text", "text": "And another?"}]},
+    ]
+    second = client.responses.create(model="gpt-4.1", input=history)
     assert second.status == "completed" and second.output_text
     assert first.usage is not None and second.usage is not None
     # the earlier answer went upstream as the assistant's turn: it is counted as input
@@ -167,10 +165,14 @@ def test_earlier_output_items_sent_back_as_input_continue_the_conversation(
 
 def test_an_idempotent_retry_replays_the_same_response(client: openai.OpenAI) -> None:
     for stream in (False, True):
-        key = {"extra_headers": {"idempotency-key": f"resp-idem-{stream}"}}
+        key = {"idempotency-key": f"resp-idem-{stream}"}
         if stream:
             a, b = (
-                list(client.responses.create(model="gpt-4.1", input="Once", stream=True, **key))
+                list(
+                    client.responses.create(
+                        model="gpt-4.1", input="Once", stream=True, extra_headers=key
+                    )
+                )
                 for _ in range(2)
             )
             assert len(a) == len(b) > 5
@@ -180,8 +182,8 @@ def test_an_idempotent_retry_replays_the_same_response(client: openai.OpenAI) ->
                     x.response.completed_at = y.response.completed_at = None
                 assert x.to_dict() == y.to_dict()
         else:
-            one = client.responses.create(model="gpt-4.1", input="Once", **key)
-            two = client.responses.create(model="gpt-4.1", input="Once", **key)
+            one = client.responses.create(model="gpt-4.1", input="Once", extra_headers=key)
+            two = client.responses.create(model="gpt-4.1", input="Once", extra_headers=key)
             assert one.id == two.id and one.output_text == two.output_text
 
 
