@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import openai
 import pytest
 from tests.conftest import RunningGateway, start_gateway, stop, write_config
@@ -48,6 +49,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         "broke": {"daily_budget_usd": 0.0},
         "redact": {"pii_output": "redact"},
         "scrub_in": {"pii_provider": True, "pii_output": "off"},
+        "off": {"degraded": {"mode": "message", "message": "Manual mode, sorry."}},
     }
     g = start_gateway(write_config(tmp, features=features))
     yield g
@@ -300,3 +302,29 @@ def test_a_stream_cut_upstream_ends_failed_never_completed(client: openai.OpenAI
     assert "response.completed" not in kinds
     assert kinds[-2:] == ["error", "response.failed"]
     assert events[-1].response.status == "failed"  # type: ignore[union-attr]
+
+
+def test_the_kill_switch_answers_with_the_degraded_message_as_a_response(
+    client: openai.OpenAI, gw: RunningGateway
+) -> None:
+    def kill(on: bool) -> None:
+        r = httpx.post(
+            gw.url + "/admin/kill",
+            json={"feature": "off", "on": on},
+            headers={"authorization": f"Bearer {gw.key}"},
+        )
+        assert r.status_code == 200, r.text
+
+    kill(True)
+    try:
+        r = client.responses.create(model="gpt-4.1", input="Hi", **_feature("off"))
+        assert r.status == "completed" and r.output_text == "Manual mode, sorry."
+        with client.responses.stream(model="gpt-4.1", input="Hi", **_feature("off")) as s:
+            kinds = [e.type for e in s]
+            final = s.get_final_response()
+        assert kinds[-1] == "response.completed" and final.output_text == "Manual mode, sorry."
+    finally:
+        kill(False)
+    assert client.responses.create(model="gpt-4.1", input="Hi", **_feature("off")).output_text != (
+        "Manual mode, sorry."
+    )
