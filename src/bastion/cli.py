@@ -10,6 +10,7 @@ import typer
 
 from .check.cli import check_command
 from .config import Config, LogFormat, LogLevel, find_config, load_config
+from .demo import demo_command
 from .errors import BastionError, ConfigError
 from .evals.cli import eval_app
 from .spend import spend_command
@@ -26,6 +27,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 app.command("check")(check_command)
 app.command("spend")(spend_command)
+app.command("demo")(demo_command)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")
