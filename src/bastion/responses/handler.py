@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +20,7 @@ from ..call import Principal
 from ..engine import Reply
 from ..errors import InvalidRequest
 from ..providers.base import Format
+from ..providers.sse import SSEDecoder
 from ..schema import parse_body
 from .request import to_chat
 from .response import from_chat, response_id
@@ -32,7 +33,8 @@ Admit = Callable[[dict[str, Any], Principal], None]
 
 
 class ResponsesApi:
-    """The Responses API over a gateway; ``handle`` has the signature of ``Gateway.handle``."""
+    """The Responses API over a gateway: ``handle`` for the server (the signature of
+    ``Gateway.handle``), ``create`` and ``stream`` for library users."""
 
     __slots__ = ("_gateway",)
 
@@ -69,3 +71,35 @@ class ResponsesApi:
             if isinstance(chat, dict) and chat.get("object") == "chat.completion":
                 reply.body = orjson.dumps(from_chat(chat, resp_id, translated.echo, now=now))
         return reply
+
+    async def create(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
+        """A Responses call in-process; returns the response object (``ctx`` as ``Gateway.messages``)."""
+        from ..gateway import LIBRARY_PRINCIPAL, _ctx_headers
+
+        raw = orjson.dumps({**body, "stream": False})
+        reply = await self.handle(
+            Format.OPENAI, raw, _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+        )
+        obj: dict[str, Any] = orjson.loads(reply.body or b"{}")
+        return obj
+
+    async def stream(self, body: Mapping[str, Any], **ctx: str) -> AsyncIterator[dict[str, Any]]:
+        """A streamed Responses call in-process; yields each event (a failure is an event too)."""
+        from ..gateway import LIBRARY_PRINCIPAL, _ctx_headers
+
+        raw = orjson.dumps({**body, "stream": True})
+        reply = await self.handle(
+            Format.OPENAI, raw, _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+        )
+        if reply.stream is None:  # an idempotent replay of a finished body, say
+            raise InvalidRequest("the gateway answered this streamed call without a stream")
+        decoder = SSEDecoder()
+        try:
+            async for chunk in reply.stream:
+                for ev in decoder.feed(chunk):
+                    event: dict[str, Any] = orjson.loads(ev.data)
+                    yield event
+        finally:
+            aclose = getattr(reply.stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
