@@ -134,7 +134,12 @@ def demo_command(
     chosen = select(only)
     console = _console()
     t0 = time.monotonic()
-    played = asyncio.run(run_demo(chosen, say=lambda line: console.print(escape(line))))
+
+    def say(line: str) -> None:  # each progress line as it happens, a pipe included
+        console.print(escape(line))
+        console.file.flush()
+
+    played = asyncio.run(run_demo(chosen, say=say))
     console.print(summary(played))
     good = sum(p.outcome.ok for p in played)
     took = time.monotonic() - t0

@@ -17,7 +17,7 @@ import logging
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,6 +354,19 @@ async def _read_events(r: aiohttp.ClientResponse) -> DemoReply:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: Ctrl-C must stop the demo, not only its server.
+
+    uvicorn's handler would swallow the first SIGINT and shut the gateway down under the
+    incidents still running; without it, ``asyncio.run`` cancels the demo and every context
+    manager here cleans up (server, stores, temporary folder).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def _free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -400,9 +413,7 @@ async def open_stage(edit: Any = None) -> AsyncIterator[Stage]:
         logs.addFilter(PiiLogFilter(gateway.scrubber))  # as serve.install_log_scrubbing does
         sock = _free_socket()
         port = sock.getsockname()[1]
-        server = uvicorn.Server(
-            server_config(create_app(gateway), cfg, host="127.0.0.1", port=port)
-        )
+        server = _Server(server_config(create_app(gateway), cfg, host="127.0.0.1", port=port))
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
