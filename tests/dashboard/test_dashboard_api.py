@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +16,7 @@ from bastion.config import Config
 from bastion.gateway import Gateway
 from bastion.server.app import create_app
 from bastion.server.dashboard import Dashboard
-from bastion.state import Cap
+from bastion.state import BreakerPolicy, Cap
 from bastion.store import CallRecord, KeyRecord, LedgerEntry
 
 ADMIN = "bst-dashboard-admin-secret"
@@ -36,7 +36,8 @@ def _config(tmp: Path) -> Config:
                 }
             },
             "features": {
-                "default": {"daily_budget_usd": 2},
+                # answers keep their PII (flagged, not replaced): the no-PII scorer has one to find
+                "default": {"daily_budget_usd": 2, "pii_output": "flag"},
                 "drafts": {"daily_budget_usd": 5},
                 "summaries": {"daily_budget_usd": 3},
                 "uncapped": {},
@@ -80,7 +81,7 @@ async def _get(
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(msg: dict[str, Any]) -> None:
+    async def send(msg: MutableMapping[str, Any]) -> None:
         if msg["type"] == "http.response.start":
             out["status"] = msg["status"]
             out["headers"] = dict(msg["headers"])
@@ -92,7 +93,7 @@ async def _get(
     return out["status"], orjson.loads(out["body"])
 
 
-@pytest.mark.parametrize("path", ["summary", "latency", "calls", "trace", "breakers"])
+@pytest.mark.parametrize("path", ["summary", "latency", "calls", "trace", "breakers", "spend"])
 async def test_every_api_endpoint_needs_an_admin_key(gw: Gateway, path: str) -> None:
     status, body = await _get(gw, f"/admin/api/{path}", key=None)
     assert status == 401 and "error" in body
@@ -160,8 +161,8 @@ async def test_summary_rates_and_cache_savings_cover_the_window(gw: Gateway) -> 
         _call("old", now - 3 * 86400, status=500),
     ]
     await gw.store.insert_calls(calls)
-    status, s = await _get(gw, "/admin/api/summary", hours=24)
-    assert status == 200
+    status, s = await _get(gw, "/admin/api/summary", minutes=24 * 60)
+    assert status == 200 and s["calls"]["window_minutes"] == 24 * 60
     c = s["calls"]
     assert c["requests"] == 9 and c["errors"] == 2
     assert c["error_rate"] == pytest.approx(2 / 9)
@@ -170,8 +171,9 @@ async def test_summary_rates_and_cache_savings_cover_the_window(gw: Gateway) -> 
     assert c["degraded_rate"] == pytest.approx(1 / 9)
     assert s["cache"]["read_tokens"] == 1_000_000
     assert s["cache"]["savings_usd_estimate"] == pytest.approx(1.8)
-    status, s = await _get(gw, "/admin/api/summary", hours=0)
-    assert status == 400
+    for bad in (0, 7 * 24 * 60 + 1, "1h"):
+        status, body = await _get(gw, "/admin/api/summary", minutes=bad)
+        assert status == 400 and body["error"]["param"] == "minutes"
 
 
 async def test_latency_gives_p50_p95_of_latency_and_ttft_per_bucket(gw: Gateway) -> None:
@@ -225,15 +227,30 @@ async def test_calls_newest_first_and_trace_lists_one_trace_oldest_first(gw: Gat
         assert status == 400 and res["error"]["param"] == "trace_id"
 
 
-async def test_breakers_list_deployments_and_ones_recent_calls_found_open(gw: Gateway) -> None:
+async def test_breakers_show_live_state_and_calls_of_the_range_that_found_one_open(
+    gw: Gateway,
+) -> None:
+    name = "sim/claude-sonnet-5#0"
+    now = time.time()
     await gw.store.insert_calls(
-        [_call("s1", time.time(), status=503, flags={"breaker_open": ["sim/claude-sonnet-5#0"]})]
+        [
+            _call("s1", now - 60, status=503, flags={"breaker_open": [name]}),
+            _call("s2", now - 30, status=503, flags={"breaker_open": [name]}),
+            _call("s-old", now - 7200, status=503, flags={"breaker_open": [name]}),
+        ]
     )
-    status, b = await _get(gw, "/admin/api/breakers")
-    assert status == 200 and b["enabled"] is True
-    assert [d["deployment"] for d in b["deployments"]] == ["sim/claude-sonnet-5#0"]
-    assert [r["deployment"] for r in b["recently_open"]] == ["sim/claude-sonnet-5#0"]
-    assert b["live"] is hasattr(gw.state, "breaker_peek")
+    status, b = await _get(gw, "/admin/api/breakers", minutes=60)
+    assert status == 200 and b["enabled"] is True and b["live"] is True
+    assert b["deployments"] == [{"deployment": name, "state": "closed", "retry_after_seconds": 0}]
+    assert [(r["deployment"], r["calls"]) for r in b["recently_open"]] == [(name, 2)]
+    assert b["window"]["minutes"] == 60
+
+    await gw.state.breaker_record("breaker:" + name, False, BreakerPolicy(failure_threshold=1))
+    status, b = await _get(gw, "/admin/api/breakers", minutes=60)
+    (dep,) = b["deployments"]
+    assert dep["state"] == "open" and 25 < dep["retry_after_seconds"] <= 30
+    # reading it handed out nothing: the breaker still refuses a real call
+    assert not (await gw.state.breaker_allow("breaker:" + name, BreakerPolicy())).allowed
 
 
 async def test_quality_endpoint_reports_online_scores_behind_the_admin_key(gw: Gateway) -> None:

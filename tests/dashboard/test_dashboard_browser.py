@@ -250,8 +250,13 @@ def test_spend_chart_shows_drafts_spend_matching_the_ledger(seeded: Seeded, page
     assert "of $5.00" in (row.locator(".cap").text_content() or "")
     fill = float(row.locator(".bar-fill").get_attribute("width"))
     assert 0 < fill < 20, "a few calls against a $5 cap are a sliver of the bar"
-    total = page.locator('[data-kpi="spend-total"] .kpi-value').text_content()
-    assert total == f"${sum(spend.values()):.6f}" and spend.get(None, 0.0) > 0
+    # the tile is the spend of the selected range (the last hour: every seeded call), with
+    # today's total beside it; both read from the ledger
+    tile = page.locator('[data-kpi="spend-total"]')
+    assert tile.get_attribute("data-range") == "60"
+    assert tile.locator(".kpi-value").text_content() == f"${sum(spend.values()):.6f}"
+    assert f"today ${sum(spend.values()):.6f}" in (tile.locator(".kpi-sub").text_content() or "")
+    assert spend.get(None, 0.0) > 0
 
 
 def test_recent_calls_table_lists_calls_newest_first_and_trace_lookup_works(
@@ -280,12 +285,23 @@ def test_recent_calls_table_lists_calls_newest_first_and_trace_lookup_works(
     assert "Draft a reply about a refund" in (page.text_content("#trace-result") or "")
 
     other = seeded.request_ids[-1]
-    page.click(f'#calls-body tr[data-request-id="{other}"] .trace-link')
+    link = page.locator(f'#calls-body tr[data-request-id="{other}"] a.trace-link')
+    other_trace = link.get_attribute("data-trace-id")
+    assert link.get_attribute("href") == f"#trace={other_trace}"
+    link.click()
     page.wait_for_function(
         "id => document.getElementById('trace-result').dataset.traceId !== id", arg=seeded.trace_id
     )
     page.locator(f'#trace-result tr.trace-call[data-request-id="{other}"]').wait_for()
     assert page.locator("#trace-result tr.trace-call").count() == 1
+    assert page.evaluate("location.hash") == f"#trace={other_trace}"
+    # the trace view has its own address: reloading it (or sharing it) opens the same trace
+    page.reload()
+    page.locator(f'#trace-result tr.trace-call[data-request-id="{other}"]').wait_for()
+    assert page.get_attribute("#trace-result", "data-trace-id") == other_trace
+    page.click("#trace-result .trace-close")
+    assert page.locator("#trace-result tr.trace-call").count() == 0
+    assert page.evaluate("location.hash") == ""
 
 
 def test_charts_draw_latency_ttft_and_rates(seeded: Seeded, page: Any) -> None:
@@ -301,8 +317,11 @@ def test_charts_draw_latency_ttft_and_rates(seeded: Seeded, page: Any) -> None:
     )
     assert page.locator('[data-kpi="error-rate"] .kpi-value').text_content() != "0.0%"
     assert page.locator("#breakers li").count() >= 2
-    evals = page.inner_text("#evals-empty")
-    assert "No eval scores yet" in evals and "bastion eval run SUITE --out results.json" in evals
+    # the PII answer was scored: the scorer table shows, and "no scores yet" does not
+    page.locator('#quality-body tr[data-scorer="no_pii"]').first.wait_for()
+    assert page.locator("#quality-table").is_visible()
+    assert page.locator("#evals-empty").is_hidden()
+    assert "No eval scores yet" not in page.inner_text("#app")
     page.wait_for_timeout(200)
     page.screenshot(path="/tmp/dashboard.png", full_page=True)
 
@@ -314,7 +333,28 @@ def test_kill_switch_toggle_stops_and_restores_calls(seeded: Seeded, page: Any) 
     page.wait_for_selector('#kill-state[data-on="false"]')
     assert _sdk_call(gw)[0] == 200
     try:
+        # a click alone kills nothing: a modal asks for the word, and Cancel or Escape leave AI on
         toggle.click()
+        dialog = page.locator("#kill-confirm")
+        dialog.wait_for()
+        assert page.locator("#kill-confirm-go").is_disabled()
+        page.fill("#kill-confirm-input", "kill all")
+        assert page.locator("#kill-confirm-go").is_disabled()
+        page.click("#kill-confirm-cancel")
+        dialog.wait_for(state="hidden")
+        toggle.click()
+        dialog.wait_for()
+        assert page.input_value("#kill-confirm-input") == "", "a cancelled word is not kept"
+        page.fill("#kill-confirm-input", "KILL")
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+        page.wait_for_timeout(300)
+        assert _sdk_call(gw)[0] == 200
+        assert page.get_attribute("#kill-state", "data-on") == "false"
+
+        toggle.click()
+        page.fill("#kill-confirm-input", "KILL")
+        page.click("#kill-confirm-go")
         clicked = time.monotonic()
         status, body = _sdk_call(gw)
         while status != 503 and time.monotonic() - clicked < 1.0:
@@ -331,8 +371,9 @@ def test_kill_switch_toggle_stops_and_restores_calls(seeded: Seeded, page: Any) 
             page.inner_text("#kill-state"),
         ), page.inner_text("#kill-state")
 
-        toggle.click()
+        toggle.click()  # turning AI back on asks nothing
         page.wait_for_selector('#kill-state[data-on="false"]')
+        assert page.locator("#kill-confirm").is_hidden()
         assert _sdk_call(gw)[0] == 200
     finally:
         httpx.post(gw.url + "/admin/kill", headers={"x-api-key": gw.key}, json={"on": False})

@@ -4,8 +4,10 @@ No framework and no build step: the page is plain HTML, CSS and JavaScript (char
 hand-drawn SVG) read once at start-up and served from memory. The page itself holds no
 data; every ``/admin/api`` answer needs a key with the ``admin`` role, sent as ``x-api-key``.
 The API only reads, except the review verdicts (``POST /admin/api/review/mark`` and
-``/export``); the kill switch is flipped through the existing ``POST /admin/kill``. The stage
-and review answers are computed in :mod:`bastion.server.dashboard_api`.
+``/export``); the kill switch is flipped through the existing ``POST /admin/kill``. Every
+answer about the past takes the page's range as ``minutes`` and echoes it back as ``window``,
+so no tile can claim a range it was not computed over. The stage, spend and review answers
+are computed in :mod:`bastion.server.dashboard_api`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ..providers.base import Format
 from ..store import CallRecord
 from . import dashboard_api
 from .admin import admin_principal, kill_status
-from .dashboard_api import SCAN_LIMIT, Query, int_param, percentile
+from .dashboard_api import SCAN_LIMIT, Query, Window, int_param, percentile, window
+from .keys_api import key_routes
 
 __all__ = ["Dashboard", "dashboard_routes"]
 
@@ -43,8 +46,11 @@ Body = dict[str, Any]
 STATIC_DIR = Path(__file__).with_name("dashboard_static")
 STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",  # an ES module importing the two below
+    "charts.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "keys.js": "text/javascript; charset=utf-8",
 }
 PAGE_HEADERS = [
     (
@@ -146,7 +152,11 @@ class Dashboard:
             ("GET", "/dashboard"): self._file("index.html"),
             ("GET", "/dashboard/index.html"): self._file("index.html"),
             ("GET", "/dashboard/app.js"): self._file("app.js"),
+            ("GET", "/dashboard/charts.js"): self._file("charts.js"),
+            ("GET", "/dashboard/dom.js"): self._file("dom.js"),
             ("GET", "/dashboard/app.css"): self._file("app.css"),
+            ("GET", "/dashboard/keys.js"): self._file("keys.js"),
+            **key_routes(self.gateway, self._api, self._post),  # keys_api.py
             ("GET", "/admin/api/summary"): self._api(self.summary),
             ("GET", "/admin/api/latency"): self._api(self.latency),
             ("GET", "/admin/api/calls"): self._api(self.calls),
@@ -155,6 +165,7 @@ class Dashboard:
             ("GET", "/admin/api/quality"): self._api(self.quality),
             ("GET", "/admin/api/stages"): self._api(self.stages),
             ("GET", "/admin/api/review"): self._api(self.review),
+            ("GET", "/admin/api/spend"): self._api(self.spend),
             ("POST", "/admin/api/review/mark"): self._post(self.review_mark),
             ("POST", "/admin/api/review/export"): self._post(self.review_export),
         }
@@ -218,10 +229,16 @@ class Dashboard:
 
     # -- API ----------------------------------------------------------------------------------
 
+    async def _calls_in(self, w: Window) -> tuple[list[CallRecord], bool]:
+        """The calls of the range, newest first, and whether ``SCAN_LIMIT`` cut it short."""
+        recent = await self.gateway.store.recent_calls(SCAN_LIMIT)
+        calls = [c for c in recent if w.holds(c.ts)]
+        return calls, len(recent) == SCAN_LIMIT and w.holds(recent[-1].ts)
+
     async def summary(self, q: Query) -> dict[str, Any]:
-        """Today's spend per feature against its cap, call rates, cache savings, kill switch."""
+        """Spend, call rates and cache savings over the range; today's spend against each cap."""
         gw = self.gateway
-        hours = int_param(q, "hours", 24, 1, 24 * 7)
+        w = window(q, default=24 * 60)
         day = gw.clock.day()
         spent: dict[str, float] = {}
         for name, usd in (await gw.store.spend_by_day(day, "feature")).items():
@@ -244,13 +261,15 @@ class Dashboard:
                     else None,
                 }
             )
-        since = time.time() - hours * 3600.0
-        calls = [c for c in await gw.store.recent_calls(SCAN_LIMIT) if c.ts >= since]
+        calls, sampled = await self._calls_in(w)
+        ranged = await gw.store.spend_between(w.start, w.end + 1e-6)
         rec = gw.recorder.stats
         return {
+            "window": w.as_dict(),
             "day": day,
             "timezone": gw.config.cost.timezone,
             "spend": {
+                "range_usd": ranged.get(None, 0.0),
                 "total_usd": sum(spent.values()),
                 "global_cap_usd": gw.config.cost.caps.global_daily_usd,
                 "per_user_cap_usd": gw.config.cost.caps.per_user_daily_usd,
@@ -258,8 +277,9 @@ class Dashboard:
                 "features": features,
             },
             "calls": {
-                "window_hours": hours,
+                "window_minutes": w.minutes,
                 "sample_limit": SCAN_LIMIT,
+                "sampled": sampled,
                 **_rates(calls),
                 **_latency(calls),
             },
@@ -303,13 +323,12 @@ class Dashboard:
 
     async def latency(self, q: Query) -> dict[str, Any]:
         """p50/p95 of latency and TTFT plus error/retry/failover rates, per time bucket."""
-        minutes = int_param(q, "minutes", 60, 1, 24 * 60)
+        w = window(q)
         buckets = int_param(q, "buckets", 30, 1, 240)
-        now = time.time()
-        start = now - minutes * 60.0
-        width = minutes * 60.0 / buckets
+        start = w.start
+        width = w.minutes * 60.0 / buckets
         groups: list[list[CallRecord]] = [[] for _ in range(buckets)]
-        calls = [c for c in await self.gateway.store.recent_calls(SCAN_LIMIT) if c.ts >= start]
+        calls, sampled = await self._calls_in(w)
         for c in calls:
             groups[min(int((c.ts - start) / width), buckets - 1)].append(c)
         series = [
@@ -317,20 +336,27 @@ class Dashboard:
             for i, g in enumerate(groups)
         ]
         return {
-            "minutes": minutes,
+            "minutes": w.minutes,
+            "window": w.as_dict(),
+            "sampled": sampled,
             "bucket_seconds": width,
             "start": start,
-            "end": now,
+            "end": w.end,
             "overall": {**_latency(calls), **_rates(calls)},
             "series": series,
         }
 
     async def calls(self, q: Query) -> dict[str, Any]:
-        """The newest calls, newest first, optionally of one feature."""
+        """The newest calls, newest first, optionally of one feature and within the range."""
         limit = int_param(q, "limit", 50, 1, 500)
         feature = q.get("feature", [""])[-1] or None
         records = await self.gateway.store.recent_calls(limit, feature)
-        return {"calls": [_call_row(c) for c in records]}
+        if "minutes" not in q:
+            return {"window": None, "calls": [_call_row(c) for c in records]}
+        w = window(q)
+        # the newest ``limit`` calls, cut at the range's start, are the range's newest calls
+        kept = [_call_row(c) for c in records if w.holds(c.ts)]
+        return {"window": w.as_dict(), "calls": kept}
 
     async def trace(self, q: Query) -> dict[str, Any]:
         """Every call of one trace, oldest first, with its (scrubbed) text."""
@@ -354,6 +380,10 @@ class Dashboard:
         """Mark an item good or bad, with a note."""
         return await dashboard_api.review_mark(self.gateway, body)
 
+    async def spend(self, q: Query) -> dict[str, Any]:
+        """Spend over the range by key, user, model and feature, from the ledger."""
+        return await dashboard_api.spend_breakdown(self.gateway, q)
+
     async def review_export(self, body: Body) -> dict[str, Any]:
         """A reviewed item as an eval case (a POST: it is re-scrubbed and built on demand)."""
         return await dashboard_api.review_export(self.gateway, body)
@@ -368,41 +398,50 @@ class Dashboard:
         }
 
     async def breakers(self, q: Query) -> dict[str, Any]:
-        """Each configured deployment's breaker, read without side effects when the store can.
+        """Each configured deployment's breaker, read live from the counter store.
 
-        ``breaker_allow`` would hand out the half-open probe, so it is never called here; a
-        counter store offering ``breaker_peek(key)`` gives live states, otherwise the page shows
-        which deployments recent calls found open.
+        The counter store is what every replica's router consults, so a breaker another replica
+        opened shows here. ``breaker_peek`` changes nothing: ``breaker_allow`` would hand out
+        the half-open probe. Beside it, the calls of the range that skipped an open breaker.
         """
         gw = self.gateway
+        w = window(q)
         names: list[str] = []
         for model in gw.config.models.values():
             for i, d in enumerate(model.deployments):
                 name = f"{d.provider}/{d.model}#{i}"
                 if "{model}" not in d.model and name not in names:
                     names.append(name)
-        seen_open: dict[str, float] = {}
-        for c in await gw.store.recent_calls(500):
+        seen_open: dict[str, tuple[float, int]] = {}
+        calls, _ = await self._calls_in(w)
+        for c in calls:
             skipped = c.flags.get("breaker_open")
             if isinstance(skipped, list):
                 for name in skipped:
                     if isinstance(name, str):
-                        seen_open[name] = max(seen_open.get(name, 0.0), c.ts)
-        peek = getattr(gw.state, "breaker_peek", None)
-        deployments = []
+                        last, n = seen_open.get(name, (0.0, 0))
+                        seen_open[name] = (max(last, c.ts), n + 1)
+        deployments: list[dict[str, Any]] = []
+        live = True
         for name in names:
-            state: str | None = None
-            if callable(peek):
+            row: dict[str, Any] = {"deployment": name, "state": None, "retry_after_seconds": None}
+            if live:
                 try:
-                    state = str(await peek("breaker:" + name))
-                except (StateUnavailable, TypeError, ValueError):
-                    state = None
-            deployments.append({"deployment": name, "state": state})
+                    peek = await gw.state.breaker_peek("breaker:" + name)
+                except StateUnavailable:
+                    live = False  # one answer for the whole list: the store is down
+                else:
+                    row["state"] = peek.state.value
+                    row["retry_after_seconds"] = peek.retry_after_seconds
+            deployments.append(row)
         return {
             "enabled": gw.config.reliability.breaker.enabled,
-            "live": callable(peek),
+            "live": live,
+            "window": w.as_dict(),
             "deployments": deployments,
-            "recently_open": [{"deployment": n, "last_seen": t} for n, t in seen_open.items()],
+            "recently_open": [
+                {"deployment": n, "last_seen": t, "calls": k} for n, (t, k) in seen_open.items()
+            ],
         }
 
 

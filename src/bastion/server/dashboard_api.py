@@ -9,23 +9,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import Conflict, InvalidRequest, NotFound
 from ..gateway import Gateway
 from ..observability.review import ReviewItem, Status, Verdict
-from ..store import CallRecord
+from ..store import CallRecord, GroupBy
 
 __all__ = [
+    "MAX_MINUTES",
     "SCAN_LIMIT",
+    "SPEND_GROUPS",
     "STAGES",
     "Query",
+    "Window",
     "int_param",
     "percentile",
     "review_export",
     "review_list",
     "review_mark",
+    "spend_breakdown",
     "stage_budgets",
+    "window",
 ]
 
 Query = dict[str, list[str]]
@@ -42,6 +48,15 @@ REVIEW_STATUSES: Final[dict[str, Status | None]] = {
     "bad": "bad",
 }
 PENDING_COUNT_LIMIT: Final = 1000
+MAX_MINUTES: Final = 7 * 24 * 60
+# what the spend panel breaks spend down by: the answer's name for it, and the ledger column
+SPEND_GROUPS: Final[dict[str, GroupBy]] = {
+    "key": "key_id",
+    "user": "user_id",
+    "model": "model",
+    "feature": "feature",
+}
+SPEND_ROWS: Final = 25  # rows per breakdown; the rest are summed into one "others" row
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -61,6 +76,74 @@ def int_param(q: Query, name: str, default: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise InvalidRequest(f"{name}: must be between {lo} and {hi}", param=name)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The time range a request asked for: the last ``minutes`` before ``end``."""
+
+    minutes: int
+    start: float
+    end: float
+
+    def holds(self, ts: float) -> bool:
+        return self.start <= ts <= self.end
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"minutes": self.minutes, "start": self.start, "end": self.end}
+
+
+def window(q: Query, default: int = 60, now: float | None = None) -> Window:
+    """The range every tile, chart and table of one page refresh is computed over."""
+    minutes = int_param(q, "minutes", default, 1, MAX_MINUTES)
+    end = time.time() if now is None else now
+    return Window(minutes, end - minutes * 60.0, end)
+
+
+# -- spend by key, user, model and feature -----------------------------------------------------
+
+
+async def spend_breakdown(gw: Gateway, q: Query, now: float | None = None) -> dict[str, Any]:
+    """The ledger's spend over the range, grouped four ways, largest first.
+
+    The ledger (not the call log) is read, so retention never hides money that was spent; a
+    key is labelled with its name, revoked keys included.
+    """
+    w = window(q, now=now)
+    # entries are stamped when the call settles; ``end`` is inclusive for one just written
+    end = w.end + 1e-6
+    names = {k.id: k.name for k in await gw.store.list_keys(include_revoked=True)}
+    by: dict[str, Any] = {}
+    total = (await gw.store.spend_between(w.start, end)).get(None, 0.0)
+    for name, column in SPEND_GROUPS.items():
+        sums = await gw.store.spend_between(w.start, end, column)
+        if column == "feature" and None in sums:
+            # calls without a feature are capped by the ``default`` feature's budget
+            sums["default"] = sums.get("default", 0.0) + sums.pop(None)
+        rows = sorted(sums.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+        shown = [_spend_row(name, g, usd, names) for g, usd in rows[:SPEND_ROWS]]
+        rest = rows[SPEND_ROWS:]
+        if rest:
+            shown.append(
+                {
+                    "group": None,
+                    "label": f"{len(rest)} more",
+                    "spend_usd": sum(usd for _, usd in rest),
+                    "others": len(rest),
+                }
+            )
+        by[name] = shown
+    return {"window": w.as_dict(), "total_usd": total, "by": by}
+
+
+def _spend_row(by: str, group: str | None, usd: float, names: dict[str, str]) -> dict[str, Any]:
+    if group is None:
+        label = f"(no {by})"
+    elif by == "key" and group in names:
+        label = names[group]
+    else:
+        label = group
+    return {"group": group, "label": label, "spend_usd": usd}
 
 
 # -- latency budget per stage ------------------------------------------------------------------
@@ -111,15 +194,15 @@ def _feature_stages(gw: Gateway, name: str, calls: Sequence[CallRecord]) -> dict
 
 async def stage_budgets(gw: Gateway, q: Query) -> dict[str, Any]:
     """Per feature, each stage's p50/p95 against the feature's budget and the share flagged."""
-    minutes = int_param(q, "minutes", 60, 1, 24 * 60)
-    since = time.time() - minutes * 60.0
+    w = window(q)
     groups: dict[str, list[CallRecord]] = {}
     for c in await gw.store.recent_calls(SCAN_LIMIT):
-        if c.ts >= since:
+        if w.holds(c.ts):
             # calls without a feature run under the ``default`` feature's budget
             groups.setdefault(c.feature if c.feature is not None else "default", []).append(c)
     return {
-        "minutes": minutes,
+        "minutes": w.minutes,
+        "window": w.as_dict(),
         "sample_limit": SCAN_LIMIT,
         "stages": list(STAGES),
         "features": [_feature_stages(gw, name, groups[name]) for name in sorted(groups)],

@@ -1,19 +1,15 @@
-// Bastion dashboard: vanilla JS, hand-drawn SVG charts, every text node set via textContent.
-"use strict";
+// Bastion dashboard: vanilla JS (ES modules, no build step), every text node set via textContent.
+// This module signs in, refreshes every panel over one time range, and owns the kill switch,
+// breakers, quality, review queue, calls and traces; the figures are drawn by charts.js.
+
+import { $, clear, el, hhmm, hms, ms, msPair, pct, usd } from "./dom.js";
+import {
+  renderLatency, renderRates, renderSpend, renderSpendBreakdown, renderStages,
+} from "./charts.js";
 
 (() => {
   const KEY = "bastion.adminKey";
   const REFRESH_MS = 5000;
-  const SVGNS = "http://www.w3.org/2000/svg";
-  const COLORS = {
-    p50: "#2563eb", p95: "#93c5fd", ttft50: "#059669", ttft95: "#6ee7b7",
-    error: "#dc2626", retry: "#d97706", failover: "#7c3aed",
-  };
-  const $ = (id) => document.getElementById(id);
-  const STAGE_NAMES = {
-    auth_routing: "auth & routing", guards: "guards", retrieval: "retrieval",
-    first_token: "first token", total: "total",
-  };
   let timer = null;
   let busy = false;
   let again = false; // a refresh was asked for while one was running (a filter changed)
@@ -22,46 +18,6 @@
   let reviewEpoch = 0; // bumped by each verdict, so an older refresh cannot draw over it
 
   class Refused extends Error {}
-
-  // -- DOM helpers ---------------------------------------------------------------------------
-
-  function el(tag, attrs, ...kids) {
-    const e = document.createElement(tag);
-    setAttrs(e, attrs);
-    for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
-    return e;
-  }
-
-  function sv(tag, attrs, text) {
-    const e = document.createElementNS(SVGNS, tag);
-    setAttrs(e, attrs);
-    if (text !== undefined) e.textContent = String(text);
-    return e;
-  }
-
-  function setAttrs(e, attrs) {
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") e.setAttribute("class", v);
-      else e.setAttribute(k, v === true ? "" : String(v));
-    }
-  }
-
-  function clear(...nodes) { for (const n of nodes) n.replaceChildren(); }
-
-  // -- formatting ----------------------------------------------------------------------------
-
-  function usd(v) {
-    if (v === null || v === undefined) return "—";
-    if (v === 0) return "$0.00";
-    if (Math.abs(v) < 0.01) return "$" + v.toFixed(6);
-    if (Math.abs(v) < 1) return "$" + v.toFixed(4);
-    return "$" + v.toFixed(2);
-  }
-  const pct = (v) => (v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%");
-  const ms = (v) => (v === null || v === undefined ? "—" : (v < 10 ? v.toFixed(1) : Math.round(v)) + " ms");
-  const hhmm = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-  const hms = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
 
   // -- API -----------------------------------------------------------------------------------
 
@@ -90,7 +46,9 @@
     // no data may outlive a refused key: empty every container before hiding them
     for (const id of ["kpis", "spend-chart", "kill-state", "kill-others", "latency-chart",
       "latency-legend", "rates-chart", "rates-legend", "breakers", "calls-body", "trace-result",
-      "spend-day", "updated", "stages", "review-list", "review-count"]) clear($(id));
+      "spend-day", "updated", "stages", "review-list", "review-count", "spend-breakdown"]) clear($(id));
+    const dlg = $("kill-confirm");
+    if (dlg && dlg.open) dlg.close("cancel");
     reviewNodes.clear();
     reviewEpoch++;
     $("review-empty").hidden = true;
@@ -114,25 +72,31 @@
     if (timer) clearTimeout(timer);
     const key = sessionStorage.getItem(KEY);
     try {
-      const minutes = $("range").value;
+      // one range for every tile, chart and table of this refresh, sent with each request
+      const minutes = encodeURIComponent($("range").value);
       const epoch = reviewEpoch;
-      const [summary, latency, calls, breakers, stages, review, quality] = await Promise.all([
-        api("/admin/api/summary"),
+      const [summary, latency, calls, breakers, stages, review, quality, spend] = await Promise.all([
+        api(`/admin/api/summary?minutes=${minutes}`),
         api(`/admin/api/latency?minutes=${minutes}&buckets=30`),
-        api("/admin/api/calls?limit=50"),
-        api("/admin/api/breakers"),
+        api(`/admin/api/calls?limit=50&minutes=${minutes}`),
+        api(`/admin/api/breakers?minutes=${minutes}`),
         api(`/admin/api/stages?minutes=${minutes}`),
         api(`/admin/api/review?limit=50&status=${encodeURIComponent($("review-status").value)}`),
         api("/admin/api/quality"),
+        api(`/admin/api/spend?minutes=${minutes}`),
       ]);
       if (!key || sessionStorage.getItem(KEY) !== key) return; // signed out while loading
       showApp();
-      renderKpis(summary);
+      const range = rangeLabel(summary.window.minutes);
+      document.body.dataset.rangeMinutes = String(summary.window.minutes);
+      for (const n of document.querySelectorAll(".range-label")) n.textContent = range;
+      renderKpis(summary, range);
       renderSpend(summary);
+      renderSpendBreakdown(spend);
       renderKill(summary.kill);
       renderLatency(latency);
       renderRates(latency);
-      renderCalls(calls.calls);
+      renderCalls(calls.calls, range);
       renderBreakers(breakers);
       renderStages(stages);
       renderQuality(quality);
@@ -150,141 +114,35 @@
 
   // -- key figures ---------------------------------------------------------------------------
 
-  function renderKpis(s) {
+  // "last hour" for 60: the select's own wording when it has the value, else in minutes/hours
+  function rangeLabel(minutes) {
+    const opt = Array.from($("range").options).find((o) => Number(o.value) === minutes);
+    if (opt) return opt.textContent;
+    return minutes % 60 ? `last ${minutes} min` : `last ${minutes / 60} h`;
+  }
+
+  function renderKpis(s, range) {
     const c = s.calls;
     const g = s.spend.global_cap_usd;
+    const today = `today ${usd(s.spend.total_usd)}` + (g === null ? ", no global cap" : ` of ${usd(g)} cap`);
+    const partial = c.sampled ? ` (newest ${c.sample_limit})` : "";
     const cards = [
-      ["spend-total", "Spend today", usd(s.spend.total_usd), g === null ? "no global cap" : "of " + usd(g) + " cap"],
-      ["requests", "Requests", String(c.requests), `last ${c.window_hours} h`],
-      ["error-rate", "Error rate", pct(c.error_rate), `${c.errors} errors`],
-      ["retry-rate", "Retry rate", pct(c.retry_rate), "calls retried"],
-      ["failover-rate", "Failover rate", pct(c.failover_rate), "served by a backup"],
-      ["latency", "Latency p50 / p95", `${ms(c.latency_p50)} / ${ms(c.latency_p95)}`, `TTFT p50 ${ms(c.ttft_p50)}`],
+      ["spend-total", "Spend", usd(s.spend.range_usd), today],
+      ["requests", "Requests", String(c.requests) + (c.sampled ? "+" : ""), range + partial],
+      ["error-rate", "Error rate", pct(c.error_rate), `${c.errors} errors, ${range}`],
+      ["retry-rate", "Retry rate", pct(c.retry_rate), `calls retried, ${range}`],
+      ["failover-rate", "Failover rate", pct(c.failover_rate), `served by a backup, ${range}`],
+      ["latency", "Latency p50 / p95", msPair(c.latency_p50, c.latency_p95), `TTFT p50 ${ms(c.ttft_p50)}, ${range}`],
       ["cache-savings", "Cache savings", usd(s.cache.savings_usd_estimate),
-        `${s.cache.read_tokens} cached tokens (est.)`],
+        `${s.cache.read_tokens} cached tokens (est.), ${range}`],
     ];
     clear($("kpis"));
     for (const [id, label, value, sub] of cards) {
-      $("kpis").append(el("div", { class: "kpi", "data-kpi": id },
+      $("kpis").append(el("div", { class: "kpi", "data-kpi": id, "data-range": s.window.minutes },
         el("div", { class: "kpi-label" }, label),
         el("div", { class: "kpi-value" }, value),
         el("div", { class: "kpi-sub muted" }, sub)));
     }
-  }
-
-  // -- spend by feature vs cap (horizontal bars) ---------------------------------------------
-
-  function renderSpend(s) {
-    const box = $("spend-chart");
-    $("spend-day").textContent = `${s.day} (${s.timezone})`;
-    const rows = s.spend.features;
-    clear(box);
-    if (!rows.length) {
-      box.append(el("p", { class: "empty" }, "No spend recorded today, and no feature has a cap."));
-      return;
-    }
-    const W = 640, rowH = 34, labelW = 130, valueW = 190, trackW = W - labelW - valueW - 10;
-    const maxUncapped = Math.max(1e-9, ...rows.filter((r) => r.cap_usd === null).map((r) => r.spent_usd));
-    const svg = sv("svg", { viewBox: `0 0 ${W} ${rows.length * rowH + 6}`, role: "img",
-      "aria-label": "spend by feature against its daily cap", class: "spend-svg" });
-    rows.forEach((r, i) => {
-      const y = i * rowH + 6;
-      const scale = r.cap_usd ? r.cap_usd : r.cap_usd === 0 ? 1e-9 : maxUncapped;
-      const frac = Math.min(1, r.spent_usd / scale);
-      const level = r.cap_usd === null ? "nocap" : frac >= 0.8 ? "hot" : frac >= 0.5 ? "warm" : "ok";
-      const g = sv("g", { class: "spend-row", "data-feature": r.feature, "data-spent": r.spent_usd,
-        "data-cap": r.cap_usd === null ? "" : r.cap_usd });
-      g.append(sv("text", { x: 0, y: y + 15, class: "bar-label" }, r.feature));
-      g.append(sv("rect", { x: labelW, y, width: trackW, height: 20, rx: 4, class: "bar-track" }));
-      const w = r.spent_usd > 0 ? Math.max(2, frac * trackW) : 0;
-      g.append(sv("rect", { x: labelW, y, width: w.toFixed(2), height: 20, rx: 4, class: "bar-fill " + level }));
-      if (r.cap_usd !== null) {
-        g.append(sv("line", { x1: labelW + trackW, x2: labelW + trackW, y1: y - 3, y2: y + 23, class: "cap-mark" }));
-      }
-      const capText = r.cap_usd === null ? "no cap" : `of ${usd(r.cap_usd)} (${pct(r.spent_usd / (r.cap_usd || 1e-9))})`;
-      g.append(sv("text", { x: labelW + trackW + 10, y: y + 15, class: "bar-value spent" }, usd(r.spent_usd)));
-      g.append(sv("text", { x: labelW + trackW + 92, y: y + 15, class: "bar-value cap muted-fill" }, capText));
-      const held = r.reserved_usd ? `, ${usd(r.reserved_usd)} held by calls in flight` : "";
-      g.append(sv("title", {}, `${r.feature}: ${usd(r.spent_usd)} spent today ${r.cap_usd === null ? "(no cap)" : "of " + usd(r.cap_usd)}${held}`));
-      svg.append(g);
-    });
-    box.append(svg);
-    const caps = s.spend;
-    box.append(el("p", { class: "muted small caps-note" },
-      `Global cap ${caps.global_cap_usd === null ? "none" : usd(caps.global_cap_usd)} · per-user cap ` +
-      `${caps.per_user_cap_usd === null ? "none" : usd(caps.per_user_cap_usd)} · per-key cap ` +
-      `${caps.per_key_cap_usd === null ? "none" : usd(caps.per_key_cap_usd)} · spend is read from the ledger, ` +
-      "so it lags a call by well under a second."));
-  }
-
-  // -- line charts -----------------------------------------------------------------------------
-
-  function niceScale(v) {
-    // a round top and step so tick labels read 0, 5, 10… rather than 0, 6.25, 12.5…
-    if (!(v > 0)) return { max: 1, step: 0.25 };
-    const raw = v / 4;
-    const p = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((s) => s >= raw);
-    return { max: Math.ceil(v / step - 1e-9) * step, step };
-  }
-
-  function lineChart(box, legend, data, lines, fmtY) {
-    clear(box, legend);
-    const pts = data.series;
-    const W = 640, H = 220, L = 54, R = 12, T = 10, B = 26;
-    const vals = lines.flatMap((ln) => pts.map((p) => ln.get(p)).filter((v) => v !== null && v !== undefined));
-    const { max: ymax, step } = niceScale(Math.max(0, ...vals));
-    const x = (t) => L + ((t - data.start) / (data.end - data.start)) * (W - L - R);
-    const y = (v) => T + (1 - v / ymax) * (H - T - B);
-    const svg = sv("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "line-svg" });
-    for (let i = 0; i * step <= ymax + 1e-12; i++) {
-      const v = i * step;
-      svg.append(sv("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "gridline" }));
-      svg.append(sv("text", { x: L - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, fmtY(v)));
-    }
-    [["start", data.start], ["middle", (data.start + data.end) / 2], ["end", data.end]].forEach(([anchor, t]) => {
-      svg.append(sv("text", { x: x(t), y: H - 8, class: "axis", "text-anchor": anchor }, hhmm(t)));
-    });
-    if (!vals.length) {
-      svg.append(sv("text", { x: W / 2, y: H / 2, class: "axis", "text-anchor": "middle" }, "no calls in this range"));
-    }
-    for (const ln of lines) {
-      let d = "";
-      let pen = false;
-      const g = sv("g", { class: "series", "data-series": ln.key });
-      for (const p of pts) {
-        const v = ln.get(p);
-        if (v === null || v === undefined) { pen = false; continue; }
-        const cx = x((p.t + p.t_end) / 2), cy = y(v);
-        d += (pen ? "L" : "M") + cx.toFixed(1) + " " + cy.toFixed(1) + " ";
-        pen = true;
-        const dot = sv("circle", { cx: cx.toFixed(1), cy: cy.toFixed(1), r: 3, fill: ln.color, "data-value": v });
-        dot.append(sv("title", {}, `${ln.name} ${hhmm(p.t)}: ${fmtY(v)} (${p.requests} calls)`));
-        g.append(dot);
-      }
-      if (d) g.prepend(sv("path", { d, fill: "none", stroke: ln.color, "stroke-width": 2, class: ln.dash ? "dash" : "" }));
-      svg.append(g);
-      legend.append(el("span", { class: "key" }, el("i", { class: "swatch", "data-color": ln.key }), ln.name));
-      legend.lastChild.firstChild.style.background = ln.color;
-    }
-    box.append(svg);
-  }
-
-  function renderLatency(lat) {
-    lineChart($("latency-chart"), $("latency-legend"), lat, [
-      { key: "latency_p50", name: "latency p50", color: COLORS.p50, get: (p) => p.latency_p50 },
-      { key: "latency_p95", name: "latency p95", color: COLORS.p95, get: (p) => p.latency_p95 },
-      { key: "ttft_p50", name: "TTFT p50", color: COLORS.ttft50, get: (p) => p.ttft_p50 },
-      { key: "ttft_p95", name: "TTFT p95", color: COLORS.ttft95, get: (p) => p.ttft_p95 },
-    ], (v) => (v >= 1000 ? +(v / 1000).toFixed(2) + " s" : +v.toFixed(1) + " ms"));
-  }
-
-  function renderRates(lat) {
-    lineChart($("rates-chart"), $("rates-legend"), lat, [
-      { key: "error_rate", name: "errors", color: COLORS.error, get: (p) => p.error_rate },
-      { key: "retry_rate", name: "retries", color: COLORS.retry, get: (p) => p.retry_rate },
-      { key: "failover_rate", name: "failovers", color: COLORS.failover, get: (p) => p.failover_rate },
-    ], (v) => +(v * 100).toFixed(1) + "%");
   }
 
   // -- kill switch -----------------------------------------------------------------------------
@@ -324,8 +182,50 @@
     return `killed by ${who}${via}${when}`;
   }
 
+  // Killing all traffic takes a typed word in a modal; turning AI back on takes one click.
+  const KILL_WORD = "KILL";
+
+  function killDialog() {
+    let dlg = $("kill-confirm");
+    if (dlg) return dlg;
+    const input = el("input", { id: "kill-confirm-input", type: "text", autocomplete: "off", spellcheck: "false",
+      "aria-describedby": "kill-confirm-help" });
+    const go = el("button", { id: "kill-confirm-go", type: "submit", value: "kill", class: "danger", disabled: true },
+      "Kill all AI traffic");
+    const cancel = el("button", { id: "kill-confirm-cancel", type: "button", value: "cancel" }, "Cancel");
+    dlg = el("dialog", { id: "kill-confirm", class: "confirm", "aria-labelledby": "kill-confirm-title" },
+      el("form", { method: "dialog" },
+        el("h2", { id: "kill-confirm-title" }, "Kill all AI traffic?"),
+        el("p", {}, "Every replica stops calling models within about a second. Callers get the configured " +
+          "degraded answer until someone turns AI back on."),
+        el("label", { for: "kill-confirm-input", id: "kill-confirm-help" }, "Type ", el("code", {}, KILL_WORD), " to confirm"),
+        input,
+        el("div", { class: "confirm-actions" }, cancel, go)));
+    input.addEventListener("input", () => { go.disabled = input.value.trim() !== KILL_WORD; });
+    cancel.addEventListener("click", () => dlg.close("cancel"));
+    document.body.append(dlg);
+    return dlg;
+  }
+
+  function confirmKill() {
+    const dlg = killDialog();
+    const input = $("kill-confirm-input");
+    input.value = "";
+    $("kill-confirm-go").disabled = true;
+    dlg.returnValue = "cancel";
+    return new Promise((resolve) => {
+      dlg.addEventListener("close", () => {
+        // Escape closes the dialog without a value: only the typed word and the button kill
+        resolve(dlg.returnValue === "kill" && input.value.trim() === KILL_WORD);
+      }, { once: true });
+      dlg.showModal();
+      input.focus();
+    });
+  }
+
   async function toggleKill(on, scope) {
     const btn = $("kill-toggle");
+    if (on && !scope && !(await confirmKill())) return;
     btn.disabled = true;
     try {
       await api("/admin/kill", { method: "POST", body: JSON.stringify({ on, ...(scope || {}) }) });
@@ -345,19 +245,24 @@
     const box = $("breakers");
     clear(box);
     if (!b.enabled) { box.append(el("p", { class: "muted" }, "Circuit breakers are disabled in config.")); return; }
-    const open = new Map(b.recently_open.map((r) => [r.deployment, r.last_seen]));
+    const skipped = new Map(b.recently_open.map((r) => [r.deployment, r]));
     const list = el("ul", { class: "plain breakers" });
     for (const d of b.deployments) {
-      const st = d.state || (open.has(d.deployment) ? "seen open" : b.live ? "closed" : "no recent trips");
-      const cls = st === "closed" || st === "no recent trips" ? "on" : st === "half_open" ? "warn" : "off";
-      list.append(el("li", { "data-deployment": d.deployment },
-        el("span", { class: "badge " + cls }, st), " ", el("code", {}, d.deployment)));
+      const st = d.state || "unknown";
+      const cls = st === "closed" ? "on" : st === "half_open" ? "warn" : st === "unknown" ? "" : "off";
+      let detail = "";
+      if (st === "open") detail = d.retry_after_seconds > 0 ? `probe in ${Math.ceil(d.retry_after_seconds)} s` : "next call probes";
+      else if (st === "half_open") detail = "probe in flight";
+      const seen = skipped.get(d.deployment);
+      if (seen) detail += (detail ? " · " : "") + `skipped by ${seen.calls} call${seen.calls === 1 ? "" : "s"}`;
+      list.append(el("li", { "data-deployment": d.deployment, "data-state": st },
+        el("span", { class: "badge " + cls }, st.replace("_", "-")), " ", el("code", {}, d.deployment),
+        detail ? el("span", { class: "muted small breaker-detail" }, " " + detail) : ""));
     }
     box.append(list);
-    if (!b.live) {
-      box.append(el("p", { class: "muted small" },
-        "Live breaker state is not exposed by this counter store; states come from recent calls that skipped an open breaker."));
-    }
+    box.append(el("p", { class: "muted small" }, b.live
+      ? "Read live from the shared counter store, so a breaker any replica opened shows here."
+      : "The counter store is unreachable: live breaker state is unknown."));
   }
 
   // -- latency budget by stage ----------------------------------------------------------------
@@ -376,56 +281,7 @@
       }
     }
     $("quality-table").hidden = rows === 0;
-  }
-
-  function renderStages(res) {
-    const box = $("stages");
-    clear(box);
-    if (!res.features.length) {
-      box.append(el("p", { class: "empty" }, "No calls in this range."));
-      return;
-    }
-    for (const f of res.features) {
-      const body = el("tbody");
-      for (const s of f.stages) body.append(stageRow(s));
-      const sub = `${f.requests} call${f.requests === 1 ? "" : "s"} · ${pct(f.over_budget_rate)} over budget`;
-      box.append(el("div", { class: "stage-feature", "data-feature": f.feature },
-        el("h3", {}, el("span", {}, f.feature), el("small", {}, sub)),
-        el("div", { class: "table-wrap" }, el("table", { class: "stage-table" },
-          el("thead", {}, el("tr", {}, el("th", {}, "stage"), el("th", { class: "num" }, "p50"),
-            el("th", { class: "num" }, "p95"), el("th", {}, "p95 vs budget"),
-            el("th", { class: "num" }, "budget"), el("th", { class: "num" }, "over budget"))),
-          body))));
-    }
-  }
-
-  function stageRow(s) {
-    const over = s.p95_over_budget;
-    const budget = s.budget_ms;
-    const p95 = el("td", { class: "num p95" }, ms(s.p95));
-    if (over) p95.append(el("span", { class: "badge off" }, "over"));
-    let meter;
-    if (budget === null) {
-      meter = el("span", { class: "muted small" }, "no budget");
-    } else if (s.p95 === null) {
-      meter = el("span", { class: "muted small" }, "not measured");
-    } else {
-      // the track spans twice the budget; the mark in the middle is the budget
-      const fill = el("span", { class: "meter-fill " + (over ? "hot" : s.p95 > 0.8 * budget ? "warn" : "ok") });
-      fill.style.width = (Math.min(1, s.p95 / (2 * budget)) * 100).toFixed(1) + "%";
-      meter = el("span", { class: "meter", title: `p95 ${ms(s.p95)} against a budget of ${ms(budget)}` },
-        fill, el("span", { class: "meter-mark" }));
-    }
-    const share = s.over_budget_rate === null ? "—" : `${pct(s.over_budget_rate)} (${s.over_budget_calls})`;
-    return el("tr", { class: over ? "over" : "", "data-stage": s.stage, "data-over": over ? "true" : "false",
-      "data-p95": s.p95 === null ? "" : s.p95, "data-budget": budget === null ? "" : budget,
-      "data-over-rate": s.over_budget_rate === null ? "" : s.over_budget_rate },
-    el("td", {}, STAGE_NAMES[s.stage] || s.stage),
-    el("td", { class: "num" }, ms(s.p50)),
-    p95,
-    el("td", {}, meter),
-    el("td", { class: "num" }, budget === null ? "—" : ms(budget)),
-    el("td", { class: "num over-share" + (s.over_budget_calls ? " error" : "") }, share));
+    $("evals-empty").hidden = rows > 0; // one or the other, never a table under "no scores yet"
   }
 
   // -- review queue ----------------------------------------------------------------------------
@@ -450,13 +306,7 @@
 
   function reviewItem(it) {
     const badge = { pending: "badge warn", good: "badge on", bad: "badge off" }[it.status] || "badge";
-    const trace = el("button", { type: "button", class: "link trace-link", title: "look up trace " + it.trace_id,
-      "data-trace-id": it.trace_id }, "trace " + it.trace_id.slice(0, 8) + "…");
-    trace.addEventListener("click", async () => {
-      $("trace-input").value = it.trace_id;
-      await lookupTrace(it.trace_id);
-      $("trace-result").scrollIntoView({ block: "nearest" });
-    });
+    const trace = traceLink(it.trace_id, "trace " + it.trace_id.slice(0, 8) + "…");
     const node = el("article", { class: "review-item", "data-request-id": it.request_id, "data-status": it.status },
       el("div", { class: "review-head" },
         el("span", { class: badge + " review-status" }, it.status),
@@ -590,17 +440,37 @@
     ];
   }
 
-  function renderCalls(calls) {
+  // A call's trace view has its own address (#trace=<id>): a link to open, share or bookmark.
+  const traceHref = (id) => "#trace=" + encodeURIComponent(id);
+
+  function traceLink(id, text) {
+    const a = el("a", { class: "trace-link", href: traceHref(id), title: "open trace " + id, "data-trace-id": id }, text);
+    // the same address twice fires no hashchange: open it again by hand
+    a.addEventListener("click", () => { if (location.hash === a.getAttribute("href")) openTrace(id); });
+    return a;
+  }
+
+  function traceFromHash() {
+    const m = /^#trace=(.+)$/.exec(location.hash);
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  }
+
+  async function openTrace(id) {
+    $("trace-input").value = id;
+    await lookupTrace(id);
+    if ($("trace-result").isConnected && !$("app").hidden) $("trace-result").scrollIntoView({ block: "start" });
+  }
+
+  function renderCalls(calls, range) {
     const body = $("calls-body");
     clear(body);
     if (!calls.length) {
-      body.append(el("tr", {}, el("td", { colspan: 11, class: "empty" }, "No calls recorded yet.")));
+      body.append(el("tr", {}, el("td", { colspan: 11, class: "empty" }, `No calls recorded in the ${range || "range"}.`)));
       return;
     }
     for (const c of calls) {
-      const link = el("button", { type: "button", class: "link trace-link", title: c.trace_id, "data-trace-id": c.trace_id },
-        c.trace_id.slice(0, 8) + "…");
-      link.addEventListener("click", () => { $("trace-input").value = c.trace_id; lookupTrace(c.trace_id); });
+      const link = traceLink(c.trace_id, c.trace_id.slice(0, 8) + "…");
       const tr = el("tr", { class: "call-row" + (c.status >= 400 ? " failed" : ""), "data-request-id": c.request_id,
         "data-trace-id": c.trace_id, "data-status": c.status, "data-feature": c.feature || "" },
       ...callCells(c), el("td", {}, link));
@@ -631,8 +501,19 @@
         el("summary", {}, `${c.request_id} · ${c.model} · ${c.status}`),
         el("div", { class: "label" }, "input"), el("pre", {}, c.input_text || "—"),
         el("div", { class: "label" }, "output"), el("pre", {}, c.output_text || "—")));
-      box.append(el("h3", {}, `Trace ${res.trace_id} · ${res.calls.length} call(s)`),
-        el("div", { class: "table-wrap" }, el("table", { class: "trace-table" }, el("tbody", {}, ...rows))), ...details);
+      const close = el("button", { type: "button", class: "small trace-close" }, "Close");
+      close.addEventListener("click", () => {
+        clear(box);
+        delete box.dataset.traceId;
+        if (traceFromHash() !== null) history.replaceState(null, "", location.pathname + location.search);
+      });
+      box.append(el("div", { class: "trace-head" },
+        el("h3", {}, `Trace ${res.trace_id} · ${res.calls.length} call(s)`),
+        el("a", { class: "small", href: traceHref(res.trace_id) }, "link to this trace"), close),
+        el("div", { class: "table-wrap" }, el("table", { class: "trace-table" },
+          el("thead", {}, el("tr", {}, ...["time", "feature", "model", "deployment", "status"].map((h) => el("th", {}, h)),
+            ...["latency", "TTFT", "tokens in/out/cached", "cost"].map((h) => el("th", { class: "num" }, h)), el("th", {}, "flags"))),
+          el("tbody", {}, ...rows))), ...details);
     } catch (err) {
       if (err instanceof Refused) { showLogin("Key refused (" + err.message + ")"); return; }
       box.append(el("p", { class: "error" }, err.message));
@@ -650,15 +531,30 @@
       sessionStorage.setItem(KEY, key);
       $("login-error").textContent = "";
       refresh();
+      const id = traceFromHash();
+      if (id !== null) openTrace(id);
     });
     $("signout").addEventListener("click", () => showLogin("Signed out."));
     $("refresh").addEventListener("click", refresh);
     $("range").addEventListener("change", refresh);
     $("review-status").addEventListener("change", refresh);
     $("kill-toggle").addEventListener("click", (ev) => toggleKill(ev.currentTarget.dataset.next === "on"));
-    $("trace-form").addEventListener("submit", (ev) => { ev.preventDefault(); lookupTrace($("trace-input").value); });
+    $("trace-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const id = $("trace-input").value.trim();
+      if (!id) return;
+      if (location.hash === traceHref(id)) lookupTrace(id);
+      else location.hash = traceHref(id); // the lookup follows the address, so it can be shared
+    });
+    window.addEventListener("hashchange", () => {
+      const id = traceFromHash();
+      if (id !== null && sessionStorage.getItem(KEY)) openTrace(id);
+    });
     document.addEventListener("visibilitychange", () => { if (!document.hidden && sessionStorage.getItem(KEY)) refresh(); });
-    if (sessionStorage.getItem(KEY)) refresh();
-    else showLogin("");
+    if (sessionStorage.getItem(KEY)) {
+      refresh();
+      const id = traceFromHash();
+      if (id !== null) openTrace(id);
+    } else showLogin("");
   });
 })();
