@@ -95,7 +95,10 @@ class ResponsesEmitter:
         for ev in self._decoder.feed(chunk):
             if self._ended:
                 break
-            data = loads_object(ev.data) if ev.data.strip() != b"[DONE]" else None
+            # only the first chunk (id, model, time) and usage chunks are read here; the
+            # parser reads every chunk for text, tool calls, finish and errors
+            wanted = not self._started or b'"usage":{' in ev.data or b'"usage": {' in ev.data
+            data = loads_object(ev.data) if wanted and ev.data.strip() != b"[DONE]" else None
             if data is not None:
                 self._model = self._model or (data.get("model") or None)
                 created = data.get("created")
