@@ -139,6 +139,9 @@ class DeploymentConfig(_Strict):
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     enabled_env: str | None = None
     prefill: PrefillMode = "auto"
+    # an embedding deployment's vector length: the alias serves /v1/embeddings, and failover
+    # goes only to deployments of the first one's dimension (vectors of another cannot mix)
+    dimensions: int | None = Field(None, gt=0, le=65536)
 
     def enabled(self) -> bool:
         """A deployment gated by an env flag is used only when the flag is set to a true value."""
@@ -155,6 +158,17 @@ class ModelConfig(_Strict):
 
     deployments: list[DeploymentConfig] = Field(min_length=1)
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelConfig:
+        """An alias embeds or chats: every deployment declares ``dimensions``, or none does."""
+        declared = [d.dimensions is not None for d in self.deployments]
+        if any(declared) and not all(declared):
+            i = declared.index(False)
+            raise ValueError(
+                f"deployments.{i}.dimensions: an embedding model's deployments all need one"
+            )
+        return self
 
 
 class RetryConfig(_Strict):
@@ -412,6 +426,11 @@ class Config(_Strict):
                         f"models.{alias}.deployments.{i}.provider: unknown provider {d.provider!r}"
                         f" (known: {', '.join(sorted(self.providers)) or 'none'})"
                     )
+                if d.dimensions is not None and self.providers[d.provider].kind == "anthropic":
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}.provider: {d.provider!r} is an "
+                        "anthropic provider, which serves no embeddings"
+                    )
         return self
 
     def feature(self, name: str | None) -> FeatureConfig:
@@ -431,6 +450,9 @@ _SIM_MODELS = (
     "gpt-4o-mini",
 )
 
+# embedding aliases of the simulated defaults, at their OpenAI namesakes' native dimensions
+_SIM_EMBEDDING_MODELS = (("text-embedding-3-small", 1536), ("text-embedding-3-large", 3072))
+
 
 def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The embedded defaults: real providers for whichever keys are set, else the simulator."""
@@ -448,6 +470,8 @@ def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         providers["sim"] = {"kind": "sim"}
         for name in _SIM_MODELS:
             models[name] = {"deployments": [{"provider": "sim", "model": name}]}
+        for name, dims in _SIM_EMBEDDING_MODELS:
+            models[name] = {"deployments": [{"provider": "sim", "model": name, "dimensions": dims}]}
         models["sim-*"] = {"deployments": [{"provider": "sim", "model": "{model}"}]}
     return {"providers": providers, "models": models}
 

@@ -278,9 +278,9 @@ async def test_models_list_and_unknown_routes(
     assert "gpt-4.1" in [m.id for m in page.data]
     with pytest.raises(openai.NotFoundError):
         await c.models.retrieve("no-such-model")
-    missing = await raw_post(sim_server.url + "/v1/embeddings", {"input": "x"})
+    missing = await raw_post(sim_server.url + "/v1/audio/speech", {"input": "x"})
     assert missing.status == 404
-    assert missing.json()["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+    assert missing.json()["error"]["message"] == "Invalid URL (POST /v1/audio/speech)"
 
 
 async def test_api_key_is_checked_when_configured(sdk: Clients, start_sim: Any) -> None:

@@ -113,10 +113,15 @@ class BudgetGuard:
         self, call: Call, attempt: Attempt, body: dict[str, Any], body_bytes: int
     ) -> None:
         """Hold this attempt's worst case on every cap before it is sent, atomically."""
+        if not call.budget_caps:
+            return
+        await self.reserve(call, attempt, self.attempt_worst_case(attempt, body, body_bytes))
+
+    async def reserve(self, call: Call, attempt: Attempt, amount: float) -> None:
+        """Hold ``amount`` (an attempt's worst case, priced by its caller) on every cap."""
         caps: tuple[Cap, ...] = call.budget_caps
         if not caps:
             return
-        amount = self.attempt_worst_case(attempt, body, body_bytes)
         rid = f"{call.request_id}.{new_id(6)}"
         lease = max(call.remaining(), 1.0) + self._grace
         try:

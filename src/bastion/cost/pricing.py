@@ -75,6 +75,10 @@ BUILTIN_PRICES: Mapping[str, Price] = {
     "gpt-5-nano": _openai(0.05, 0.4, 0.005),
     "o3": _openai(2.0, 8.0, 0.5),
     "o4-mini": _openai(1.1, 4.4, 0.275),
+    # OpenAI embeddings: input tokens only
+    "text-embedding-3-small": Price(0.02, 0.0, 0.02, 0.02),
+    "text-embedding-3-large": Price(0.13, 0.0, 0.13, 0.13),
+    "text-embedding-ada-002": Price(0.1, 0.0, 0.1, 0.1),
     # the simulator's own models
     "sim-": _anthropic(1.0, 5.0),
 }

@@ -23,6 +23,7 @@ class Deployment:
     headers: Mapping[str, str]
     timeouts: TimeoutConfig
     prefill: PrefillMode = "auto"  # how a cut stream is carried on here (see config)
+    dimensions: int | None = None  # an embedding deployment's vector length
 
 
 class Router:
@@ -68,6 +69,7 @@ class Router:
                     headers=d.headers,
                     timeouts=d.timeouts,
                     prefill=d.prefill,
+                    dimensions=d.dimensions,
                 )
             )
         if not deps:

@@ -26,6 +26,7 @@ import orjson
 
 from ..auth import key_from_headers
 from ..call import Principal
+from ..embeddings import EmbeddingsApi
 from ..engine import Reply, render_error
 from ..errors import (
     BastionError,
@@ -160,6 +161,7 @@ class BastionApp:
             ("POST", "/v1/messages"): self._anthropic,
             ("POST", "/v1/chat/completions"): self._openai,
             ("POST", "/v1/responses"): self._responses,
+            ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/messages/count_tokens"): self._count_tokens,
             ("GET", "/healthz"): self._healthz,
@@ -168,6 +170,7 @@ class BastionApp:
             ("POST", "/admin/kill"): self._admin_kill,
             ("GET", "/metrics"): self._metrics,
         }
+        self._embedder = EmbeddingsApi(gateway)  # its guard chain is built once, here
         from .dashboard import dashboard_routes
 
         self._routes.update(dashboard_routes(gateway))
@@ -273,6 +276,9 @@ class BastionApp:
         await self._llm(
             Format.OPENAI, scope, receive, send, handle=ResponsesApi(self.gateway).handle
         )
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._llm(Format.OPENAI, scope, receive, send, handle=self._embedder.handle)
 
     async def _llm(
         self,

@@ -4,7 +4,8 @@ Both the in-process transport and the ASGI app call ``Simulator.handle`` with th
 method, path, headers and body bytes, so the two ways of reaching the simulator
 behave the same. Routes (with or without the ``/v1`` prefix):
 ``POST /v1/messages``, ``POST /v1/messages/count_tokens``,
-``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``.
+``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
+``GET /v1/models/{id}``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from ..base import Format
-from . import anthropic_wire, openai_wire, refusals
+from . import anthropic_wire, embeddings, openai_wire, refusals
 from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
@@ -147,7 +148,7 @@ class Simulator:
             if route.startswith("/models/"):
                 return get_model(fmt, self.models, route[len("/models/") :], rid)
             return list_models(fmt, self.models, rid)
-        if route not in ("/messages", "/messages/count_tokens", "/chat/completions"):
+        if route not in ("/messages", "/messages/count_tokens", "/chat/completions", "/embeddings"):
             message = "Not Found" if fmt is Format.ANTHROPIC else f"Invalid URL ({method} {path})"
             return error_result(fmt, 404, rid, message=message)
         if method != "POST":
@@ -185,7 +186,9 @@ class Simulator:
             if not verdict.allowed:
                 return error_result(fmt, 429, rid, headers=verdict.headers)
         try:
-            if route == "/chat/completions":
+            if route == "/embeddings":
+                result = self._embeddings(parsed, base_model, fault, rid)
+            elif route == "/chat/completions":
                 result = await self._openai(parsed, base_model, fault, pacing, rid)
             else:
                 result = await self._anthropic(parsed, base_model, fault, pacing, rid, route)
@@ -263,6 +266,14 @@ class Simulator:
             return SimResult(200, headers, paced_stream(frames, pacing, fault, fmt))
         data = openai_wire.completion_body(call, answer, usage, cid)
         return await self._unary(fmt, data, answer, pacing, fault, rid)
+
+    def _embeddings(self, body: Any, model: str, fault: Fault, rid: str) -> SimResult:
+        """OpenAI's embeddings endpoint: deterministic unit vectors (see ``embeddings``)."""
+        done = embeddings.answer(body, model)  # a bad body is the provider's 400 first
+        early = self._early_failure(Format.OPENAI, model, fault, done.prompt_tokens, rid)
+        if early is not None:
+            return early
+        return SimResult(200, _json_headers(Format.OPENAI, rid, done.body), once(done.body))
 
     def _answer(
         self, prompt: Any, pacing: Pacing, new_tool_id: Callable[[], str], model: str
