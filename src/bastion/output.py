@@ -7,12 +7,16 @@ stops the answer. The relay applies filters to provider events before they are
 forwarded or translated, so the same filters serve both wire formats. An event
 that is not the JSON its format promises raises ``MalformedEvent``: the relay
 skips it and the stream goes on, rather than the filter ending the answer.
+
+An ``EventFilter`` sees whole provider events instead of text, before the text
+filters: it may hold some back (a tool call until its arguments are complete) and
+release them, rewritten, later in the same stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -21,6 +25,7 @@ from .providers.base import Format
 from .providers.sse import SSEEvent, encode_event
 
 __all__ = [
+    "EventFilter",
     "MalformedEvent",
     "OutputBlocked",
     "OutputFilter",
@@ -38,6 +43,28 @@ class OutputFilter(Protocol):
     def feed(self, text: str) -> str: ...
 
     def flush(self) -> str: ...
+
+
+class EventFilter(Protocol):
+    """A filter over whole events; ``discard`` drops what it holds (the stream was cut)."""
+
+    def event(self, ev: SSEEvent, fmt: Format) -> list[SSEEvent]: ...
+
+    def discard(self) -> None: ...
+
+
+def _is_event_filter(f: object) -> bool:
+    return callable(getattr(f, "event", None)) and callable(getattr(f, "discard", None))
+
+
+def _split(filters: Sequence[Any], state: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """(event filters, text filters), sorted once per stream and kept in its state."""
+    split: tuple[list[Any], list[Any]] | None = state.get("_split")
+    if split is None or len(split[0]) + len(split[1]) != len(filters):
+        events = [f for f in filters if _is_event_filter(f)]
+        split = (events, [f for f in filters if not _is_event_filter(f)])
+        state["_split"] = split
+    return split
 
 
 def _run(filters: Sequence[OutputFilter], text: str) -> str:
@@ -60,7 +87,10 @@ def discard_held(filters: Sequence[OutputFilter]) -> None:
     """Drop what the filters hold back: at a cut, that tail never reached the client, and the
     answer is carried on from the text the client has (or started over), not from it."""
     for f in filters:
-        f.flush()
+        if _is_event_filter(f):
+            cast(EventFilter, f).discard()
+        else:
+            f.flush()
 
 
 def _object(data: bytes) -> dict[str, Any]:
@@ -93,6 +123,20 @@ def filter_event(
 
     Raises ``MalformedEvent`` for an event the filters cannot read (the caller skips it).
     """
+    events, filters = _split(filters, state)
+    if events:
+        out = [ev]
+        for f in events:
+            out = [e for held in out for e in f.event(held, fmt)]
+        return [e for e2 in out for e in _filter_text(e2, fmt, filters, state)]
+    return _filter_text(ev, fmt, filters, state)
+
+
+def _filter_text(
+    ev: SSEEvent, fmt: Format, filters: Sequence[OutputFilter], state: dict[str, Any]
+) -> list[SSEEvent]:
+    if not filters:
+        return [ev]
     if fmt is Format.ANTHROPIC:
         if ev.event == "content_block_delta":
             obj = _object(ev.data)
@@ -144,7 +188,8 @@ def filter_event(
 def filter_body(
     obj: dict[str, Any], fmt: Format, filters: Sequence[OutputFilter]
 ) -> dict[str, Any]:
-    """Apply filters to a whole (non-streaming) response body."""
+    """Apply filters to a whole (non-streaming) response body (event filters are for streams)."""
+    filters = [f for f in filters if not _is_event_filter(f)]
     if fmt is Format.ANTHROPIC:
         content = []
         for block in obj.get("content") or ():

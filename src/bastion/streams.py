@@ -75,6 +75,7 @@ class StreamRelay:
         "_splice",
         "_suppress_usage_chunk",
         "_view",
+        "_withheld",
         "client_format",
         "watcher",
     )
@@ -107,6 +108,8 @@ class StreamRelay:
         self._splice: StreamSplicer | None = None
         self._base_usage: Usage | None = None
         self._filter_state: dict[str, Any] = {}
+        # an output guard's refusal, raised once what the same read carried before it is out
+        self._withheld: BastionError | None = None
         self._suppress_usage_chunk = (
             emit is None and upstream_format is Format.OPENAI and not call.include_usage
         )
@@ -141,6 +144,8 @@ class StreamRelay:
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
         """The next complete events (after output filters), or None at end of upstream body."""
         while True:
+            if self._withheld is not None:
+                raise self._withheld
             chunk = await self._read(timeout)
             if chunk is None:
                 return None
@@ -151,6 +156,8 @@ class StreamRelay:
                 return events
 
     def _filtered(self, events: list[SSEEvent]) -> list[SSEEvent]:
+        """The events to pass on; an output guard's refusal is kept for the next read, so what
+        came before it goes out first however the upstream's bytes were split into reads."""
         filters = self._call.output_filters
         out: list[SSEEvent] = []
         for ev in events:
@@ -158,6 +165,9 @@ class StreamRelay:
                 out += filter_event(ev, self.watcher.fmt, filters, self._filter_state)
             except MalformedEvent:
                 self._malformed()
+            except BastionError as exc:
+                self._withheld = exc
+                break
         return out
 
     def _malformed(self) -> None:

@@ -4,8 +4,9 @@ Per feature, config names the tools whose argument carries SQL. In each answer's
 calls (Anthropic ``tool_use`` input, OpenAI ``function.arguments``) that SQL is checked
 with the caller's roles (``validation.sql``): a valid query is rewritten to the form that
 may run (row limit enforced, ``*`` expanded); an invalid one withholds the answer
-(``output_blocked``) or, in flag mode, is passed on marked. Streams are checked after the
-fact and flagged, since a tool call's arguments are complete only at its end.
+(``output_blocked``) or, in flag mode, is passed on marked. Streams get the same check:
+``sql_stream`` holds a streamed call of a SQL tool until its arguments are complete, then
+releases it (rewritten) or ends the stream with an ``output_blocked`` error event.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..call import Call
 from ..errors import OutputBlocked
 from ..findings import Finding
 from ..providers.base import Format
+from .sql_stream import SqlStreamFilter
 from .validation import SqlPolicy, validate_sql
 
 # the SQL check's revision, carried by every SQL finding on a call record
@@ -46,17 +48,27 @@ class SqlToolCheck:
         self.block = block
         self.tool_policies = dict(tool_policies or {})
 
-    def _check(self, call: Call, name: str, sql: Any) -> str | None:
+    def check(self, call: Call, name: str, sql: Any) -> str | None:
         """The SQL that may run, or None after flagging (and raising in block mode)."""
         if not isinstance(sql, str):
-            reasons = ["the SQL argument is missing or not a string"]
-            codes = ["sql_argument_missing"]
-        else:
-            policy = self.tool_policies.get(name, self.policy)
-            verdict = validate_sql(sql, policy, call.principal.roles)
-            if verdict.ok:
-                return verdict.sql
-            reasons, codes = list(verdict.reasons), list(verdict.codes)
+            self.reject(
+                call,
+                name,
+                ["the SQL argument is missing or not a string"],
+                ["sql_argument_missing"],
+            )
+            return None
+        policy = self.tool_policies.get(name, self.policy)
+        verdict = validate_sql(sql, policy, call.principal.roles)
+        if verdict.ok:
+            return verdict.sql
+        self.reject(call, name, list(verdict.reasons), list(verdict.codes))
+        return None
+
+    _check = check
+
+    def reject(self, call: Call, name: str, reasons: list[str], codes: list[str]) -> None:
+        """Record a rejected SQL tool call; in block mode withhold the answer (``OutputBlocked``)."""
         action: Literal["blocked", "flagged"] = "blocked" if self.block else "flagged"
         call.add_finding(
             Finding(
@@ -65,10 +77,11 @@ class SqlToolCheck:
             )
         )  # fmt: skip
         if self.block:
-            raise OutputBlocked(
+            err = OutputBlocked(
                 f"the model's SQL for tool {name!r} was rejected: {'; '.join(reasons[:3])}"
             )
-        return None
+            err.guard = SqlToolGuard.name
+            raise err
 
     def apply(self, call: Call, fmt: Format, obj: dict[str, Any]) -> bool:
         """Validate (and rewrite) SQL in a whole answer; True when the body changed."""
@@ -108,8 +121,8 @@ class SqlToolCheck:
 
 
 class SqlToolGuard:
-    """Checks SQL in tool calls of whole answers (in the gateway's reply path) and flags
-    unsafe SQL seen in streamed answers after the call."""
+    """Checks SQL in tool calls: whole answers in the gateway's reply path (``check_body``),
+    streamed ones by a hold-and-check filter planted on the call (``before``)."""
 
     name = "sql_tools"
 
@@ -119,6 +132,11 @@ class SqlToolGuard:
 
     def for_call(self, call: Call) -> SqlToolCheck | None:
         return self._checks.get(call.feature or "default", self._checks.get("default"))
+
+    async def before(self, call: Call) -> None:
+        check = self.for_call(call) if call.stream else None
+        if check is not None:
+            call.output_filters.append(SqlStreamFilter(check, call))
 
     def check_body(self, call: Call, fmt: Format, raw: bytes) -> bytes:
         check = self.for_call(call)
