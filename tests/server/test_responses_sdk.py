@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2 as httpx
 import openai
+import pydantic
 import pytest
 from tests.conftest import RunningGateway, start_gateway, stop, write_config
 
@@ -200,6 +201,22 @@ def test_streamed_tool_call_arguments_reassemble(client: openai.OpenAI) -> None:
     [call] = final.output
     assert call.type == "function_call" and deltas == done.arguments == call.arguments
     assert json.loads(call.arguments)["city"]
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+
+
+def test_structured_output_parses_into_the_callers_model(client: openai.OpenAI) -> None:
+    # text.format (json_schema) becomes the chat response_format the simulator and guards honour
+    r = client.responses.parse(model="gpt-4.1", input="Biggest city?", text_format=City)
+    assert isinstance(r.output_parsed, City) and r.output_parsed.population >= 0
+    assert r.text is not None and r.text.format is not None
+    assert r.text.format.type == "json_schema"
+    with client.responses.stream(model="gpt-4.1", input="Biggest city?", text_format=City) as s:
+        list(s)
+        assert isinstance(s.get_final_response().output_parsed, City)
 
 
 def test_max_output_tokens_ends_incomplete_in_body_and_stream(client: openai.OpenAI) -> None:

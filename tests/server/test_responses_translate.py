@@ -139,6 +139,39 @@ def test_function_calls_join_the_assistant_turn_before_them() -> None:
     assert chat["max_completion_tokens"] == 64
 
 
+def test_images_stay_parts_of_the_user_turn_and_formats_become_response_format() -> None:
+    chat = to_chat(
+        {
+            "model": "m",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is this?"},
+                        {
+                            "type": "input_image",
+                            "image_url": "https://x.test/a.png",
+                            "detail": "low",
+                        },
+                    ],
+                }
+            ],
+            "text": {"format": {"type": "json_schema", "name": "c", "schema": {"type": "object"}}},
+            "reasoning": {"effort": "low"},
+        }
+    ).chat
+    validate_openai(chat)
+    assert chat["messages"][0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}},
+    ]
+    assert chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "c", "schema": {"type": "object"}},
+    }
+    assert chat["reasoning_effort"] == "low"
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
