@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,16 +25,8 @@ TITLES = [i.title for i in INCIDENTS]
 
 
 def test_bastion_demo_plays_every_incident_with_its_evidence(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION")}
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bastion.cli", "demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _bastion("demo", cwd=tmp_path)
     took = time.monotonic() - t0
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -64,6 +57,33 @@ def test_bastion_demo_plays_every_incident_with_its_evidence(tmp_path: Path) -> 
     assert f"{n}/{n} incidents behaved as claimed" in out
     assert list(tmp_path.iterdir()) == []  # everything lived in a temporary folder
     assert took < 60, f"the demo took {took:.1f} s"  # sanity bound (the demo takes a few)
+
+
+def _bastion(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION")}
+    env["COLUMNS"] = "400"  # typer's error box stays on one line
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_kept_evidence_can_be_looked_up_with_bastion_trace(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    demo = _bastion("demo", "--only", "pii", "--keep", str(kept), cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    trace = re.search(r"trace ([0-9a-f]{32})", demo.stdout)
+    record = re.search(r"record (req_[0-9a-f]{32})", demo.stdout)
+    assert trace and record, demo.stdout
+    found = _bastion("trace", trace[1], "--config", str(kept / "bastion.yaml"), cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert record[1] in found.stdout and "findings=pii:redacted" in found.stdout
+    again = _bastion("demo", "--only", "pii", "--keep", str(kept), cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a demo" in again.stderr
 
 
 def _no_fallback(alias: str) -> Any:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .demo_incidents import INCIDENTS, Incident, Outcome
-from .demo_stage import open_stage
+from .demo_stage import CONFIG_NAME, open_stage
 
 __all__ = ["INCIDENT_TIMEOUT_S", "Played", "demo_command", "exit_code", "run_demo", "summary"]
 
@@ -74,11 +75,12 @@ async def run_demo(
     *,
     edit: Callable[[dict[str, Any]], None] | None = None,
     say: Callable[[str], None] = print,
+    keep: Path | None = None,
 ) -> list[Played]:
     """Play ``incidents`` in order on one stage; ``edit`` may change the demo config first."""
     played: list[Played] = []
     n = len(incidents)
-    async with open_stage(edit) as stage:
+    async with open_stage(edit, keep=keep) as stage:
         say(f"Bastion demo: gateway on {stage.url} (simulated Anthropic and OpenAI), {n} incidents")
         for i, incident in enumerate(incidents, 1):
             say(f"[{i}/{n}] {incident.title} ...")
@@ -126,12 +128,23 @@ def demo_command(
             + ",".join(i.key for i in INCIDENTS)
         ),
     ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            help="keep the demo's config, records and counters in this new folder, to look "
+            "the evidence up afterwards (bastion trace ID --config DIR/bastion.yaml)"
+        ),
+    ] = None,
 ) -> None:
     """Play the seed's incidents on the simulator and show what Bastion did, with the evidence.
 
     Exits 1 when any incident did not behave as claimed.
     """
     chosen = select(only)
+    if keep is not None and (keep / CONFIG_NAME).exists():
+        raise typer.BadParameter(
+            f"{keep} already holds a demo: pick a new folder", param_hint="--keep"
+        )
     console = _console()
     t0 = time.monotonic()
 
@@ -139,8 +152,17 @@ def demo_command(
         console.print(escape(line))
         console.file.flush()
 
-    played = asyncio.run(run_demo(chosen, say=say))
+    played = asyncio.run(run_demo(chosen, say=say, keep=keep))
     console.print(summary(played))
+    if keep is not None:
+        cfg = keep.resolve() / CONFIG_NAME
+        console.print(
+            escape(
+                f"The records stay in {keep}: `bastion trace TRACE_ID --config {cfg}`; for the "
+                f"dashboard, `bastion keys create --name me --roles admin --config {cfg}` and "
+                f"`bastion serve --config {cfg}`"
+            )
+        )
     good = sum(p.outcome.ok for p in played)
     took = time.monotonic() - t0
     if exit_code(played) == 0:

@@ -39,6 +39,7 @@ from .server.serve import server_config
 from .store.models import CallRecord
 
 __all__ = [
+    "CONFIG_NAME",
     "CUT",
     "CUT_FALLBACK",
     "CUT_SOLO",
@@ -59,6 +60,7 @@ LOOP, OUTAGE, OUTAGE_FALLBACK = "demo:loop", "demo:outage", "demo:outage-fallbac
 CUT, CUT_FALLBACK, CUT_SOLO = "demo:cut", "demo:cut-fallback", "demo:cut-solo"
 CALL_TIMEOUT_S = 20.0
 SETTLE_TIMEOUT_S = 5.0
+CONFIG_NAME = "bastion.yaml"
 
 
 def _dep(provider: str, model: str, scenario: str, **headers: str) -> dict[str, Any]:
@@ -399,14 +401,32 @@ def _captured_logs() -> Any:
         access.propagate = saved[2]
 
 
+@contextlib.contextmanager
+def _folder(keep: Path | None) -> Iterator[Path]:
+    """A temporary folder removed on exit, or ``keep`` (created; it must hold no demo yet)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
+            yield Path(tmp)
+        return
+    keep = keep.resolve()
+    if (keep / CONFIG_NAME).exists():
+        raise FileExistsError(f"{keep} already holds a demo ({CONFIG_NAME}): pick a new folder")
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep
+
+
 @contextlib.asynccontextmanager
-async def open_stage(edit: Any = None) -> AsyncIterator[Stage]:
-    """Start the gateway on a free port with the demo config (``edit`` may change its data first)."""
-    with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp, _captured_logs() as logs:
-        data = demo_config(Path(tmp))
+async def open_stage(edit: Any = None, *, keep: Path | None = None) -> AsyncIterator[Stage]:
+    """Start the gateway on a free port with the demo config (``edit`` may change its data first).
+
+    Its config, records and counters live in a temporary folder, or in ``keep``, left in place
+    so the evidence can be looked up afterwards (``bastion trace ID --config keep/bastion.yaml``).
+    """
+    with _folder(keep) as tmp, _captured_logs() as logs:
+        data = demo_config(tmp)
         if edit is not None:
             edit(data)
-        path = Path(tmp) / "bastion.yaml"
+        path = tmp / CONFIG_NAME
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         cfg: Config = load_config(path, env={})  # the file alone: no BASTION__* variable applies
         gateway = Gateway(cfg)
