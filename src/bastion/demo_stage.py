@@ -5,8 +5,9 @@ process: every incident then goes through what an app's SDK meets (keys, HTTP, e
 the caller's format, ``/metrics``, the admin API), while the demo can still read the record
 store, the log lines and what reached the simulated providers, to show the evidence. The
 client is aiohttp (a runtime dependency; the official SDKs are only dev dependencies), so
-the demo runs from the installed wheel. Everything lives in a temporary folder that is
-removed on exit, and no environment variable changes the stage.
+the demo runs from the installed wheel. Config, records and counters live in a temporary
+folder removed on exit (or one the user names to keep), and no environment variable changes
+the stage.
 """
 
 from __future__ import annotations
