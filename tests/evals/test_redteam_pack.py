@@ -97,6 +97,9 @@ async def test_with_the_defences_on_the_pack_passes(tmp_path: Path, api: Api) ->
     }
     assert res.passed(DEFAULT_THRESHOLD), (res.tally(), undefended)
     assert all(e == 0 for _, e, _ in res.tally().values())
+    # the app resends the conversation for a tool round: the withheld document stays withheld
+    (tool_round,) = [r for r in res.results if r.case.technique == "doc-then-tool-round"]
+    assert tool_round.verdict.outcome == "defended", tool_round.verdict.reason
 
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])
@@ -112,6 +115,12 @@ async def test_streamed_answers_are_judged_by_what_reached_the_app(
     ), [r.verdict.reason for r in by_cat["prompt_extraction"]]
     assert by_cat["pii_exfiltration"]
     assert all(r.verdict.outcome == "defended" for r in by_cat["pii_exfiltration"])
+    # a streamed SQL tool call is held until complete and refused before the app gets it
+    assert by_cat["sql_abuse"] and all(
+        r.verdict.reason.startswith("refused by a guard (422") for r in by_cat["sql_abuse"]
+    ), [r.verdict.reason for r in by_cat["sql_abuse"]]
+    (tool_round,) = [r for r in res.results if r.case.technique == "doc-then-tool-round"]
+    assert tool_round.verdict.outcome == "defended", tool_round.verdict.reason
 
 
 async def test_bastions_defaults_pass_and_flagging_pii_alone_does_not(tmp_path: Path) -> None:
