@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -214,6 +215,38 @@ async def test_every_breakdown_adds_up_to_the_ledger_total_of_the_range(
     for rows in got["by"].values():
         assert sum(r["spend_usd"] for r in rows) == pytest.approx(expected)
         assert len({r["label"] for r in rows}) == len(rows)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    ages=st.lists(st.integers(0, 24 * 60 - 1), max_size=10),
+    minutes=st.integers(1, 24 * 60),
+)
+async def test_tiles_charts_stages_and_the_call_list_count_the_same_calls(
+    ages: list[int], minutes: int
+) -> None:
+    """Whatever the range, every endpoint the page asks counts exactly the calls inside it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        g = await _open(_config(Path(tmp)))
+        try:
+            now = time.time()
+            await g.store.insert_calls(
+                [_call(f"w{i}", now - age * 60 - 5) for i, age in enumerate(ages)]
+            )
+            inside = sum(1 for age in ages if age * 60 + 5 <= minutes * 60)
+            _, s = await _get(g, "/admin/api/summary", minutes=minutes)
+            _, lat = await _get(g, "/admin/api/latency", minutes=minutes)
+            _, stages = await _get(g, "/admin/api/stages", minutes=minutes)
+            _, calls = await _get(g, "/admin/api/calls", minutes=minutes, limit=500)
+            assert s["calls"]["requests"] == inside
+            assert lat["overall"]["requests"] == sum(b["requests"] for b in lat["series"])
+            assert lat["overall"]["requests"] == inside
+            assert sum(f["requests"] for f in stages["features"]) == inside
+            assert len(calls["calls"]) == inside
+            windows = {s["window"]["minutes"], lat["window"]["minutes"]}
+            assert windows | {stages["window"]["minutes"], calls["window"]["minutes"]} == {minutes}
+        finally:
+            await g.__aexit__(None, None, None)
 
 
 @pytest.fixture
