@@ -88,6 +88,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
             "broke": {"daily_budget_usd": 0.0},
             "scrub_in": {"pii_provider": True},
             "ledger": {},
+            "killed": {},
         },
         reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
     )
@@ -268,6 +269,26 @@ def test_a_spent_budget_refuses_before_the_provider_is_asked(
     assert len(_sim_requests(sim_url)) == sent
     # the same call on a feature with room reaches the provider
     _client(gw).embeddings.create(model="embed-up", input="anything")
+    assert len(_sim_requests(sim_url)) == sent + 1
+
+
+def test_the_kill_switch_stops_embeddings_before_the_provider(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    req = urllib.request.Request(
+        gw.url + "/admin/kill",
+        data=json.dumps({"on": True, "feature": "killed"}).encode(),
+        headers={"authorization": "Bearer " + gw.key, "content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    sent = len(_sim_requests(sim_url))
+    with pytest.raises(openai.APIStatusError) as e:
+        _client(gw, "killed").embeddings.create(model="embed-up", input="anything")
+    assert e.value.status_code == 503
+    assert len(_sim_requests(sim_url)) == sent
+    _client(gw).embeddings.create(model="embed-up", input="anything")  # other features run
     assert len(_sim_requests(sim_url)) == sent + 1
 
 
