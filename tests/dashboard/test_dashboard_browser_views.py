@@ -218,7 +218,9 @@ def test_the_selected_range_drives_every_tile_chart_and_table(served: Served, br
     assert not errors, errors
 
 
-def test_a_breaker_another_replica_opened_shows_live(served: Served, browser: Any) -> None:
+def test_a_breaker_another_replica_opened_shows_live(
+    served: Served, browser: Any, tmp_path: Path
+) -> None:
     ctx, page, errors = _page(browser, 1440, 1000)
 
     async def trip() -> None:
@@ -243,6 +245,7 @@ def test_a_breaker_another_replica_opened_shows_live(served: Served, browser: An
         assert "live" in page.inner_text("#breakers")
         others = page.locator("#breakers li").all()
         assert [li.get_attribute("data-state") for li in others].count("open") == 1
+        page.locator("#breakers").screenshot(path=str(_shots_dir(tmp_path) / "breakers-open.png"))
     finally:
         ctx.close()
     assert not errors, errors
@@ -299,6 +302,13 @@ def test_layout_fits_desktop_and_mobile_widths(
         page.keyboard.press("Escape")
         page.wait_for_selector("#kill-confirm", state="hidden")
         assert page.get_attribute("#kill-state", "data-on") == "false"
+        # a call row's link opens its trace view, which fits the width too
+        page.locator('#calls-body tr[data-request-id="old-call"] a.trace-link').click()
+        page.wait_for_selector('#trace-result[data-trace-id="old-trace"] .trace-head')
+        assert page.evaluate("location.hash") == "#trace=old-trace"
+        found = page.evaluate(OVERFLOW)
+        assert found["bad"] == [] and found["scroll"] <= width, found
+        page.locator("#trace-result").screenshot(path=str(out / f"trace-view-{name}.png"))
     finally:
         ctx.close()
     assert not errors, errors
