@@ -35,6 +35,15 @@ class Usage:
 
 
 @dataclass(slots=True)
+class ToolCallOut:
+    """A tool call in the answer, as the provider sent or streamed it (arguments: JSON text)."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
+@dataclass(slots=True)
 class Attempt:
     """One upstream request: reserved before it is sent, priced at its own model, settled alone.
 
@@ -97,6 +106,7 @@ class Call:
     status: int = 0
     error_type: str | None = None
     output_text: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCallOut] = field(default_factory=list)  # of the answer, for traces
     flags: dict[str, Any] = field(default_factory=dict)  # operational marks, not safety verdicts
     findings: list[Finding] = field(default_factory=list)  # what safety detectors concluded
     stages: dict[str, float] = field(default_factory=dict)
@@ -121,6 +131,7 @@ class Call:
             attempts=[],
             usage=Usage(),
             output_text=[],
+            tool_calls=[],
             flags={},
             findings=[],
             stages={},
@@ -132,6 +143,7 @@ class Call:
         """Take over the results of the shadow whose attempt won."""
         self.usage = winner.usage
         self.output_text = winner.output_text
+        self.tool_calls = winner.tool_calls
         self.served_model = winner.served_model
         self.first_byte = winner.first_byte
         self.response_id = winner.response_id or self.response_id

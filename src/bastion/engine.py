@@ -29,7 +29,7 @@ from .errors import (
 )
 from .output import filter_body
 from .providers import translate
-from .providers.adapters import retry_after, usage_from_anthropic, usage_from_openai
+from .providers.adapters import retry_after
 from .providers.base import Format, UpstreamResponse
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
@@ -39,6 +39,7 @@ from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
 from .streams import Continuation, StreamRelay
 from .upstream import provider_id_headers, provider_request_id, upstream_body
+from .watch import observe_body
 
 
 @dataclass(slots=True)
@@ -459,7 +460,7 @@ class Engine:
         if call.output_filters:
             obj = filter_body(obj, src, call.output_filters)
             raw = orjson.dumps(obj)
-        attempt.usage = _observe_response(call, obj, src)
+        attempt.usage = observe_body(call, obj, src)
         call.first_byte = time.monotonic()
         if src is not call.client_format:
             obj = translate.response_to(call.client_format, obj, source=src, model=None)
@@ -537,41 +538,6 @@ def _attempt(dep: Deployment, kind: str) -> Attempt:
         kind=kind,
         provider_kind=dep.endpoint.kind,
     )
-
-
-def _observe_response(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
-    """Take the answer's text, usage, id and finish reason into the call; return this attempt's
-    own usage."""
-    model = obj.get("model")
-    if isinstance(model, str):
-        call.served_model = model
-    rid = obj.get("id")
-    if isinstance(rid, str) and rid:
-        call.response_id = rid
-    u = obj.get("usage")
-    own = Usage()
-    if fmt is Format.ANTHROPIC:
-        if isinstance(u, dict):
-            usage_from_anthropic(u, own)
-            usage_from_anthropic(u, call.usage)
-        for block in obj.get("content") or ():
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
-                call.output_text.append(block["text"])
-        if isinstance(stop := obj.get("stop_reason"), str):
-            call.finish_reason = stop
-    else:
-        if isinstance(u, dict):
-            usage_from_openai(u, own)
-            usage_from_openai(u, call.usage)
-        for choice in obj.get("choices") or ():
-            msg = choice.get("message") if isinstance(choice, dict) else None
-            if isinstance(msg, dict) and isinstance(msg.get("content"), str):
-                call.output_text.append(msg["content"])
-        choices = obj.get("choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        if isinstance(first, dict) and isinstance(fr := first.get("finish_reason"), str):
-            call.finish_reason = fr  # the first choice's, as a stream reports it
-    return own
 
 
 def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str], bytes]:

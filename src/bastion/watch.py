@@ -1,4 +1,8 @@
-"""Reading a provider stream's events for what the call must know: text, usage, the end.
+"""Reading a provider's answer for what the call must know: text, tool calls, usage, the end.
+
+A streamed answer is read event by event (``StreamWatcher``), a whole one at once
+(``observe_body``); both fill the same fields of the call, so a trace or a record cannot tell
+how the answer came.
 
 A ``StreamWatcher`` observes one provider format's events and never changes them. It
 is also where a stream's health is judged: an event whose data is not the JSON its
@@ -13,13 +17,13 @@ from typing import Any
 
 import orjson
 
-from .call import Call
+from .call import Call, ToolCallOut, Usage
 from .output import MalformedEvent
 from .providers.adapters import usage_from_anthropic, usage_from_openai
 from .providers.base import Format
 from .providers.sse import SSEEvent
 
-__all__ = ["MalformedEvent", "StreamWatcher"]
+__all__ = ["MalformedEvent", "StreamWatcher", "observe_body"]
 
 
 class StreamWatcher:
@@ -32,6 +36,7 @@ class StreamWatcher:
     __slots__ = (
         "_call",
         "_final",
+        "_tools",
         "_usage_seen",
         "errored",
         "finished",
@@ -52,6 +57,7 @@ class StreamWatcher:
         self.text_only = True
         self._final = False  # an OpenAI finish_reason was seen
         self._usage_seen = False
+        self._tools: dict[int, ToolCallOut] = {}  # by block (or tool call) index
 
     def adopt(self, call: Call) -> None:
         """Write into the winning call from now on (hedged attempts run on shadows)."""
@@ -85,12 +91,20 @@ class StreamWatcher:
                 text = delta.get("text")
                 if isinstance(text, str):
                     self.text.append(text)
+                elif isinstance(part := delta.get("partial_json"), str) and (
+                    tool := self._tools.get(obj.get("index", 0))
+                ):
+                    tool.arguments += part
             return True
         if name == "content_block_start":
             block = obj.get("content_block")
             is_tool = isinstance(block, dict) and block.get("type") != "text"
             if is_tool or obj.get("index", 0) != 0:
                 self.text_only = False
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                tool = ToolCallOut(_text(block.get("id")), _text(block.get("name")))
+                self._tools[obj.get("index", 0)] = tool
+                call.tool_calls.append(tool)
             return is_tool
         if name == "message_start":
             msg = obj.get("message")
@@ -164,12 +178,86 @@ class StreamWatcher:
                 if delta.get("tool_calls") or delta.get("refusal"):
                     self.text_only = False
                     content = True
+                    if choice.get("index", 0) == 0:
+                        self._tool_deltas(delta.get("tool_calls"))
             fr = choice.get("finish_reason")
             if isinstance(fr, str):
                 self.stop_reason = self._call.finish_reason = fr
                 self._final = True
                 content = True
         return content
+
+    def _tool_deltas(self, deltas: Any) -> None:
+        """OpenAI streams a tool call as pieces by index: the id and name first, then arguments."""
+        if not isinstance(deltas, list):
+            return
+        for d in deltas:
+            if not isinstance(d, dict):
+                continue
+            fn = d.get("function")
+            if not isinstance(fn, dict):
+                fn = {}
+            tool = self._tools.get(d.get("index", 0))
+            if tool is None:
+                tool = ToolCallOut(_text(d.get("id")), _text(fn.get("name")))
+                self._tools[d.get("index", 0)] = tool
+                self._call.tool_calls.append(tool)
+            if isinstance(args := fn.get("arguments"), str):
+                tool.arguments += args
+
+
+def observe_body(call: Call, obj: dict[str, Any], fmt: Format) -> Usage:
+    """A whole (non-streamed) answer, read as its stream would be: text, tool calls, usage, id
+    and finish reason into the call; returns this attempt's own usage."""
+    model = obj.get("model")
+    if isinstance(model, str):
+        call.served_model = model
+    rid = obj.get("id")
+    if isinstance(rid, str) and rid:
+        call.response_id = rid
+    u = obj.get("usage")
+    own = Usage()
+    if fmt is Format.ANTHROPIC:
+        if isinstance(u, dict):
+            usage_from_anthropic(u, own)
+            usage_from_anthropic(u, call.usage)
+        for block in obj.get("content") or ():
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
+                call.output_text.append(block["text"])
+            elif block.get("type") == "tool_use":
+                args = orjson.dumps(block.get("input")).decode()
+                tool = ToolCallOut(_text(block.get("id")), _text(block.get("name")), args)
+                call.tool_calls.append(tool)
+        if isinstance(stop := obj.get("stop_reason"), str):
+            call.finish_reason = stop
+        return own
+    if isinstance(u, dict):
+        usage_from_openai(u, own)
+        usage_from_openai(u, call.usage)
+    choices = obj.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
+            call.output_text.append(msg["content"])
+    first = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(first, dict):
+        return own
+    if isinstance(fr := first.get("finish_reason"), str):
+        call.finish_reason = fr  # the first choice's, as a stream reports it
+    msg = first.get("message")
+    for tc in (msg.get("tool_calls") if isinstance(msg, dict) else None) or ():
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if isinstance(fn, dict):
+            tool = ToolCallOut(_text(tc.get("id")), _text(fn.get("name")))
+            tool.arguments = _text(fn.get("arguments"))
+            call.tool_calls.append(tool)
+    return own
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else ""
 
 
 def _loads(data: bytes) -> dict[str, Any] | None:

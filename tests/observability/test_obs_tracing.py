@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bastion.call import Attempt, Call, Principal, Usage
+from bastion.call import Attempt, Call, Principal, ToolCallOut, Usage
 from bastion.errors import UpstreamError
 from bastion.observability.genai_content import (
     FINISH_REASONS,
@@ -24,8 +27,10 @@ from bastion.observability.genai_content import (
 from bastion.observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from bastion.observability.tracing import Tracing, TracingGuard, print_trace
 from bastion.providers.base import Format
+from bastion.providers.sse import SSEEvent
 from bastion.safety.pii import Scrubber, ScrubberConfig
 from bastion.store import CallRecord, open_store
+from bastion.watch import StreamWatcher, observe_body
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -159,6 +164,35 @@ async def test_ids_are_pinned_per_call_and_never_leak_into_the_next_span(
     assert got == ids
     children = [x for x in exporter.get_finished_spans() if x.kind is SpanKind.CLIENT]
     assert {span_hex(c) for c in children}.isdisjoint({s for _, s in ids})
+
+
+def test_spans_built_on_worker_threads_keep_each_calls_own_ids() -> None:
+    """With content on, spans are built on worker threads: a call span's pinned ids must not
+    be drawn by another thread's span (without the lock, ~1 in 2000 calls lost its id)."""
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(exporter=exporter)
+    calls = [make_call(trace_id=new_id(16), span_id=new_id(8), parent=PARENT) for _ in range(6000)]
+
+    def record(part: list[Call]) -> None:
+        for c in part:
+            tracing.record_call(c, None)
+
+    workers = [threading.Thread(target=record, args=(calls[i::8],)) for i in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch all the time: a race shows
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    spans = exporter.get_finished_spans()
+    roots = {trace_hex(r): span_hex(r) for r in spans if r.kind is SpanKind.SERVER}
+    assert roots == {c.trace_id: c.span_id for c in calls}
+    children = [x for x in spans if x.kind is SpanKind.CLIENT]
+    assert len(children) == 2 * len(calls)
+    assert {span_hex(c) for c in children}.isdisjoint({c.span_id for c in calls})
 
 
 async def test_call_span_has_genai_attributes_and_bastion_fields(
@@ -670,3 +704,106 @@ def test_remembered_scrubs_equal_the_scrubber_and_repeat_texts_are_scrubbed_once
     assert len([t for t in seen if len(t) >= 32]) <= 2 * len(long_ones)
     if long_ones and len(set(long_ones)) <= 3:
         assert len([t for t in seen if len(t) >= 32]) == len(set(long_ones))
+
+
+# -- the answer's tool calls: streamed or whole, the same output message ---------------------
+
+
+async def test_the_answers_tool_calls_are_output_tool_call_parts_scrubbed(
+    scrubber: Scrubber,
+) -> None:
+    tracing, exporter = content_tracing(scrubber)
+    call = make_call(output_text=["Sending."], finish_reason="tool_use")
+    call.tool_calls.append(ToolCallOut("toolu_9", "send", '{"to": "jane.doe@example.com"}'))
+    call.tool_calls.append(ToolCallOut("toolu_10", "log", '{"n": 1'))  # cut: kept as text
+    tracing.record_call(call, None)
+    (out,) = orjson.loads(root_attrs(exporter)["gen_ai.output.messages"])
+    assert out["finish_reason"] == "tool_call"
+    assert out["parts"] == [
+        {"type": "text", "content": "Sending."},
+        {"type": "tool_call", "id": "toolu_9", "name": "send", "arguments": {"to": "[EMAIL_1]"}},
+        {"type": "tool_call", "id": "toolu_10", "name": "log", "arguments": '{"n": 1'},
+    ]
+
+
+def sse(data: Any, event: str | None = None) -> SSEEvent:
+    raw = data if isinstance(data, bytes) else orjson.dumps(data)
+    return SSEEvent(raw=b"data: " + raw + b"\n\n", event=event, data=raw)
+
+
+def pieces(text: str, cuts: list[int]) -> list[str]:
+    at = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    return [text[a:b] for a, b in itertools.pairwise(at)]
+
+
+tool_args = st.dictionaries(
+    st.sampled_from(["to", "n", "note"]),
+    st.one_of(st.text(max_size=20), st.integers(-(2**63), 2**63 - 1)),  # what orjson parses
+    max_size=3,
+)
+
+
+@given(args=tool_args, cuts=st.lists(st.integers(0, 200), max_size=6), text=st.text(max_size=20))
+def test_a_streamed_answer_and_its_whole_body_give_the_call_the_same_fields(
+    args: dict[str, Any], cuts: list[int], text: str
+) -> None:
+    raw = orjson.dumps(args).decode()
+    for fmt in (Format.ANTHROPIC, Format.OPENAI):
+        streamed, whole = make_call(), make_call()
+        for c in (streamed, whole):
+            c.output_text.clear()
+            c.finish_reason = c.response_id = None
+        watcher = StreamWatcher(streamed, fmt)
+        if fmt is Format.ANTHROPIC:
+            msg = {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3, "output_tokens": 1}}
+            events = [sse({"message": msg}, "message_start")]
+            events.append(sse({"index": 0, "content_block": {"type": "text", "text": ""}},
+                              "content_block_start"))  # fmt: skip
+            events.append(sse({"index": 0, "delta": {"type": "text_delta", "text": text}},
+                              "content_block_delta"))  # fmt: skip
+            block = {"type": "tool_use", "id": "toolu_1", "name": "send", "input": {}}
+            events.append(sse({"index": 1, "content_block": block}, "content_block_start"))
+            events += [
+                sse(
+                    {"index": 1, "delta": {"type": "input_json_delta", "partial_json": p}},
+                    "content_block_delta",
+                )
+                for p in pieces(raw, cuts)
+            ]
+            events.append(sse({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+                              "message_delta"))  # fmt: skip
+            content = [{"type": "text", "text": text}, {**block, "input": args}]
+            body = {**msg, "content": content, "stop_reason": "tool_use",
+                    "usage": {"input_tokens": 3, "output_tokens": 9}}  # fmt: skip
+        else:
+            head = {"id": "chatcmpl-1", "model": "m"}
+            first = {"index": 0, "id": "call_1", "type": "function",
+                     "function": {"name": "send", "arguments": ""}}  # fmt: skip
+            deltas = [{"content": text}, {"tool_calls": [first]}] + [
+                {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
+                for p in pieces(raw, cuts)
+            ]
+            events = [
+                sse({**head, "choices": [{"index": 0, "delta": d, "finish_reason": None}]})
+                for d in deltas
+            ]
+            events.append(sse({**head, "choices": [{"index": 0, "delta": {},
+                                                    "finish_reason": "tool_calls"}]}))  # fmt: skip
+            tc = {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "send", "arguments": raw},
+            }
+            message = {"role": "assistant", "content": text, "tool_calls": [tc]}
+            body = {**head, "choices": [{"index": 0, "message": message,
+                                         "finish_reason": "tool_calls"}]}  # fmt: skip
+        for ev in events:
+            watcher.observe(ev)
+        observe_body(whole, body, fmt)
+        for c in (streamed, whole):
+            assert "".join(c.output_text) == text
+            assert [(t.id, t.name, orjson.loads(t.arguments)) for t in c.tool_calls] == [
+                ("toolu_1" if fmt is Format.ANTHROPIC else "call_1", "send", args)
+            ]
+            assert c.finish_reason == ("tool_use" if fmt is Format.ANTHROPIC else "tool_calls")
+            assert c.response_id == ("msg_1" if fmt is Format.ANTHROPIC else "chatcmpl-1")

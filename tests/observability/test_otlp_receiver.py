@@ -79,10 +79,10 @@ def _gateway(
     tmp_path_factory: pytest.TempPathFactory, sink: OtlpSink, *, content: bool
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("otlp-content" if content else "otlp-plain")
-    # export every 100 ms instead of the batch processor's 5 s default
-    gw = start_gateway(
-        gateway_config(tmp, sink, content=content), env={"OTEL_BSP_SCHEDULE_DELAY": "100"}
-    )
+    # export every 100 ms instead of the batch processor's 5 s default, and give a loaded
+    # machine 30 s per export before the exporter gives a batch up
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "30"}
+    gw = start_gateway(gateway_config(tmp, sink, content=content), env=env)
     yield gw
     stop(gw.proc)
 
@@ -176,7 +176,7 @@ def received(sink: OtlpSink, sent: list[Sent]) -> dict[str, list[ReceivedSpan]]:
     def ready(spans: list[ReceivedSpan]) -> bool:
         return want <= {s.trace_id for s in spans if s.kind == SERVER}
 
-    spans = sink.wait_for(ready)
+    spans = sink.wait_for(ready, timeout=60.0)  # bounded; the exporter sends every 100 ms
     return {t: [s for s in spans if s.trace_id == t] for t in want}
 
 
@@ -296,3 +296,88 @@ def test_without_opt_in_spans_have_no_content_and_no_user(
             assert not [k for k in x.attributes if k in CONTENT_KEYS or k.startswith("user.")]
             everything = repr(x.attributes)
             assert EMAIL not in everything and "4111" not in everything and "file" not in everything
+
+
+NOTIFY_SCHEMA = {
+    "type": "object",
+    "properties": {"email": {"type": "string"}},
+    "required": ["email"],
+}
+
+
+def anthropic_tool_call(gw: RunningGateway, *, stream: bool) -> tuple[str, str, dict[str, Any]]:
+    client = anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0)
+    trace = new_trace()
+    kw: dict[str, Any] = {
+        "model": "claude-t",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Notify the owner"}],
+        "tools": [{"name": "notify", "description": "mail someone", "input_schema": NOTIFY_SCHEMA}],
+        "extra_headers": Sent.headers(trace),
+    }
+    if stream:
+        with client.messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(**kw)
+    (use,) = [b for b in msg.content if b.type == "tool_use"]
+    assert msg.stop_reason == "tool_use"
+    return trace, use.id, dict(use.input)
+
+
+def openai_tool_call(gw: RunningGateway, *, stream: bool) -> tuple[str, str, dict[str, Any]]:
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+    trace = new_trace()
+    kw: dict[str, Any] = {
+        "model": "gpt-t",
+        "messages": [{"role": "user", "content": "Notify the owner"}],
+        "tools": [
+            {"type": "function", "function": {"name": "notify", "parameters": NOTIFY_SCHEMA}}
+        ],
+        "extra_headers": Sent.headers(trace),
+    }
+    if stream:
+        deltas = [
+            tc
+            for c in client.chat.completions.create(**kw, stream=True)
+            if c.choices
+            for tc in c.choices[0].delta.tool_calls or ()
+        ]
+        call_id = next(d.id for d in deltas if d.id)
+        args = "".join(d.function.arguments or "" for d in deltas if d.function)
+    else:
+        done = client.chat.completions.create(**kw)
+        calls = done.choices[0].message.tool_calls or []
+        assert len(calls) == 1
+        tc = calls[0]
+        assert tc.type == "function"
+        call_id, args = tc.id, tc.function.arguments
+    return trace, call_id, orjson.loads(args)
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_answer_is_an_output_tool_call_part_with_scrubbed_arguments(
+    sink: OtlpSink, with_content: RunningGateway, api: str, stream: bool
+) -> None:
+    call = anthropic_tool_call if api == "anthropic" else openai_tool_call
+    trace, call_id, args = call(with_content, stream=stream)
+    assert args == {"email": "user@example.com"}  # what the client got, as the model said it
+    spans = sink.wait_for(
+        lambda got: any(s.trace_id == trace and s.kind == SERVER for s in got), timeout=60.0
+    )
+    a = call_span([s for s in spans if s.trace_id == trace]).attributes
+    assert a["gen_ai.response.finish_reasons"] == ("tool_call",)
+    (out,) = orjson.loads(a["gen_ai.output.messages"])
+    assert out == {
+        "role": "assistant",
+        "parts": [
+            {
+                "type": "tool_call",
+                "id": call_id,
+                "name": "notify",
+                "arguments": {"email": "[EMAIL_1]"},
+            }
+        ],
+        "finish_reason": "tool_call",
+    }

@@ -126,8 +126,17 @@ class ContentCapture:
             attrs["gen_ai.system_instructions"] = text
             cut |= trimmed
         answer = "".join(call.output_text)
-        if answer or not failed:
+        if answer or call.tool_calls or not failed:
             parts = [self._text(answer)] if answer else []
+            parts += [
+                {
+                    "type": "tool_call",
+                    "id": t.id,
+                    "name": t.name,
+                    "arguments": self.value(_arguments(t.arguments)),
+                }
+                for t in call.tool_calls
+            ]
             out = [{"role": "assistant", "parts": parts, "finish_reason": finish}]
             text, trimmed = fit(out, self._max)
             attrs["gen_ai.output.messages"] = text

@@ -288,7 +288,8 @@ class Tracing:
         if self.content is not None:
             finishes = attrs["gen_ai.response.finish_reasons"]
             attrs |= self.content.attributes(call, finishes[0], failed=failed(call, error))
-        user = attrs.get("user.id")
+        # the call span starts on pinned ids: no other span (a child, another call on another
+        # thread) may draw an id meanwhile, so the whole tree is built under the lock
         with self._lock:
             self._ids.pin(trace_id, span_id)
             try:
@@ -301,58 +302,65 @@ class Tracing:
                 )
             finally:
                 self._ids.pin(None, None)
-        status = call.status or (200 if error is None else 500)
-        if error is not None or status >= 400 or call.flags.get("stream_error"):
-            etype = call.error_type or (type(error).__name__ if error else None)
-            span.set_attribute("error.type", etype or str(status))
-            if status >= 500 or call.flags.get("stream_error"):
-                span.set_status(Status(StatusCode.ERROR, etype))
-        parent_ctx = trace.set_span_in_context(span)
-        last = len(call.attempts) - 1
+            status = call.status or (200 if error is None else 500)
+            if error is not None or status >= 400 or call.flags.get("stream_error"):
+                etype = call.error_type or (type(error).__name__ if error else None)
+                span.set_attribute("error.type", etype or str(status))
+                if status >= 500 or call.flags.get("stream_error"):
+                    span.set_status(Status(StatusCode.ERROR, etype))
+            parent_ctx = trace.set_span_in_context(span)
+            for i in range(len(call.attempts)):
+                self._attempt_span(call, i, parent_ctx, attrs, start_ns, end)
+            span.end(end_time=end_ns)
+
+    def _attempt_span(
+        self, call: Call, i: int, parent: Any, attrs: Mapping[str, Any], start_ns: int, end: float
+    ) -> None:
+        """One upstream attempt as a client span under the call span (the caller holds the lock)."""
+        a = call.attempts[i]
+        last = i == len(call.attempts) - 1
+        a_start = start_ns + int(max(0.0, a.started - call.started) * 1e9)
+        a_end_mono = a.ended if a.ended else end
+        if call.stream and last and a.error is None:
+            a_end_mono = end  # a streamed answer lasts until its last chunk, not its headers
+        a_end = start_ns + int(max(0.0, a_end_mono - call.started) * 1e9)
+        a_attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": a.model,
+            "bastion.deployment": a.deployment,
+            "bastion.attempt": i + 1,
+        }
+        if (pname := self.provider_name(a.provider)) is not None:
+            a_attrs["gen_ai.provider.name"] = pname
+        if a.status is not None:
+            a_attrs["http.response.status_code"] = a.status
+        if a.usage is not None:
+            a_attrs |= _usage(a.usage)
+        if "user.id" in attrs:
+            a_attrs["user.id"] = attrs["user.id"]
         answered = max(
-            (i for i, a in enumerate(call.attempts) if a.status == 200 and a.error is None),
+            (j for j, x in enumerate(call.attempts) if x.status == 200 and x.error is None),
             default=None,
         )
-        for i, a in enumerate(call.attempts):
-            a_start = start_ns + int(max(0.0, a.started - call.started) * 1e9)
-            a_end_mono = a.ended if a.ended else end
-            if call.stream and i == last and a.error is None:
-                a_end_mono = end  # a streamed answer lasts until its last chunk, not its headers
-            a_end = start_ns + int(max(0.0, a_end_mono - call.started) * 1e9)
-            a_attrs: dict[str, Any] = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": a.model,
-                "bastion.deployment": a.deployment,
-                "bastion.attempt": i + 1,
-            }
-            if (pname := self.provider_name(a.provider)) is not None:
-                a_attrs["gen_ai.provider.name"] = pname
-            if a.status is not None:
-                a_attrs["http.response.status_code"] = a.status
-            if a.usage is not None:
-                a_attrs |= _usage(a.usage)
-            if user is not None:
-                a_attrs["user.id"] = user
-            if a.error is not None:
-                a_attrs["error.type"] = a.error
-                a_attrs["gen_ai.response.finish_reasons"] = ("error",)
-            elif i == answered:
-                a_attrs["gen_ai.response.finish_reasons"] = attrs["gen_ai.response.finish_reasons"]
-                if call.response_id:
-                    a_attrs["gen_ai.response.id"] = call.response_id
-            if a.error is None and i == last and call.served_model:
-                a_attrs["gen_ai.response.model"] = call.served_model
-            child = self._tracer.start_span(
-                f"chat {a.model}",
-                context=parent_ctx,
-                kind=SpanKind.CLIENT,
-                attributes=a_attrs,
-                start_time=a_start,
-            )
-            if a.error is not None:
-                child.set_status(Status(StatusCode.ERROR, a.error))
-            child.end(end_time=max(a_start, a_end))
-        span.end(end_time=end_ns)
+        if a.error is not None:
+            a_attrs["error.type"] = a.error
+            a_attrs["gen_ai.response.finish_reasons"] = ("error",)
+        elif i == answered:  # the attempt whose answer the client got
+            a_attrs["gen_ai.response.finish_reasons"] = attrs["gen_ai.response.finish_reasons"]
+            if call.response_id:
+                a_attrs["gen_ai.response.id"] = call.response_id
+        if a.error is None and last and call.served_model:
+            a_attrs["gen_ai.response.model"] = call.served_model
+        child = self._tracer.start_span(
+            f"chat {a.model}",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=a_attrs,
+            start_time=a_start,
+        )
+        if a.error is not None:
+            child.set_status(Status(StatusCode.ERROR, a.error))
+        child.end(end_time=max(a_start, a_end))
 
     def force_flush(self, timeout_millis: int = 5000) -> bool:
         return self.provider.force_flush(timeout_millis)
