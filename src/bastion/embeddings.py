@@ -10,7 +10,8 @@ provider sees it when the feature's ``pii_provider`` policy asks.
 
 Failover: an alias's vectors must all be comparable, so only deployments declaring the first
 one's ``dimensions`` are tried; the others are skipped and named on the record. What follows a
-failure (retry, next, give up) is the same ``RetryPolicy`` decision as for chat. A deployment
+failure (retry, next, give up) is the same ``RetryPolicy`` decision as for chat, behind the
+same circuit breakers (by deployment name, shared through the counter store). A deployment
 whose answer has the wrong number of vectors or the wrong length is a malformed answer, and the
 next one is tried.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +38,7 @@ from .errors import (
     BudgetExceeded,
     InvalidRequest,
     PermissionDenied,
+    StateUnavailable,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -49,6 +52,7 @@ from .reliability.exhaustion import Outcome
 from .reliability.policy import Action, Failure, RetryPolicy, classify
 from .reliability.router import Deployment
 from .schema import header_token, parse_body
+from .state import BreakerPolicy
 from .upstream import provider_id_headers, provider_request_id
 
 if TYPE_CHECKING:
@@ -73,6 +77,9 @@ GUARDS = frozenset(
 EMBEDDING_KINDS = frozenset({"openai", "openai-compatible", "sim"})
 # returned to the caller as the provider said them: the request itself is at fault
 _AS_PROVIDER_SAID = frozenset({Failure.CONTENT_POLICY, Failure.CLIENT, Failure.CONTEXT_LENGTH})
+BREAKER_TIMEOUT = 0.5  # breakers are advisory: a slow counter store does not hold a call
+# call context of the library entry point, as the headers a server call would carry
+_CONTEXT = {"user": "x-bastion-user", "feature": "x-bastion-feature", "traceparent": "traceparent"}
 
 
 class EmbeddingsApi:
@@ -83,6 +90,35 @@ class EmbeddingsApi:
         self.pipeline = Pipeline([g for g in gateway.pipeline.guards if _name(g) in GUARDS])
         self._retry = gateway.config.reliability.retry
         self._policy = RetryPolicy(self._retry)
+        b = gateway.config.reliability.breaker
+        self._breaker = (
+            BreakerPolicy(
+                failure_threshold=b.failure_threshold,
+                error_rate=b.error_rate,
+                window_seconds=b.window_seconds,
+                min_calls=b.min_calls,
+                cooldown_seconds=b.cooldown_seconds,
+            )
+            if b.enabled
+            else None
+        )
+
+    async def create(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
+        """An embeddings call in-process (the library's way in); returns the response object.
+
+        ``ctx`` takes ``user``, ``feature`` and ``traceparent``, as the server's headers would.
+        """
+        from .gateway import LIBRARY_PRINCIPAL  # the operator's own code: its user ids are trusted
+
+        unknown = set(ctx) - set(_CONTEXT)
+        if unknown:
+            raise TypeError(f"unknown call context {sorted(unknown)}; expected {sorted(_CONTEXT)}")
+        headers = {_CONTEXT[k]: v for k, v in ctx.items()}
+        reply = await self.handle(
+            Format.OPENAI, orjson.dumps(dict(body)), headers, principal=LIBRARY_PRINCIPAL
+        )
+        out: dict[str, Any] = orjson.loads(reply.body or b"{}")
+        return out
 
     async def handle(
         self,
@@ -227,6 +263,9 @@ class EmbeddingsApi:
         out = Outcome()
         total = 0
         for i, dep in enumerate(deployments):
+            if not await self._allow(dep):
+                out.skipped.append(dep.name)
+                continue
             has_next = i + 1 < len(deployments)
             tries = 0
             while call.remaining() > 0 and total < self._retry.max_attempts:
@@ -251,6 +290,8 @@ class EmbeddingsApi:
                     attempt.error = failure.value
                     attempt.status = exc.upstream_status
                     out.fail(exc, failure)
+                    if self._policy.counts_against_breaker(failure):
+                        await self._record(dep, False)
                     decision = self._policy.decide(
                         failure,
                         tries_here=tries,
@@ -266,8 +307,27 @@ class EmbeddingsApi:
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
+                await self._record(dep, True)
                 return reply
         raise out.exhausted(call)
+
+    async def _allow(self, dep: Deployment) -> bool:
+        """The deployment's breaker (shared with every replica through the counter store)."""
+        if self._breaker is None:
+            return True
+        try:
+            async with asyncio.timeout(BREAKER_TIMEOUT):
+                d = await self._gw.state.breaker_allow("breaker:" + dep.name, self._breaker)
+        except (StateUnavailable, TimeoutError):
+            return True
+        return d.allowed
+
+    async def _record(self, dep: Deployment, ok: bool) -> None:
+        if self._breaker is None:
+            return
+        with contextlib.suppress(StateUnavailable, TimeoutError):
+            async with asyncio.timeout(BREAKER_TIMEOUT):
+                await self._gw.state.breaker_record("breaker:" + dep.name, ok, self._breaker)
 
     async def _reserve(self, call: Call, req: EmbeddingsRequest, attempt: Attempt) -> None:
         """Hold this attempt's worst case: every input token it could bill, at its input price."""

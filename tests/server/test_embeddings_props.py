@@ -163,3 +163,37 @@ async def test_the_simulator_answers_openais_embeddings_shape_and_errors() -> No
         orjson.dumps({"model": "m", "input": "x"}),
     )
     assert down.status == 503
+
+
+async def test_an_open_breaker_skips_the_failing_deployment_and_the_library_call_works(
+    tmp_path: Path,
+) -> None:
+    from bastion.embeddings import EmbeddingsApi
+
+    deployments = [
+        {
+            "provider": "sim",
+            "model": "bad-embed",
+            "dimensions": 8,
+            "headers": {"x-sim-fault": "status:500"},
+        },
+        {"provider": "sim", "model": "good-embed", "dimensions": 8},
+    ]
+    cfg = inproc_config(
+        tmp_path,
+        models={"e": {"deployments": deployments}},
+        reliability={
+            "retry": {"attempts_per_deployment": 1},
+            "breaker": {"failure_threshold": 2, "cooldown_seconds": 600},
+        },
+    )
+    async with Gateway(cfg) as gw:
+        api = EmbeddingsApi(gw)
+        for _ in range(4):
+            out = await api.create({"model": "e", "input": ["a", "b"]}, feature="default")
+            assert [len(d["embedding"]) for d in out["data"]] == [8, 8]
+        tried = [r.body["model"] for r in gw.simulator.requests]
+        assert tried.count("bad-embed") == 2  # the breaker opened after two failures
+        assert tried.count("good-embed") == 4
+        with pytest.raises(TypeError):
+            await api.create({"model": "e", "input": "a"}, colour="blue")
