@@ -119,6 +119,22 @@ async def test_each_untrusted_text_is_scanned_once_however_often_it_is_resent(fm
         assert guard.cache.hits == 3 * n
 
 
+async def test_an_earlier_turn_found_clean_is_not_scanned_again_until_the_policy_changes() -> None:
+    fmt = Format.OPENAI
+    guard = InjectionGuard({"default": InjectionPolicy(), "strict": InjectionPolicy(threshold=0.2)})
+    body = _tool_round(fmt, _turn(fmt, [("kb-1", GOOD)]))
+    await guard.before(_call(copy.deepcopy(body), fmt))
+    before = (guard.cache.misses, guard.cache.hits)
+    for _ in range(3):
+        await guard.before(_call(copy.deepcopy(body), fmt))
+    # the earlier turn is skipped by its digest; only the tool result (the last turn) is looked up
+    assert guard.cache.misses == before[0] and guard.cache.hits == before[1] + 3
+    strict = _call(copy.deepcopy(body), fmt)
+    strict.feature = "strict"
+    await guard.before(strict)  # another threshold: the turn's documents are looked at again
+    assert guard.cache.hits == before[1] + 3 + 2
+
+
 async def test_earlier_user_words_are_not_judged_again_but_their_documents_are() -> None:
     fmt = Format.OPENAI
     guard = InjectionGuard({"default": InjectionPolicy(user_action="block")})

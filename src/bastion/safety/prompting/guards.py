@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -87,23 +87,29 @@ def inspect_injection(
     scanner: InjectionScanner,
     scope: Literal["last", "all"] = "last",
     *,
-    scan: Callable[[str, Source], ScanResult] | None = None,
+    cache: ScanCache | None = None,
 ) -> InjectionReport:
     """Scan a request's untrusted texts; withhold flagged documents in ``body`` when told to drop.
 
     Documents and tool results are scanned wherever they sit: an app resends the whole
-    conversation each turn, so a document withheld once is found and withheld again (``scan``,
-    a ``ScanCache``, makes that a lookup). A user's own words are judged in the turns after the
-    last assistant turn (``scope="last"``; earlier ones were judged when they were last), or
-    everywhere with ``scope="all"``.
+    conversation each turn, so a document withheld once is found and withheld again (with a
+    ``cache``, a text seen before is a lookup, and an earlier turn found clean is not even
+    parsed again). A user's own words are judged in the turns after the last assistant turn
+    (``scope="last"``; earlier ones were judged when they were last), or everywhere (``all``).
     """
     report = InjectionReport()
-    scan = scan or scanner.scan
+    scan = cache.scan if cache is not None else scanner.scan
     mode, marker = spotlight_of(system_text(body, fmt))
     for slot in list(slots(body, fmt, "all")):
         words = scope == "all" or not slot.earlier  # judge the user's own words here?
         if slot.source == "user" and not words and '<doc id="' not in slot.text:
             continue  # an earlier user turn without documents: nothing to scan
+        seen = None  # an earlier turn's documents: known clean under this policy and spotlight?
+        if cache is not None and slot.source == "user" and not words:
+            seen = cache.turn_key(slot.text, f"{policy.threshold}|{mode}|{marker}")
+            if cache.clean_turn(seen):
+                continue
+        found = len(report.findings)
         turn = parse_user_turn(slot.text) if slot.source == "user" else None
         units: list[tuple[str, str, int | None, str | None]] = []
         if turn is None:
@@ -133,6 +139,8 @@ def inspect_injection(
         if turn is not None and drop:
             replace(body, slot.path, withhold_docs(slot.text, turn, drop))
             report.rewritten = True
+        if cache is not None and seen is not None and len(report.findings) == found:
+            cache.mark_clean(seen)
     return report
 
 
@@ -176,9 +184,11 @@ class ScanCache:
 
     The key is a 128-bit BLAKE2b of the source and the text, so the cache holds no untrusted
     text and a text cannot pass as another; the verdict is the scanner's, before any policy.
+    Earlier user turns whose documents were all clean under a policy are remembered by digest
+    too (``clean_turn``), so a long history is hashed, not parsed, on each turn.
     """
 
-    __slots__ = ("_lru", "_scanner", "_size", "hits", "misses")
+    __slots__ = ("_clean", "_lru", "_scanner", "_size", "hits", "misses")
 
     def __init__(self, scanner: InjectionScanner, size: int = 4096) -> None:
         if size < 1:
@@ -186,17 +196,37 @@ class ScanCache:
         self._scanner = scanner
         self._size = size
         self._lru: OrderedDict[bytes, ScanResult] = OrderedDict()
+        self._clean: OrderedDict[bytes, None] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._lru)
 
-    def scan(self, text: str, source: Source = "doc") -> ScanResult:
-        h = hashlib.blake2b(source.encode(), digest_size=16)
+    @staticmethod
+    def _digest(kind: str, text: str) -> bytes:
+        h = hashlib.blake2b(kind.encode(), digest_size=16)
         h.update(b"\0")
         h.update(text.encode("utf-8", "surrogatepass"))
-        key = h.digest()
+        return h.digest()
+
+    def turn_key(self, text: str, context: str) -> bytes:
+        """The digest an earlier user turn is remembered by (``context``: policy and spotlight)."""
+        return self._digest("turn|" + context, text)
+
+    def clean_turn(self, key: bytes) -> bool:
+        if key in self._clean:
+            self._clean.move_to_end(key)
+            return True
+        return False
+
+    def mark_clean(self, key: bytes) -> None:
+        self._clean[key] = None
+        if len(self._clean) > self._size:
+            self._clean.popitem(last=False)
+
+    def scan(self, text: str, source: Source = "doc") -> ScanResult:
+        key = self._digest(source, text)
         res = self._lru.get(key)
         if res is not None:
             self._lru.move_to_end(key)
@@ -239,7 +269,7 @@ class InjectionGuard:
             policy,
             self._scanner,
             self._scope,
-            scan=self.cache.scan,
+            cache=self.cache,
         )
         for f in report.findings:
             call.add_finding(injection_finding(f, self._scanner.version))
