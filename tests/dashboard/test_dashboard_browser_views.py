@@ -312,3 +312,23 @@ def test_layout_fits_desktop_and_mobile_widths(
     finally:
         ctx.close()
     assert not errors, errors
+
+
+def test_charts_are_redrawn_at_the_new_width_when_the_window_changes(
+    served: Served, browser: Any
+) -> None:
+    ctx, page, errors = _page(browser, 1440, 900)
+    width = "s => Number(document.querySelector(s).getAttribute('viewBox').split(' ')[2])"
+    try:
+        _open(page, served.gw)
+        wide = page.evaluate(width, "#latency-chart svg")
+        assert wide > 700
+        page.set_viewport_size({"width": 390, "height": 844})
+        # redrawn at the phone's width (within its card), well before the next 5 s refresh
+        page.wait_for_function(f"() => ({width})('#latency-chart svg') < 380", timeout=2000)
+        assert page.evaluate(width, "#spend-chart svg") < 380
+        found = page.evaluate(OVERFLOW)
+        assert found["bad"] == [] and found["scroll"] <= 390, found
+    finally:
+        ctx.close()
+    assert not errors, errors

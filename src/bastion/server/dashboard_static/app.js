@@ -13,6 +13,8 @@ import {
   let timer = null;
   let busy = false;
   let again = false; // a refresh was asked for while one was running (a filter changed)
+  let drawn = null; // the last answers the charts were drawn from, to redraw them at a new width
+  let resizing = null;
   // review items already drawn, by request id: a refresh keeps them (and a half-typed note)
   const reviewNodes = new Map();
   let reviewEpoch = 0; // bumped by each verdict, so an older refresh cannot draw over it
@@ -49,6 +51,7 @@ import {
       "spend-day", "updated", "stages", "review-list", "review-count", "spend-breakdown"]) clear($(id));
     const dlg = $("kill-confirm");
     if (dlg && dlg.open) dlg.close("cancel");
+    drawn = null; // nothing drawn from a refused key's answers may come back on a resize
     reviewNodes.clear();
     reviewEpoch++;
     $("review-empty").hidden = true;
@@ -91,6 +94,7 @@ import {
       document.body.dataset.rangeMinutes = String(summary.window.minutes);
       for (const n of document.querySelectorAll(".range-label")) n.textContent = range;
       renderKpis(summary, range);
+      drawn = { summary, latency };
       renderSpend(summary);
       renderSpendBreakdown(spend);
       renderKill(summary.kill);
@@ -545,6 +549,16 @@ import {
       if (!id) return;
       if (location.hash === traceHref(id)) lookupTrace(id);
       else location.hash = traceHref(id); // the lookup follows the address, so it can be shared
+    });
+    // charts are drawn at their box's width: draw them again when it changes (a phone turned)
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => {
+        if (!drawn || $("app").hidden) return;
+        renderSpend(drawn.summary);
+        renderLatency(drawn.latency);
+        renderRates(drawn.latency);
+      }, 150);
     });
     window.addEventListener("hashchange", () => {
       const id = traceFromHash();
