@@ -451,6 +451,7 @@ def test_finish_reason_is_error_exactly_when_the_call_failed(raw: str | None, br
 # -- content on request: scrubbed, in the conventions' parts structure, bounded ----------------
 
 CARD = "4111 1111 1111 1111"
+CONTENT = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
 ANTHROPIC_BODY: dict[str, Any] = {
     "model": "claude-fast",
     "max_tokens": 256,
@@ -807,3 +808,64 @@ def test_a_streamed_answer_and_its_whole_body_give_the_call_the_same_fields(
             ]
             assert c.finish_reason == ("tool_use" if fmt is Format.ANTHROPIC else "tool_calls")
             assert c.response_id == ("msg_1" if fmt is Format.ANTHROPIC else "chatcmpl-1")
+
+
+async def test_the_request_settings_the_conventions_name_are_on_the_call_span(
+    exported: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = exported
+    body = {
+        "model": "gpt-x",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 64,
+        "temperature": 0,
+        "top_p": 0.9,
+        "frequency_penalty": 0.5,
+        "presence_penalty": -0.5,
+        "seed": 7,
+        "stop": "END",
+        "n": 2,
+        "response_format": {"type": "json_object"},
+    }
+    tracing.record_call(make_call(client_format=Format.OPENAI, body=body), None)
+    a = root_attrs(exporter)
+    assert a["gen_ai.request.max_tokens"] == 64
+    assert a["gen_ai.request.temperature"] == 0.0 and a["gen_ai.request.top_p"] == 0.9
+    assert a["gen_ai.request.frequency_penalty"] == 0.5
+    assert a["gen_ai.request.presence_penalty"] == -0.5
+    assert a["gen_ai.request.seed"] == 7
+    assert a["gen_ai.request.stop_sequences"] == ("END",)
+    assert a["gen_ai.request.choice.count"] == 2
+    assert a["gen_ai.output.type"] == "json"
+    exporter.clear()
+    anthropic_body = {**ANTHROPIC_BODY, "top_k": 5, "stop_sequences": ["###", "END"]}
+    tracing.record_call(make_call(body=anthropic_body), None)
+    a = root_attrs(exporter)
+    assert a["gen_ai.request.top_k"] == 5.0
+    assert a["gen_ai.request.stop_sequences"] == ("###", "END")
+    assert "gen_ai.request.choice.count" not in a and "gen_ai.output.type" not in a
+
+
+async def test_an_embeddings_call_is_an_embeddings_span_without_chat_attributes(
+    scrubber: Scrubber,
+) -> None:
+    tracing, exporter = content_tracing(scrubber)  # content on: embeddings have none to show
+    body = {"model": "embed-x", "input": [f"card {CARD}"], "encoding_format": "base64",
+            "dimensions": 256}  # fmt: skip
+    call = make_call(client_format=Format.OPENAI, body=body, requested_model="embed-x",
+                     finish_reason=None, response_id=None, output_text=[], stream=False)  # fmt: skip
+    call.flags["endpoint"] = "embeddings"
+    tracing.record_call(call, None)
+    root, children = spans_of(exporter)
+    a = dict(root.attributes or {})
+    assert root.name == "embeddings embed-x"
+    assert a["gen_ai.operation.name"] == "embeddings"
+    assert a["gen_ai.usage.input_tokens"] == 120
+    assert a["gen_ai.request.encoding_formats"] == ("base64",)
+    assert a["gen_ai.embeddings.dimension.count"] == 256
+    chat_only = ("gen_ai.response.finish_reasons", "gen_ai.usage.output_tokens", *CONTENT)
+    assert not [k for k in a if k in chat_only]
+    for c in children:
+        assert c.name == "embeddings claude-haiku"
+        assert not [k for k in (c.attributes or {}) if k in chat_only]
+    assert "4111" not in repr([s.attributes for s in exporter.get_finished_spans()])

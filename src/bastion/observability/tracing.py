@@ -106,6 +106,43 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+_SAMPLING: Final = (
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("top_k", "gen_ai.request.top_k"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+)
+
+
+def _chat_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The request settings the conventions name, as the client sent them (both formats)."""
+    out: dict[str, Any] = {}
+    if (mt := _max_tokens(body)) is not None:
+        out["gen_ai.request.max_tokens"] = mt
+    for key, name in _SAMPLING:
+        v = body.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[name] = float(v)
+    if isinstance(seed := body.get("seed"), int) and not isinstance(seed, bool):
+        out["gen_ai.request.seed"] = seed
+    stop = body.get("stop_sequences", body.get("stop"))
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    if stops and all(isinstance(x, str) for x in stops):
+        out["gen_ai.request.stop_sequences"] = tuple(stops)
+    if isinstance(n := body.get("n"), int) and not isinstance(n, bool) and n != 1:
+        out["gen_ai.request.choice.count"] = n
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema", "text"):
+        out["gen_ai.output.type"] = "text" if fmt.get("type") == "text" else "json"
+    return out
+
+
+def operation(call: Call) -> str:
+    """``gen_ai.operation.name``: embeddings calls are their own operation, the rest is chat."""
+    return "embeddings" if call.flags.get("endpoint") == "embeddings" else "chat"
+
+
 def failed(call: Call, error: BaseException | None) -> bool:
     """Whether the call ended without a whole answer (refused, failed, cut or abandoned)."""
     f = call.flags
@@ -137,13 +174,10 @@ def call_attributes(
     error: BaseException | None = None,
 ) -> dict[str, Any]:
     """The call span's attributes: GenAI conventions plus ``bastion.*``; no prompt or answer text."""
+    op = operation(call)
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
+        "gen_ai.operation.name": op,
         "gen_ai.request.model": call.requested_model,
-        **_usage(call.usage),
-        "gen_ai.response.finish_reasons": (
-            finish_reason(call.finish_reason, failed=failed(call, error)),
-        ),
         "bastion.request_id": call.request_id,
         "bastion.api_format": call.client_format.value,
         "bastion.feature": call.feature or "default",
@@ -155,8 +189,16 @@ def call_attributes(
         attrs["gen_ai.provider.name"] = provider_name
     if call.served_model:
         attrs["gen_ai.response.model"] = call.served_model
-    if (mt := _max_tokens(call.body)) is not None:
-        attrs["gen_ai.request.max_tokens"] = mt
+    if op == "chat":
+        attrs |= _usage(call.usage) | _chat_request(call.body)
+        reason = finish_reason(call.finish_reason, failed=failed(call, error))
+        attrs["gen_ai.response.finish_reasons"] = (reason,)
+    else:  # embeddings: what the conventions name for them
+        attrs["gen_ai.usage.input_tokens"] = call.usage.input_tokens
+        if isinstance(enc := call.body.get("encoding_format"), str):
+            attrs["gen_ai.request.encoding_formats"] = (enc,)
+        if isinstance(dims := call.body.get("dimensions"), int) and not isinstance(dims, bool):
+            attrs["gen_ai.embeddings.dimension.count"] = dims
     if call.stream:
         attrs["gen_ai.request.stream"] = True
         if call.ttft_ms is not None:
@@ -285,7 +327,8 @@ class Tracing:
         attrs = call_attributes(
             call, provider, include_user_id=self.include_user_id, scrub=self._scrub, error=error
         )
-        if self.content is not None:
+        op = attrs["gen_ai.operation.name"]
+        if self.content is not None and op == "chat":
             finishes = attrs["gen_ai.response.finish_reasons"]
             attrs |= self.content.attributes(call, finishes[0], failed=failed(call, error))
         # the call span starts on pinned ids: no other span (a child, another call on another
@@ -294,7 +337,7 @@ class Tracing:
             self._ids.pin(trace_id, span_id)
             try:
                 span = self._tracer.start_span(
-                    f"chat {call.requested_model}",
+                    f"{op} {call.requested_model}",
                     context=context,
                     kind=SpanKind.SERVER,
                     attributes=attrs,
@@ -325,7 +368,7 @@ class Tracing:
             a_end_mono = end  # a streamed answer lasts until its last chunk, not its headers
         a_end = start_ns + int(max(0.0, a_end_mono - call.started) * 1e9)
         a_attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": attrs["gen_ai.operation.name"],
             "gen_ai.request.model": a.model,
             "bastion.deployment": a.deployment,
             "bastion.attempt": i + 1,
@@ -334,7 +377,8 @@ class Tracing:
             a_attrs["gen_ai.provider.name"] = pname
         if a.status is not None:
             a_attrs["http.response.status_code"] = a.status
-        if a.usage is not None:
+        chat = attrs["gen_ai.operation.name"] == "chat"
+        if a.usage is not None and chat:
             a_attrs |= _usage(a.usage)
         if "user.id" in attrs:
             a_attrs["user.id"] = attrs["user.id"]
@@ -344,15 +388,16 @@ class Tracing:
         )
         if a.error is not None:
             a_attrs["error.type"] = a.error
-            a_attrs["gen_ai.response.finish_reasons"] = ("error",)
-        elif i == answered:  # the attempt whose answer the client got
+            if chat:
+                a_attrs["gen_ai.response.finish_reasons"] = ("error",)
+        elif i == answered and chat:  # the attempt whose answer the client got
             a_attrs["gen_ai.response.finish_reasons"] = attrs["gen_ai.response.finish_reasons"]
             if call.response_id:
                 a_attrs["gen_ai.response.id"] = call.response_id
         if a.error is None and last and call.served_model:
             a_attrs["gen_ai.response.model"] = call.served_model
         child = self._tracer.start_span(
-            f"chat {a.model}",
+            f"{attrs['gen_ai.operation.name']} {a.model}",
             context=parent,
             kind=SpanKind.CLIENT,
             attributes=a_attrs,
