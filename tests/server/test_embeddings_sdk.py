@@ -251,6 +251,7 @@ def test_the_call_is_recorded_and_priced_per_input_token_in_the_ledger(gw: Runni
     assert rec.requested_model == "text-embedding-3-small" and rec.status == 200
     assert rec.input_tokens == res.usage.prompt_tokens and rec.output_tokens == 0
     assert rec.flags["endpoint"] == "embeddings" and rec.feature == "ledger"
+    assert rec.input_text == "one record\nand its ledger entry"
     # text-embedding-3-small: $0.02 per million input tokens, nothing for output
     assert rec.cost_usd == pytest.approx(res.usage.prompt_tokens * 0.02 / 1e6)
     deadline = time.monotonic() + 10
@@ -333,6 +334,7 @@ def test_pii_is_scrubbed_before_the_provider_sees_the_input(
     assert res.data[0].embedding == pytest.approx(vector(seen[0], 1536), abs=1e-9)
     rec = _record(gw, raw.headers["x-request-id"])
     assert any(f.kind == "pii" and f.action == "redacted" for f in rec.findings)
+    assert EMAIL not in rec.input_text and "invoice" in rec.input_text  # nothing raw is written
     # without the policy, the provider gets the text as sent
     _client(gw).embeddings.create(model="embed-up", input=text)
     assert _sim_requests(sim_url)[-1]["body"]["input"] == text

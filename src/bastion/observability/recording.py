@@ -18,6 +18,11 @@ def prompt_text(body: dict[str, Any]) -> str:
     """The text of the last user turn: what a reviewer needs to see, without the whole history."""
     msgs = body.get("messages")
     if not isinstance(msgs, list):
+        texts = body.get("input")  # an embeddings call: the texts it embedded
+        if isinstance(texts, str):
+            return texts
+        if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
+            return "\n".join(texts)
         return ""
     for m in reversed(msgs):
         if isinstance(m, dict) and m.get("role") == "user":
