@@ -199,23 +199,63 @@ def test_spend_by_key_and_team_come_from_the_ledger(gw: RunningGateway) -> None:
     assert status == 400 and err["error"]["param"] == "by"
 
 
+def test_a_key_past_its_expiry_is_listed_expired_and_refused_with_401(gw: RunningGateway) -> None:
+    made = http(gw, "POST", "/admin/api/keys", gw.key, {"name": "old", "expires_at": "2020-01-01"})[
+        1
+    ]
+    kid = made["key"]["id"]
+    assert made["key"]["status"] == "expired"
+    listed = {k["id"]: k for k in http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"]}
+    assert listed[kid]["status"] == "expired" and listed[kid]["expires"] == "2020-01-01T00:00:00Z"
+    with pytest.raises(openai.AuthenticationError, match=f"API key {kid} expired at 2020-01-01"):
+        sdk(gw, made["secret"]).chat.completions.create(
+            model="gpt-4.1-mini", max_tokens=5, messages=ASK
+        )
+    status, out, _ = http(gw, "PATCH", "/admin/api/keys", gw.key, {"id": kid, "expires_at": None})
+    assert status == 200 and out["key"]["status"] == "active"
+    sdk(gw, made["secret"]).chat.completions.create(
+        model="gpt-4.1-mini", max_tokens=5, messages=ASK
+    )
+
+
+@pytest.fixture(scope="module")
+def target(gw: RunningGateway) -> str:
+    made = http(gw, "POST", "/admin/api/keys", gw.key, {"name": "fuzz-target", "team": "t"})[1]
+    return str(made["key"]["id"])
+
+
+PATCH_VALUES = st.none() | st.booleans() | st.integers(-3, 10**6) | st.text(max_size=8)
+
+
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
+    data=st.data(),
     body=st.dictionaries(
-        st.sampled_from(["id", "daily_usd", "rpm", "tpm", "models", "revoked", "team"]),
-        st.none() | st.booleans() | st.integers(-3, 10**6) | st.text(max_size=8),
+        st.sampled_from(["daily_usd", "rpm", "tpm", "models", "team", "owner", "colour"]),
+        PATCH_VALUES,
         max_size=4,
-    )
+    ),
 )
-def test_any_patch_body_is_answered_in_openai_shape_never_a_500(
-    gw: RunningGateway, body: dict[str, Any]
+def test_any_patch_is_applied_exactly_or_refused_in_openai_shape(
+    gw: RunningGateway, target: str, data: st.DataObject, body: dict[str, Any]
 ) -> None:
-    status, out, _ = http(gw, "PATCH", "/admin/api/keys", gw.key, body)
+    kid = data.draw(st.sampled_from([target, target, "key_nope"]) | st.text(max_size=6))
+    before = {k["id"]: k for k in http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"]}
+    status, out, _ = http(gw, "PATCH", "/admin/api/keys", gw.key, {"id": kid, **body})
+    after = {k["id"]: k for k in http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"]}
     assert status in (200, 400, 404), out
     if status != 200:
         assert set(out["error"]) >= {"message", "type", "param", "code"}
+        assert after == before  # a refused change changes nothing
+        return
+    assert kid == target and body
+    row = after[target]
+    for name, value in out["key"].items():
+        assert row[name] == value  # what the answer says is what is stored
+    unchanged = set(before[target]) - set(body) - {"today_usd", "month_usd"}
+    assert {n: row[n] for n in unchanged} == {n: before[target][n] for n in unchanged}
 
 
 def test_the_admin_env_key_is_accepted_too(tmp_path: Path) -> None:
