@@ -65,7 +65,7 @@ class SqlToolCheck:
         self.reject(call, name, list(verdict.reasons), list(verdict.codes))
         return None
 
-    _check = check
+    _check = check  # the name earlier callers (and tests) use
 
     def reject(self, call: Call, name: str, reasons: list[str], codes: list[str]) -> None:
         """Record a rejected SQL tool call; in block mode withhold the answer (``OutputBlocked``)."""
