@@ -199,8 +199,18 @@ def _config(tmp: Path, action: str = "block") -> Any:
             "store": {"url": f"sqlite:///{tmp / 'bastion.db'}"},
             "state": {"url": "memory://"},
             "observability": {"spill_path": str(tmp / "spill.jsonl")},
-            "providers": {"sim": {"kind": "sim"}},
-            "models": sim_models(),
+            # the simulator also as a provider of one format each, so a client of the other
+            # format is served through translation
+            "providers": {
+                "sim": {"kind": "sim"},
+                "ant": {"kind": "anthropic", "base_url": "sim://local"},
+                "oai": {"kind": "openai", "base_url": "sim://local/v1"},
+            },
+            "models": {
+                **sim_models(),
+                "cross-ant": {"deployments": [{"provider": "ant", "model": "cross-ant"}]},
+                "cross-oai": {"deployments": [{"provider": "oai", "model": "cross-oai"}]},
+            },
             "reliability": {"retry": {"attempts_per_deployment": 1}},
             "features": {
                 "default": {
@@ -363,6 +373,22 @@ async def test_allowed_sql_is_released_whole_and_rewritten_to_what_may_run(
     seen = await _stream(gw, fmt, _script(gw, s))
     assert seen.refused is None
     assert orjson.loads(_tool_calls(fmt, seen)["run_sql"]) == {"query": REWRITTEN}
+
+
+@pytest.mark.parametrize(("fmt", "model"), [(OAI, "cross-ant"), (ANT, "cross-oai")])
+async def test_across_formats_the_upstreams_call_is_held_and_checked_before_translation(
+    gw: Gateway, fmt: Format, model: str
+) -> None:
+    sim = gw.simulator
+    assert isinstance(sim, ToolScriptSim)
+    sim.scripts[model] = Script(text=["Sure."], tools=[Tool("run_sql", _args(ALLOWED), cuts=[9])])
+    seen = await _stream(gw, fmt, model)
+    assert seen.refused is None and _text(fmt, seen) == "Sure."
+    assert orjson.loads(_tool_calls(fmt, seen)["run_sql"]) == {"query": REWRITTEN}
+    sim.scripts[model] = Script(text=["Sure."], tools=[Tool("run_sql", _args(FORBIDDEN), cuts=[9])])
+    seen = await _stream(gw, fmt, model)
+    assert seen.refused is not None and seen.refused[0] == "output_blocked"
+    assert _text(fmt, seen) == "Sure." and b"DELETE" not in _before_error(seen)
 
 
 @pytest.mark.parametrize("fmt", [ANT, OAI])
