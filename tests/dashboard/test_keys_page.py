@@ -101,6 +101,14 @@ def test_a_key_made_on_the_page_with_a_budget_is_refused_once_it_is_spent(
             break
     spent = float(shown.split("/")[0].strip().lstrip("$"))
     assert 0 < spent <= 0.05, shown
+    # spend by team (the key's metadata) sums the same ledger
+    team = page.locator("#keys-spend-body tr[data-group=growth]")
+    team.wait_for()
+    assert team.text_content() == f"growth${spent:.4f}"
+    page.select_option("#keys-spend-by", "key")
+    expect(page.locator(f"#keys-spend-body tr[data-group='{kid}']")).to_contain_text(
+        f"{kid} (page-budget)"
+    )
     # the secret is shown once: a reload of the page never shows it again
     page.reload()
     page.wait_for_selector("body[data-keys=ready]")

@@ -87,12 +87,43 @@
       create,
       el("div", { id: "key-secret", role: "status" }),
       el("p", { id: "keys-error", class: "error", role: "alert" }),
+      spendBox(),
+      el("h3", {}, "All keys"),
       el("div", { class: "table-wrap" },
         el("table", { id: "keys-table", class: "tbl" },
           el("thead", {}, el("tr", {}, ...["name", "id", "team", "owner", "status", "today", "this month",
             "RPM", "TPM", "models", "expires", ""].map((h) => el("th", {}, h)))),
           el("tbody", { id: "keys-body" }))));
     card.hidden = false;
+  }
+
+  // spend by key, user, team or model over the last N days (the ledger, as `bastion spend`)
+  function spendBox() {
+    const by = el("select", { id: "keys-spend-by", "aria-label": "spend by" },
+      ...["team", "key", "user", "model"].map((v) => el("option", { value: v }, "spend by " + v)));
+    const days = el("select", { id: "keys-spend-days", "aria-label": "spend days" },
+      ...[["1", "today"], ["7", "last 7 days"], ["30", "last 30 days"]].map(([v, t]) => el("option", { value: v }, t)));
+    by.addEventListener("change", loadSpend);
+    days.addEventListener("change", loadSpend);
+    return el("div", { class: "key-spend" }, el("h3", {}, "Spend"), el("div", { class: "trace-form" }, by, days),
+      el("div", { class: "table-wrap" }, el("table", { id: "keys-spend", class: "tbl" },
+        el("thead", {}, el("tr", {}, el("th", {}, "group"), el("th", { class: "num" }, "spend"))),
+        el("tbody", { id: "keys-spend-body" }))));
+  }
+
+  async function loadSpend() {
+    const mine = loading;
+    try {
+      const q = `by=${encodeURIComponent($("keys-spend-by").value)}&days=${encodeURIComponent($("keys-spend-days").value)}`;
+      const res = await api("GET", "/admin/api/keys/spend?" + q);
+      if (mine !== loading || $("app").hidden) return;
+      const rows = res.rows.map((r) => el("tr", { class: "spend-row", "data-group": r.group === null ? "" : r.group },
+        el("td", {}, r.label), el("td", { class: "num" }, usd(r.spend_usd))));
+      if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "2", class: "muted" }, `no spend ${res.from} .. ${res.to}`)));
+      $("keys-spend-body").replaceChildren(...rows);
+    } catch (err) {
+      if (!(err instanceof Refused)) showError(err);
+    }
   }
 
   function row(k) {
@@ -162,6 +193,7 @@
       if (mine !== loading || $("app").hidden) return;
       $("keys-note").textContent = `spend today (${res.day}) and this month (${res.month}), ${res.timezone}`;
       $("keys-body").replaceChildren(...res.keys.map(row));
+      await loadSpend();
       document.body.dataset.keys = "ready";
     } catch (err) {
       if (!(err instanceof Refused)) showError(err); // app.js signs a refused key out
@@ -170,7 +202,7 @@
 
   function drop() {
     loading++;
-    for (const id of ["keys-body", "key-secret", "keys-note", "keys-error"]) { const n = $(id); if (n) n.replaceChildren(); }
+    for (const id of ["keys-body", "keys-spend-body", "key-secret", "keys-note", "keys-error"]) { const n = $(id); if (n) n.replaceChildren(); }
     delete document.body.dataset.keys;
   }
 
