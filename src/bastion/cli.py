@@ -37,7 +37,7 @@ DailyOpt = Annotated[str | None, typer.Option(help="daily budget in USD (cost ti
 MonthlyOpt = Annotated[str | None, typer.Option(help="calendar-month budget in USD")]
 RpmOpt = Annotated[str | None, typer.Option(help="requests per minute")]
 TpmOpt = Annotated[str | None, typer.Option(help="tokens per minute")]
-ModelsOpt = Annotated[str | None, typer.Option(help="allowed models, comma-separated")]
+ModelsOpt = Annotated[str | None, typer.Option(help="allowed models, comma-separated (gpt-* too)")]
 ExpiresOpt = Annotated[str | None, typer.Option(help="expiry: ISO date or time (2027-01-01)")]
 TeamOpt = Annotated[str | None, typer.Option(help="team (for spend by team)")]
 OwnerOpt = Annotated[str | None, typer.Option(help="owner (who to ask about this key)")]

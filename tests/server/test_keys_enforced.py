@@ -106,6 +106,13 @@ async def test_a_model_outside_the_allow_list_is_403_in_each_format_and_costs_no
     assert status == 200
 
 
+async def test_an_allow_list_pattern_admits_a_model_family_and_nothing_else(gw: Gateway) -> None:
+    secret, _ = await key_with(gw, models=("gpt-*",))
+    ok, _, _ = await asgi_call(gw, secret, "/v1/chat/completions", openai_body("gpt-4.1-mini"))
+    refused, _, body = await asgi_call(gw, secret, "/v1/chat/completions", openai_body())
+    assert (ok, refused) == (200, 403), body
+
+
 async def test_an_expired_key_is_401_with_a_clear_message(gw: Gateway) -> None:
     secret, kid = await key_with(gw, expires_at=time.time() - 60)
     status, _, body = await asgi_call(gw, secret, "/v1/messages", ASK)

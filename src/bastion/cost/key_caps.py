@@ -11,6 +11,7 @@ the rate limiter.
 from __future__ import annotations
 
 from datetime import datetime
+from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
 from ..call import Call, Principal
@@ -74,13 +75,17 @@ def key_bucket(configured: BucketConfig, principal: Principal) -> BucketConfig:
 
 
 class KeyModelGuard:
-    """Refuses a model outside the key's allow-list before anything is counted or spent."""
+    """Refuses a model outside the key's allow-list (names, or ``*`` patterns) before anything
+    is counted or spent."""
 
     name = "key_models"
 
     async def before(self, call: Call) -> None:
         lim = call.principal.limits
         if lim is None or not lim.models or call.requested_model in lim.models:
+            return
+        # a pattern (``gpt-*``) admits a family; matching is case-sensitive, like model names
+        if any(fnmatchcase(call.requested_model, p) for p in lim.models if "*" in p):
             return
         raise PermissionDenied(
             f"this key may not use model {call.requested_model!r}; "
