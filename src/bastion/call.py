@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from .store.models import KeyLimits
 
 
+def _fork(f: Any) -> Any:
+    """An output filter for a concurrent attempt: a fresh one where the filter can make it."""
+    fork = getattr(f, "fork", None)
+    return fork() if callable(fork) else f
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a virtual key (never its secret) and what it may do."""
@@ -137,10 +143,14 @@ class Call:
             stages={},
             first_byte=None,
             served_model=None,
+            # each concurrent stream gets its own filter state: two hedged answers must never
+            # mix in one filter (one's held word released into the other's text)
+            output_filters=[_fork(f) for f in self.output_filters],
         )
 
     def adopt(self, winner: Call) -> None:
         """Take over the results of the shadow whose attempt won."""
+        self.output_filters = winner.output_filters
         self.usage = winner.usage
         self.output_text = winner.output_text
         self.tool_calls = winner.tool_calls

@@ -87,8 +87,8 @@ def discard_held(filters: Sequence[OutputFilter]) -> None:
     """Drop what the filters hold back: at a cut, that tail never reached the client, and the
     answer is carried on from the text the client has (or started over), not from it."""
     for f in filters:
-        if _is_event_filter(f):
-            cast(EventFilter, f).discard()
+        if _is_event_filter(f) or callable(getattr(f, "discard", None)):
+            f.discard()  # type: ignore[attr-defined]
         else:
             f.flush()
 

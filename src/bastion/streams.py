@@ -142,7 +142,11 @@ class StreamRelay:
             raise UpstreamConnectError(RESET) from exc
 
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
-        """The next complete events (after output filters), or None at end of upstream body."""
+        """The next complete events (after output filters), or None at end of upstream body.
+
+        An empty list: the upstream sent events, but the filters hold all of them back for now
+        (the start of a word a PII filter must see whole): the upstream is not silent.
+        """
         while True:
             if self._withheld is not None:
                 raise self._withheld
@@ -152,6 +156,8 @@ class StreamRelay:
             events = self._decoder.feed(chunk)
             if events and self._call.output_filters:
                 events = self._filtered(events)
+                if not events:
+                    return events
             if events:
                 return events
 
@@ -206,13 +212,29 @@ class StreamRelay:
         return [ev.raw]
 
     async def prime(self, first_token_timeout: float) -> list[bytes]:
-        """Read until the first model output (or the end); raise if the upstream fails before it."""
+        """Read until the first model output (or the end); raise if the upstream fails before it.
+
+        On a failure, what the output filters hold of this attempt is dropped: the next
+        deployment's answer starts clean, never after an unseen tail of this one."""
+        try:
+            return await self._prime(first_token_timeout)
+        except BaseException:
+            discard_held(self._call.output_filters)
+            self._filter_state = {}
+            raise
+
+    async def _prime(self, first_token_timeout: float) -> list[bytes]:
         out: list[bytes] = []
         deadline = time.monotonic() + first_token_timeout
         while True:
             timeout = min(deadline, self._call.deadline) - time.monotonic()
             try:
                 events = await self._next_events(timeout)
+                if events == []:
+                    # output came but a filter holds it: from now on the upstream is judged as
+                    # a stream that stalls (idle bound), not one that never spoke
+                    deadline = time.monotonic() + self._idle_bound()
+                    continue
             except UpstreamTimeout:
                 # before the first byte the engine fails over; it reads the class from the words
                 raise UpstreamTimeout(f"upstream stream silent for {timeout:.3g}s") from None

@@ -226,6 +226,9 @@ def config(tmp: Path, models: dict[str, Any], **extra: Any) -> dict[str, Any]:
         },
         "reliability": {"retry": {"backoff_base": 0.01, "backoff_max": 0.02}},
         "models": {**sim_models(), **models},
+        # the scripts' fixed continuations assume the client saw every piece before the cut;
+        # a PII filter holding the last word back is tested on its own (test_recovery_pii_hold)
+        "features": {"default": {"pii_output": "flag"}},
         **extra,
     }
 

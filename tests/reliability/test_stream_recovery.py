@@ -228,7 +228,7 @@ async def test_a_hedged_winner_cut_mid_stream_is_carried_on_and_every_attempt_is
         "fast": Script(ANSWER, cut_after=5),
     }
     models = {"m": {"deployments": [dep("ant", "slow"), dep("ant", "fast")]}}
-    features = {"features": {"default": {"hedge_delay": 0.05}}}
+    features = {"features": {"default": {"hedge_delay": 0.05, "pii_output": "flag"}}}
     async with _gateway(tmp_path, scripts, models, **features) as gw:
         got = await run(gw, ANT, "m")
         call = got.call

@@ -101,6 +101,20 @@ class StreamScrubber:
         out = self._release(final=True)
         return "" if self._mode == "flag" else out
 
+    def fork(self) -> StreamScrubber:
+        """A fresh scrubber of the same session and mode, for a concurrent (hedged) stream."""
+        return StreamScrubber(self._session, mode=self._mode)
+
+    def discard(self) -> None:
+        """The stream was cut: drop what is held, unseen by anyone. What comes next (a
+        fallback's continuation) is judged against the text that was released, not against
+        the dropped tail, so a number cut in half is seen whole when it is written again."""
+        self._pos += len(self._pending)
+        self._pending = ""
+        self._tok = 0
+        self._pem = False
+        self._pem_carry = ""
+
     # -- internals ----------------------------------------------------------------------------
 
     def _feed(self, delta: str) -> str:
@@ -135,7 +149,8 @@ class StreamScrubber:
     def _release(self, *, final: bool) -> str:
         pending = self._pending
         cut = len(pending) if final else self._hold_start()
-        if not final and self._ner:
+        if not final and self._ner and self._mode == "redact":
+            # names are replaced only in redact mode: elsewhere they are counted, not held for
             cut = min(cut, len(pending) - NER_HOLD)
             if cut < NER_BATCH:  # re-reading the window per 4-char delta costs 5x more CPU
                 return ""
