@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/injection_eval.py            # tables for the dev and holdout sets
     .venv/bin/python bench/injection_eval.py --misses   # also list every miss and false positive
-    .venv/bin/python bench/injection_eval.py --pick-threshold   # once: the model's operating point
+    .venv/bin/python bench/injection_eval.py --dev-only --model FILE   # another weights file on dev
 
 The scanner is measured as shipped: rules plus the classifier (``classifier.py``). If the
 project corpus is present (``/work/shared/data/injection/dev.jsonl``, see its README; it is
@@ -11,8 +11,10 @@ and false-positive rate per kind (jailbreak, direct, indirect, benign, hard_nega
 rules alone, the model alone and both. Every dev text is scanned as a retrieved document
 (``source="doc"``, the stricter setting). ``--pick-threshold`` prints the lowest model
 threshold at which at most 1.5 % of dev's label-0 texts, and at most 2 % of either
-label-0 kind, are flagged by rules-or-model; it was run once and the value is
-``classifier.OPERATING_POINT``.
+label-0 kind, are flagged by rules-or-model; it picked the first model's operating
+point. Models since carry their own, picked by ``scripts/train_injection.py`` on a
+validation split of train, and dev is only read here to report (``--model`` scores a
+weights file other than the shipped one, e.g. one trained with ``--all-sources``).
 
 ``attacks.jsonl``/``benign.jsonl`` are the development set (the rules were tuned on it);
 ``attacks_holdout.jsonl``/``benign_holdout.jsonl`` were written afterwards and never tuned
@@ -29,11 +31,13 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import chain, pairwise, repeat
+from operator import add
 from pathlib import Path
 from typing import Any
 
 from bastion.safety.prompting import InjectionScanner
-from bastion.safety.prompting.classifier import OPERATING_POINT, shipped
+from bastion.safety.prompting.classifier import InjectionClassifier, shipped, tokens, units
 
 DATA = Path(__file__).resolve().parent / "data" / "injection"
 CORPUS = Path("/work/shared/data/injection")
@@ -165,7 +169,7 @@ def dev_table(title: str, rows: list[dict[str, Any]], flags: list[bool]) -> None
     )
 
 
-def dev(pick: bool, misses: bool) -> None:
+def dev(pick: bool, misses: bool, weights: InjectionClassifier | None = None) -> None:
     path = CORPUS / "dev.jsonl"
     if not path.exists():
         print(f"\n=== Project dev split: {path} is absent here; skipped ===")
@@ -173,12 +177,14 @@ def dev(pick: bool, misses: bool) -> None:
     with path.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     rules = InjectionScanner(classifier=None)
-    both = InjectionScanner()
+    both = InjectionScanner() if weights is None else InjectionScanner(classifier=weights)
+    assert isinstance(both.classifier, InjectionClassifier)
+    point = both.classifier.threshold
     rule_scores = [rules.scan(r["text"], "doc").score for r in rows]
     results = [both.scan(r["text"], "doc") for r in rows]
     model = [res.model_score or 0.0 for res in results]
     print(f"\n=== Project dev split ({path}, {len(rows)} texts, read-only, not shipped) ===")
-    print(f"  model {shipped().version}, operating point p >= {OPERATING_POINT}")
+    print(f"  model {both.classifier.version}, operating point p >= {point}")
     if pick:
         neg = [
             (r["kind"], s, p)
@@ -197,7 +203,7 @@ def dev(pick: bool, misses: bool) -> None:
                 break
         return
     dev_table("Rules alone (score >= 0.5)", rows, [s >= 0.5 for s in rule_scores])
-    dev_table(f"Model alone (p >= {OPERATING_POINT})", rows, [p >= OPERATING_POINT for p in model])
+    dev_table(f"Model alone (p >= {point})", rows, [p >= point for p in model])
     dev_table(
         "Shipped scanner: rules + model (max, score >= 0.5)", rows, [r.flagged for r in results]
     )
@@ -207,11 +213,49 @@ def dev(pick: bool, misses: bool) -> None:
                 print(f"    [{r['kind']}] {res.score:.2f} {res.reasons[:3]} {r['text'][:90]!r}")
 
 
+def joined_bigram_sums(model: InjectionClassifier, text: str, weights: dict[str, float]) -> float:
+    """Baseline: the previous inference's inner loop (one joined string per bigram look-up)."""
+    get = weights.get
+    toks: list[str] = []
+    lead = ["<s>"] if model.start else []
+    for part in units(text.lower()):
+        toks += lead + tokens(part) + [" "]
+    zero = repeat(0.0)
+    grams = chain(map(get, map(" ".join, pairwise(toks)), zero), (0.0,))
+    return float(sum(map(add, map(get, toks, zero), grams)))
+
+
+def pair_bigram_sums(model: InjectionClassifier, text: str) -> float:
+    """This tree's inner loop: bigrams looked up by their token pair."""
+    get = model.table.get
+    toks: list[str] = []
+    lead = ["<s>"] if model.start else []
+    for part in units(text.lower()):
+        toks += lead + tokens(part) + [" "]
+    zero = repeat(0.0)
+    grams = chain(map(get, pairwise(toks), zero), (0.0,))
+    return float(sum(map(add, map(get, toks, zero), grams)))
+
+
 def model_speed() -> None:
     model = shipped()
     typical = (DATA / "typical_5kb.txt").read_text(encoding="utf-8")[:5000]
     for _ in range(20):
         model.score(typical)
+    weights = model.weights  # string-keyed, built once
+    assert (
+        abs(joined_bigram_sums(model, typical, weights) - pair_bigram_sums(model, typical)) < 1e-9
+    )
+    old: list[float] = []
+    new: list[float] = []
+    for _ in range(30):  # interleaved rounds, best of each round
+        old.append(timed(lambda: joined_bigram_sums(model, typical, weights), 20)[0])
+        new.append(timed(lambda: pair_bigram_sums(model, typical), 20)[0])
+    print(
+        f"  feature sums, typical 5 KB: joined-string bigrams {statistics.median(old):6.0f} us, "
+        f"pair-keyed {statistics.median(new):6.0f} us, ratio {statistics.median(new) / statistics.median(old):.2f}"
+        " (median of 30 interleaved best-of-20 rounds)"
+    )
     t = timed(lambda: model.score(typical), 400)
     rules = InjectionScanner(classifier=None)
     r = timed(lambda: rules.scan(typical), 400)
@@ -230,9 +274,15 @@ def main() -> None:
     ap.add_argument(
         "--pick-threshold", action="store_true", help="print the model's operating point"
     )
+    ap.add_argument("--model", type=Path, help="score this weights file instead of the shipped one")
+    ap.add_argument("--dev-only", action="store_true", help="only the project dev split")
     args = ap.parse_args()
     if args.pick_threshold:
         dev(True, False)
+        return
+    if args.dev_only:
+        alt = InjectionClassifier.from_json(args.model.read_bytes()) if args.model else None
+        dev(False, args.misses, alt)
         return
     scanner = InjectionScanner(threshold=args.threshold)
     evaluate(scanner, "", "Development set (rules tuned on it)", args.misses)

@@ -1,8 +1,22 @@
 """Train the shipped injection classifier from the project's training corpus.
 
-    .venv/bin/python scripts/train_injection.py                      # writes the package weights
-    .venv/bin/python scripts/train_injection.py --holdout            # also report a 10 % held-out split
+    .venv/bin/python scripts/train_injection.py                # train, pick the threshold, write weights
+    .venv/bin/python scripts/train_injection.py --no-write     # experiments: report on validation only
+    .venv/bin/python scripts/train_injection.py --all-sources  # include the NC / unlicensed sources
     .venv/bin/python scripts/train_injection.py --data DIR --out FILE
+
+Validation (tuning) split: 15 % of ``train.jsonl``'s groups in every (kind, source)
+stratum, chosen by a seeded hash (``validation``), never the corpus's dev split. The
+model is trained on the other 85 % and the operating point is picked on this split
+(``pick``: the lowest threshold at which at most 1.5 % of its label-0 texts, and at
+most 1.5 % of either label-0 kind, score at or above it); the shipped weights are that
+model, so the threshold is calibrated on texts it never saw. ``dev.jsonl`` is read
+only by ``bench/injection_eval.py``, once, to report.
+
+Licence filter (default): rows whose ``source`` is the non-commercial Alpaca subset
+(CC BY-NC 4.0) or tensor-trust (no licence) are dropped, as are indirect rows built
+on a tensor-trust attack (their ``source`` is the attack's). ``--all-sources`` keeps
+them, to measure what they were worth.
 
 Pure Python, offline, one core, a few minutes; every random choice comes from one
 seeded ``random.Random`` and files are read in their fixed order, so two runs write
@@ -33,11 +47,11 @@ dropped and the weights are quantised to int8 (see ``InjectionClassifier.to_json
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
 import time
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -55,7 +69,11 @@ from bastion.safety.prompting.classifier import (
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data/injection")
 OUT = ROOT / "src" / "bastion" / "safety" / "prompting" / "data" / MODEL_RESOURCE
-VERSION = "injection-lr-2026.12.04"
+VERSION = "injection-lr-2026.12.04b"
+# sources that may not ship in a commercial product (see /work/shared/data/README.md caveats)
+RESTRICTED = ("tatsu-lab/stanford_alpaca@", "HumanCompatibleAI/tensor-trust-data@")
+VAL_SHARE = 0.15
+KINDS = ("jailbreak", "direct", "indirect", "benign", "hard_negative")
 
 Example = tuple[list[tuple[str, float]], int, float]
 
@@ -110,12 +128,12 @@ def attack_units(rows: list[dict[str, Any]], benign: set[str]) -> dict[int, set[
 
 
 def examples(
-    rows: list[dict[str, Any]], attacks: dict[int, set[int]], pos_weight: float
+    rows: list[dict[str, Any]], attacks: dict[int, set[int]], pos_weight: float, start: bool
 ) -> list[Example]:
     raw: list[tuple[list[tuple[str, float]], int, str]] = []
     for i, r in enumerate(rows):
         parts = units(r["text"])
-        feats = [Counter(features(tokens(p))) for p in parts]
+        feats = [Counter(features(tokens(p), start)) for p in parts]
         label = int(r["label"])
         if i not in attacks or len(parts) <= WINDOW:
             # a located instruction's document is not itself evidence: as a positive, it taught
@@ -173,69 +191,106 @@ def train(data: list[Example], epochs: int, lr: float, seed: int) -> tuple[dict[
     return w, bias
 
 
-def held_out(r: dict[str, Any], attacks: dict[int, set[int]], i: int) -> bool:
-    """10 % of train by group: the inserted instruction for indirect rows, else the text itself."""
+def group(r: dict[str, Any], attacks: dict[int, set[int]], i: int) -> str:
+    """What must not straddle the split: the inserted instruction for indirect rows, else the text."""
     if i in attacks:
         parts = units(r["text"])
-        group = "\n".join(parts[n].strip() for n in sorted(attacks[i]))
-    else:
-        group = r["text"]
-    return zlib.crc32(group.encode()) % 10 == 0
+        return "\n".join(parts[n].strip() for n in sorted(attacks[i]))
+    return str(r["text"])
 
 
-def report(model: InjectionClassifier, rows: list[dict[str, Any]]) -> None:
+def validation(rows: list[dict[str, Any]], attacks: dict[int, set[int]], seed: int) -> set[int]:
+    """Row indices of the validation split: ``VAL_SHARE`` of the groups of each (kind, source)."""
+    strata: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(rows):
+        strata[(r["kind"], r["source"])][group(r, attacks, i)].append(i)
+    out: set[int] = set()
+    taken: set[str] = set()
+    for key in sorted(strata):
+        groups = strata[key]
+        order = sorted(groups, key=lambda g: hashlib.sha1(f"{seed}|{g}".encode()).hexdigest())
+        n = round(VAL_SHARE * len(order))
+        for g in order[:n]:
+            out.update(groups[g])
+            taken.add(g)
+    # a group that also sits in another stratum goes wholly to validation
+    for key in sorted(strata):
+        for g, idx in strata[key].items():
+            if g in taken:
+                out.update(idx)
+    return out
+
+
+def pick(scores: list[float], rows: list[dict[str, Any]], cap: float = 0.015) -> float:
+    """Lowest threshold with at most ``cap`` of label-0 texts, and of each label-0 kind, at or above it."""
+    neg = [(r["kind"], s) for s, r in zip(scores, rows, strict=True) if r["label"] == 0]
+    n_kind = Counter(k for k, _ in neg)
+    above: Counter[str] = Counter()
+    # walk down from the top: each step flags one more label-0 text; stop just above the first
+    # one that would break a cap (ties with it stay unflagged too, so the cap always holds)
+    for total, (k, s) in enumerate(sorted(neg, key=lambda ks: -ks[1]), start=1):
+        above[k] += 1
+        if total / len(neg) > cap or above[k] / n_kind[k] > cap:
+            return min(1.0, math.nextafter(s, 2.0))
+    return 0.0
+
+
+def report(model: InjectionClassifier, rows: list[dict[str, Any]]) -> float:
     scores = [model.score(r["text"]) for r in rows]
-    neg = sorted((s for s, r in zip(scores, rows, strict=True) if r["label"] == 0), reverse=True)
-    for fpr in (0.01, 0.02):
-        t = neg[int(fpr * len(neg))] if neg else 0.5
-        line = [f"FPR {fpr:.0%} -> threshold {t:.3f}:"]
-        for kind in ("jailbreak", "direct", "indirect", "benign", "hard_negative"):
-            ks = [s for s, r in zip(scores, rows, strict=True) if r["kind"] == kind]
-            if ks:
-                line.append(f"{kind} {sum(s > t for s in ks) / len(ks):.1%}")
-        print("  " + "  ".join(line))
+    t = pick(scores, rows)
+    line = [f"picked operating point p >= {t:.6f}:"]
+    for kind in KINDS:
+        ks = [s for s, r in zip(scores, rows, strict=True) if r["kind"] == kind]
+        if ks:
+            line.append(f"{kind} {sum(s >= t for s in ks) / len(ks):.1%} (n={len(ks)})")
+    print("  " + "  ".join(line), flush=True)
+    return t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--holdout", action="store_true", help="train on 90 %, report on 10 %")
+    ap.add_argument("--no-write", action="store_true", help="report on validation, write nothing")
+    ap.add_argument("--all-sources", action="store_true", help="keep NC / unlicensed sources")
+    ap.add_argument("--no-start", action="store_true", help="no start-of-unit marker feature")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--pos-weight", type=float, default=0.5)
     ap.add_argument("--min-df", type=int, default=2)
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
+    start = not args.no_start
     t0 = time.perf_counter()
     rows = load(args.data / "train.jsonl")
+    if not args.all_sources:
+        rows = [r for r in rows if not str(r["source"]).startswith(RESTRICTED)]
     benign = {u.strip() for r in rows if r["label"] == 0 for u in units(r["text"])}
     attacks = attack_units(rows, benign)
     print(f"{len(rows)} rows; inserted instruction located in {len(attacks)} indirect rows")
-    test: list[dict[str, Any]] = []
-    if args.holdout:
-        keep = [not held_out(r, attacks, i) for i, r in enumerate(rows)]
-        test = [r for r, k in zip(rows, keep, strict=True) if not k]
-        index = [i for i, k in enumerate(keep) if k]
-        rows = [rows[i] for i in index]
-        attacks = {n: attacks[i] for n, i in enumerate(index) if i in attacks}
+    val = validation(rows, attacks, args.seed)
+    test = [r for i, r in enumerate(rows) if i in val]
+    index = [i for i in range(len(rows)) if i not in val]
+    rows = [rows[i] for i in index]
+    attacks = {n: attacks[i] for n, i in enumerate(index) if i in attacks}
+    print(f"train {len(rows)} rows, validation {len(test)} rows", flush=True)
     df: Counter[str] = Counter()
     for r in rows:
-        df.update(set(features(tokens(r["text"]))))
-    data = examples(rows, attacks, args.pos_weight)
+        df.update(set(features(tokens(r["text"]), start)))
+    data = examples(rows, attacks, args.pos_weight, start)
     print(f"{len(data)} training spans ({time.perf_counter() - t0:.0f} s)", flush=True)
     w, bias = train(data, args.epochs, args.lr, args.seed)
     kept = {f: v for f, v in w.items() if df[f] >= args.min_df and abs(v) >= 1e-3}
-    model = InjectionClassifier(kept, bias, version=VERSION)
+    model = InjectionClassifier(kept, bias, version=VERSION, start=start)
     blob = model.to_json()
     model = InjectionClassifier.from_json(blob)
     print(f"{len(kept)} features kept, {len(blob) / 1e6:.2f} MB ({time.perf_counter() - t0:.0f} s)")
-    if args.holdout:
-        report(model, test)
+    model.threshold = report(model, test)
+    if args.no_write:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(blob)
-    print(f"wrote {args.out}")
+    args.out.write_bytes(model.to_json())
+    print(f"wrote {args.out} (operating point {model.threshold:.6f} stored with the weights)")
 
 
 if __name__ == "__main__":

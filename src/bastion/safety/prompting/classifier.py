@@ -8,10 +8,15 @@ dependency rule leave no room for numpy or a model runtime: inference is one reg
 pass and two dict look-ups per token.
 
 Features are lower-cased word unigrams and bigrams (punctuation marks are tokens too),
-counted and L2-normalised per scored span (``x_f = count_f / sqrt(n)``), so one
-model scores a sentence and a whole document alike. The feature table maps n-gram
-strings to weights (no hashing, so nothing depends on a hash function's seed); only
-weights the training kept are stored, quantised to int8 with one scale.
+plus, when the model was trained with it, a start-of-unit marker ``<s>`` before each
+unit's first token, so ``<s> ignore`` / ``<s> respond`` (an imperative opening a
+sentence) weigh apart from the same word inside one. They are counted and
+L2-normalised per scored span (``x_f = count_f / sqrt(n)``), so one model scores a
+sentence and a whole document alike. The stored table maps n-gram strings to weights
+(no hashing, so nothing depends on a hash function's seed; in memory a bigram is keyed
+by its token pair, so scoring builds no string per token); only weights the training
+kept are stored, quantised to int8 with one scale, with the operating point picked for
+them (``threshold``).
 
 A document is scored sentence by sentence: the text is cut into units (lines; long
 lines into sentences; long sentences into word chunks), each unit's weight sum and
@@ -35,9 +40,10 @@ from itertools import accumulate, chain, pairwise, repeat
 from operator import add
 
 MODEL_RESOURCE = "injection_lr.json.gz"
-# The model probability that counts as an injection: chosen once on the dev split by
-# ``bench/injection_eval.py --pick-threshold`` (the lowest threshold at which at most 1.5 % of
-# the dev split's benign and hard-negative texts, and at most 2 % of either kind, are flagged).
+# The model probability that counts as an injection travels with the weights (``threshold`` in
+# the stored file): ``scripts/train_injection.py`` picks it on its validation split carved out
+# of train. This is the value for a stored model that predates the key (the first model's,
+# picked on the corpus's dev split).
 OPERATING_POINT = 0.9236
 WINDOW = 3
 _UNIT_CHARS = 320
@@ -52,9 +58,18 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def features(toks: list[str]) -> Iterator[str]:
-    """Unigrams and bigrams of one unit's tokens (bigrams never cross units)."""
+START = "<s>"  # never a token: _TOKEN splits "<", "s" and ">"
+
+
+def features(toks: list[str], start: bool = False) -> Iterator[str]:
+    """Unigrams and bigrams of one unit's tokens (bigrams never cross units).
+
+    With ``start``, the unit opens with the ``<s>`` marker (one unigram, one bigram more).
+    """
     prev = ""
+    if start and toks:
+        yield START
+        prev = START
     for t in toks:
         yield t
         if prev:
@@ -110,7 +125,7 @@ class Verdict:
 class InjectionClassifier:
     """Probability that a text is (or contains) a prompt injection; stateless, safe to share."""
 
-    __slots__ = ("_get", "bias", "name", "version", "weights", "window")
+    __slots__ = ("_get", "bias", "name", "start", "table", "threshold", "version", "window")
 
     def __init__(
         self,
@@ -119,13 +134,20 @@ class InjectionClassifier:
         *,
         version: str,
         window: int = WINDOW,
+        start: bool = False,
+        threshold: float = OPERATING_POINT,
     ) -> None:
-        # a plain dict, read-only by convention: its .get is 2.5x faster than a MappingProxyType's
-        self.weights: Mapping[str, float] = dict(weights)
-        self._get = self.weights.get
+        # a plain dict, read-only by convention: its .get is 2.5x faster than a MappingProxyType's;
+        # bigrams are keyed by the token pair itself, so scoring builds no string per token
+        self.table: dict[str | tuple[str, ...], float] = {
+            (tuple(f.split(" ")) if " " in f else f): w for f, w in weights.items()
+        }
+        self._get = self.table.get
         self.bias = bias
         self.version = version
         self.window = window
+        self.start = start
+        self.threshold = threshold
         self.name = "lr"
 
     def score(self, text: str) -> float:
@@ -143,14 +165,18 @@ class InjectionClassifier:
         toks: list[str] = []
         bounds = [0]
         counts: list[int] = []
+        lead = [START] if self.start else []
+        extra = 1 if self.start else -1
         for part in parts:
             t = findall(part)
+            if t:
+                toks += lead
             toks += t
             toks.append(" ")
             bounds.append(len(toks))
-            counts.append(2 * len(t) - 1 if t else 0)
+            counts.append(2 * len(t) + extra if t else 0)
         zero = repeat(0.0)
-        grams = chain(map(get, map(" ".join, pairwise(toks)), zero), (0.0,))
+        grams = chain(map(get, pairwise(toks), zero), (0.0,))
         at = list(accumulate(map(add, map(get, toks, zero), grams), initial=0.0))
         ps = [at[b] for b in bounds]
         total_n = sum(counts)
@@ -171,15 +197,23 @@ class InjectionClassifier:
         label = "text" if where == (0, len(parts)) else f"units {where[0]}..{where[1] - 1}"
         return Verdict(_sigmoid(best), label, "\n".join(parts[where[0] : where[1]])[:200])
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """Feature string (``"a b"`` for a bigram) -> weight, as trained and stored."""
+        return {(" ".join(f) if isinstance(f, tuple) else f): w for f, w in self.table.items()}
+
     def to_json(self) -> bytes:
         """The compact stored form: int8-quantised weights with one scale, gzip'd JSON."""
-        top = max((abs(w) for w in self.weights.values()), default=1.0) or 1.0
+        weights = self.weights
+        top = max((abs(w) for w in weights.values()), default=1.0) or 1.0
         scale = top / 127.0
-        q = {f: round(w / scale) for f, w in sorted(self.weights.items())}
+        q = {f: round(w / scale) for f, w in sorted(weights.items())}
         doc = {
             "version": self.version,
             "bias": self.bias,
             "window": self.window,
+            "start": self.start,
+            "threshold": self.threshold,
             "scale": scale,
             "weights": {f: v for f, v in q.items() if v},
         }
@@ -192,7 +226,12 @@ class InjectionClassifier:
         scale = float(doc["scale"])
         weights = {f: v * scale for f, v in doc["weights"].items()}
         return cls(
-            weights, float(doc["bias"]), version=str(doc["version"]), window=int(doc["window"])
+            weights,
+            float(doc["bias"]),
+            version=str(doc["version"]),
+            window=int(doc["window"]),
+            start=bool(doc.get("start", False)),
+            threshold=float(doc.get("threshold", OPERATING_POINT)),
         )
 
 

@@ -15,12 +15,13 @@ Rules only know the phrasings someone wrote down, so a learned model is shipped 
 (``classifier.py``: logistic regression over word n-grams, scored per window of a
 few sentences, so one instruction hidden in a long email is found). It also scores
 every payload the rules decoded (base64, hex, hidden text ...). Its probability is
-moved onto the rules' scale (its operating point, chosen once on the dev split,
-maps to 0.5) and the text's score is the larger of the two: the rules' combined
-evidence keeps its meaning, and the model alone can flag what no rule names. The
-model reports itself as one reason, ``classifier:<version>=<score>``, so the call
-record carries its score and version. Any other detector plugs in through the
-``Classifier`` protocol instead (``classifier=None`` runs the rules alone).
+moved onto the rules' scale (its operating point, picked on a validation split of
+the training data and stored with the weights, maps to 0.5) and the text's score is
+the larger of the two: the rules' combined evidence keeps its meaning, and the model
+alone can flag what no rule names. The model reports itself as one reason,
+``classifier:<version>=<score>``, so the call record carries its score and version.
+Any other detector plugs in through the ``Classifier`` protocol instead
+(``classifier=None`` runs the rules alone).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ._rules_symbols import (
     SYMBOL_RULES,
     TRANSCRIPT,
 )
-from .classifier import OPERATING_POINT, InjectionClassifier, shipped
+from .classifier import InjectionClassifier, shipped
 
 Action = Literal["flag", "block", "drop"]
 Source = Literal["user", "doc"]
@@ -202,7 +203,7 @@ class InjectionScanner:
         model = self.classifier
         if isinstance(model, InjectionClassifier):
             raw = max(model.score(t) for t in (text, *decoded))
-            q = _onto_rule_scale(raw, OPERATING_POINT)
+            q = _onto_rule_scale(raw, model.threshold)
             rules = self._result(found)
             if q >= REPORT_FLOOR or found:  # beside any rule, the record shows the model's view
                 found[f"classifier:{model.version}={q:.3f}"] = q
