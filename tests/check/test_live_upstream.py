@@ -8,6 +8,7 @@ drills say they cannot inject a fault there.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -77,7 +78,8 @@ def test_a_providers_own_pacing_is_judged_through_nginx(
     assert drills["kill switch round trip"]["status"] == "PASS"
     if template is None:
         assert code == 0 and drills[STREAM]["status"] == "PASS", stream
-        assert "at most 1 in one read" in stream
+        # the last word arrives with the end: the PII filter holds the word being written
+        assert re.search(r"at most [12] in one read", stream)
     else:
         assert code == 1 and drills[STREAM]["status"] == "FAIL"
         assert stream.startswith("buffered by something between you and Bastion")
