@@ -16,7 +16,9 @@ only by ``bench/injection_eval.py``, once, to report.
 Licence filter (default): rows whose ``source`` is the non-commercial Alpaca subset
 (CC BY-NC 4.0) or tensor-trust (no licence) are dropped, as are indirect rows built
 on a tensor-trust attack (their ``source`` is the attack's). ``--all-sources`` keeps
-them, to measure what they were worth.
+them, to measure what they were worth. The weights shipped in the package were
+written with ``--all-sources`` (the licence-clean model flags too many benign
+instruction-style requests; figures and the open licence decision in bench/RESULTS.md).
 
 Pure Python, offline, one core, a few minutes; every random choice comes from one
 seeded ``random.Random`` and files are read in their fixed order, so two runs write
