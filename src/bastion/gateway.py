@@ -41,6 +41,7 @@ from .observability.access import AccessGuard, AccessLog
 from .observability.metrics import (
     Metrics,
     MetricsGuard,
+    breaker_refresher,
     budget_refresher,
     kill_switch_refresher,
 )
@@ -178,6 +179,9 @@ class Gateway:
         }
         self.metrics.add_refresher(budget_refresher(self.state, self.clock.day, caps))
         self.metrics.add_refresher(kill_switch_refresher(self.kill_switch.flags))
+        if config.reliability.breaker.enabled:
+            names = self.router.deployment_names()
+            self.metrics.add_refresher(breaker_refresher(self.state, names))
         self.idempotency = Idempotency(
             self.state,
             ttl=config.reliability.idempotency_ttl_seconds,

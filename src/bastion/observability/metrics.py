@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Any, Final
 
@@ -437,6 +437,18 @@ def budget_refresher(
         for scope, limit in caps.items():
             usage = await state.usage(f"spend:{d}:{scope}")
             metrics.set_budget_remaining(scope, limit - float(usage.total))
+
+    return refresh
+
+
+def breaker_refresher(state: CounterStore, names: Sequence[str]) -> Refresher:
+    """``bastion_breaker_state`` per deployment, read from the counter store at scrape time
+    (what every replica's router consults), without taking a half-open probe."""
+
+    async def refresh(metrics: Metrics) -> None:
+        for name in names:
+            peek = await state.breaker_peek("breaker:" + name)
+            metrics.set_breaker_state(name, peek.state)
 
     return refresh
 

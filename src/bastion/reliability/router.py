@@ -43,6 +43,17 @@ class Router:
         """Client-facing names without wildcards, for ``GET /v1/models``."""
         return [a for a in self._config.models if not any(c in a for c in "*?[")]
 
+    def deployment_names(self) -> list[str]:
+        """Every enabled deployment with a fixed model (not a ``{model}`` template), by the
+        name its breaker is kept under: what dashboards and metrics report on."""
+        names: list[str] = []
+        for spec in self._config.models.values():
+            for i, d in enumerate(spec.deployments):
+                name = f"{d.provider}/{d.model}#{i}"
+                if d.enabled() and "{model}" not in d.model and name not in names:
+                    names.append(name)
+        return names
+
     def resolve(self, model: str) -> tuple[Deployment, ...]:
         hit = self._cache.get(model)
         if hit is not None:

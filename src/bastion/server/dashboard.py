@@ -406,12 +406,7 @@ class Dashboard:
         """
         gw = self.gateway
         w = window(q)
-        names: list[str] = []
-        for model in gw.config.models.values():
-            for i, d in enumerate(model.deployments):
-                name = f"{d.provider}/{d.model}#{i}"
-                if "{model}" not in d.model and name not in names:
-                    names.append(name)
+        names = gw.router.deployment_names()
         seen_open: dict[str, tuple[float, int]] = {}
         calls, _ = await self._calls_in(w)
         for c in calls:
