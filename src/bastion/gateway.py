@@ -552,6 +552,11 @@ class Gateway:
         )
         # an unknown model is a 404 before any guard spends
         deployments = self.router.resolve(body["model"])
+        if deployments[0].dimensions is not None:
+            raise InvalidRequest(
+                f"model {body['model']!r} is an embedding model; use /v1/embeddings",
+                param="model",
+            )
         n = body.get("n")
         if (
             isinstance(n, int)
