@@ -263,19 +263,24 @@ def safety_guards(
     """The prompt service, the request/output guards of the safety track in chain order, and
     the SQL check the gateway applies to whole answers."""
     prompts = PromptService(store, canary_secret(config))
-    inj: dict[str, InjectionPolicy] = {}
-    scopes: dict[str, ScopeGuard] = {}
-    leaks: dict[str, LeakPolicy] = {}
+    # a configured feature that turns a guard off gets None, so it is not guarded by the
+    # default feature's policy (the fallback is for feature names the config does not know)
+    inj: dict[str, InjectionPolicy | None] = {}
+    scopes: dict[str, ScopeGuard | None] = {}
+    leaks: dict[str, LeakPolicy | None] = {}
     for name, f in config.features.items():
         s = f.safety
+        inj[name] = None
         if s.injection_action != "off":
             inj[name] = InjectionPolicy(
                 threshold=s.injection_threshold,
                 user_action=s.injection_action,
                 doc_action=s.injection_doc_action,
             )
+        scopes[name] = None
         if s.scope_guard:
             scopes[name] = ScopeGuard(deny_patterns=s.scope_deny_patterns)
+        leaks[name] = None
         if s.leak_action != "off":
             shingles = ShinglePolicy(threshold=s.leak_threshold)
             leaks[name] = LeakPolicy(action=s.leak_action, shingles=shingles)

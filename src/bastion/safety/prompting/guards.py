@@ -247,7 +247,7 @@ class InjectionGuard:
 
     def __init__(
         self,
-        policies: Mapping[str, InjectionPolicy],
+        policies: Mapping[str, InjectionPolicy | None],
         *,
         scanner: InjectionScanner | None = None,
         scope: Literal["last", "all"] = "last",
@@ -257,7 +257,8 @@ class InjectionGuard:
         self._scanner = scanner or InjectionScanner()
         self._scope: Literal["last", "all"] = scope
         self.cache = ScanCache(self._scanner, cache_size)
-        self.active = bool(self._policies)
+        # None: a configured feature that turned the scan off (unknown features use "default")
+        self.active = any(p is not None for p in self._policies.values())
 
     async def before(self, call: Call) -> None:
         policy = self._policies.get(call.feature or "default", self._policies.get("default"))
@@ -287,9 +288,9 @@ class ScopeRequestGuard:
 
     name = "scope"
 
-    def __init__(self, scopes: Mapping[str, ScopeGuard]) -> None:
+    def __init__(self, scopes: Mapping[str, ScopeGuard | None]) -> None:
         self._scopes = dict(scopes)
-        self.active = bool(self._scopes)
+        self.active = any(g is not None for g in self._scopes.values())
 
     async def before(self, call: Call) -> None:
         guard = self._scopes.get(call.feature or "default", self._scopes.get("default"))
@@ -326,11 +327,13 @@ class LeakGuard:
 
     name = "leak"
 
-    def __init__(self, policies: Mapping[str, LeakPolicy], *, cache_size: int = 256) -> None:
+    def __init__(
+        self, policies: Mapping[str, LeakPolicy | None], *, cache_size: int = 256
+    ) -> None:
         self._policies = dict(policies)
         self._cache: OrderedDict[tuple[str, int, ShinglePolicy | None], LeakIndex] = OrderedDict()
         self._cache_size = cache_size
-        self.active = bool(self._policies)
+        self.active = any(p is not None for p in self._policies.values())
 
     def _policy(self, call: Call) -> LeakPolicy | None:
         return self._policies.get(call.feature or "default", self._policies.get("default"))
