@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bastion.call import Attempt, Call, Principal, ToolCallOut, Usage
 from bastion.errors import UpstreamError
+from bastion.observability import tracing as tracing_module
 from bastion.observability.genai_content import (
     FINISH_REASONS,
     ContentCapture,
@@ -510,7 +511,8 @@ async def test_anthropic_content_is_scrubbed_in_the_conventions_parts_structure(
 ) -> None:
     tracing, exporter = content_tracing(scrubber)
     call = make_call(body=ANTHROPIC_BODY, output_text=["Your card ", f"{CARD} is fine"])
-    await TracingGuard(tracing).after(call, None)
+    await TracingGuard(tracing).after(call, None)  # content: built on a worker thread
+    assert tracing.force_flush()
     a = root_attrs(exporter)
     assert orjson.loads(a["gen_ai.system_instructions"]) == [
         {"type": "text", "content": "You are the support agent of ACME."}
@@ -626,6 +628,18 @@ def test_any_tool_argument_becomes_json_within_the_bound(scrubber: Scrubber, v: 
     args = ContentCapture(scrubber.redact, 512).value(v)  # a 70-digit int too: as a string
     text, _ = fit([{"role": "assistant", "parts": [{"type": "tool_call", "arguments": args}]}], 512)
     assert len(text) <= 512 and isinstance(orjson.loads(text), list)
+
+
+async def test_when_content_workers_fall_behind_spans_go_without_content_marked_so(
+    scrubber: Scrubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracing_module, "_MAX_PENDING", 0)  # every worker counts as busy
+    tracing, exporter = content_tracing(scrubber)
+    await TracingGuard(tracing).after(make_call(body=ANTHROPIC_BODY), None)
+    a = root_attrs(exporter)  # recorded at once, on the loop: nothing to wait for
+    assert a["bastion.content_skipped"] is True
+    assert not [k for k in a if k in CONTENT]
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
 
 
 def test_content_is_never_captured_without_a_scrubber() -> None:

@@ -381,3 +381,14 @@ def test_a_tool_call_answer_is_an_output_tool_call_part_with_scrubbed_arguments(
         ],
         "finish_reason": "tool_call",
     }
+
+
+def test_every_streamed_call_reaches_the_receiver_when_clients_hang_up_at_the_end(
+    sink: OtlpSink, with_content: RunningGateway
+) -> None:
+    # the SDK closes the connection once it read [DONE]: the call's spans must not be lost
+    # with the request (they once were for about a third of such calls when content was on)
+    sent = [openai_call(with_content, "gpt-t", stream=True, user="user-42") for _ in range(20)]
+    traces = received(sink, sent)
+    for s in sent:
+        assert call_span(traces[s.trace_id]).attributes["gen_ai.response.id"] == s.response_id

@@ -4,13 +4,15 @@ The gateway mints ``call.span_id`` before the call goes upstream and sends it in
 ``traceparent`` header, so the exported span must carry exactly that id (and ``call.trace_id``),
 or a provider-side trace would point at a span nobody exported. The SDK has no API to start a
 span with a given id, so the provider gets an id generator that hands out a pinned id for the
-one ``start_span`` made under a lock; every other span (the attempts) gets random ids.
+one ``start_span`` made under a lock; every other span (the attempts) gets random ids, drawn
+under the same lock, since spans with content are built on worker threads.
 
 Spans are built after the call from its recorded timestamps (monotonic offsets added to the
 wall-clock start), so tracing costs nothing on the hot path. Attribute names follow the OTel
 GenAI semantic conventions (inference span, semconv 1.41): every call span says why the answer
 ended (``gen_ai.response.finish_reasons``, ``error`` for a failed or cut call) and, where a
-provider answered, its id (``gen_ai.response.id``). The user (``user.id``) is recorded only
+provider answered, its id (``gen_ai.response.id``); an embeddings call is an ``embeddings``
+span with the attributes the conventions give that operation. The user (``user.id``) is recorded only
 when the operator allows it, and the prompt and answer only on request (``capture_content``,
 see ``genai_content``); both pass through the PII scrubber first, since a trace backend is
 often someone else's service.
@@ -24,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -50,6 +53,8 @@ log = logging.getLogger("bastion.tracing")
 # other kinds report the endpoint's own name.
 GENAI_PROVIDERS: Final[Mapping[str, str]] = {"anthropic": "anthropic", "openai": "openai"}
 _MAX_FLAG_CHARS: Final = 256
+# calls whose spans wait for a content worker; past this, a call's spans go without content
+_MAX_PENDING: Final = 1000
 Scrub = Callable[[str], str]
 
 
@@ -280,6 +285,15 @@ class Tracing:
             if capture_content and scrub is not None
             else None
         )
+        # spans with content are built on these workers, never on the event loop, and never
+        # cancelled with the request whose stream ended them
+        self._workers = (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="bastion-trace")
+            if self.content is not None and self.enabled
+            else None
+        )
+        self._pending = 0
+        self._pending_lock = threading.Condition()
         self._kinds = dict(provider_kinds or {})
         self._ids = _PinnedIds()
         self._lock = threading.Lock()
@@ -303,7 +317,29 @@ class Tracing:
         kind = self._kinds.get(endpoint, endpoint)
         return GENAI_PROVIDERS.get(kind, endpoint)
 
-    def record_call(self, call: Call, error: BaseException | None) -> None:
+    def submit(self, call: Call, error: BaseException | None) -> None:
+        """Record the call now, or on a content worker when its spans carry content (a backlog
+        past ``_MAX_PENDING`` calls records the rest without content, marked so)."""
+        if self._workers is None:
+            self.record_call(call, error)
+            return
+        with self._pending_lock:
+            busy = self._pending >= _MAX_PENDING
+            if not busy:
+                self._pending += 1
+        if busy:
+            self.record_call(call, error, content=False)
+            return
+        self._workers.submit(self.record_call, call, error).add_done_callback(self._done)
+
+    def _done(self, job: Future[None]) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+            self._pending_lock.notify_all()
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            log.error("tracing: could not export a call", exc_info=exc)
+
+    def record_call(self, call: Call, error: BaseException | None, *, content: bool = True) -> None:
         """Export the call span (ids = the call's own) and one child span per upstream attempt."""
         if not self.enabled:
             return
@@ -329,8 +365,11 @@ class Tracing:
         )
         op = attrs["gen_ai.operation.name"]
         if self.content is not None and op == "chat":
-            finishes = attrs["gen_ai.response.finish_reasons"]
-            attrs |= self.content.attributes(call, finishes[0], failed=failed(call, error))
+            if content:
+                finishes = attrs["gen_ai.response.finish_reasons"]
+                attrs |= self.content.attributes(call, finishes[0], failed=failed(call, error))
+            else:
+                attrs["bastion.content_skipped"] = True  # the content workers were behind
         # the call span starts on pinned ids: no other span (a child, another call on another
         # thread) may draw an id meanwhile, so the whole tree is built under the lock
         with self._lock:
@@ -408,15 +447,20 @@ class Tracing:
         child.end(end_time=max(a_start, a_end))
 
     def force_flush(self, timeout_millis: int = 5000) -> bool:
-        return self.provider.force_flush(timeout_millis)
+        """Wait for the calls on content workers, then export everything queued."""
+        with self._pending_lock:
+            idle = self._pending_lock.wait_for(lambda: self._pending == 0, timeout_millis / 1000)
+        return idle and self.provider.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
-        """Flush what is queued and stop the exporter (blocking)."""
+        """Finish the calls waiting for a content worker, flush, and stop the exporter (blocking)."""
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
         self.provider.shutdown()
 
     async def aclose(self) -> None:
         """Shut down off the event loop: the final export is a blocking HTTP request."""
-        await asyncio.to_thread(self.provider.shutdown)
+        await asyncio.to_thread(self.shutdown)
 
 
 class TracingGuard:
@@ -430,10 +474,7 @@ class TracingGuard:
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         try:
-            if self._tracing.content is not None:  # scrubbing a long history: off the loop
-                await asyncio.to_thread(self._tracing.record_call, call, error)
-            else:
-                self._tracing.record_call(call, error)
+            self._tracing.submit(call, error)  # nothing awaited: a cancelled stream loses no span
         except Exception:
             log.exception("tracing: could not export call %s", call.request_id)
 
