@@ -50,7 +50,7 @@ def test_the_injection_drill_follows_the_features_own_settings(user: str, doc: s
     ]
 
 
-def test_a_feature_switched_off_under_a_guarded_default_is_flagged_as_not_what_runs() -> None:
+def test_a_feature_switched_off_under_a_guarded_default_fails_since_off_means_off() -> None:
     cfg = Config.model_validate(
         {
             "providers": {"sim": {"kind": "sim"}},
@@ -59,12 +59,11 @@ def test_a_feature_switched_off_under_a_guarded_default_is_flagged_as_not_what_r
         }
     )
     (res,) = asyncio.run(run_check(cfg, project_dir=Path("/nonexistent"), only="safety.injection"))
-    assert res.status == "WARN" and res.failing_features == ["drafts"], res.evidence
-    assert any("the default feature's policy applies" in e for e in res.evidence)
-    # the drill shows what runs: drafts is scanned with the default feature's policy
-    assert (
-        "drill [drafts]: an injection in the tool result was withheld; the model did not follow it"
-        in res.evidence
+    assert res.status == "FAIL" and res.failing_features == ["drafts"], res.evidence
+    assert any("injection scanning off" in e and "drafts" in e for e in res.evidence)
+    # the drill shows what runs: drafts is not scanned, the default feature still is
+    assert not any(e.startswith("drill [drafts]") and "withheld" in e for e in res.evidence), (
+        res.evidence
     )
 
 

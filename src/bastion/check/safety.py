@@ -57,34 +57,15 @@ def _flagged(call: Call | None, kind: str) -> bool:
     return call is not None and any(f.kind == kind for f in call.findings)
 
 
-def _switched_off(ctx: CheckContext, setting: str) -> tuple[list[str], list[str]] | None:
-    """Features whose ``safety.<setting>`` is off: really off, and off but covered by the default
-    feature's policy (the guards fall back to it for a feature without one of its own)."""
-    feats = ctx.config.features
-    off = [n for n, f in feats.items() if getattr(f.safety, setting) == "off"]
-    if not off:
-        return None
-    default_off = "default" in off
-    return [n for n in off if default_off or n == "default"], [
-        n for n in off if not default_off and n != "default"
-    ]
+def _switched_off(ctx: CheckContext, setting: str) -> list[str] | None:
+    """Features whose ``safety.<setting>`` is off (off means off: a configured feature is never
+    guarded by the default feature's policy instead)."""
+    off = [n for n, f in ctx.config.features.items() if getattr(f.safety, setting) == "off"]
+    return off or None
 
 
-def _report_off(r: ItemResult, setting: str, what: str, off: tuple[list[str], list[str]]) -> None:
-    really, covered = off
-    if really:
-        r.app(
-            "FAIL",
-            f"{what} off (safety.{setting}: off) for {', '.join(really)}",
-            features=tuple(really),
-        )
-    if covered:
-        r.app(
-            "WARN",
-            f"safety.{setting}: off for {', '.join(covered)} is not what runs: the default "
-            "feature's policy applies to them instead (see the drill)",
-            features=tuple(covered),
-        )
+def _report_off(r: ItemResult, setting: str, what: str, off: list[str]) -> None:
+    r.app("FAIL", f"{what} off (safety.{setting}: off) for {', '.join(off)}", features=tuple(off))
 
 
 def _model(ctx: CheckContext, feat: str) -> str | None:
@@ -94,7 +75,7 @@ def _model(ctx: CheckContext, feat: str) -> str | None:
 
 async def injection(ctx: CheckContext, r: ItemResult) -> None:
     switched = _switched_off(ctx, "injection_action")
-    off = [] if switched is None else switched[0] + switched[1]
+    off = switched or []
     if switched is not None:
         _report_off(r, "injection_action", "injection scanning", switched)
     for n, f in ctx.config.features.items():
