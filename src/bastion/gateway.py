@@ -163,6 +163,9 @@ class Gateway:
             sample_ratio=obs.trace_sample_ratio,
             include_user_id=obs.trace_user_id,
             provider_kinds={n: p.kind for n, p in config.providers.items()},
+            capture_content=obs.otel_capture_content,
+            content_max_chars=obs.otel_content_max_chars,
+            scrub=lambda text: self.scrubber.redact(text),  # built with the guards, below
         )
         self.retention = RetentionTask(
             self.store,
