@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .providers.azure import resource_base
 
 __all__ = [
     "Config",
@@ -32,7 +33,7 @@ __all__ = [
     "load_config",
 ]
 
-ProviderKind = Literal["anthropic", "openai", "openai-compatible", "sim"]
+ProviderKind = Literal["anthropic", "openai", "openai-compatible", "azure-openai", "sim"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -100,9 +101,16 @@ class TimeoutConfig(_Strict):
 
 
 class ProviderConfig(_Strict):
+    """One provider. ``azure-openai``: ``base_url`` is the resource endpoint, ``api_version`` its
+    data-plane version (``v1``: the /openai/v1/ surface), and the credential either a resource
+    key (``api_key_env``, sent as ``api-key``) or a Microsoft Entra token (``token_env``, sent as
+    ``Authorization: Bearer``); a deployment's ``model`` is the Azure deployment name."""
+
     kind: ProviderKind
     base_url: str | None = None
     api_key_env: str | None = None
+    token_env: str | None = None
+    api_version: str | None = Field(None, min_length=1, max_length=64)
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(256, gt=0)
 
@@ -110,9 +118,19 @@ class ProviderConfig(_Strict):
     def _needs_url(self) -> ProviderConfig:
         if self.kind == "openai-compatible" and not self.base_url:
             raise ValueError("an openai-compatible provider needs base_url")
+        if self.kind == "azure-openai":
+            if not self.base_url:
+                raise ValueError("base_url: an azure-openai provider needs its resource endpoint")
+            if self.api_key_env and self.token_env:
+                raise ValueError("token_env: give api_key_env or token_env, not both")
+        elif self.token_env or self.api_version:
+            key = "token_env" if self.token_env else "api_version"
+            raise ValueError(f"{key}: only an azure-openai provider takes it")
         return self
 
     def resolved_base_url(self) -> str:
+        if self.kind == "azure-openai" and self.base_url:
+            return resource_base(self.base_url, self.api_version)
         if self.base_url:
             return self.base_url.rstrip("/")
         return {
@@ -122,6 +140,10 @@ class ProviderConfig(_Strict):
         }.get(self.kind, "")
 
     def api_key(self) -> str | None:
+        """The credential; an Entra token keeps its ``Bearer`` scheme (see providers/azure.py)."""
+        if self.token_env:
+            token = os.environ.get(self.token_env)
+            return "Bearer " + token if token else None
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 

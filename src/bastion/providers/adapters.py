@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ..call import Usage
+from . import azure
 from .base import Format, UpstreamRequest
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -70,6 +71,9 @@ class Endpoint:
                 headers["anthropic-beta"] = beta
             if self.api_key:
                 headers["x-api-key"] = self.api_key
+        elif self.kind == "azure-openai":
+            url = azure.chat_url(self.base_url, body.get("model"))
+            headers.update(azure.auth_headers(self.api_key))
         else:
             url = self.base_url + (
                 "/v1/chat/completions" if self.kind == "sim" else "/chat/completions"

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ..base import Format
-from . import anthropic_wire, embeddings, openai_wire, refusals
+from . import anthropic_wire, azure_wire, embeddings, openai_wire, refusals
 from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
@@ -123,10 +123,18 @@ class Simulator:
         self._limits.clear()
 
     async def handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        record: bool = True,  # False: a wire translated to this one recorded what it received
     ) -> SimResult:
         """Answer one raw request; raises ``SimReset`` for a reset, never returns for silence."""
         h = {k.lower(): v for k, v in headers.items()}
+        if azure_wire.is_azure_path(path):
+            return await azure_wire.handle(self, method, path, h, body)
         route = path.split("?", 1)[0].rstrip("/")
         if route.startswith("/v1/"):
             route = route[3:]
@@ -141,7 +149,8 @@ class Simulator:
         model = parsed.get("model") if isinstance(parsed, dict) else None
         model_str = model if isinstance(model, str) else None
         spec = split_model(model_str)[1] if model_str else None
-        self._record(method, path, h, parsed, model_str, spec)
+        if record:
+            self._record(method, path, h, parsed, model_str, spec)
         if route == "/models" or route.startswith("/models/"):
             if method != "GET":
                 return error_result(fmt, 405, rid, message="Method Not Allowed")
