@@ -11,6 +11,8 @@ Redis connects on first command. Outages then raise ``StateUnavailable``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.errors import ConfigError
 from bastion.state.base import (
     BreakerDecision,
@@ -26,7 +28,9 @@ from bastion.state.base import (
     Usage,
 )
 from bastion.state.memory import MemoryCounterStore
-from bastion.state.redis import RedisCounterStore
+
+if TYPE_CHECKING:  # redis-py costs ~0.1 s to import: only a redis:// state URL loads it
+    from bastion.state.redis import RedisCounterStore
 
 __all__ = [
     "BreakerDecision",
@@ -65,8 +69,19 @@ def open_state(url: str, *, prefix: str = "bastion") -> CounterStore:
             )
         return MemoryCounterStore(path)
     if scheme in ("redis", "rediss", "unix"):
+        from bastion.state.redis import RedisCounterStore
+
         return RedisCounterStore(url, prefix=prefix)
     shown = scheme or "(none)"
     raise ConfigError(
         f"unknown counter state URL scheme {shown!r}: use memory://, sqlite:// or redis://"
     )
+
+
+def __getattr__(name: str) -> object:
+    """``RedisCounterStore`` is imported on first use, so embedded state never loads redis-py."""
+    if name == "RedisCounterStore":
+        from bastion.state.redis import RedisCounterStore
+
+        return RedisCounterStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,8 @@ Opening is synchronous and connects nothing; the first ``migrate()``/``ping()`` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bastion.errors import ConfigError
 from bastion.store.base import RecordStore
 from bastion.store.migrations import MIGRATIONS, Migration, latest_version
@@ -24,8 +26,10 @@ from bastion.store.models import (
     hash_secret,
     new_key_id,
 )
-from bastion.store.postgres import PostgresStore
 from bastion.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:  # asyncpg is only loaded for a postgresql:// store URL
+    from bastion.store.postgres import PostgresStore
 
 __all__ = [
     "MIGRATIONS",
@@ -68,8 +72,19 @@ def open_store(url: str) -> RecordStore:
     if scheme == "sqlite":
         return SQLiteStore(_sqlite_path(url, rest))
     if scheme in ("postgresql", "postgres"):
+        from bastion.store.postgres import PostgresStore
+
         return PostgresStore(url)
     shown = scheme or "(none)"
     raise ConfigError(
         f"unknown record store URL scheme {shown!r}: use sqlite://, postgresql:// or postgres://"
     )
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresStore`` is imported on first use, so a SQLite deployment never loads asyncpg."""
+    if name == "PostgresStore":
+        from bastion.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -82,7 +82,8 @@ def _anchor_index() -> tuple[re.Pattern[str], dict[str, tuple[Probe, ...]], dict
     index: dict[str, tuple[Probe, ...]] = {}
     merged: dict[tuple[int, ...], re.Pattern[str]] = {}
     for w in words:
-        rules = sorted({i for a, rs in words.items() if w.startswith(a) for i in rs})
+        # the anchors w extends are its prefixes: a lookup per length, not a scan of every anchor
+        rules = sorted({i for n in range(len(w) + 1) for i in words.get(w[:n], ())})
         groups: dict[tuple[str, float, bool], list[int]] = {}
         for i in rules:
             r = WORD_RULES[i]

@@ -29,7 +29,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import aiosqlite
-import asyncpg
 
 from bastion.errors import UnprocessableRequest
 
@@ -103,6 +102,8 @@ async def _run_postgres(
     max_rows: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[dict[str, Any]]:
+    import asyncpg  # conn is asyncpg's, so it is loaded: a SQLite deployment never pays for it
+
     if conn.is_in_transaction():
         raise ValueError("execute_validated needs a connection outside any transaction")
     rows: list[dict[str, Any]] = []

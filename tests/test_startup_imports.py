@@ -1,0 +1,78 @@
+"""Start-up loads no optional backend it is not configured for (each costs import time and RSS).
+
+redis-py (~0.1 s and ~10 MB with the OpenTelemetry metrics SDK it pulls in), asyncpg and the
+OTLP exporters are loaded only when the config asks for Redis state, a PostgreSQL store or an
+OTLP endpoint. Each check runs in a fresh interpreter, since this test process has them all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.conftest import write_config
+
+OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter")
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The top-level names of every module loaded after running ``code`` in a new interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def _optional(mods: set[str]) -> set[str]:
+    return {m for m in mods for o in OPTIONAL if m == o or m.startswith(o + ".")}
+
+
+def test_importing_the_cli_loads_no_optional_backend() -> None:
+    assert _optional(_loaded_after("import bastion.cli")) == set()
+
+
+def test_building_and_starting_an_embedded_gateway_loads_no_optional_backend(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    code = f"""
+import asyncio
+from bastion import Gateway, load_config
+async def main():
+    gw = Gateway(load_config({str(config)!r}))
+    await gw.start()
+    await gw.aclose()
+asyncio.run(main())
+"""
+    loaded = _loaded_after(code)
+    assert "bastion.gateway" in loaded
+    assert _optional(loaded) == set()
+
+
+def test_redis_state_and_postgres_store_load_their_clients_when_configured(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path,
+        state={"url": "redis://127.0.0.1:6379/0", "prefix": "test_startup_imports"},
+        store={"url": "postgresql://postgres@127.0.0.1:5432/test"},
+    )
+    code = f"""
+from bastion import Gateway, load_config
+Gateway(load_config({str(config)!r}))
+"""
+    loaded = _loaded_after(code)
+    assert "redis" in loaded and "asyncpg" in loaded
+
+
+@settings(max_examples=4, deadline=None)
+@given(name=st.sampled_from(["RedisCounterStore", "PostgresStore"]))
+def test_the_lazy_backends_are_still_importable_by_name(name: str) -> None:
+    package = "bastion.state" if name == "RedisCounterStore" else "bastion.store"
+    loaded = _loaded_after(f"from {package} import {name}\nassert {name}.__name__ == {name!r}")
+    assert ("redis" if name == "RedisCounterStore" else "asyncpg") in loaded
