@@ -87,9 +87,18 @@ def serve(
         str | None, typer.Option(help="debug | info | warning | error (info: one line per call)")
     ] = None,
     log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
+    workers: Annotated[
+        int, typer.Option(help="worker processes; more than 1 is refused, with why")
+    ] = 1,
 ) -> None:
     """Run the gateway (embedded defaults: SQLite, the simulator when no provider key is set)."""
     cfg = _load(config)
+    from .server.serve import serve_gateway, workers_refusal
+
+    refused = workers_refusal(cfg, workers)
+    if refused is not None:
+        typer.echo(f"error: {refused}", err=True)
+        raise typer.Exit(2)
     logging_opts = {"log_level": log_level, "log_format": log_format}
     for opt, value, allowed in (
         ("log-level", log_level, get_args(LogLevel)),
@@ -101,7 +110,6 @@ def serve(
     chosen = {k: v for k, v in logging_opts.items() if v is not None}
     if chosen:
         cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=chosen)})
-    from .server.serve import serve_gateway
 
     try:
         _run(

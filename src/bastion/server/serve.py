@@ -75,6 +75,39 @@ def install_log_scrubbing(scrubber: Scrubber) -> None:
             handler.addFilter(log_filter)
 
 
+def workers_refusal(cfg: Config, workers: int) -> str | None:
+    """Why ``bastion serve --workers N`` cannot run as asked, or None when it can (N == 1).
+
+    Worker processes on one port would each hold their own gateway. On the embedded state
+    (memory, SQLite) every counter lives in one process, so N workers would keep N sets of caps,
+    rate limits, breakers, kill switches and idempotency keys and together let through up to N
+    times a cap. On Redis the counters are shared, but one port's worker supervisor (first key,
+    signal drain, per-process record journals and spill files) is not built yet, so that is
+    refused too rather than run untested: replicas on their own ports are.
+    """
+    if workers == 1:
+        return None
+    if workers < 1:
+        return f"--workers must be 1 or more (got {workers})"
+    scheme = cfg.state.url.partition("://")[0].lower()
+    replicas = (
+        "For more cores, run several `bastion serve` replicas (one per port or container) on "
+        "the same Redis state (state.url: redis://...) behind a load balancer: caps, limits, "
+        "breakers, the kill switch and idempotency stay exact across replicas."
+    )
+    if scheme in ("redis", "rediss", "unix"):
+        return (
+            f"--workers {workers} is not supported yet: several workers on one port are not "
+            f"built for Redis state either. {replicas}"
+        )
+    return (
+        f"--workers {workers} refused: the embedded state ({cfg.state.url}) lives in one "
+        f"process, so {workers} workers would each keep their own caps, rate limits, "
+        "breakers, kill switch and idempotency keys, and together let through up to "
+        f"{workers} times a spend cap. Run one worker. {replicas}"
+    )
+
+
 def pool_warnings(cfg: Config) -> list[str]:
     """Providers whose connection pool one key's streams could fill on their own."""
     per_key = cfg.server.max_concurrent_streams_per_key
@@ -215,6 +248,8 @@ def server_config(app: Any, cfg: Config, *, host: str, port: int) -> uvicorn.Con
 
 async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
     configure_logging(cfg.server.log_level, cfg.server.log_format)
+    collecting = gc.isenabled()
+    gc.disable()  # start-up builds weights and tables that live forever: no pass until frozen
     gateway = Gateway(cfg)
     server = DrainingServer(
         server_config(create_app(gateway), cfg, host=host, port=port),
@@ -237,6 +272,8 @@ async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
             typer.echo(f"warning: {w}", err=True)
         install_log_scrubbing(gateway.scrubber)
         gc.freeze()  # start-up objects live forever: keep them out of every collection
+        if collecting:
+            gc.enable()
         task = asyncio.ensure_future(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
