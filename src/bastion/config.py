@@ -123,6 +123,8 @@ class ProviderConfig(_Strict):
                 raise ValueError("base_url: an azure-openai provider needs its resource endpoint")
             if self.api_key_env and self.token_env:
                 raise ValueError("token_env: give api_key_env or token_env, not both")
+            if not (self.api_key_env or self.token_env):
+                raise ValueError("api_key_env: an azure-openai provider needs it (or token_env)")
         elif self.token_env or self.api_version:
             key = "token_env" if self.token_env else "api_version"
             raise ValueError(f"{key}: only an azure-openai provider takes it")

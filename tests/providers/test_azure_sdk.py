@@ -25,6 +25,7 @@ from bastion.store import open_store
 from bastion.store.models import CallRecord
 
 KEY = "azure-test-key-1"
+TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.entra.sig"
 MSG: list[Any] = [{"role": "user", "content": "Say hello to the team"}]
 FAIL = {"x-sim-fault": "status:500"}
 TOOL_OA: list[Any] = [
@@ -79,6 +80,13 @@ def _models() -> dict[str, Any]:
         "az-filtered-output": {
             "deployments": [_dep("az", "gpt-prod", {"x-sim-azure-filter": "output"})]
         },
+        "az-entra": {"deployments": [_dep("az-entra", "gpt-entra")]},
+        "az-v1": {"deployments": [_dep("az-v1", "gpt-v1")]},
+        "az-limited": {
+            "deployments": [
+                _dep("az", "gpt-prod", {"x-sim-fault": "fail_first:1;status:429;retry_after:1"})
+            ]
+        },
     }
 
 
@@ -94,6 +102,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
         tmp_path_factory.mktemp("azure"),
         providers={
             "az": {"kind": "azure-openai", "base_url": sim_url, "api_key_env": "AZ_TEST_KEY"},
+            "az-entra": {
+                "kind": "azure-openai",
+                "base_url": sim_url + "/openai",
+                "api_version": "2025-01-01-preview",
+                "token_env": "AZ_TEST_TOKEN",
+            },
+            "az-v1": {
+                "kind": "azure-openai",
+                "base_url": sim_url,
+                "api_version": "v1",
+                "api_key_env": "AZ_TEST_KEY",
+            },
             "an": {"kind": "anthropic", "base_url": "sim://anthropic"},
             "oa": {"kind": "openai", "base_url": "sim://openai/v1"},
         },
@@ -101,7 +121,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
         features={"default": {"pii_output": "off"}},
         reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
     )
-    g = start_gateway(cfg, env={"AZ_TEST_KEY": KEY})
+    g = start_gateway(cfg, env={"AZ_TEST_KEY": KEY, "AZ_TEST_TOKEN": TOKEN})
     yield g
     stop(g.proc)
 
@@ -238,3 +258,33 @@ def test_filtered_output_is_content_filter_and_refusal(gw: RunningGateway) -> No
         c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason
     ]
     assert finals == ["content_filter"]
+
+
+def test_entra_token_is_a_bearer_header_and_never_an_api_key(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    before = len(_azure_requests(sim_url))
+    res = _oa(gw).chat.completions.create(model="az-entra", messages=MSG)
+    assert res.choices[0].message.content
+    (seen,) = _azure_requests(sim_url)[before:]
+    assert seen["path"] == (
+        "/openai/deployments/gpt-entra/chat/completions?api-version=2025-01-01-preview"
+    )
+    assert seen["headers"]["authorization"] == "Bearer " + TOKEN
+    assert "api-key" not in seen["headers"]
+
+
+def test_v1_surface_names_the_deployment_in_the_body(gw: RunningGateway, sim_url: str) -> None:
+    before = len(_azure_requests(sim_url))
+    res = _oa(gw).chat.completions.create(model="az-v1", messages=MSG)
+    assert res.choices[0].message.content
+    (seen,) = _azure_requests(sim_url)[before:]
+    assert seen["path"] == "/openai/v1/chat/completions"
+    assert seen["body"]["model"] == "gpt-v1" and seen["headers"]["api-key"] == KEY
+
+
+def test_azure_429_is_retried_after_its_retry_after(gw: RunningGateway, sim_url: str) -> None:
+    before = len(_azure_requests(sim_url))
+    res = _oa(gw).chat.completions.create(model="az-limited", messages=MSG)
+    assert res.choices[0].message.content
+    assert len(_azure_requests(sim_url)) - before == 2  # the 429, then the retry that answered

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.conftest import start_gateway, stop, write_config
+from tests.providers.conftest import StartSim
 from yarl import URL
 
 from bastion.config import ProviderConfig
@@ -52,15 +57,20 @@ async def _call(
 
 def test_config_resolves_the_resource_root_with_its_api_version() -> None:
     p = ProviderConfig(
-        kind="azure-openai", base_url="https://r.openai.azure.com/", api_version="2024-06-01"
+        kind="azure-openai",
+        base_url="https://r.openai.azure.com/",
+        api_version="2024-06-01",
+        api_key_env="K",
     )
     assert p.resolved_base_url() == "https://r.openai.azure.com/openai?api-version=2024-06-01"
     v1 = ProviderConfig(
-        kind="azure-openai", base_url="https://r.openai.azure.com", api_version="v1"
+        kind="azure-openai", base_url="https://r.openai.azure.com", api_version="v1", token_env="T"
     )
     assert v1.resolved_base_url() == "https://r.openai.azure.com/openai/v1"
     with pytest.raises(ValueError, match="base_url"):
-        ProviderConfig(kind="azure-openai")
+        ProviderConfig(kind="azure-openai", api_key_env="K")
+    with pytest.raises(ValueError, match="api_key_env"):
+        ProviderConfig(kind="azure-openai", base_url="https://r")
     with pytest.raises(ValueError, match="not both"):
         ProviderConfig(kind="azure-openai", base_url="https://r", api_key_env="A", token_env="B")
     with pytest.raises(ValueError, match="only an azure-openai"):
@@ -185,3 +195,40 @@ async def test_fake_sees_the_deployment_bastion_named(deployment: str) -> None:
     status, _, body = await _call(sim, ep, _send_body(deployment))
     assert status == 200, body
     assert sim.requests[-1].model == deployment
+
+
+async def test_a_rejected_azure_key_fails_over_and_alone_is_a_502_naming_upstream_auth(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    """Over HTTP: the fake holds the right key, Bastion sends a wrong one. The caller's own key
+    is fine, so the caller gets a gateway error (as for every provider), not a 401."""
+    up = await start_sim(api_key="the-right-key")
+    cfg = write_config(
+        tmp_path,
+        providers={
+            "az": {"kind": "azure-openai", "base_url": up.url, "api_key_env": "AZ_WRONG"},
+            "an": {"kind": "anthropic", "base_url": "sim://anthropic"},
+        },
+        models={
+            "az": {"deployments": [{"provider": "az", "model": "gpt-prod"}]},
+            "az-then-claude": {
+                "deployments": [
+                    {"provider": "az", "model": "gpt-prod"},
+                    {"provider": "an", "model": "claude-sonnet-5"},
+                ]
+            },
+        },
+        reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
+    )
+    gw = await asyncio.to_thread(start_gateway, cfg, env={"AZ_WRONG": "a-wrong-key"})
+    try:
+        c = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+        res = await c.chat.completions.create(model="az-then-claude", messages=MSG)  # type: ignore[arg-type]
+        assert res.choices[0].message.content
+        with pytest.raises(openai.APIStatusError) as err:
+            await c.chat.completions.create(model="az", messages=MSG)  # type: ignore[arg-type]
+        assert err.value.status_code == 502
+        assert "auth, HTTP 401" in err.value.message
+        assert [r.headers.get("api-key") for r in up.sim.requests] == ["a-wrong-key"] * 2
+    finally:
+        await asyncio.to_thread(stop, gw.proc)
