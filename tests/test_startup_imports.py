@@ -15,6 +15,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import write_config
+from typer.testing import CliRunner
+
+from bastion.cli import app
 
 OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter")
 
@@ -34,6 +37,30 @@ def _optional(mods: set[str]) -> set[str]:
 
 def test_importing_the_cli_loads_no_optional_backend() -> None:
     assert _optional(_loaded_after("import bastion.cli")) == set()
+
+
+def test_serving_loads_none_of_the_other_commands_modules() -> None:
+    loaded = _loaded_after("import bastion.cli")
+    assert "bastion.cli" in loaded
+    for module in (
+        "rich",
+        "bastion.demo",
+        "bastion.check.cli",
+        "bastion.evals.cli",
+        "bastion.spend",
+    ):
+        assert module not in loaded, module
+
+
+@settings(max_examples=8, deadline=None)
+@given(name=st.sampled_from(["check", "spend", "demo", "eval"]))
+def test_each_lazily_loaded_command_is_listed_and_runs_its_own_help(name: str) -> None:
+    runner = CliRunner()
+    listing = runner.invoke(app, ["--help"])
+    assert listing.exit_code == 0 and f" {name} " in listing.output
+    own = runner.invoke(app, [name, "--help"])
+    assert own.exit_code == 0, own.output
+    assert f"{name} [OPTIONS]" in own.output
 
 
 def test_building_and_starting_an_embedded_gateway_loads_no_optional_backend(

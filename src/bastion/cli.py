@@ -3,19 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
+from typer.core import TyperGroup
 
-from .check.cli import check_command
 from .config import Config, LogFormat, LogLevel, find_config, load_config
-from .demo import demo_command
 from .errors import BastionError, ConfigError
-from .evals.cli import eval_app
-from .spend import spend_command
+
+# Commands whose modules (rich tables, the demo's incidents, the eval runner) `bastion serve`
+# never needs: each is imported when it is run or help lists it, not at every start.
+# name -> (module, attribute: a command function or a Typer app)
+_LAZY: dict[str, tuple[str, str]] = {
+    "check": ("bastion.check.cli", "check_command"),
+    "spend": ("bastion.spend", "spend_command"),
+    "demo": ("bastion.demo", "demo_command"),
+    "eval": ("bastion.evals.cli", "eval_app"),
+}
+
+
+class _LazyGroup(TyperGroup):
+    """The top-level group: the ``_LAZY`` commands are built from their module on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = [n for n in ("check", "spend", "demo") if n not in self.commands]
+        names += list(self.commands)
+        if "eval" not in self.commands:
+            names.insert(names.index("config") + 1 if "config" in names else len(names), "eval")
+        return names
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            module, attr = _LAZY[cmd_name]
+            target = getattr(importlib.import_module(module), attr)
+            if isinstance(target, typer.Typer):
+                cmd: Any = typer.main.get_group(target)
+            else:
+                one = typer.Typer()
+                one.command(cmd_name)(target)
+                cmd = typer.main.get_command(one)
+            cmd.name = cmd_name
+            self.add_command(cmd, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     add_completion=False,
     no_args_is_help=True,
     help="Bastion: the production-hardening LLM gateway.",
@@ -24,10 +59,6 @@ keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys (stored hash
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
-app.add_typer(eval_app, name="eval")
-app.command("check")(check_command)
-app.command("spend")(spend_command)
-app.command("demo")(demo_command)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")
