@@ -118,7 +118,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
             "oa": {"kind": "openai", "base_url": "sim://openai/v1"},
         },
         models=_models(),
-        features={"default": {"pii_output": "off"}},
+        features={"default": {"pii_output": "off"}, "guarded": {"pii_output": "redact"}},
         reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
     )
     g = start_gateway(cfg, env={"AZ_TEST_KEY": KEY, "AZ_TEST_TOKEN": TOKEN})
@@ -288,3 +288,32 @@ def test_azure_429_is_retried_after_its_retry_after(gw: RunningGateway, sim_url:
     res = _oa(gw).chat.completions.create(model="az-limited", messages=MSG)
     assert res.choices[0].message.content
     assert len(_azure_requests(sim_url)) - before == 2  # the 429, then the retry that answered
+
+
+def test_output_guards_read_azure_streams_past_the_empty_choices_chunk(
+    gw: RunningGateway,
+) -> None:
+    """The PII output filter (redact) sees Azure's opening chunk first and still works."""
+    email = "jane.doe@example.com"
+    ask: list[Any] = [{"role": "user", "content": f"[[sim:reply=Write to {email} today.]]"}]
+    plain = _oa(gw).chat.completions.create(model="az", messages=ask, stream=True)
+    assert email in "".join(c.choices[0].delta.content or "" for c in plain if c.choices)
+    headers = {"x-bastion-feature": "guarded"}
+    oa = _oa(gw).with_options(default_headers=headers)
+    stream = oa.chat.completions.create(model="az", messages=ask, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.startswith("Write to") and email not in text
+    an = _an(gw).with_options(default_headers=headers)
+    with an.messages.stream(model="az", max_tokens=64, messages=ask) as s:
+        got = "".join(s.text_stream)
+    assert got.startswith("Write to") and email not in got
+
+
+def test_responses_api_is_translated_to_azure_chat(gw: RunningGateway, sim_url: str) -> None:
+    before = len(_azure_requests(sim_url))
+    r = _oa(gw).responses.create(model="az", instructions="Be brief.", input="Hello there")
+    assert r.output_text and r.usage is not None and r.usage.output_tokens > 0
+    with _oa(gw).responses.stream(model="az", input="Stream please") as s:
+        final = s.get_final_response()
+    assert final.output_text
+    assert len(_azure_requests(sim_url)) - before == 2

@@ -92,8 +92,17 @@ def test_entra_token_goes_as_bearer_and_key_as_api_key(monkeypatch: pytest.Monke
         assert req.url == "https://r/openai/deployments/dep/chat/completions?api-version=2024-10-21"
 
 
+# names a URL parser treats specially, beside any text at all
+_URLISH = st.text(alphabet="./?#%&=+;: \\ab2eE", min_size=1, max_size=12)
+_NAMES = st.one_of(
+    st.sampled_from([".", "..", "../..", "%2e%2e", "a/../b"]),
+    _URLISH,
+    st.text(min_size=1, max_size=40),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(deployment=st.text(min_size=1, max_size=40), version=st.text(min_size=1, max_size=30))
+@given(deployment=_NAMES, version=st.one_of(_URLISH, st.text(min_size=1, max_size=30)))
 def test_any_deployment_and_version_stay_one_segment_and_one_query_value(
     deployment: str, version: str
 ) -> None:
@@ -187,7 +196,7 @@ async def test_stream_opens_with_an_empty_choices_chunk_of_prompt_filter_results
 
 
 @settings(max_examples=60, deadline=None)
-@given(deployment=st.text(min_size=1, max_size=30).filter(lambda d: d not in (".", "..")))
+@given(deployment=_NAMES.filter(lambda d: d not in (".", "..")))
 async def test_fake_sees_the_deployment_bastion_named(deployment: str) -> None:
     """Through the in-process transport the fake decodes exactly the name that was encoded."""
     sim = Simulator()
