@@ -18,6 +18,7 @@ from yarl import URL
 
 from bastion.config import ProviderConfig
 from bastion.errors import InvalidRequest
+from bastion.observability.tracing import Tracing
 from bastion.providers.adapters import Endpoint, endpoint_formats
 from bastion.providers.azure import chat_url, resource_base
 from bastion.providers.base import Format
@@ -241,3 +242,12 @@ async def test_a_rejected_azure_key_fails_over_and_alone_is_a_502_naming_upstrea
         assert [r.headers.get("api-key") for r in up.sim.requests] == ["a-wrong-key"] * 2
     finally:
         await asyncio.to_thread(stop, gw.proc)
+
+
+def test_spans_name_azure_by_its_genai_provider_value() -> None:
+    t = Tracing(provider_kinds={"az": "azure-openai", "mine": "openai-compatible"})
+    try:
+        assert t.provider_name("az") == "azure.ai.openai"
+        assert t.provider_name("mine") == "mine"  # no well-known value: the endpoint's name
+    finally:
+        t.provider.shutdown()

@@ -51,7 +51,11 @@ log = logging.getLogger("bastion.tracing")
 
 # Endpoint kinds (config ``providers.*.kind``) to ``gen_ai.provider.name`` well-known values;
 # other kinds report the endpoint's own name.
-GENAI_PROVIDERS: Final[Mapping[str, str]] = {"anthropic": "anthropic", "openai": "openai"}
+GENAI_PROVIDERS: Final[Mapping[str, str]] = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "azure-openai": "azure.ai.openai",
+}
 _MAX_FLAG_CHARS: Final = 256
 # calls whose spans wait for a content worker; past this, a call's spans go without content
 _MAX_PENDING: Final = 1000
