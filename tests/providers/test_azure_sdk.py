@@ -317,3 +317,13 @@ def test_responses_api_is_translated_to_azure_chat(gw: RunningGateway, sim_url: 
         final = s.get_final_response()
     assert final.output_text
     assert len(_azure_requests(sim_url)) - before == 2
+
+
+def test_n_choices_over_azure_are_two_or_refused_never_one_silently(gw: RunningGateway) -> None:
+    for model in ("az", "az-then-claude"):
+        try:
+            res = _oa(gw).chat.completions.create(model=model, messages=MSG, n=2)
+        except openai.BadRequestError as err:
+            assert err.param == "n"  # type: ignore[attr-defined]
+        else:
+            assert len(res.choices) == 2
