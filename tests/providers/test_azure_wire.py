@@ -251,3 +251,12 @@ def test_spans_name_azure_by_its_genai_provider_value() -> None:
         assert t.provider_name("mine") == "mine"  # no well-known value: the endpoint's name
     finally:
         t.provider.shutdown()
+
+
+async def test_an_unknown_deployment_is_azures_deployment_not_found() -> None:
+    sim = Simulator(reject_unknown_models=True)
+    ep = _endpoint("sim://az/openai?api-version=2024-10-21", "k")
+    status, _, body = await _call(sim, ep, _send_body("no-such-deployment"))
+    assert status == 404
+    assert orjson.loads(body)["error"]["code"] == "DeploymentNotFound"
+    assert (await _call(sim, ep, _send_body("gpt-4.1")))[0] == 200

@@ -11,7 +11,8 @@ OpenAI's answers:
 - a stream opens with a chunk whose ``choices`` is empty and which carries
   ``prompt_filter_results``;
 - the ``content_policy`` fault is Azure's 400 ``content_filter`` error (``innererror``
-  ``ResponsibleAIPolicyViolation`` with per-category results); a 429 says when to retry;
+  ``ResponsibleAIPolicyViolation`` with per-category results); a 429 says when to retry; an
+  unknown model (``reject_unknown_models``) is ``DeploymentNotFound``;
 - ``x-sim-azure-filter: output`` filters the completion: finish reason ``content_filter``.
 
 Everything else (faults, pacing, usage, tools) is the simulator's OpenAI chat.
@@ -163,6 +164,13 @@ async def _azure_error(result: SimResult, version: str) -> SimResult:
                 "content_filter_result": filter_results(_FILTERED_BY),
             },
         )
+    elif result.status == 404:
+        out = _error(
+            404,
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created the deployment "
+            "within the last 5 minutes, please wait a moment and try again.",
+        )
     elif result.status == 429:
         wait = headers.get("retry-after", "1")
         out = _error(
@@ -216,8 +224,15 @@ def _first_chunk() -> bytes:
 
 
 async def _stream(frames: AsyncIterator[bytes], filtered: bool) -> AsyncIterator[bytes]:
-    yield _first_chunk()
-    async for frame in frames:
-        if filtered:
-            frame = frame.replace(b'"finish_reason":"stop"', b'"finish_reason":"content_filter"')
-        yield frame
+    try:
+        yield _first_chunk()
+        async for frame in frames:
+            if filtered:
+                frame = frame.replace(
+                    b'"finish_reason":"stop"', b'"finish_reason":"content_filter"'
+                )
+            yield frame
+    finally:  # a client that hangs up closes the simulator's stream too (a stall included)
+        closer = getattr(frames, "aclose", None)
+        if closer is not None:
+            await closer()
