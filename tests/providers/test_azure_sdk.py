@@ -81,6 +81,12 @@ def _models() -> dict[str, Any]:
             "deployments": [_dep("az", "gpt-prod", {"x-sim-azure-filter": "output"})]
         },
         "az-entra": {"deployments": [_dep("az-entra", "gpt-entra")]},
+        "az-cut-then-claude": {
+            "deployments": [
+                _dep("az", "gpt-prod", {"x-sim-fault": "cut_after:4"}),
+                _dep("an", "claude-sonnet-5"),
+            ]
+        },
         "az-v1": {"deployments": [_dep("az-v1", "gpt-v1")]},
         "az-limited": {
             "deployments": [
@@ -327,3 +333,23 @@ def test_n_choices_over_azure_are_two_or_refused_never_one_silently(gw: RunningG
             assert err.param == "n"
         else:
             assert len(res.choices) == 2
+
+
+def test_an_azure_stream_cut_midway_is_carried_on_at_anthropic(gw: RunningGateway) -> None:
+    """The cut comes after Azure's empty-choices chunk and some text: the client's stream
+    still ends properly, with the fallback's answer."""
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="az-cut-then-claude", messages=MSG, stream=True
+    )
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert text and finals == ["stop"]
+    rec = _record(gw, raw.headers["x-request-id"])
+    assert rec.provider == "an" and rec.status == 200
+    with _an(gw).messages.stream(model="az-cut-then-claude", max_tokens=64, messages=MSG) as s:
+        got = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert got and final.stop_reason == "end_turn"
