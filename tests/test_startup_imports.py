@@ -1,8 +1,8 @@
 """Start-up loads no optional backend it is not configured for (each costs import time and RSS).
 
-redis-py (~0.1 s and ~10 MB with the OpenTelemetry metrics SDK it pulls in), asyncpg and the
-OTLP exporters are loaded only when the config asks for Redis state, a PostgreSQL store or an
-OTLP endpoint. Each check runs in a fresh interpreter, since this test process has them all.
+redis-py (~0.1 s and ~10 MB with the OpenTelemetry metrics SDK it pulls in), asyncpg, sqlglot
+(~0.05 s, ~8 MB) and the OTLP exporters are loaded only when the config asks for Redis state,
+a PostgreSQL store, a feature with SQL tools or an OTLP endpoint. Each check runs in a fresh interpreter, since this test process has them all.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 
-OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter")
+OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter", "sqlglot")
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -81,25 +81,39 @@ asyncio.run(main())
     assert _optional(loaded) == set()
 
 
-def test_redis_state_and_postgres_store_load_their_clients_when_configured(
+def test_redis_state_postgres_store_and_sql_tools_load_their_libraries_when_configured(
     tmp_path: Path,
 ) -> None:
+    safety = {"sql_tools": {"run_sql": "query"}, "sql_grants": {"support": {"orders": ["id"]}}}
     config = write_config(
         tmp_path,
         state={"url": "redis://127.0.0.1:6379/0", "prefix": "test_startup_imports"},
         store={"url": "postgresql://postgres@127.0.0.1:5432/test"},
+        features={"default": {"safety": safety}},
     )
     code = f"""
 from bastion import Gateway, load_config
 Gateway(load_config({str(config)!r}))
 """
     loaded = _loaded_after(code)
-    assert "redis" in loaded and "asyncpg" in loaded
+    assert {"redis", "asyncpg", "sqlglot"} <= loaded
 
 
 @settings(max_examples=4, deadline=None)
-@given(name=st.sampled_from(["RedisCounterStore", "PostgresStore"]))
-def test_the_lazy_backends_are_still_importable_by_name(name: str) -> None:
-    package = "bastion.state" if name == "RedisCounterStore" else "bastion.store"
+@given(
+    lazy=st.sampled_from(
+        [
+            ("bastion.state", "RedisCounterStore", "redis"),
+            ("bastion.store", "PostgresStore", "asyncpg"),
+            ("bastion.safety.validation", "SqlPolicy", "sqlglot"),
+            ("bastion.safety.validation", "validate_sql", "sqlglot"),
+            ("bastion.safety.validation", "execute_validated", "sqlglot"),
+        ]
+    )
+)
+def test_the_lazy_names_are_still_importable_from_their_package(
+    lazy: tuple[str, str, str],
+) -> None:
+    package, name, library = lazy
     loaded = _loaded_after(f"from {package} import {name}\nassert {name}.__name__ == {name!r}")
-    assert ("redis" if name == "RedisCounterStore" else "asyncpg") in loaded
+    assert library in loaded

@@ -32,7 +32,6 @@ from .prompting.guards import (
 from .prompting.leak import ShinglePolicy
 from .prompting.scope import ScopeGuard
 from .sql_guard import SqlToolCheck, SqlToolGuard
-from .validation import SqlPolicy
 
 _LEAK_ACTED: dict[str, Literal["flagged", "blocked", "redacted"]] = {
     "block": "blocked",
@@ -245,6 +244,8 @@ def canary_secret(config: Config) -> str:
 
 def _sql_check(s: FeatureSafetyConfig) -> SqlToolCheck:
     """A feature's SQL tools, grants and limits; a tool listed in sql_functions gets its own."""
+    from .validation.sql import SqlPolicy  # sqlglot: only for a feature with SQL tools
+
     policy = SqlPolicy(
         roles={role: dict(tables) for role, tables in s.sql_grants.items()},
         max_rows=s.sql_max_rows,

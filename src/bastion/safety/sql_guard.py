@@ -12,7 +12,7 @@ releases it (rewritten) or ends the stream with an ``output_blocked`` error even
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -21,7 +21,9 @@ from ..errors import OutputBlocked
 from ..findings import Finding
 from ..providers.base import Format
 from .sql_stream import SqlStreamFilter
-from .validation import SqlPolicy, validate_sql
+
+if TYPE_CHECKING:  # sqlglot loads with the first feature that has SQL tools
+    from .validation import SqlPolicy
 
 # the SQL check's revision, carried by every SQL finding on a call record
 VERSION = "sql-2026.12.04"
@@ -58,6 +60,8 @@ class SqlToolCheck:
                 ["sql_argument_missing"],
             )
             return None
+        from .validation.sql import validate_sql  # loaded with the policy at start-up
+
         policy = self.tool_policies.get(name, self.policy)
         verdict = validate_sql(sql, policy, call.principal.roles)
         if verdict.ok:
