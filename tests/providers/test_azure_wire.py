@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import start_gateway, stop, write_config
+from tests.conftest import BIN, start_gateway, stop, write_config
 from tests.providers.conftest import StartSim
 from yarl import URL
 
@@ -260,3 +262,28 @@ async def test_an_unknown_deployment_is_azures_deployment_not_found() -> None:
     assert status == 404
     assert orjson.loads(body)["error"]["code"] == "DeploymentNotFound"
     assert (await _call(sim, ep, _send_body("gpt-4.1")))[0] == 200
+
+
+@pytest.mark.parametrize(("token", "says"), [(None, "is unset"), ("eyJ.t", "is set")])
+def test_check_judges_an_entra_token_env_like_a_key(
+    tmp_path: Path, token: str | None, says: str
+) -> None:
+    cfg = write_config(
+        tmp_path,
+        providers={
+            "az": {"kind": "azure-openai", "base_url": "https://r.example", "token_env": "AZ_TOK"}
+        },
+        models={"m": {"deployments": [{"provider": "az", "model": "dep"}]}},
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AZ_TOK"}
+    if token is not None:
+        env["AZ_TOK"] = token
+    out = subprocess.run(
+        [str(BIN / "bastion"), "check", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    ).stdout
+    assert f"provider az: $AZ_TOK {says}" in out

@@ -53,16 +53,17 @@ def _store_to_ping(url: str) -> tuple[RecordStore | None, str]:
 async def provider_readiness(ctx: CheckContext, r: ItemResult) -> None:
     cfg = ctx.config
     for name, p in cfg.providers.items():
-        if p.kind in ("anthropic", "openai") and not p.api_key_env:
+        env = p.api_key_env or p.token_env  # token_env: an Azure OpenAI Entra token
+        if p.kind in ("anthropic", "openai") and not env:
             r.app("FAIL", f"provider {name}: no api_key_env names its key")
-        elif p.api_key_env and not p.api_key():
+        elif env and not p.api_key():
             state = "unset" if p.kind != "openai-compatible" else "unset (optional for this kind)"
             r.app(
                 "FAIL" if p.kind != "openai-compatible" else "INFO",
-                f"provider {name}: ${p.api_key_env} is {state}",
+                f"provider {name}: ${env} is {state}",
             )
         elif p.kind != "sim":
-            r.app("PASS", f"provider {name}: ${p.api_key_env or '(no key needed)'} is set")
+            r.app("PASS", f"provider {name}: ${env or '(no key needed)'} is set")
     store, note = _store_to_ping(cfg.store.url)
     if note:
         r.add("INFO", note)
