@@ -15,11 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import BIN, start_gateway, stop, write_config
+from tests.cost._cost_support import inproc_config
 from tests.providers.conftest import StartSim
 from yarl import URL
 
 from bastion.config import ProviderConfig
 from bastion.errors import InvalidRequest
+from bastion.gateway import Gateway
 from bastion.observability.tracing import Tracing
 from bastion.providers.adapters import Endpoint, endpoint_formats
 from bastion.providers.azure import chat_url, resource_base
@@ -287,3 +289,26 @@ def test_check_judges_an_entra_token_env_like_a_key(
         env=env,
     ).stdout
     assert f"provider az: $AZ_TOK {says}" in out
+
+
+async def test_a_simulated_azure_provider_answers_the_library_in_both_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``base_url: sim://...`` keeps Azure in-process: no key to a real endpoint, no socket."""
+    cfg = inproc_config(
+        tmp_path,
+        providers={"az": {"kind": "azure-openai", "base_url": "sim://az", "api_key_env": "AZ_K"}},
+        models={"m": {"deployments": [{"provider": "az", "model": "gpt-4.1"}]}},
+    )
+    monkeypatch.setenv("AZ_K", "k")
+    async with Gateway(cfg) as gw:
+        msg = await gw.messages({"model": "m", "max_tokens": 50, "messages": MSG})
+        assert msg["content"][0]["text"]
+        chunks = [c async for c in gw.stream_chat_completions({"model": "m", "messages": MSG})]
+        assert chunks[0]["choices"] == [] and "prompt_filter_results" in chunks[0]
+        assert "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
+        (first, second) = gw.simulator.requests
+        assert first.path.startswith("/openai/deployments/gpt-4.1/chat/completions?")
+        assert second.headers["api-key"] == "k"
