@@ -16,7 +16,7 @@ release them, rewritten, later in the same stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import orjson
 
