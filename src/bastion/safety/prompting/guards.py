@@ -327,9 +327,7 @@ class LeakGuard:
 
     name = "leak"
 
-    def __init__(
-        self, policies: Mapping[str, LeakPolicy | None], *, cache_size: int = 256
-    ) -> None:
+    def __init__(self, policies: Mapping[str, LeakPolicy | None], *, cache_size: int = 256) -> None:
         self._policies = dict(policies)
         self._cache: OrderedDict[tuple[str, int, ShinglePolicy | None], LeakIndex] = OrderedDict()
         self._cache_size = cache_size
