@@ -23,6 +23,7 @@ from .config import Config, load_config
 from .cost.alerts import SpendAlerts, provider_cap_warnings
 from .cost.budget import BudgetGuard
 from .cost.journal import SettleJournal
+from .cost.key_caps import KeyModelGuard
 from .cost.max_tokens import MaxTokensGuard
 from .cost.meter import CostMeter
 from .cost.pricing import Price, PriceTable
@@ -281,6 +282,8 @@ class Gateway:
             injection,
             self.pii,
             leak,
+            self.sql_tools,  # streams: holds a SQL tool call until it can be checked
+            KeyModelGuard(),
             MaxTokensGuard(cfg.features),
             TokenCapGuard(cfg.features, self.state),
             RateLimitGuard(cfg, self.state, self.clock),
