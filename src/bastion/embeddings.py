@@ -108,7 +108,7 @@ class EmbeddingsApi:
 
         ``ctx`` takes ``user``, ``feature`` and ``traceparent``, as the server's headers would.
         """
-        from .gateway import LIBRARY_PRINCIPAL  # the operator's own code: its user ids are trusted
+        from .library import LIBRARY_PRINCIPAL  # the operator's own code: its user ids are trusted
 
         unknown = set(ctx) - set(_CONTEXT)
         if unknown:

@@ -14,8 +14,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import orjson
-
 from .auth import KeyResolver, key_from_headers
 from .call import Call, Principal
 from .clock import DayClock
@@ -29,7 +27,7 @@ from .cost.meter import CostMeter
 from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
-from .engine import Engine, Reply, UpstreamStatusError
+from .engine import Engine, Reply
 from .errors import (
     AIUnavailable,
     BastionError,
@@ -37,7 +35,9 @@ from .errors import (
     InvalidRequest,
     PermissionDenied,
 )
-from .identity import END_USERS_ROLE, resolve_user
+from .idempotent import IdempotentCalls, client_request_id
+from .identity import resolve_user
+from .library import LIBRARY_PRINCIPAL, LibraryCalls
 from .observability.access import AccessGuard, AccessLog
 from .observability.metrics import (
     Metrics,
@@ -59,20 +59,8 @@ from .providers.adapters import Endpoint, drill_passthrough, endpoint_formats
 from .providers.base import Format, Transport
 from .providers.http import HttpTransport
 from .providers.sim import SimTransport, Simulator
-from .providers.sse import SSEDecoder
 from .reliability.degraded import canned_body, canned_stream
-from .reliability.idempotency import (
-    DEGRADED_HEADER,
-    Idempotency,
-    StoredResponse,
-    answered_in_full,
-    fingerprint,
-    kept_headers,
-    replay_call,
-    replay_headers,
-    replay_stream,
-)
-from .reliability.idempotency import state_key as idem_state_key
+from .reliability.idempotency import Idempotency
 from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
 from .safety.pii import Scrubber, ScrubberConfig
@@ -80,7 +68,7 @@ from .safety.pii.guard import PiiGuard, PiiPolicy
 from .safety.prompting.guards import record_prompt_version
 from .safety.setup import safety_guards
 from .safety.structured import check_structured_output
-from .schema import header_token, parse_body, validate
+from .schema import parse_body, validate
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
@@ -89,11 +77,8 @@ log = logging.getLogger("bastion.gateway")
 # provider kinds that answer ``n`` > 1 choices natively
 N_CHOICES = frozenset({"openai", "openai-compatible"})
 
-# the in-process library is the operator's own code: its end-user ids are trusted
-LIBRARY_PRINCIPAL = Principal(key_id="library", name="library", roles=(END_USERS_ROLE,))
 
-
-class Gateway:
+class Gateway(LibraryCalls):
     """Config, store, providers, router, guards: built once, shared by every call."""
 
     def __init__(
@@ -190,6 +175,13 @@ class Gateway:
             self.state,
             ttl=config.reliability.idempotency_ttl_seconds,
             wait=config.reliability.idempotency_wait_seconds,
+        )
+        self.idempotent = IdempotentCalls(
+            config,
+            self.idempotency,
+            self.kill_switch,
+            finish=self._finish,
+            canned=self._canned,
         )
         self.engine = Engine(
             self.router,
@@ -381,64 +373,14 @@ class Gateway:
         idem = headers.get("idempotency-key")
         if not idem:
             return await self._run(fmt, raw, body, headers, principal, client_model, received)
-        stream = body.get("stream") is True
-        feature = principal.feature or headers.get("x-bastion-feature")
-        key = idem_state_key(principal.key_id, fmt.value, idem)
-        fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
-        lock = self.config.feature(feature).deadline + 30
-        stored = await self.idempotency.claim(key, fp, stream=stream, lock_seconds=lock)
-        if stored is not None:
-            call = replay_call(
-                stored,
-                fmt=fmt,
-                body=body,
-                principal=principal,
-                feature=feature,
-                traceparent=headers.get("traceparent"),
-                client_request_id=client_request_id(headers.get("x-request-id")),
-            )
-            try:
-                await self.kill_switch.before(call)  # a switched-off feature or key gets no replay
-            except AIUnavailable as exc:
-                call.flags["replay_withheld"] = stored.request_id
-                call.flags["degraded"] = exc.reason
-                degraded = self.config.feature(feature).degraded
-                if degraded.mode != "message":
-                    await self._finish(call, exc)
-                    raise
-                reply = self._canned(call, degraded.message)
-                reply.headers["x-request-id"] = call.request_id
-                if reply.stream is None:
-                    await self._finish(call, None)
-                return reply
-            except BaseException as exc:
-                await self._finish(call, exc)
-                raise
-            call.status = 200
-            call.flags["replay_of"] = stored.request_id
-            await self._finish(call, None)
-            hs = replay_headers(stored, call)
-            if stored.stream:
-                return Reply(200, hs, stream=replay_stream(stored.body), call=call)
-            return Reply(200, hs, body=stored.body, call=call)
-        try:
-            reply = await self._run(fmt, raw, body, headers, principal, client_model, received)
-        except BaseException:
-            await self.idempotency.abandon(key)
-            raise
-        done = reply.call
-        if done is None or DEGRADED_HEADER in reply.headers or not answered_in_full(done):
-            await self.idempotency.abandon(key)  # errors and stand-ins are not results: retry runs
-        elif reply.stream is not None:
-            reply.stream = self.idempotency.wrap_stream(
-                key, fp, reply.stream, reply.headers, lambda: answered_in_full(done)
-            )
-        elif reply.status == 200 and reply.body is not None:
-            kept = StoredResponse(reply.body, False, kept_headers(reply.headers))
-            await self.idempotency.complete(key, fp, kept)
-        else:
-            await self.idempotency.abandon(key)
-        return reply
+        return await self.idempotent.run(
+            fmt,
+            body,
+            headers,
+            principal,
+            idem,
+            lambda: self._run(fmt, raw, body, headers, principal, client_model, received),
+        )
 
     async def _run(
         self,
@@ -648,77 +590,3 @@ class Gateway:
             elif call.status == 0:
                 call.status = 499 if isinstance(error, GeneratorExit) else 500
         await self.pipeline.after(call, error)
-
-    # -- library conveniences ---------------------------------------------------------------
-
-    async def messages(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
-        """An Anthropic Messages call in-process; returns the response object."""
-        return await self._unary(Format.ANTHROPIC, body, ctx)
-
-    async def chat_completions(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
-        """An OpenAI Chat Completions call in-process; returns the response object."""
-        return await self._unary(Format.OPENAI, body, ctx)
-
-    def stream_messages(self, body: Mapping[str, Any], **ctx: str) -> AsyncIterator[dict[str, Any]]:
-        """An Anthropic streaming call in-process; yields each event's parsed data."""
-        return self._stream(Format.ANTHROPIC, body, ctx)
-
-    def stream_chat_completions(
-        self, body: Mapping[str, Any], **ctx: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        """An OpenAI streaming call in-process; yields each chunk's parsed data."""
-        return self._stream(Format.OPENAI, body, ctx)
-
-    async def _unary(
-        self, fmt: Format, body: Mapping[str, Any], ctx: Mapping[str, str]
-    ) -> dict[str, Any]:
-        data = {**body, "stream": False}
-        reply = await self.handle(
-            fmt, orjson.dumps(data), _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
-        )
-        obj: dict[str, Any] = orjson.loads(reply.body or b"{}")
-        return obj
-
-    async def _stream(
-        self, fmt: Format, body: Mapping[str, Any], ctx: Mapping[str, str]
-    ) -> AsyncIterator[dict[str, Any]]:
-        data = {**body, "stream": True}
-        reply = await self.handle(
-            fmt, orjson.dumps(data), _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
-        )
-        assert reply.stream is not None
-        decoder = SSEDecoder()
-        async for chunk in reply.stream:
-            for ev in decoder.feed(chunk):
-                if ev.data == b"[DONE]":
-                    return
-                obj = orjson.loads(ev.data)
-                if isinstance(obj, dict) and (ev.event == "error" or "error" in obj):
-                    err = obj.get("error") or {}
-                    raise UpstreamStatusError(502, ev.data, fmt, {}) from BastionError(
-                        str(err.get("message", "stream error"))
-                    )
-                yield obj
-
-
-def client_request_id(value: str | None) -> str | None:
-    """The client's own request id, stored and echoed only when header-safe (never a key)."""
-    return header_token(value, 128)
-
-
-def _ctx_headers(ctx: Mapping[str, str]) -> dict[str, str]:
-    names = {
-        "user": "x-bastion-user",
-        "feature": "x-bastion-feature",
-        "conversation": "x-bastion-conversation",
-        "prompt_version": "x-bastion-prompt-version",
-        "stable_messages": "x-bastion-stable-messages",
-        "retrieval_ms": "x-bastion-retrieval-ms",
-        "traceparent": "traceparent",
-    }
-    out = {}
-    for k, v in ctx.items():
-        if k not in names:
-            raise TypeError(f"unknown call context {k!r}; expected one of {', '.join(names)}")
-        out[names[k]] = v
-    return out

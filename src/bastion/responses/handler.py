@@ -74,22 +74,22 @@ class ResponsesApi:
 
     async def create(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
         """A Responses call in-process; returns the response object (``ctx`` as ``Gateway.messages``)."""
-        from ..gateway import LIBRARY_PRINCIPAL, _ctx_headers
+        from ..library import LIBRARY_PRINCIPAL, ctx_headers
 
         raw = orjson.dumps({**body, "stream": False})
         reply = await self.handle(
-            Format.OPENAI, raw, _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+            Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
         )
         obj: dict[str, Any] = orjson.loads(reply.body or b"{}")
         return obj
 
     async def stream(self, body: Mapping[str, Any], **ctx: str) -> AsyncIterator[dict[str, Any]]:
         """A streamed Responses call in-process; yields each event (a failure is an event too)."""
-        from ..gateway import LIBRARY_PRINCIPAL, _ctx_headers
+        from ..library import LIBRARY_PRINCIPAL, ctx_headers
 
         raw = orjson.dumps({**body, "stream": True})
         reply = await self.handle(
-            Format.OPENAI, raw, _ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
+            Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
         )
         if reply.stream is None:  # an idempotent replay of a finished body, say
             raise InvalidRequest("the gateway answered this streamed call without a stream")
