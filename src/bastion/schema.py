@@ -214,6 +214,37 @@ def validate_openai(body: dict[str, Any]) -> None:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _bad("user", "must be a string")
+    rf = body.get("response_format")
+    js = rf.get("json_schema") if isinstance(rf, dict) else None
+    if isinstance(js, dict) and js.get("schema") is not None:
+        why = json_schema_problem(js["schema"])
+        if why is not None:
+            raise _bad("response_format.json_schema.schema", why)
+
+
+def json_schema_problem(schema: Any) -> str | None:
+    """Why a response schema cannot check an answer, before anything is sent (None: it can).
+
+    The answer is validated against it once it is paid for; a schema the validator refuses or
+    loops on would otherwise turn a billed answer into a 500.
+    """
+    import jsonschema
+
+    from .safety.validation.jsonout import NO_REMOTE_REFS
+
+    if not isinstance(schema, dict):
+        return "must be a JSON schema object"
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        cls(schema, registry=NO_REMOTE_REFS).is_valid(None)  # a $ref cycle loops on any value
+    except jsonschema.exceptions.SchemaError as exc:
+        return f"invalid JSON schema: {exc.message[:200]}"
+    except RecursionError:
+        return "unusable JSON schema (a $ref that refers to itself without end)"
+    except Exception as exc:  # the validator's own failure (an unresolvable $ref, say)
+        return f"unusable JSON schema ({type(exc).__name__})"
+    return None
 
 
 def validate(fmt: Format, body: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequest
+from ..schema import json_schema_problem
 
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
 _CHOICE_MODES = frozenset({"auto", "none", "required"})
@@ -324,6 +325,9 @@ def _text(text: Any, chat: dict[str, Any]) -> None:
             raise _bad("text.format.name", "is required and must be a string")
         if not isinstance(schema, dict):
             raise _bad("text.format.schema", "is required and must be a JSON schema object")
+        why = json_schema_problem(schema)  # refused here, in this API's own terms, before billing
+        if why is not None:
+            raise _bad("text.format.schema", why)
         spec: dict[str, Any] = {"name": name, "schema": schema}
         for key in ("description", "strict"):
             if fmt.get(key) is not None:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
 from ..call import Call
 from ..engine import Engine, OnEnd, Reply
@@ -22,7 +23,7 @@ from ..errors import AIUnavailable, BudgetExceeded
 from ..findings import Finding, rule_id
 from ..providers.base import Format
 from .setup import answer_text, json_schema_of
-from .validation.jsonout import JsonVerdict, validate_json_output
+from .validation.jsonout import NO_REMOTE_REFS, JsonVerdict, validate_json_output
 
 # the structured-output check's revision, carried by every JSON-schema finding
 VERSION = "json-schema-2026.12.04"
@@ -37,7 +38,7 @@ def schema_reasons(verdict: JsonVerdict, schema: Mapping[str, Any]) -> tuple[str
     if verdict.json_text is None:  # nothing parsed: the message names the failure, not the text
         return tuple(rule_id(e) for e in verdict.errors[:1])
     try:
-        validator = jsonschema.validators.validator_for(schema)(schema)
+        validator = jsonschema.validators.validator_for(schema)(schema, registry=NO_REMOTE_REFS)
         errors = list(validator.iter_errors(verdict.value))
     except (jsonschema.exceptions.SchemaError, TypeError, ValueError, RecursionError):
         return ("schema_unusable",)
@@ -48,6 +49,18 @@ def schema_reasons(verdict: JsonVerdict, schema: Mapping[str, Any]) -> tuple[str
         if len(out) >= _MAX_REASONS:
             break
     return tuple(out) or ("invalid",)
+
+
+def _verdict(text: str, schema: Mapping[str, Any]) -> JsonVerdict | None:
+    """The answer checked, or None when the client's schema cannot check anything.
+
+    Admission (``schema.json_schema_problem``) refuses the schemas it can see are unusable; a
+    ``$ref`` that dangles or loops only inside some value is found here, after the answer.
+    """
+    try:
+        return validate_json_output(text, schema)
+    except (jsonschema.exceptions.SchemaError, Unresolvable, ValueError, RecursionError):
+        return None
 
 
 def _finding(
@@ -70,7 +83,10 @@ async def check_structured_output(
     if schema is None or reply.body is None:
         return reply
     text = answer_text(reply.body)
-    verdict = validate_json_output(text, schema)
+    verdict = _verdict(text, schema)
+    if verdict is None:  # the answer is paid for: it goes out, flagged, never as a 500
+        call.add_finding(_finding("output_unchecked", "flagged", ("schema_unusable",)))
+        return reply
     if verdict.ok:
         call.add_finding(_finding("output_valid", "passed", ()))
         return reply
@@ -113,7 +129,7 @@ async def check_structured_output(
     u.output_tokens += first.output_tokens
     u.cache_read_tokens += first.cache_read_tokens
     u.cache_write_tokens += first.cache_write_tokens
-    second = validate_json_output(answer_text(repaired.body), schema) if repaired.body else None
+    second = _verdict(answer_text(repaired.body), schema) if repaired.body else None
     if second is not None and second.ok:
         call.add_finding(_finding("output_invalid", "repaired", reasons))
     else:

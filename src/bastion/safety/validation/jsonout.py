@@ -16,6 +16,12 @@ from typing import Any, Final
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+
+# an empty registry: a ``$ref`` is resolved inside the schema only. jsonschema's default still
+# fetches any http(s) ``$ref`` with urllib (deprecated, no timeout, on the event loop), and the
+# schema is the client's: that would let a request make the gateway call any address it names
+NO_REMOTE_REFS: Final[Registry[Any]] = Registry()
 
 __all__ = [
     "JsonSchemaValidator",
@@ -118,7 +124,7 @@ class JsonSchemaValidator:
         except SchemaError as exc:
             raise ValueError(f"invalid JSON schema: {exc.message}") from exc
         self.schema = schema
-        self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER, registry=NO_REMOTE_REFS)
 
     def errors(self, value: Any) -> list[str]:
         """Every violation as ``$.path: message``, in path order, at most 20."""
