@@ -77,9 +77,7 @@ class ResponsesApi:
         from ..library import LIBRARY_PRINCIPAL, ctx_headers
 
         raw = orjson.dumps({**body, "stream": False})
-        reply = await self.handle(
-            Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
-        )
+        reply = await self.handle(Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL)
         obj: dict[str, Any] = orjson.loads(reply.body or b"{}")
         return obj
 
@@ -88,9 +86,7 @@ class ResponsesApi:
         from ..library import LIBRARY_PRINCIPAL, ctx_headers
 
         raw = orjson.dumps({**body, "stream": True})
-        reply = await self.handle(
-            Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL
-        )
+        reply = await self.handle(Format.OPENAI, raw, ctx_headers(ctx), principal=LIBRARY_PRINCIPAL)
         if reply.stream is None:  # an idempotent replay of a finished body, say
             raise InvalidRequest("the gateway answered this streamed call without a stream")
         decoder = SSEDecoder()
