@@ -67,15 +67,15 @@ def to_chat(body: dict[str, Any]) -> Translated:
         raise _bad("input", "is required: give at least one message or function_call_output")
     chat: dict[str, Any] = {"model": model, "messages": messages}
     tools = _tools(body.get("tools"))
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _bad("parallel_tool_calls", "must be a boolean")  # even without tools: it is echoed
     if tools:
         chat["tools"] = tools
         choice = _tool_choice(body.get("tool_choice"))
         if choice is not None:
             chat["tool_choice"] = choice
-        parallel = body.get("parallel_tool_calls")
         if parallel is not None:
-            if not isinstance(parallel, bool):
-                raise _bad("parallel_tool_calls", "must be a boolean")
             chat["parallel_tool_calls"] = parallel
     elif body.get("tool_choice") is not None:
         _tool_choice(body.get("tool_choice"))  # still checked: a bad value is a bad request
@@ -126,6 +126,9 @@ def _refuse_stateful(body: dict[str, Any]) -> None:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad("metadata", "must be an object")
+    truncation = body.get("truncation")
+    if truncation is not None and truncation not in ("auto", "disabled"):
+        raise _bad("truncation", "must be auto or disabled")  # echoed in the response object
 
 
 def input_messages(items: list[Any]) -> list[dict[str, Any]]:
@@ -329,8 +332,10 @@ def _text(text: Any, chat: dict[str, Any]) -> None:
         if why is not None:
             raise _bad("text.format.schema", why)
         spec: dict[str, Any] = {"name": name, "schema": schema}
-        for key in ("description", "strict"):
+        for key, kind in (("description", str), ("strict", bool)):
             if fmt.get(key) is not None:
+                if not isinstance(fmt[key], kind):
+                    raise _bad(f"text.format.{key}", f"must be a {kind.__name__}")
                 spec[key] = fmt[key]
         chat["response_format"] = {"type": "json_schema", "json_schema": spec}
 
