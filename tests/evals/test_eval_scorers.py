@@ -198,3 +198,19 @@ def test_templates_fence_user_content_and_plant_a_canary() -> None:
 def test_judge_scores_are_parsed_to_the_unit_interval(reply: str, value: float | None) -> None:
     got = parse_score(reply)
     assert got == (pytest.approx(value) if value is not None else None)
+
+
+def test_a_json_schema_assertion_never_fetches_a_url_it_names() -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.3)
+        port = listener.getsockname()[1]
+        schema = {"$ref": f"http://127.0.0.1:{port}/schema.json"}
+        req = _req(messages=[{"role": "user", "content": "x"}])
+        got = score(_a(json_schema=schema), Output(text='{"a": 1}'), req)
+        assert not got.passed and "unusable" in got.detail
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected: the $ref was not fetched

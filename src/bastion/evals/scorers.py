@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
+from ..safety.validation.jsonout import NO_REMOTE_REFS
 from .detectors import find_sql, is_refusal, leak_check, pii_check, sql_check
 from .render import Rendered
 from .results import Score
@@ -119,11 +121,16 @@ def score(a: Assertion, out: Output, req: Rendered) -> Score:
         return _binary(a, m is None, "" if m is None else f"matched {m.group()[:60]!r}")
     if kind == "json_schema":
         try:
-            jsonschema.validate(_json_value(text), a.json_schema or {})
+            schema = a.json_schema or {}
+            cls = jsonschema.validators.validator_for(schema)
+            # a $ref resolves inside the schema only: never a fetch of a URL it names
+            cls(schema, registry=NO_REMOTE_REFS).validate(_json_value(text))
         except ValueError as exc:
             return _binary(a, False, f"not JSON: {exc}")
         except jsonschema.ValidationError as exc:
             return _binary(a, False, f"schema: {exc.message}")
+        except (jsonschema.SchemaError, referencing.exceptions.Unresolvable) as exc:
+            return _binary(a, False, f"schema unusable: {type(exc).__name__}")
         return _binary(a, True, "")
     if kind == "refusal":
         refused = out.refused_by is not None or out.stop_reason == "refusal" or is_refusal(text)

@@ -10,6 +10,11 @@ import re
 from typing import Any
 
 _MAX_DEPTH = 8
+# a client's schema may ask for any size: the example stays small (a schema demanding more
+# gets a shorter answer, which the gateway's JSON check then flags), so a hostile minItems or
+# minLength never makes the in-process simulator build a huge value on the event loop
+_MAX_ITEMS = 8  # per array at the top two levels; one item deeper down
+_MAX_STRING = 4096
 _STRING_BY_NAME = (
     (frozenset({"city", "location", "place", "address"}), "Paris"),
     (frozenset({"country"}), "France"),
@@ -79,6 +84,7 @@ def _value(schema: dict[str, Any], root: dict[str, Any], name: str, hint: str, d
         top = schema.get("maxItems")
         if isinstance(top, int):
             n = min(n, top)
+        n = min(n, _MAX_ITEMS if depth < 2 else 1)
         return [_value(item_schema, root, name, hint, depth + 1) for _ in range(n)]
     if kind == "integer":
         return int(_number(schema, 1))
@@ -140,7 +146,7 @@ def _string(schema: dict[str, Any], name: str, hint: str) -> str:
     value = _FORMATS[str(fmt)] if known else _by_name(name, hint)
     low = schema.get("minLength")
     if isinstance(low, int) and len(value) < low:
-        value = value + "x" * (low - len(value))
+        value = value + "x" * (min(low, _MAX_STRING) - len(value))
     high = schema.get("maxLength")
     if isinstance(high, int) and len(value) > high:
         value = value[:high]
