@@ -376,7 +376,12 @@ class EmbeddingsApi:
             await self._gw.budget.release_attempt(call, attempt)
             raise UpstreamStatusError(resp.status, raw, Format.OPENAI, dict(resp.headers))
         want = req.dimensions or dep.dimensions or 0
-        obj = _checked(raw, len(req.items), want)
+        if len(raw) > _PARSE_INLINE_BYTES:
+            # a large batch (2048 inputs x 3072 floats is ~126 MB of JSON): parse it off the
+            # event loop, so the other calls in flight are not held for the better part of a second
+            obj = await asyncio.to_thread(_checked, raw, len(req.items), want)
+        else:
+            obj = _checked(raw, len(req.items), want)
         u = obj.get("usage")
         prompt = u.get("prompt_tokens") if isinstance(u, dict) else None
         if isinstance(prompt, int) and not isinstance(prompt, bool) and prompt >= 0:
@@ -435,6 +440,9 @@ def _upstream_request(req: EmbeddingsRequest, dep: Deployment, traceparent: str)
     headers["traceparent"] = traceparent
     path = "/v1/embeddings" if ep.kind == "sim" else "/embeddings"
     return UpstreamRequest("POST", ep.base_url + path, headers, orjson.dumps(body))
+
+
+_PARSE_INLINE_BYTES = 1 << 20
 
 
 def _checked(raw: bytes, count: int, dimensions: int) -> dict[str, Any]:
