@@ -743,7 +743,7 @@ MUTANTS = {
         "changed state the victims",
     ),
     "idempotency": (
-        "bastion.gateway.idem_state_key",
+        "bastion.idempotent.idem_state_key",
         lambda orig: lambda key_id, fmt, k: orig("shared", fmt, k),
         "replayed a response that is not its own",
     ),
