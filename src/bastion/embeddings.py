@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,13 +31,12 @@ import orjson
 from .auth import key_from_headers
 from .call import Attempt, Call, Principal, Usage
 from .embeddings_request import EmbeddingsRequest, parse_request, scrub_inputs
-from .engine import Reply, UpstreamStatusError
+from .engine import Reply, UpstreamStatusError, new_attempt
 from .errors import (
     BastionError,
     BudgetExceeded,
     InvalidRequest,
     PermissionDenied,
-    StateUnavailable,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -49,10 +47,9 @@ from .observability.tracecontext import format_traceparent, new_id, parse_tracep
 from .pipeline import Pipeline
 from .providers.base import Format, UpstreamRequest
 from .reliability.exhaustion import Outcome
-from .reliability.policy import Action, Failure, RetryPolicy, classify
+from .reliability.policy import Action
 from .reliability.router import Deployment
 from .schema import header_token, parse_body
-from .state import BreakerPolicy
 from .upstream import provider_id_headers, provider_request_id
 
 if TYPE_CHECKING:
@@ -76,8 +73,6 @@ GUARDS = frozenset(
 )
 EMBEDDING_KINDS = frozenset({"openai", "openai-compatible", "sim"})
 # returned to the caller as the provider said them: the request itself is at fault
-_AS_PROVIDER_SAID = frozenset({Failure.CONTENT_POLICY, Failure.CLIENT, Failure.CONTEXT_LENGTH})
-BREAKER_TIMEOUT = 0.5  # breakers are advisory: a slow counter store does not hold a call
 # call context of the library entry point, as the headers a server call would carry
 _CONTEXT = {"user": "x-bastion-user", "feature": "x-bastion-feature", "traceparent": "traceparent"}
 
@@ -89,19 +84,6 @@ class EmbeddingsApi:
         self._gw = gateway
         self.pipeline = Pipeline([g for g in gateway.pipeline.guards if _name(g) in GUARDS])
         self._retry = gateway.config.reliability.retry
-        self._policy = RetryPolicy(self._retry)
-        b = gateway.config.reliability.breaker
-        self._breaker = (
-            BreakerPolicy(
-                failure_threshold=b.failure_threshold,
-                error_rate=b.error_rate,
-                window_seconds=b.window_seconds,
-                min_calls=b.min_calls,
-                cooldown_seconds=b.cooldown_seconds,
-            )
-            if b.enabled
-            else None
-        )
 
     async def create(self, body: Mapping[str, Any], **ctx: str) -> dict[str, Any]:
         """An embeddings call in-process (the library's way in); returns the response object.
@@ -260,10 +242,11 @@ class EmbeddingsApi:
         traceparent: str,
     ) -> Reply:
         """Try the deployments in order; after each failure the policy says retry, next or stop."""
+        engine = self._gw.engine  # the same breakers, retry policy and failure classes as chat
         out = Outcome()
         total = 0
         for i, dep in enumerate(deployments):
-            if not await self._allow(dep):
+            if not await engine.breaker_allows(dep):
                 out.skipped.append(dep.name)
                 continue
             has_next = i + 1 < len(deployments)
@@ -272,62 +255,24 @@ class EmbeddingsApi:
                 total += 1
                 kind = "retry" if tries else ("failover" if call.attempts else "first")
                 tries += 1
-                attempt = Attempt(
-                    dep.name,
-                    dep.endpoint.name,
-                    dep.model,
-                    started=time.monotonic(),
-                    kind=kind,
-                    provider_kind=dep.endpoint.kind,
-                )
+                attempt = new_attempt(dep, kind)
                 call.attempts.append(attempt)
-                budget = self._policy.attempt_budget(call.remaining(), len(deployments) - i)
+                budget = engine.attempt_budget(call, len(deployments) - i)
                 try:
                     reply = await self._send(call, req, dep, attempt, traceparent, budget)
                 except UpstreamError as exc:
-                    failure = classify(exc)
-                    attempt.ended = time.monotonic()
-                    attempt.error = failure.value
-                    attempt.status = exc.upstream_status
-                    out.fail(exc, failure)
-                    if self._policy.counts_against_breaker(failure):
-                        await self._record(dep, False)
-                    decision = self._policy.decide(
-                        failure,
-                        tries_here=tries,
-                        retry_after=exc.retry_after,
-                        remaining=call.remaining(),
-                        has_next=has_next,
+                    decision = await engine.attempt_failed(
+                        call, dep, attempt, exc, out, tries=tries, has_next=has_next
                     )
-                    if decision.action is Action.RETURN and failure in _AS_PROVIDER_SAID:
-                        raise
                     if decision.action is not Action.SAME:
                         break
                     await asyncio.sleep(decision.delay)
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
-                await self._record(dep, True)
+                await engine.breaker_record(dep, True)
                 return reply
         raise out.exhausted(call)
-
-    async def _allow(self, dep: Deployment) -> bool:
-        """The deployment's breaker (shared with every replica through the counter store)."""
-        if self._breaker is None:
-            return True
-        try:
-            async with asyncio.timeout(BREAKER_TIMEOUT):
-                d = await self._gw.state.breaker_allow("breaker:" + dep.name, self._breaker)
-        except (StateUnavailable, TimeoutError):
-            return True
-        return d.allowed
-
-    async def _record(self, dep: Deployment, ok: bool) -> None:
-        if self._breaker is None:
-            return
-        with contextlib.suppress(StateUnavailable, TimeoutError):
-            async with asyncio.timeout(BREAKER_TIMEOUT):
-                await self._gw.state.breaker_record("breaker:" + dep.name, ok, self._breaker)
 
     async def _reserve(self, call: Call, req: EmbeddingsRequest, attempt: Attempt) -> None:
         """Hold this attempt's worst case: every input token it could bill, at its input price."""

@@ -34,7 +34,7 @@ from .providers.base import Format, UpstreamResponse
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
 from .reliability.exhaustion import Outcome
-from .reliability.policy import Action, Failure, RetryPolicy, classify
+from .reliability.policy import Action, Decision, Failure, RetryPolicy, classify
 from .reliability.router import Deployment, Router
 from .state import BreakerPolicy, CounterStore
 from .streams import Continuation, StreamRelay
@@ -124,7 +124,8 @@ class Engine:
                 cooldown_seconds=breaker.cooldown_seconds,
             )
 
-    async def _allow(self, dep: Deployment) -> bool:
+    async def breaker_allows(self, dep: Deployment) -> bool:
+        """The deployment's breaker, shared with every replica through the counter store."""
         if self._breaker is None or self._state is None:
             return True
         try:
@@ -136,12 +137,47 @@ class Engine:
             )
         return d.allowed
 
-    async def _record(self, dep: Deployment, ok: bool) -> None:
+    async def breaker_record(self, dep: Deployment, ok: bool) -> None:
         if self._breaker is None or self._state is None:
             return
         with contextlib.suppress(StateUnavailable, TimeoutError):
             async with asyncio.timeout(BREAKER_TIMEOUT):
                 await self._state.breaker_record("breaker:" + dep.name, ok, self._breaker)
+
+    async def attempt_failed(
+        self,
+        call: Call,
+        dep: Deployment,
+        attempt: Attempt,
+        exc: UpstreamError,
+        out: Outcome,
+        *,
+        tries: int,
+        has_next: bool,
+    ) -> Decision:
+        """Settle what a failed attempt tells (its class, the breaker) and what comes next;
+        raises ``exc`` itself when the caller's own error is to be returned as the provider said."""
+        failure = classify(exc)
+        attempt.ended = time.monotonic()
+        attempt.error = failure.value
+        attempt.status = exc.upstream_status
+        out.fail(exc, failure)
+        if self._policy.counts_against_breaker(failure):
+            await self.breaker_record(dep, False)
+        decision = self._policy.decide(
+            failure,
+            tries_here=tries,
+            retry_after=exc.retry_after,
+            remaining=call.remaining(),
+            has_next=has_next,
+        )
+        if decision.action is Action.RETURN and failure in _AS_PROVIDER_SAID:
+            raise exc
+        return decision
+
+    def attempt_budget(self, call: Call, deployments_left: int) -> float:
+        """The seconds one attempt may use: its share of the deadline left."""
+        return self._policy.attempt_budget(call.remaining(), deployments_left)
 
     async def run(self, call: Call, passthrough: dict[str, str], on_end: OnEnd) -> Reply:
         """Try deployments in order; after each failure the policy says retry, move on or stop."""
@@ -150,7 +186,7 @@ class Engine:
         out = Outcome()
         total = 0
         if call.hedge_delay is not None and len(deployments) >= 2 and call.remaining() > 0:
-            allowed = [d for d in deployments[:2] if await self._allow(d)]
+            allowed = [d for d in deployments[:2] if await self.breaker_allows(d)]
             if len(allowed) == 2:
                 hedged, backup_started = await self._hedged(
                     call, allowed[0], allowed[1], passthrough, on_end
@@ -163,7 +199,7 @@ class Engine:
                     deployments = deployments[2:]  # the end of the call: the backup still runs
         deployments = self._cooling.order(deployments)
         for i, dep in enumerate(deployments):
-            if not await self._allow(dep):
+            if not await self.breaker_allows(dep):
                 out.skipped.append(dep.name)
                 continue
             has_next = i + 1 < len(deployments)
@@ -186,7 +222,7 @@ class Engine:
                     else ("retry" if tries else ("failover" if call.attempts else "first"))
                 )
                 tries += 1
-                attempt = _attempt(dep, kind)
+                attempt = new_attempt(dep, kind)
                 call.attempts.append(attempt)
                 budget = self._policy.attempt_budget(call.remaining(), len(deployments) - i)
                 try:
@@ -197,29 +233,16 @@ class Engine:
                     else:
                         reply = await self._unary(call, dep, passthrough, attempt, budget, ticket)
                 except UpstreamError as exc:
-                    failure = classify(exc)
-                    attempt.ended = time.monotonic()
-                    attempt.error = failure.value
-                    attempt.status = exc.upstream_status
-                    out.fail(exc, failure)
-                    if self._policy.counts_against_breaker(failure):
-                        await self._record(dep, False)
-                    decision = self._policy.decide(
-                        failure,
-                        tries_here=tries,
-                        retry_after=exc.retry_after,
-                        remaining=call.remaining(),
-                        has_next=has_next,
+                    decision = await self.attempt_failed(
+                        call, dep, attempt, exc, out, tries=tries, has_next=has_next
                     )
-                    if decision.action is Action.RETURN and failure in _AS_PROVIDER_SAID:
-                        raise  # the caller's own error, returned as the provider said it
                     if decision.action is not Action.SAME:
                         break
                     await asyncio.sleep(decision.delay)
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
-                await self._record(dep, True)
+                await self.breaker_record(dep, True)
                 return reply
         raise out.exhausted(call)
 
@@ -227,7 +250,7 @@ class Engine:
         self, call: Call, dep: Deployment, passthrough: dict[str, str], on_end: OnEnd, kind: str
     ) -> Reply:
         """One attempt on a shadow call of its own (hedging runs two at once)."""
-        attempt = _attempt(dep, kind)
+        attempt = new_attempt(dep, kind)
         call.attempts.append(attempt)
         try:
             if call.stream:
@@ -239,12 +262,12 @@ class Engine:
             attempt.error = failure.value
             attempt.status = exc.upstream_status
             if self._policy.counts_against_breaker(failure):
-                await self._record(dep, False)
+                await self.breaker_record(dep, False)
             raise
         finally:
             attempt.ended = time.monotonic()
         attempt.status = 200
-        await self._record(dep, True)
+        await self.breaker_record(dep, True)
         return reply
 
     async def _hedged(
@@ -327,7 +350,7 @@ class Engine:
         async def send(
             call: Call, d: Deployment, body: dict[str, Any], kind: str
         ) -> tuple[Attempt, UpstreamResponse | UpstreamError]:
-            attempt = _attempt(d, kind)
+            attempt = new_attempt(d, kind)
             call.attempts.append(attempt)
             try:
                 resp: UpstreamResponse = await self._send(
@@ -353,7 +376,7 @@ class Engine:
 
         async def cont(call: Call, partial: str) -> Resumed | None:
             for d in rest:
-                if call.remaining() <= 0 or not await self._allow(d):
+                if call.remaining() <= 0 or not await self.breaker_allows(d):
                     continue
                 body = upstream_body(call, d)
                 fmt = d.endpoint.speaks(call.client_format)
@@ -367,13 +390,13 @@ class Engine:
                     if not isinstance(got, UpstreamError):
                         return resumed(call, d, got, "prefill", attempt)
                     if not (d.prefill == "auto" and is_prefill_refusal(got)):
-                        await self._record(d, False)
+                        await self.breaker_record(d, False)
                         continue
                     memory.refused(d.name)  # this model takes no prefill: restart it from now on
                     call.flags["prefill_refused"] = d.name
                 attempt, got = await send(call, d, body, "restart")
                 if isinstance(got, UpstreamError):
-                    await self._record(d, False)
+                    await self.breaker_record(d, False)
                     continue
                 return resumed(call, d, got, "restart", attempt)
             return None
@@ -529,7 +552,7 @@ async def _read(resp: Any, timeout: float) -> bytes:
         raise UpstreamTimeout(f"upstream body not complete within {timeout:.3g}s") from None
 
 
-def _attempt(dep: Deployment, kind: str) -> Attempt:
+def new_attempt(dep: Deployment, kind: str) -> Attempt:
     return Attempt(
         dep.name,
         dep.endpoint.name,
