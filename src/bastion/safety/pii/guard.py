@@ -4,10 +4,9 @@
 record share placeholder numbers), scrubs what goes to the provider for features whose
 policy says so, and records what it found as findings on the call: the types and their
 counts, never a value (one for the request, one for the answer).
-``PiiStreamFilter`` rewrites text deltas of one provider stream (Anthropic or OpenAI
-events), holding back only what could still grow into a match and flushing it before
-the block/choice ends; ``scrub_response`` does the same for a whole (unary) reply.
-Tool-call arguments are JSON fragments and are left alone.
+The answer is filtered by the session's ``StreamScrubber``, registered as the call's
+output filter (``bastion.output`` applies it to streams and whole replies alike); tool-call
+arguments are JSON fragments and are left alone.
 """
 
 from __future__ import annotations
@@ -17,14 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from ...call import Call
 from ...findings import Finding
-from ...providers.base import Format
-from ...providers.sse import SSEEvent, encode_event
 from ._scrubber import Scrubber, ScrubSession
-from ._stream import StreamScrubber
 from ._types import SENSITIVE
 
 OutputMode = Literal["off", "flag", "sensitive", "redact"]
@@ -126,13 +120,6 @@ class PiiGuard:
             counts=tuple(sorted(counts.items())),
         )
 
-    def stream_filter(self, call: Call, upstream: Format) -> PiiStreamFilter | None:
-        """The output filter for this call's stream, or None when the policy turns it off."""
-        mode = self.policy(call).output
-        if mode == "off":
-            return None
-        return PiiStreamFilter(self.session(call), upstream, redact=mode == "redact")
-
 
 class PiiLogFilter(logging.Filter):
     """Scrubs every log record a handler emits (message, arguments, traceback text).
@@ -189,129 +176,3 @@ def scrub_request(
         if msg.get("role") in ("system", "developer") and not include_system:
             continue
         msg["content"] = _scrub_content(msg["content"], scrub)
-
-
-def scrub_response(
-    fmt: Format, obj: dict[str, Any], session: ScrubSession, *, redact: bool
-) -> None:
-    """Scrub (or, with ``redact=False``, only count) the text of a whole reply, in place."""
-    mode: Literal["redact", "flag"] = "redact" if redact else "flag"
-    if fmt is Format.ANTHROPIC:
-        for block in obj.get("content") or ():
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
-                block["text"] = session.scrub(block["text"], mode=mode).text
-        return
-    for choice in obj.get("choices") or ():
-        msg = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
-            msg["content"] = session.scrub(msg["content"], mode=mode).text
-
-
-class PiiStreamFilter:
-    """Rewrites one upstream stream's text deltas; call ``process`` on every event, in order."""
-
-    __slots__ = ("_fmt", "_last", "_redact", "_scrubbers", "_session")
-
-    def __init__(self, session: ScrubSession, fmt: Format, *, redact: bool = True) -> None:
-        self._session = session
-        self._fmt = fmt
-        self._redact = redact
-        self._scrubbers: dict[int, StreamScrubber] = {}
-        self._last: dict[str, Any] = {}  # id/model/created of the last OpenAI chunk
-
-    def _scrubber(self, index: int) -> StreamScrubber:
-        s = self._scrubbers.get(index)
-        if s is None:
-            s = self._scrubbers[index] = self._session.stream(mode="redact")
-        return s
-
-    def process(self, ev: SSEEvent) -> list[SSEEvent]:
-        """The events to send instead of ``ev`` (itself, rewritten, preceded by a flush, or none)."""
-        if self._fmt is Format.ANTHROPIC:
-            return self._anthropic(ev)
-        return self._openai(ev)
-
-    def _anthropic(self, ev: SSEEvent) -> list[SSEEvent]:
-        if ev.event == "content_block_delta":
-            obj = _loads(ev.data)
-            delta = obj.get("delta") if obj else None
-            if obj is None or not isinstance(delta, dict) or not isinstance(delta.get("text"), str):
-                return [ev]
-            safe = self._scrubber(int(obj.get("index", 0))).feed(delta["text"])
-            if not self._redact:
-                return [ev]
-            if not safe:
-                return []
-            delta["text"] = safe
-            return [_event(obj, ev.event)]
-        if ev.event == "content_block_stop":
-            obj = _loads(ev.data) or {}
-            index = int(obj.get("index", 0))
-            return [*self._anthropic_flush([index]), ev]
-        if ev.event in ("message_stop", "error", "message_delta"):
-            return [*self._anthropic_flush(sorted(self._scrubbers)), ev]
-        return [ev]
-
-    def _anthropic_flush(self, indexes: list[int]) -> list[SSEEvent]:
-        out: list[SSEEvent] = []
-        for i in indexes:
-            s = self._scrubbers.pop(i, None)
-            rest = s.flush() if s is not None else ""
-            if rest and self._redact:
-                body = {
-                    "type": "content_block_delta",
-                    "index": i,
-                    "delta": {"type": "text_delta", "text": rest},
-                }
-                out.append(_event(body, "content_block_delta"))
-        return out
-
-    def _openai(self, ev: SSEEvent) -> list[SSEEvent]:
-        if ev.data == b"[DONE]":
-            return [*self._openai_flush(sorted(self._scrubbers)), ev]
-        obj = _loads(ev.data)
-        if obj is None or not isinstance(obj.get("choices"), list):
-            return [ev]
-        self._last = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
-        changed = False
-        for choice in obj["choices"]:
-            if not isinstance(choice, dict):
-                continue
-            index = int(choice.get("index", 0))
-            delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else None
-            safe = self._scrubber(index).feed(text) if isinstance(text, str) and text else ""
-            if choice.get("finish_reason") is not None:
-                s = self._scrubbers.pop(index, None)
-                safe += s.flush() if s is not None else ""
-            if (self._redact and isinstance(text, str) and isinstance(delta, dict)) or (
-                self._redact and safe and isinstance(delta, dict)
-            ):
-                delta["content"] = safe
-                changed = True
-        return [_event(obj, ev.event)] if changed else [ev]
-
-    def _openai_flush(self, indexes: list[int]) -> list[SSEEvent]:
-        out: list[SSEEvent] = []
-        for i in indexes:
-            rest = self._scrubbers.pop(i).flush()
-            if rest and self._redact:
-                body = {
-                    **self._last,
-                    "choices": [{"index": i, "delta": {"content": rest}, "finish_reason": None}],
-                }
-                out.append(_event(body, None))
-        return out
-
-
-def _loads(data: bytes) -> dict[str, Any] | None:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _event(obj: dict[str, Any], event: str | None) -> SSEEvent:
-    data = orjson.dumps(obj)
-    return SSEEvent(raw=encode_event(data, event), event=event, data=data)
