@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from bastion.cli import app
 
-OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter", "sqlglot")
+OPTIONAL = ("redis", "asyncpg", "opentelemetry.exporter", "sqlglot", "botocore")
 
 
 def _loaded_after(code: str) -> set[str]:
