@@ -177,15 +177,18 @@ def _dump_redis(url: str, prefix: str) -> dict[str, Any]:
             value = tuple(sorted(value.items()))
         elif isinstance(value, list):
             value = tuple(value)
-        if name.startswith("{budget}:cap:"):
-            out["cap:" + name.removeprefix("{budget}:cap:")] = value
-        elif name.startswith("{budget}:lease:"):
-            out["cap:" + name.removeprefix("{budget}:lease:") + "#lease"] = value
-        elif name.startswith("{budget}:res:") or name.startswith("{br:"):
+        tag = "{" + prefix + "}:"  # the call keys' shared hash tag (state/redis.py redis_key)
+        kind, _, rest = name.removeprefix(tag).partition(":")
+        if name.startswith(tag + "cap:"):
+            out["cap:" + rest] = value
+        elif name.startswith(tag + "lease:"):
+            out["cap:" + rest + "#lease"] = value
+        elif name.startswith((tag + "res:", tag + "br:")):
             continue  # a reservation's cap list (the caps show its holds) / provider breakers
-        elif name.startswith(("{tb:", "{ctr:", "{idem:")):
-            kind, _, rest = name[1:].partition(":")
-            out[f"{kind}:{rest[:-1]}"] = value
+        elif name.startswith((tag + "tb:", tag + "ctr:")):
+            out[f"{kind}:{rest}"] = value
+        elif name.startswith("idem:{"):
+            out["idem:" + name.removeprefix("idem:{")[:-1]] = value
         else:
             out[name] = value  # flags and anything new: owner None, never to change
     return out

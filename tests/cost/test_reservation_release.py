@@ -46,11 +46,11 @@ def _cap_key(user: str | None = None, prefix: str | None = None) -> str:
     assert prefix is not None
     r = redis.Redis.from_url(SHARED_REDIS)
     try:
-        pattern = f"{prefix}:{{budget}}:cap:spend:{day}:user:key:*/{user}"
+        pattern = f"{prefix}:{{{prefix}}}:cap:spend:{day}:user:key:*/{user}"
         found = [k.decode() for k in r.scan_iter(match=pattern, count=1000)]
     finally:
         r.close()
-    head = f"{prefix}:{{budget}}:cap:"
+    head = f"{prefix}:{{{prefix}}}:cap:"
     return found[0][len(head) :] if found else f"spend:{day}:user:{user}"
 
 

@@ -1,23 +1,28 @@
 """The scale-out counter store: Redis shared by every replica, one Lua script per operation.
 
-Key layout (``P`` is the prefix, ``bastion`` by default; ``{...}`` is the Cluster hash tag):
+Key layout, all named by ``redis_key`` (``P`` is the prefix, ``bastion`` by default; ``{...}``
+is the Redis Cluster hash tag: only what is between the braces picks the slot):
 
-    P:{budget}:cap:<cap key>     hash   settled, reserved, r:<reservation id> -> amount
-    P:{budget}:lease:<cap key>   zset   reservation id -> lease end (server ms)
-    P:{budget}:res:<id>          list   cap hash, lease zset, ttl ms per cap (for settle)
-    P:{tb:<key>}                 hash   tokens, ts (server ms)
-    P:{ctr:<key>}                string the counter value
-    P:{flags}:v / P:{flags}:m    hash   flag -> value / flag -> JSON meta
-    P:{br:<key>}                 hash   st, fl, ou, pu, ring e0..9 n0..9 f0..9
-    P:{idem:<key>}               hash   fp, done, lu (lock until, server ms), body
+    P:{P}:cap:<cap key>     hash   settled, reserved, r:<reservation id> -> amount
+    P:{P}:lease:<cap key>   zset   reservation id -> lease end (server ms)
+    P:{P}:res:<id>          list   cap hash, lease zset, ttl ms per cap (for settle)
+    P:{P}:tb:<key>          hash   tokens, ts (server ms)
+    P:{P}:ctr:<key>         string the counter value
+    P:{P}:flags:v / :m      hash   flag -> value / flag -> JSON meta
+    P:{P}:br:<key>          hash   st, fl, ou, pu, ring e0..9 n0..9 f0..9
+    P:idem:{<key>}          hash   fp, done, lu (lock until, server ms), body
 
-All budget keys share one hash tag on purpose: a reservation must be checked and recorded
-against every cap (global, feature, user) in one atomic step, and a Lua script can only be
-atomic over keys of one slot. Splitting per cap would need a two-phase reserve with rollback
-(several round trips, and a crash between phases leaks a hold until its lease ends). Budget
-traffic is two scripts per call, far below what one Redis node serves, so the single slot is
-the cheaper price. Every other kind of key has its own tag and spreads over the cluster; the
-flags share one tag so ``get_flags`` is a single ``HGETALL``.
+Every key a call's admission or settle touches (caps, reservations, rate-limit buckets, token
+counters, flags, breakers) shares the one tag ``{P}`` on purpose: a Lua script is atomic only
+over keys of one slot, and a call must be checked and recorded against every cap (global,
+feature, user), limit and switch in one step. Per-entity tags would not spread the load
+anyway: the global cap is in every reservation, so every call touches its slot. Splitting
+would need a two-phase reserve with rollback (several round trips, and a crash between the
+phases leaks a hold until its lease ends). The price is a hot slot: on Redis Cluster one
+master serves all of a deployment's admission traffic (two scripts per call, far below what
+one node serves) and the cluster adds failover, not write throughput, for it. Idempotency
+keys are touched only by their own one-key scripts, so each has its own tag and they spread
+over the masters. Deployments with different prefixes land on different slots.
 
 redis-py's retries are off: a script that ran but whose reply was lost would run twice
 (``take``, ``incr`` and ``idem_begin`` are not idempotent), and the guarantees prefer a failed
@@ -60,7 +65,7 @@ from bastion.state.base import (
     check_reserve,
 )
 
-__all__ = ["RedisCounterStore"]
+__all__ = ["RedisCounterStore", "redis_key"]
 
 # Errors meaning "Redis cannot serve us right now"; anything else is a bug and propagates.
 _UNAVAILABLE: Final = (
@@ -71,6 +76,19 @@ _UNAVAILABLE: Final = (
     TryAgainError,
     OSError,
 )
+
+
+# Kinds of key a call's admission and settle scripts touch together: one tag, one slot.
+_CALL_KINDS: Final = frozenset({"cap", "lease", "res", "tb", "ctr", "flags", "br"})
+
+
+def redis_key(prefix: str, kind: str, name: str) -> str:
+    """The one place the store names a Redis key (see the module docstring for the layout)."""
+    if kind in _CALL_KINDS:
+        return f"{prefix}:{{{prefix}}}:{kind}:{name}"
+    if kind == "idem":
+        return f"{prefix}:idem:{{{name}}}"
+    raise ValueError(f"unknown redis key kind {kind!r}")
 
 
 def _ms(seconds: float) -> int:
@@ -120,6 +138,9 @@ class RedisCounterStore:
         self._idem_complete_s = script(_lua.IDEM_COMPLETE)
         self._idem_abandon_s = script(_lua.IDEM_ABANDON)
 
+    def _key(self, kind: str, name: str) -> str:
+        return redis_key(self._p, kind, name)
+
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script (EVALSHA; loads it once per server), mapping outages."""
         try:
@@ -135,10 +156,10 @@ class RedisCounterStore:
     # -- budgets -------------------------------------------------------------------------------
 
     def _cap_keys(self, cap_key: str) -> tuple[str, str]:
-        return f"{self._p}:{{budget}}:cap:{cap_key}", f"{self._p}:{{budget}}:lease:{cap_key}"
+        return self._key("cap", cap_key), self._key("lease", cap_key)
 
     def _res_key(self, reservation_id: str) -> str:
-        return f"{self._p}:{{budget}}:res:{reservation_id}"
+        return self._key("res", reservation_id)
 
     async def reserve(
         self, reservation_id: str, caps: Sequence[Cap], amount: float, lease_seconds: float
@@ -188,7 +209,7 @@ class RedisCounterStore:
         self, key: str, rate: float, burst: float, amount: float, mode: str
     ) -> tuple[bool, float]:
         args = [repr(rate / 1000.0), repr(float(burst)), repr(float(amount)), mode]
-        allowed, tokens = await self._run(self._bucket_s, [f"{self._p}:{{tb:{key}}}"], args)
+        allowed, tokens = await self._run(self._bucket_s, [self._key("tb", key)], args)
         return bool(int(allowed)), float(tokens)
 
     # -- windowed counters ---------------------------------------------------------------------
@@ -203,12 +224,12 @@ class RedisCounterStore:
 
     async def _incr(self, key: str, amount: float, limit: str, ttl: float) -> IncrResult:
         args = [repr(float(amount)), limit, _ms(ttl)]
-        ok, value = await self._run(self._incr_s, [f"{self._p}:{{ctr:{key}}}"], args)
+        ok, value = await self._run(self._incr_s, [self._key("ctr", key)], args)
         return IncrResult(bool(int(ok)), float(value))
 
     async def get(self, key: str) -> float:
         try:
-            value = await self._redis.get(f"{self._p}:{{ctr:{key}}}")
+            value = await self._redis.get(self._key("ctr", key))
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
         return 0.0 if value is None else float(value)
@@ -218,7 +239,7 @@ class RedisCounterStore:
     async def set_flag(
         self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
     ) -> None:
-        values, metas = f"{self._p}:{{flags}}:v", f"{self._p}:{{flags}}:m"
+        values, metas = self._key("flags", "v"), self._key("flags", "m")
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 if value is None:
@@ -232,7 +253,7 @@ class RedisCounterStore:
 
     async def get_flags(self, prefix: str = "") -> dict[str, str]:
         try:
-            raw = await self._redis.hgetall(f"{self._p}:{{flags}}:v")
+            raw = await self._redis.hgetall(self._key("flags", "v"))
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
         flags = {_text(k): _text(v) for k, v in raw.items()}
@@ -240,7 +261,7 @@ class RedisCounterStore:
 
     async def flag_meta(self, key: str) -> dict[str, Any] | None:
         try:
-            raw = await self._redis.hget(f"{self._p}:{{flags}}:m", key)
+            raw = await self._redis.hget(self._key("flags", "m"), key)
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
         if raw is None:
@@ -265,7 +286,7 @@ class RedisCounterStore:
     async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
         args = self._breaker_args("allow", policy)
         allowed, state, probe, wait = await self._run(
-            self._breaker_s, [f"{self._p}:{{br:{key}}}"], args
+            self._breaker_s, [self._key("br", key)], args
         )
         return BreakerDecision(
             bool(int(allowed)), BreakerState(state.decode()), bool(int(probe)), float(wait) / 1000
@@ -275,7 +296,7 @@ class RedisCounterStore:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.time()
-                pipe.hmget(f"{self._p}:{{br:{key}}}", "st", "ou", "pu")
+                pipe.hmget(self._key("br", key), "st", "ou", "pu")
                 (secs, micros), (st, ou, pu) = await pipe.execute()
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
@@ -290,7 +311,7 @@ class RedisCounterStore:
 
     async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
         args = self._breaker_args("ok" if ok else "fail", policy)
-        state = await self._run(self._breaker_s, [f"{self._p}:{{br:{key}}}"], args)
+        state = await self._run(self._breaker_s, [self._key("br", key)], args)
         return BreakerState(state.decode())
 
     # -- idempotency ---------------------------------------------------------------------------
@@ -299,7 +320,7 @@ class RedisCounterStore:
         self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
     ) -> IdemBegin:
         args = [fingerprint, _ms(ttl_seconds), _ms(lock_seconds)]
-        reply = await self._run(self._idem_begin_s, [f"{self._p}:{{idem:{key}}}"], args)
+        reply = await self._run(self._idem_begin_s, [self._key("idem", key)], args)
         outcome = IdemOutcome(reply[0].decode())
         if outcome is IdemOutcome.DONE:
             return IdemBegin(outcome, bytes(reply[1]))
@@ -311,10 +332,10 @@ class RedisCounterStore:
         self, key: str, fingerprint: str, response: bytes, ttl_seconds: float
     ) -> bool:
         args = [fingerprint, bytes(response), _ms(ttl_seconds)]
-        return bool(await self._run(self._idem_complete_s, [f"{self._p}:{{idem:{key}}}"], args))
+        return bool(await self._run(self._idem_complete_s, [self._key("idem", key)], args))
 
     async def idem_abandon(self, key: str) -> bool:
-        return bool(await self._run(self._idem_abandon_s, [f"{self._p}:{{idem:{key}}}"], []))
+        return bool(await self._run(self._idem_abandon_s, [self._key("idem", key)], []))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
