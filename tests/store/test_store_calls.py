@@ -36,8 +36,9 @@ async def test_reinserting_known_request_ids_is_a_no_op(
     first = [make_call(f"req-{i}", ts=1000.0 + i) for i in range(3)]
     assert await store.insert_calls(first) == 3
 
-    # A replay after a crash resends old rows, possibly changed, alongside new ones.
-    replay = [make_call("req-1", output_text="CHANGED"), make_call("req-9", ts=2000.0)]
+    # A replay after a crash resends old rows (with their own ts; PostgreSQL's key is
+    # (request_id, ts) since the call table is partitioned by ts), possibly changed.
+    replay = [make_call("req-1", ts=1001.0, output_text="CHANGED"), make_call("req-9", ts=2000.0)]
     assert await store.insert_calls(replay) == 1
     assert await store.insert_calls(replay) == 0
 

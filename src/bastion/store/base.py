@@ -63,7 +63,11 @@ class RecordStore(Protocol):
     # -- calls -----------------------------------------------------------------------------------
 
     async def insert_calls(self, records: Sequence[CallRecord]) -> int:
-        """Write a batch in one transaction; known request_ids are skipped (replay-safe)."""
+        """Write a batch in one transaction; known records are skipped (replay-safe).
+
+        A record is known by its request_id (SQLite) or its (request_id, ts) (PostgreSQL, whose
+        partitioned call table needs ts in every unique key); a replay carries both unchanged.
+        """
         ...
 
     async def get_calls_by_trace(self, trace_id: str) -> list[CallRecord]:

@@ -5,7 +5,8 @@ version. Each backend records applied versions in ``schema_migrations`` and appl
 ones in order, each in its own transaction together with its version row, so a crash leaves the
 schema at a known version. Column names, order, nullability and defaults are the same in both
 dialects; only the spelling of types differs (REAL/DOUBLE PRECISION, INTEGER 0-1/BOOLEAN,
-JSON text/JSONB, JSON text/TEXT[] for roles).
+JSON text/JSONB, JSON text/TEXT[] for roles). One step is physical only: migration 6
+partitions the PostgreSQL call table by day (same columns; a no-op statement on SQLite).
 """
 
 from __future__ import annotations
@@ -250,12 +251,58 @@ _V5_POSTGRES = tuple(
 )
 
 
+# PostgreSQL only: the call table becomes PARTITIONED BY RANGE (ts), one partition per UTC day
+# (see pg_partitions.py), so retention drops a day instead of deleting its rows. A partitioned
+# table's unique constraints must include the partition key, so the primary key becomes
+# (request_id, ts): a replay carries the record's own ts, so it still conflicts and is skipped.
+# Existing rows move in one transaction, day by day, under an exclusive lock on the old table
+# (writers wait, readers go on); the new table takes the old names only once every row is in.
+# Rows whose day cannot name a partition (before 1970, NaN) go to the default partition.
+_V6_POSTGRES = (
+    """
+    DO $$
+    DECLARE
+        day_no bigint;
+        part   text;
+    BEGIN
+        LOCK TABLE calls IN EXCLUSIVE MODE;
+        CREATE TABLE calls_by_day (LIKE calls INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+            PARTITION BY RANGE (ts);
+        CREATE TABLE calls_default PARTITION OF calls_by_day DEFAULT;
+        FOR day_no IN
+            SELECT DISTINCT floor(ts / 86400)::bigint FROM calls
+            WHERE ts >= 0 AND ts < 253402300800 ORDER BY 1
+        LOOP
+            part := 'calls_p' || to_char(to_timestamp(day_no * 86400) AT TIME ZONE 'UTC', 'YYYYMMDD');
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF calls_by_day FOR VALUES FROM (%s) TO (%s)',
+                part, day_no * 86400, (day_no + 1) * 86400);
+            EXECUTE format(
+                'INSERT INTO %I SELECT * FROM calls WHERE ts >= $1 AND ts < $2', part)
+                USING (day_no * 86400)::float8, ((day_no + 1) * 86400)::float8;
+        END LOOP;
+        INSERT INTO calls_default
+            SELECT * FROM calls WHERE NOT (ts >= 0 AND ts < 253402300800);
+        DROP TABLE calls;
+        ALTER TABLE calls_by_day RENAME TO calls;
+        ALTER TABLE calls ADD CONSTRAINT calls_pkey PRIMARY KEY (request_id, ts);
+        CREATE INDEX calls_trace_id ON calls (trace_id);
+        CREATE INDEX calls_ts ON calls (ts);
+    END
+    $$
+    """,
+)
+# Nothing changes on SQLite (one file, DELETE is its retention); a statement keeps the step.
+_V6_SQLITE = ("SELECT 1",)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "keys, calls, ledger", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
     Migration(2, "prompt registry", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
     Migration(3, "client request id on calls", sqlite=_V3_COMMON, postgres=_V3_COMMON),
     Migration(4, "safety findings on calls", sqlite=_V4_SQLITE, postgres=_V4_POSTGRES),
     Migration(5, "key budgets, limits and metadata", sqlite=_V5_SQLITE, postgres=_V5_POSTGRES),
+    Migration(6, "calls partitioned by day (PostgreSQL)", sqlite=_V6_SQLITE, postgres=_V6_POSTGRES),
 )
 
 

@@ -1,7 +1,11 @@
 """The scale-out record store on PostgreSQL, shared by every replica through an asyncpg pool.
 
 Batches are written with one ``INSERT ... SELECT FROM unnest(...)`` statement (one round trip,
-one transaction, and the server reports how many rows were new). ``migrate()`` holds a session
+one transaction, and the server reports how many rows were new). The call table is partitioned
+by UTC day (pg_partitions.py): ``migrate()`` creates the days ahead, a batch holding a day that
+has no partition yet creates it first (a row lands in the default partition if that fails), and
+``delete_calls_before`` drops whole days. Calls are unique on (request_id, ts), the partition key
+being part of every unique constraint; a replay carries the record's own ts, so it is skipped. ``migrate()`` holds a session
 advisory lock keyed by the current schema, so replicas starting together apply each migration
 exactly once. Query parameters in the URL that asyncpg does not know (``?search_path=x``) are
 sent as server settings, which is how tests isolate themselves in a schema.
@@ -10,6 +14,7 @@ sent as server settings, which is how tests isolate themselves in a schema.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from bastion.errors import Conflict, NotFound, StateUnavailable
+from bastion.store import pg_partitions
 from bastion.store._rows import (
     CALL_COLUMNS,
     CALL_JSON_COLUMNS,
@@ -38,6 +44,8 @@ from bastion.store.migrations import MIGRATIONS, POSTGRES_BOOTSTRAP
 from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry, PromptVersion
 
 __all__ = ["PostgresStore"]
+
+log = logging.getLogger("bastion.store")
 
 # First half of the two-int advisory lock; the second half is a hash of the schema name.
 _MIGRATE_LOCK_CLASS: Final = 0x0BA5_7104
@@ -106,15 +114,19 @@ _LEDGER_TYPES: Final[dict[str, str]] = {
 
 
 def _unnest_insert(
-    table: str, columns: tuple[str, ...], types: dict[str, str], json: frozenset[str]
+    table: str,
+    columns: tuple[str, ...],
+    types: dict[str, str],
+    json: frozenset[str],
+    key: str = "request_id",
 ) -> str:
-    """Build a whole-batch insert from column arrays that skips request_ids already present."""
+    """Build a whole-batch insert from column arrays that skips keys already present."""
     arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(columns, start=1))
     selected = ", ".join(f"{c}::jsonb" if c in json else c for c in columns)
     names = ", ".join(columns)
     return (
         f"INSERT INTO {table} ({names}) SELECT {selected} FROM unnest({arrays}) AS t ({names}) "
-        "ON CONFLICT (request_id) DO NOTHING"
+        f"ON CONFLICT ({key}) DO NOTHING"
     )
 
 
@@ -122,7 +134,16 @@ def _unnest_insert(
 _CALL_SELECT: Final = "SELECT {} FROM calls".format(
     ", ".join(f"{c}::text" if c in CALL_JSON_COLUMNS else c for c in CALL_COLUMNS)
 )
-_CALL_INSERT: Final = _unnest_insert("calls", CALL_COLUMNS, _CALL_TYPES, CALL_JSON_COLUMNS)
+_CALL_INSERT: Final = _unnest_insert(
+    "calls", CALL_COLUMNS, _CALL_TYPES, CALL_JSON_COLUMNS, key="request_id, ts"
+)
+# Partitions kept ahead of today, and how far from today a record's day is created on demand
+# (older or later records wait in the default partition, so odd timestamps cannot make tables).
+PARTITION_DAYS_AHEAD: Final = 7
+_ON_DEMAND_PAST_DAYS: Final = 62
+_ON_DEMAND_FUTURE_DAYS: Final = PARTITION_DAYS_AHEAD + 1
+# After a day could not be created (lock timeout), batches leave it alone for this long.
+_PARTITION_RETRY_SECONDS: Final = 60.0
 _LEDGER_INSERT: Final = _unnest_insert("ledger", LEDGER_COLUMNS, _LEDGER_TYPES, frozenset())
 _KEY_SELECT: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM keys"
 _KEY_INSERT: Final = (
@@ -193,6 +214,9 @@ class PostgresStore:
         self._pool: Any = None  # asyncpg.Pool; asyncpg ships no type information
         self._pool_lock = asyncio.Lock()
         self._closed = False
+        self._days: set[int] | None = None  # call partitions known to exist (None: not read)
+        self._day_retry: dict[int, float] = {}  # day -> monotonic time to try creating it again
+        self._partition_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_url(self._url)!r})"
@@ -280,6 +304,61 @@ class PostgresStore:
                 except Exception:
                     # The session may be broken; ending it is what releases the lock then.
                     conn.terminate()
+        await self.ensure_call_partitions()
+
+    # -- call partitions -------------------------------------------------------------------------
+
+    async def ensure_call_partitions(
+        self, days_ahead: int = PARTITION_DAYS_AHEAD, now: float | None = None
+    ) -> list[int]:
+        """Create the partitions of today and the next ``days_ahead`` days; returns those made."""
+        today = pg_partitions.day_of(time.time() if now is None else now)
+        if today is None:
+            return []
+        return await self._create_days(set(range(today, today + days_ahead + 1)), force=True)
+
+    async def _create_days(self, days: set[int], *, force: bool = False) -> list[int]:
+        """Create the missing ones of ``days``; a day that fails is left to the default partition."""
+        async with self._partition_lock, self._connection() as conn:
+            if self._days is None:
+                self._days = await pg_partitions.attached_days(conn)
+            clock = time.monotonic()
+            made: list[int] = []
+            for day in sorted(days - self._days):
+                if not force and self._day_retry.get(day, 0.0) > clock:
+                    continue
+                try:
+                    if await pg_partitions.create_day(conn, day):
+                        made.append(day)
+                except asyncpg.PostgresError as exc:  # lock timeout, or not partitioned yet
+                    self._day_retry[day] = clock + _PARTITION_RETRY_SECONDS
+                    log.warning(
+                        "call partition %s not created now (%s: %s); its rows go to %s",
+                        pg_partitions.partition_name(day),
+                        type(exc).__name__,
+                        exc,
+                        pg_partitions.DEFAULT_PARTITION,
+                    )
+                    continue
+                self._days.add(day)
+                self._day_retry.pop(day, None)
+            return made
+
+    async def _partitions_for(self, records: Sequence[CallRecord]) -> None:
+        """Make sure each record's day has its partition before the batch is written."""
+        days = {d for d in (pg_partitions.day_of(r.ts) for r in records) if d is not None}
+        known = self._days
+        if known is not None and days <= known:
+            return  # the common case: one or two days, both known
+        today = pg_partitions.day_of(time.time())
+        if today is None:
+            return
+        lo, hi = today - _ON_DEMAND_PAST_DAYS, today + _ON_DEMAND_FUTURE_DAYS
+        wanted = {d for d in days if lo <= d <= hi}
+        if known is None or not wanted <= known:
+            # a new day: make it and keep the days ahead of it made too
+            wanted |= set(range(today, today + PARTITION_DAYS_AHEAD + 1))
+            await self._create_days(wanted)
 
     async def ping(self) -> None:
         """Run a trivial query so readiness reflects a usable server."""
@@ -353,6 +432,7 @@ class PostgresStore:
         rows = [call_to_row(r) for r in unique_by_request_id(records)]
         if not rows:
             return 0
+        await self._partitions_for(records)
         columns = [list(col) for col in zip(*rows, strict=True)]
         return await self._execute(_CALL_INSERT, *columns)
 
@@ -382,7 +462,13 @@ class PostgresStore:
         )
 
     async def delete_calls_before(self, ts: float) -> int:
-        return await self._execute("DELETE FROM calls WHERE ts < $1", ts)
+        """Drop the day partitions that end by ``ts`` and delete the rest of what is before it."""
+        async with self._partition_lock, self._connection() as conn:
+            removed, dropped = await pg_partitions.drop_calls_before(conn, ts)
+            if self._days is not None:
+                self._days.difference_update(dropped)
+        await self.ensure_call_partitions()  # retention's pass is also the partition maintenance
+        return removed
 
     # -- ledger ----------------------------------------------------------------------------------
 
