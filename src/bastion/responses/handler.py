@@ -1,10 +1,12 @@
-"""``POST /v1/responses``: translate, run through the one gateway path, translate the answer back.
+"""``POST /v1/responses``: check, run through the one gateway path, answer as a response object.
 
-Every kind of deployment (``openai`` included) is reached through the chat format: the guards
-read chat bodies, so a Responses call meets the same budget reservation, rate limits, PII,
-injection and leak checks, kill switch and records as a chat call, with no guard changed.
-A native pass-through to ``openai`` deployments would need every guard to read Responses
-input items first (the dialect work of issue #14 item 1).
+Guards judge the call's chat view (``request.to_chat``): a Responses call meets the same budget
+reservation, rate limits, PII, injection and leak checks, kill switch and records as a chat
+call, with no guard changed. On the wire, an attempt at an ``openai`` (or simulated)
+deployment is a Responses request to ``/v1/responses`` written from the guarded chat view
+(``native``); an attempt at any other kind (a failover to ``anthropic``, say) is the chat
+view translated to that provider's format. The answer the guards passed is written as the
+response object, or its documented event sequence (``response``, ``stream``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from ..errors import InvalidRequest
 from ..providers.base import Format
 from ..providers.sse import SSEDecoder
 from ..schema import parse_body
+from .native import NativeCall, responses_call
 from .request import to_chat
 from .response import from_chat, response_id
 from .stream import ResponsesEmitter, ResponsesStream
+from .wire import extras_of
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -53,14 +57,16 @@ class ResponsesApi:
         """Run one Responses call; raise ``BastionError`` (rendered in OpenAI's format) to refuse."""
         if fmt is not Format.OPENAI:
             raise InvalidRequest("the Responses API is served in OpenAI's format only")
-        translated = to_chat(parse_body(raw))
-        reply = await self._gateway.handle(
-            Format.OPENAI,
-            orjson.dumps(translated.chat),
-            headers,
-            principal=principal,
-            admit=admit,
-        )
+        body = parse_body(raw)
+        translated = to_chat(body)
+        with responses_call(NativeCall(extras_of(body))):
+            reply = await self._gateway.handle(
+                Format.OPENAI,
+                orjson.dumps(translated.chat),
+                headers,
+                principal=principal,
+                admit=admit,
+            )
         resp_id = response_id(reply.headers.get("x-request-id"), uuid.uuid4().hex)
         now = int(time.time())
         if reply.stream is not None:

@@ -4,7 +4,7 @@ Both the in-process transport and the ASGI app call ``Simulator.handle`` with th
 method, path, headers and body bytes, so the two ways of reaching the simulator
 behave the same. Routes (with or without the ``/v1`` prefix):
 ``POST /v1/messages``, ``POST /v1/messages/count_tokens``,
-``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
+``POST /v1/chat/completions``, ``POST /v1/responses``, ``POST /v1/embeddings``, ``GET /v1/models``,
 ``GET /v1/models/{id}``.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ..base import Format
-from . import anthropic_wire, azure_wire, embeddings, openai_wire, refusals
+from . import anthropic_wire, azure_wire, embeddings, openai_wire, refusals, responses_wire
 from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
@@ -138,6 +138,8 @@ class Simulator:
         route = path.split("?", 1)[0].rstrip("/")
         if route.startswith("/v1/"):
             route = route[3:]
+        if route == responses_wire.ROUTE:
+            return await responses_wire.handle(self, method, path, h, body)
         if route.startswith("/messages"):
             fmt = Format.ANTHROPIC
         elif route == "/chat/completions" or "anthropic-version" not in h:
