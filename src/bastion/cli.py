@@ -119,8 +119,13 @@ def serve(
     ] = None,
     log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
     workers: Annotated[
-        int, typer.Option(help="worker processes; more than 1 is refused, with why")
+        int,
+        typer.Option(help="worker processes on one port (more than 1 needs Redis state)"),
     ] = 1,
+    reuse_port: Annotated[
+        bool,
+        typer.Option(help="with --workers: a SO_REUSEPORT socket per worker, not one shared"),
+    ] = False,
 ) -> None:
     """Run the gateway (embedded defaults: SQLite, the simulator when no provider key is set)."""
     cfg = _load(config)
@@ -142,12 +147,16 @@ def serve(
     if chosen:
         cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=chosen)})
 
-    try:
-        _run(
-            serve_gateway(
-                cfg, host=host or cfg.server.host, port=cfg.server.port if port is None else port
-            )
+    bind_host, bind_port = host or cfg.server.host, cfg.server.port if port is None else port
+    if workers > 1:
+        from .server.workers import Supervisor
+
+        sup = Supervisor(
+            cfg, host=bind_host, port=bind_port, workers=workers, reuse_port=reuse_port
         )
+        raise typer.Exit(sup.run())
+    try:
+        _run(serve_gateway(cfg, host=bind_host, port=bind_port))
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None

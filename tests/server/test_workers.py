@@ -1,8 +1,9 @@
-"""``bastion serve --workers N``: refused with a reason, before anything starts, unless N is 1.
+"""``bastion serve --workers N`` on the embedded state: refused with a reason, before anything
+starts, unless N is 1.
 
 Several workers on one port would each hold their own counters on the embedded state and
-let through up to N times a cap; on Redis the one-port supervisor is not built, so it is
-refused too and the error points at replicas. Each case runs the real command.
+let through up to N times a cap, so the error points at Redis state, where workers run
+(tests/server/test_workers_redis_*.py). Each case runs the real command.
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import BIN, free_port, stop, wait_port, write_config
 
 from bastion.config import load_config
 from bastion.server.serve import workers_refusal
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _serve(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -47,26 +44,11 @@ def test_more_than_one_worker_on_embedded_state_is_refused_before_anything_start
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "--workers 2 refused" in r.stderr
     assert "embedded state" in r.stderr and "2 times a spend cap" in r.stderr
-    assert "redis://" in r.stderr  # says what to do instead
+    assert "redis://" in r.stderr and "exact across workers" in r.stderr  # what to do instead
     assert "listening" not in r.stdout  # no server, no banner
     # refused before opening anything: no store, no state file was created
     assert not (tmp_path / "bastion.db").exists()
     assert not (tmp_path / "state.db").exists()
-
-
-def test_more_than_one_worker_on_redis_state_is_refused_and_says_why(tmp_path: Path) -> None:
-    prefix = f"test_workers_{uuid.uuid4().hex[:8]}"
-    config = write_config(tmp_path, state={"url": REDIS_URL, "prefix": prefix})
-    r = _serve(config, "--workers", "3")
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "--workers 3 is not supported yet" in r.stderr
-    assert "replicas" in r.stderr and "Redis" in r.stderr
-    assert not (tmp_path / "bastion.db").exists()
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        assert list(client.scan_iter(match=f"*{prefix}*", count=1000)) == []
-    finally:
-        client.close()
 
 
 def test_zero_workers_is_a_clear_error(tmp_path: Path) -> None:
@@ -101,19 +83,18 @@ _REDIS = st.sampled_from(["redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix
 
 @settings(max_examples=60, deadline=None)
 @given(workers=st.integers(min_value=-5, max_value=256), url=st.one_of(_EMBEDDED, _REDIS))
-def test_only_one_worker_is_ever_allowed_and_every_refusal_names_its_reason(
+def test_several_workers_run_only_on_redis_and_every_refusal_names_its_reason(
     workers: int, url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("w")
     cfg = load_config(write_config(tmp, state={"url": url}))
     why = workers_refusal(cfg, workers)
-    if workers == 1:
+    on_redis = url.partition("://")[0].lower() in ("redis", "rediss", "unix")
+    if workers == 1 or (workers > 1 and on_redis):
         assert why is None
         return
     assert why is not None
     if workers < 1:
         assert why.startswith("--workers must be 1 or more")
-    elif url.partition("://")[0].lower() in ("redis", "rediss", "unix"):
-        assert f"--workers {workers} is not supported yet" in why
     else:
         assert "embedded state" in why and f"{workers} times a spend cap" in why

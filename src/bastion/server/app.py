@@ -44,6 +44,7 @@ from ..providers.base import Format
 from ..readiness import readiness
 from ..reliability.concurrency import StreamLease, StreamLimits
 from .protocol import refusal_format
+from .worker_metrics import WORKER_ONLY, WorkerPeers
 
 log = logging.getLogger("bastion.server")
 
@@ -171,6 +172,7 @@ class BastionApp:
             ("GET", "/metrics"): self._metrics,
         }
         self._embedder = EmbeddingsApi(gateway)  # its guard chain is built once, here
+        self.peers: WorkerPeers | None = None  # set when one of `serve --workers N`
         from .dashboard import dashboard_routes
 
         self._routes.update(dashboard_routes(gateway))
@@ -519,7 +521,11 @@ class BastionApp:
                 await self._error(scope, send, exc, Format.OPENAI)
                 return
         await self.gateway.metrics.refresh()
-        body, ctype = render_metrics(self.gateway.metrics, headers.get("accept"))
+        if self.peers is not None and WORKER_ONLY not in headers:
+            own, _ = render_metrics(self.gateway.metrics, "text/plain")
+            body, ctype = await self.peers.gather(own, headers)  # every worker's, labelled
+        else:
+            body, ctype = render_metrics(self.gateway.metrics, headers.get("accept"))
         start = {
             "type": "http.response.start",
             "status": 200,

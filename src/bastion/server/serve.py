@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -33,8 +33,10 @@ from ..gateway import Gateway
 from ..observability.access import ACCESS_LOGGER, configure_logging
 from ..safety.pii import Scrubber
 from ..safety.pii.guard import PiiLogFilter
+from ..store import RecordStore
 from .app import create_app
 from .protocol import HeaderLimits, limited_protocol
+from .worker_metrics import WorkerPeers, bind_private
 
 log = logging.getLogger("bastion.server")
 
@@ -76,35 +78,28 @@ def install_log_scrubbing(scrubber: Scrubber) -> None:
 
 
 def workers_refusal(cfg: Config, workers: int) -> str | None:
-    """Why ``bastion serve --workers N`` cannot run as asked, or None when it can (N == 1).
+    """Why ``bastion serve --workers N`` cannot run as asked, or None when it can.
 
-    Worker processes on one port would each hold their own gateway. On the embedded state
-    (memory, SQLite) every counter lives in one process, so N workers would keep N sets of caps,
-    rate limits, breakers, kill switches and idempotency keys and together let through up to N
-    times a cap. On Redis the counters are shared, but one port's worker supervisor (first key,
-    signal drain, per-process record journals and spill files) is not built yet, so that is
-    refused too rather than run untested: replicas on their own ports are.
+    One worker always runs. Several run on Redis state (``server/workers.py``): the counters
+    live in Redis, so caps, rate limits, breakers, the kill switch and idempotency are shared
+    exactly as between replicas. On the embedded state (memory, SQLite) every counter lives in
+    one process, so N workers would keep N sets of caps, rate limits, breakers, kill switches
+    and idempotency keys and together let through up to N times a cap: refused.
     """
     if workers == 1:
         return None
     if workers < 1:
         return f"--workers must be 1 or more (got {workers})"
     scheme = cfg.state.url.partition("://")[0].lower()
-    replicas = (
-        "For more cores, run several `bastion serve` replicas (one per port or container) on "
-        "the same Redis state (state.url: redis://...) behind a load balancer: caps, limits, "
-        "breakers, the kill switch and idempotency stay exact across replicas."
-    )
     if scheme in ("redis", "rediss", "unix"):
-        return (
-            f"--workers {workers} is not supported yet: several workers on one port are not "
-            f"built for Redis state either. {replicas}"
-        )
+        return None
     return (
         f"--workers {workers} refused: the embedded state ({cfg.state.url}) lives in one "
         f"process, so {workers} workers would each keep their own caps, rate limits, "
         "breakers, kill switch and idempotency keys, and together let through up to "
-        f"{workers} times a spend cap. Run one worker. {replicas}"
+        f"{workers} times a spend cap. Run one worker, or put the state on Redis "
+        "(state.url: redis://...), where caps, limits, breakers, the kill switch and "
+        "idempotency stay exact across workers and replicas."
     )
 
 
@@ -246,59 +241,91 @@ def server_config(app: Any, cfg: Config, *, host: str, port: int) -> uvicorn.Con
     )
 
 
-async def serve_gateway(cfg: Config, *, host: str, port: int) -> None:
+async def first_key(store: RecordStore) -> tuple[str, str]:
+    """An admin key when the store has none: (the key for the banner, the banner's key line).
+
+    One process does this: the single server, or the workers' supervisor before it starts any
+    worker, so N workers never race to make N first keys.
+    """
+    if await store.list_keys():
+        return "<your key>", "  keys: create one with `bastion keys create --name NAME`"
+    secret, record = new_key("dev", roles=("admin",))
+    await store.create_key(record)
+    return secret, (
+        f"  a first key was created, role admin (dashboard, metrics, kill switch; shown "
+        f"once, stored hashed):\n  {secret}\n  make app keys with `bastion keys create "
+        "--name NAME` (scripts/dev bastion keys create … from a clone)"
+    )
+
+
+async def serve_gateway(
+    cfg: Config,
+    *,
+    host: str,
+    port: int,
+    sockets: list[socket.socket] | None = None,
+    ready: Callable[[], None] | None = None,
+    peers: WorkerPeers | None = None,
+) -> None:
+    """Serve until a signal drains the server.
+
+    As a worker (``sockets`` given: the listening socket its supervisor opened, see
+    ``workers.py``) there is no first-key bootstrap and no banner, both the supervisor's; the
+    worker calls ``ready`` once it accepts calls, and with ``peers`` also serves a private Unix
+    socket its siblings fetch its metrics from (``worker_metrics.py``).
+    """
+    worker = sockets is not None
     configure_logging(cfg.server.log_level, cfg.server.log_format)
     collecting = gc.isenabled()
     gc.disable()  # start-up builds weights and tables that live forever: no pass until frozen
     gateway = Gateway(cfg)
+    app = create_app(gateway)
+    if peers is not None and sockets is not None:  # /metrics answers for every worker
+        app.peers = peers
+        sockets = [*sockets, bind_private(peers)]
     server = DrainingServer(
-        server_config(create_app(gateway), cfg, host=host, port=port),
+        server_config(app, cfg, host=host, port=port),
         drain_s=cfg.server.shutdown_drain_seconds,
     )
     with server.capture_signals():  # a SIGTERM during start-up drains too (there is nothing yet)
         await gateway.start()
-        key = "<your key>"
-        key_line = "  keys: create one with `bastion keys create --name NAME`"
-        if not await gateway.store.list_keys():
-            secret, record = new_key("dev", roles=("admin",))
-            await gateway.store.create_key(record)
-            key = secret
-            key_line = (
-                f"  a first key was created, role admin (dashboard, metrics, kill switch; shown "
-                f"once, stored hashed):\n  {secret}\n  make app keys with `bastion keys create "
-                "--name NAME` (scripts/dev bastion keys create … from a clone)"
-            )
-        for w in pool_warnings(cfg):
-            typer.echo(f"warning: {w}", err=True)
+        key, key_line = ("", "") if worker else await first_key(gateway.store)
+        if not worker:
+            for w in pool_warnings(cfg):
+                typer.echo(f"warning: {w}", err=True)
         install_log_scrubbing(gateway.scrubber)
         gc.freeze()  # start-up objects live forever: keep them out of every collection
         if collecting:
             gc.enable()
-        task = asyncio.ensure_future(server.serve())
+        task = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         if server.started:
-            _banner(server, gateway, key=key, key_line=key_line)
+            if ready is not None:
+                ready()
+            if not worker:
+                _banner(server, gateway, key=key, key_line=key_line)
         await task
 
 
 def _banner(server: uvicorn.Server, gateway: Gateway, *, key: str, key_line: str) -> None:
     sock = server.servers[0].sockets[0].getsockname()
-    url = f"http://{sock[0]}:{sock[1]}"
-    aliases = gateway.router.aliases()
-    typer.echo(
-        BANNER.format(
-            url=url,
-            providers=", ".join(f"{n} ({e.kind})" for n, e in gateway.endpoints.items()),
-            key_line=key_line,
-            key=key,
-            amodel=next(
-                (a for a in aliases if a.startswith("claude")),
-                aliases[0] if aliases else "MODEL",
-            ),
-            omodel=next(
-                (a for a in aliases if a.startswith("gpt")), aliases[0] if aliases else "MODEL"
-            ),
+    typer.echo(banner_text(gateway.config, f"http://{sock[0]}:{sock[1]}", key, key_line), nl=False)
+
+
+def banner_text(cfg: Config, url: str, key: str, key_line: str) -> str:
+    """The start-up banner: where it listens, the providers, the first key, a call to try."""
+    aliases = [a for a in cfg.models if not any(c in a for c in "*?[")]  # as Router.aliases
+    return BANNER.format(
+        url=url,
+        providers=", ".join(f"{n} ({p.kind})" for n, p in cfg.providers.items()),
+        key_line=key_line,
+        key=key,
+        amodel=next(
+            (a for a in aliases if a.startswith("claude")),
+            aliases[0] if aliases else "MODEL",
         ),
-        nl=False,
+        omodel=next(
+            (a for a in aliases if a.startswith("gpt")), aliases[0] if aliases else "MODEL"
+        ),
     )

@@ -1,0 +1,334 @@
+"""``bastion serve --workers N``: a supervisor and N gateway worker processes on one port.
+
+Only on Redis state (``serve.workers_refusal`` refuses the embedded state): every counter
+(caps, rate limits, breakers, the kill switch, idempotency) lives in Redis, so the workers are
+replicas that share a port, and what holds across replicas holds across workers.
+
+The supervisor, a plain synchronous process with no event loop:
+
+- binds the port once. By default it listens and every worker inherits the one socket (one
+  accept queue; an idle worker's loop wakes first and takes the connection). With
+  ``reuse_port`` each worker binds its own ``SO_REUSEPORT`` socket and the kernel spreads new
+  connections by a hash of their addresses; the supervisor then only holds the port.
+- does what must happen once before any worker starts: the store's migrations and the first
+  admin key (N workers would race to make N first keys), and prints the banner.
+- starts each worker (``python -m bastion.server.worker``) with the final config as JSON on
+  stdin and waits until every one accepts calls; a worker that fails to start fails the start.
+- on SIGTERM or SIGINT forwards one SIGTERM to every worker, each of which drains as a single
+  server does (``DrainingServer``: calls in flight finish, records are flushed), and exits 0
+  once all exited 0. A second signal is forwarded as SIGINT (workers exit at once).
+- restarts a worker that died without being asked, at most ``max_restarts`` times in
+  ``restart_window`` seconds; past that it stops the rest and exits 1.
+
+Workers run in their own process group so a terminal's Ctrl-C reaches only the supervisor
+(which forwards one drain), and each asks the kernel for a SIGTERM should the supervisor die.
+
+Per-process files need no per-worker paths: the record journal and the settle journal are
+per-process files under a ``flock`` (a dead worker's are adopted by a live one), and the spill
+and quarantine files are shared under a ``flock``, exactly as between replicas sharing a
+directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from ..config import Config
+from ..store import open_store
+from .serve import banner_text, first_key, pool_warnings
+
+log = logging.getLogger("bastion.server.workers")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_POLL_S = 0.1
+_START_TIMEOUT_S = 120.0  # one worker's start-up (imports, detector weights) on a busy machine
+_EXIT_MARGIN_S = 5.0  # past a worker's own drain + flush bound: then it is killed
+_BACKLOG = 2048  # uvicorn's default
+
+
+class WorkersFailed(Exception):
+    """The workers could not start, or kept dying: the supervisor exits non-zero."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Worker:
+    wid: int
+    proc: subprocess.Popen[bytes]
+    ready_fd: int  # the read end of its ready pipe, -1 once read or closed
+    ready: bool = False
+
+
+@dataclass(slots=True)
+class _Signals:
+    received: list[int] = field(default_factory=list)
+
+    def handler(self, sig: int, frame: FrameType | None) -> None:
+        self.received.append(sig)
+
+
+def listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """The port, bound once: listening (shared by the workers) or only held (``reuse_port``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not reuse_port:
+        sock = socket.create_server((host, port), family=family, backlog=_BACKLOG)
+        sock.set_inheritable(True)
+        return sock
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))  # bound, not listening: it holds the port and gets no connection
+    return sock
+
+
+async def _bootstrap(cfg: Config) -> tuple[str, str]:
+    """Migrations and the first admin key, once, before any worker opens the store."""
+    store = open_store(cfg.store.url)
+    try:
+        await store.migrate()
+        return await first_key(store)
+    finally:
+        await store.close()
+
+
+class Supervisor:
+    """N workers on one port: start them, restart the ones that die, drain them on a signal."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        reuse_port: bool = False,
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.port = port
+        self.count = workers
+        self.reuse_port = reuse_port
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self._echo = echo if echo is not None else _stderr
+        self._config_json = cfg.model_dump_json().encode()
+        self._workers: dict[int, _Worker] = {}
+        self._restarts: collections.deque[float] = collections.deque()
+        self._signals = _Signals()
+        self._sock: socket.socket | None = None
+        self._runtime_dir = ""
+
+    def run(self) -> int:
+        """Serve until a signal (0 when every worker drained cleanly) or a failure (non-zero)."""
+        previous = {sig: signal.signal(sig, self._signals.handler) for sig in _SIGNALS}
+        self._runtime_dir = tempfile.mkdtemp(prefix="bastion-workers-")  # 0700: private sockets
+        try:
+            self._sock = listen(self.host, self.port, reuse_port=self.reuse_port)
+            host, port = self._sock.getsockname()[:2]
+            self.host, self.port = host, port
+            key, key_line = asyncio.run(_bootstrap(self.cfg))
+            for wid in range(self.count):
+                self._workers[wid] = self._spawn(wid)
+            self._await_ready()
+            if self._signals.received:
+                return self._drain()
+            url_host = f"[{host}]" if ":" in host else host
+            for w in pool_warnings(self.cfg):
+                self._echo(f"warning: {w}\n")
+            sys.stdout.write(banner_text(self.cfg, f"http://{url_host}:{port}", key, key_line))
+            sys.stdout.flush()
+            self._echo(
+                f"bastion: {self.count} workers on one port "
+                f"({'SO_REUSEPORT' if self.reuse_port else 'one shared socket'}), pids "
+                + ", ".join(str(w.proc.pid) for w in self._workers.values())
+                + "\n"
+            )
+            return self._supervise()
+        except WorkersFailed as exc:
+            self._echo(f"error: {exc}\n")
+            self._stop_all(signal.SIGTERM)
+            return exc.code
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._sock is not None:
+                self._sock.close()
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _spawn(self, wid: int) -> _Worker:
+        assert self._sock is not None
+        read_fd, write_fd = os.pipe()
+        argv = [
+            sys.executable,
+            "-m",
+            "bastion.server.worker",
+            "--id",
+            str(wid),
+            "--ready-fd",
+            str(write_fd),
+            "--parent",
+            str(os.getpid()),
+            "--count",
+            str(self.count),
+            "--runtime-dir",
+            self._runtime_dir,
+        ]
+        fds = [write_fd]
+        if self.reuse_port:
+            argv += ["--host", self.host, "--port", str(self.port)]
+        else:
+            argv += ["--fd", str(self._sock.fileno())]
+            fds.append(self._sock.fileno())
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, pass_fds=fds, process_group=0, close_fds=True
+            )
+        finally:
+            os.close(write_fd)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(self._config_json)
+            proc.stdin.close()
+        except OSError:  # it died at once: seen as an exit by the caller
+            log.debug("worker %d closed its stdin before reading the config", wid)
+        return _Worker(wid, proc, read_fd)
+
+    def _await_ready(self) -> None:
+        """Until every worker accepts calls; one exiting first fails the start with its code."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not all(w.ready for w in self._workers.values()):
+            if self._signals.received:
+                return
+            for w in self._workers.values():
+                code = w.proc.poll()
+                if not w.ready and code is not None:
+                    raise WorkersFailed(
+                        f"worker {w.wid} (pid {w.proc.pid}) exited with {code} during start-up",
+                        code=code if code > 0 else 1,
+                    )
+            if time.monotonic() > deadline:
+                raise WorkersFailed(f"workers not ready after {_START_TIMEOUT_S:g}s")
+            waiting = [w for w in self._workers.values() if not w.ready]
+            readable, _, _ = select.select([w.ready_fd for w in waiting], [], [], _POLL_S)
+            for w in waiting:
+                if w.ready_fd in readable:
+                    self._read_ready(w)
+
+    @staticmethod
+    def _read_ready(w: _Worker) -> None:
+        try:
+            got = os.read(w.ready_fd, 1)
+        except OSError:
+            got = b""
+        os.close(w.ready_fd)
+        w.ready_fd = -1
+        w.ready = got == b"1"
+
+    def _supervise(self) -> int:
+        while not self._signals.received:
+            time.sleep(_POLL_S)
+            for wid, w in list(self._workers.items()):
+                if not w.ready and w.ready_fd >= 0:
+                    readable, _, _ = select.select([w.ready_fd], [], [], 0)
+                    if readable:
+                        self._read_ready(w)
+                code = w.proc.poll()
+                if code is None or self._signals.received:
+                    continue
+                self._forget(w)
+                now = time.monotonic()
+                while self._restarts and now - self._restarts[0] > self.restart_window:
+                    self._restarts.popleft()
+                if len(self._restarts) >= self.max_restarts:
+                    raise WorkersFailed(
+                        f"worker {wid} exited with {code}; workers died {len(self._restarts) + 1} "
+                        f"times in {self.restart_window:g}s, giving up"
+                    )
+                self._restarts.append(now)
+                self._workers[wid] = self._spawn(wid)
+                self._echo(
+                    f"bastion: worker {wid} (pid {w.proc.pid}) exited unexpectedly with {code}; "
+                    f"restarted as pid {self._workers[wid].proc.pid}\n"
+                )
+        return self._drain()
+
+    def _drain(self) -> int:
+        """Forward one SIGTERM (a drain) to every worker; a second signal makes them exit now."""
+        first = self._signals.received[0]
+        self._echo(
+            f"bastion: {signal.Signals(first).name}: draining {len(self._workers)} workers "
+            "(signal again to exit now)\n"
+        )
+        handled = len(self._signals.received)
+        self._stop_all(signal.SIGTERM, wait=False)
+        if self._sock is not None:  # new connections: refused once the workers close theirs too
+            self._sock.close()
+            self._sock = None
+        bound = self.cfg.server.shutdown_drain_seconds + 15.0 + _EXIT_MARGIN_S
+        deadline = time.monotonic() + bound
+        while any(w.proc.poll() is None for w in self._workers.values()):
+            if len(self._signals.received) > handled:
+                self._stop_all(signal.SIGINT, wait=False)  # their second signal: exit now
+                handled = len(self._signals.received)
+            if time.monotonic() > deadline:
+                self._echo("bastion: workers outlived their drain bound; killing them\n")
+                self._stop_all(signal.SIGKILL)
+                break
+            time.sleep(_POLL_S / 2)
+        codes = {w.wid: w.proc.wait() for w in self._workers.values()}
+        for w in self._workers.values():
+            self._forget(w)
+        bad = {wid: c for wid, c in codes.items() if c != 0}
+        if bad:
+            self._echo(f"bastion: workers exited uncleanly: {bad}\n")
+            return 1
+        return 0
+
+    def _stop_all(self, sig: int, *, wait: bool = True) -> None:
+        for w in self._workers.values():
+            if w.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(sig)
+        if not wait:
+            return
+        for w in self._workers.values():
+            try:
+                w.proc.wait(timeout=self.cfg.server.shutdown_drain_seconds + 15.0)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            self._forget(w)
+
+    @staticmethod
+    def _forget(w: _Worker) -> None:
+        if w.ready_fd >= 0:
+            os.close(w.ready_fd)
+            w.ready_fd = -1
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
