@@ -10,6 +10,7 @@ from .findings import Finding
 from .providers.base import Format
 
 if TYPE_CHECKING:
+    from .dialects import Dialect
     from .store.models import KeyLimits
 
 
@@ -128,7 +129,15 @@ class Call:
     )
     cap_subject: str = ""  # who per-user caps and limits count: decided by the key (identity.py)
     budget_caps: tuple[Any, ...] = ()  # the caps every attempt of this call reserves against
+    state_plan: Any = None  # counter-store operations planned by guards, sent once per phase
     repairing: bool = False
+    # the client format's dialect, resolved once here: guards ask it, never the format
+    dialect: Dialect = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .dialects import dialect_for  # the dialects read calls: imported once one exists
+
+        self.dialect = dialect_for(self.client_format)
 
     def shadow(self) -> Call:
         """A copy for one of several concurrent attempts: same request, its own results."""
