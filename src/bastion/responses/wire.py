@@ -54,6 +54,7 @@ def request_from_chat(chat: dict[str, Any], extras: dict[str, Any]) -> dict[str,
         messages
         and messages[0].get("role") == "system"
         and isinstance(messages[0].get("content"), str)
+        and messages[0]["content"]  # empty instructions are no instructions
     ):
         out["instructions"] = messages[0]["content"]
         messages = messages[1:]
@@ -120,8 +121,8 @@ def _items(m: dict[str, Any]) -> list[dict[str, Any]]:
     if role == "user" and isinstance(content, list):
         parts = [_part(p) for p in content if isinstance(p, dict)]
         out.append({"type": "message", "role": "user", "content": parts})
-    elif content is not None and (text := _text(content)):
-        out.append({"type": "message", "role": role, "content": text})
+    elif role != "assistant" or _text(content):  # an empty assistant turn carries nothing
+        out.append({"type": "message", "role": role, "content": _text(content)})
     for call in as_list(m.get("tool_calls")):
         fn = as_dict(as_dict(call).get("function"))
         out.append(
@@ -316,9 +317,7 @@ class ChatFromResponses:
             delta = as_str(data.get("delta"))
             if at is None or not delta:
                 return []
-            return [
-                self._chunk({"tool_calls": [{"index": at, "function": {"arguments": delta}}]})
-            ]
+            return [self._chunk({"tool_calls": [{"index": at, "function": {"arguments": delta}}]})]
         if kind in ("response.completed", "response.incomplete"):
             self._ended = True
             response = as_dict(data.get("response"))
