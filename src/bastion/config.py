@@ -31,7 +31,7 @@ __all__ = [
     "load_config",
 ]
 
-ProviderKind = Literal["anthropic", "openai", "openai-compatible", "azure-openai", "sim"]
+ProviderKind = Literal["anthropic", "openai", "openai-compatible", "azure-openai", "gemini", "sim"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -136,6 +136,7 @@ class ProviderConfig(_Strict):
         return {
             "anthropic": "https://api.anthropic.com",
             "openai": "https://api.openai.com/v1",
+            "gemini": "https://generativelanguage.googleapis.com",
             "sim": "sim://local",
         }.get(self.kind, "")
 

@@ -31,6 +31,7 @@ from .output import filter_body
 from .providers import translate
 from .providers.adapters import retry_after
 from .providers.base import Format, UpstreamResponse
+from .providers.foreign import answer_format, as_client
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
 from .reliability.exhaustion import Outcome
@@ -371,7 +372,7 @@ class Engine:
             call.deployment = d.name
             call.provider = d.endpoint.name
             call.provider_kind = d.endpoint.kind
-            fmt = d.endpoint.speaks(call.client_format)
+            fmt = answer_format(d.endpoint.speaks(call.client_format), call.client_format)
             return Resumed(resp, fmt, mode, attempt, d.timeouts.idle)
 
         async def cont(call: Call, partial: str) -> Resumed | None:
@@ -450,7 +451,7 @@ class Engine:
             finally:
                 await resp.aclose()
             raise UpstreamStatusError(resp.status, err_body, target, dict(resp.headers))
-        return resp
+        return as_client(resp, target, call.client_format, stream=call.stream)
 
     async def _unary(
         self,
@@ -478,7 +479,7 @@ class Engine:
             raise UpstreamProtocolError("upstream sent a malformed JSON body") from None
         if not isinstance(obj, dict):
             raise UpstreamProtocolError("upstream sent a non-object JSON body")
-        src = dep.endpoint.speaks(call.client_format)
+        src = answer_format(dep.endpoint.speaks(call.client_format), call.client_format)
         self._pick(call, dep)
         if call.output_filters:
             obj = filter_body(obj, src, call.output_filters)
@@ -512,7 +513,7 @@ class Engine:
         resp = await self._send(
             call, dep, body, passthrough, first_by - time.monotonic(), attempt, ticket
         )
-        src = dep.endpoint.speaks(call.client_format)
+        src = answer_format(dep.endpoint.speaks(call.client_format), call.client_format)
         emit = None
         if src is not call.client_format:
             tr = translate.StreamTranslator(
@@ -571,13 +572,15 @@ def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str
         if err.retry_after is not None:
             headers["retry-after"] = str(max(1, round(err.retry_after)))
         headers.update(provider_id_headers(client, err.provider_request_id))
+        cred = UpstreamError("the upstream provider rejected the gateway's credentials")
         if status in (401, 403):
             # the provider rejected *our* credentials: not the client's fault
-            cred = UpstreamError("the upstream provider rejected the gateway's credentials")
             return 502, headers, cred.render(client.value)
         if err.fmt is client:
             return status, headers, err.upstream_body
         status, body = translate.error_to(client, status, err.upstream_body, source=err.fmt)
+        if status in (401, 403):  # said in the body only (Gemini: 400 API_KEY_INVALID)
+            return 502, headers, cred.render(client.value)
         return status, headers, orjson.dumps(body)
     if isinstance(err, BastionError):
         headers = {"content-type": "application/json", **err.headers()}

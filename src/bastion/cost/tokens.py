@@ -82,6 +82,9 @@ def output_upper_bound(body: dict[str, Any]) -> int:
     limits = [
         v for f in LIMIT_FIELDS if isinstance(v := body.get(f), int) and not isinstance(v, bool)
     ]
+    nested = body.get("generationConfig")  # Gemini: generationConfig.maxOutputTokens
+    if isinstance(nested, dict) and isinstance(v := nested.get("maxOutputTokens"), int):
+        limits.append(v)
     out = max(limits) if limits else OUTPUT_CEILING
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..call import Usage
-from . import azure
+from . import azure, gemini
 from .base import Format, UpstreamRequest
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -71,6 +71,11 @@ class Endpoint:
                 headers["anthropic-beta"] = beta
             if self.api_key:
                 headers["x-api-key"] = self.api_key
+        elif fmt is Format.GEMINI:
+            url = gemini.url(self.base_url, body.get("model"), stream=stream)
+            body = gemini.body(body)
+            if self.api_key:
+                headers["x-goog-api-key"] = self.api_key
         elif self.kind == "azure-openai":
             url = azure.chat_url(self.base_url, body.get("model"))
             headers.update(azure.auth_headers(self.api_key))
@@ -95,6 +100,8 @@ def endpoint_formats(kind: str) -> tuple[Format, ...]:
     """What a provider kind speaks natively; the simulator speaks both."""
     if kind == "sim":
         return (Format.ANTHROPIC, Format.OPENAI)
+    if kind == "gemini":
+        return (Format.GEMINI,)
     return (Format.ANTHROPIC,) if kind == "anthropic" else (Format.OPENAI,)
 
 

@@ -19,6 +19,7 @@ class Format(StrEnum):
 
     ANTHROPIC = "anthropic"
     OPENAI = "openai"
+    GEMINI = "gemini"  # provider side only: no client speaks it (providers/foreign.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,15 @@ from typing import Any
 import orjson
 
 from ..base import Format
-from . import anthropic_wire, azure_wire, embeddings, openai_wire, refusals, responses_wire
+from . import (
+    anthropic_wire,
+    azure_wire,
+    embeddings,
+    gemini_wire,
+    openai_wire,
+    refusals,
+    responses_wire,
+)
 from .answers import Answer, compose_answer
 from .cache import PrefixCache, anthropic_usage, openai_usage, tokens_of
 from .models import DEFAULT_MODELS, get_model, list_models
@@ -135,6 +143,8 @@ class Simulator:
         h = {k.lower(): v for k, v in headers.items()}
         if azure_wire.is_azure_path(path):
             return await azure_wire.handle(self, method, path, h, body)
+        if gemini_wire.is_gemini_path(path):
+            return await gemini_wire.handle(self, method, path, h, body)
         route = path.split("?", 1)[0].rstrip("/")
         if route.startswith("/v1/"):
             route = route[3:]

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..base import Format
-from . import _anthropic, _openai
+from . import _anthropic, _gemini, _openai
 from ._errors import error_to
 from ._stream import StreamTranslator
 from .model import Request, Response, StopReason, Usage
@@ -39,6 +39,8 @@ __all__ = [
 
 def parse_request(fmt: Format, body: dict[str, Any]) -> Request:
     """Read a request body of ``fmt`` into the neutral model."""
+    if fmt is Format.GEMINI:
+        return _gemini.parse_request(body)
     return (
         _anthropic.parse_request(body) if fmt is Format.ANTHROPIC else _openai.parse_request(body)
     )
@@ -46,6 +48,8 @@ def parse_request(fmt: Format, body: dict[str, Any]) -> Request:
 
 def parse_response(fmt: Format, body: dict[str, Any]) -> Response:
     """Read a non-streaming response body of ``fmt`` into the neutral model."""
+    if fmt is Format.GEMINI:
+        return _gemini.parse_response(body)
     return (
         _anthropic.parse_response(body) if fmt is Format.ANTHROPIC else _openai.parse_response(body)
     )
@@ -55,6 +59,8 @@ def emit_request(fmt: Format, req: Request, model: str) -> dict[str, Any]:
     """Write the neutral request as a body of ``fmt`` for upstream ``model``."""
     if fmt is Format.ANTHROPIC:
         return _anthropic.emit_request(req, model)
+    if fmt is Format.GEMINI:
+        return _gemini.emit_request(req, model)
     return _openai.emit_request(req, model)
 
 
@@ -62,6 +68,8 @@ def emit_response(fmt: Format, resp: Response, model: str) -> dict[str, Any]:
     """Write the neutral response as a body of ``fmt``."""
     if fmt is Format.ANTHROPIC:
         return _anthropic.emit_response(resp, model)
+    if fmt is Format.GEMINI:
+        return _gemini.emit_response(resp, model)
     return _openai.emit_response(resp, model, int(time.time()))
 
 
@@ -83,10 +91,11 @@ def request_to(
     - from Anthropic: ``thinking`` (setting and blocks), ``top_k``, ``cache_control``,
       documents, search results, server tools and their blocks, citations,
       ``service_tier``, ``container``, ``output_config``, file image sources, stop
-      sequences past OpenAI's four.
+      sequences past OpenAI's four;
+    - to or from Gemini: see ``_gemini`` (the model goes in the URL, not the body).
     """
     if fmt_target is source:
-        return {**body, "model": model}
+        return body if source is Format.GEMINI else {**body, "model": model}
     return emit_request(fmt_target, parse_request(source, body), model)
 
 

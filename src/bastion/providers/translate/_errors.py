@@ -3,7 +3,9 @@
 The OpenAI side follows ``bastion.errors`` (same ``type``/``code`` pairs Bastion uses for
 its own errors), so a translated upstream error and a native Bastion error look alike.
 Anthropic's 529 ``overloaded_error`` becomes OpenAI's 503, Anthropic's
-"prompt is too long" becomes OpenAI's ``context_length_exceeded`` and back.
+"prompt is too long" becomes OpenAI's ``context_length_exceeded`` and back. Gemini's errors
+are Google's ``{"error": {code, message, status}}`` with an rpc status (``RESOURCE_EXHAUSTED``
+429, ``UNAVAILABLE`` 503, ``INTERNAL`` 500 …), read by status name.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import Format
-from ._common import as_dict, as_str, loads_object
+from ._common import as_dict, as_list, as_str, loads_object
 from .model import ErrorKind
 
 # kind -> (status, Anthropic error type)
@@ -69,6 +71,35 @@ _BY_STATUS: dict[int, ErrorKind] = {
     529: ErrorKind.OVERLOADED,
 }
 _PROMPT_TOO_LONG = "prompt is too long"
+# kind -> (HTTP code, google.rpc status) as the Gemini API's troubleshooting table lists them
+# (ai.google.dev/gemini-api/docs/troubleshooting); error body {"error": {code, message, status}}
+_GEMINI: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.INVALID_REQUEST: (400, "INVALID_ARGUMENT"),
+    ErrorKind.CONTEXT_LENGTH: (400, "INVALID_ARGUMENT"),
+    ErrorKind.AUTHENTICATION: (401, "UNAUTHENTICATED"),
+    ErrorKind.BILLING: (400, "FAILED_PRECONDITION"),
+    ErrorKind.PERMISSION: (403, "PERMISSION_DENIED"),
+    ErrorKind.NOT_FOUND: (404, "NOT_FOUND"),
+    ErrorKind.REQUEST_TOO_LARGE: (413, "INVALID_ARGUMENT"),
+    ErrorKind.RATE_LIMIT: (429, "RESOURCE_EXHAUSTED"),
+    ErrorKind.API_ERROR: (500, "INTERNAL"),
+    ErrorKind.TIMEOUT: (504, "DEADLINE_EXCEEDED"),
+    ErrorKind.OVERLOADED: (503, "UNAVAILABLE"),
+}
+_FROM_GEMINI_STATUS: dict[str, ErrorKind] = {
+    "INVALID_ARGUMENT": ErrorKind.INVALID_REQUEST,
+    "FAILED_PRECONDITION": ErrorKind.BILLING,
+    "UNAUTHENTICATED": ErrorKind.AUTHENTICATION,
+    "PERMISSION_DENIED": ErrorKind.PERMISSION,
+    "NOT_FOUND": ErrorKind.NOT_FOUND,
+    "RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMIT,
+    "INTERNAL": ErrorKind.API_ERROR,
+    "UNAVAILABLE": ErrorKind.OVERLOADED,
+    "DEADLINE_EXCEEDED": ErrorKind.TIMEOUT,
+}
+# "The input token count (N) exceeds the maximum number of tokens allowed (M)."
+_GEMINI_TOO_LONG = "exceeds the maximum number of tokens"
+_GEMINI_BAD_KEY = "API_KEY_INVALID"
 
 
 def kind_from_status(status: int) -> ErrorKind:
@@ -99,11 +130,25 @@ def parse_error(fmt: Format, body: dict[str, Any], status: int) -> tuple[ErrorKi
         if kind is ErrorKind.INVALID_REQUEST and _PROMPT_TOO_LONG in message.lower():
             kind = ErrorKind.CONTEXT_LENGTH
         return kind, message
+    if fmt is Format.GEMINI:
+        return _parse_gemini(err, status, message), message
     code = as_str(err.get("code")) or as_str(err.get("type"))
     kind = _FROM_OPENAI_CODE.get(code) or kind_from_status(status)
     if kind is ErrorKind.INVALID_REQUEST and "maximum context length" in message.lower():
         kind = ErrorKind.CONTEXT_LENGTH
     return kind, message
+
+
+def _parse_gemini(err: dict[str, Any], status: int, message: str) -> ErrorKind:
+    """A Google error: the rpc ``status`` names the kind; a bad API key is a 400 whose
+    ``ErrorInfo`` detail says ``API_KEY_INVALID``."""
+    reasons = {as_str(as_dict(d).get("reason")) for d in as_list(err.get("details"))}
+    if _GEMINI_BAD_KEY in reasons:
+        return ErrorKind.AUTHENTICATION
+    kind = _FROM_GEMINI_STATUS.get(as_str(err.get("status"))) or kind_from_status(status)
+    if kind is ErrorKind.INVALID_REQUEST and _GEMINI_TOO_LONG in message.lower():
+        return ErrorKind.CONTEXT_LENGTH
+    return kind
 
 
 def render_error(fmt: Format, kind: ErrorKind, message: str) -> dict[str, Any]:
@@ -112,6 +157,11 @@ def render_error(fmt: Format, kind: ErrorKind, message: str) -> dict[str, Any]:
         if kind is ErrorKind.CONTEXT_LENGTH and _PROMPT_TOO_LONG not in message.lower():
             message = f"{_PROMPT_TOO_LONG}: {message}" if message else _PROMPT_TOO_LONG
         return {"type": "error", "error": {"type": _ANTHROPIC[kind][1], "message": message}}
+    if fmt is Format.GEMINI:
+        code_, rpc = _GEMINI[kind]
+        if kind is ErrorKind.CONTEXT_LENGTH and _GEMINI_TOO_LONG not in message.lower():
+            message = f"{message} (the input token count {_GEMINI_TOO_LONG} allowed)"
+        return {"error": {"code": code_, "message": message, "status": rpc}}
     _, type_, code = _OPENAI[kind]
     if kind is ErrorKind.NOT_FOUND and "model" not in message.lower():
         code = None
@@ -121,7 +171,8 @@ def render_error(fmt: Format, kind: ErrorKind, message: str) -> dict[str, Any]:
 
 def target_status(fmt: Format, kind: ErrorKind, source_status: int) -> int:
     """The status for ``kind`` in ``fmt``; catch-all kinds keep the source's own 4xx/5xx status."""
-    status = _ANTHROPIC[kind][0] if fmt is Format.ANTHROPIC else _OPENAI[kind][0]
+    table = {Format.ANTHROPIC: _ANTHROPIC, Format.GEMINI: _GEMINI}.get(fmt, _OPENAI)
+    status = table[kind][0]
     if kind is ErrorKind.INVALID_REQUEST and 400 <= source_status < 500:
         return source_status
     if kind is ErrorKind.API_ERROR and 500 <= source_status < 600 and source_status != 529:

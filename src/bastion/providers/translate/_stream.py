@@ -6,6 +6,8 @@ from ..base import Format
 from ..sse import SSEEvent
 from ._errors import kind_from_name
 from ._stream_anthropic import AnthropicStreamEmitter, AnthropicStreamParser, error_event
+from ._stream_gemini import GeminiStreamEmitter, GeminiStreamParser
+from ._stream_gemini import error_chunk as gemini_error_chunk
 from ._stream_openai import OpenAIStreamEmitter, OpenAIStreamParser, error_chunk
 from .model import (
     StreamEnd,
@@ -38,16 +40,22 @@ class StreamTranslator:
     def __init__(
         self, source: Format, target: Format, *, model: str | None, include_usage: bool
     ) -> None:
-        self._parser: AnthropicStreamParser | OpenAIStreamParser = (
-            AnthropicStreamParser() if source is Format.ANTHROPIC else OpenAIStreamParser()
-        )
-        self._emitter: AnthropicStreamEmitter | OpenAIStreamEmitter | None = None
+        self._parser: AnthropicStreamParser | OpenAIStreamParser | GeminiStreamParser
+        if source is Format.ANTHROPIC:
+            self._parser = AnthropicStreamParser()
+        elif source is Format.GEMINI:
+            self._parser = GeminiStreamParser()
+        else:
+            self._parser = OpenAIStreamParser()
+        self._emitter: AnthropicStreamEmitter | OpenAIStreamEmitter | GeminiStreamEmitter | None
+        self._emitter = None
         if source is not target:
-            self._emitter = (
-                AnthropicStreamEmitter(model)
-                if target is Format.ANTHROPIC
-                else OpenAIStreamEmitter(model, include_usage=include_usage)
-            )
+            if target is Format.ANTHROPIC:
+                self._emitter = AnthropicStreamEmitter(model)
+            elif target is Format.GEMINI:
+                self._emitter = GeminiStreamEmitter(model)
+            else:
+                self._emitter = OpenAIStreamEmitter(model, include_usage=include_usage)
         self._target = target
         self._usage = Usage()
         self._text: list[str] = []
@@ -101,4 +109,6 @@ class StreamTranslator:
         kind = kind_from_name(type_)
         if self._target is Format.ANTHROPIC:
             return error_event(kind, message)
+        if self._target is Format.GEMINI:
+            return gemini_error_chunk(kind, message)
         return error_chunk(kind, message)

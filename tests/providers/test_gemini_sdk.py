@@ -1,0 +1,350 @@
+"""Google Gemini behind a real `bastion serve`, reached by the official OpenAI and Anthropic SDKs;
+upstream is a separate `bastion sim` process speaking Gemini's wire, so what Gemini would
+receive (URL, key header, body) is seen.
+
+Failover runs both ways between Gemini and Anthropic (in-process simulator as an `anthropic`
+provider) and between Gemini and OpenAI (as an `openai` provider), streams and tool calls
+included; one Gemini provider is reached in-process (``sim://``) as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from tests.conftest import RunningGateway, start_gateway, stop, write_config
+from tests.cost._cost_support import sim_process
+
+from bastion.store import open_store
+from bastion.store.models import CallRecord
+
+KEY = "gemini-test-key-1"
+MODEL = "gemini-2.5-flash"
+MSG: list[Any] = [{"role": "user", "content": "Say hello to the team"}]
+FAIL = {"x-sim-fault": "status:500"}
+TOOL_OA: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+]
+TOOL_AN: list[Any] = [
+    {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+TOOL_ASK: list[Any] = [{"role": "user", "content": "Use the get_weather tool for Paris"}]
+
+
+def _dep(provider: str, model: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"provider": provider, "model": model, "headers": headers or {}}
+
+
+def _models() -> dict[str, Any]:
+    return {
+        "gem": {"deployments": [_dep("gem", MODEL)]},
+        "gem-local": {"deployments": [_dep("gem-local", MODEL)]},
+        "gem-then-claude": {"deployments": [_dep("gem", MODEL, FAIL), _dep("an", "claude-5")]},
+        "claude-then-gem": {"deployments": [_dep("an", "claude-5", FAIL), _dep("gem", MODEL)]},
+        "gem-then-openai": {"deployments": [_dep("gem", MODEL, FAIL), _dep("oa", "gpt-4.1")]},
+        "openai-then-gem": {"deployments": [_dep("oa", "gpt-4.1", FAIL), _dep("gem", MODEL)]},
+        "gem-429": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:429"})]},
+        "gem-500": {"deployments": [_dep("gem", MODEL, FAIL)]},
+        "gem-503": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:503"})]},
+        "gem-long": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "context_length"})]},
+        "gem-blocked": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "content_policy"})]},
+        "gem-cut-then-claude": {
+            "deployments": [_dep("gem", MODEL, {"x-sim-fault": "cut_after:4"}), _dep("an", "c")]
+        },
+        "gem-error-midway": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "error_after:3"})]},
+    }
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    with sim_process() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[RunningGateway]:
+    cfg = write_config(
+        tmp_path_factory.mktemp("gemini"),
+        providers={
+            "gem": {"kind": "gemini", "base_url": sim_url, "api_key_env": "GEM_TEST_KEY"},
+            "gem-local": {
+                "kind": "gemini",
+                "base_url": "sim://gemini",
+                "api_key_env": "GEM_TEST_KEY",
+            },
+            "an": {"kind": "anthropic", "base_url": "sim://anthropic"},
+            "oa": {"kind": "openai", "base_url": "sim://openai/v1"},
+        },
+        models=_models(),
+        features={"default": {"pii_output": "off"}},
+        reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
+    )
+    g = start_gateway(cfg, env={"GEM_TEST_KEY": KEY})
+    yield g
+    stop(g.proc)
+
+
+def _oa(gw: RunningGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+
+
+def _an(gw: RunningGateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0)
+
+
+def _gemini_requests(sim_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(sim_url + "/_sim/requests", timeout=10) as r:
+        recs: list[dict[str, Any]] = json.loads(r.read())
+    return [x for x in recs if x["path"].startswith("/v1beta/models/")]
+
+
+def _record(gw: RunningGateway, request_id: str) -> CallRecord:
+    url = f"sqlite:///{gw.config_path.parent / 'bastion.db'}"
+
+    async def find() -> CallRecord | None:
+        async with open_store(url) as store:
+            recs = await store.recent_calls(500)
+        return next((r for r in recs if r.request_id == request_id), None)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rec = asyncio.run(find())
+        if rec is not None:
+            return rec
+        time.sleep(0.1)
+    raise AssertionError(f"no record for {request_id}")
+
+
+def test_create_reaches_gemini_with_model_path_and_key_header(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    before = len(_gemini_requests(sim_url))
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="gem", messages=[{"role": "system", "content": "Be brief."}, *MSG], max_tokens=50
+    )
+    res = raw.parse()
+    assert res.choices[0].message.content and res.choices[0].finish_reason == "stop"
+    assert res.usage is not None and res.usage.prompt_tokens > 0
+    (seen,) = _gemini_requests(sim_url)[before:]
+    assert seen["path"] == f"/v1beta/models/{MODEL}:generateContent"
+    assert seen["headers"]["x-goog-api-key"] == KEY
+    assert "authorization" not in seen["headers"] and "key=" not in seen["path"]
+    body = seen["body"]
+    assert set(body) <= {"contents", "systemInstruction", "generationConfig"}
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"] == [{"role": "user", "parts": [{"text": MSG[0]["content"]}]}]
+    assert body["generationConfig"]["maxOutputTokens"] == 50
+    rec = _record(gw, raw.headers["x-request-id"])
+    assert rec.provider == "gem" and rec.status == 200
+    assert rec.input_tokens == res.usage.prompt_tokens
+    assert rec.output_tokens == res.usage.completion_tokens
+
+
+def test_openai_stream_comes_from_stream_generate_content_with_usage(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    before = len(_gemini_requests(sim_url))
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="gem", messages=MSG, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finals == ["stop"]
+    usage = [c.usage for c in chunks if c.usage]
+    assert usage and usage[-1].completion_tokens > 0
+    (seen,) = _gemini_requests(sim_url)[before:]
+    assert seen["path"] == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    rec = _record(gw, raw.headers["x-request-id"])
+    assert rec.output_tokens == usage[-1].completion_tokens
+    assert rec.input_tokens == usage[-1].prompt_tokens
+
+
+def test_anthropic_client_gets_gemini_translated_create_and_stream(gw: RunningGateway) -> None:
+    c = _an(gw)
+    msg = c.messages.create(model="gem", max_tokens=64, messages=MSG)
+    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens > 0
+    with c.messages.stream(model="gem", max_tokens=64, messages=MSG) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    assert final.usage.input_tokens > 0
+
+
+def test_in_process_gemini_simulator_answers_both_formats(gw: RunningGateway) -> None:
+    res = _oa(gw).chat.completions.create(model="gem-local", messages=MSG)
+    assert res.choices[0].message.content
+    with _an(gw).messages.stream(model="gem-local", max_tokens=64, messages=MSG) as s:
+        assert "".join(s.text_stream)
+
+
+def test_openai_tool_call_round_trip_through_gemini(gw: RunningGateway, sim_url: str) -> None:
+    oa = _oa(gw)
+    first = oa.chat.completions.create(model="gem", messages=TOOL_ASK, tools=TOOL_OA)
+    assert first.choices[0].finish_reason == "tool_calls"
+    (call,) = first.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    before = len(_gemini_requests(sim_url))
+    follow = [
+        *TOOL_ASK,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
+    ]
+    second = oa.chat.completions.create(model="gem", messages=follow, tools=TOOL_OA)
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
+    (seen,) = _gemini_requests(sim_url)[before:]
+    model_turn, result_turn = seen["body"]["contents"][1:]
+    fc = model_turn["parts"][0]["functionCall"]
+    fr = result_turn["parts"][0]["functionResponse"]
+    assert model_turn["role"] == "model" and result_turn["role"] == "user"
+    assert fc == {"name": "get_weather", "args": {"city": "Paris"}, "id": call.id}
+    assert fr == {"name": "get_weather", "response": {"result": "18C and sunny"}, "id": call.id}
+    decl = seen["body"]["tools"][0]["functionDeclarations"][0]
+    assert decl["parametersJsonSchema"] == TOOL_OA[0]["function"]["parameters"]
+
+
+def test_anthropic_tool_use_round_trip_through_gemini_stream(gw: RunningGateway) -> None:
+    an = _an(gw)
+    with an.messages.stream(model="gem", max_tokens=128, messages=TOOL_ASK, tools=TOOL_AN) as s:
+        final = s.get_final_message()
+    (use,) = [b for b in final.content if b.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use"
+    follow: list[Any] = [
+        *TOOL_ASK,
+        {"role": "assistant", "content": [b.model_dump() for b in final.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18C"}],
+        },
+    ]
+    msg = an.messages.create(model="gem", max_tokens=128, messages=follow, tools=TOOL_AN)
+    assert msg.stop_reason == "end_turn"
+    assert msg.content and msg.content[0].type == "text" and msg.content[0].text
+
+
+def test_gemini_rate_limit_and_server_errors_read_in_each_format(gw: RunningGateway) -> None:
+    with pytest.raises(openai.RateLimitError) as oe:
+        _oa(gw).chat.completions.create(model="gem-429", messages=MSG)
+    assert oe.value.code == "rate_limit_exceeded"
+    with pytest.raises(anthropic.RateLimitError) as ae:
+        _an(gw).messages.create(model="gem-429", max_tokens=32, messages=MSG)
+    assert ae.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    with pytest.raises(openai.InternalServerError) as se:
+        _oa(gw).chat.completions.create(model="gem-500", messages=MSG)
+    # the only deployment failed: the gateway's own 502, naming the provider's failure
+    assert se.value.status_code == 502 and "HTTP 500" in se.value.message
+    with pytest.raises(anthropic.APIStatusError) as ue:
+        _an(gw).messages.create(model="gem-503", max_tokens=32, messages=MSG)
+    assert ue.value.status_code == 529  # Gemini's UNAVAILABLE is Anthropic's overloaded
+    assert ue.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as ce:
+        _oa(gw).chat.completions.create(model="gem-long", messages=MSG)
+    assert ce.value.code == "context_length_exceeded"
+    with pytest.raises(anthropic.BadRequestError) as ca:
+        _an(gw).messages.create(model="gem-long", max_tokens=32, messages=MSG)
+    assert "prompt is too long" in ca.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_blocked_prompt_is_a_content_filter_and_a_refusal(gw: RunningGateway) -> None:
+    res = _oa(gw).chat.completions.create(model="gem-blocked", messages=MSG)
+    assert res.choices[0].finish_reason == "content_filter"
+    msg = _an(gw).messages.create(model="gem-blocked", max_tokens=32, messages=MSG)
+    assert msg.stop_reason == "refusal"
+    stream = _oa(gw).chat.completions.create(model="gem-blocked", messages=MSG, stream=True)
+    finals = [
+        c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason
+    ]
+    assert finals == ["content_filter"]
+
+
+def test_gemini_error_mid_stream_reaches_each_sdk_as_an_error(gw: RunningGateway) -> None:
+    with pytest.raises(openai.APIError):
+        list(_oa(gw).chat.completions.create(model="gem-error-midway", messages=MSG, stream=True))
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        _an(gw).messages.stream(model="gem-error-midway", max_tokens=64, messages=MSG) as s,
+    ):
+        s.get_final_message()
+
+
+@pytest.mark.parametrize(
+    ("model", "served"),
+    [
+        ("gem-then-claude", "an"),
+        ("claude-then-gem", "gem"),
+        ("gem-then-openai", "oa"),
+        ("openai-then-gem", "gem"),
+    ],
+)
+def test_failover_both_ways_streams_and_tool_calls(
+    gw: RunningGateway, model: str, served: str
+) -> None:
+    oa, an = _oa(gw), _an(gw)
+    raw = oa.chat.completions.with_raw_response.create(
+        model=model, messages=TOOL_ASK, tools=TOOL_OA
+    )
+    res = raw.parse()
+    calls = res.choices[0].message.tool_calls or []
+    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert _record(gw, raw.headers["x-request-id"]).provider == served
+    raw_stream = oa.chat.completions.with_raw_response.create(
+        model=model, messages=MSG, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices)
+    assert _record(gw, raw_stream.headers["x-request-id"]).provider == served
+    with an.messages.stream(model=model, max_tokens=128, messages=TOOL_ASK, tools=TOOL_AN) as s:
+        final = s.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert uses and uses[0].name == "get_weather" and final.stop_reason == "tool_use"
+
+
+def test_a_gemini_stream_cut_midway_is_carried_on_at_anthropic(gw: RunningGateway) -> None:
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="gem-cut-then-claude", messages=MSG, stream=True
+    )
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert text and finals == ["stop"]
+    rec = _record(gw, raw.headers["x-request-id"])
+    assert rec.provider == "an" and rec.status == 200
+    with _an(gw).messages.stream(model="gem-cut-then-claude", max_tokens=64, messages=MSG) as s:
+        got = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert got and final.stop_reason == "end_turn"
