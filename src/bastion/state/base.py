@@ -15,7 +15,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # the plan types build on this module's
+    from bastion.state.plan import AdmitOp, AdmitResult, FinishAnswer, FinishOp
 
 __all__ = [
     "BreakerDecision",
@@ -277,6 +280,20 @@ class CounterStore(Protocol):
 
     async def idem_abandon(self, key: str) -> bool:
         """Drop an unfinished claim so a retry may run; a finished result is kept."""
+        ...
+
+    # -- batches: one call's phase in one atomic step (one round trip on Redis) ---------------
+
+    async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
+        """Run ``take``/``incr_if_below``/``breaker_allow``/``reserve`` operations all or none.
+
+        Equivalent to running them in order and stopping at the first refusal, except that a
+        refusal leaves everything unchanged (see ``bastion.state.plan``).
+        """
+        ...
+
+    async def finish(self, ops: Sequence[FinishOp]) -> tuple[FinishAnswer, ...]:
+        """Run ``settle``/``release``/``charge``/``incr``/``breaker_record`` operations at once."""
         ...
 
     # -- lifecycle ---------------------------------------------------------------------------

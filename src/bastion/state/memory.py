@@ -50,6 +50,20 @@ from bastion.state.base import (
     Usage,
     check_reserve,
 )
+from bastion.state.plan import (
+    AdmitOp,
+    AdmitResult,
+    AllowBreaker,
+    Charge,
+    FinishAnswer,
+    FinishOp,
+    Incr,
+    RecordBreaker,
+    Settle,
+    Take,
+    check_admit,
+    check_finish,
+)
 
 __all__ = ["MemoryCounterStore"]
 
@@ -94,7 +108,18 @@ class MemoryCounterStore:
         self, reservation_id: str, caps: Sequence[Cap], amount: float, lease_seconds: float
     ) -> ReserveResult:
         check_reserve(caps, amount, lease_seconds)
-        now = await self._now()
+        return self._reserve(reservation_id, caps, amount, lease_seconds, await self._now())
+
+    def _reserve(
+        self,
+        reservation_id: str,
+        caps: Sequence[Cap],
+        amount: float,
+        lease_seconds: float,
+        now: float,
+        apply: bool = True,
+    ) -> ReserveResult:
+        """Check (and with ``apply``, hold) a reservation; no ``await``, so it is atomic."""
         if reservation_id in self._reservations:
             return ReserveResult(True)
         for cap in caps:
@@ -102,6 +127,8 @@ class MemoryCounterStore:
             settled, reserved = (0.0, 0.0) if state is None else (state.settled, state.reserved)
             if settled + reserved + amount > cap.limit:
                 return ReserveResult(False, cap.key, cap.limit, settled, reserved)
+        if not apply:
+            return ReserveResult(True)
         until = now + lease_seconds
         for cap in caps:
             state = self._cap(cap.key, now) or self._new_cap(cap.key, now + cap.ttl_seconds)
@@ -119,7 +146,9 @@ class MemoryCounterStore:
         return await self._finish(reservation_id, None)
 
     async def _finish(self, reservation_id: str, actual: float | None) -> bool:
-        now = await self._now()
+        return self._settle(reservation_id, actual, await self._now())
+
+    def _settle(self, reservation_id: str, actual: float | None, now: float) -> bool:
         reservation = self._reservations.pop(reservation_id, None)
         if reservation is None or reservation.expires_at <= now:
             return False
@@ -158,16 +187,31 @@ class MemoryCounterStore:
     async def take(
         self, key: str, rate_per_second: float, burst: float, cost: float = 1.0
     ) -> TakeResult:
-        now = await self._now()
+        return self._take(key, rate_per_second, burst, cost, await self._now())
+
+    def _take(
+        self,
+        key: str,
+        rate_per_second: float,
+        burst: float,
+        cost: float,
+        now: float,
+        apply: bool = True,
+    ) -> TakeResult:
         tokens = self._tokens(key, rate_per_second, burst, now)
         if tokens >= cost:
-            self._put_tokens(key, tokens - cost, rate_per_second, burst, now)
+            if apply:
+                self._put_tokens(key, tokens - cost, rate_per_second, burst, now)
             return TakeResult(True, 0.0, tokens - cost)
         wait = math.inf if cost > burst else (cost - tokens) / rate_per_second
         return TakeResult(False, wait, tokens)
 
     async def charge(self, key: str, rate_per_second: float, burst: float, amount: float) -> float:
-        now = await self._now()
+        return self._charge(key, rate_per_second, burst, amount, await self._now())
+
+    def _charge(
+        self, key: str, rate_per_second: float, burst: float, amount: float, now: float
+    ) -> float:
         tokens = min(burst, self._tokens(key, rate_per_second, burst, now) - amount)
         self._put_tokens(key, tokens, rate_per_second, burst, now)
         return tokens
@@ -189,11 +233,23 @@ class MemoryCounterStore:
     async def incr_if_below(
         self, key: str, amount: float, limit: float, ttl_seconds: float
     ) -> IncrResult:
-        now = await self._now()
+        return self._incr(key, amount, limit, ttl_seconds, await self._now())
+
+    def _incr(
+        self,
+        key: str,
+        amount: float,
+        limit: float,
+        ttl_seconds: float,
+        now: float,
+        apply: bool = True,
+    ) -> IncrResult:
         counter = self._counter(key, now)
         value = 0.0 if counter is None else counter.value
         if value + amount > limit:
             return IncrResult(False, value)
+        if not apply:
+            return IncrResult(True, value + amount)
         if counter is None:
             counter = self._counters[key] = Counter(0.0, now + ttl_seconds)
         counter.value = value + amount
@@ -253,11 +309,20 @@ class MemoryCounterStore:
     # -- circuit breakers ----------------------------------------------------------------------
 
     async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
-        now = await self._now()
+        return self._allow(key, policy, await self._now())
+
+    def _allow(
+        self, key: str, policy: BreakerPolicy, now: float, apply: bool = True
+    ) -> BreakerDecision:
         breaker = self._breakers.get(key)
         if breaker is None or breaker.keep_until <= now:
             return BreakerDecision(True, BreakerState.CLOSED)
-        return breaker.allow(now, policy)
+        if apply or breaker.state is BreakerState.CLOSED:
+            return breaker.allow(now, policy)
+        until = breaker.open_until if breaker.state is BreakerState.OPEN else breaker.probe_until
+        if now < until:
+            return BreakerDecision(False, breaker.state, retry_after_seconds=until - now)
+        return BreakerDecision(True, BreakerState.HALF_OPEN, probe=True)
 
     async def breaker_peek(self, key: str) -> BreakerDecision:
         now = await self._now()
@@ -270,11 +335,54 @@ class MemoryCounterStore:
         )
 
     async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
-        now = await self._now()
+        return self._record(key, ok, policy, await self._now())
+
+    def _record(self, key: str, ok: bool, policy: BreakerPolicy, now: float) -> BreakerState:
         breaker = self._breakers.get(key)
         if breaker is None or breaker.keep_until <= now:
             breaker = self._breakers[key] = Breaker()
         return breaker.record(ok, now, policy)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
+        """Check every operation, then apply them all; no ``await`` in between (atomic)."""
+        check_admit(ops)
+        now = await self._now()
+        answers = []
+        for i, op in enumerate(ops):
+            answer = self._admit_one(op, now, apply=False)
+            answers.append(answer)
+            if not _allowed(answer):
+                return AdmitResult(i, tuple(answers))
+        return AdmitResult(None, tuple(self._admit_one(op, now, apply=True) for op in ops))
+
+    def _admit_one(
+        self, op: AdmitOp, now: float, *, apply: bool
+    ) -> TakeResult | IncrResult | BreakerDecision | ReserveResult:
+        if isinstance(op, Take):
+            return self._take(op.key, op.rate_per_second, op.burst, op.cost, now, apply)
+        if isinstance(op, Incr):
+            limit = math.inf if op.limit is None else op.limit
+            return self._incr(op.key, op.amount, limit, op.ttl_seconds, now, apply)
+        if isinstance(op, AllowBreaker):
+            return self._allow(op.key, op.policy, now, apply)
+        return self._reserve(op.reservation_id, op.caps, op.amount, op.lease_seconds, now, apply)
+
+    async def finish(self, ops: Sequence[FinishOp]) -> tuple[FinishAnswer, ...]:
+        check_finish(ops)
+        now = await self._now()
+        return tuple(self._finish_one(op, now) for op in ops)
+
+    def _finish_one(self, op: FinishOp, now: float) -> FinishAnswer:
+        if isinstance(op, Settle):
+            return self._settle(op.reservation_id, op.actual, now)
+        if isinstance(op, Charge):
+            return self._charge(op.key, op.rate_per_second, op.burst, op.amount, now)
+        if isinstance(op, Incr):
+            return self._incr(op.key, op.amount, math.inf, op.ttl_seconds, now).value
+        assert isinstance(op, RecordBreaker)
+        return self._record(op.key, op.ok, op.policy, now)
 
     # -- idempotency ---------------------------------------------------------------------------
 
@@ -434,3 +542,12 @@ class MemoryCounterStore:
             return None
         return (key, entry.fingerprint, int(entry.done), entry.lock_until, entry.response,
                 entry.expires_at)  # fmt: skip
+
+
+def _allowed(answer: TakeResult | IncrResult | BreakerDecision | ReserveResult) -> bool:
+    """Whether one admission answer lets the plan go on."""
+    if isinstance(answer, TakeResult):
+        return answer.allowed
+    if isinstance(answer, BreakerDecision):
+        return answer.allowed
+    return answer.ok
