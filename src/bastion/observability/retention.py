@@ -4,6 +4,10 @@ Bodies carry the risk (PII that slipped past the scrubber, customer data) and ar
 the bytes, so they go first (``bodies_days``); tokens, cost, latency and flags stay for
 dashboards and incident reconstruction until ``metadata_days``. The ledger is what was spent
 and is kept, which the stores guarantee by never touching it in either delete.
+
+Call metadata goes by whole UTC days: a call is deleted once its day has ended before the
+``metadata_days`` cut-off. On PostgreSQL a day is one partition of the call table, so each pass
+drops partitions instead of deleting rows; SQLite deletes the same rows.
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ class RetentionResult:
     bodies_cleared: int
     calls_deleted: int
     bodies_before: float | None
-    metadata_before: float | None
+    metadata_before: float | None  # calls go when their whole UTC day is before this
+
+
+def _day_floor(ts: float) -> float:
+    """Midnight UTC at or before ``ts``: where a day partition of the call table starts."""
+    return math.floor(ts / DAY) * DAY
 
 
 def _cutoff(name: str, days: float | None, now: float) -> float | None:
@@ -57,7 +66,11 @@ async def run_retention(
     t = time.time() if now is None else now
     bodies_before = _cutoff("bodies_days", bodies_days, t)
     metadata_before = _cutoff("metadata_days", metadata_days, t)
-    deleted = await store.delete_calls_before(metadata_before) if metadata_before is not None else 0
+    deleted = (
+        await store.delete_calls_before(_day_floor(metadata_before))
+        if metadata_before is not None
+        else 0
+    )
     cleared = (
         await store.delete_call_bodies_before(bodies_before) if bodies_before is not None else 0
     )
