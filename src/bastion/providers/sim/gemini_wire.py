@@ -96,6 +96,16 @@ class _Refused(ValueError):
     """A request the API refuses with 400 INVALID_ARGUMENT."""
 
 
+def _get(obj: Any, name: str) -> Any:
+    """A field by its JSON name or its proto name (``maxOutputTokens`` / ``max_output_tokens``):
+    proto3 JSON parsers accept both, and Google's own SDK sends some in snake case."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    return obj.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name))
+
+
 def is_gemini_path(path: str) -> bool:
     return _ROUTE.fullmatch(path.split("?", 1)[0]) is not None
 
@@ -175,7 +185,7 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
     if not isinstance(contents, list) or not contents:
         raise _Refused("* GenerateContentRequest.contents: contents is not specified\n")
     messages: list[dict[str, Any]] = []
-    system = body.get("systemInstruction") or body.get("system_instruction")
+    system = _get(body, "systemInstruction")
     if isinstance(system, dict):
         text = "".join(_texts(system.get("parts")))
         if text:
@@ -197,7 +207,7 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(_texts(parts)) or None}
             tool_calls = []
             for p in parts:
-                fc = p.get("functionCall") if isinstance(p, dict) else None
+                fc = _get(p, "functionCall")
                 if isinstance(fc, dict):
                     given = fc.get("id")
                     cid = given if isinstance(given, str) else f"gemini_call_{calls}"
@@ -212,7 +222,7 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
             continue
         texts = []
         for j, p in enumerate(parts):
-            fr = p.get("functionResponse") if isinstance(p, dict) else None
+            fr = _get(p, "functionResponse")
             if isinstance(fr, dict):
                 fname = fr.get("name")
                 if not isinstance(fname, str) or not fname:
@@ -238,12 +248,12 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
     tools = _tools(body.get("tools"))
     if tools:
         chat["tools"] = tools
-        choice = _tool_choice(body.get("toolConfig") or body.get("tool_config"))
+        choice = _tool_choice(_get(body, "toolConfig"))
         if choice is not None:
             chat["tool_choice"] = choice
-    gen = body.get("generationConfig") or body.get("generation_config") or {}
+    gen = _get(body, "generationConfig") or {}
     if isinstance(gen, dict):
-        stops = gen.get("stopSequences")
+        stops = _get(gen, "stopSequences")
         if isinstance(stops, list):
             if len(stops) > _MAX_STOPS:
                 raise _Refused(
@@ -252,7 +262,7 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
                 )
             if stops:
                 chat["stop"] = stops
-        limit = gen.get("maxOutputTokens")
+        limit = _get(gen, "maxOutputTokens")
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             chat["max_tokens"] = limit
     if stream:
@@ -274,27 +284,27 @@ def _texts(parts: object) -> list[str]:
 def _tools(raw: object) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for t in raw if isinstance(raw, list) else []:
-        decls = t.get("functionDeclarations") if isinstance(t, dict) else None
+        decls = _get(t, "functionDeclarations")
         for d in decls if isinstance(decls, list) else []:
             if not isinstance(d, dict) or not isinstance(d.get("name"), str):
                 raise _Refused("* GenerateContentRequest.tools: function name is required\n")
-            if "parameters" in d and "parametersJsonSchema" in d:
+            if "parameters" in d and _get(d, "parametersJsonSchema") is not None:
                 raise _Refused(
                     "* GenerateContentRequest.tools[0].function_declarations: parameters and "
                     "parameters_json_schema are mutually exclusive.\n"
                 )
-            schema = d.get("parametersJsonSchema", d.get("parameters"))
+            schema = _get(d, "parametersJsonSchema") or d.get("parameters")
             fn = {"name": d["name"], "parameters": schema if isinstance(schema, dict) else {}}
             out.append({"type": "function", "function": fn})
     return out
 
 
 def _tool_choice(raw: object) -> Any:
-    fcc = raw.get("functionCallingConfig") if isinstance(raw, dict) else None
+    fcc = _get(raw, "functionCallingConfig")
     if not isinstance(fcc, dict):
         return None
     mode = fcc.get("mode")
-    names = fcc.get("allowedFunctionNames")
+    names = _get(fcc, "allowedFunctionNames")
     if mode == "ANY" and isinstance(names, list) and len(names) == 1:
         return {"type": "function", "function": {"name": names[0]}}
     return {"ANY": "required", "NONE": "none", "AUTO": "auto"}.get(str(mode))
