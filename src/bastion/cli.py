@@ -123,9 +123,12 @@ def serve(
         typer.Option(help="worker processes on one port (more than 1 needs Redis state)"),
     ] = 1,
     reuse_port: Annotated[
-        bool,
-        typer.Option(help="with --workers: a SO_REUSEPORT socket per worker, not one shared"),
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="with --workers: a SO_REUSEPORT socket per worker (the default on Linux: the "
+            "kernel spreads new connections evenly) or one shared socket"
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway (embedded defaults: SQLite, the simulator when no provider key is set)."""
     cfg = _load(config)

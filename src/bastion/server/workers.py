@@ -6,10 +6,11 @@ replicas that share a port, and what holds across replicas holds across workers.
 
 The supervisor, a plain synchronous process with no event loop:
 
-- binds the port once. By default it listens and every worker inherits the one socket (one
-  accept queue; an idle worker's loop wakes first and takes the connection). With
-  ``reuse_port`` each worker binds its own ``SO_REUSEPORT`` socket and the kernel spreads new
-  connections by a hash of their addresses; the supervisor then only holds the port.
+- binds the port once. On Linux by default (``reuse_port``) it only holds the port and each
+  worker binds its own ``SO_REUSEPORT`` socket: the kernel spreads new connections by a hash
+  of their addresses, evenly (``default_reuse_port``). Otherwise it listens and every worker
+  inherits the one socket (one accept queue: a worker that dies loses none of the queued
+  connections, but a burst of new ones goes mostly to whichever worker wakes first).
 - does what must happen once before any worker starts: the store's migrations and the first
   admin key (N workers would race to make N first keys), and prints the banner.
 - starts each worker (``python -m bastion.server.worker``) with the final config as JSON on
@@ -27,6 +28,10 @@ Per-process files need no per-worker paths: the record journal and the settle jo
 per-process files under a ``flock`` (a dead worker's are adopted by a live one), and the spill
 and quarantine files are shared under a ``flock``, exactly as between replicas sharing a
 directory.
+
+``/metrics`` answers for every worker, each series labelled with its ``worker``: the worker that
+takes the scrape gathers its siblings' over private Unix sockets in the supervisor's 0700
+runtime directory (``worker_metrics.py``).
 """
 
 from __future__ import annotations
@@ -99,6 +104,17 @@ def listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def default_reuse_port() -> bool:
+    """SO_REUSEPORT where it balances: Linux hashes new connections across the workers' sockets.
+
+    With one shared socket, a burst of new connections (a client's keep-alive pool opening)
+    goes mostly to whichever worker's loop wakes first: 50 connections opened at once split
+    44/6 and 36/14, against 23/27 and 31/19 with SO_REUSEPORT (bench/RESULTS.md). Elsewhere
+    (macOS, BSD) the option does not balance, so the socket is shared.
+    """
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
 async def _bootstrap(cfg: Config) -> tuple[str, str]:
     """Migrations and the first admin key, once, before any worker opens the store."""
     store = open_store(cfg.store.url)
@@ -119,7 +135,7 @@ class Supervisor:
         host: str,
         port: int,
         workers: int,
-        reuse_port: bool = False,
+        reuse_port: bool | None = None,
         max_restarts: int = 5,
         restart_window: float = 60.0,
         echo: Callable[[str], None] | None = None,
@@ -128,7 +144,7 @@ class Supervisor:
         self.host = host
         self.port = port
         self.count = workers
-        self.reuse_port = reuse_port
+        self.reuse_port = default_reuse_port() if reuse_port is None else reuse_port
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self._echo = echo if echo is not None else _stderr

@@ -1,0 +1,200 @@
+"""Throughput of ``bastion serve --workers 2`` against one worker, on Redis state, in one run.
+
+Four sides, measured in interleaved rounds so the noise of a shared machine hits each alike:
+the provider simulator called directly, one ``bastion serve`` worker, and two workers on one
+port in each of the two ways the supervisor can share it (one listening socket inherited by
+both, or a ``SO_REUSEPORT`` socket per worker, see ``src/bastion/server/workers.py``). Every
+gateway keeps its counters in Redis (its own key prefix) and its records in its own SQLite file,
+with the default pipeline; calls are unary Anthropic Messages with a 50 ms upstream, from a
+keep-alive pool of 50 connections. The figures that matter are ratios in the same run: each
+side's throughput as a share of direct, and two workers over one. The simulator, the load
+generator and Redis share the same cores as the gateways. Every loop is bounded by a request
+count and a time limit.
+
+    .venv/bin/python bench/workers.py [--quick] [--concurrency 50] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from harness import (
+    REDIS_URL,
+    Result,
+    fmt_ms,
+    interleaved,
+    meta,
+    meta_line,
+    redis_cleanup,
+    redis_ping,
+    render,
+    run_async,
+    start_sim,
+    stopping,
+    unique,
+)
+from overhead import BASTION, Server, create_key, free_port, gateway_config, target
+
+UPSTREAM_MS = 50
+API, MODE = "anthropic", "unary"
+GOAL = 1.7  # issue #16: 2 workers on 2 cores, unary at 50 ms upstream
+
+
+def start_workers(
+    name: str, cfg: dict[str, Any], tmp: Path, started: list[Server], workers: int, *extra: str
+) -> tuple[Server, str]:
+    """``bastion serve --workers N`` on its own Redis prefix, store and spill file."""
+    d = tmp / name
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg["store"] = {"url": f"sqlite:///{d / 'bastion.db'}"}
+    cfg["state"] = {
+        "url": REDIS_URL,
+        "prefix": unique(f"workers{workers}"),
+        "settle_journal": str(d / "settle"),
+    }
+    cfg["observability"] = {"spill_path": str(d / "bastion-spill.jsonl")}
+    config = d / "bastion.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    key = create_key(config)
+    port = free_port()
+    argv = [*BASTION, "serve", "--config", str(config), "--port", str(port)]
+    gw = Server(name, [*argv, "--workers", str(workers), *extra], port, d / "gateway.log")
+    started.append(gw)
+    return gw, key
+
+
+def wait_workers(gw: Server, workers: int, timeout: float = 120.0) -> None:
+    """Until every worker accepts calls (the supervisor says so; one worker: it listens)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if gw.proc.poll() is not None:
+            raise RuntimeError(f"{gw.name} exited: {gw.tail()}")
+        text = gw.log.read_text(errors="replace")
+        if (workers == 1 and "Bastion is listening" in text) or "workers on one port" in text:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{gw.name} not ready: {gw.tail()}")
+
+
+def table(results: dict[str, Result], direct: str) -> str:
+    base = results[direct].rps
+    rows = [
+        [
+            name,
+            f"{r.rps:.0f}",
+            f"{100.0 * r.rps / base:.0f}%" if base else "-",
+            fmt_ms(r.p(0.5), 1),
+            fmt_ms(r.p(0.99), 1),
+            str(r.samples.errors),
+            f"{r.busy_pct:.0f}%",
+        ]
+        for name, r in results.items()
+    ]
+    return render(["side", "req/s", "of direct", "p50 ms", "p99 ms", "errors", "box busy"], rows)
+
+
+async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    requests = 1_500 if args.quick else 6_000
+    seconds = 6.0 if args.quick else 24.0
+    rounds = 2 if args.quick else 3
+    with stopping() as started:
+        sim = start_sim(tmp, started)
+        sim.wait_ready()
+        cfg = gateway_config(tmp, sim.port, [UPSTREAM_MS])
+        sides = [("direct", "direct", 0, ())]
+        sides += [
+            ("1 worker", "w1", 1, ()),
+            ("2 workers, shared socket", "w2shared", 2, ("--no-reuse-port",)),
+            ("2 workers, SO_REUSEPORT", "w2reuse", 2, ("--reuse-port",)),
+        ]
+        targets = [
+            (
+                "direct",
+                target(API, MODE, UPSTREAM_MS, base=f"http://127.0.0.1:{sim.port}", key=None),
+                sim.pid,
+            )
+        ]
+        prefixes = []
+        for label, name, n, extra in sides[1:]:
+            gw, key = start_workers(name, cfg, tmp, started, n, *extra)
+            wait_workers(gw, n)
+            prefixes.append(yaml.safe_load((tmp / name / "bastion.yaml").read_text())["state"])
+            pid = gw.pid if n == 1 else None  # several processes: CPU is not summed here
+            targets.append(
+                (
+                    label,
+                    target(API, MODE, UPSTREAM_MS, base=f"http://127.0.0.1:{gw.port}", key=key),
+                    pid,
+                )
+            )
+        try:
+            results = await interleaved(
+                targets,
+                args.concurrency,
+                rounds=rounds,
+                requests=requests,
+                seconds=seconds,
+                warmup=200,
+            )
+        finally:
+            for state in prefixes:
+                redis_cleanup(state["prefix"])
+    one = results["1 worker"].rps
+    ratios = {
+        label: (results[label].rps / one if one else 0.0)
+        for label in ("2 workers, shared socket", "2 workers, SO_REUSEPORT")
+    }
+    return {"results": results, "ratios": ratios}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a short sanity run")
+    p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    redis_ping()
+    m = meta()
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-workers-") as d:
+        out = run_async(measure(args, Path(d)))
+    results: dict[str, Result] = out["results"]
+    print(meta_line("bench/workers.py", m))
+    print(
+        f"unary {API}, {UPSTREAM_MS} ms upstream, concurrency {args.concurrency}, "
+        "Redis state, default pipeline"
+    )
+    print(table(results, "direct"))
+    for label, ratio in out["ratios"].items():
+        verdict = "meets" if ratio >= GOAL else "misses"
+        print(f"{label} / 1 worker: {ratio:.2f}x  ({verdict} the {GOAL}x goal)")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "meta": m,
+                    "rps": {k: r.rps for k, r in results.items()},
+                    "errors": {k: r.samples.errors for k, r in results.items()},
+                    "ratios": out["ratios"],
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""`bastion serve --workers 2` on Redis: the supervisor's part, on real processes.
+
+SIGTERM to the supervisor drains every worker (calls in flight on both finish, none is a 5xx,
+every record is written, exit 0); a worker killed from outside is restarted and serves; workers
+that keep dying make the supervisor give up with a non-zero exit instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import psutil
+import pytest
+from tests.conftest import sim_models
+from tests.server._workers_redis import Workers, cleanup, running, start_workers, wait_for
+
+CHUNK_MS = 200
+TOKENS = 15
+PACED = {
+    "deployments": [
+        {
+            "provider": "sim",
+            "model": "paced",
+            "headers": {"x-sim-chunk-ms": str(CHUNK_MS), "x-sim-reply-tokens": str(TOKENS)},
+        }
+    ]
+}
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = start_workers(
+        tmp_path, 2, models=sim_models({"paced": PACED}), server={"shutdown_drain_seconds": 30}
+    )
+    try:
+        yield w
+    finally:
+        cleanup(w)
+
+
+def _body(stream: bool) -> dict[str, Any]:
+    return {
+        "model": "paced",
+        "max_tokens": 500,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Tell me about draining"}],
+    }
+
+
+async def _call(w: Workers, stream: bool, started: asyncio.Event) -> tuple[int, str, list[str]]:
+    """One call on its own connection: status, request id, the stream's event names."""
+    headers = {"x-api-key": w.key, "anthropic-version": "2023-06-01"}
+    events: list[str] = []
+    async with httpx.AsyncClient(base_url=w.url, timeout=60) as client:
+        if not stream:
+            started.set()
+            r = await client.post("/v1/messages", json=_body(False), headers=headers)
+            return r.status_code, r.headers.get("x-request-id", ""), events
+        async with client.stream("POST", "/v1/messages", json=_body(True), headers=headers) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    events.append(line[7:])
+                    started.set()
+            return r.status_code, r.headers.get("x-request-id", ""), events
+
+
+def _connected(pid: int, port: int) -> int:
+    """Connections this worker holds from clients of the gateway's port."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def _recorded(db: Path, ids: list[str]) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"SELECT request_id, status FROM calls WHERE request_id IN ({marks})", ids
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+async def test_sigterm_drains_calls_in_flight_on_every_worker_and_writes_every_record(
+    workers: Workers, tmp_path: Path
+) -> None:
+    port = int(workers.url.rsplit(":", 1)[1])
+    pids = workers.pids()
+    events = [asyncio.Event() for _ in range(16)]
+    calls = [
+        asyncio.ensure_future(_call(workers, i % 4 != 0, events[i])) for i in range(len(events))
+    ]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 20)
+    # both workers hold calls in flight when the signal comes
+    held = [await asyncio.to_thread(_connected, pid, port) for pid in pids]
+    assert all(n > 0 for n in held), held
+    workers.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(workers.proc.wait, 60)
+    results = await asyncio.wait_for(asyncio.gather(*calls), 30)
+    assert code == 0, workers.log()
+    for status, _, evs in results:
+        assert status == 200
+        if evs:  # a stream: whole, ended cleanly
+            assert evs[-1] == "message_stop" and evs.count("content_block_delta") == TOKENS
+    ids = [rid for _, rid, _ in results]
+    assert all(ids) and _recorded(tmp_path / "bastion.db", ids) == dict.fromkeys(ids, 200)
+    assert not any(running(pid) for pid in pids)
+    assert "draining 2 workers" in workers.log()
+
+
+def test_a_killed_worker_is_restarted_and_serves(workers: Workers) -> None:
+    victim, other = workers.pids()
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: workers.restarts() != [], 10, "the supervisor restarting the worker")
+    [(wid, old, code, new)] = workers.restarts()
+    assert (wid, old, code) == (0, victim, -signal.SIGKILL)
+    assert running(new) and running(other)
+    # the new worker is up once it answers for itself in a scrape
+    wait_for(
+        lambda: workers.per_worker("bastion_worker_up") == {"0": 1.0, "1": 1.0},
+        60,
+        "the restarted worker answering",
+    )
+    before = workers.per_worker("bastion_requests_total", status="2xx")
+    deadline = time.monotonic() + 30
+    while workers.per_worker("bastion_requests_total", status="2xx").get("0", 0.0) <= before.get(
+        "0", 0.0
+    ):
+        assert time.monotonic() < deadline, "the restarted worker served no call"
+        r = httpx.post(
+            workers.url + "/v1/messages",
+            json=_body(False) | {"model": "sim-after"},
+            headers={"x-api-key": workers.key, "connection": "close"},
+            timeout=30,
+        )
+        assert r.status_code == 200
+    assert workers.proc.poll() is None
+
+
+def test_workers_that_keep_dying_make_the_supervisor_exit_non_zero(workers: Workers) -> None:
+    killed: set[int] = set()
+    deadline = time.monotonic() + 60
+    while workers.proc.poll() is None and time.monotonic() < deadline:
+        current = {new for *_, new in workers.restarts()} | set(workers.pids())
+        for pid in current - killed:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.05)
+    assert workers.proc.wait(5) == 1
+    assert "giving up" in workers.log()
+    assert len(workers.restarts()) == 5  # the bound: 5 restarts a minute
+    assert not any(running(pid) for pid in killed | {new for *_, new in workers.restarts()})
