@@ -433,8 +433,7 @@ class PostgresStore:
         if not rows:
             return 0
         await self._partitions_for(records)
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        return await self._execute(_CALL_INSERT, *columns)
+        return await self._write_batch("calls", CALL_COLUMNS, rows, _CALL_INSERT)
 
     async def get_calls_by_trace(self, trace_id: str) -> list[CallRecord]:
         rows = await self._fetch(
@@ -476,8 +475,22 @@ class PostgresStore:
         rows = [ledger_to_row(e) for e in unique_by_request_id(entries)]
         if not rows:
             return 0
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        return await self._execute(_LEDGER_INSERT, *columns)
+        return await self._write_batch("ledger", LEDGER_COLUMNS, rows, _LEDGER_INSERT)
+
+    async def _write_batch(
+        self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], insert: str
+    ) -> int:
+        """COPY the batch (the server's cheapest way in); if a row is already there (a replay),
+        the COPY rolls back whole and the batch goes in again through ``insert``, which skips
+        the known rows. Returns how many rows are new."""
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    status = await conn.copy_records_to_table(table, records=rows, columns=columns)
+                return _count(status)
+            except asyncpg.UniqueViolationError:
+                pass
+            return _count(await conn.execute(insert, *[list(c) for c in zip(*rows, strict=True)]))
 
     async def spend_by_day(
         self, day: str, group_by: GroupBy | None = None
