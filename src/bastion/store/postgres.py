@@ -1,7 +1,8 @@
 """The scale-out record store on PostgreSQL, shared by every replica through an asyncpg pool.
 
-Batches are written with one ``INSERT ... SELECT FROM unnest(...)`` statement (one round trip,
-one transaction, and the server reports how many rows were new). The call table is partitioned
+Batches are written by ``COPY`` (one transaction, the server's cheapest way in); a batch holding
+a row that is already there (a replay) rolls back whole and is written again with one
+``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, which reports how many were new. The call table is partitioned
 by UTC day (pg_partitions.py): ``migrate()`` creates the days ahead, a batch holding a day that
 has no partition yet creates it first (a row lands in the default partition if that fails), and
 ``delete_calls_before`` drops whole days. Calls are unique on (request_id, ts), the partition key
