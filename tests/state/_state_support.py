@@ -20,13 +20,14 @@ class StateBackend:
     kind: str
     prefix: str = ""
     opened: list[CounterStore] = field(default_factory=list)
+    url: str = REDIS_URL  # or a test cluster's redis+cluster:// URL
 
     def open(self) -> CounterStore:
         store: CounterStore
         if self.kind == "memory":
             store = MemoryCounterStore()
         else:
-            store = RedisCounterStore(REDIS_URL, prefix=self.prefix)
+            store = RedisCounterStore(self.url, prefix=self.prefix)
         self.opened.append(store)
         return store
 

@@ -1,4 +1,6 @@
-"""Fixtures running every counter-store test on both backends, isolated from other runs.
+"""Fixtures running every counter-store test on every backend, isolated from other runs.
+
+Backends: in process, one Redis, and a private 3-master Redis Cluster started for the session.
 
 Redis tests use a unique key prefix per test and delete their keys afterwards (never FLUSHDB:
 other suites share the server). An unreachable Redis fails the tests, never skips them.
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from _redis_cluster_harness import RedisClusterProcs, running_cluster
 from _state_support import REDIS_URL, StateBackend
 
 from bastion.state import CounterStore
@@ -34,12 +37,22 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcs]:
+    """A private 3-master Redis Cluster (6 redis-server processes), for the whole session."""
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def state_backend(request: pytest.FixtureRequest) -> Iterator[StateBackend]:
     if request.param == "memory":
         yield StateBackend("memory")
-    else:
+    elif request.param == "redis":
         yield StateBackend("redis", request.getfixturevalue("redis_prefix"))
+    else:  # the same Redis store through the cluster client; the cluster is private
+        cluster: RedisClusterProcs = request.getfixturevalue("redis_cluster")
+        yield StateBackend("redis", f"bastion-test-{uuid.uuid4().hex[:12]}", url=cluster.url)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
     open_state("sqlite:///relative/state.db")  # one process, persisted (write-behind)
     open_state("sqlite:////abs/state.db")
     open_state("redis://127.0.0.1:6379/0")     # many replicas (also rediss://, unix://)
+    open_state("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")  # Redis Cluster (rediss+cluster)
 
 Opening is synchronous and connects nothing: the memory store loads its file on first use,
 Redis connects on first command. Outages then raise ``StateUnavailable``.
@@ -68,13 +69,14 @@ def open_state(url: str, *, prefix: str = "bastion") -> CounterStore:
                 "or sqlite:////absolute.db"
             )
         return MemoryCounterStore(path)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from bastion.state.redis import RedisCounterStore
 
         return RedisCounterStore(url, prefix=prefix)
     shown = scheme or "(none)"
     raise ConfigError(
-        f"unknown counter state URL scheme {shown!r}: use memory://, sqlite:// or redis://"
+        f"unknown counter state URL scheme {shown!r}: use memory://, sqlite://, redis:// "
+        "or redis+cluster://"
     )
 
 

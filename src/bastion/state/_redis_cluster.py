@@ -17,6 +17,10 @@ Redirections and failover:
   fails with ``StateUnavailable`` (fail closed, as with one Redis down), and redis-py re-reads
   the topology before the next command, which finds the promoted replica.
 
+A promoted replica may lack the scripts (redis-py loads them on the masters it knows, and
+its map may be stale): a ``NOSCRIPT`` reply (nothing ran) is answered by sending the script's
+text with ``EVAL`` to the same slot, which also caches it on that node.
+
 Two redis-py habits would fail calls that did nothing wrong, so the client here avoids them:
 a command issued before the topology is known goes to a random node (and is redirected), and
 every fifth redirection closes every connection, in-flight ones included. The topology is
@@ -38,10 +42,12 @@ from urllib.parse import unquote
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
     MaxConnectionsError,
+    NoScriptError,
     RedisClusterException,
     SlotNotCoveredError,
 )
@@ -128,6 +134,12 @@ class _GatedCluster(RedisCluster):
         super().__init__(**kwargs)
         self._gate = asyncio.Semaphore(gate)
         self._gate_timeout = gate_timeout
+        self._scripts: dict[str, Any] = {}  # sha -> text, for a node that lacks a script
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        registered = AsyncScript(self, script)
+        self._scripts[registered.sha] = script
+        return registered
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -138,7 +150,13 @@ class _GatedCluster(RedisCluster):
         try:
             if self._initialize:  # redis-py routes a command planned before the topology
                 await self.initialize()  # is known to a random node: know it first
-            return await super().execute_command(*args, **kwargs)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except NoScriptError:  # nothing ran: send the text (the node then caches it)
+                body = self._scripts.get(str(args[1])) if args[0] == "EVALSHA" else None
+                if body is None:
+                    raise
+                return await super().execute_command("EVAL", body, *args[2:], **kwargs)
         except (ClusterDownError, SlotNotCoveredError) as exc:  # still down after the retries
             raise ClusterUnreachable(f"the Redis Cluster cannot serve: {exc}") from exc
         finally:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -64,6 +64,9 @@ from bastion.state.base import (
     Usage,
     check_reserve,
 )
+
+if TYPE_CHECKING:  # the cluster client is imported only for a redis+cluster:// URL
+    from redis.asyncio.cluster import RedisCluster
 
 __all__ = ["RedisCounterStore", "redis_key"]
 
@@ -113,18 +116,27 @@ class RedisCounterStore:
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ConfigError(f"redis key prefix {prefix!r} must be non-empty, without braces")
-        try:
-            pool = BlockingConnectionPool.from_url(
-                url,
-                max_connections=max_connections,
-                timeout=timeout_seconds,
-                socket_timeout=timeout_seconds,
-                socket_connect_timeout=timeout_seconds,
-                retry=Retry(NoBackoff(), 0),
+        self._redis: Redis | RedisCluster
+        self._cluster = url.partition("://")[0].lower().endswith("+cluster")
+        if self._cluster:  # redis+cluster://host:port,host:port (see _redis_cluster)
+            from bastion.state._redis_cluster import open_cluster
+
+            self._redis = open_cluster(
+                url, max_connections=max_connections, timeout_seconds=timeout_seconds
             )
-        except ValueError as exc:
-            raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
-        self._redis = Redis.from_pool(pool)
+        else:
+            try:
+                pool = BlockingConnectionPool.from_url(
+                    url,
+                    max_connections=max_connections,
+                    timeout=timeout_seconds,
+                    socket_timeout=timeout_seconds,
+                    socket_connect_timeout=timeout_seconds,
+                    retry=Retry(NoBackoff(), 0),
+                )
+            except ValueError as exc:
+                raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
+            self._redis = Redis.from_pool(pool)
         self._p = prefix
         self._url = url
         script = self._redis.register_script
@@ -285,19 +297,24 @@ class RedisCounterStore:
 
     async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
         args = self._breaker_args("allow", policy)
-        allowed, state, probe, wait = await self._run(
-            self._breaker_s, [self._key("br", key)], args
-        )
+        allowed, state, probe, wait = await self._run(self._breaker_s, [self._key("br", key)], args)
         return BreakerDecision(
             bool(int(allowed)), BreakerState(state.decode()), bool(int(probe)), float(wait) / 1000
         )
 
     async def breaker_peek(self, key: str) -> BreakerDecision:
+        k = self._key("br", key)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.time()
-                pipe.hmget(self._key("br", key), "st", "ou", "pu")
-                (secs, micros), (st, ou, pu) = await pipe.execute()
+            if self._cluster:  # TIME has no key, so no pipeline: ask the breaker's own node
+                assert not isinstance(self._redis, Redis)
+                st, ou, pu = await self._redis.hmget(k, "st", "ou", "pu")
+                node = self._redis.get_node_from_key(k)
+                secs, micros = await self._redis.time(target_nodes=node)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.time()
+                    pipe.hmget(k, "st", "ou", "pu")
+                    (secs, micros), (st, ou, pu) = await pipe.execute()
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
         state = BreakerState(_text(st)) if st is not None else BreakerState.CLOSED
@@ -341,7 +358,10 @@ class RedisCounterStore:
 
     async def ping(self) -> None:
         try:
-            await self._redis.ping()
+            if self._cluster:  # the master of the calls' slot must answer, not just any node
+                await self._redis.exists(self._key("flags", "v"))
+            else:
+                await self._redis.ping()
         except _UNAVAILABLE as exc:
             raise StateUnavailable("the counter store is unreachable") from exc
 
