@@ -27,6 +27,7 @@ from .cost.meter import CostMeter
 from .cost.pricing import Price, PriceTable
 from .cost.ratelimit import RateLimitGuard
 from .cost.token_caps import TokenCapGuard
+from .dialects import dialect_for
 from .engine import Engine, Reply
 from .errors import (
     AIUnavailable,
@@ -68,7 +69,7 @@ from .safety.pii.guard import PiiGuard, PiiPolicy
 from .safety.prompting.guards import record_prompt_version
 from .safety.setup import safety_guards
 from .safety.structured import check_structured_output
-from .schema import parse_body, validate
+from .schema import parse_body
 from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
@@ -353,7 +354,7 @@ class Gateway(LibraryCalls):
         body: dict[str, Any] | None = None
         try:
             body = parse_body(raw)
-            validate(fmt, body)
+            dialect_for(fmt).validate(body)
             if admit is not None:
                 admit(body, principal)
             client_model = self._admit_route(body, principal, headers)
@@ -395,7 +396,6 @@ class Gateway(LibraryCalls):
         trace_id, parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
         stream = body.get("stream") is True
-        so = body.get("stream_options")
         call = Call(
             request_id="req_" + uuid.uuid4().hex,
             client_request_id=client_request_id(headers.get("x-request-id")),
@@ -410,9 +410,7 @@ class Gateway(LibraryCalls):
             stream=stream,
             feature=principal.feature or headers.get("x-bastion-feature"),
             conversation_id=headers.get("x-bastion-conversation"),
-            include_usage=fmt is Format.OPENAI
-            and isinstance(so, dict)
-            and so.get("include_usage") is True,
+            include_usage=dialect_for(fmt).wants_usage(body),
         )
         call.body_bytes = len(raw)
         call.user_id, call.cap_subject = resolve_user(
@@ -463,7 +461,7 @@ class Gateway(LibraryCalls):
                     self.engine, call, reply, passthrough, on_end, repair=repair
                 )
                 if self.sql_tools.active and reply.body is not None:
-                    reply.body = self.sql_tools.check_body(call, call.client_format, reply.body)
+                    reply.body = self.sql_tools.check_body(call, call.dialect, reply.body)
         except (AIUnavailable, BudgetExceeded) as exc:
             # no answer to be had: the feature's degraded answer, if it asks for one
             degraded = self.config.feature(call.feature).degraded
@@ -546,9 +544,9 @@ class Gateway(LibraryCalls):
         headers = {"x-bastion-degraded": str(call.flags.get("degraded", "1"))}
         if not call.stream:
             return Reply(
-                200, headers, body=canned_body(call.client_format, call.requested_model, text)
+                200, headers, body=canned_body(call.dialect, call.requested_model, text)
             )
-        chunks = canned_stream(call.client_format, call.requested_model, text, call.include_usage)
+        chunks = canned_stream(call.dialect, call.requested_model, text, call.include_usage)
 
         async def gen() -> AsyncIterator[bytes]:
             try:

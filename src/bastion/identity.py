@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .call import Principal
+from .dialects import dialect_for
 from .providers.base import Format
-from .schema import end_user
 
 __all__ = ["END_USERS_ROLE", "normalize_user_id", "resolve_user"]
 
@@ -59,7 +59,7 @@ def resolve_user(
     anonymous = f"key:{principal.key_id}/anonymous"
     if END_USERS_ROLE not in principal.roles:
         return None, anonymous
-    claimed = normalize_user_id(headers.get("x-bastion-user") or end_user(fmt, body))
+    claimed = normalize_user_id(headers.get("x-bastion-user") or dialect_for(fmt).end_user(body))
     if claimed is None:
         return None, anonymous
     return claimed, (f"key:{principal.key_id}/{claimed}" if end_user_caps else anonymous)

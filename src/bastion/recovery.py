@@ -23,13 +23,14 @@ from typing import Any, Literal
 
 from .call import Attempt, Call
 from .config import PrefillMode
+from .dialects import Wire, find_wire
 from .errors import (
     BastionError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
 )
-from .providers.base import Format, UpstreamResponse
+from .providers.base import UpstreamResponse
 
 __all__ = [
     "CUT",
@@ -63,7 +64,7 @@ class Resumed:
     """A fallback's stream, opened, that carries a cut answer on."""
 
     resp: UpstreamResponse
-    fmt: Format  # what the fallback speaks
+    fmt: str | Wire  # the format of the fallback's answer
     mode: Recovery
     attempt: Attempt  # the fallback's own attempt: settled with its own usage
     idle_timeout: float  # the fallback deployment's, not the cut one's
@@ -87,14 +88,15 @@ class PrefillMemory:
         self._refused: set[str] = set()
         self._limit = limit
 
-    def wants_prefill(self, deployment: str, mode: PrefillMode, fmt: Format) -> bool:
+    def wants_prefill(self, deployment: str, mode: PrefillMode, fmt: str | Wire) -> bool:
         """Whether to continue the answer at this deployment by prefill (else restart it)."""
         if mode == "prefill":
             return True
         if mode == "none":
             return False
-        # OpenAI's chat format has no assistant prefill: a trailing assistant turn is history
-        return fmt is Format.ANTHROPIC and deployment not in self._refused
+        # in some formats (OpenAI's chat) a trailing assistant turn is history, not a prefill
+        wire = find_wire(fmt)
+        return wire is not None and wire.prefill and deployment not in self._refused
 
     def refused(self, deployment: str) -> None:
         """This deployment answered a prefill request with a 400: restart there from now on."""

@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from .errors import InvalidRequest
-from .providers.base import Format
 
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 _OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -245,20 +244,3 @@ def json_schema_problem(schema: Any) -> str | None:
     except Exception as exc:  # the validator's own failure (an unresolvable $ref, say)
         return f"unusable JSON schema ({type(exc).__name__})"
     return None
-
-
-def validate(fmt: Format, body: dict[str, Any]) -> None:
-    if fmt is Format.ANTHROPIC:
-        validate_anthropic(body)
-    else:
-        validate_openai(body)
-
-
-def end_user(fmt: Format, body: dict[str, Any]) -> str | None:
-    """The end-user id the request names in its own format."""
-    if fmt is Format.ANTHROPIC:
-        md = body.get("metadata")
-        uid = md.get("user_id") if isinstance(md, dict) else None
-    else:
-        uid = body.get("user")
-    return uid if isinstance(uid, str) and uid else None

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from .call import Attempt, Call, Usage
+from .dialects import Dialect, SpliceDiverged, Splicer, Wire, dialect_for, wire_for
 from .errors import (
     BastionError,
     UpstreamConnectError,
@@ -29,10 +30,8 @@ from .errors import (
     UpstreamTimeout,
 )
 from .output import MalformedEvent, discard_held, filter_event
-from .providers.base import Format, UpstreamResponse
-from .providers.sse import SSEDecoder, SSEEvent, encode_event
-from .providers.translate import Usage as NeutralUsage
-from .providers.translate._stream_splice import ClientView, SpliceDiverged, StreamSplicer
+from .providers.base import UpstreamResponse
+from .providers.sse import SSEDecoder, SSEEvent
 from .recovery import CUT, DEADLINE, DIVERGED, RESET, STALLED, Continuation, stream_failure
 from .watch import StreamWatcher
 
@@ -41,14 +40,9 @@ __all__ = ["Continuation", "Emit", "StreamRelay", "StreamWatcher", "error_event"
 log = logging.getLogger("bastion.streams")
 
 
-def error_event(fmt: Format, message: str, type_: str = "api_error") -> bytes:
+def error_event(fmt: str | Dialect, message: str, type_: str = "api_error") -> bytes:
     """An in-band stream error in the client's format: the stream never ends looking successful."""
-    if fmt is Format.ANTHROPIC:
-        body = {"type": "error", "error": {"type": type_, "message": message}}
-        return encode_event(orjson.dumps(body), "error")
-    return encode_event(
-        orjson.dumps({"error": {"message": message, "type": type_, "code": "stream_error"}})
-    )
+    return dialect_for(fmt).error_event(message, type_)
 
 
 Emit = Callable[[SSEEvent], list[bytes]]
@@ -76,7 +70,7 @@ class StreamRelay:
         "_suppress_usage_chunk",
         "_view",
         "_withheld",
-        "client_format",
+        "dialect",
         "watcher",
     )
 
@@ -84,7 +78,7 @@ class StreamRelay:
         self,
         call: Call,
         resp: UpstreamResponse,
-        upstream_format: Format,
+        upstream_format: str | Wire,
         *,
         emit: Emit | None,
         idle_timeout: float,
@@ -101,17 +95,17 @@ class StreamRelay:
         self._emit = emit
         self._idle = idle_timeout
         self._on_end = on_end
-        self.client_format = call.client_format
+        self.dialect = call.dialect
         self._continuation = continuation
         # what the client was sent, followed only when the stream could be carried on
-        self._view = ClientView(call.client_format) if continuation is not None else None
-        self._splice: StreamSplicer | None = None
+        self._view = call.dialect.stream_view() if continuation is not None else None
+        self._splice: Splicer | None = None
         self._base_usage: Usage | None = None
         self._filter_state: dict[str, Any] = {}
         # an output guard's refusal, raised once what the same read carried before it is out
         self._withheld: BastionError | None = None
         self._suppress_usage_chunk = (
-            emit is None and upstream_format is Format.OPENAI and not call.include_usage
+            emit is None and self.watcher.wire.usage_on_request and not call.include_usage
         )
 
     def adopt(self, call: Call) -> None:
@@ -168,7 +162,7 @@ class StreamRelay:
         out: list[SSEEvent] = []
         for ev in events:
             try:
-                out += filter_event(ev, self.watcher.fmt, filters, self._filter_state)
+                out += filter_event(ev, self.watcher.wire, filters, self._filter_state)
             except MalformedEvent:
                 self._malformed()
             except BastionError as exc:
@@ -293,15 +287,10 @@ class StreamRelay:
         call.usage = Usage()
         self.watcher = StreamWatcher(call, got.fmt, text=[])
         restart = got.mode == "restart"
-        self._splice = StreamSplicer(
-            got.fmt,
+        self._splice = call.dialect.splicer(
+            wire_for(got.fmt),
             self._view,
-            base=NeutralUsage(
-                base.input_tokens,
-                base.output_tokens,
-                base.cache_read_tokens,
-                base.cache_write_tokens,
-            ),
+            base=base,
             include_usage=call.include_usage,
             text=call.output_text,
             # a restart repeats the whole answer; a continuation may repeat the trailing white
@@ -361,11 +350,7 @@ class StreamRelay:
             error = exc
             message = stream_failure(exc)
             call.flags["stream_error"] = message
-            yield error_event(
-                self.client_format,
-                message,
-                exc.anthropic_type if self.client_format is Format.ANTHROPIC else exc.openai_type,
-            )
+            yield self.dialect.error_event(message, self.dialect.error_type(exc))
         except BaseException as exc:  # client went away (GeneratorExit) or cancelled
             error = exc
             call.status = 499

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .call import Call
-from .cost import caching
+from .dialects import dialect_for, find_wire
 from .providers import translate
 from .providers.base import Format
 from .reliability.router import Deployment
@@ -30,9 +30,7 @@ def provider_id_headers(client: Format, rid: str | None) -> dict[str, str]:
     """Where each SDK looks for the request id: Anthropic's ``request-id`` is the provider's;
     OpenAI's ``x-request-id`` is Bastion's own (the record's key), so the provider's rides
     beside it."""
-    if rid is None:
-        return {}
-    return {"request-id" if client is Format.ANTHROPIC else "x-upstream-request-id": rid}
+    return dialect_for(client).request_id_headers(rid)
 
 
 # OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
@@ -47,10 +45,10 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
         body["model"] = dep.model
     else:
         body = translate.request_to(target, call.body, source=call.client_format, model=dep.model)
-    if call.prompt_caching:
-        body = caching.apply(
+    wire = find_wire(target)  # None: a format only a provider speaks gets no caching hints
+    if call.prompt_caching and wire is not None:
+        body = wire.prompt_caching(
             body,
-            target,
             dep.endpoint.kind,
             stable_messages=call.stable_messages,
             feature=call.feature,

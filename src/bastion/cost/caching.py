@@ -8,7 +8,8 @@ prompt template's documents) — never on the per-request user turn, since cachi
 user content can cross-contaminate and saves nothing. OpenAI caches automatically
 by prefix: we keep the request order as is (stable parts first) and pass a
 ``prompt_cache_key`` derived from the feature and system prompt so calls that
-share a prefix land on the same cache.
+share a prefix land on the same cache. Which of the two a body gets is its wire format's
+(``dialects``: ``Wire.prompt_caching``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import hashlib
 from typing import Any
 
 import orjson
-
-from ..providers.base import Format
 
 MAX_BREAKPOINTS = 4
 EPHEMERAL = {"type": "ephemeral"}
@@ -106,23 +105,6 @@ def openai_cache_key(body: dict[str, Any], feature: str | None) -> str:
         if isinstance(m, dict) and m.get("role") in ("system", "developer"):
             h.update(orjson.dumps(m.get("content")))
     return "bastion-" + h.hexdigest()
-
-
-def apply(
-    body: dict[str, Any],
-    target: Format,
-    provider_kind: str,
-    *,
-    stable_messages: int,
-    feature: str | None,
-    model: str,
-) -> dict[str, Any]:
-    """Prompt caching for one upstream body, by the provider's rules."""
-    if target is Format.ANTHROPIC:
-        add_anthropic_breakpoints(body, stable_messages, model)
-    elif provider_kind in ("openai", "sim") and "prompt_cache_key" not in body:
-        body["prompt_cache_key"] = openai_cache_key(body, feature)
-    return body
 
 
 def savings_usd(

@@ -75,14 +75,6 @@ BUILTIN_PRICES: Mapping[str, Price] = {
     "gpt-5-nano": _openai(0.05, 0.4, 0.005),
     "o3": _openai(2.0, 8.0, 0.5),
     "o4-mini": _openai(1.1, 4.4, 0.275),
-    # Google Gemini (Developer API, prompts up to 200k tokens): cached input at 10%, no
-    # separate cache write (storage is billed per hour outside a call)
-    "gemini-3.1-pro": _openai(2.0, 12.0, 0.2),
-    "gemini-3-flash": _openai(0.5, 3.0, 0.05),
-    "gemini-2.5-pro": _openai(1.25, 10.0, 0.125),
-    "gemini-2.5-flash": _openai(0.3, 2.5, 0.03),
-    "gemini-2.5-flash-lite": _openai(0.1, 0.4, 0.01),
-    "gemini-2.0-flash": _openai(0.1, 0.4, 0.025),
     # OpenAI embeddings: input tokens only
     "text-embedding-3-small": Price(0.02, 0.0, 0.02, 0.02),
     "text-embedding-3-large": Price(0.13, 0.0, 0.13, 0.13),

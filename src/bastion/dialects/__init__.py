@@ -17,6 +17,8 @@ from .base import (
     NoDialect,
     Scope,
     Slot,
+    Splicer,
+    StreamView,
     TextRun,
     ToolHold,
     WatchState,
@@ -37,11 +39,14 @@ __all__ = [
     "Scope",
     "Slot",
     "SpliceDiverged",
+    "Splicer",
+    "StreamView",
     "TextRun",
     "ToolHold",
     "WatchState",
     "Wire",
     "dialect_for",
+    "find_wire",
     "wire_for",
 ]
 
@@ -63,3 +68,12 @@ def wire_for(fmt: str | Wire) -> Wire:
     if isinstance(fmt, Wire):
         return fmt
     return dialect_for(fmt)
+
+
+def find_wire(fmt: str | Wire) -> Wire | None:
+    """The wire of a format, or None for one only a provider speaks (Bastion sends it
+    translated and reads its answers translated, so nothing format-specific applies)."""
+    try:
+        return wire_for(fmt)
+    except NoDialect:
+        return None

@@ -28,6 +28,7 @@ from .base import (
     MalformedEvent,
     Scope,
     Slot,
+    StreamView,
     TextRun,
     WatchState,
     Wire,
@@ -345,7 +346,7 @@ class AnthropicDialect(Dialect):
     def stream_view(self) -> ClientView:
         return ClientView(self.format)
 
-    def splicer(self, source: Wire, view: Any, *, base: Usage, **kw: Any) -> StreamSplicer:
+    def splicer(self, source: Wire, view: StreamView, *, base: Usage, **kw: Any) -> StreamSplicer:
         return _splicer(source, view, base, kw)
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "NoDialect",
     "Scope",
     "Slot",
+    "Splicer",
+    "StreamView",
     "TextRun",
     "ToolHold",
     "WatchState",
@@ -123,6 +125,44 @@ class HoldJudge(Protocol):
     def bound(self) -> int:
         """How many argument characters one held call may reach."""
         ...
+
+
+class StreamView(Protocol):
+    """What one client stream has been sent, followed so it can be carried on (``ClientView``)."""
+
+    @property
+    def ready(self) -> bool:
+        """The client has the message's opening."""
+        ...
+
+    def observe(self, event: str | None, data: bytes) -> None: ...
+
+    def observe_raw(self, raw: bytes) -> None: ...
+
+
+class SplicedUsage(Protocol):
+    """The neutral usage a splicer keeps of the cut part."""
+
+    @property
+    def input_tokens(self) -> int: ...
+
+    @property
+    def output_tokens(self) -> int: ...
+
+    @property
+    def cache_read(self) -> int: ...
+
+    @property
+    def cache_write(self) -> int: ...
+
+
+class Splicer(Protocol):
+    """Carries a cut client stream on from a fallback's events (``StreamSplicer``)."""
+
+    @property
+    def base(self) -> SplicedUsage: ...
+
+    def feed(self, event: SSEEvent) -> list[bytes]: ...
 
 
 class ToolHold(Protocol):
@@ -344,9 +384,9 @@ class Dialect(Wire):
     # -- carrying a cut stream on -----------------------------------------------------------
 
     @abstractmethod
-    def stream_view(self) -> Any:
+    def stream_view(self) -> StreamView:
         """A follower of what one client stream was sent (``ClientView``)."""
 
     @abstractmethod
-    def splicer(self, source: Wire, view: Any, *, base: Usage, **kw: Any) -> Any:
+    def splicer(self, source: Wire, view: StreamView, *, base: Usage, **kw: Any) -> Splicer:
         """A ``StreamSplicer`` carrying the client's stream on from ``source``'s events."""

@@ -33,6 +33,7 @@ from .base import (
     MalformedEvent,
     Scope,
     Slot,
+    StreamView,
     TextRun,
     WatchState,
     Wire,
@@ -336,14 +337,15 @@ class OpenAIDialect(Dialect):
     def stream_view(self) -> ClientView:
         return ClientView(self.format)
 
-    def splicer(self, source: Wire, view: Any, *, base: Usage, **kw: Any) -> StreamSplicer:
+    def splicer(self, source: Wire, view: StreamView, *, base: Usage, **kw: Any) -> StreamSplicer:
         return _splicer(source, view, base, kw)
 
 
-def _splicer(source: Wire, view: Any, base: Usage, kw: dict[str, Any]) -> StreamSplicer:
+def _splicer(source: Wire, view: StreamView, base: Usage, kw: dict[str, Any]) -> StreamSplicer:
     neutral = NeutralUsage(
         base.input_tokens, base.output_tokens, base.cache_read_tokens, base.cache_write_tokens
     )
+    assert isinstance(view, ClientView)  # the view a dialect's stream_view gave
     return StreamSplicer(source.format, view, base=neutral, **kw)
 
 

@@ -68,7 +68,7 @@ class RecordGuard:
             request_id=call.request_id,
             trace_id=call.trace_id,
             ts=ts,
-            api_format=call.client_format.value,
+            api_format=call.client_format,
             requested_model=call.requested_model,
             key_id=call.principal.key_id,
             user_id=call.user_id,

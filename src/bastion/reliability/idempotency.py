@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 
 from ..call import Call, Principal
+from ..dialects import Dialect, dialect_for
 from ..errors import Conflict, UnprocessableRequest
 from ..observability.tracecontext import format_traceparent, new_id, parse_traceparent
-from ..providers.base import Format
 from ..state import CounterStore, IdemOutcome
 
 REPLAY_HEADER = "x-bastion-idempotent-replay"
@@ -172,7 +172,7 @@ class Idempotency:
 def replay_call(
     stored: StoredResponse,
     *,
-    fmt: Format,
+    fmt: str | Dialect,
     body: dict[str, Any],
     principal: Principal,
     feature: str | None,
@@ -193,7 +193,7 @@ def replay_call(
         span_id=new_id(8),
         parent_span_id=parent,
         trace_flags=trace_flags,
-        client_format=fmt,
+        client_format=dialect_for(fmt).format,
         principal=principal,
         body=body,
         requested_model=str(body.get("model", "")),

@@ -13,8 +13,6 @@ import os
 import time
 from typing import Any, Literal
 
-import orjson
-
 from ..call import Call
 from ..config import Config, FeatureSafetyConfig
 from ..errors import InvalidRequest, NotFound, OutputBlocked
@@ -199,39 +197,9 @@ class TemplateGuard:
         except ValueError as exc:
             raise InvalidRequest(f"bastion.variables: {exc}", param="bastion.variables") from None
         history = [m for m in call.body.get("messages") or () if isinstance(m, dict)]
-        if call.client_format.value == "anthropic":
-            rendered = prompt.to_anthropic(cache_docs=True)
-            call.body["system"] = rendered["system"]
-        else:
-            rendered = prompt.to_openai()
-            history = [m for m in history if m.get("role") not in ("system", "developer")]
-        call.body["messages"] = (
-            rendered["messages"][:1] + history + rendered["messages"][1:]
-            if call.client_format.value != "anthropic"
-            else history + rendered["messages"]
-        )
+        call.dialect.place_prompt(call.body, prompt, history)
         call.prompt_version = t.ref
         call.flags["prompt_name"] = t.name
-
-
-def json_schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The schema an OpenAI request asks its answer to follow (``response_format: json_schema``)."""
-    rf = body.get("response_format")
-    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
-        return None
-    js = rf.get("json_schema")
-    schema = js.get("schema") if isinstance(js, dict) else None
-    return schema if isinstance(schema, dict) else None
-
-
-def answer_text(raw: bytes) -> str:
-    """The assistant text of a Chat Completions body."""
-    try:
-        obj = orjson.loads(raw)
-        content = obj["choices"][0]["message"].get("content")
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        return ""
-    return content if isinstance(content, str) else ""
 
 
 def canary_secret(config: Config) -> str:

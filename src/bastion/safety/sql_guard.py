@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from ..call import Call
+from ..dialects import Wire, wire_for
 from ..errors import OutputBlocked
 from ..findings import Finding
-from ..providers.base import Format
 from .sql_stream import SqlStreamFilter
 
 if TYPE_CHECKING:  # sqlglot loads with the first feature that has SQL tools
@@ -87,41 +87,20 @@ class SqlToolCheck:
             err.guard = SqlToolGuard.name
             raise err
 
-    def apply(self, call: Call, fmt: Format, obj: dict[str, Any]) -> bool:
-        """Validate (and rewrite) SQL in a whole answer; True when the body changed."""
-        changed = False
-        if fmt is Format.ANTHROPIC:
-            for block in obj.get("content") or ():
-                if not isinstance(block, dict) or block.get("type") != "tool_use":
-                    continue
-                arg = self.tools.get(str(block.get("name")))
-                inp = block.get("input")
-                if arg is None or not isinstance(inp, dict):
-                    continue
-                safe = self._check(call, str(block["name"]), inp.get(arg))
-                if safe is not None and safe != inp.get(arg):
-                    block["input"] = {**inp, arg: safe}
-                    changed = True
-            return changed
-        for choice in obj.get("choices") or ():
-            msg = choice.get("message") if isinstance(choice, dict) else None
-            for tc in (msg or {}).get("tool_calls") or ():
-                fn = tc.get("function") if isinstance(tc, dict) else None
-                arg = self.tools.get(str((fn or {}).get("name")))
-                if fn is None or arg is None:
-                    continue
-                try:
-                    args = orjson.loads(fn.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    args = None
-                if not isinstance(args, dict):
-                    self._check(call, str(fn["name"]), None)
-                    continue
-                safe = self._check(call, str(fn["name"]), args.get(arg))
-                if safe is not None and safe != args.get(arg):
-                    fn["arguments"] = orjson.dumps({**args, arg: safe}).decode()
-                    changed = True
-        return changed
+    def apply(self, call: Call, fmt: str | Wire, obj: dict[str, Any]) -> bool:
+        """Validate (and rewrite) SQL in a whole answer's tool calls; True when the body changed."""
+
+        def edit(name: str, args: Any) -> dict[str, Any] | None:
+            arg = self.tools.get(name)
+            if arg is None:
+                return None
+            if not isinstance(args, dict):  # arguments that are not a JSON object
+                self.check(call, name, None)
+                return None
+            safe = self.check(call, name, args.get(arg))
+            return {**args, arg: safe} if safe is not None and safe != args.get(arg) else None
+
+        return wire_for(fmt).edit_tool_calls(obj, edit)
 
 
 class SqlToolGuard:
@@ -142,7 +121,7 @@ class SqlToolGuard:
         if check is not None:
             call.output_filters.append(SqlStreamFilter(check, call))
 
-    def check_body(self, call: Call, fmt: Format, raw: bytes) -> bytes:
+    def check_body(self, call: Call, fmt: str | Wire, raw: bytes) -> bytes:
         check = self.for_call(call)
         if check is None:
             return raw

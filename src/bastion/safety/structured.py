@@ -21,8 +21,6 @@ from ..call import Call
 from ..engine import Engine, OnEnd, Reply
 from ..errors import AIUnavailable, BudgetExceeded
 from ..findings import Finding, rule_id
-from ..providers.base import Format
-from .setup import answer_text, json_schema_of
 from .validation.jsonout import NO_REMOTE_REFS, JsonVerdict, validate_json_output
 
 # the structured-output check's revision, carried by every JSON-schema finding
@@ -79,10 +77,10 @@ async def check_structured_output(
     repair: bool,
 ) -> Reply:
     """Validate a whole answer against its schema; repair once when asked to."""
-    schema = json_schema_of(call.body) if call.client_format is Format.OPENAI else None
+    schema = call.dialect.response_schema(call.body)
     if schema is None or reply.body is None:
         return reply
-    text = answer_text(reply.body)
+    text = call.dialect.answer_text(reply.body)
     verdict = _verdict(text, schema)
     if verdict is None:  # the answer is paid for: it goes out, flagged, never as a 500
         call.add_finding(_finding("output_unchecked", "flagged", ("schema_unusable",)))
@@ -129,7 +127,7 @@ async def check_structured_output(
     u.output_tokens += first.output_tokens
     u.cache_read_tokens += first.cache_read_tokens
     u.cache_write_tokens += first.cache_write_tokens
-    second = _verdict(answer_text(repaired.body), schema) if repaired.body else None
+    second = _verdict(call.dialect.answer_text(repaired.body), schema) if repaired.body else None
     if second is not None and second.ok:
         call.add_finding(_finding("output_invalid", "repaired", reasons))
     else:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bastion.findings import Finding, findings_of
+from bastion.providers.base import Format
 
 __all__ = [
     "ApiFormat",
@@ -22,7 +23,7 @@ __all__ = [
     "new_key_id",
 ]
 
-ApiFormat = Literal["anthropic", "openai"]
+ApiFormat = Format  # the one spelling of a wire format (a str: stored as its value)
 GroupBy = Literal["feature", "user_id", "key_id", "model"]
 
 KEY_PREFIX_CHARS = 12

@@ -73,7 +73,7 @@ def _kinds(cls: type[Any]) -> dict[str, str]:
             kind = "float"
         elif f.name in _BODY_FIELDS:
             kind = "body"
-        else:  # str and ApiFormat (a Literal of str)
+        else:  # str and ApiFormat (the Format StrEnum, a str)
             kind = "id"
         kinds[f.name] = kind + ("?" if optional else "")
     return kinds

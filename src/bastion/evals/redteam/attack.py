@@ -24,11 +24,11 @@ import orjson
 
 from ...call import Principal
 from ...config import Config, load_config
+from ...dialects import dialect_for
 from ...errors import BastionError
 from ...gateway import Gateway
 from ...providers.sim.gullible import GullibleSimulator
 from ...safety.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
-from ...schema import validate
 from .cases import CATEGORIES, DEFAULT_PURPOSE, Category, RedTeamCase, generate
 from .verdict import ORDER_ID, Evidence, Refusal, ToolRun, Verdict, judge
 from .wire import Answer, Api, Wire
@@ -288,7 +288,7 @@ class _Runner:
             max_tokens=_MAX_TOKENS,
             stream=self.target.stream,
         )
-        validate(wire.format, body)  # a malformed request is the pack's bug, not a refusal
+        dialect_for(wire.format).validate(body)  # a malformed request is the pack's bug, not a refusal
         headers = {"x-bastion-feature": self.target.feature, "x-bastion-user": str(who.user)}
         try:
             reply = await self.gw.handle(wire.format, orjson.dumps(body), headers, principal=who)

@@ -22,13 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import orjson
-
 from ...call import Call
+from ...dialects import Dialect, dialect_for
 from ...errors import BastionError, InvalidRequest, PermissionDenied
 from ...findings import Finding as CallFinding
 from . import canary, scope
-from ._messages import last_user_text, replace, slots, system_text
+from ._messages import last_user_text, replace
 from .canary import (
     DEFAULT_SHINGLES,
     LeakAction,
@@ -82,7 +81,7 @@ class InjectionReport:
 
 def inspect_injection(
     body: dict[str, Any],
-    fmt: str,
+    fmt: str | Dialect,
     policy: InjectionPolicy,
     scanner: InjectionScanner,
     scope: Literal["last", "all"] = "last",
@@ -99,8 +98,9 @@ def inspect_injection(
     """
     report = InjectionReport()
     scan = cache.scan if cache is not None else scanner.scan
-    mode, marker = spotlight_of(system_text(body, fmt))
-    for slot in list(slots(body, fmt, "all")):
+    dialect = dialect_for(fmt)
+    mode, marker = spotlight_of(dialect.system_text(body))
+    for slot in list(dialect.untrusted_texts(body, "all")):
         words = scope == "all" or not slot.earlier  # judge the user's own words here?
         if slot.source == "user" and not words and '<doc id="' not in slot.text:
             continue  # an earlier user turn without documents: nothing to scan
@@ -266,7 +266,7 @@ class InjectionGuard:
             return
         report = inspect_injection(
             call.body,
-            call.client_format.value,
+            call.dialect,
             policy,
             self._scanner,
             self._scope,
@@ -299,7 +299,7 @@ class ScopeRequestGuard:
         text = last_user_text(call.body)
         turn = parse_user_turn(text)
         if turn is not None:  # a builder prompt: judge the user's words, not the documents
-            mode, marker = spotlight_of(system_text(call.body, call.client_format.value))
+            mode, marker = spotlight_of(call.dialect.system_text(call.body))
             text = readable(turn.user or "", mode, marker)
         verdict = guard.check(text)
         if not verdict.allowed:
@@ -338,7 +338,7 @@ class LeakGuard:
 
     def index(self, call: Call, policy: LeakPolicy) -> LeakIndex | None:
         """The (cached) index for this call's system prompt; None when there is nothing to watch."""
-        system = system_text(call.body, call.client_format.value)
+        system = call.dialect.system_text(call.body)
         if not system:
             return None
         min_run = policy.min_run if policy.watch_system_prompt else 0
@@ -378,33 +378,14 @@ class LeakGuard:
             call.add_finding(leak_finding(verdict.reasons, "flagged", "response", verdict.score))
 
 
-def delta_text(fmt: str, data: bytes) -> str | None:
+def delta_text(fmt: str | Dialect, data: bytes) -> str | None:
     """The text a stream event adds (Anthropic text_delta, OpenAI choices[0].delta.content)."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    if fmt == "anthropic":
-        d = obj.get("delta")
-        return d.get("text") if isinstance(d, dict) and isinstance(d.get("text"), str) else None
-    choices = obj.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        d = choices[0].get("delta")
-        c = d.get("content") if isinstance(d, dict) else None
-        return c if isinstance(c, str) else None
-    return None
+    return dialect_for(fmt).delta_text(data)
 
 
-def with_delta_text(fmt: str, data: bytes, text: str) -> bytes:
+def with_delta_text(fmt: str | Dialect, data: bytes, text: str) -> bytes:
     """The same stream event carrying ``text`` instead (what a redacting relay sends)."""
-    obj = orjson.loads(data)
-    if fmt == "anthropic":
-        obj["delta"]["text"] = text
-    else:
-        obj["choices"][0]["delta"]["content"] = text
-    return orjson.dumps(obj)
+    return dialect_for(fmt).with_delta_text(data, text)
 
 
 # -- prompt versions -----------------------------------------------------------------------
