@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -342,3 +343,16 @@ def test_output_guards_read_bedrock_streams(gw: RunningGateway) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text.startswith("Write to") and email not in text
+
+
+def test_readyz_counts_the_bedrock_provider_configured(gw: RunningGateway) -> None:
+    """Its credentials are botocore's to find (``bastion check`` looks): no key env to judge.
+    (The gateway as a whole is not ready here: its `anthropic`/`openai` providers have no key.)"""
+    try:
+        with urllib.request.urlopen(gw.url + "/readyz", timeout=10) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        body = json.loads(err.read())
+    providers = body["checks"]["providers"]
+    assert providers["br"] == {"kind": "bedrock", "configured": True}
+    assert providers["an"]["configured"] is False

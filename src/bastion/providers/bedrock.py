@@ -94,21 +94,17 @@ class BedrockSigner:
     def _resolve(self) -> Any:
         if self._credentials is None:
             from botocore.credentials import Credentials
-            from botocore.session import Session
 
-            session = Session()
-            # resolve from the environment and files only: no instance-metadata probe
-            creds = session.get_component("credential_provider")
-            for name in ("container-role", "iam-role"):
-                creds.remove(name)
-            found = session.get_credentials()
+            found = _local_credentials()
             if found is None and self._fallback is not None:
                 found = Credentials(*self._fallback)
             if found is None:
-                raise UpstreamConnectError(
+                err = UpstreamConnectError(
                     "no AWS credentials for the bedrock provider (set AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY, or a profile)"
                 )
+                err.reached = False  # nothing was sent: nothing to bill, fail over at once
+                raise err
             self._credentials = found
         return self._credentials
 
@@ -122,6 +118,27 @@ class BedrockSigner:
         aws = AWSRequest(method=request.method, url=request.url, data=request.body, headers=headers)
         SigV4Auth(self._resolve(), SERVICE, self.region).add_auth(aws)
         return {k.lower(): v for k, v in aws.headers.items()}
+
+
+def _local_credentials() -> Any:
+    """botocore's credential chain without the instance-metadata and container probes (which
+    would send requests to link-local addresses from wherever the gateway runs)."""
+    from botocore.session import Session
+
+    session = Session()
+    resolver = session.get_component("credential_provider")
+    for name in ("container-role", "iam-role"):
+        resolver.remove(name)
+    return session.get_credentials()
+
+
+def credential_source(base_url: str) -> str | None:
+    """Where the credentials a bedrock provider would sign with come from (botocore's name for
+    the source: ``env``, ``shared-credentials-file`` …), or None when there are none."""
+    found = _local_credentials()
+    if found is not None:
+        return str(found.method)
+    return "the simulator's test key" if base_url.startswith("sim://") else None
 
 
 class BedrockTransport:
