@@ -31,7 +31,9 @@ __all__ = [
     "load_config",
 ]
 
-ProviderKind = Literal["anthropic", "openai", "openai-compatible", "azure-openai", "gemini", "sim"]
+ProviderKind = Literal[
+    "anthropic", "openai", "openai-compatible", "azure-openai", "bedrock", "gemini", "sim"
+]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -109,6 +111,8 @@ class ProviderConfig(_Strict):
     api_key_env: str | None = None
     token_env: str | None = None
     api_version: str | None = Field(None, min_length=1, max_length=64)
+    # bedrock: the AWS region requests are sent to and signed for (SigV4, service "bedrock")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(256, gt=0)
 
@@ -126,6 +130,10 @@ class ProviderConfig(_Strict):
         elif self.token_env or self.api_version:
             key = "token_env" if self.token_env else "api_version"
             raise ValueError(f"{key}: only an azure-openai provider takes it")
+        if self.kind == "bedrock" and not self.region:
+            raise ValueError("region: a bedrock provider needs its AWS region (e.g. us-east-1)")
+        if self.region and self.kind != "bedrock":
+            raise ValueError("region: only a bedrock provider takes it")
         return self
 
     def resolved_base_url(self) -> str:
@@ -133,6 +141,8 @@ class ProviderConfig(_Strict):
             return resource_base(self.base_url, self.api_version)
         if self.base_url:
             return self.base_url.rstrip("/")
+        if self.kind == "bedrock":
+            return f"https://bedrock-runtime.{self.region}.amazonaws.com"
         return {
             "anthropic": "https://api.anthropic.com",
             "openai": "https://api.openai.com/v1",

@@ -18,7 +18,8 @@ __all__ = ["Readiness", "provider_ready", "readiness"]
 
 def provider_ready(kind: str, api_key: str | None) -> bool:
     """Whether a provider of this kind can be called with this key (or none)."""
-    return kind in ("sim", "openai-compatible") or bool(api_key)
+    # bedrock signs with AWS credentials botocore resolves on first use (``bastion check`` looks)
+    return kind in ("sim", "openai-compatible", "bedrock") or bool(api_key)
 
 
 @dataclass(slots=True)

@@ -62,6 +62,12 @@ async def provider_readiness(ctx: CheckContext, r: ItemResult) -> None:
                 "FAIL" if p.kind != "openai-compatible" else "INFO",
                 f"provider {name}: ${env} is {state}",
             )
+        elif p.kind == "bedrock":
+            from ..providers.bedrock import credential_source
+
+            source = credential_source(p.resolved_base_url())
+            found = f"AWS credentials from {source}" if source else "no AWS credentials found"
+            r.app("PASS" if source else "FAIL", f"provider {name}: {found}")
         elif p.kind != "sim":
             r.app("PASS", f"provider {name}: ${env or '(no key needed)'} is set")
     store, note = _store_to_ping(cfg.store.url)

@@ -55,6 +55,7 @@ GENAI_PROVIDERS: Final[Mapping[str, str]] = {
     "anthropic": "anthropic",
     "openai": "openai",
     "azure-openai": "azure.ai.openai",
+    "bedrock": "aws.bedrock",
 }
 _MAX_FLAG_CHARS: Final = 256
 # calls whose spans wait for a content worker; past this, a call's spans go without content

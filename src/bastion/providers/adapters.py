@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..call import Usage
-from . import azure, gemini
+from . import azure, bedrock, gemini
 from .base import Format, UpstreamRequest
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -63,6 +63,9 @@ class Endpoint:
         passthrough: Mapping[str, str],
     ) -> UpstreamRequest:
         headers: dict[str, str] = {"content-type": "application/json", **self.headers}
+        if self.kind == "bedrock":  # Converse: translated and signed there (providers/bedrock.py)
+            headers.update(extra_headers)
+            return bedrock.build_request(self.base_url, body, headers, stream=stream)
         if fmt is Format.ANTHROPIC:
             url = self.base_url + "/v1/messages"
             headers["anthropic-version"] = passthrough.get("anthropic-version", ANTHROPIC_VERSION)
@@ -100,6 +103,8 @@ def endpoint_formats(kind: str) -> tuple[Format, ...]:
     """What a provider kind speaks natively; the simulator speaks both."""
     if kind == "sim":
         return (Format.ANTHROPIC, Format.OPENAI)
+    if kind == "bedrock":  # Anthropic toward the gateway; Converse on the wire (bedrock.py)
+        return (Format.ANTHROPIC,)
     if kind == "gemini":
         return (Format.GEMINI,)
     return (Format.ANTHROPIC,) if kind == "anthropic" else (Format.OPENAI,)

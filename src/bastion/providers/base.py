@@ -19,6 +19,7 @@ class Format(StrEnum):
 
     ANTHROPIC = "anthropic"
     OPENAI = "openai"
+    BEDROCK = "bedrock"  # AWS Bedrock Converse; spoken by the bedrock transport, never by a client
     GEMINI = "gemini"  # provider side only: no client speaks it (providers/foreign.py)
 
 

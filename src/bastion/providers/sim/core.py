@@ -24,6 +24,7 @@ from ..base import Format
 from . import (
     anthropic_wire,
     azure_wire,
+    bedrock_wire,
     embeddings,
     gemini_wire,
     openai_wire,
@@ -143,6 +144,8 @@ class Simulator:
         h = {k.lower(): v for k, v in headers.items()}
         if azure_wire.is_azure_path(path):
             return await azure_wire.handle(self, method, path, h, body)
+        if bedrock_wire.is_bedrock_path(path):
+            return await bedrock_wire.handle(self, method, path, h, body)
         if gemini_wire.is_gemini_path(path):
             return await gemini_wire.handle(self, method, path, h, body)
         route = path.split("?", 1)[0].rstrip("/")

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..base import Format
-from . import _anthropic, _gemini, _openai
+from . import _anthropic, _bedrock, _gemini, _openai
 from ._errors import error_to
 from ._stream import StreamTranslator
 from .model import Request, Response, StopReason, Usage
@@ -39,6 +39,8 @@ __all__ = [
 
 def parse_request(fmt: Format, body: dict[str, Any]) -> Request:
     """Read a request body of ``fmt`` into the neutral model."""
+    if fmt is Format.BEDROCK:
+        return _bedrock.parse_request(body)
     if fmt is Format.GEMINI:
         return _gemini.parse_request(body)
     return (
@@ -48,6 +50,8 @@ def parse_request(fmt: Format, body: dict[str, Any]) -> Request:
 
 def parse_response(fmt: Format, body: dict[str, Any]) -> Response:
     """Read a non-streaming response body of ``fmt`` into the neutral model."""
+    if fmt is Format.BEDROCK:
+        return _bedrock.parse_response(body)
     if fmt is Format.GEMINI:
         return _gemini.parse_response(body)
     return (
@@ -57,6 +61,8 @@ def parse_response(fmt: Format, body: dict[str, Any]) -> Response:
 
 def emit_request(fmt: Format, req: Request, model: str) -> dict[str, Any]:
     """Write the neutral request as a body of ``fmt`` for upstream ``model``."""
+    if fmt is Format.BEDROCK:
+        return _bedrock.emit_request(req, model)
     if fmt is Format.ANTHROPIC:
         return _anthropic.emit_request(req, model)
     if fmt is Format.GEMINI:
@@ -66,6 +72,8 @@ def emit_request(fmt: Format, req: Request, model: str) -> dict[str, Any]:
 
 def emit_response(fmt: Format, resp: Response, model: str) -> dict[str, Any]:
     """Write the neutral response as a body of ``fmt``."""
+    if fmt is Format.BEDROCK:
+        return _bedrock.emit_response(resp, model)
     if fmt is Format.ANTHROPIC:
         return _anthropic.emit_response(resp, model)
     if fmt is Format.GEMINI:
