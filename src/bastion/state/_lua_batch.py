@@ -214,7 +214,32 @@ FINISH: Final = (
     + _BUCKET_NOW
     + _RECORD
     + """
-local out, a, k = {}, 1, 1
+local a, k = 1, 1
+while a <= #ARGV do  -- first, before any write: each settle names its reservation's own caps
+  local t = ARGV[a]
+  if t == 'S' then
+    local n = tonumber(ARGV[a + 3])
+    local items = redis.call('LRANGE', KEYS[k], 0, -1)
+    if #items > 0 then
+      local same = #items == 3 * n
+      for c = 1, n do
+        same = same and items[3 * c - 2] == KEYS[k + 2 * c - 1] and items[3 * c - 1] == KEYS[k + 2 * c]
+      end
+      if not same then return redis.error_reply('settle caps differ from the reservation') end
+    end
+    a, k = a + 4, k + 1 + 2 * n
+  elseif t == 'C' then
+    a, k = a + 4, k + 1
+  elseif t == 'I' then
+    a, k = a + 3, k + 1
+  elseif t == 'K' then
+    a, k = a + 9, k + 1
+  else
+    return redis.error_reply('unknown finish operation ' .. tostring(t))
+  end
+end
+local out = {}
+a, k = 1, 1
 while a <= #ARGV do
   local t, key = ARGV[a], KEYS[k]
   if t == 'S' then
@@ -223,12 +248,8 @@ while a <= #ARGV do
     if #items == 0 then
       out[#out + 1] = 0
     else
-      if #items ~= 3 * n then return redis.error_reply('settle caps differ from the reservation') end
       for c = 1, n do
         local h, z, ttl = KEYS[k + 2 * c - 1], KEYS[k + 2 * c], items[3 * c]
-        if items[3 * c - 2] ~= h or items[3 * c - 1] ~= z then
-          return redis.error_reply('settle caps differ from the reservation')
-        end
         local amount = redis.call('HGET', h, 'r:' .. id)
         if amount then
           redis.call('HDEL', h, 'r:' .. id)
@@ -266,8 +287,6 @@ while a <= #ARGV do
       tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]),
       tonumber(ARGV[a + 6]), ARGV[a + 7], tonumber(ARGV[a + 8]))
     a, k = a + 9, k + 1
-  else
-    return redis.error_reply('unknown finish operation ' .. tostring(t))
   end
 end
 return out

@@ -49,7 +49,7 @@ from redis.exceptions import (
 )
 
 from bastion.errors import ConfigError, StateUnavailable
-from bastion.state import _lua
+from bastion.state import _lua, _lua_batch, _redis_batch
 from bastion.state._breaker import BUCKETS, retention
 from bastion.state.base import (
     BreakerDecision,
@@ -63,6 +63,14 @@ from bastion.state.base import (
     TakeResult,
     Usage,
     check_reserve,
+)
+from bastion.state.plan import (
+    AdmitOp,
+    AdmitResult,
+    FinishAnswer,
+    FinishOp,
+    check_admit,
+    check_finish,
 )
 
 if TYPE_CHECKING:  # the cluster client is imported only for a redis+cluster:// URL
@@ -149,6 +157,8 @@ class RedisCounterStore:
         self._idem_begin_s = script(_lua.IDEM_BEGIN)
         self._idem_complete_s = script(_lua.IDEM_COMPLETE)
         self._idem_abandon_s = script(_lua.IDEM_ABANDON)
+        self._admit_s = script(_lua_batch.ADMIT)
+        self._finish_s = script(_lua_batch.FINISH)
 
     def _key(self, kind: str, name: str) -> str:
         return redis_key(self._p, kind, name)
@@ -353,6 +363,22 @@ class RedisCounterStore:
 
     async def idem_abandon(self, key: str) -> bool:
         return bool(await self._run(self._idem_abandon_s, [self._key("idem", key)], []))
+
+    # -- batches: one script, so one round trip, per phase of a call --------------------------
+
+    async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
+        check_admit(ops)
+        if not ops:
+            return AdmitResult(None, ())
+        keys, args = _redis_batch.admit_call(ops, self._key)
+        return _redis_batch.admit_result(ops, await self._run(self._admit_s, keys, args))
+
+    async def finish(self, ops: Sequence[FinishOp]) -> tuple[FinishAnswer, ...]:
+        check_finish(ops)
+        if not ops:
+            return ()
+        keys, args = _redis_batch.finish_call(ops, self._key)
+        return _redis_batch.finish_result(ops, await self._run(self._finish_s, keys, args))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
