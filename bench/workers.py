@@ -17,6 +17,7 @@ count and a time limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from harness import (
     REDIS_URL,
@@ -86,7 +88,22 @@ def wait_workers(gw: Server, workers: int, timeout: float = 120.0) -> None:
     raise TimeoutError(f"{gw.name} not ready: {gw.tail()}")
 
 
-def table(results: dict[str, Result], direct: str) -> str:
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its children (the supervisor's workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def table(results: dict[str, Result], direct: str, cpu_ms: dict[str, float]) -> str:
     base = results[direct].rps
     rows = [
         [
@@ -96,11 +113,13 @@ def table(results: dict[str, Result], direct: str) -> str:
             fmt_ms(r.p(0.5), 1),
             fmt_ms(r.p(0.99), 1),
             str(r.samples.errors),
+            fmt_ms(cpu_ms.get(name), 2),
             f"{r.busy_pct:.0f}%",
         ]
         for name, r in results.items()
     ]
-    return render(["side", "req/s", "of direct", "p50 ms", "p99 ms", "errors", "box busy"], rows)
+    header = ["side", "req/s", "of direct", "p50 ms", "p99 ms", "errors", "CPU ms/call", "box busy"]
+    return render(header, rows)
 
 
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -125,11 +144,13 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
         ]
         prefixes = []
+        gateways: list[int] = []
         for label, name, n, extra in sides[1:]:
             gw, key = start_workers(name, cfg, tmp, started, n, *extra)
             wait_workers(gw, n)
             prefixes.append(yaml.safe_load((tmp / name / "bastion.yaml").read_text())["state"])
-            pid = gw.pid if n == 1 else None  # several processes: CPU is not summed here
+            gateways.append(gw.pid)
+            pid = gw.pid if n == 1 else None  # several processes: summed below instead
             targets.append(
                 (
                     label,
@@ -137,6 +158,9 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     pid,
                 )
             )
+        # the gateways' process trees only: the simulator serves every side
+        pids = {label: pid for (label, _, _), pid in zip(targets[1:], gateways, strict=True)}
+        cpu0 = {label: tree_cpu_s(pid) for label, pid in pids.items()}
         try:
             results = await interleaved(
                 targets,
@@ -146,6 +170,14 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 seconds=seconds,
                 warmup=200,
             )
+            # warm-up calls included (a few hundred of some thousands): an upper bound
+            sent = 200 + rounds * args.concurrency
+            cpu_ms = {
+                label: 1000.0
+                * (tree_cpu_s(pid) - cpu0[label])
+                / (results[label].samples.done + sent)
+                for label, pid in pids.items()
+            }
         finally:
             for state in prefixes:
                 redis_cleanup(state["prefix"])
@@ -154,7 +186,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         label: (results[label].rps / one if one else 0.0)
         for label in ("2 workers, shared socket", "2 workers, SO_REUSEPORT")
     }
-    return {"results": results, "ratios": ratios}
+    return {"results": results, "ratios": ratios, "cpu_ms": cpu_ms}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -177,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"unary {API}, {UPSTREAM_MS} ms upstream, concurrency {args.concurrency}, "
         "Redis state, default pipeline"
     )
-    print(table(results, "direct"))
+    print(table(results, "direct", out["cpu_ms"]))
     for label, ratio in out["ratios"].items():
         verdict = "meets" if ratio >= GOAL else "misses"
         print(f"{label} / 1 worker: {ratio:.2f}x  ({verdict} the {GOAL}x goal)")
@@ -189,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "rps": {k: r.rps for k, r in results.items()},
                     "errors": {k: r.samples.errors for k, r in results.items()},
                     "ratios": out["ratios"],
+                    "cpu_ms_per_call": out["cpu_ms"],
                 },
                 indent=2,
             )

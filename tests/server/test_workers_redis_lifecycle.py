@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,20 @@ from typing import Any
 import httpx2 as httpx
 import psutil
 import pytest
-from tests.conftest import sim_models
-from tests.server._workers_redis import Workers, cleanup, running, start_workers, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.conftest import BIN, free_port, sim_models, stop, write_config
+from tests.server._workers_redis import (
+    REDIS_URL,
+    Workers,
+    cleanup,
+    drop_prefix,
+    running,
+    start_workers,
+    wait_for,
+)
+
+from bastion.server.workers import RestartBudget
 
 CHUNK_MS = 200
 TOKENS = 15
@@ -160,3 +175,63 @@ def test_workers_that_keep_dying_make_the_supervisor_exit_non_zero(workers: Work
     assert "giving up" in workers.log()
     assert len(workers.restarts()) == 5  # the bound: 5 restarts a minute
     assert not any(running(pid) for pid in killed | {new for *_, new in workers.restarts()})
+
+
+def test_the_supervisor_makes_the_first_key_once_and_every_worker_accepts_it(
+    tmp_path: Path,
+) -> None:
+    prefix = "bastiontest-wk" + uuid.uuid4().hex[:8]
+    config = write_config(tmp_path, state={"url": REDIS_URL, "prefix": prefix})
+    port = free_port()
+    log = tmp_path / "serve.log"
+    argv = [str(BIN / "bastion"), "serve", "--config", str(config), "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*argv, "--workers", "3"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "workers on one port" in log.read_text(errors="replace"), 90, "start")
+        text = log.read_text(errors="replace")
+        assert (
+            text.count("a first key was created") == 1 and text.count("Bastion is listening") == 1
+        )
+        key = re.search(r"^  (bst-\S+)$", text, re.M)
+        assert key is not None, text
+        with sqlite3.connect(tmp_path / "bastion.db") as conn:
+            assert conn.execute("SELECT count(*) FROM keys").fetchone() == (1,)
+        # the one key works on every worker (fresh connections reach all three)
+        for _ in range(12):
+            r = httpx.get(
+                f"http://127.0.0.1:{port}/v1/models",
+                headers={"x-api-key": key.group(1), "connection": "close"},
+                timeout=10,
+            )
+            assert r.status_code == 200
+        metrics = httpx.get(
+            f"http://127.0.0.1:{port}/metrics", headers={"x-api-key": key.group(1)}, timeout=10
+        ).text
+        assert all(f'bastion_worker_up{{worker="{w}"}} 1.0' in metrics for w in range(3))
+    finally:
+        stop(proc)
+        drop_prefix(prefix)
+    assert proc.returncode == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 6),
+    window=st.floats(0.5, 100.0),
+    gaps=st.lists(st.floats(0.0, 50.0), max_size=40),
+)
+def test_the_restart_budget_allows_exactly_limit_restarts_in_any_window(
+    limit: int, window: float, gaps: list[float]
+) -> None:
+    budget = RestartBudget(limit, window)
+    now, accepted = 0.0, []
+    for gap in gaps:
+        now += gap
+        recent = [t for t in accepted if now - t < window]
+        ok = budget.take(now)
+        assert ok == (len(recent) < limit)  # refused exactly when the window is full
+        if ok:
+            accepted.append(now)
+    for t in accepted:
+        assert sum(1 for u in accepted if t <= u < t + window) <= limit

@@ -125,6 +125,24 @@ async def _bootstrap(cfg: Config) -> tuple[str, str]:
         await store.close()
 
 
+class RestartBudget:
+    """At most ``limit`` restarts in any ``window`` seconds: a crash loop ends, a rare crash not."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._times: collections.deque[float] = collections.deque()
+
+    def take(self, now: float) -> bool:
+        """Whether a restart at ``now`` fits (and if so, count it)."""
+        while self._times and now - self._times[0] >= self.window:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
+
+
 class Supervisor:
     """N workers on one port: start them, restart the ones that die, drain them on a signal."""
 
@@ -145,12 +163,10 @@ class Supervisor:
         self.port = port
         self.count = workers
         self.reuse_port = default_reuse_port() if reuse_port is None else reuse_port
-        self.max_restarts = max_restarts
-        self.restart_window = restart_window
         self._echo = echo if echo is not None else _stderr
         self._config_json = cfg.model_dump_json().encode()
         self._workers: dict[int, _Worker] = {}
-        self._restarts: collections.deque[float] = collections.deque()
+        self._restarts = RestartBudget(max_restarts, restart_window)
         self._signals = _Signals()
         self._sock: socket.socket | None = None
         self._runtime_dir = ""
@@ -275,15 +291,11 @@ class Supervisor:
                 if code is None or self._signals.received:
                     continue
                 self._forget(w)
-                now = time.monotonic()
-                while self._restarts and now - self._restarts[0] > self.restart_window:
-                    self._restarts.popleft()
-                if len(self._restarts) >= self.max_restarts:
+                if not self._restarts.take(time.monotonic()):
                     raise WorkersFailed(
-                        f"worker {wid} exited with {code}; workers died {len(self._restarts) + 1} "
-                        f"times in {self.restart_window:g}s, giving up"
+                        f"worker {wid} exited with {code}; {self._restarts.limit} restarts in "
+                        f"{self._restarts.window:g}s already, giving up"
                     )
-                self._restarts.append(now)
                 self._workers[wid] = self._spawn(wid)
                 self._echo(
                     f"bastion: worker {wid} (pid {w.proc.pid}) exited unexpectedly with {code}; "
