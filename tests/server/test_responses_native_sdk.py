@@ -65,6 +65,12 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
     }
     models = {
         "gpt-native": {"deployments": [{"provider": "oai", "model": "gpt-4.1"}]},
+        "gpt-recovers": {
+            "deployments": [
+                {"provider": "oai", "model": "gpt-4.1", "headers": {"x-sim-fault": "cut_after:4"}},
+                {"provider": "oai", "model": "gpt-4.1-mini"},
+            ]
+        },
         "gpt-falls-over": {
             "deployments": [
                 {"provider": "oai", "model": "gpt-4.1", "headers": {"x-sim-fault": "status:500"}},
@@ -275,3 +281,18 @@ def test_a_chat_call_to_the_same_deployment_stays_chat(gw: RunningGateway, sim_u
     )
     assert out.choices[0].message.content
     assert [u["path"] for u in _upstream(sim_url, m)] == ["/v1/chat/completions"]
+
+
+def test_a_stream_cut_mid_answer_restarts_natively_at_the_next_deployment(
+    client: openai.OpenAI, gw: RunningGateway, sim_url: str
+) -> None:
+    m = _mark()
+    with client.responses.stream(model="gpt-recovers", input=f"Long story {m}") as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_response()
+    assert kinds[-1] == "response.completed" and final.output_text
+    ups = _upstream(sim_url, m)
+    assert [u["path"] for u in ups] == ["/v1/responses"] * 2
+    assert [u["body"]["model"] for u in ups] == ["gpt-4.1", "gpt-4.1-mini"]
+    rec = _record(gw, final.id)
+    assert rec.flags.get("recovered") == "restart"

@@ -24,7 +24,7 @@ from ..errors import InvalidRequest
 from ..providers.base import Format
 from ..providers.sse import SSEDecoder
 from ..schema import parse_body
-from .native import NativeCall, responses_call
+from .native import InResponsesCall, NativeCall, responses_call
 from .request import to_chat
 from .response import from_chat, response_id
 from .stream import ResponsesEmitter, ResponsesStream
@@ -59,7 +59,8 @@ class ResponsesApi:
             raise InvalidRequest("the Responses API is served in OpenAI's format only")
         body = parse_body(raw)
         translated = to_chat(body)
-        with responses_call(NativeCall(extras_of(body))):
+        native = NativeCall(extras_of(body))
+        with responses_call(native):
             reply = await self._gateway.handle(
                 Format.OPENAI,
                 orjson.dumps(translated.chat),
@@ -71,7 +72,7 @@ class ResponsesApi:
         now = int(time.time())
         if reply.stream is not None:
             emitter = ResponsesEmitter(resp_id, translated.echo, created_at=now)
-            reply.stream = ResponsesStream(reply.stream, emitter)
+            reply.stream = ResponsesStream(InResponsesCall(reply.stream, native), emitter)
         elif reply.status == 200 and reply.body:
             chat = orjson.loads(reply.body)
             if isinstance(chat, dict) and chat.get("object") == "chat.completion":

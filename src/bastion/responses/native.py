@@ -28,7 +28,14 @@ from ..errors import UpstreamProtocolError
 from ..providers.base import Transport, UpstreamRequest, UpstreamResponse
 from .wire import ChatFromResponses, chat_from_response, request_from_chat
 
-__all__ = ["NATIVE_KINDS", "NativeCall", "ResponsesWire", "native_transport", "responses_call"]
+__all__ = [
+    "NATIVE_KINDS",
+    "InResponsesCall",
+    "NativeCall",
+    "ResponsesWire",
+    "native_transport",
+    "responses_call",
+]
 
 # provider kinds whose wire has the Responses API
 NATIVE_KINDS = frozenset({"openai", "sim"})
@@ -121,3 +128,27 @@ class ChatView:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class InResponsesCall:
+    """A reply stream whose reads run as the Responses call, so an attempt made mid-stream (a
+    cut answer restarted at another deployment) is sent as the call's first attempts were."""
+
+    __slots__ = ("_inner", "_native")
+
+    def __init__(self, inner: AsyncIterator[bytes], native: NativeCall) -> None:
+        self._inner = inner
+        self._native = native
+
+    def __aiter__(self) -> InResponsesCall:
+        return self
+
+    async def __anext__(self) -> bytes:
+        with responses_call(self._native):
+            return await anext(self._inner)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            with responses_call(self._native):
+                await aclose()
