@@ -116,9 +116,14 @@ def start_workers(tmp: Path, n: int = 2, *extra: str, **sections: Any) -> Worker
 
 def cleanup(w: Workers) -> None:
     stop(w.proc)
+    drop_prefix(w.prefix)
+
+
+def drop_prefix(prefix: str) -> None:
+    """Delete the Redis keys a test's gateway made under its prefix."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        for k in client.scan_iter(match=f"{w.prefix}*", count=1000):
+        for k in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(k)
     finally:
         client.close()
