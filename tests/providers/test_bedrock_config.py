@@ -16,6 +16,7 @@ from tests.conftest import BIN, sim_models, write_config
 
 import bastion
 from bastion.config import ProviderConfig
+from bastion.cost.pricing import PriceTable
 from bastion.providers import bedrock
 from bastion.providers.sim.bedrock_wire import REGION_HEADER
 from bastion.readiness import provider_ready
@@ -149,3 +150,18 @@ def test_check_judges_aws_credentials(tmp_path: Path, key: str | None, says: str
         env=env,
     ).stdout
     assert f"provider br: {'AWS credentials ' if key else ''}{says}" in out
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+        ("global.anthropic.claude-opus-4-5-20251101-v1:0", "claude-opus-4-5"),
+    ],
+)
+def test_bedrock_model_ids_price_as_the_vendors_model(model: str, family: str) -> None:
+    table = PriceTable()
+    assert table.for_deployment(model, "bedrock") == table.get(family) is not None
+    assert table.for_deployment(model, "anthropic") is None  # only a bedrock id is read so
+    assert table.for_deployment("amazon.nova-pro-v1:0", "bedrock") is None  # not in the table

@@ -31,7 +31,7 @@ from bastion.providers.sim.bedrock_wire import (
 from bastion.store import open_store
 from bastion.store.models import CallRecord
 
-MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 REGION = "ap-southeast-2"
 MSG: list[Any] = [{"role": "user", "content": "Say hello to the team"}]
 FAIL = {"x-sim-fault": "status:500"}
@@ -158,7 +158,7 @@ def test_openai_create_reaches_converse_signed_for_the_region_with_usage_and_rec
     assert res.choices[0].message.content and res.choices[0].finish_reason == "stop"
     assert res.usage is not None and res.usage.prompt_tokens > 0
     (seen,) = _bedrock_requests(sim_url)[before:]
-    assert seen["path"] == "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/converse"
+    assert seen["path"] == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/converse"
     assert seen["headers"][REGION_HEADER] == REGION
     assert seen["headers"]["authorization"].startswith(
         f"AWS4-HMAC-SHA256 Credential={SIM_ACCESS_KEY_ID}/"
@@ -172,6 +172,9 @@ def test_openai_create_reaches_converse_signed_for_the_region_with_usage_and_rec
     assert rec.provider == "br" and rec.status == 200
     assert rec.input_tokens == res.usage.prompt_tokens
     assert rec.output_tokens == res.usage.completion_tokens
+    # priced as Anthropic's claude-sonnet-4-5 ($3 / $15 per million tokens)
+    want = (rec.input_tokens * 3.0 + rec.output_tokens * 15.0) / 1e6
+    assert rec.cost_usd == pytest.approx(want)
 
 
 def test_streams_in_both_formats_read_the_eventstream(gw: RunningGateway, sim_url: str) -> None:
@@ -193,7 +196,7 @@ def test_streams_in_both_formats_read_the_eventstream(gw: RunningGateway, sim_ur
         final = s.get_final_message()
     assert got and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
     paths = [r["path"] for r in _bedrock_requests(sim_url)[before:]]
-    assert paths == ["/model/anthropic.claude-3-5-sonnet-20240620-v1:0/converse-stream"] * 2
+    assert paths == ["/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/converse-stream"] * 2
 
 
 def test_anthropic_create_is_answered_from_converse(gw: RunningGateway) -> None:

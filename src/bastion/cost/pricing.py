@@ -8,6 +8,7 @@ price like their family.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -75,6 +76,14 @@ BUILTIN_PRICES: Mapping[str, Price] = {
     "gpt-5-nano": _openai(0.05, 0.4, 0.005),
     "o3": _openai(2.0, 8.0, 0.5),
     "o4-mini": _openai(1.1, 4.4, 0.275),
+    # Google Gemini (Developer API, prompts up to 200k tokens): cached input at 10%, no
+    # separate cache write (storage is billed per hour outside a call)
+    "gemini-3.1-pro": _openai(2.0, 12.0, 0.2),
+    "gemini-3-flash": _openai(0.5, 3.0, 0.05),
+    "gemini-2.5-pro": _openai(1.25, 10.0, 0.125),
+    "gemini-2.5-flash": _openai(0.3, 2.5, 0.03),
+    "gemini-2.5-flash-lite": _openai(0.1, 0.4, 0.01),
+    "gemini-2.0-flash": _openai(0.1, 0.4, 0.025),
     # OpenAI embeddings: input tokens only
     "text-embedding-3-small": Price(0.02, 0.0, 0.02, 0.02),
     "text-embedding-3-large": Price(0.13, 0.0, 0.13, 0.13),
@@ -82,6 +91,12 @@ BUILTIN_PRICES: Mapping[str, Price] = {
     # the simulator's own models
     "sim-": _anthropic(1.0, 5.0),
 }
+
+
+# A Bedrock model id is [geography.]vendor.model[-vN[:M]] ("us.anthropic.claude-sonnet-4-5-
+# 20250929-v1:0"): unless the table names it, it is priced as the vendor's own model (Bedrock's
+# on-demand list prices for these models are the vendor's; regional endpoints may add ~10%)
+_BEDROCK_ID = re.compile(r"^(?:[a-z]{2,6}(?:-[a-z]+)?\.)?[a-z0-9-]+\.(.+?)(?:-v\d+(?::\d+)?)?$")
 
 
 class PriceTable:
@@ -112,6 +127,8 @@ class PriceTable:
         price = self.get(model)
         if price is None and provider_kind == "sim":
             price = self._prices.get("sim-")
+        if price is None and provider_kind == "bedrock" and (m := _BEDROCK_ID.match(model)):
+            price = self.get(m.group(1))
         return price
 
     def cost(self, model: str, usage: Usage) -> float | None:
