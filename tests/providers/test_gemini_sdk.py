@@ -165,6 +165,23 @@ def test_create_reaches_gemini_with_model_path_and_key_header(
     assert rec.provider == "gem" and rec.status == 200
     assert rec.input_tokens == res.usage.prompt_tokens
     assert rec.output_tokens == res.usage.completion_tokens
+    # priced from the built-in table: gemini-2.5-flash, $0.30 in / $2.50 out per million
+    want = (rec.input_tokens * 0.3 + rec.output_tokens * 2.5) / 1e6
+    assert rec.cost_usd == pytest.approx(want)
+
+
+def test_responses_api_is_translated_to_gemini(gw: RunningGateway, sim_url: str) -> None:
+    before = len(_gemini_requests(sim_url))
+    r = _oa(gw).responses.create(model="gem", instructions="Be brief.", input="Hello there")
+    assert r.output_text and r.usage is not None and r.usage.output_tokens > 0
+    with _oa(gw).responses.stream(model="gem", input="Stream please") as s:
+        final = s.get_final_response()
+    assert final.output_text
+    paths = [x["path"] for x in _gemini_requests(sim_url)[before:]]
+    assert paths == [
+        f"/v1beta/models/{MODEL}:generateContent",
+        f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+    ]
 
 
 def test_openai_stream_comes_from_stream_generate_content_with_usage(

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,8 +19,9 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from tests.cost._cost_support import sim_process
+from tests.cost._cost_support import inproc_config, sim_process
 
+from bastion.gateway import Gateway
 from bastion.providers.sim.core import Simulator
 
 MODEL = "gemini-2.5-flash"
@@ -237,3 +239,27 @@ def test_a_cut_stream_never_carries_a_finish_and_an_error_midway_is_googles(
             "status": "INTERNAL",
         }
     }
+
+
+async def test_a_simulated_gemini_provider_answers_the_library_in_both_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``base_url: sim://...`` keeps Gemini in-process: no key to a real endpoint, no socket."""
+    cfg = inproc_config(
+        tmp_path,
+        providers={"g": {"kind": "gemini", "base_url": "sim://gemini", "api_key_env": "GEM_K"}},
+        models={"m": {"deployments": [{"provider": "g", "model": MODEL}]}},
+    )
+    monkeypatch.setenv("GEM_K", "k")
+    ask = [{"role": "user", "content": "Say hello"}]
+    async with Gateway(cfg) as gw:
+        msg = await gw.messages({"model": "m", "max_tokens": 50, "messages": ask})
+        assert msg["content"][0]["text"] and msg["stop_reason"] == "end_turn"
+        chunks = [c async for c in gw.stream_chat_completions({"model": "m", "messages": ask})]
+        assert "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
+        first, second = gw.simulator.requests
+        assert first.path == f"/v1beta/models/{MODEL}:generateContent"
+        assert second.path == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+        assert second.headers["x-goog-api-key"] == "k" and "model" not in second.body
