@@ -81,6 +81,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
     features = {
         "default": {"pii_output": "off"},
         "broke": {"daily_budget_usd": 0.0},
+        "tight": {"daily_budget_usd": 0.01},
+        "capped": {"max_tokens_limit": 50, "max_tokens_default": 20},
         "redact": {"pii_output": "redact"},
         "scrub_in": {"pii_provider": True, "pii_output": "off"},
     }
@@ -247,6 +249,30 @@ def test_budget_refusal_sends_nothing_upstream(client: openai.OpenAI, sim_url: s
             )
         assert ei.value.status_code == 429 and ei.value.code == "budget_exceeded"
     assert _upstream(sim_url, m) == []
+
+
+def test_the_reservation_reads_max_output_tokens_and_a_clamp_goes_upstream(
+    client: openai.OpenAI, sim_url: str
+) -> None:
+    m = _mark()
+    # 16k output tokens of gpt-4.1 ($8/M) cannot be reserved from a $0.01 day; 20 can
+    with pytest.raises(openai.RateLimitError) as ei:
+        client.responses.create(
+            model="gpt-native", input=f"Hi {m}", max_output_tokens=16_000, **_feature("tight")
+        )
+    assert ei.value.code == "budget_exceeded" and _upstream(sim_url, m) == []
+    r = client.responses.create(
+        model="gpt-native", input=f"Hi {m}", max_output_tokens=20, **_feature("tight")
+    )
+    assert r.status in ("completed", "incomplete")
+    [up] = _upstream(sim_url, m)
+    assert up["body"]["max_output_tokens"] == 20
+    m2 = _mark()
+    client.responses.create(
+        model="gpt-native", input=f"Hi {m2}", max_output_tokens=5000, **_feature("capped")
+    )
+    [up] = _upstream(sim_url, m2)
+    assert up["body"]["max_output_tokens"] == 50  # the feature's clamp, made in the chat view
 
 
 def test_failover_to_an_anthropic_deployment_translates(
