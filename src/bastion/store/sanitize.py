@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -209,7 +210,54 @@ def _unique_id(value: str) -> str:
     return clean_text(value, ID_MAX_CHARS - 34) + "~h" + digest
 
 
-def _sanitize(record: _R, kinds: dict[str, str]) -> tuple[_R, tuple[str, ...]]:
+def _ok_check(kind: str) -> Callable[[Any], bool]:
+    """A fast test that is true exactly when ``_fix`` would leave a value of ``kind`` as it is."""
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    check: Callable[[Any], bool]
+    if base in ("id", "body"):
+        limit = BODY_MAX_CHARS if base == "body" else ID_MAX_CHARS
+
+        def check(v: Any) -> bool:
+            return isinstance(v, str) and _text_ok(v, limit)
+    elif base == "bool":
+
+        def check(v: Any) -> bool:
+            return isinstance(v, bool)
+    elif base in ("int4", "int8"):
+        lo, hi = _INT4 if base == "int4" else _INT8
+
+        def check(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    elif base == "float":
+
+        def check(v: Any) -> bool:
+            return isinstance(v, float) and math.isfinite(v)
+    elif base == "findings":
+
+        def check(v: Any) -> bool:
+            return not _fix_findings(v)[0]
+    else:
+        check = _json_ok
+    if not optional:
+        return check
+    return lambda v: v is None or check(v)
+
+
+def _checks(kinds: dict[str, str]) -> tuple[tuple[str, Callable[[Any], bool]], ...]:
+    return tuple((name, _ok_check(kind)) for name, kind in kinds.items())
+
+
+_CALL_CHECKS: Final = _checks(_CALL_KINDS)
+_LEDGER_CHECKS: Final = _checks(_LEDGER_KINDS)
+
+
+def _sanitize(
+    record: _R, kinds: dict[str, str], checks: tuple[tuple[str, Callable[[Any], bool]], ...]
+) -> tuple[_R, tuple[str, ...]]:
+    # the common case, a record that needs nothing, is one cheap test per field
+    if all(ok(getattr(record, name)) for name, ok in checks):
+        return record, ()
     changes: dict[str, Any] = {}
     for name, kind in kinds.items():
         changed, value = _fix(kind, getattr(record, name), name)
@@ -227,9 +275,9 @@ def _sanitize(record: _R, kinds: dict[str, str]) -> tuple[_R, tuple[str, ...]]:
 
 def sanitize_call(record: CallRecord) -> tuple[CallRecord, tuple[str, ...]]:
     """A call record every backend accepts, and the names of the fields that had to change."""
-    return _sanitize(record, _CALL_KINDS)
+    return _sanitize(record, _CALL_KINDS, _CALL_CHECKS)
 
 
 def sanitize_entry(entry: LedgerEntry) -> tuple[LedgerEntry, tuple[str, ...]]:
     """A ledger entry every backend accepts, and the names of the fields that had to change."""
-    return _sanitize(entry, _LEDGER_KINDS)
+    return _sanitize(entry, _LEDGER_KINDS, _LEDGER_CHECKS)
