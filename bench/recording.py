@@ -25,6 +25,11 @@
     lag (how late a 10 ms timer fired: what a request on the same loop would wait), RSS
     growth, spills, drain time at the end, and rows counted in the database.
 
+(b') Scale (issue 16). 5,000 records/s for 30 s (at most 60 s) into PostgreSQL, whose call
+    table is partitioned by day (migration 6) and written by COPY: the same figures, plus RSS
+    at the half-way point against the end (memory must stay flat once the queue is in steady
+    state) and the rows counted in the database.
+
 (c) Overload. 20,000 records/s offered for 3 s with ``max_queue`` 2,000: the queue must stay
     bounded and the overflow go to the spill file; after a replay, every record must be in
     the database (rows counted) and none dropped.
@@ -336,6 +341,7 @@ async def drive_recorder(
     submitted = 0
     max_depth = 0
     rss_max = rss0
+    rss_mid: float | None = None
     lags: list[float] = []
     target_total = int(rate * seconds)
     per_tick_cap = max(1, int(rate * 0.05))  # never more than 50 ms worth in one tick
@@ -353,6 +359,8 @@ async def drive_recorder(
         max_depth = max(max_depth, rec.pending)
         if submitted % 1000 < max(due, 1):
             rss_max = max(rss_max, self_rss_mb())
+        if rss_mid is None and submitted >= target_total // 2:
+            rss_mid = self_rss_mb()
         next_tick += 0.01
         delay = max(0.0, next_tick - time.perf_counter())
         t0 = time.perf_counter()
@@ -389,6 +397,7 @@ async def drive_recorder(
         "rss_start_mb": rss0,
         "rss_max_mb": rss_max,
         "rss_end_mb": rss_end_load,
+        "rss_mid_mb": rss_end_load if rss_mid is None else rss_mid,
         "spilled": rec.stats.spilled,
         "replayed": rec.stats.replayed,
         "dropped": rec.stats.dropped,
@@ -431,16 +440,20 @@ async def part_bc(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         }
         for kind, rate, seconds, max_queue in (
             ("sustained", args.rate, args.seconds_b, 20_000),
+            ("scale", args.scale_rate, min(args.seconds_scale, 60.0), 20_000),
             ("overload", args.overload_rate, args.seconds_c, 2_000),
         ):
+            if args.only == "scale" and kind != "scale":
+                continue
             for backend, url in stores.items():
                 if kind == "overload" and url == "null://":
                     continue  # a store that never falls behind cannot be overloaded
+                if kind == "scale" and backend != "postgresql":
+                    continue  # the partitioned call table is PostgreSQL's
                 if backend == "sqlite":
                     url = f"sqlite:///{tmp / f'records-{kind}.db'}"
-                log(
-                    f"({'b' if kind == 'sustained' else 'c'}) {kind} {backend}: {rate:.0f}/s for {seconds:g} s"
-                )
+                part = {"sustained": "b", "scale": "b'"}.get(kind, "c")
+                log(f"({part}) {kind} {backend}: {rate:.0f}/s for {seconds:g} s")
                 r = await drive_recorder(
                     url,
                     tmp / f"spill-{kind}-{backend}.jsonl",
@@ -551,6 +564,7 @@ def report(
                 f"{fmt_ms(r['loop_lag_p50_ms'])}/{fmt_ms(r['loop_lag_p99_ms'])}/{fmt_ms(r['loop_lag_max_ms'])}",
                 f"{r['producer_tick_max_ms']:.0f}",
                 f"{r['rss_start_mb']:.1f} -> {r['rss_max_mb']:.1f} ({r['rss_max_mb'] - r['rss_start_mb']:+.1f})",
+                f"{r['rss_end_mb'] - r['rss_mid_mb']:+.1f}",
                 str(r["spilled"]),
                 str(r["replayed"]),
                 f"{r['drain_seconds']:.2f}",
@@ -566,7 +580,8 @@ def report(
             "    in the store per second of the run (before the final drain); loop lag = how late a",
             "    10 ms timer fired, p50/p99/max ms; tick max = the longest the producer's own submits",
             "    held the loop in one 10 ms tick; RSS of this process, start -> max (growth);",
-            "    store 'none' = a store that keeps nothing, i.e. the producer and recorder alone",
+            "    store 'none' = a store that keeps nothing, i.e. the producer and recorder alone;",
+            "    RSS 2nd half = RSS at the end of the run - RSS half-way through (flat memory: ~0)",
             "",
             render(
                 [
@@ -579,6 +594,7 @@ def report(
                     "loop lag ms",
                     "tick max ms",
                     "RSS MB",
+                    "RSS 2nd half",
                     "spilled",
                     "replayed",
                     "drain s",
@@ -610,28 +626,35 @@ def report(
     for r in bc:
         if r["backend"].startswith("none"):
             continue
-        if r["kind"] == "sustained":
+        if r["kind"] in ("sustained", "scale"):
             # kept up: the queue never held more than 1 s of records (batches go every 0.2 s
             # or 500 records), nothing spilled, every record counted in the database
+            flat = r["rss_end_mb"] - r["rss_mid_mb"] <= 5.0
             ok = (
                 r["offered_rate"] >= 0.95 * r["rate"]
                 and r["max_queue_depth"] <= r["rate"]
                 and r["rows_calls"] == r["submitted"]
                 and r["spilled"] == 0
+                and (flat or r["kind"] != "scale")
             )
+            what = "partitioned PostgreSQL" if r["kind"] == "scale" else r["backend"]
             lines.append(
-                f"  {'PASS' if ok else 'MISS'}  holds {r['rate']:.0f} records/s into {r['backend']}:"
+                f"  {'PASS' if ok else 'MISS'}  holds {r['rate']:.0f} records/s into {what}:"
                 f" {r['write_rate_during']:.0f}/s written during the run, max queue"
                 f" {r['max_queue_depth']} (<= 1 s of records), {r['spilled']} spilled,"
-                f" {r['rows_calls']}/{r['submitted']} rows"
+                f" {r['rows_calls']}/{r['submitted']} rows, RSS"
+                f" {r['rss_end_mb'] - r['rss_mid_mb']:+.1f} MB over the second half"
             )
         else:
-            bounded = r["max_queue_depth"] <= r["max_queue"]
+            # pending = the queue (max_queue) + the overflow buffer the writer spills (4 batches)
+            limit = r["max_queue"] + 4 * 500
+            bounded = r["max_queue_depth"] <= limit
             complete = r["rows_calls"] == r["submitted"] and r["dropped"] == 0
             ok = bounded and complete and r["spilled"] > 0
             lines.append(
                 f"  {'PASS' if ok else 'MISS'}  overload into {r['backend']}: queue bounded"
-                f" ({r['max_queue_depth']} <= {r['max_queue']}), {r['spilled']} spilled, nothing lost"
+                f" ({r['max_queue_depth']} <= {r['max_queue']} + {limit - r['max_queue']} overflow),"
+                f" {r['spilled']} spilled, nothing lost"
                 f" after replay ({r['rows_calls']}/{r['submitted']} rows, {r['dropped']} dropped);"
                 f" producer reached {r['offered_rate']:.0f}/s of {r['rate']:.0f}/s offered"
             )
@@ -646,9 +669,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="(a) alternating rounds (5)")
     p.add_argument("--rate", type=float, default=2_000.0, help="(b) records/s (2,000)")
     p.add_argument("--seconds-b", type=float, help="(b) seconds (10)")
+    p.add_argument("--scale-rate", type=float, default=5_000.0, help="(b') records/s (5,000)")
+    p.add_argument("--seconds-scale", type=float, help="(b') seconds (30; at most 60)")
     p.add_argument("--overload-rate", type=float, default=20_000.0, help="(c) records/s (20,000)")
     p.add_argument("--seconds-c", type=float, help="(c) seconds (3)")
-    p.add_argument("--only", choices=("a", "bc"), help="run only part (a) or parts (b) and (c)")
+    p.add_argument(
+        "--only",
+        choices=("a", "bc", "scale"),
+        help="run only part (a), parts (b) and (c), or the 5,000/s PostgreSQL cell (b')",
+    )
     p.add_argument("--json", type=Path, help="write the raw numbers to this file")
     args = p.parse_args(argv)
     q = args.quick
@@ -657,6 +686,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (2 if q else 5)
     args.seconds_b = args.seconds_b or (3.0 if q else 10.0)
     args.seconds_c = args.seconds_c or (1.0 if q else 3.0)
+    args.seconds_scale = args.seconds_scale or (5.0 if q else 30.0)
     return args
 
 
@@ -695,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only in (None, "a"):
             a = run_async(part_a(args, tmp))
             costs = in_process_costs(tmp, 2_000 if args.quick else 10_000)
-        if args.only in (None, "bc"):
+        if args.only in (None, "bc", "scale"):
             bc = run_async(part_bc(args, tmp))
     print(report(a, costs, bc, m))
     if args.json:
