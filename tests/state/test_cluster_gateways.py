@@ -102,7 +102,7 @@ async def _ledger(db: Path, rows_expected: int) -> float:
             if len(await store.recent_calls(10_000)) >= rows_expected:
                 break
             await asyncio.sleep(0.1)
-        return sum(spend.values())
+        return float(sum(spend.values()))
     finally:
         await store.close()
 

@@ -25,13 +25,13 @@ from bastion.state.redis import redis_key
 
 CALL_KINDS = ("cap", "lease", "res", "tb", "ctr", "flags", "br")
 prefixes = st.text(
-    st.characters(blacklist_characters="{}", blacklist_categories=("Cs",)), min_size=1, max_size=12
+    st.characters(exclude_characters="{}", exclude_categories=["Cs"]), min_size=1, max_size=12
 )
-names = st.text(st.characters(blacklist_categories=("Cs",)), max_size=24)
+names = st.text(st.characters(exclude_categories=["Cs"]), max_size=24)
 
 
 def _slot(r: redis.Redis, key: str) -> int:
-    return int(r.execute_command("CLUSTER", "KEYSLOT", key))
+    return int(r.cluster("KEYSLOT", key))
 
 
 @settings(
