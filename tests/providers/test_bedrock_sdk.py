@@ -77,6 +77,12 @@ def _models() -> dict[str, Any]:
         "br-throttled": {"deployments": [_dep("br", MODEL, {"x-sim-fault": "status:429"})]},
         "br-invalid": {"deployments": [_dep("br", MODEL, {"x-sim-fault": "status:400"})]},
         "br-unavailable": {"deployments": [_dep("br", MODEL, {"x-sim-fault": "status:503"})]},
+        "claude-cut-then-br": {
+            "deployments": [
+                _dep("an", "claude-sonnet-5", {"x-sim-fault": "cut_after:6"}),
+                _dep("br", MODEL),
+            ]
+        },
         "br-cut-then-claude": {
             "deployments": [
                 _dep("br", MODEL, {"x-sim-fault": "cut_after:6"}),
@@ -331,6 +337,32 @@ def test_a_bedrock_stream_cut_midway_is_carried_on_at_anthropic(gw: RunningGatew
         got = "".join(s.text_stream)
         final = s.get_final_message()
     assert got and final.stop_reason == "end_turn"
+
+
+def test_a_stream_cut_at_anthropic_is_carried_on_at_bedrock(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    """Bedrock as the fallback of a cut stream: the client's message goes on from Converse."""
+    before = len(_bedrock_requests(sim_url))
+    with _an(gw).messages.stream(model="claude-cut-then-br", max_tokens=64, messages=MSG) as s:
+        got = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert got and final.stop_reason == "end_turn"
+    (seen,) = _bedrock_requests(sim_url)[before:]
+    assert seen["path"].endswith("/converse-stream")
+    # carried on by prefill: the text the client already has is the assistant's last turn
+    last = seen["body"]["messages"][-1]
+    assert last["role"] == "assistant" and got.startswith(last["content"][0]["text"].rstrip())
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="claude-cut-then-br", messages=MSG, stream=True
+    )
+    chunks = list(raw.parse())
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert finals == ["stop"]
+    assert _record(gw, raw.headers["x-request-id"]).provider == "br"
 
 
 def test_output_guards_read_bedrock_streams(gw: RunningGateway) -> None:
