@@ -87,6 +87,11 @@ class BedrockSigner:
     __slots__ = ("_credentials", "_fallback", "region")
 
     def __init__(self, region: str, *, fallback: tuple[str, str] | None = None) -> None:
+        # botocore's signer (~0.5 s to import) loads with the provider, not on its first call
+        import botocore.auth
+        import botocore.awsrequest
+        import botocore.session  # noqa: F401
+
         self.region = region
         self._credentials: Any = None
         self._fallback = fallback  # simulator-only: test credentials when none are configured
