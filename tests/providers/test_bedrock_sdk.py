@@ -391,3 +391,15 @@ def test_readyz_counts_the_bedrock_provider_configured(gw: RunningGateway) -> No
     providers = body["checks"]["providers"]
     assert providers["br"] == {"kind": "bedrock", "configured": True}
     assert providers["an"]["configured"] is False
+
+
+def test_responses_api_is_answered_by_converse(gw: RunningGateway, sim_url: str) -> None:
+    before = len(_bedrock_requests(sim_url))
+    r = _oa(gw).responses.create(model="br", instructions="Be brief.", input="Hello there")
+    assert r.output_text and r.usage is not None and r.usage.output_tokens > 0
+    with _oa(gw).responses.stream(model="br", input="Stream please") as s:
+        final = s.get_final_response()
+    assert final.output_text
+    seen = _bedrock_requests(sim_url)[before:]
+    assert [x["path"].rsplit("/", 1)[-1] for x in seen] == ["converse", "converse-stream"]
+    assert seen[0]["body"]["system"] == [{"text": "Be brief."}]

@@ -298,6 +298,15 @@ async def test_a_backdated_signature_within_five_minutes_is_accepted() -> None:
         ({"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]}, "exactly one"),
         ({"messages": [{"role": "user"}]}, "Member must not be null"),
         ({"messages": [*MSGS, *MSGS]}, "must alternate"),
+        (
+            {
+                "messages": MSGS,
+                "toolConfig": {
+                    "tools": [{"toolSpec": {"name": "get weather", "inputSchema": {"json": {}}}}]
+                },
+            },
+            "regular expression pattern",
+        ),
         ({"messages": [{"role": "user", "content": [{"text": "  "}]}]}, "is blank"),
         (
             {

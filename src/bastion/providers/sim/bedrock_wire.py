@@ -335,6 +335,12 @@ def _check(value: Any, shape: Any, where: str, *, top: bool = False) -> str | No
     if kind == "string":
         if not isinstance(value, str):
             return f"Value at '{at}' must be a string"
+        pattern = shape.metadata.get("pattern")
+        if pattern and not _matches(pattern, value):
+            return (
+                f"Value '{value}' at '{at}' failed to satisfy constraint: Member must satisfy "
+                f"regular expression pattern: {pattern}"
+            )
         if shape.enum and value not in shape.enum:
             return (
                 f"Value '{value}' at '{at}' failed to satisfy constraint: Member must satisfy "
@@ -360,6 +366,14 @@ def _check(value: Any, shape: Any, where: str, *, top: bool = False) -> str | No
             return f"Value at '{at}' must be base64-encoded bytes"
         return _bounds(len(raw), shape.metadata, at, "length")
     return None
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """The service model's (Java) pattern, as AWS applies it: the whole value must match."""
+    try:
+        return re.fullmatch(pattern, value) is not None
+    except re.error:
+        return True  # a pattern Python cannot read is not ours to enforce
 
 
 def _bounds(n: float, meta: Mapping[str, Any], at: str, what: str) -> str | None:
