@@ -27,6 +27,15 @@ every fifth redirection closes every connection, in-flight ones included. The to
 read before the first command (and again after an outage), and a redirection only patches
 the slot map.
 
+What a failover keeps (replication is asynchronous; no ``WAIT``, which would add a round trip
+per phase and still not make a crash lossless): a manual ``CLUSTER FAILOVER`` is coordinated
+(the master pauses writes until its replica has them all), so nothing acknowledged is lost.
+A crashed master is replaced after ``cluster-node-timeout`` plus an election (about 3 s with
+1 s); calls on its slot fail closed meanwhile, and writes it acknowledged but had not yet
+replicated are gone. What the promoted replica holds is a prefix of what happened, so no
+phantom hold and no cap exceeded there, but a lost hold or settle lets that much more spend
+through later (``tests/state/test_cluster_failover.py`` measures it).
+
 redis-py's cluster client raises at once when a node's connections are all busy; a gate
 (one semaphore per client, at most ``max_connections`` commands in flight) makes a burst wait
 for a free connection as the one-Redis ``BlockingConnectionPool`` does, for up to the timeout.
