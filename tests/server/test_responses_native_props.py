@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bastion.errors import InvalidRequest
 from bastion.providers.sse import SSEDecoder, encode_event
 from bastion.providers.translate._stream_openai import OpenAIStreamParser
 from bastion.providers.translate.model import (
@@ -84,6 +86,10 @@ def responses_bodies(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         body["metadata"] = {"k": draw(text)}
     if draw(st.booleans()):
+        body["max_tool_calls"] = draw(st.integers(1, 50))
+    if draw(st.booleans()):
+        body["include"] = ["message.output_text.logprobs"]
+    if draw(st.booleans()):
         body["stream"] = True
     return body
 
@@ -113,6 +119,8 @@ def test_the_guarded_chat_view_is_exactly_what_goes_upstream(body: dict[str, Any
     sent = request_from_chat(guarded, extras_of(body))
     assert sent["store"] is False
     assert sent.get("metadata") == body.get("metadata")
+    assert sent.get("max_tool_calls") == body.get("max_tool_calls")
+    assert "include" not in sent  # asks for output the chat view cannot carry back
     again = to_chat(orjson.loads(orjson.dumps(sent))).chat
     for chat in (again, guarded):
         chat.pop("stream_options", None)  # Responses streams always carry usage
@@ -247,3 +255,11 @@ def test_a_failed_response_is_not_an_answer() -> None:
         conv.feed(encode_event(orjson.dumps({"type": "response.failed", "response": failed})))
     )
     assert orjson.loads(out.removeprefix(b"data: ").strip())["error"]["message"] == "x"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.booleans(), st.text(max_size=5), st.floats(), st.integers(max_value=0)))
+def test_a_wrong_max_tool_calls_is_refused_before_sending(value: Any) -> None:
+    with pytest.raises(InvalidRequest) as ei:
+        extras_of({"model": "m", "input": "x", "max_tool_calls": value})
+    assert ei.value.param == "max_tool_calls"

@@ -7,9 +7,11 @@ token-limit clamps, rendered templates) is in the items the provider gets. Its a
 back into the chat view the output guards, the meter and the records read
 (``chat_from_response`` for a body, ``ChatFromResponses`` for a stream).
 
-``extras`` are the Responses fields a chat body has no room for (``metadata``, ``include``,
-``truncation``, ``max_tool_calls``, ``top_logprobs``, ``reasoning.summary``): they are copied
-from the caller's request as sent. ``store`` is always false upstream: the gateway answers
+``extras`` are the Responses fields a chat body has no room for that change what the provider
+does (``truncation``, ``max_tool_calls``) or keep with its answer (``metadata``): they are
+copied from the caller's request as sent. Fields asking for output the chat view cannot carry
+back (``include``, ``top_logprobs``, ``reasoning.summary``) are not sent: the provider would
+be asked, and billed, for what the caller never gets. ``store`` is always false upstream: the gateway answers
 ``store: false`` and refuses ``previous_response_id``, so nothing is kept at the provider.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import InvalidRequest
 from ..providers.sse import SSEDecoder, encode_event
 from ..providers.translate._common import as_dict, as_int, as_list, as_str, loads_object
 
@@ -31,18 +34,18 @@ __all__ = [
 ]
 
 # Responses request fields with no chat counterpart, sent upstream as the caller gave them
-EXTRA_FIELDS = ("metadata", "include", "truncation", "max_tool_calls", "top_logprobs")
+EXTRA_FIELDS = ("metadata", "truncation", "max_tool_calls")
 _PLAIN = ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key", "service_tier")
 _INCOMPLETE_FINISH = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
 def extras_of(body: dict[str, Any]) -> dict[str, Any]:
-    """What of a (checked) Responses request the chat view does not carry."""
-    out = {k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None}
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("summary") is not None:
-        out["reasoning"] = {"summary": reasoning["summary"]}
-    return out
+    """What of a Responses request (checked by ``to_chat``) the chat view does not carry."""
+    n = body.get("max_tool_calls")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        # checked here, before anything is sent (metadata and truncation: request.to_chat)
+        raise InvalidRequest("max_tool_calls: must be a positive integer", param="max_tool_calls")
+    return {k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None}
 
 
 def request_from_chat(chat: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
@@ -94,12 +97,9 @@ def request_from_chat(chat: dict[str, Any], extras: dict[str, Any]) -> dict[str,
         text["verbosity"] = chat["verbosity"]
     if text:
         out["text"] = text
-    reasoning = dict(as_dict(extras.get("reasoning")))
     if chat.get("reasoning_effort") is not None:
-        reasoning["effort"] = chat["reasoning_effort"]
-    if reasoning:
-        out["reasoning"] = reasoning
-    out.update({k: v for k, v in extras.items() if k != "reasoning"})
+        out["reasoning"] = {"effort": chat["reasoning_effort"]}
+    out.update(extras)
     out["store"] = False
     if chat.get("stream") is True:
         out["stream"] = True
