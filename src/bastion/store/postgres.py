@@ -485,9 +485,8 @@ class PostgresStore:
         the COPY rolls back whole and the batch goes in again through ``insert``, which skips
         the known rows. Returns how many rows are new."""
         async with self._connection() as conn:
-            try:
-                async with conn.transaction():
-                    status = await conn.copy_records_to_table(table, records=rows, columns=columns)
+            try:  # one statement, so one transaction of its own: no BEGIN/COMMIT round trips
+                status = await conn.copy_records_to_table(table, records=rows, columns=columns)
                 return _count(status)
             except asyncpg.UniqueViolationError:
                 pass
