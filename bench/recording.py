@@ -430,6 +430,53 @@ class NullStore:
         return len(entries)
 
 
+async def drop_versus_delete(pg_url: str) -> dict[str, float]:
+    """Retention of the run's rows two ways: DELETE from an unpartitioned copy of the table
+    (with the same indexes) against the store dropping the day partitions that hold them."""
+    import asyncpg
+
+    from bastion.store import open_store
+
+    base, _, query = pg_url.partition("?")
+    schema = query.partition("search_path=")[2]
+    cutoff = (time.time() // 86400 + 1) * 86400  # next midnight UTC: every row of the run
+    conn = await asyncpg.connect(base, server_settings={"search_path": schema})
+    try:
+        await conn.execute("CREATE TABLE calls_flat (LIKE calls INCLUDING DEFAULTS)")
+        await conn.execute("INSERT INTO calls_flat SELECT * FROM calls")
+        await conn.execute("ALTER TABLE calls_flat ADD PRIMARY KEY (request_id, ts)")
+        await conn.execute("CREATE INDEX ON calls_flat (trace_id)")
+        await conn.execute("CREATE INDEX ON calls_flat (ts)")
+        await conn.execute("VACUUM ANALYZE calls_flat")
+        lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+        t0 = time.perf_counter()
+        status = await conn.execute("DELETE FROM calls_flat WHERE ts < $1", cutoff)
+        delete_s = time.perf_counter() - t0
+        wal = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8"
+        delete_wal = await conn.fetchval(wal, lsn)  # other sessions' WAL too: an upper bound
+        await conn.execute("DROP TABLE calls_flat")
+        store = open_store(pg_url)
+        try:
+            await store.ping()
+            lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+            t0 = time.perf_counter()
+            dropped = await store.delete_calls_before(cutoff)
+            drop_s = time.perf_counter() - t0
+            drop_wal = await conn.fetchval(wal, lsn)
+        finally:
+            await store.close()
+    finally:
+        await conn.close()
+    return {
+        "rows_deleted": float(status.rsplit(" ", 1)[-1]),
+        "delete_seconds": delete_s,
+        "rows_dropped": float(dropped),
+        "drop_seconds": drop_s,
+        "delete_wal_mb": delete_wal / 1e6,
+        "drop_wal_mb": drop_wal / 1e6,
+    }
+
+
 async def part_bc(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     out = []
     async with pg_schema() as pg_url:
@@ -462,6 +509,8 @@ async def part_bc(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                     max_queue=max_queue,
                     run=f"{kind}{backend}{os.getpid()}",
                 )
+                if kind == "scale":
+                    r["retention"] = await drop_versus_delete(pg_url)
                 out.append({"kind": kind, "backend": backend, "rate": rate, **r})
                 if backend == "postgresql":
                     # empty the tables between runs so each count is this run's own
@@ -606,6 +655,18 @@ def report(
             ),
             "",
         ]
+    for r in bc:
+        if "retention" in r:
+            ret = r["retention"]
+            lines += [
+                f"    retention of the {r['kind']} run's rows: DELETE from an unpartitioned copy"
+                f" {ret['rows_deleted']:.0f} rows in {ret['delete_seconds']:.2f} s,"
+                f" {ret['delete_wal_mb']:.1f} MB of WAL, dead rows left to VACUUM; dropping the day"
+                f" partitions (delete_calls_before) {ret['rows_dropped']:.0f} rows in"
+                f" {ret['drop_seconds']:.2f} s, {ret['drop_wal_mb']:.1f} MB of WAL (the server's"
+                " WAL in those seconds, other sessions included)",
+                "",
+            ]
     lines += ["targets:"]
     if worst is not None:
         lines.append(
