@@ -78,6 +78,9 @@ def _models() -> dict[str, Any]:
         "gem-cut-then-claude": {
             "deployments": [_dep("gem", MODEL, {"x-sim-fault": "cut_after:4"}), _dep("an", "c")]
         },
+        "claude-cut-then-gem": {
+            "deployments": [_dep("an", "c", {"x-sim-fault": "cut_after:4"}), _dep("gem", MODEL)]
+        },
         "gem-error-midway": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "error_after:3"})]},
     }
 
@@ -365,3 +368,25 @@ def test_a_gemini_stream_cut_midway_is_carried_on_at_anthropic(gw: RunningGatewa
         got = "".join(s.text_stream)
         final = s.get_final_message()
     assert got and final.stop_reason == "end_turn"
+
+
+def test_a_stream_cut_elsewhere_is_carried_on_at_gemini(gw: RunningGateway) -> None:
+    """The recovery goes the other way: Anthropic's stream is cut, Gemini's restart finishes it
+    (a restart keeps the client's text only if the new answer repeats it: a fixed reply)."""
+    reply = "The quick brown fox jumps over the lazy dog, again and again and again."
+    ask: list[Any] = [{"role": "user", "content": f"[[sim:reply={reply}]]"}]
+    raw = _oa(gw).chat.completions.with_raw_response.create(
+        model="claude-cut-then-gem", messages=ask, stream=True
+    )
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert text == reply and finals == ["stop"]
+    rec = _record(gw, raw.headers["x-request-id"])
+    assert rec.provider == "gem" and rec.status == 200
+    with _an(gw).messages.stream(model="claude-cut-then-gem", max_tokens=64, messages=ask) as s:
+        got = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert got == reply and final.stop_reason == "end_turn"
