@@ -21,8 +21,11 @@ The supervisor, a plain synchronous process with no event loop:
 - restarts a worker that died without being asked, at most ``max_restarts`` times in
   ``restart_window`` seconds; past that it stops the rest and exits 1.
 
-Workers run in their own process group so a terminal's Ctrl-C reaches only the supervisor
-(which forwards one drain), and each asks the kernel for a SIGTERM should the supervisor die.
+Each worker runs in its own session: a terminal's Ctrl-C reaches only the supervisor (which
+forwards one drain), and with the kernel's autogroup scheduling (``sched_autogroup_enabled``,
+on by default) CPU is shared between sessions, so N workers in the supervisor's session would
+share one session's CPU on a busy machine. Each asks the kernel for a SIGTERM should the
+supervisor die.
 
 Per-process files need no per-worker paths: the record journal and the settle journal are
 per-process files under a ``flock`` (a dead worker's are adopted by a live one), and the spill
@@ -236,7 +239,7 @@ class Supervisor:
             fds.append(self._sock.fileno())
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, pass_fds=fds, process_group=0, close_fds=True
+                argv, stdin=subprocess.PIPE, pass_fds=fds, start_new_session=True, close_fds=True
             )
         finally:
             os.close(write_fd)
