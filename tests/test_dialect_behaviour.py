@@ -457,3 +457,13 @@ def test_property_an_identity_filter_changes_no_text_of_any_answer(d: Dialect, t
     state: dict[str, Any] = {}
     out = [e for ev in events for e in d.filter_event(ev, Same(), state)]
     assert sdk_stream_text(d, out) == text
+
+
+def test_upstream_fields_are_what_each_formats_providers_need() -> None:
+    body: dict[str, Any] = {"max_tokens": 50, "stream_options": {"x": 1}}
+    out = OPENAI.upstream_fields(body, "o3-mini", stream=True)
+    assert out == {"max_completion_tokens": 50, "stream_options": {"x": 1, "include_usage": True}}
+    assert OPENAI.upstream_fields({"max_tokens": 50}, "gpt-4.1", stream=False) == {
+        "max_tokens": 50
+    }
+    assert ANTHROPIC.upstream_fields({"max_tokens": 50}, "o3", stream=True) == {"max_tokens": 50}

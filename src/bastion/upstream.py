@@ -2,7 +2,8 @@
 
 The fast path keeps the client's body (a shallow copy, the admitted request stays frozen);
 another provider format is translated; prompt caching, the token-limit field each model takes
-and the usage request of OpenAI streams are added per deployment.
+and the usage request of OpenAI streams are added per deployment by the target format's wire
+(``dialects``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ def provider_id_headers(client: Format, rid: str | None) -> dict[str, str]:
     return dialect_for(client).request_id_headers(rid)
 
 
-# OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
-_COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
-
-
 def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
     """The body as the deployment's provider expects it (same dict on the fast path)."""
     target = dep.endpoint.speaks(call.client_format)
@@ -54,14 +51,6 @@ def upstream_body(call: Call, dep: Deployment) -> dict[str, Any]:
             feature=call.feature,
             model=dep.model,
         )
-    if (
-        target is Format.OPENAI
-        and "max_tokens" in body
-        and dep.model.startswith(_COMPLETION_TOKENS_ONLY)
-    ):
-        limit = body.pop("max_tokens")
-        body.setdefault("max_completion_tokens", limit)
-    if call.stream and target is Format.OPENAI:
-        so = body.get("stream_options")
-        body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
+    if wire is not None:  # the limit field the model takes, usage asked for in a stream
+        body = wire.upstream_fields(body, dep.model, stream=call.stream)
     return body

@@ -309,6 +309,11 @@ class Wire(ABC):
     ) -> dict[str, Any]:
         """The body with this format's prompt-caching hints for the provider."""
 
+    def upstream_fields(self, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+        """The body with what this format's providers need beyond the client's fields (the
+        limit field a model takes, usage asked for in a stream); mutates and returns it."""
+        return body
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
 

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["OPENAI", "OpenAIDialect"]
 
 _ENVELOPE_SKIP = frozenset({"choices", "usage", "obfuscation"})
+# OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
+_COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
 
 
 def _event(obj: dict[str, Any]) -> SSEEvent:
@@ -216,6 +218,15 @@ class OpenAIDialect(Dialect):
         # OpenAI caches by prefix on its own; a key routes calls sharing one to a warm cache
         if provider_kind in ("openai", "sim") and "prompt_cache_key" not in body:
             body["prompt_cache_key"] = caching.openai_cache_key(body, feature)
+        return body
+
+    def upstream_fields(self, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+        if "max_tokens" in body and model.startswith(_COMPLETION_TOKENS_ONLY):
+            limit = body.pop("max_tokens")
+            body.setdefault("max_completion_tokens", limit)
+        if stream:  # Bastion always asks for usage: it settles every attempt on it
+            so = body.get("stream_options")
+            body["stream_options"] = {**(so if isinstance(so, dict) else {}), "include_usage": True}
         return body
 
     # -- requests ---------------------------------------------------------------------------
