@@ -24,6 +24,8 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 from botocore.session import Session
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.cost._cost_support import sim_process
 
 from bastion.providers import bedrock
@@ -429,3 +431,35 @@ async def test_transport_stream_cut_leaves_no_message_stop() -> None:
     resp = await t.send(req, timeout=5)
     text = (await asyncio.wait_for(resp.read(), 5)).decode()
     assert "content_block_delta" in text and "message_stop" not in text
+
+
+model_ids = st.from_regex(r"[a-z]{2,8}\.[a-z0-9-]{1,12}(-v\d:\d)?", fullmatch=True) | st.just(
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-x"
+)
+regions = st.from_regex(r"[a-z]{2}-(east|west|central|south)-[1-3]", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(model_ids, regions, st.text(max_size=40), st.data())
+async def test_any_botocore_signature_verifies_and_any_changed_byte_does_not(
+    model: str, region: str, text: str, data: st.DataObject
+) -> None:
+    """Whatever the model id (``:``, ``/`` in ARNs), region and body, what botocore signed for
+    the request's region is accepted and the region recorded; one changed body byte is a 403."""
+    body = orjson.dumps({"messages": [{"role": "user", "content": [{"text": text or "x"}]}]})
+    url = bedrock.model_url("sim://bedrock", model, stream=False)
+    path = url[len("sim://bedrock") :]
+    req = AWSRequest(method="POST", url=url, data=body, headers={"host": "bedrock"})
+    SigV4Auth(Credentials(SIM_ACCESS_KEY_ID, SIM_SECRET_ACCESS_KEY), "bedrock", region).add_auth(
+        req
+    )
+    headers = {k.lower(): v for k, v in req.headers.items()}
+    sim = Simulator()
+    ok = await sim.handle("POST", path, headers, body)
+    assert ok.status == 200, await ok.read()
+    assert sim.requests[-1].headers[REGION_HEADER] == region and sim.requests[-1].model == model
+    i = data.draw(st.integers(0, len(body) - 1))
+    changed = body[:i] + bytes([body[i] ^ 1]) + body[i + 1 :]
+    refused = await sim.handle("POST", path, headers, changed)
+    assert refused.status == 403
+    assert refused.headers["x-amzn-errortype"].startswith("InvalidSignatureException")
