@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -151,3 +152,14 @@ async def test_a_plain_redis_named_as_a_cluster_fails_closed() -> None:
             await store.ping()
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://h1:7000,h2:7000", "rediss+cluster://h:7000"])
+def test_workers_run_on_cluster_state_as_on_redis(url: str, tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    from bastion.config import load_config
+    from bastion.server.serve import workers_refusal
+
+    cfg = load_config(write_config(tmp_path, state={"url": url}))
+    assert workers_refusal(cfg, 4) is None

@@ -91,7 +91,7 @@ def workers_refusal(cfg: Config, workers: int) -> str | None:
     if workers < 1:
         return f"--workers must be 1 or more (got {workers})"
     scheme = cfg.state.url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         return None
     return (
         f"--workers {workers} refused: the embedded state ({cfg.state.url}) lives in one "
