@@ -177,8 +177,9 @@ def test_workers_that_keep_dying_make_the_supervisor_exit_non_zero(workers: Work
     assert not any(running(pid) for pid in killed | {new for *_, new in workers.restarts()})
 
 
+@pytest.mark.parametrize("socket_mode", ["--reuse-port", "--no-reuse-port"])
 def test_the_supervisor_makes_the_first_key_once_and_every_worker_accepts_it(
-    tmp_path: Path,
+    tmp_path: Path, socket_mode: str
 ) -> None:
     prefix = "bastiontest-wk" + uuid.uuid4().hex[:8]
     config = write_config(tmp_path, state={"url": REDIS_URL, "prefix": prefix})
@@ -186,10 +187,14 @@ def test_the_supervisor_makes_the_first_key_once_and_every_worker_accepts_it(
     log = tmp_path / "serve.log"
     argv = [str(BIN / "bastion"), "serve", "--config", str(config), "--port", str(port)]
     with log.open("wb") as out:
-        proc = subprocess.Popen([*argv, "--workers", "3"], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*argv, "--workers", "3", socket_mode], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_for(lambda: "workers on one port" in log.read_text(errors="replace"), 90, "start")
         text = log.read_text(errors="replace")
+        mode = "SO_REUSEPORT" if socket_mode == "--reuse-port" else "one shared socket"
+        assert f"3 workers on one port ({mode})" in text
         assert (
             text.count("a first key was created") == 1 and text.count("Bastion is listening") == 1
         )
@@ -235,3 +240,23 @@ def test_the_restart_budget_allows_exactly_limit_restarts_in_any_window(
             accepted.append(now)
     for t in accepted:
         assert sum(1 for u in accepted if t <= u < t + window) <= limit
+
+
+async def test_a_second_signal_ends_every_worker_at_once(workers: Workers) -> None:
+    started = asyncio.Event()
+    streams = [asyncio.ensure_future(_call(workers, True, started)) for _ in range(4)]
+    await asyncio.wait_for(started.wait(), 20)
+    pids = workers.pids()
+    workers.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert workers.proc.poll() is None  # draining: the streams take 3 s
+    workers.proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    code = await asyncio.to_thread(workers.proc.wait, 10)
+    assert time.monotonic() - t0 < 2.0
+    assert code == 1  # the workers did not drain cleanly, and the supervisor says so
+    assert "workers exited uncleanly" in workers.log()
+    assert not any(running(pid) for pid in pids)
+    for s in streams:
+        s.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
