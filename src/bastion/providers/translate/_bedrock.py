@@ -342,8 +342,10 @@ def _emit_tool(tool: Tool) -> dict[str, Any]:
 
 
 def _emit_tool_choice(choice: ToolChoice | None) -> dict[str, Any] | None:
+    # auto is Converse's default, and only some model families take a toolChoice at all
+    # (Claude, Mistral Large, Nova): it is sent only when it asks for something else
     if choice is None or choice.mode in (ToolChoiceMode.AUTO, ToolChoiceMode.NONE):
-        return None if choice is None else {"auto": {}}
+        return None
     if choice.mode is ToolChoiceMode.ANY:
         return {"any": {}}
     return {"tool": {"name": _tool_name(choice.name or "")}}
