@@ -210,3 +210,21 @@ def running_cluster(root: Path) -> Iterator[RedisClusterProcs]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextlib.contextmanager
+def running_sim() -> Iterator[str]:
+    """A ``bastion sim`` upstream process (20 ms to first token); its URL."""
+    from tests.conftest import BIN, free_port, stop, wait_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "bastion"), "sim", "--port", str(port), "--ttft-ms", "20"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import anthropic
 import pytest
-from _redis_cluster_harness import RedisClusterProcs
+from _redis_cluster_harness import RedisClusterProcs, running_sim
 from tests.conftest import (
     BIN,
     RunningGateway,
@@ -43,17 +43,8 @@ CALLS = 240
 
 @pytest.fixture
 def sim_upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "bastion"), "sim", "--port", str(port), "--ttft-ms", "20"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with running_sim() as url:
+        yield url
 
 
 def _serve(first: RunningGateway, tmp: Path) -> RunningGateway:
