@@ -7,6 +7,7 @@ read back by the official SDKs' own types.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anthropic
@@ -463,7 +464,85 @@ def test_upstream_fields_are_what_each_formats_providers_need() -> None:
     body: dict[str, Any] = {"max_tokens": 50, "stream_options": {"x": 1}}
     out = OPENAI.upstream_fields(body, "o3-mini", stream=True)
     assert out == {"max_completion_tokens": 50, "stream_options": {"x": 1, "include_usage": True}}
-    assert OPENAI.upstream_fields({"max_tokens": 50}, "gpt-4.1", stream=False) == {
-        "max_tokens": 50
-    }
+    assert OPENAI.upstream_fields({"max_tokens": 50}, "gpt-4.1", stream=False) == {"max_tokens": 50}
     assert ANTHROPIC.upstream_fields({"max_tokens": 50}, "o3", stream=True) == {"max_tokens": 50}
+
+
+def _tool_stream(d: Dialect, text: str, raw_args: str, cuts: list[int]) -> list[SSEEvent]:
+    """A text answer then one ``lookup`` call whose arguments arrive in pieces, as each format
+    streams it."""
+    at = sorted({c % (len(raw_args) + 1) for c in cuts} | {0, len(raw_args)})
+    pieces = [raw_args[a:b] for a, b in itertools.pairwise(at)]
+
+    def ev(obj: dict[str, Any], name: str | None = None) -> SSEEvent:
+        data = orjson.dumps(obj)
+        head = b"event: " + name.encode() + b"\n" if name else b""
+        return SSEEvent(raw=head + b"data: " + data + b"\n\n", event=name, data=data)
+
+    if d is ANTHROPIC:
+        msg = {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3, "output_tokens": 1}}
+        tool = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
+        return [
+            ev({"type": "message_start", "message": msg}, "message_start"),
+            ev({"index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"),
+            ev({"index": 0, "delta": {"type": "text_delta", "text": text}}, "content_block_delta"),
+            ev({"index": 0}, "content_block_stop"),
+            ev({"index": 1, "content_block": tool}, "content_block_start"),
+            *[
+                ev({"index": 1, "delta": {"type": "input_json_delta", "partial_json": p}},
+                   "content_block_delta")
+                for p in pieces
+            ],
+            ev({"index": 1}, "content_block_stop"),
+            ev({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+               "message_delta"),
+            ev({"type": "message_stop"}, "message_stop"),
+        ]  # fmt: skip
+    head = {"id": "chatcmpl-1", "model": "m"}
+    first = {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "lookup", "arguments": ""}}  # fmt: skip
+    deltas = [{"content": text}, {"tool_calls": [first]}] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces
+    ]
+    out = [
+        ev({**head, "choices": [{"index": 0, "delta": x, "finish_reason": None}]}) for x in deltas
+    ]
+    out.append(ev({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
+    return [*out, SSEEvent(raw=b"data: [DONE]\n\n", event=None, data=b"[DONE]")]
+
+
+class Passing(Judge):
+    """Holds ``lookup`` calls and releases them as received."""
+
+    def verdict(self, name: str, raw: str | None, given: Any = None) -> str | None:
+        self.verdicts.append(raw or "")
+        return None
+
+
+@pytest.mark.parametrize("d", DIALECTS, ids=lambda d: d.format.value)
+@settings(max_examples=40, deadline=None)
+@given(
+    args=st.dictionaries(st.sampled_from(["q", "n"]), st.text(max_size=12), max_size=2),
+    cuts=st.lists(st.integers(0, 60), max_size=5),
+    text=st.text(max_size=12),
+)
+def test_property_a_tool_hold_loses_and_adds_nothing(
+    d: Dialect, args: dict[str, Any], cuts: list[int], text: str
+) -> None:
+    raw = orjson.dumps(args).decode()
+    events = _tool_stream(d, text, raw, cuts)
+    judge = Passing()
+    hold = d.tool_hold(judge)
+    out = [e for ev in events for e in hold.event(ev)]
+    assert judge.verdicts == [raw]  # judged once, on the whole arguments
+    direct, held = Watch(make_call(d)), Watch(make_call(d))
+    for ev in events:
+        d.observe_event(direct, ev)
+    for ev in out:
+        d.observe_event(held, ev)
+    for w in (direct, held):
+        assert w.finished and "".join(w.text) == text
+        assert [(t.name, orjson.loads(t.arguments)) for t in w.call.tool_calls] == [
+            ("lookup", args)
+        ]
+    assert held.call.finish_reason == direct.call.finish_reason
