@@ -31,7 +31,7 @@ from .output import filter_body
 from .providers import translate
 from .providers.adapters import retry_after
 from .providers.base import Format, UpstreamResponse
-from .providers.foreign import answer_format, as_client
+from .providers.foreign import answer_format, as_client, error_headers
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
 from .reliability.exhaustion import Outcome
@@ -450,7 +450,8 @@ class Engine:
                 err_body = await _read(resp, min(dep.timeouts.total, call.remaining()))
             finally:
                 await resp.aclose()
-            raise UpstreamStatusError(resp.status, err_body, target, dict(resp.headers))
+            headers = error_headers(target, resp.headers, err_body)
+            raise UpstreamStatusError(resp.status, err_body, target, headers)
         return as_client(resp, target, call.client_format, stream=call.stream)
 
     async def _unary(

@@ -71,6 +71,11 @@ def _models() -> dict[str, Any]:
         "gem-then-openai": {"deployments": [_dep("gem", MODEL, FAIL), _dep("oa", "gpt-4.1")]},
         "openai-then-gem": {"deployments": [_dep("oa", "gpt-4.1", FAIL), _dep("gem", MODEL)]},
         "gem-429": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:429"})]},
+        "gem-429-once": {
+            "deployments": [
+                _dep("gem", MODEL, {"x-sim-fault": "fail_first:1;status:429;retry_after:1"})
+            ]
+        },
         "gem-500": {"deployments": [_dep("gem", MODEL, FAIL)]},
         "gem-503": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:503"})]},
         "gem-long": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "context_length"})]},
@@ -390,3 +395,15 @@ def test_a_stream_cut_elsewhere_is_carried_on_at_gemini(gw: RunningGateway) -> N
         got = "".join(s.text_stream)
         final = s.get_final_message()
     assert got == reply and final.stop_reason == "end_turn"
+
+
+def test_the_retry_delay_gemini_gives_in_its_body_is_honoured(
+    gw: RunningGateway, sim_url: str
+) -> None:
+    """Gemini says when to retry in a RetryInfo detail, not a header: the retry waits for it."""
+    before = len(_gemini_requests(sim_url))
+    started = time.monotonic()
+    res = _oa(gw).chat.completions.create(model="gem-429-once", messages=MSG)
+    assert res.choices[0].message.content
+    assert time.monotonic() - started >= 1.0
+    assert len(_gemini_requests(sim_url)) - before == 2  # the 429, then the retry that answered

@@ -31,6 +31,7 @@ from tests.providers.test_translate_stream import (
 from bastion.engine import UpstreamStatusError, render_error
 from bastion.providers import gemini
 from bastion.providers.base import Format
+from bastion.providers.foreign import error_headers
 from bastion.providers.translate import (
     StreamTranslator,
     error_to,
@@ -491,3 +492,21 @@ def test_any_gemini_answer_reads_the_same_in_both_client_formats(
         assert got.usage == Usage(prompt, out, cache_read=cached)
         ids = [p.id for p in got.parts if isinstance(p, ToolCallPart)]
         assert len(set(ids)) == len(ids)  # made-up call ids never collide
+
+
+@pytest.mark.parametrize(
+    ("details", "want"),
+    [
+        ([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}], "37"),
+        ([{"@type": "x"}, {"retryDelay": "1.5s"}], "1.5"),
+        ([{"retryDelay": "soon"}], None),
+        ([], None),
+    ],
+)
+def test_gemini_retry_delay_in_the_body_becomes_retry_after(details: Any, want: str | None) -> None:
+    body = orjson.dumps(
+        {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details}}
+    )
+    assert error_headers(GEM, {}, body).get("retry-after") == want
+    assert "retry-after" not in error_headers(OAI, {}, body)  # only Gemini speaks this way
+    assert error_headers(GEM, {"retry-after": "3"}, body)["retry-after"] == "3"

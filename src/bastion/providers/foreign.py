@@ -7,7 +7,8 @@ it arrives: a unary body is re-written whole, a stream is re-written event by ev
 ``translate.StreamTranslator`` (usage always included, so the watcher can bill it). A
 stream that ends before the provider said it finished is passed on as cut: the missing final
 marker is what the relay notices and recovers from, as for any provider. Error answers are
-not wrapped; ``translate.error_to`` renders them from the provider's own format.
+not wrapped; ``translate.error_to`` renders them from the provider's own format, and
+``error_headers`` lifts a retry delay said in the body into ``retry-after``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,40 @@ from . import translate
 from .base import Format, UpstreamResponse
 from .sse import SSEDecoder
 
-__all__ = ["EDGE_TRANSLATED", "TranslatedResponse", "answer_format", "as_client"]
+__all__ = [
+    "EDGE_TRANSLATED",
+    "TranslatedResponse",
+    "answer_format",
+    "as_client",
+    "error_headers",
+]
 
 # formats whose answers are translated here (a provider translated by its own transport,
 # as Bedrock's is, hands the engine an answer already in the client's format)
 EDGE_TRANSLATED = frozenset({Format.GEMINI})
+
+
+def error_headers(provider: Format, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+    """An error answer's headers, with the wait Gemini states only in its body (a
+    ``google.rpc.RetryInfo`` detail, ``"retryDelay": "37s"``) as ``retry-after``."""
+    out = dict(headers)
+    if provider is not Format.GEMINI or "retry-after" in out:
+        return out
+    try:
+        err = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return out
+    for detail in err.get("details") or () if isinstance(err, dict) else ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                seconds = float(delay[:-1])
+            except ValueError:
+                continue
+            if seconds >= 0:
+                out["retry-after"] = f"{seconds:g}"
+                break
+    return out
 
 
 def answer_format(provider: Format, client: Format) -> Format:
