@@ -158,3 +158,34 @@ async def test_replicas_making_the_same_day_at_once_make_it_once(fresh_pg_schema
         finally:
             for s in (first, *stores):
                 await s.close()
+
+
+async def test_a_day_that_cannot_be_made_now_still_lands_in_default(
+    fresh_pg_schema: PgSchema,
+) -> None:
+    """A long reader holds the table, so the partition's DDL times out: the record still lands."""
+    async with fresh_pg_schema() as url:
+        store = open_store(url)
+        reader = await asyncpg.connect(url, timeout=5)
+        try:
+            await store.migrate()
+            day = today() - 4
+            tx = reader.transaction()
+            await tx.start()
+            await reader.fetchval("SELECT count(*) FROM calls")  # holds ACCESS SHARE until rollback
+            started = time.monotonic()
+            assert await store.insert_calls([call("blocked", day * DAY_SECONDS + 60.0)]) == 1
+            assert time.monotonic() - started < 15  # waited lock_timeout (5 s), not forever
+            # the next batch of that day does not wait again (the day is retried later)
+            started = time.monotonic()
+            assert await store.insert_calls([call("blocked-2", day * DAY_SECONDS + 61.0)]) == 1
+            assert time.monotonic() - started < 2
+            await tx.rollback()
+            assert await placement(url) == {
+                "blocked": DEFAULT_PARTITION,
+                "blocked-2": DEFAULT_PARTITION,
+            }
+            assert day not in await days_of(url)
+        finally:
+            await reader.close()
+            await store.close()
