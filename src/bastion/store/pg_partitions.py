@@ -36,7 +36,8 @@ DEFAULT_PARTITION: Final = "calls_default"
 # First half of the two-int advisory lock for partition DDL (migrate() uses another class).
 _DDL_LOCK_CLASS: Final = 0x0BA5_7105
 _LOCK: Final = "SELECT pg_advisory_xact_lock($1::int4, hashtext(coalesce(current_schema(), '')))"
-_LOCK_TIMEOUT: Final = "SET LOCAL lock_timeout = '5s'"
+# short: a waiting ACCESS EXCLUSIVE request queues every later reader and writer behind it
+_LOCK_TIMEOUT: Final = "SET LOCAL lock_timeout = '1s'"
 _NAME: Final = re.compile(r"calls_p(\d{8})")
 _EPOCH: Final = dt.date(1970, 1, 1).toordinal()
 # Days a partition can be named for: 1970-01-01 .. 9999-12-31; anything else stays in default.
