@@ -1,15 +1,18 @@
 """The scale-out record store on PostgreSQL, shared by every replica through an asyncpg pool.
 
-Batches are written by ``COPY`` (one transaction, the server's cheapest way in); a batch holding
-a row that is already there (a replay) rolls back whole and is written again with one
-``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, which reports how many were new. The call table is partitioned
-by UTC day (pg_partitions.py): ``migrate()`` creates the days ahead, a batch holding a day that
-has no partition yet creates it first (a row lands in the default partition if that fails), and
-``delete_calls_before`` drops whole days. Calls are unique on (request_id, ts), the partition key
-being part of every unique constraint; a replay carries the record's own ts, so it is skipped. ``migrate()`` holds a session
-advisory lock keyed by the current schema, so replicas starting together apply each migration
-exactly once. Query parameters in the URL that asyncpg does not know (``?search_path=x``) are
-sent as server settings, which is how tests isolate themselves in a schema.
+Batches are written by ``COPY`` (one statement, so one transaction: the server's cheapest way
+in); a batch holding a row that is already there (a replay) rolls back whole and is written
+again with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``, which reports how
+many rows were new. The call table is partitioned by UTC day (pg_partitions.py): ``migrate()``
+creates the days ahead, a batch holding a day that has no partition yet creates it first (its
+rows land in the default partition if that fails), and ``delete_calls_before`` drops whole
+days. Calls are unique on (request_id, ts), since a partitioned table's unique constraints must
+hold the partition key; a replay carries the record's own ts, so it is still skipped.
+
+``migrate()`` holds a session advisory lock keyed by the current schema, so replicas starting
+together apply each migration exactly once. Query parameters in the URL that asyncpg does not
+know (``?search_path=x``) are sent as server settings, which is how tests isolate themselves
+in a schema.
 """
 
 from __future__ import annotations
