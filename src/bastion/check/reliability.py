@@ -54,7 +54,7 @@ async def provider_readiness(ctx: CheckContext, r: ItemResult) -> None:
     cfg = ctx.config
     for name, p in cfg.providers.items():
         env = p.api_key_env or p.token_env  # token_env: an Azure OpenAI Entra token
-        if p.kind in ("anthropic", "openai") and not env:
+        if p.kind in ("anthropic", "openai", "gemini") and not env:
             r.app("FAIL", f"provider {name}: no api_key_env names its key")
         elif env and not p.api_key():
             state = "unset" if p.kind != "openai-compatible" else "unset (optional for this kind)"
