@@ -135,9 +135,7 @@ class Call:
     dialect: Dialect = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from .dialects import dialect_for  # the dialects read calls: imported once one exists
-
-        self.dialect = dialect_for(self.client_format)
+        self.dialect = _dialects.dialect_for(self.client_format)
 
     def shadow(self) -> Call:
         """A copy for one of several concurrent attempts: same request, its own results."""
@@ -192,3 +190,7 @@ class Call:
     @property
     def latency_ms(self) -> float | None:
         return None if self.ended is None else (self.ended - self.started) * 1000.0
+
+
+# the dialects read calls (their usage and tool calls), so they load after this module's classes
+from . import dialects as _dialects  # noqa: E402

@@ -7,6 +7,9 @@ a format or a dialect resolves it once. A format without one raises ``NoDialect`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from ..providers.translate._stream_splice import SpliceDiverged
 from .anthropic import ANTHROPIC, AnthropicDialect
 from .base import (
@@ -50,24 +53,27 @@ __all__ = [
     "wire_for",
 ]
 
-_DIALECTS: tuple[Dialect, ...] = (ANTHROPIC, OPENAI)
+_ORDER: tuple[Dialect, ...] = (ANTHROPIC, OPENAI)
+# read-only: a format's value to its dialect (a Format is a str, so both look up alike)
+_DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.format.value: d for d in _ORDER})
 
 
 def dialect_for(fmt: str | Dialect) -> Dialect:
     """The dialect of a client format (a ``Format`` or its value); a dialect is returned as is."""
-    if isinstance(fmt, Dialect):
-        return fmt
-    for d in _DIALECTS:
-        if d.format == fmt:
-            return d
-    raise NoDialect(f"no client dialect for wire format {fmt!r}")
+    if isinstance(fmt, str):
+        for d in _ORDER:
+            if d.format is fmt:  # a Format member: no hashing (an enum's hash is slow)
+                return d
+        d = _DIALECTS.get(fmt)
+        if d is None:
+            raise NoDialect(f"no client dialect for wire format {fmt!r}")
+        return d
+    return fmt
 
 
 def wire_for(fmt: str | Wire) -> Wire:
     """How Bastion reads answers in a format (every client dialect is also a wire)."""
-    if isinstance(fmt, Wire):
-        return fmt
-    return dialect_for(fmt)
+    return dialect_for(fmt) if isinstance(fmt, str) else fmt
 
 
 def find_wire(fmt: str | Wire) -> Wire | None:
