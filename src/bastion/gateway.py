@@ -56,6 +56,7 @@ from .observability.review import InMemoryReviewQueue, ReviewGuard, ReviewSample
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .observability.tracing import Tracing, TracingGuard
 from .pipeline import Pipeline
+from .providers import bedrock
 from .providers.adapters import Endpoint, drill_passthrough, endpoint_formats
 from .providers.base import Format, Transport
 from .providers.http import HttpTransport
@@ -64,6 +65,7 @@ from .reliability.degraded import canned_body, canned_stream
 from .reliability.idempotency import Idempotency
 from .reliability.killswitch import KillSwitchGuard
 from .reliability.router import Router
+from .responses.native import native_transport
 from .safety.pii import Scrubber, ScrubberConfig
 from .safety.pii.guard import PiiGuard, PiiPolicy
 from .safety.prompting.guards import record_prompt_version
@@ -130,6 +132,12 @@ class Gateway(LibraryCalls):
                 self.transports[name] = SimTransport(self.simulator)
             else:
                 self.transports[name] = HttpTransport(max_connections=p.max_connections)
+            # a Responses call's attempts go to /responses where the provider speaks it
+            self.transports[name] = native_transport(p.kind, self.transports[name])
+            if p.kind == "bedrock" and p.region:  # SigV4-signed Converse (providers/bedrock.py)
+                self.transports[name] = bedrock.transport(
+                    self.transports[name], region=p.region, base_url=p.resolved_base_url()
+                )
             self.endpoints[name] = Endpoint(
                 name=name,
                 kind=p.kind,
