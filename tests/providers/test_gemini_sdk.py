@@ -66,6 +66,7 @@ def _models() -> dict[str, Any]:
     return {
         "gem": {"deployments": [_dep("gem", MODEL)]},
         "gem-local": {"deployments": [_dep("gem-local", MODEL)]},
+        "gem3": {"deployments": [_dep("gem", "gemini-3-flash")]},
         "gem-then-claude": {"deployments": [_dep("gem", MODEL, FAIL), _dep("an", "claude-5")]},
         "claude-then-gem": {"deployments": [_dep("an", "claude-5", FAIL), _dep("gem", MODEL)]},
         "gem-then-openai": {"deployments": [_dep("gem", MODEL, FAIL), _dep("oa", "gpt-4.1")]},
@@ -407,3 +408,21 @@ def test_the_retry_delay_gemini_gives_in_its_body_is_honoured(
     assert res.choices[0].message.content
     assert time.monotonic() - started >= 1.0
     assert len(_gemini_requests(sim_url)) - before == 2  # the 429, then the retry that answered
+
+
+@pytest.mark.parametrize("model", ["gem", "gem3"])
+def test_tool_round_trip_on_gemini_3_which_wants_thought_signatures_back(
+    gw: RunningGateway, model: str
+) -> None:
+    """An OpenAI client cannot return Gemini 3's thoughtSignature; the replayed call carries
+    the validator-skip value Google documents, so the second turn is not refused."""
+    oa = _oa(gw)
+    first = oa.chat.completions.create(model=model, messages=TOOL_ASK, tools=TOOL_OA)
+    (call,) = first.choices[0].message.tool_calls or []
+    follow = [
+        *TOOL_ASK,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
+    ]
+    second = oa.chat.completions.create(model=model, messages=follow, tools=TOOL_OA)
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content

@@ -263,3 +263,35 @@ async def test_a_simulated_gemini_provider_answers_the_library_in_both_formats(
         assert first.path == f"/v1beta/models/{MODEL}:generateContent"
         assert second.path == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
         assert second.headers["x-goog-api-key"] == "k" and "model" not in second.body
+
+
+def test_gemini_3_signs_function_calls_and_refuses_a_replay_without_the_signature(
+    sim_url: str,
+) -> None:
+    cfg = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[WEATHER])],
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    client = _client(sim_url)
+    res = client.models.generate_content(model="gemini-3-flash", contents=ASK, config=cfg)
+    turn = res.candidates[0].content  # type: ignore[index]
+    assert turn is not None and turn.parts and turn.parts[0].thought_signature
+    answer = types.Part.from_function_response(name="get_weather", response={"result": "18C"})
+    history: list[Any] = [
+        types.Content(role="user", parts=[types.Part(text=ASK)]),
+        turn,  # replayed as received: the SDK sends the signature back
+        types.Content(role="user", parts=[answer]),
+    ]
+    again = client.models.generate_content(model="gemini-3-flash", contents=history, config=cfg)
+    assert again.text
+    bare = types.Content(
+        role="model", parts=[types.Part(function_call=turn.parts[0].function_call)]
+    )
+    with pytest.raises(genai_errors.ClientError) as err:
+        client.models.generate_content(
+            model="gemini-3-flash", contents=[history[0], bare, history[2]], config=cfg
+        )
+    assert err.value.code == 400 and "missing a thought_signature" in (err.value.message or "")
+    # Gemini 2.5 neither signs nor asks
+    old = client.models.generate_content(model=MODEL, contents=ASK, config=cfg)
+    assert not old.candidates[0].content.parts[0].thought_signature  # type: ignore[index,union-attr]

@@ -20,7 +20,9 @@ with an ``ErrorInfo`` ``API_KEY_INVALID``; unknown body fields (``model``, ``str
 ``max_tokens`` …) are 400 "Invalid JSON payload received. Unknown name"; ``contents`` must be
 a non-empty list of ``user``/``model`` turns with parts; ``parameters`` and
 ``parametersJsonSchema`` are exclusive; at most 5 stop sequences; a function response names
-its function. Faults, pacing and the answer are the simulator's chat (``x-sim-fault`` etc.),
+its function; a Gemini 3 model (``gemini-3*``) signs the first function call of each answer
+(``thoughtSignature``) and refuses a replayed call without one (400 "Function call is missing
+a thought_signature"). Faults, pacing and the answer are the simulator's chat (``x-sim-fault`` etc.),
 re-shaped: 429 ``RESOURCE_EXHAUSTED`` (with ``RetryInfo`` when a retry delay is set), 500
 ``INTERNAL``, 503/529 ``UNAVAILABLE``, 504 ``DEADLINE_EXCEEDED``, an unknown model 404
 ``NOT_FOUND``, context too long 400 "The input token count (N) exceeds the maximum number of
@@ -32,6 +34,8 @@ and order, as with the real API.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -104,6 +108,12 @@ def _get(obj: Any, name: str) -> Any:
     if name in obj:
         return obj[name]
     return obj.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name))
+
+
+def signs(model: str) -> bool:
+    """Gemini 3 models sign their function calls and refuse a replayed call without its
+    ``thoughtSignature`` (ai.google.dev/gemini-api/docs/thought-signatures)."""
+    return split_model(model)[0].startswith("gemini-3")
 
 
 def is_gemini_path(path: str) -> bool:
@@ -192,6 +202,7 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
             messages.append({"role": "system", "content": text})
     pending: dict[str, list[str]] = {}
     calls = 0
+    signed = signs(model)
     for i, content in enumerate(contents):
         if not isinstance(content, dict):
             raise _Refused(f"* GenerateContentRequest.contents[{i}]: must be an object\n")
@@ -208,6 +219,15 @@ def to_chat(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]
             tool_calls = []
             for p in parts:
                 fc = _get(p, "functionCall")
+                if isinstance(fc, dict) and signed and not _get(p, "thoughtSignature"):
+                    raise _Refused(
+                        f"Function call is missing a thought_signature in functionCall parts. "
+                        f"This is required for tools to work correctly, and missing "
+                        f"thought_signature may lead to degraded model performance. Additional "
+                        f"data, function call `default_api:{fc.get('name')}` , position {i + 1}. "
+                        "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures "
+                        "for more details."
+                    )
                 if isinstance(fc, dict):
                     given = fc.get("id")
                     cid = given if isinstance(given, str) else f"gemini_call_{calls}"
@@ -329,6 +349,14 @@ def _usage(usage: object) -> dict[str, Any]:
     return meta
 
 
+def _sign(parts: list[dict[str, Any]], model: str) -> None:
+    """Gemini 3: the first function call of a step carries an opaque thoughtSignature."""
+    first = next((p for p in parts if "functionCall" in p), None)
+    if first is not None and signs(model):
+        digest = hashlib.blake2b(orjson.dumps(first), digest_size=48).digest()
+        first["thoughtSignature"] = base64.b64encode(digest).decode()
+
+
 def _response_id(chat_id: object) -> str:
     return str(chat_id or "").removeprefix("chatcmpl-")
 
@@ -354,6 +382,7 @@ def _reshape_body(raw: bytes, model: str) -> bytes:
         fn = call.get("function") or {}
         args = orjson.loads(fn.get("arguments") or "{}")
         parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
+    _sign(parts, model)
     finish = _FINISH.get(str(choice.get("finish_reason")), "OTHER")
     out = {
         "candidates": [_candidate(parts, finish)],
@@ -431,6 +460,7 @@ def _last(
         {"functionCall": {"name": c["name"], "args": orjson.loads(c["args"] or "{}")}}
         for c in calls.values()
     ] or [{"text": ""}]
+    _sign(parts, model)
     return {
         "candidates": [_candidate(parts, finish or "STOP")],
         "usageMetadata": _usage(usage),

@@ -26,7 +26,8 @@ Field by field, from the Gemini API reference (ai.google.dev/api/generate-conten
 Dropped, for lack of a counterpart: ``parallel_tool_calls``, ``user``/``metadata.user_id``,
 stop sequences past five, image ``url``s become ``fileData`` (Gemini fetches only URIs it
 knows). Gemini's own extras (``safetySettings``, ``topK``, ``responseSchema``, thinking,
-grounding, code execution) are dropped when read. A ``functionCall`` usually has no ``id``
+grounding, code execution) are dropped when read, and so are ``thoughtSignature``s, which
+no client can carry: a replayed call gets ``SKIP_SIGNATURE``. A ``functionCall`` usually has no ``id``
 on this API: one is made from the response id and the call's position, and a function
 response names its function (required) by looking up the call with the result's id.
 ``is_error`` is a result ``{"error": text}``, read back as such.
@@ -66,6 +67,11 @@ from .model import (
 MAX_STOP_SEQUENCES = 5
 GEMINI_MSG_PREFIX = ""  # responseId has no prefix
 UNKNOWN_FUNCTION = "unknown_function"
+# Gemini 3 refuses a replayed functionCall without the thoughtSignature it was answered with
+# (400 "Function call is missing a thought_signature"); a client of another format cannot
+# return it, so replayed calls carry the validator-skip value the thought-signatures guide
+# documents for history from elsewhere (ai.google.dev/gemini-api/docs/thought-signatures)
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 LEADING_USER_TEXT = "(conversation continues)"
 _RESULT = "result"
 _ERROR = "error"
@@ -250,7 +256,7 @@ def _emit_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         for p in msg.parts:
             if isinstance(p, ToolCallPart):
                 names[p.id] = p.name
-                parts.append({"functionCall": _emit_call(p)})
+                parts.append({"functionCall": _emit_call(p), "thoughtSignature": SKIP_SIGNATURE})
             elif isinstance(p, ToolResultPart):
                 parts.append({"functionResponse": _emit_result(p, names)})
                 trailing += [_emit_image(i) for i in p.content if isinstance(i, ImagePart)]
