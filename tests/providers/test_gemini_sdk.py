@@ -426,3 +426,10 @@ def test_tool_round_trip_on_gemini_3_which_wants_thought_signatures_back(
     ]
     second = oa.chat.completions.create(model=model, messages=follow, tools=TOOL_OA)
     assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
+
+
+def test_n_choices_over_gemini_are_refused_never_one_silently(gw: RunningGateway) -> None:
+    for model in ("gem", "gem-then-openai", "openai-then-gem"):
+        with pytest.raises(openai.BadRequestError) as err:
+            _oa(gw).chat.completions.create(model=model, messages=MSG, n=2)
+        assert err.value.param == "n"
