@@ -1,0 +1,828 @@
+"""Side by side in one run: direct, nginx pass-through, Bastion and LiteLLM's proxy (issue 16).
+
+Five servers on 127.0.0.1, each on a free port, each stopped by its PID whatever happens:
+
+- ``direct``: the provider simulator, ``bastion sim``, as its own HTTP server (the upstream of
+  every other side, and the baseline every ratio is taken against);
+- ``nginx``: Debian's nginx (``/usr/sbin/nginx``) as our own foreground process (``daemon
+  off``, one worker, a generated config in a temp dir; never the system service), a plain
+  pass-through to the simulator (keep-alive upstream pool, buffering off);
+- ``bastion``: one ``bastion serve`` worker with the default pipeline (records, the safety
+  defaults) plus spend caps and per-user rate limits (as ``guards.py``'s ``on``, high enough
+  never to refuse; every call names a user), SQLite store and state in a temp dir; its limit
+  of open streams per key is raised from 64 to 256, since at 50 streams in flight the default
+  refuses a few (a slot is freed only after the client has read the stream's end);
+- ``litellm``: LiteLLM's proxy, 1 worker, installed by this script into its own venv
+  (``bench/.venv-litellm``, ignored by git: ``python -m venv`` + ``pip install
+  'litellm[proxy]==PIN'``, or the latest release if the pin is not on the index), with a
+  ``model_list`` pointing at the simulator's OpenAI-compatible endpoint (``openai/`` prefix,
+  ``api_base``), no database, no callbacks, telemetry off and the local cost map. If it
+  cannot be installed or started, the script says why and measures the others (exit code
+  1 then only with ``--require-litellm``).
+
+Every side gets the same OpenAI chat completions call (32-token reply; a stream is 32 chunks
+1 ms apart) with the same simulator pacing: direct and nginx carry the ``x-sim-*`` headers,
+Bastion's and LiteLLM's deployments send the same ones. Cells: unary and stream x
+(concurrency 1, 0 ms upstream), (concurrency 1, 50 ms upstream), (concurrency 50, 50 ms
+upstream), each measured in alternating rounds (direct, nginx, bastion, litellm, direct, ...;
+``harness.interleaved``), so the noise of a shared machine hits every side alike. Per side
+and cell: requests/s and its share of direct, p50/p99 and the p50 added over direct, the
+gateway's CPU per call (``/proc/PID/stat`` of the process serving: nginx's worker, Bastion's
+and LiteLLM's single process) and how busy the whole box was. Per gateway: start-up to
+healthy (``Popen`` to the first 200 on its health route; ``--starts`` starts, interleaved)
+and RSS of its process tree after start-up and after the run.
+
+    .venv/bin/python bench/sidebyside.py [--quick] [--json FILE] [--require-litellm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import yaml
+from harness import (
+    Result,
+    fmt_ms,
+    interleaved,
+    meta,
+    meta_line,
+    render,
+    run_async,
+    start_sim,
+    stopping,
+    with_headers,
+)
+from overhead import (
+    BASTION,
+    SIM_MODEL,
+    Server,
+    Target,
+    alias,
+    create_key,
+    free_port,
+    gateway_config,
+    pacing_headers,
+    request_body,
+    target,
+)
+from startup import EnvServer
+
+API = "openai"
+MODES = ("unary", "stream")
+CELLS = ((1, 0), (1, 50), (50, 50))  # (concurrency, upstream ms)
+SIDES = ("direct", "nginx", "bastion", "litellm")
+GATEWAYS = ("nginx", "bastion", "litellm")
+LITELLM_PIN = "1.108.7"
+VENV = Path(__file__).resolve().parent / ".venv-litellm"
+LITELLM_KEY = "sk-bench-master-key"
+USER = "bench-user"
+STREAMS_PER_KEY = 256
+CAPS = {  # as guards.py's `on`: never refuses, but every call reserves, checks and settles
+    "caps": {"global_daily_usd": 1_000_000.0, "per_user_daily_usd": 1_000_000.0},
+    "rate_limits": {
+        "per_user": {"requests_per_minute": 10_000_000.0, "tokens_per_minute": 1_000_000_000.0}
+    },
+}
+HEALTH_TIMEOUT_S = {"bastion": 60.0, "nginx": 15.0, "litellm": 180.0}
+HEALTH_PATH = {"bastion": "/healthz", "nginx": "/healthz", "litellm": "/health/readiness"}
+INSTALL_TIMEOUT_S = 1200.0
+GOALS = {  # issue 16's goals for Bastion
+    "share": 0.90,
+    "cpu_unary_ms": 0.5,
+    "cpu_stream_ms": 1.5,
+    "added_p50_ms": 0.5,
+    "startup_s": 1.0,
+    "rss_mb": 120.0,
+}
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream sim {{
+        server 127.0.0.1:{sim_port};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int
+    requests: int  # per side and cell, over all rounds
+    seconds: float  # per side and cell, over all rounds
+    warmup: int
+    starts: int  # timed starts per gateway (the measured instance is the last)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    base = Settings(2, 300, 2.0, 20, 1) if args.quick else Settings(3, 3_000, 9.0, 50, 3)
+    return Settings(
+        rounds=base.rounds,
+        requests=min(args.requests or base.requests, 100_000),
+        seconds=min(args.seconds or base.seconds, 120.0),
+        warmup=base.warmup,
+        starts=max(1, min(args.starts or base.starts, 10)),
+    )
+
+
+# -- LiteLLM in its own venv ----------------------------------------------------------------
+
+
+class Unavailable(Exception):
+    """LiteLLM could not be installed or started: the reason, said once, and the run goes on."""
+
+
+def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def installed_litellm() -> str | None:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        return None
+    out = _run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], 60)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def ensure_litellm(pin: str, log: Any) -> str:
+    """The LiteLLM version in ``bench/.venv-litellm``, installing it first if need be."""
+    have = installed_litellm()
+    if have == pin:
+        return have
+    try:
+        if not (VENV / "bin" / "python").exists():
+            log(f"litellm: creating {VENV}")
+            made = _run([sys.executable, "-m", "venv", str(VENV)], 300)
+            if made.returncode != 0:
+                raise Unavailable(f"python -m venv failed: {made.stderr[-500:]}")
+        pip = [
+            str(VENV / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+        ]
+        log(
+            f"litellm: pip install 'litellm[proxy]=={pin}' into {VENV} (a few minutes the first time)"
+        )
+        got = _run([*pip, f"litellm[proxy]=={pin}"], INSTALL_TIMEOUT_S)
+        if got.returncode != 0:
+            missing = (
+                "No matching distribution" in got.stderr or "Could not find a version" in got.stderr
+            )
+            if not missing:
+                raise Unavailable(f"pip install litellm[proxy]=={pin} failed: {got.stderr[-800:]}")
+            if have is not None:
+                log(f"litellm: {pin} is not on the index; keeping the installed {have}")
+                return have
+            log(f"litellm: {pin} is not on the index; installing the latest release")
+            got = _run([*pip, "-U", "litellm[proxy]"], INSTALL_TIMEOUT_S)
+            if got.returncode != 0:
+                raise Unavailable(f"pip install litellm[proxy] failed: {got.stderr[-800:]}")
+    except subprocess.TimeoutExpired as exc:
+        raise Unavailable(f"installing LiteLLM took over {exc.timeout:.0f} s") from None
+    except OSError as exc:
+        raise Unavailable(f"installing LiteLLM: {exc}") from None
+    version = installed_litellm()
+    if version is None:
+        raise Unavailable("litellm is not importable in its venv after pip install")
+    return version
+
+
+def litellm_config(sim_port: int) -> dict[str, Any]:
+    return {
+        "model_list": [
+            {
+                "model_name": alias(API, mode, ms),
+                "litellm_params": {
+                    "model": f"openai/{SIM_MODEL[API]}",
+                    "api_base": f"http://127.0.0.1:{sim_port}/v1",
+                    "api_key": "sk-sim",
+                    "extra_headers": pacing_headers(mode, ms),
+                    "timeout": 30,
+                },
+            }
+            for mode in MODES
+            for ms in sorted({ms for _, ms in CELLS})
+        ],
+        "litellm_settings": {
+            "telemetry": False,
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+            "set_verbose": False,
+            "request_timeout": 30,
+            "num_retries": 0,
+        },
+        "general_settings": {
+            "master_key": LITELLM_KEY,
+            "disable_spend_logs": True,
+            "disable_reset_budget": True,
+            "disable_prisma_schema_update": True,
+        },
+    }
+
+
+def litellm_env(home: Path) -> dict[str, str]:
+    """Local only: no database, the bundled cost map, no telemetry, no provider keys."""
+    drop = ("DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "REDIS_URL", "REDIS_HOST")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("LITELLM_")}
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_TELEMETRY="False",
+        LITELLM_LOG="ERROR",
+        DISABLE_ADMIN_UI="True",
+        NO_DOCS="True",
+        HOME=str(home),  # anything it caches goes to the temp dir
+        PATH=f"{VENV / 'bin'}:{env.get('PATH', '')}",
+    )
+    return env
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    for p in ("/usr/sbin/nginx", shutil.which("nginx")):
+        if p and os.access(p, os.X_OK):
+            return p
+    raise RuntimeError("nginx is not installed: `apt-get install -y nginx` (.ci/run does)")
+
+
+def start_nginx(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Server:
+    d = tmp / f"nginx-{i}"
+    d.mkdir(parents=True)
+    d.chmod(0o755)  # workers run as an unprivileged user when started by root
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=d, sim_port=sim_port, port=port))
+    argv = [nginx_binary(), "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")]
+    server = Server("nginx", argv, port, d / "stdout.log")  # SIGTERM: fast shutdown
+    started.append(server)
+    return server
+
+
+def start_litellm(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Server:
+    d = tmp / f"litellm-{i}"
+    d.mkdir(parents=True)
+    conf = d / "litellm.yaml"
+    conf.write_text(yaml.safe_dump(litellm_config(sim_port), sort_keys=False))
+    port = free_port()
+    argv = [
+        str(VENV / "bin" / "litellm"),
+        "--config",
+        str(conf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    server = EnvServer("litellm", argv, port, d / "litellm.log", litellm_env(d))
+    started.append(server)
+    return server
+
+
+def healthy_after(server: Server, path: str, started: float, timeout: float) -> float:
+    """Seconds from ``started`` to the first 200 on ``path`` (polled every 5 ms, bounded)."""
+    url = f"http://127.0.0.1:{server.port}{path}"
+    end = started + timeout
+    while time.perf_counter() < end:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited {server.proc.returncode}: {server.tail()}")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=1.0) as resp,
+        ):
+            if resp.status == 200:
+                return time.perf_counter() - started
+        time.sleep(0.005)
+    raise TimeoutError(f"{server.name}: {path} not 200 within {timeout:g} s: {server.tail()}")
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def serving_pid(name: str, pid: int) -> int:
+    """The process that serves the calls: nginx's one worker, otherwise the process itself."""
+    if name != "nginx":
+        kids = psutil.Process(pid).children(recursive=True)
+        if kids:
+            log(f"{name}: {len(kids)} child process(es); CPU per call is charged to pid {pid}")
+        return pid
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        kids = psutil.Process(pid).children()
+        if kids:
+            return int(kids[0].pid)
+        time.sleep(0.05)
+    raise RuntimeError("nginx started no worker process")
+
+
+@dataclass
+class Gateway:
+    name: str
+    server: Server
+    target_for: Any  # (mode, upstream ms) -> Target
+    starts_s: list[float] = field(default_factory=list)
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    cpu_pid: int = 0
+
+
+# -- measurement -----------------------------------------------------------------------------
+
+
+def litellm_target(base: str, mode: str, ms: int) -> Target:
+    stream = mode == "stream"
+    headers = {"content-type": "application/json", "authorization": f"Bearer {LITELLM_KEY}"}
+    if stream:
+        headers["accept"] = "text/event-stream"
+    body = request_body(API, alias(API, mode, ms), stream)
+    return Target(base + "/v1/chat/completions", headers, body, stream, b"data: [DONE]")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def start_bastion(
+    cfg: dict[str, Any], tmp: Path, i: int, started: list[Server]
+) -> tuple[Server, str, float]:
+    """``bastion serve`` with its own store, state and spill file; the key is created (and the
+    store with it) before the clock starts, as in ``startup.py``. Returns it, a key, ``t0``."""
+    d = tmp / f"bastion-{i}"
+    d.mkdir(parents=True)
+    cfg = {
+        **cfg,
+        "store": {"url": f"sqlite:///{d / 'bastion.db'}"},
+        "state": {"url": f"sqlite:///{d / 'bastion-state.db'}"},
+        "observability": {"spill_path": str(d / "bastion-spill.jsonl")},
+    }
+    config = d / "bastion.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    key = create_key(config)
+    port = free_port()
+    t0 = time.perf_counter()
+    argv = [*BASTION, "serve", "--config", str(config), "--port", str(port)]
+    server = Server("bastion", argv, port, d / "gateway.log")
+    started.append(server)
+    return server, key, t0
+
+
+def start_all(
+    tmp: Path, sim: Server, s: Settings, started: list[Server], litellm_ok: bool
+) -> tuple[dict[str, Gateway], str | None]:
+    """``s.starts`` timed starts of every gateway, interleaved; the last of each stays up.
+
+    Returns the gateways and, if LiteLLM was to be measured but did not become healthy, why.
+    """
+    cfg = gateway_config(tmp, sim.port, sorted({ms for _, ms in CELLS}))
+    cfg["cost"] = CAPS
+    # The default 64 open streams per key refuses some calls at 50 in flight (a stream's slot
+    # is freed after the client has read its end), and a refusal is not what is measured here.
+    cfg["server"] = {"max_concurrent_streams_per_key": STREAMS_PER_KEY}
+    names = [n for n in GATEWAYS if n != "litellm" or litellm_ok]
+    gws: dict[str, Gateway] = {}
+    why: str | None = None
+    for i in range(s.starts):
+        last = i == s.starts - 1
+        for name in list(names):
+            key = ""
+            if name == "nginx":
+                t0 = time.perf_counter()
+                server = start_nginx(tmp, sim.port, i, started)
+            elif name == "bastion":
+                server, key, t0 = start_bastion(cfg, tmp, i, started)
+            else:
+                t0 = time.perf_counter()
+                server = start_litellm(tmp, sim.port, i, started)
+            try:
+                took = healthy_after(server, HEALTH_PATH[name], t0, HEALTH_TIMEOUT_S[name])
+            except (RuntimeError, TimeoutError) as exc:
+                if name != "litellm":
+                    raise
+                server.stop()
+                started.remove(server)
+                why = f"the LiteLLM proxy did not become healthy: {exc}"
+                log(f"litellm: not measured: {why}")
+                names.remove(name)
+                gws.pop(name, None)
+                continue
+            gw = gws.setdefault(name, Gateway(name, server, None))
+            gw.starts_s.append(took)
+            log(f"{name} start {i + 1}/{s.starts}: healthy after {took:.2f} s")
+            if last:
+                gw.server = server
+                gw.rss_start_mb = tree_rss_mb(server.pid)
+                gw.cpu_pid = serving_pid(name, server.pid)
+                gw.target_for = target_factory(name, f"http://127.0.0.1:{server.port}", key)
+            else:
+                server.stop()
+                started.remove(server)
+    return gws, why
+
+
+def target_factory(name: str, base: str, key: str) -> Any:
+    if name == "nginx":
+        return lambda mode, ms: target(API, mode, ms, base=base, key=None)
+    if name == "bastion":
+        return lambda mode, ms: with_headers(
+            target(API, mode, ms, base=base, key=key), {"x-bastion-user": USER}
+        )
+    return lambda mode, ms: litellm_target(base, mode, ms)
+
+
+async def measure(
+    sim: Server, gws: dict[str, Gateway], s: Settings
+) -> dict[tuple[str, int, int], dict[str, Result]]:
+    cells: dict[tuple[str, int, int], dict[str, Result]] = {}
+    direct_base = f"http://127.0.0.1:{sim.port}"
+    total = len(MODES) * len(CELLS)
+    for mode in MODES:
+        for conc, ms in CELLS:
+            sides: list[tuple[str, Target, int | None]] = [
+                ("direct", target(API, mode, ms, base=direct_base, key=None), sim.pid)
+            ]
+            sides += [(n, g.target_for(mode, ms), g.cpu_pid) for n, g in gws.items()]
+            res = await interleaved(
+                sides,
+                conc,
+                rounds=s.rounds,
+                requests=s.requests,
+                seconds=s.seconds,
+                warmup=s.warmup,
+            )
+            cells[(mode, conc, ms)] = res
+            d = res["direct"].rps
+            log(
+                f"[{len(cells)}/{total}] {mode} conc {conc} up {ms} ms: "
+                + ", ".join(
+                    f"{n} {r.rps:.0f} rps ({r.rps / d:.0%})" if d else f"{n} {r.rps:.0f} rps"
+                    for n, r in res.items()
+                )
+            )
+    return cells
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def share(r: Result, d: Result) -> float | None:
+    return r.rps / d.rps if d.rps and r.ok else None
+
+
+def added(r: Result, d: Result) -> float | None:
+    a, b = r.p(0.5), d.p(0.5)
+    return None if a is None or b is None else a - b
+
+
+def span(values: Sequence[float | None], fmt: str) -> str:
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return "-"
+    lo, hi = min(vs), max(vs)
+    return fmt.format(lo) if f"{lo:.2f}" == f"{hi:.2f}" else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def detail_table(cells: dict[tuple[str, int, int], dict[str, Result]]) -> str:
+    rows = []
+    for (mode, conc, ms), res in cells.items():
+        d = res["direct"]
+        for name, r in res.items():
+            sh = share(r, d)
+            ad = added(r, d) if name != "direct" else None
+            rows.append(
+                [
+                    f"{mode} c{conc} {ms}ms",
+                    name,
+                    f"{r.rps:.0f}",
+                    "-" if sh is None else f"{sh:.0%}",
+                    f"{fmt_ms(r.p(0.5))}/{fmt_ms(r.p(0.99))}",
+                    "-" if ad is None else f"{ad:+.2f}",
+                    fmt_ms(r.cpu_ms_per_req),
+                    f"{r.busy_pct:.0f}",
+                    str(r.samples.errors),
+                ]
+            )
+    header = [
+        "cell",
+        "side",
+        "rps",
+        "share",
+        "p50/p99 ms",
+        "added p50",
+        "CPU ms/call",
+        "busy%",
+        "errors",
+    ]
+    return render(header, rows)
+
+
+def summary(
+    cells: dict[tuple[str, int, int], dict[str, Result]], gws: dict[str, Gateway]
+) -> dict[str, dict[str, Any]]:
+    """Per gateway, the issue's measures (numbers, for the JSON and the table)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in GATEWAYS:
+        if name not in gws:
+            continue
+        g = gws[name]
+        m: dict[str, Any] = {}
+        for mode in MODES:
+            big = cells[(mode, 50, 50)]
+            m[f"share_{mode}"] = share(big[name], big["direct"])
+            m[f"cpu_{mode}_ms"] = [cells[(mode, c, ms)][name].cpu_ms_per_req for c, ms in CELLS]
+            for c, ms in CELLS:
+                if c == 1:
+                    res = cells[(mode, c, ms)]
+                    m[f"added_p50_{mode}_{ms}ms"] = added(res[name], res["direct"])
+        m["errors"] = sum(res[name].samples.errors for res in cells.values())
+        m["startup_s"] = statistics.median(g.starts_s)
+        m["starts_s"] = g.starts_s
+        m["rss_start_mb"] = g.rss_start_mb
+        m["rss_end_mb"] = g.rss_end_mb
+        out[name] = m
+    return out
+
+
+def pct_or_dash(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def ms_or_dash(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.2f} ms"
+
+
+def summary_table(sm: dict[str, dict[str, Any]]) -> str:
+    names = [n for n in ("bastion", "litellm", "nginx") if n in sm]
+    label = {"bastion": "Bastion", "litellm": "LiteLLM (1 worker)", "nginx": "nginx pass-through"}
+    rows = [
+        ["throughput c50, 50 ms up, share of direct", ""]
+        + [
+            f"{pct_or_dash(sm[n]['share_unary'])} unary, {pct_or_dash(sm[n]['share_stream'])} stream"
+            for n in names
+        ],
+        ["gateway CPU per call (c1 0/50 ms, c50)", ""]
+        + [
+            f"{span(sm[n]['cpu_unary_ms'], '{:.2f}')} ms unary, "
+            f"{span(sm[n]['cpu_stream_ms'], '{:.2f}')} ms stream"
+            for n in names
+        ],
+        ["added p50 at c1, 0 ms up", ""]
+        + [
+            f"{ms_or_dash(sm[n]['added_p50_unary_0ms'])} unary, "
+            f"{ms_or_dash(sm[n]['added_p50_stream_0ms'])} stream"
+            for n in names
+        ],
+        ["added p50 at c1, 50 ms up", ""]
+        + [
+            f"{ms_or_dash(sm[n]['added_p50_unary_50ms'])} unary, "
+            f"{ms_or_dash(sm[n]['added_p50_stream_50ms'])} stream"
+            for n in names
+        ],
+        ["start-up to healthy (p50)", ""] + [f"{sm[n]['startup_s']:.2f} s" for n in names],
+        ["RSS after start -> after run", ""]
+        + [f"{sm[n]['rss_start_mb']:.0f} -> {sm[n]['rss_end_mb']:.0f} MB" for n in names],
+        ["failed calls", ""] + [str(sm[n]["errors"]) for n in names],
+    ]
+    return render(["measure", "", *(label[n] for n in names)], rows)
+
+
+def goals(b: dict[str, Any]) -> list[str]:
+    def v(ok: bool) -> str:
+        return "MEET" if ok else "MISS"
+
+    out = []
+    worst_share = min(
+        (x for x in (b["share_unary"], b["share_stream"]) if x is not None), default=0.0
+    )
+    out.append(
+        f"{v(worst_share >= GOALS['share'])}  throughput >= 90% of direct (c50, 50 ms): worst {worst_share:.0%}"
+    )
+    for mode, key in (("unary", "cpu_unary_ms"), ("stream", "cpu_stream_ms")):
+        worst = max((x for x in b[f"cpu_{mode}_ms"] if x is not None), default=float("inf"))
+        out.append(
+            f"{v(worst <= GOALS[key])}  gateway CPU <= {GOALS[key]:g} ms per {mode} call: worst {worst:.2f} ms"
+        )
+    adds = [b[k] for k in b if k.startswith("added_p50_") and b[k] is not None]
+    worst_add = max(adds, default=float("inf"))
+    out.append(
+        f"{v(worst_add <= GOALS['added_p50_ms'])}  added p50 <= 0.5 ms at c1: worst {worst_add:+.2f} ms"
+    )
+    out.append(
+        f"{v(b['startup_s'] <= GOALS['startup_s'])}  start-up <= 1 s to healthy: {b['startup_s']:.2f} s"
+    )
+    rss = max(b["rss_start_mb"], b["rss_end_mb"])
+    out.append(f"{v(rss <= GOALS['rss_mb'])}  RSS <= 120 MB: {rss:.0f} MB")
+    return out
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def result_json(r: Result) -> dict[str, Any]:
+    return {
+        "rps": r.rps,
+        "ok": r.ok,
+        "errors": r.samples.errors,
+        "error_examples": r.samples.error_examples,
+        "elapsed_s": r.samples.elapsed_s,
+        "p50_ms": r.p(0.5),
+        "p99_ms": r.p(0.99),
+        "ttfb_p50_ms": r.ttfb(0.5),
+        "cpu_ms_per_call": r.cpu_ms_per_req,
+        "busy_pct": r.busy_pct,
+    }
+
+
+def run(args: argparse.Namespace, s: Settings) -> tuple[dict[str, Any], bool]:
+    m = meta()
+    m["mode"] = "quick" if args.quick else "full"
+    litellm_version: str | None = None
+    why: str | None = None
+    if args.no_litellm:
+        why = "--no-litellm"
+    else:
+        try:
+            litellm_version = ensure_litellm(args.litellm_version, log)
+            log(f"litellm: version {litellm_version} in {VENV}")
+        except Unavailable as exc:
+            why = str(exc)
+            log(f"litellm: not measured: {why}")
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-sbs-") as d, stopping() as started:
+        tmp = Path(d)
+        sim = start_sim(tmp, started)
+        sim.wait_ready()
+        gws, failed = start_all(tmp, sim, s, started, litellm_version is not None)
+        if failed is not None:
+            why, litellm_version = failed, None
+        log(
+            "pids: simulator "
+            + str(sim.pid)
+            + "".join(f", {n} {g.server.pid} (serving {g.cpu_pid})" for n, g in gws.items())
+        )
+        cpu0 = {n: tree_cpu_s(g.server.pid) for n, g in gws.items()}
+        cells = run_async(measure(sim, gws, s))
+        for g in gws.values():
+            g.rss_end_mb = tree_rss_mb(g.server.pid)
+        tree_cpu = {n: tree_cpu_s(g.server.pid) - cpu0[n] for n, g in gws.items()}
+    sm = summary(cells, gws)
+    m["litellm"] = litellm_version or f"not measured: {why}"
+    print(meta_line("Side by side: direct, nginx, Bastion, LiteLLM (bench/sidebyside.py)", m))
+    print(
+        f"{m['mode']} run; OpenAI chat completions, 32-token replies, streams 32 chunks 1 ms apart;"
+        f" LiteLLM {m['litellm']}; Bastion with caps, rate limits, records and the safety defaults"
+    )
+    print(
+        "share = side rps / direct rps in the same interleaved rounds; added p50 = side p50 - direct p50\n"
+    )
+    print(summary_table(sm))
+    print()
+    print(detail_table(cells))
+    if "bastion" in sm:
+        print("\nBastion against issue 16's goals:")
+        for line in goals(sm["bastion"]):
+            print("  " + line)
+    if "bastion" in sm and "litellm" in sm:
+        b, lt = sm["bastion"], sm["litellm"]
+        ratios = [
+            lt_c / b_c
+            for mode in MODES
+            for b_c, lt_c in zip(b[f"cpu_{mode}_ms"], lt[f"cpu_{mode}_ms"], strict=True)
+            if b_c and lt_c
+        ]
+        if ratios:
+            print(
+                f"LiteLLM CPU per call / Bastion's: {min(ratios):.1f}x–{max(ratios):.1f}x over the cells"
+            )
+    data = {
+        "meta": m,
+        "settings": s.__dict__,
+        "litellm_version": litellm_version,
+        "litellm_not_measured_because": why,
+        "summary": sm,
+        "gateway_tree_cpu_s": tree_cpu,
+        "cells": [
+            {
+                "mode": mode,
+                "concurrency": c,
+                "upstream_ms": ms,
+                "sides": {n: result_json(r) for n, r in res.items()},
+            }
+            for (mode, c, ms), res in cells.items()
+        ],
+    }
+    return data, litellm_version is not None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a sanity run: 2 rounds, 2 s per side and cell, 1 start",
+    )
+    p.add_argument("--json", type=Path, help="write the raw numbers to this file")
+    p.add_argument(
+        "--requests", type=int, help="max measured requests per side and cell (default 3,000)"
+    )
+    p.add_argument(
+        "--seconds", type=float, help="max measured seconds per side and cell (default 9)"
+    )
+    p.add_argument(
+        "--starts", type=int, help="timed starts per gateway, interleaved (default 3, at most 10)"
+    )
+    p.add_argument(
+        "--litellm-version",
+        default=LITELLM_PIN,
+        help=f"the LiteLLM release to install (default {LITELLM_PIN})",
+    )
+    p.add_argument(
+        "--no-litellm", action="store_true", help="measure direct, nginx and Bastion only"
+    )
+    p.add_argument(
+        "--require-litellm", action="store_true", help="exit 1 if LiteLLM could not be measured"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    data, had_litellm = run(args, settings_from(args))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        print(f"\nraw numbers written to {args.json}")
+    if args.require_litellm and not had_litellm:
+        print(f"LiteLLM was not measured: {data['litellm_not_measured_because']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
