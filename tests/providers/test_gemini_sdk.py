@@ -433,3 +433,9 @@ def test_n_choices_over_gemini_are_refused_never_one_silently(gw: RunningGateway
         with pytest.raises(openai.BadRequestError) as err:
             _oa(gw).chat.completions.create(model=model, messages=MSG, n=2)
         assert err.value.param == "n"
+
+
+def test_count_tokens_and_model_lookup_on_a_gemini_alias(gw: RunningGateway) -> None:
+    counted = _an(gw).messages.count_tokens(model="gem", messages=MSG)
+    assert counted.input_tokens > 0
+    assert _oa(gw).models.retrieve("gem").id == "gem"
