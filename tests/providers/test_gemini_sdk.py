@@ -112,7 +112,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[Runni
             "oa": {"kind": "openai", "base_url": "sim://openai/v1"},
         },
         models=_models(),
-        features={"default": {"pii_output": "off"}},
+        features={"default": {"pii_output": "off"}, "guarded": {"pii_output": "redact"}},
         reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
     )
     g = start_gateway(cfg, env={"GEM_TEST_KEY": KEY})
@@ -439,3 +439,22 @@ def test_count_tokens_and_model_lookup_on_a_gemini_alias(gw: RunningGateway) -> 
     counted = _an(gw).messages.count_tokens(model="gem", messages=MSG)
     assert counted.input_tokens > 0
     assert _oa(gw).models.retrieve("gem").id == "gem"
+
+
+def test_output_guards_read_gemini_answers_in_the_clients_format(gw: RunningGateway) -> None:
+    """The PII output filter (redact) works on Gemini answers, unary and streamed."""
+    email = "jane.doe@example.com"
+    ask: list[Any] = [{"role": "user", "content": f"[[sim:reply=Write to {email} today.]]"}]
+    plain = _oa(gw).chat.completions.create(model="gem", messages=ask)
+    assert email in (plain.choices[0].message.content or "")
+    oa = _oa(gw).with_options(default_headers={"x-bastion-feature": "guarded"})
+    res = oa.chat.completions.create(model="gem", messages=ask)
+    assert (res.choices[0].message.content or "").startswith("Write to")
+    assert email not in (res.choices[0].message.content or "")
+    stream = oa.chat.completions.create(model="gem", messages=ask, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.startswith("Write to") and email not in text
+    an = _an(gw).with_options(default_headers={"x-bastion-feature": "guarded"})
+    with an.messages.stream(model="gem", max_tokens=64, messages=ask) as s:
+        got = "".join(s.text_stream)
+    assert got.startswith("Write to") and email not in got
