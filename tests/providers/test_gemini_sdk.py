@@ -256,7 +256,7 @@ def test_openai_tool_call_round_trip_through_gemini(gw: RunningGateway, sim_url:
     fr = result_turn["parts"][0]["functionResponse"]
     assert model_turn["role"] == "model" and result_turn["role"] == "user"
     assert fc == {"name": "get_weather", "args": {"city": "Paris"}, "id": call.id}
-    assert fr == {"name": "get_weather", "response": {"result": "18C and sunny"}, "id": call.id}
+    assert fr == {"name": "get_weather", "response": {"output": "18C and sunny"}, "id": call.id}
     decl = seen["body"]["tools"][0]["functionDeclarations"][0]
     assert decl["parametersJsonSchema"] == TOOL_OA[0]["function"]["parameters"]
 

@@ -104,7 +104,7 @@ def test_sdk_function_call_and_response_round_trip(sim_url: str) -> None:
         types.Content(
             role="user",
             parts=[
-                types.Part.from_function_response(name="get_weather", response={"result": "18C"})
+                types.Part.from_function_response(name="get_weather", response={"output": "18C"})
             ],
         ),
     ]
@@ -276,7 +276,7 @@ def test_gemini_3_signs_function_calls_and_refuses_a_replay_without_the_signatur
     res = client.models.generate_content(model="gemini-3-flash", contents=ASK, config=cfg)
     turn = res.candidates[0].content  # type: ignore[index]
     assert turn is not None and turn.parts and turn.parts[0].thought_signature
-    answer = types.Part.from_function_response(name="get_weather", response={"result": "18C"})
+    answer = types.Part.from_function_response(name="get_weather", response={"output": "18C"})
     history: list[Any] = [
         types.Content(role="user", parts=[types.Part(text=ASK)]),
         turn,  # replayed as received: the SDK sends the signature back

@@ -30,7 +30,8 @@ grounding, code execution) are dropped when read, and so are ``thoughtSignature`
 no client can carry: a replayed call gets ``SKIP_SIGNATURE``. A ``functionCall`` usually has no ``id``
 on this API: one is made from the response id and the call's position, and a function
 response names its function (required) by looking up the call with the result's id.
-``is_error`` is a result ``{"error": text}``, read back as such.
+A tool result is ``{"output": text}`` and ``is_error`` one ``{"error": text}``, the keys
+``FunctionResponse.response`` documents (without either, the whole object is the output).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ UNKNOWN_FUNCTION = "unknown_function"
 # documents for history from elsewhere (ai.google.dev/gemini-api/docs/thought-signatures)
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 LEADING_USER_TEXT = "(conversation continues)"
-_RESULT = "result"
+_OUTPUT = "output"
 _ERROR = "error"
 
 STOP_FROM_GEMINI: dict[str, StopReason] = {
@@ -214,8 +215,8 @@ def _parse_function_response(rid: str, response: object) -> ToolResultPart:
     obj = as_dict(response)
     if set(obj) == {_ERROR} and isinstance(obj[_ERROR], str):
         text, is_error = obj[_ERROR], True
-    elif set(obj) == {_RESULT} and isinstance(obj[_RESULT], str):
-        text, is_error = obj[_RESULT], False
+    elif set(obj) == {_OUTPUT} and isinstance(obj[_OUTPUT], str):
+        text, is_error = obj[_OUTPUT], False
     else:
         text, is_error = (dump_arguments(obj) if obj else ""), False
     return ToolResultPart(rid, (TextPart(text),) if text else (), is_error)
@@ -289,7 +290,7 @@ def _emit_result(part: ToolResultPart, names: dict[str, str]) -> dict[str, Any]:
     text = "\n".join(p.text for p in part.content if isinstance(p, TextPart))
     out: dict[str, Any] = {
         "name": names.get(part.tool_call_id) or UNKNOWN_FUNCTION,
-        "response": {_ERROR if part.is_error else _RESULT: text},
+        "response": {_ERROR if part.is_error else _OUTPUT: text},
     }
     if part.tool_call_id:
         out["id"] = part.tool_call_id
