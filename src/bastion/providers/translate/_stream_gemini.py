@@ -54,7 +54,7 @@ class GeminiStreamParser:
         if data is None:
             return []
         if isinstance(data.get("error"), dict):
-            kind, message = parse_error(Format.GEMINI, data, as_int_status(data))
+            kind, message = parse_error(Format.GEMINI, data, _error_status(data))
             return [StreamError(kind, message or "upstream stream error")]
         out: list[StreamEvent] = []
         usage_raw = data.get("usageMetadata")
@@ -95,7 +95,8 @@ class GeminiStreamParser:
         return out
 
 
-def as_int_status(data: dict[str, Any]) -> int:
+def _error_status(data: dict[str, Any]) -> int:
+    """The HTTP code an in-stream Google error names (500 when it names none)."""
     code = as_dict(data.get("error")).get("code")
     return code if isinstance(code, int) and not isinstance(code, bool) else 500
 
