@@ -226,15 +226,9 @@ def joined_bigram_sums(model: InjectionClassifier, text: str, weights: dict[str,
 
 
 def pair_bigram_sums(model: InjectionClassifier, text: str) -> float:
-    """This tree's inner loop: bigrams looked up by their token pair."""
-    get = model.table.get
-    toks: list[str] = []
-    lead = ["<s>"] if model.start else []
-    for part in units(text.lower()):
-        toks += lead + tokens(part) + [" "]
-    zero = repeat(0.0)
-    grams = chain(map(get, pairwise(toks), zero), (0.0,))
-    return float(sum(map(add, map(get, toks, zero), grams)))
+    """This tree's inner loop: tokens to int ids, bigrams looked up by ``id_a * K + id_b``."""
+    _, ps, _ = model.sums(text)
+    return float(ps[-1])
 
 
 def model_speed() -> None:

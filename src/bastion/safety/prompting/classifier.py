@@ -13,10 +13,12 @@ unit's first token, so ``<s> ignore`` / ``<s> respond`` (an imperative opening a
 sentence) weigh apart from the same word inside one. They are counted and
 L2-normalised per scored span (``x_f = count_f / sqrt(n)``), so one model scores a
 sentence and a whole document alike. The stored table maps n-gram strings to weights
-(no hashing, so nothing depends on a hash function's seed; in memory a bigram is keyed
-by its token pair, so scoring builds no string per token); only weights the training
+(no hashing, so nothing depends on a hash function's seed); only weights the training
 kept are stored, quantised to int8 with one scale, with the operating point picked for
-them (``threshold``).
+them (``threshold``). In memory each token of the vocabulary has an int id and a bigram
+is keyed ``id_a * K + id_b``: scoring builds no string or tuple per token, and the table
+costs ~17 MB of RSS where string and tuple keys cost ~52 MB. The process loads it from
+arrays (``to_pack``, written by ``scripts/pack_injection.py``), not from the JSON.
 
 A document is scored sentence by sentence: the text is cut into units (lines; long
 lines into sentences; long sentences into word chunks), each unit's weight sum and
@@ -28,18 +30,25 @@ benign. ``scripts/train_injection.py`` trains it with exactly these functions.
 
 from __future__ import annotations
 
+import array
 import functools
 import gzip
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from itertools import accumulate, chain, pairwise, repeat
-from operator import add
+from itertools import accumulate, chain, islice, repeat
+from operator import add, mul
+from typing import Any
 
 MODEL_RESOURCE = "injection_lr.json.gz"
+# What the process loads: the same weights as arrays (``InjectionClassifier.to_pack``), written
+# from MODEL_RESOURCE by ``scripts/pack_injection.py``; the JSON stays the trainer's output.
+PACK_RESOURCE = "injection_lr.pack.z"
 # The model probability that counts as an injection travels with the weights (``threshold`` in
 # the stored file): ``scripts/train_injection.py`` picks it on its validation split carved out
 # of train. This is the value for a stored model that predates the key (the first model's,
@@ -125,7 +134,19 @@ class Verdict:
 class InjectionClassifier:
     """Probability that a text is (or contains) a prompt injection; stateless, safe to share."""
 
-    __slots__ = ("_get", "bias", "name", "start", "table", "threshold", "version", "window")
+    __slots__ = (
+        "_bi",
+        "_ids",
+        "_k",
+        "_tokens",
+        "_uni",
+        "bias",
+        "name",
+        "start",
+        "threshold",
+        "version",
+        "window",
+    )
 
     def __init__(
         self,
@@ -137,12 +158,18 @@ class InjectionClassifier:
         start: bool = False,
         threshold: float = OPERATING_POINT,
     ) -> None:
-        # a plain dict, read-only by convention: its .get is 2.5x faster than a MappingProxyType's;
-        # bigrams are keyed by the token pair itself, so scoring builds no string per token
-        self.table: dict[str | tuple[str, ...], float] = {
-            (tuple(f.split(" ")) if " " in f else f): w for f, w in weights.items()
-        }
-        self._get = self.table.get
+        vocab = sorted({t for f in weights for t in f.split(" ")})
+        ids = {t: i for i, t in enumerate(vocab, 1)}
+        k = len(vocab) + 1
+        uni: list[float] = [0.0] * k
+        bi: dict[int, float] = {}
+        for f, w in weights.items():
+            a, _, b = f.partition(" ")
+            if b:
+                bi[ids[a] * k + ids[b]] = w
+            else:
+                uni[ids[a]] = w
+        self._set(vocab, uni, bi)
         self.bias = bias
         self.version = version
         self.window = window
@@ -150,15 +177,21 @@ class InjectionClassifier:
         self.threshold = threshold
         self.name = "lr"
 
+    def _set(self, vocab: list[str], uni: list[float], bi: dict[int, float]) -> None:
+        """Token ids (1..V; 0 is any unknown token), unigram weights by id, bigram weights
+        keyed ``id_a * K + id_b`` (K = V + 1, so a pair with an unknown token matches no key)."""
+        self._tokens = ["", *vocab]
+        self._ids = dict(zip(vocab, range(1, len(vocab) + 1), strict=True))
+        self._k = len(vocab) + 1
+        self._uni = uni
+        self._bi = bi
+
     def score(self, text: str) -> float:
         return self.verdict(text).score
 
-    def verdict(self, text: str) -> Verdict:
-        """The maximum over the whole text and every window of up to ``window`` units."""
+    def sums(self, text: str) -> tuple[list[str], list[float], list[int]]:
+        """The text's units, the prefix sums of their weight sums and of their feature counts."""
         parts = units(text.lower())
-        if not parts:
-            return Verdict(0.0, "empty", "")
-        get = self._get
         findall = _TOKEN.findall
         # one token stream for the whole text, a separator (never a token, never in a feature)
         # after each unit, so every look-up is one C-level map and unit sums are prefix sums
@@ -175,15 +208,22 @@ class InjectionClassifier:
             toks.append(" ")
             bounds.append(len(toks))
             counts.append(2 * len(t) + extra if t else 0)
-        zero = repeat(0.0)
-        grams = chain(map(get, pairwise(toks), zero), (0.0,))
-        at = list(accumulate(map(add, map(get, toks, zero), grams), initial=0.0))
-        ps = [at[b] for b in bounds]
-        total_n = sum(counts)
+        ids = list(map(self._ids.get, toks, repeat(0)))
+        # bigram keys id_a * K + id_b, all C-level maps over ints (no tuple, no string per token)
+        keys = map(add, map(mul, ids, repeat(self._k)), islice(ids, 1, None))
+        grams = chain(map(self._bi.get, keys, repeat(0.0)), (0.0,))
+        at = list(accumulate(map(add, map(self._uni.__getitem__, ids), grams), initial=0.0))
+        return parts, [at[b] for b in bounds], list(accumulate(counts, initial=0))
+
+    def verdict(self, text: str) -> Verdict:
+        """The maximum over the whole text and every window of up to ``window`` units."""
+        parts, ps, pc = self.sums(text)
+        if not parts:
+            return Verdict(0.0, "empty", "")
+        total_n = pc[-1]
         best = ps[-1] / math.sqrt(total_n) if total_n else 0.0
         where = (0, len(parts))
         # every window of width k from prefix sums, in comprehensions (windows() in loop form)
-        pc = list(accumulate(counts, initial=0))
         sqrt = math.sqrt
         for k in range(1, min(self.window, len(parts) - 1) + 1):
             zs = [
@@ -200,43 +240,150 @@ class InjectionClassifier:
     @property
     def weights(self) -> dict[str, float]:
         """Feature string (``"a b"`` for a bigram) -> weight, as trained and stored."""
-        return {(" ".join(f) if isinstance(f, tuple) else f): w for f, w in self.table.items()}
+        toks, k = self._tokens, self._k
+        out = {toks[i]: w for i, w in enumerate(self._uni) if w}
+        out.update({f"{toks[key // k]} {toks[key % k]}": w for key, w in self._bi.items()})
+        return out
 
-    def to_json(self) -> bytes:
-        """The compact stored form: int8-quantised weights with one scale, gzip'd JSON."""
+    def _quantised(self) -> tuple[float, dict[str, int]]:
         weights = self.weights
         top = max((abs(w) for w in weights.values()), default=1.0) or 1.0
         scale = top / 127.0
         q = {f: round(w / scale) for f, w in sorted(weights.items())}
-        doc = {
+        return scale, {f: v for f, v in q.items() if v}
+
+    def _meta(self, scale: float) -> dict[str, object]:
+        return {
             "version": self.version,
             "bias": self.bias,
             "window": self.window,
             "start": self.start,
             "threshold": self.threshold,
             "scale": scale,
-            "weights": {f: v for f, v in q.items() if v},
         }
+
+    def to_json(self) -> bytes:
+        """The compact stored form: int8-quantised weights with one scale, gzip'd JSON."""
+        scale, q = self._quantised()
+        doc = {**self._meta(scale), "weights": q}
         raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
         return gzip.compress(raw, compresslevel=9, mtime=0)
 
     @classmethod
     def from_json(cls, blob: bytes) -> InjectionClassifier:
         doc = json.loads(gzip.decompress(blob))
-        scale = float(doc["scale"])
-        weights = {f: v * scale for f, v in doc["weights"].items()}
-        return cls(
-            weights,
-            float(doc["bias"]),
-            version=str(doc["version"]),
-            window=int(doc["window"]),
-            start=bool(doc.get("start", False)),
-            threshold=float(doc.get("threshold", OPERATING_POINT)),
+        q: dict[str, int] = doc["weights"]
+        vocab = sorted({t for f in q for t in f.split(" ")})
+        ids = {t: i for i, t in enumerate(vocab, 1)}
+        k = len(vocab) + 1
+        uni = [0] * k
+        bi: dict[int, int] = {}
+        for f, v in q.items():
+            a, _, b = f.partition(" ")
+            if b:
+                bi[ids[a] * k + ids[b]] = v
+            else:
+                uni[ids[a]] = v
+        return cls._from_tables(doc, vocab, uni, bi.keys(), bi.values())
+
+    @classmethod
+    def _from_tables(
+        cls,
+        meta: Mapping[str, Any],
+        vocab: list[str],
+        uni: Iterable[int],
+        keys: Iterable[int],
+        vals: Iterable[int],
+    ) -> InjectionClassifier:
+        """From int8 weights: each becomes ``q * scale`` exactly as the JSON loader always made
+        it (so sums are bit-identical), one shared float object per level (256 of them, not one
+        per feature)."""
+        scale = float(meta["scale"])
+        level = [float(q * scale) for q in range(128)] + [float(q * scale) for q in range(-128, 0)]
+        self = cls.__new__(cls)
+        self._set(
+            vocab,
+            list(map(level.__getitem__, uni)),
+            dict(zip(keys, map(level.__getitem__, vals), strict=True)),
         )
+        self.bias = float(meta["bias"])
+        self.version = str(meta["version"])
+        self.window = int(meta["window"])
+        self.start = bool(meta.get("start", False))
+        self.threshold = float(meta.get("threshold", OPERATING_POINT))
+        self.name = "lr"
+        return self
+
+    def to_pack(self) -> bytes:
+        """The serving form (``PACK_RESOURCE``): the same int8 weights as ``to_json``, laid out
+        as arrays so loading is a few C-level copies instead of a JSON parse and 140k strings.
+
+        zlib of: one JSON header line (metadata, sizes), the sorted vocabulary joined by
+        ``\\n`` (no token holds whitespace), unigram weights by token id (int8, id 0 = unknown),
+        the sorted bigram keys ``id_a * K + id_b`` (uint32/uint64 little-endian) and their int8
+        weights. Deterministic: the same weights always give the same bytes.
+        """
+        scale, q = self._quantised()
+        vocab = sorted({t for f in q for t in f.split(" ")})
+        ids = {t: i for i, t in enumerate(vocab, 1)}
+        k = len(vocab) + 1
+        uni = array.array("b", bytes(k))
+        bi: dict[int, int] = {}
+        for f, v in q.items():
+            a, _, b = f.partition(" ")
+            if b:
+                bi[ids[a] * k + ids[b]] = v
+            else:
+                uni[ids[a]] = v
+        code = "I" if k * k < 1 << 32 else "Q"
+        keys = array.array(code, sorted(bi))
+        vals = array.array("b", [bi[key] for key in keys])
+        if sys.byteorder == "big":
+            keys.byteswap()
+        words = "\n".join(vocab).encode() + b"\n"
+        head = {
+            **self._meta(scale),
+            "vocab": len(vocab),
+            "vocab_bytes": len(words),
+            "bigrams": len(keys),
+            "key": code,
+        }
+        body = b"".join(
+            [
+                json.dumps(head, separators=(",", ":")).encode(),
+                b"\n",
+                words,
+                uni.tobytes(),
+                keys.tobytes(),
+                vals.tobytes(),
+            ]
+        )
+        return zlib.compress(body, 9)
+
+    @classmethod
+    def from_pack(cls, blob: bytes) -> InjectionClassifier:
+        body = zlib.decompress(blob)
+        nl = body.index(b"\n")
+        head = json.loads(body[:nl])
+        n_vocab, n_bi, code = int(head["vocab"]), int(head["bigrams"]), str(head["key"])
+        pos = nl + 1 + int(head["vocab_bytes"])
+        vocab = body[nl + 1 : pos - 1].decode().split("\n") if n_vocab else []
+        k = n_vocab + 1
+        uni = array.array("b", body[pos : pos + k])
+        pos += k
+        keys = array.array(code)
+        keys.frombytes(body[pos : pos + n_bi * keys.itemsize])
+        if sys.byteorder == "big":
+            keys.byteswap()
+        pos += n_bi * keys.itemsize
+        vals = array.array("b", body[pos : pos + n_bi])
+        if len(vocab) != n_vocab or len(uni) != k or len(keys) != n_bi or len(vals) != n_bi:
+            raise ValueError("truncated injection classifier pack")
+        return cls._from_tables(head, vocab, uni, keys, vals)
 
 
 @functools.cache
 def shipped() -> InjectionClassifier:
     """The model in the wheel (read once per process: it is immutable package data)."""
-    blob = resources.files(__package__).joinpath("data", MODEL_RESOURCE).read_bytes()
-    return InjectionClassifier.from_json(blob)
+    blob = resources.files(__package__).joinpath("data", PACK_RESOURCE).read_bytes()
+    return InjectionClassifier.from_pack(blob)
