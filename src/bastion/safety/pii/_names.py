@@ -156,22 +156,75 @@ def context(text: str, start: int, end: int) -> tuple[bool, list[str], list[str]
     return initial, prev, nxt
 
 
+# The shipped weights are int16 (value * SCALE); in memory the three of a feature are one int,
+# each biased by _BIAS into a 21-bit field, so a token's three sums are one int addition per
+# feature and one split at the end. 22 features of at most 2**16 fit a field with room to
+# spare, and sums of k / 256 are exact in floats, so the scores are bit-identical to adding
+# the three floats per feature.
+_BIAS = 1 << 15
+_FIELD = 21
+_FMASK = (1 << _FIELD) - 1
+_NONE = (_BIAS << (2 * _FIELD)) | (_BIAS << _FIELD) | _BIAS  # a feature the model never kept
+
+
+def pack(w0: int, w1: int, w2: int) -> int:
+    """Three int16 weights as one int (see ``_BIAS``)."""
+    return ((w0 + _BIAS) << (2 * _FIELD)) | ((w1 + _BIAS) << _FIELD) | (w2 + _BIAS)
+
+
+def unpack(total: int, n: int) -> tuple[float, float, float]:
+    """The three weight sums (over ``SCALE``) of ``n`` packed values added up."""
+    off = n * _BIAS
+    return (
+        ((total >> (2 * _FIELD)) - off) / SCALE,
+        (((total >> _FIELD) & _FMASK) - off) / SCALE,
+        ((total & _FMASK) - off) / SCALE,
+    )
+
+
+class Packed(Mapping[int, tuple[float, float, float]]):
+    """Read-only view of packed weights as ``hash -> (O, PER, LOC)`` floats (what the trainer
+    writes and reads); scoring reads ``table`` directly."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: dict[int, int]) -> None:
+        self.table = table
+
+    def __getitem__(self, key: int) -> tuple[float, float, float]:
+        return unpack(self.table[key], 1)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
     """Weights (hash -> scores per class), the skip list and the decision margin."""
 
-    weights: Mapping[int, tuple[float, float, float]]  # a dict: never written after loading
+    weights: Mapping[int, tuple[float, float, float]]  # a dict or Packed: never written
     skip: frozenset[str]
     margin: float
     gaz: Gazetteers
 
     def scores(self, text: str, start: int, end: int, last: int) -> tuple[float, float, float]:
         initial, prev, nxt = context(text, start, end)
-        s0 = s1 = s2 = 0.0
-        get = self.weights.get
+        feats = features(text[start:end], initial, prev, nxt, self.gaz, last)
         crc = zlib.crc32
-        for f in features(text[start:end], initial, prev, nxt, self.gaz, last):
-            w = get(crc(f.encode()) & MASK)
+        weights = self.weights
+        if isinstance(weights, Packed):
+            get = weights.table.get
+            tot = 0
+            for f in feats:
+                tot += get(crc(f.encode()) & MASK, _NONE)
+            return unpack(tot, len(feats))
+        s0 = s1 = s2 = 0.0
+        fget = weights.get
+        for f in feats:
+            w = fget(crc(f.encode()) & MASK)
             if w is not None:
                 s0 += w[0]
                 s1 += w[1]
@@ -255,10 +308,8 @@ def load_model() -> Model:
     keys.frombytes(raw[4 : 4 + 4 * n])
     vals = array.array("h")
     vals.frombytes(raw[4 + 4 * n :])
-    weights = {
-        k: (vals[3 * i] / SCALE, vals[3 * i + 1] / SCALE, vals[3 * i + 2] / SCALE)
-        for i, k in enumerate(keys)
-    }
+    it = iter(vals)
+    weights = Packed(dict(zip(keys, map(pack, it, it, it), strict=True)))
     # plain dicts (read-only by convention): a mappingproxy lookup costs twice as much
     gaz = Gazetteers(first, last, frozenset(lower))
     return Model(weights, frozenset(skip), margin, gaz)
