@@ -388,6 +388,7 @@ async def store_ops(tmp: Path, prefix: str, n: int) -> list[list[str]]:
 
 async def time_ops(st: Any, n: int) -> list[list[str]]:
     from bastion.state import BreakerPolicy, Cap
+    from bastion.state.plan import AllowBreaker, Charge, RecordBreaker, Reserve, Settle, Take
 
     caps = [Cap("spend:ops:global", 1e9, 3600.0), Cap("spend:ops:user:u1", 1e9, 3600.0)]
     policy = BreakerPolicy()
@@ -399,6 +400,22 @@ async def time_ops(st: Any, n: int) -> list[list[str]]:
         "charge (tokens/min)": lambda i: st.charge("tpm:user:u1", 1e9 / 60, 1e9, 100.0),
         "breaker_allow": lambda i: st.breaker_allow("breaker:ops", policy),
         "breaker_record": lambda i: st.breaker_record("breaker:ops", True, policy),
+        # what a call now sends instead: one batch to be admitted, one to settle
+        "admit (tpm, rpm, breaker, 2 caps)": lambda i: st.admit(
+            [
+                Take("tpm:user:u2", 1e9 / 60, 1e9, 0.0),
+                Take("rpm:user:u2", 1e7 / 60, 1e7 / 6),
+                AllowBreaker("breaker:ops2", policy),
+                Reserve(f"b{i}", tuple(caps), 0.003, 180.0),
+            ]
+        ),
+        "finish (settle, tpm, breaker)": lambda i: st.finish(
+            [
+                Settle(f"b{i}", tuple(caps), 0.001),
+                Charge("tpm:user:u2", 1e9 / 60, 1e9, 100.0),
+                RecordBreaker("breaker:ops2", True, policy),
+            ]
+        ),
     }
     for i in range(50):  # warm: connections, script loading, the first file write
         for op in ops.values():

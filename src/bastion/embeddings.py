@@ -30,6 +30,7 @@ import orjson
 
 from .auth import key_from_headers
 from .call import Attempt, Call, Principal, Usage
+from .cost.state_batch import flush_admit
 from .embeddings_request import EmbeddingsRequest, parse_request, scrub_inputs
 from .engine import Reply, UpstreamStatusError, new_attempt
 from .errors import (
@@ -277,6 +278,7 @@ class EmbeddingsApi:
     async def _reserve(self, call: Call, req: EmbeddingsRequest, attempt: Attempt) -> None:
         """Hold this attempt's worst case: every input token it could bill, at its input price."""
         if not call.budget_caps:
+            await flush_admit(call)  # the rate limits planned at admission, checked now
             return
         price = self._gw.prices.for_deployment(attempt.model, attempt.provider_kind)
         if price is None:

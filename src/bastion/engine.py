@@ -18,6 +18,7 @@ import orjson
 
 from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
+from .cost.state_batch import BreakerDenied, plan_breaker_allow, plan_breaker_record, unplan
 from .errors import (
     BastionError,
     InvalidRequest,
@@ -200,7 +201,8 @@ class Engine:
                     deployments = deployments[2:]  # the end of the call: the backup still runs
         deployments = self._cooling.order(deployments)
         for i, dep in enumerate(deployments):
-            if not await self.breaker_allows(dep):
+            gate = plan_breaker_allow(call, "breaker:" + dep.name, self._reserve and self._breaker)
+            if gate is None and not await self.breaker_allows(dep):
                 out.skipped.append(dep.name)
                 continue
             has_next = i + 1 < len(deployments)
@@ -233,6 +235,11 @@ class Engine:
                         )
                     else:
                         reply = await self._unary(call, dep, passthrough, attempt, budget, ticket)
+                except BreakerDenied:  # checked in the attempt's batch: open, nothing was sent
+                    call.attempts.remove(attempt)
+                    total -= 1
+                    out.skipped.append(dep.name)
+                    break
                 except UpstreamError as exc:
                     decision = await self.attempt_failed(
                         call, dep, attempt, exc, out, tries=tries, has_next=has_next
@@ -243,8 +250,10 @@ class Engine:
                     continue
                 attempt.ended = time.monotonic()
                 attempt.status = 200
-                await self.breaker_record(dep, True)
+                if not plan_breaker_record(call, "breaker:" + dep.name, True, self._breaker):
+                    await self.breaker_record(dep, True)  # no settle batch to carry it
                 return reply
+            unplan(call, gate)  # no attempt here got as far as its batch: its probe is not taken
         raise out.exhausted(call)
 
     async def _one(

@@ -11,6 +11,11 @@ needs, and a misspelt hook fails the protocol check instead of being silently dr
 Output filters (watching and rewriting the model's text) are the fourth phase; they hang on
 the call because they keep per-stream state. The chain sorts guards into per-phase lists at
 start-up, so a call pays only for the hooks that exist; ``PHASE_ORDER`` is the declared order.
+
+Guards that need the counter store (``plans_state``) plan their operations on the call; the
+pipeline sends them once per phase (``cost/state_batch.py``): after the attempt guards, and
+once the settling guards are done, so a call costs one store round trip to be admitted and
+one to settle.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .call import Attempt, Call
+from .cost.state_batch import drop_attempt_ops, flush_admit, flush_finish
 from .errors import BastionError
 from .frozen import freeze
 
@@ -99,8 +105,13 @@ class Pipeline:
     async def reserve_attempt(
         self, call: Call, attempt: Attempt, body: dict[str, object], body_bytes: int
     ) -> None:
-        for g in self._attempt:
-            await g.reserve_attempt(call, attempt, body, body_bytes)
+        try:
+            for g in self._attempt:
+                await g.reserve_attempt(call, attempt, body, body_bytes)
+            await flush_admit(call)  # what the guards planned, in one atomic batch
+        except BaseException:
+            drop_attempt_ops(call)  # a refused attempt's holds are not sent with the next one
+            raise
 
     async def release_attempt(self, call: Call, attempt: Attempt) -> None:
         for g in self._release:
@@ -121,8 +132,21 @@ class Pipeline:
         call.body = freeze(call.body)
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        settling = False  # a guard that plans store operations has run since the last send
         for g in self._after:
+            plans = getattr(g, "plans_state", False)
+            if settling and not plans:
+                await self._flush(call)  # the settling guards are done: one batch for them
+            settling = plans
             try:
                 await g.after(call, error)
             except Exception:  # one observer failing must not stop settling or recording
                 log.exception("guard %s failed after the call", g.name)
+        await self._flush(call)
+
+    @staticmethod
+    async def _flush(call: Call) -> None:
+        try:
+            await flush_finish(call)
+        except Exception:
+            log.exception("could not send the call's settle batch")

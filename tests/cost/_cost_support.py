@@ -21,6 +21,7 @@ from bastion.call import Principal
 from bastion.config import Config, load_config
 from bastion.gateway import Gateway
 from bastion.state import Cap, CounterStore, ReserveResult, Usage
+from bastion.state.plan import AdmitOp, AdmitResult, FinishOp, Reserve, Settle
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 PRINCIPAL = Principal(key_id="k-cost-test", name="cost-test")
@@ -211,6 +212,23 @@ class RecordingState:
 
     async def usage(self, cap_key: str) -> Usage:
         return await self.inner.usage(cap_key)
+
+    async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
+        """A call's reservation batch (state_batch.py): its reserve is logged like one alone."""
+        res = await self.inner.admit(ops)
+        for i, op in enumerate(ops):
+            if isinstance(op, Reserve) and i < len(res.results):
+                ok = res.ok
+                self.log.append(("reserve" if ok else "refused", op.reservation_id, op.amount))
+        return res
+
+    async def finish(self, ops: Sequence[FinishOp]) -> tuple[Any, ...]:
+        """A call's settle batch: each settle or release is logged like one alone."""
+        for op in ops:
+            if isinstance(op, Settle):
+                kind = "release" if op.actual is None else "settle"
+                self.log.append((kind, op.reservation_id, op.actual))
+        return await self.inner.finish(ops)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

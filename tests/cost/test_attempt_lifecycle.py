@@ -144,6 +144,14 @@ class _Flaky:
             raise StateUnavailable("the counter store is unreachable")
         return await self.inner.release(rid)
 
+    async def admit(self, ops: Any) -> Any:
+        return await self.inner.admit(ops)
+
+    async def finish(self, ops: Any) -> Any:  # a call's settle batch (state_batch.py)
+        if self.down:
+            raise StateUnavailable("the counter store is unreachable")
+        return await self.inner.finish(ops)
+
 
 async def test_a_journaled_settle_survives_a_restart_and_lands_once(tmp_path: Path) -> None:
     inner = MemoryCounterStore()

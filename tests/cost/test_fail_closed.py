@@ -120,6 +120,14 @@ class BudgetOutage:
         self._check()
         return await self.inner.release(*a)
 
+    async def admit(self, *a: Any) -> Any:  # a call's reservation batch (state_batch.py)
+        self._check()
+        return await self.inner.admit(*a)
+
+    async def finish(self, *a: Any) -> Any:  # a call's settle batch
+        self._check()
+        return await self.inner.finish(*a)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

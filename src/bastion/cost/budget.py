@@ -14,6 +14,7 @@ outage refuses calls unless config opts into failing open.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..call import Attempt, Call
@@ -22,9 +23,11 @@ from ..config import Config
 from ..errors import BudgetExceeded, ConfigError, StateUnavailable
 from ..observability.tracecontext import new_id
 from ..state import Cap, CounterStore, ReserveResult
+from ..state.plan import Reserve, Settle
 from .journal import SettleJournal
 from .key_caps import key_caps, seconds_to_next_month
 from .pricing import PriceTable
+from .state_batch import Planned, flush_admit, plan_of
 from .tokens import input_upper_bound, output_upper_bound
 
 log = logging.getLogger("bastion.cost")
@@ -36,6 +39,7 @@ class BudgetGuard:
     """Reserve-then-settle against every applicable daily cap."""
 
     name = "budget"
+    plans_state = True  # its store operations go in the call's batches (state_batch.py)
 
     def __init__(
         self,
@@ -127,17 +131,29 @@ class BudgetGuard:
         try:
             if len(self._journal):
                 await self._journal.drain(self._state)  # our own spend lands before we reserve
-            res = await self._state.reserve(rid, caps, amount, lease)
-        except StateUnavailable:
-            if self._fail_open:
-                call.flags["budget_unchecked"] = True
-                log.warning("counter store unreachable; budget not enforced (fail_open)")
-                return
-            raise
-        if not res.ok:
-            raise self._refusal(call, res, amount)
-        attempt.reservation_id = rid
-        attempt.reserved_usd = amount
+        except StateUnavailable as exc:
+            self._unreachable(call, exc)
+            return
+
+        def held(res: ReserveResult) -> None:
+            if not res.ok:
+                raise self._refusal(call, res, amount)
+            attempt.reservation_id = rid
+            attempt.reserved_usd = amount
+
+        # with whatever else the call planned (rate limits, token caps): one atomic batch
+        op = Reserve(rid, caps, amount, lease)
+        plan_of(call, self._state).admit.append(
+            Planned(op, held, lambda exc: self._unreachable(call, exc))
+        )
+        await flush_admit(call)
+
+    def _unreachable(self, call: Call, exc: StateUnavailable) -> None:
+        """Fail closed (raise), or note the call as unchecked when config opts into fail_open."""
+        if not self._fail_open:
+            raise exc
+        call.flags["budget_unchecked"] = True
+        log.warning("counter store unreachable; budget not enforced (fail_open)")
 
     def _refusal(self, call: Call, res: ReserveResult, amount: float) -> BudgetExceeded:
         """Name the cap; show figures only for the caller's own key or user cap."""
@@ -174,18 +190,26 @@ class BudgetGuard:
             self._journal.add(self._state, rid, None)
 
     async def after(self, call: Call, error: BaseException | None) -> None:
-        """Settle every attempt at its own cost; a settle that cannot land is journaled."""
+        """Settle every attempt at its own cost (in the call's settle batch, sent by the
+        pipeline with the other guards' operations); a settle that cannot land is journaled."""
         for attempt in call.attempts:
             rid = attempt.reservation_id
             if rid is None:
                 continue
             attempt.reservation_id = None
             actual = attempt.cost_usd if attempt.cost_usd > 0 else None
-            try:
-                if actual is None:
-                    await self._state.release(rid)
-                else:
-                    await self._state.settle(rid, actual)
-            except StateUnavailable:
-                log.warning("could not settle reservation %s now; journaled", rid)
-                self._journal.add(self._state, rid, actual)
+            op = Settle(rid, call.budget_caps, actual)
+            plan_of(call, self._state).finish.append(
+                Planned(op, _landed, self._journaled(rid, actual))
+            )
+
+    def _journaled(self, rid: str, actual: float | None) -> Callable[[StateUnavailable], None]:
+        def down(exc: StateUnavailable) -> None:
+            log.warning("could not settle reservation %s now; journaled", rid)
+            self._journal.add(self._state, rid, actual)
+
+        return down
+
+
+def _landed(answer: object) -> None:
+    """A settle's answer needs nothing more (False: already settled, or its lease ended)."""

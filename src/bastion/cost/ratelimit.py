@@ -1,19 +1,25 @@
 """Per-user (and per-key, global) rate limits: token buckets, calls per day, tokens per minute.
 
 Buckets live in the counter store, so every replica draws from the same one and
-one abusive user cannot drain anyone else's capacity.
+one abusive user cannot drain anyone else's capacity. They are taken in the batch that
+reserves the call's first upstream request (``state_batch.py``): one round trip, and a call
+refused by any guard there takes nothing from them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from ..call import Call
 from ..clock import DayClock
 from ..config import BucketConfig, Config
 from ..errors import RateLimited, StateUnavailable
-from ..state import CounterStore
+from ..state import CounterStore, IncrResult, TakeResult
+from ..state.plan import Charge, Incr, Take
 from .key_caps import key_bucket
+from .state_batch import Planned, plan_of
 
 log = logging.getLogger("bastion.ratelimit")
 
@@ -22,6 +28,7 @@ class RateLimitGuard:
     """Refuses with 429 and an exact Retry-After; charges real tokens after the call."""
 
     name = "rate_limit"
+    plans_state = True  # its store operations go in the call's batches (state_batch.py)
 
     def __init__(self, config: Config, state: CounterStore, clock: DayClock) -> None:
         rl = config.cost.rate_limits
@@ -54,61 +61,104 @@ class RateLimitGuard:
         return "all"
 
     async def before(self, call: Call) -> None:
-        try:
-            await self._check(call)
-        except StateUnavailable:
-            if self._fail_open:
-                call.flags["rate_limit_unchecked"] = True
-                return
-            raise
-
-    async def _check(self, call: Call) -> None:
-        st = self._state
+        """Plan the takes; the pipeline sends them with the first attempt's reservation, in
+        one atomic batch (state_batch.py): a refusal there takes nothing from any bucket."""
+        plan = plan_of(call, self._state).admit
         for scope, b in self._buckets(call):
             who = self._ident(scope, call)
             if b.tokens_per_minute:
                 rate = b.tokens_per_minute / 60.0
-                t = await st.take(f"tpm:{scope}:{who}", rate, b.tokens_per_minute, 0.0)
-                if t.remaining < 0 or not t.allowed:
-                    raise RateLimited(
-                        f"tokens-per-minute limit reached for {scope} {who}",
-                        retry_after=t.retry_after_seconds or (-t.remaining / rate),
-                        scope=f"{scope}_tokens_per_minute",
-                    )
+                op: Take | Incr = Take(f"tpm:{scope}:{who}", rate, b.tokens_per_minute, 0.0)
+                plan.append(Planned(op, self._tpm(call, scope, who, rate), self._down(call), call_level=True))
             if b.requests_per_minute:
                 rate = b.requests_per_minute / 60.0
                 burst = b.burst or max(1.0, b.requests_per_minute / 6.0)
-                t = await st.take(f"rpm:{scope}:{who}", rate, burst)
-                if not t.allowed:
-                    raise RateLimited(
+                op = Take(f"rpm:{scope}:{who}", rate, burst)
+                plan.append(Planned(op, self._rpm(call, scope, who, b), self._down(call), call_level=True))
+            if b.calls_per_day:
+                day = self._clock.day(call.wall_started)
+                op = Incr(f"calls:{day}:{scope}:{who}", 1.0, 2 * 86400.0, b.calls_per_day)
+                plan.append(Planned(op, self._daily(call, scope, who, b), self._down(call), call_level=True))
+
+    def _refuse(self, call: Call, exc: RateLimited) -> RateLimited:
+        exc.guard = self.name  # refused when the batch ran, after the admit phase
+        call.flags["refused_by"] = self.name
+        return exc
+
+    def _tpm(self, call: Call, scope: str, who: str, rate: float) -> Callable[[Any], None]:
+        def answer(t: TakeResult) -> None:
+            if t.remaining < 0 or not t.allowed:
+                raise self._refuse(
+                    call,
+                    RateLimited(
+                        f"tokens-per-minute limit reached for {scope} {who}",
+                        retry_after=t.retry_after_seconds or (-t.remaining / rate),
+                        scope=f"{scope}_tokens_per_minute",
+                    ),
+                )
+
+        return answer
+
+    def _rpm(self, call: Call, scope: str, who: str, b: BucketConfig) -> Callable[[Any], None]:
+        def answer(t: TakeResult) -> None:
+            if not t.allowed:
+                raise self._refuse(
+                    call,
+                    RateLimited(
                         f"rate limit reached for {scope} {who}: {b.requests_per_minute:g} requests/minute",
                         retry_after=t.retry_after_seconds,
                         scope=f"{scope}_requests_per_minute",
-                    )
-            if b.calls_per_day:
-                day = self._clock.day(call.wall_started)
-                r = await st.incr_if_below(
-                    f"calls:{day}:{scope}:{who}", 1.0, b.calls_per_day, 2 * 86400.0
+                    ),
                 )
-                if not r.ok:
-                    raise RateLimited(
+
+        return answer
+
+    def _daily(self, call: Call, scope: str, who: str, b: BucketConfig) -> Callable[[Any], None]:
+        def answer(r: IncrResult) -> None:
+            if not r.ok:
+                raise self._refuse(
+                    call,
+                    RateLimited(
                         f"daily call limit reached for {scope} {who}: {b.calls_per_day} calls/day",
                         retry_after=self._clock.seconds_to_next_day(),
                         scope=f"{scope}_calls_per_day",
-                    )
+                    ),
+                )
+
+        return answer
+
+    def _down(self, call: Call) -> Callable[[StateUnavailable], None]:
+        def down(exc: StateUnavailable) -> None:
+            if not self._fail_open:
+                raise exc
+            call.flags["rate_limit_unchecked"] = True
+
+        return down
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        """Plan the tokens-per-minute charge for the call's settle batch."""
         tokens = call.usage.input_tokens + call.usage.output_tokens + call.usage.cache_write_tokens
         if not tokens:
             return
         for scope, b in self._buckets(call):
             if b.tokens_per_minute:
-                try:
-                    await self._state.charge(
-                        f"tpm:{scope}:{self._ident(scope, call)}",
-                        b.tokens_per_minute / 60.0,
-                        b.tokens_per_minute,
-                        float(tokens),
-                    )
-                except StateUnavailable:
-                    log.warning("could not charge tokens-per-minute for %s", scope)
+                op = Charge(
+                    f"tpm:{scope}:{self._ident(scope, call)}",
+                    b.tokens_per_minute / 60.0,
+                    b.tokens_per_minute,
+                    float(tokens),
+                )
+                plan_of(call, self._state).finish.append(
+                    Planned(op, _charged, _not_charged(scope))
+                )
+
+
+def _charged(answer: object) -> None:
+    """The bucket's level after the charge needs nothing more."""
+
+
+def _not_charged(scope: str) -> Callable[[StateUnavailable], None]:
+    def down(exc: StateUnavailable) -> None:
+        log.warning("could not charge tokens-per-minute for %s", scope)
+
+    return down

@@ -16,13 +16,15 @@ usage, and it is hashed so its bytes and length never shape a state key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..call import Attempt, Call
 from ..config import FeatureConfig
 from ..errors import InputTooLarge, StateUnavailable
-from ..state import CounterStore
+from ..state import CounterStore, IncrResult
+from ..state.plan import Incr
+from .state_batch import Planned, plan_of
 from .tokens import estimate_input, input_upper_bound, output_upper_bound
 
 CONVERSATION_TTL = 30 * 86400.0
@@ -39,6 +41,7 @@ class TokenCapGuard:
     """Long agent conversations balloon; this stops them at a configured size."""
 
     name = "token_caps"
+    plans_state = True  # its store operations go in the call's batches (state_batch.py)
 
     def __init__(self, features: Mapping[str, FeatureConfig], state: CounterStore) -> None:
         self._features = features
@@ -75,8 +78,15 @@ class TokenCapGuard:
             return
         need = input_upper_bound(body, body_bytes) + output_upper_bound(body)
         key = conversation_key(call.principal.key_id, call.conversation_id)
-        res = await self._state.incr_if_below(key, float(need), float(cap), CONVERSATION_TTL)
-        if not res.ok:
+        op = Incr(key, float(need), CONVERSATION_TTL, float(cap))
+        # sent by the pipeline with the attempt's spend reservation, in one atomic batch
+        plan_of(call, self._state).admit.append(Planned(op, self._held(attempt, cap, need), _raise))
+
+    def _held(self, attempt: Attempt, cap: int, need: int) -> Callable[[IncrResult], None]:
+        def answer(res: IncrResult) -> None:
+            if res.ok:
+                attempt.conversation_tokens = need
+                return
             used = int(res.value)  # this key's own counter: nothing of another key's is shown
             if used >= cap:
                 msg = (
@@ -89,7 +99,8 @@ class TokenCapGuard:
                     "max_tokens, shorten the input, or start a new conversation"
                 )
             raise InputTooLarge(msg, param="conversation")
-        attempt.conversation_tokens = need
+
+        return answer
 
     async def release_attempt(self, call: Call, attempt: Attempt) -> None:
         """An attempt that cost nothing gives its tokens back now."""
@@ -124,12 +135,23 @@ class TokenCapGuard:
         call.flags[SETTLED_FLAG] = actual
         if actual == reserved:
             return
-        # give back what the attempts did not use (never more than they held)
-        try:
-            await self._state.incr(
-                conversation_key(call.principal.key_id, call.conversation_id),
-                float(actual - reserved),
-                CONVERSATION_TTL,
-            )
-        except StateUnavailable:
-            call.flags["conversation_unsettled"] = True
+        # give back what the attempts did not use (never more than they held), in the call's
+        # settle batch
+        key = conversation_key(call.principal.key_id, call.conversation_id)
+        op = Incr(key, float(actual - reserved), CONVERSATION_TTL)
+        plan_of(call, self._state).finish.append(Planned(op, _given_back, _unsettled(call)))
+
+
+def _raise(exc: StateUnavailable) -> None:
+    raise exc  # no conversation cap without the store: fail closed
+
+
+def _given_back(answer: object) -> None:
+    """The counter's value after the give-back needs nothing more."""
+
+
+def _unsettled(call: Call) -> Callable[[StateUnavailable], None]:
+    def down(exc: StateUnavailable) -> None:
+        call.flags["conversation_unsettled"] = True
+
+    return down
