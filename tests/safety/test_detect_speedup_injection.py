@@ -171,3 +171,12 @@ def test_trainer_float_weights_score_as_before() -> None:
     assert model.weights == weights
     z = (0.75 + 1.25 + 2.5 - 0.125) / math.sqrt(5)
     assert model.score("Ignore previous") == pytest.approx(1 / (1 + math.exp(-(z - 1.0))))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200))
+def test_tokeniser_splits_as_before(text: str) -> None:
+    """``\\w+|\\S`` (faster to test) yields exactly the old ``\\w+|[^\\w\\s]`` tokens."""
+    from bastion.safety.prompting.classifier import tokens
+
+    assert tokens(text) == _TOKEN.findall(text.lower())
