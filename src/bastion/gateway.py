@@ -327,6 +327,7 @@ class Gateway(LibraryCalls):
         await self.tracing.aclose()
         await self.recorder.aclose()
         await self.settle_journal.aclose(self.state)
+        await self.idempotency.aclose()
         await self.state.close()
         await self.store.close()
         self._started = False

@@ -24,6 +24,7 @@ from .reliability.idempotency import (
     answered_in_full,
     fingerprint,
     kept_headers,
+    new_owner,
     replay_call,
     replay_headers,
     replay_stream,
@@ -74,26 +75,29 @@ class IdempotentCalls:
         key = idem_state_key(principal.key_id, fmt.value, idem)
         fp = fingerprint({k: v for k, v in body.items() if k != "stream"})
         lock = self._config.feature(feature).deadline + 30
-        stored = await self._idempotency.claim(key, fp, stream=stream, lock_seconds=lock)
+        owner = new_owner()  # this claim's token: what it gives back is its own claim only
+        stored = await self._idempotency.claim(
+            key, fp, stream=stream, lock_seconds=lock, owner=owner
+        )
         if stored is not None:
             return await self._replay(stored, fmt, body, headers, principal, feature)
         try:
             reply = await call_once()
         except BaseException:
-            await self._idempotency.abandon(key)
+            await self._idempotency.abandon(key, owner)
             raise
         done = reply.call
         if done is None or DEGRADED_HEADER in reply.headers or not answered_in_full(done):
-            await self._idempotency.abandon(key)  # errors and stand-ins are not results
+            await self._idempotency.abandon(key, owner)  # errors and stand-ins are not results
         elif reply.stream is not None:
             reply.stream = self._idempotency.wrap_stream(
-                key, fp, reply.stream, reply.headers, lambda: answered_in_full(done)
+                key, fp, reply.stream, reply.headers, lambda: answered_in_full(done), owner
             )
         elif reply.status == 200 and reply.body is not None:
             kept = StoredResponse(reply.body, False, kept_headers(reply.headers))
-            await self._idempotency.complete(key, fp, kept)
+            await self._idempotency.complete(key, fp, kept, owner)
         else:
-            await self._idempotency.abandon(key)
+            await self._idempotency.abandon(key, owner)
         return reply
 
     async def _replay(

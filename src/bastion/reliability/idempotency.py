@@ -11,12 +11,20 @@ and a canned degraded answer abandon the claim instead, so the retry runs the re
 replaying a failure for a day would turn one upstream hiccup into a day of the same
 error. The client's key is hashed into a state key scoped by the caller's key id, so
 one key can never name (or read) another's stored result.
+
+Each claim carries its claimer's own token. When the counter store times out on a claim, its
+script may still run once the store answers again (it was sent; a stalled Redis runs it on
+resuming): a claim that nobody runs, which would hold the client's retry off with a 409 for
+the whole lock. So the claimer takes back its own claim (by token, never a later caller's)
+once the store answers; likewise a give-back or a stored result that could not land.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import struct
 import time
 import uuid
@@ -28,9 +36,11 @@ import orjson
 
 from ..call import Call, Principal
 from ..dialects import Dialect, dialect_for
-from ..errors import Conflict, UnprocessableRequest
+from ..errors import Conflict, StateUnavailable, UnprocessableRequest
 from ..observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from ..state import CounterStore, IdemOutcome
+
+log = logging.getLogger("bastion.reliability.idempotency")
 
 REPLAY_HEADER = "x-bastion-idempotent-replay"
 DEGRADED_HEADER = "x-bastion-degraded"
@@ -41,6 +51,13 @@ PER_DELIVERY_HEADERS = frozenset({"traceparent", "x-client-request-id", REPLAY_H
 _JSON = b"j"
 _SSE = b"s"
 _LEN = struct.Struct(">I")
+_TAKE_BACK_MAX = 10_000  # claims waiting to be taken back (beyond: their lock ends them)
+_TAKE_BACK_TRIES = 3  # answered tries before a claim that never landed is let go
+
+
+def new_owner() -> str:
+    """A claimer's token: only the claim made with it can be taken back with it."""
+    return uuid.uuid4().hex
 
 
 def fingerprint(body: dict[str, Any]) -> str:
@@ -101,18 +118,28 @@ class StoredResponse:
 class Idempotency:
     """Claims, waits for, stores and replays results for idempotent requests."""
 
-    def __init__(self, state: CounterStore, *, ttl: float, wait: float) -> None:
+    def __init__(
+        self, state: CounterStore, *, ttl: float, wait: float, retry_seconds: float = 0.25
+    ) -> None:
         self._state = state
         self._ttl = ttl
         self._wait = wait
+        self._retry = retry_seconds
+        # state key -> (owner, answered tries): claims of ours the store may hold unknown to us
+        self._take_back: dict[str, tuple[str, int]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def claim(
-        self, key: str, fp: str, *, stream: bool, lock_seconds: float
+        self, key: str, fp: str, *, stream: bool, lock_seconds: float, owner: str = ""
     ) -> StoredResponse | None:
         """None: run the request (we own it). Otherwise the stored success to replay."""
         end = time.monotonic() + self._wait
         while True:
-            b = await self._state.idem_begin(key, fp, self._ttl, lock_seconds)
+            try:
+                b = await self._state.idem_begin(key, fp, self._ttl, lock_seconds, owner)
+            except StateUnavailable:
+                self._take_back_later(key, owner)  # it may still run when the store answers
+                raise
             if b.outcome is IdemOutcome.NEW:
                 return None
             if b.outcome is IdemOutcome.MISMATCH:
@@ -131,11 +158,55 @@ class Idempotency:
                 raise Conflict("a request with this Idempotency-Key is still in progress")
             await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-    async def complete(self, key: str, fp: str, response: StoredResponse) -> None:
-        await self._state.idem_complete(key, fp, response.encode(), self._ttl)
+    async def complete(self, key: str, fp: str, response: StoredResponse, owner: str = "") -> None:
+        """Keep a served answer for replays. If the store cannot take it, the answer still
+        goes out, and the claim is taken back later so a retry runs instead of waiting."""
+        try:
+            await self._state.idem_complete(key, fp, response.encode(), self._ttl)
+        except StateUnavailable:
+            log.warning("could not keep an idempotent answer (counter store unreachable)")
+            self._take_back_later(key, owner)
 
-    async def abandon(self, key: str) -> None:
-        await self._state.idem_abandon(key)
+    async def abandon(self, key: str, owner: str | None = None) -> None:
+        """Give the key back so a retry runs (later, if the store cannot take it now)."""
+        try:
+            await self._state.idem_abandon(key, owner)
+        except StateUnavailable:
+            log.warning("could not give an idempotency key back now; retrying in background")
+            self._take_back_later(key, owner or "")
+
+    def _take_back_later(self, key: str, owner: str) -> None:
+        if not owner:
+            return  # without its token a claim could be a later caller's: never dropped blind
+        if key not in self._take_back and len(self._take_back) >= _TAKE_BACK_MAX:
+            del self._take_back[next(iter(self._take_back))]
+        self._take_back[key] = (owner, 0)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Take back our unconfirmed claims once the store answers (by token: a claim that
+        landed late is ours to drop; one made since by a retry is not)."""
+        while self._take_back:
+            await asyncio.sleep(self._retry)
+            for key, (owner, tries) in list(self._take_back.items()):
+                try:
+                    dropped = await self._state.idem_abandon(key, owner)
+                except StateUnavailable:
+                    break  # still down: all wait for the next round
+                if self._take_back.get(key, ("", 0))[0] != owner:
+                    continue  # re-queued meanwhile by another claim of ours
+                if dropped or tries + 1 >= _TAKE_BACK_TRIES:
+                    del self._take_back[key]
+                else:  # not there (yet): a stalled script may land just after the store resumed
+                    self._take_back[key] = (owner, tries + 1)
+
+    async def aclose(self) -> None:
+        """Stop taking back claims (their locks end them)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
     def wrap_stream(
         self,
@@ -144,6 +215,7 @@ class Idempotency:
         stream: AsyncIterator[bytes],
         headers: Mapping[str, str],
         succeeded: Callable[[], bool],
+        owner: str = "",
     ) -> AsyncIterator[bytes]:
         """Pass the stream through, keeping a copy to store only if it ended cleanly."""
 
@@ -160,11 +232,10 @@ class Idempotency:
                 if aclose is not None:
                     await aclose()
                 if ok:
-                    await self.complete(
-                        key, fp, StoredResponse(b"".join(kept), True, kept_headers(headers))
-                    )
+                    kept_stream = StoredResponse(b"".join(kept), True, kept_headers(headers))
+                    await self.complete(key, fp, kept_stream, owner)
                 else:
-                    await self.abandon(key)
+                    await self.abandon(key, owner or None)
 
         return gen()
 

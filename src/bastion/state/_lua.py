@@ -237,8 +237,9 @@ return 'closed'
 """
 )
 
-# KEYS: idempotency hash (fp, done, lu = lock until ms, body). ARGV: fingerprint, ttl ms,
-# lock ms. Returns {'new'}, {'mismatch'}, {'done', body} or {'in_progress', wait ms}.
+# KEYS: idempotency hash (fp, done, lu = lock until ms, ow = claimer's token, body). ARGV:
+# fingerprint, ttl ms, lock ms, owner. Returns {'new'}, {'mismatch'}, {'done', body} or
+# {'in_progress', wait ms}.
 IDEM_BEGIN: Final = (
     _PRELUDE
     + """
@@ -250,7 +251,7 @@ if v[1] then
   local lu = tonumber(v[3])
   if lu > now then return {'in_progress', F(lu - now)} end
 end
-redis.call('HSET', k, 'fp', fp, 'done', '0', 'lu', F(now + tonumber(ARGV[3])))
+redis.call('HSET', k, 'fp', fp, 'done', '0', 'lu', F(now + tonumber(ARGV[3])), 'ow', ARGV[4] or '')
 redis.call('PEXPIRE', k, ARGV[2])
 return {'new'}
 """
@@ -266,9 +267,11 @@ redis.call('PEXPIRE', k, ARGV[3])
 return 1
 """
 
-# KEYS: idempotency hash. Returns 1 if an unfinished claim was dropped.
+# KEYS: idempotency hash. ARGV: [owner] (then only a claim made with that token is dropped).
+# Returns 1 if an unfinished claim was dropped.
 IDEM_ABANDON: Final = """
-if redis.call('HGET', KEYS[1], 'done') == '0' then
+local v = redis.call('HMGET', KEYS[1], 'done', 'ow')
+if v[1] == '0' and (ARGV[1] == nil or v[2] == ARGV[1]) then
   redis.call('DEL', KEYS[1])
   return 1
 end

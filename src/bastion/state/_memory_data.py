@@ -79,3 +79,4 @@ class Idem:
     lock_until: float
     response: bytes | None
     expires_at: float
+    owner: str = ""  # the claimer's token: only it may abandon the claim (not persisted)

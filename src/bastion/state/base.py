@@ -267,9 +267,11 @@ class CounterStore(Protocol):
     # -- idempotency -------------------------------------------------------------------------
 
     async def idem_begin(
-        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float, owner: str = ""
     ) -> IdemBegin:
-        """Claim a key: NEW (run it), IN_PROGRESS, DONE (replay) or MISMATCH (other body)."""
+        """Claim a key: NEW (run it), IN_PROGRESS, DONE (replay) or MISMATCH (other body).
+
+        ``owner`` (the claimer's own token) is kept with a NEW claim, for ``idem_abandon``."""
         ...
 
     async def idem_complete(
@@ -278,8 +280,11 @@ class CounterStore(Protocol):
         """Store the response for replays; False if the key holds another body or a result."""
         ...
 
-    async def idem_abandon(self, key: str) -> bool:
-        """Drop an unfinished claim so a retry may run; a finished result is kept."""
+    async def idem_abandon(self, key: str, owner: str | None = None) -> bool:
+        """Drop an unfinished claim so a retry may run; a finished result is kept.
+
+        With ``owner``, only a claim made with that token is dropped: a claimer that lost
+        track of its claim (a store timeout) can take back its own, never a later caller's."""
         ...
 
     # -- batches: one call's phase in one atomic step (one round trip on Redis) ---------------

@@ -387,12 +387,13 @@ class MemoryCounterStore:
     # -- idempotency ---------------------------------------------------------------------------
 
     async def idem_begin(
-        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float, owner: str = ""
     ) -> IdemBegin:
         now = await self._now()
         entry = self._idem_entry(key, now)
         if entry is None:
-            self._idem[key] = Idem(fingerprint, False, now + lock_seconds, None, now + ttl_seconds)
+            lock_until, expires_at = now + lock_seconds, now + ttl_seconds
+            self._idem[key] = Idem(fingerprint, False, lock_until, None, expires_at, owner)
         elif entry.fingerprint != fingerprint:
             return IdemBegin(IdemOutcome.MISMATCH)
         elif entry.done:
@@ -402,6 +403,7 @@ class MemoryCounterStore:
         else:  # the holder's lock ran out: it crashed or hung, so this caller takes over
             entry.lock_until = now + lock_seconds
             entry.expires_at = now + ttl_seconds
+            entry.owner = owner
         self._dirty["idem"].add(key)
         return IdemBegin(IdemOutcome.NEW)
 
@@ -416,9 +418,9 @@ class MemoryCounterStore:
         self._dirty["idem"].add(key)
         return True
 
-    async def idem_abandon(self, key: str) -> bool:
+    async def idem_abandon(self, key: str, owner: str | None = None) -> bool:
         entry = self._idem_entry(key, await self._now())
-        if entry is None or entry.done:
+        if entry is None or entry.done or (owner is not None and entry.owner != owner):
             return False
         del self._idem[key]
         self._dirty["idem"].add(key)

@@ -344,9 +344,9 @@ class RedisCounterStore:
     # -- idempotency ---------------------------------------------------------------------------
 
     async def idem_begin(
-        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float, owner: str = ""
     ) -> IdemBegin:
-        args = [fingerprint, _ms(ttl_seconds), _ms(lock_seconds)]
+        args = [fingerprint, _ms(ttl_seconds), _ms(lock_seconds), owner]
         reply = await self._run(self._idem_begin_s, [self._key("idem", key)], args)
         outcome = IdemOutcome(reply[0].decode())
         if outcome is IdemOutcome.DONE:
@@ -361,8 +361,9 @@ class RedisCounterStore:
         args = [fingerprint, bytes(response), _ms(ttl_seconds)]
         return bool(await self._run(self._idem_complete_s, [self._key("idem", key)], args))
 
-    async def idem_abandon(self, key: str) -> bool:
-        return bool(await self._run(self._idem_abandon_s, [self._key("idem", key)], []))
+    async def idem_abandon(self, key: str, owner: str | None = None) -> bool:
+        args = [] if owner is None else [owner]
+        return bool(await self._run(self._idem_abandon_s, [self._key("idem", key)], args))
 
     # -- batches: one script, so one round trip, per phase of a call --------------------------
 
