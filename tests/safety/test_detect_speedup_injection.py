@@ -38,6 +38,31 @@ SHARED_DEV = Path("/work/shared/data/injection/dev.jsonl")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
+_OLD_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？])\s+|<t[dr]>|</t[dr]>|\|")
+
+
+def old_units(text: str) -> list[str]:
+    """The previous ``units``: one alternation split per long line."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        if len(line) <= 320:
+            if not line.isspace():
+                out.append(line)
+            continue
+        for part in _OLD_SENTENCE_END.split(line):
+            if not part or part.isspace():
+                continue
+            if len(part) <= 320:
+                out.append(part)
+                continue
+            words = part.split()
+            for i in range(0, len(words), 48):
+                out.append(" ".join(words[i : i + 48]))
+    return out
+
+
 class Reference:
     """The previous ``InjectionClassifier.verdict``: float weights keyed by str / (str, str)."""
 
@@ -52,7 +77,7 @@ class Reference:
         self.start = bool(doc.get("start", False))
 
     def verdict(self, text: str) -> Verdict:
-        parts = units(text.lower())
+        parts = old_units(text.lower())
         if not parts:
             return Verdict(0.0, "empty", "")
         get = self.table.get
@@ -180,3 +205,14 @@ def test_tokeniser_splits_as_before(text: str) -> None:
     from bastion.safety.prompting.classifier import tokens
 
     assert tokens(text) == _TOKEN.findall(text.lower())
+
+
+CUTS = st.text(alphabet=list("ab .!?;:。！？|<>/tdr \t\n\u3000\x85x"), max_size=900)
+
+
+@settings(max_examples=500, deadline=None)
+@given(CUTS)
+def test_units_cut_as_before(text: str) -> None:
+    """Long lines full of sentence ends, cells and odd whitespace: the same units."""
+    assert units(text) == old_units(text)
+    assert units(text * 3) == old_units(text * 3)
