@@ -7,12 +7,14 @@ client libraries do not expose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
-    """One complete event: ``raw`` ends with its blank line, ready to forward as is."""
+class SSEEvent(NamedTuple):
+    """One complete event: ``raw`` ends with its blank line, ready to forward as is.
+
+    A named tuple (immutable, compared by value) rather than a frozen dataclass: one is
+    built per event on every relayed stream, and a tuple is built ~4x faster."""
 
     raw: bytes
     event: str | None
@@ -33,22 +35,41 @@ class SSEDecoder:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[SSEEvent] = []
         start = 0
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            block = buf[start:end]
-            start = end + 2
-            ev = _parse_block(block)
+        find = buf.find
+        end = find(b"\n\n")
+        while end >= 0:
+            nxt = end + 2
+            # ``raw`` is sliced once, terminator included: the event forwarded as is
+            ev = _parse_event(buf[start:nxt]) if end > start else None
             if ev is not None:
                 events.append(ev)
-        self._buf = buf[start:]
+            start = nxt
+            end = find(b"\n\n", start)
+        self._buf = buf[start:] if start else buf
         return events
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated (non-empty at end of stream means a cut)."""
         return self._buf
+
+
+def _parse_event(raw: bytes) -> SSEEvent | None:
+    """One event from its bytes (blank line included). The two shapes providers send, a
+    lone ``data: `` line and ``event: `` then ``data: ``, are read by a byte scan; any
+    other block (comments, ``id:``, multi-line data, no space after the colon) by the
+    line parser, which gives the same answer for those two shapes too."""
+    last = len(raw) - 2  # where the terminating blank line starts
+    if raw.startswith(b"data: "):
+        if raw.find(b"\n", 6) == last:
+            return SSEEvent(raw=raw, event=None, data=raw[6:last])
+    elif raw.startswith(b"event: "):
+        nl = raw.find(b"\n", 7)
+        if raw.startswith(b"data: ", nl + 1) and raw.find(b"\n", nl + 7) == last:
+            return SSEEvent(
+                raw=raw, event=raw[7:nl].decode("utf-8", "replace"), data=raw[nl + 7 : last]
+            )
+    return _parse_block(raw[:last])
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
