@@ -60,6 +60,7 @@ from typing import Any
 
 from bastion.safety.prompting.classifier import (
     MODEL_RESOURCE,
+    PACK_RESOURCE,
     WINDOW,
     InjectionClassifier,
     features,
@@ -293,6 +294,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(model.to_json())
     print(f"wrote {args.out} (operating point {model.threshold:.6f} stored with the weights)")
+    # the process loads the packed arrays, not the JSON (scripts/pack_injection.py, deterministic)
+    pack = args.out.with_name(PACK_RESOURCE)
+    pack.write_bytes(InjectionClassifier.from_json(args.out.read_bytes()).to_pack())
+    print(f"wrote {pack}")
 
 
 if __name__ == "__main__":
