@@ -12,7 +12,8 @@ function tools and tool choices, ``instructions``, ``max_output_tokens``, ``temp
 ``text.verbosity``, ``reasoning.effort``, ``prompt_cache_key``, ``service_tier``, ``stream``.
 Refused with a 400 naming the field, because they need state or tools the gateway does not
 hold: ``previous_response_id``, ``conversation``, ``background: true``, ``prompt``,
-``item_reference`` items, hosted (non-function) tools and their tool choices, file inputs.
+``item_reference`` items, hosted (non-function) tools and their tool choices, file inputs;
+``n`` other than 1 (the API has no ``n``: one response per request, never one of n silently).
 Dropped: ``reasoning`` input items (nothing but the model that wrote them can read them),
 ``include``, ``truncation``, ``max_tool_calls``, ``top_logprobs``, ``metadata`` (echoed back).
 """
@@ -45,6 +46,10 @@ class Translated:
 def to_chat(body: dict[str, Any]) -> Translated:
     """Check a Responses request and write it as a Chat Completions body; raise ``InvalidRequest``."""
     _refuse_stateful(body)
+    n = body.get("n")
+    if n is not None and (type(n) is not int or n != 1):
+        # The Responses API has no n: ignoring it would answer n > 1 with one response.
+        raise _bad("n", "the Responses API returns one response per request; send one per answer")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "is required and must be a non-empty string")
