@@ -23,6 +23,7 @@ botocore is imported only when a bedrock provider is configured (start-up time i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -48,6 +49,7 @@ SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CONVERSE = "/converse"
 _STREAM = "/converse-stream"
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # ToolSpecification.name, botocore's model
 
 
 def model_url(base_url: str, model: object, *, stream: bool) -> str:
@@ -63,11 +65,30 @@ def build_request(
     """The unsigned Converse request for an Anthropic-format ``body`` (signed on sending)."""
     model = body.get("model")
     url = model_url(base_url, model, stream=stream)
+    _check_tool_names(body.get("tools"))
     converse = request_to(Format.BEDROCK, body, source=Format.ANTHROPIC, model=str(model))
     out = {k: v for k, v in headers.items() if k not in ("anthropic-version", "anthropic-beta")}
     out["content-type"] = "application/json"
     out["accept"] = EVENTSTREAM if stream else "application/json"
     return UpstreamRequest("POST", url, out, orjson.dumps(converse), stream)
+
+
+def _check_tool_names(tools: object) -> None:
+    """Refuse a tool Converse would not take under its own name (``[a-zA-Z0-9_-]{1,64}``).
+
+    Renaming it for Converse would answer the caller with a call to a tool it never defined
+    (``get weather`` called as ``get_weather``), and two long names could become one.
+    """
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str) and not _TOOL_NAME.fullmatch(name):
+            raise InvalidRequest(
+                f"tools.{i}.name: {name[:80]!r} is not a tool name Bedrock accepts "
+                "(1 to 64 letters, digits, '_' or '-')",
+                param=f"tools.{i}.name",
+            )
 
 
 def model_of(url: str) -> str:
