@@ -47,6 +47,7 @@ from redis.exceptions import (
     TimeoutError,
     TryAgainError,
 )
+from redis.maint_notifications import MaintNotificationsConfig
 
 from bastion.errors import ConfigError, StateUnavailable
 from bastion.state import _lua, _lua_batch, _redis_batch
@@ -141,6 +142,10 @@ class RedisCounterStore:
                     socket_timeout=timeout_seconds,
                     socket_connect_timeout=timeout_seconds,
                     retry=Retry(NoBackoff(), 0),
+                    # with maintenance notifications on (redis-py's default on RESP3) the pool
+                    # skips its check that an idle connection is still open: after a Redis
+                    # restart each dead pooled connection failed one call with a 503
+                    maint_notifications_config=MaintNotificationsConfig(enabled=False),
                 )
             except ValueError as exc:
                 raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
