@@ -364,13 +364,36 @@ class BastionApp:
             return
         stream = reply.stream
         stalled = False
+        loop = asyncio.get_running_loop()
+        # When the write in progress must have finished (None: no write in progress). One
+        # watchdog timer per stream enforces it instead of a timeout scope per chunk (a
+        # scope costs a timer and a cancel on every write; nearly every write never waits).
+        until: float | None = None
+        timer: asyncio.TimerHandle | None = None
 
         async def write(msg: Message) -> None:
-            async with asyncio.timeout(self._write_timeout(reply)):
+            nonlocal until
+            until = loop.time() + self._write_timeout(reply)
+            try:
                 await send(msg)
+            finally:  # a failed write must not leave the relay's clean-up under the watchdog
+                until = None
+
+        def watchdog() -> None:
+            nonlocal stalled, timer
+            if sender.done():
+                return
+            now = loop.time()
+            if until is not None and now >= until:
+                stalled = True  # the client stopped reading: cut it, release the upstream
+                sender.cancel()
+                return
+            # a write that starts later can expire no sooner than one starting now would
+            timer = loop.call_at(
+                until if until is not None else now + self._write_timeout(reply), watchdog
+            )
 
         async def pump() -> None:
-            nonlocal stalled
             try:
                 # start the stream before anything can fail: only a started generator runs its
                 # cleanup on close (closing the upstream response, settling the budget)
@@ -389,8 +412,6 @@ class BastionApp:
                             {"type": "http.response.body", "body": chunk, "more_body": True}
                         )
                 await write({"type": "http.response.body", "body": b""})
-            except TimeoutError:
-                stalled = True  # the client stopped reading: cut it, release the upstream
             except OSError:
                 pass  # client went away mid-send
             finally:
@@ -399,10 +420,13 @@ class BastionApp:
         # A server may not raise on send after the client left, so watch for the disconnect:
         # it cancels the relay at once, closing the upstream and settling the budget.
         sender = asyncio.ensure_future(pump())
+        timer = loop.call_at(loop.time() + self._write_timeout(reply), watchdog)
         watcher = asyncio.ensure_future(_until_disconnect(receive))
         try:
             await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if timer is not None:
+                timer.cancel()
             for t in (watcher, sender):
                 if not t.done():
                     t.cancel()
