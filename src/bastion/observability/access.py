@@ -42,6 +42,10 @@ def _one_line(value: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in value)
 
 
+def _iso_ms(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
 def _flag_names(call: Call) -> list[str]:
     names = sorted(k for k, v in call.flags.items() if v not in (None, False, "", [], {}))
     for f in getattr(call, "findings", ()):
@@ -76,9 +80,7 @@ class AccessEntry:
     flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds")
-        }
+        out: dict[str, Any] = {"ts": _iso_ms(self.ts)}
         for name in self.__slots__:
             if name == "ts":
                 continue
@@ -90,11 +92,14 @@ class AccessEntry:
 
     def text(self) -> str:
         """``time request status key user feature model→deployment tokens cost latency ttft flags``."""
-        d = self.as_dict()
-        parts = [d["ts"], _one_line(self.request_id or "-"), str(self.status)]
-        for label in ("key", "user", "feature"):
-            if label in d:
-                parts.append(f"{label}={_one_line(d[label])}")
+        # read from the fields, not from as_dict(): this runs once per call on the hot path
+        parts = [_iso_ms(self.ts), _one_line(self.request_id or "-"), str(self.status)]
+        if self.key is not None:
+            parts.append(f"key={_one_line(self.key)}")
+        if self.user is not None:
+            parts.append(f"user={_one_line(self.user)}")
+        if self.feature is not None:
+            parts.append(f"feature={_one_line(self.feature)}")
         if self.model is not None:
             model = _one_line(self.model)
             parts.append(model if self.deployment is None else f"{model}→{self.deployment}")
