@@ -158,7 +158,7 @@ def test_a_format_resolves_to_its_dialect_and_a_dialect_to_itself() -> None:
     )
     with pytest.raises(NoDialect, match="gemini"):
         dialect_for("gemini")
-    assert NoDialect("x").render("openai").startswith(b'{"error"')
+    assert OPENAI.render_error(NoDialect("x")).startswith(b'{"error"')
 
 
 # -- reading answers ------------------------------------------------------------------------

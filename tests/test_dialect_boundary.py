@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "bastion"
-GUARD_DIRS = ("safety", "cost", "reliability")
+# observability: traces, records and refusals read a call through its dialect like any guard
+GUARD_DIRS = ("safety", "cost", "reliability", "observability")
 GUARD_FILES = (
     "output.py",  # output filters over answers and stream events
     "streams.py",  # the stream relay: error events, recovery
@@ -25,6 +26,7 @@ GUARD_FILES = (
     "recovery.py",  # carrying a cut stream on
     "pipeline.py",  # runs the guards
     "spend.py",  # settles what a call cost
+    "errors.py",  # the error tree: each dialect renders it in its format
 )
 FORMAT_NAMES = {"Format", "ApiFormat"}
 FORMAT_WORDS = ("anthropic", "openai")
@@ -103,6 +105,9 @@ def test_the_guard_module_list_is_real() -> None:
         "reliability/degraded.py",
         "output.py",
         "streams.py",
+        "observability/genai_content.py",
+        "observability/refused.py",
+        "errors.py",
     ):
         assert expected in names
 
@@ -121,6 +126,7 @@ def test_a_guard_module_names_no_wire_format(path: Path) -> None:
         "from .providers import translate",
         "from ..providers.adapters import usage_from_anthropic",
         "from ..schema import validate_openai",
+        "body = exc.anthropic_body() if fmt == 'anthropic' else exc.openai_body()",
         "from ..dialects import ANTHROPIC",
         "if fmt == 'anthropic':\n    pass",
         "x = call.client_format.value != 'openai'",

@@ -19,6 +19,7 @@ import orjson
 from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
 from .cost.state_batch import BreakerDenied, plan_breaker_allow, plan_breaker_record, unplan
+from .dialects import dialect_for
 from .errors import (
     BastionError,
     InvalidRequest,
@@ -576,6 +577,7 @@ def new_attempt(dep: Deployment, kind: str) -> Attempt:
 
 def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str], bytes]:
     """An error as the client's API would have sent it; provider errors keep their status and meaning."""
+    dialect = dialect_for(client)
     if isinstance(err, UpstreamStatusError) and err.upstream_body is not None:
         status = err.upstream_status or 502
         headers = {"content-type": "application/json"}
@@ -585,18 +587,18 @@ def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str
         cred = UpstreamError("the upstream provider rejected the gateway's credentials")
         if status in (401, 403):
             # the provider rejected *our* credentials: not the client's fault
-            return 502, headers, cred.render(client.value)
+            return 502, headers, dialect.render_error(cred)
         if err.fmt is client:
             return status, headers, err.upstream_body
         status, body = translate.error_to(client, status, err.upstream_body, source=err.fmt)
         if status in (401, 403):  # said in the body only (Gemini: 400 API_KEY_INVALID)
-            return 502, headers, cred.render(client.value)
+            return 502, headers, dialect.render_error(cred)
         return status, headers, orjson.dumps(body)
     if isinstance(err, BastionError):
         headers = {"content-type": "application/json", **err.headers()}
-        return err.http_status(), headers, err.render(client.value)
+        return err.http_status(), headers, dialect.render_error(err)
     internal = BastionError("internal error")
-    return 500, {"content-type": "application/json"}, internal.render(client.value)
+    return 500, {"content-type": "application/json"}, dialect.render_error(internal)
 
 
 __all__ = ["Engine", "InvalidRequest", "Reply", "UpstreamStatusError", "render_error"]

@@ -25,14 +25,13 @@
         └── UpstreamProtocolError     502  (malformed body or stream)
 
 A guard refuses a call by raising one of these; the server renders it in the
-caller's format (Anthropic or OpenAI), so no handler builds error bodies by hand.
+caller's format through the caller's dialect (``Dialect.render_error``, which reads the type
+names above), so no handler builds error bodies by hand and this module knows no format.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
-
-import orjson
 
 __all__ = [
     "AIUnavailable",
@@ -65,6 +64,7 @@ class BastionError(Exception):
     """Base of every error Bastion raises on purpose."""
 
     status: ClassVar[int] = 500
+    # the names each client format's SDKs know the error by (its dialect renders the body)
     anthropic_type: ClassVar[str] = "api_error"
     openai_type: ClassVar[str] = "server_error"
     openai_code: ClassVar[str | None] = None
@@ -87,25 +87,6 @@ class BastionError(Exception):
     def extra(self) -> dict[str, Any]:
         """Extra fields for the error object (which cap, which guard)."""
         return {}
-
-    def anthropic_body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {"type": self.anthropic_type, "message": self.message}
-        err.update(self.extra())
-        return {"type": "error", "error": err}
-
-    def openai_body(self) -> dict[str, Any]:
-        err: dict[str, Any] = {
-            "message": self.message,
-            "type": self.openai_type,
-            "param": self.param,
-            "code": self.openai_code,
-        }
-        err.update(self.extra())
-        return {"error": err}
-
-    def render(self, fmt: str) -> bytes:
-        body = self.anthropic_body() if fmt == "anthropic" else self.openai_body()
-        return orjson.dumps(body)
 
 
 class InvalidRequest(BastionError):

@@ -26,7 +26,8 @@ def make_call(*, parent: str | None = None, **fields: Any) -> Call:
         request_id="req_t1",
         trace_id=TRACE,
         span_id=SPAN,
-        client_format=Format.ANTHROPIC,
+        # given at construction: the call resolves its dialect from it once
+        client_format=fields.pop("client_format", Format.ANTHROPIC),
         principal=Principal(key_id="key_abc", name="app"),
         body={
             "model": "claude-fast",

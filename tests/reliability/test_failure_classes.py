@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tests.cost._cost_support import PRINCIPAL, inproc_config
 
+from bastion.dialects import ANTHROPIC
 from bastion.errors import UpstreamExhausted
 from bastion.gateway import Gateway
 from bastion.providers.base import Format
@@ -119,7 +120,7 @@ async def test_every_deployment_limited_answers_a_limit_in_the_callers_format(
             await gw.handle(Format.ANTHROPIC, _body("m", Format.ANTHROPIC), {}, principal=PRINCIPAL)
         e = err.value
         assert e.http_status() == status
-        body = json.loads(e.render("anthropic"))
+        body = json.loads(ANTHROPIC.render_error(e))
         assert body["error"]["type"] == anthropic_type
         if status == 429:
             assert e.headers()["retry-after"] == "40"  # the soonest the providers gave

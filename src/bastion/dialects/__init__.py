@@ -24,6 +24,7 @@ from .base import (
     StreamView,
     TextRun,
     ToolHold,
+    TraceParts,
     WatchState,
     Wire,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "StreamView",
     "TextRun",
     "ToolHold",
+    "TraceParts",
     "WatchState",
     "Wire",
     "dialect_for",
@@ -64,10 +66,10 @@ def dialect_for(fmt: str | Dialect) -> Dialect:
         for d in _ORDER:
             if d.format is fmt:  # a Format member: no hashing (an enum's hash is slow)
                 return d
-        d = _DIALECTS.get(fmt)
-        if d is None:
+        found = _DIALECTS.get(fmt)
+        if found is None:
             raise NoDialect(f"no client dialect for wire format {fmt!r}")
-        return d
+        return found
     return fmt
 
 

@@ -7,7 +7,7 @@ stream of named events (``message_start``, ``content_block_start``/``_delta``/``
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,6 +30,7 @@ from .base import (
     Slot,
     StreamView,
     TextRun,
+    TraceParts,
     WatchState,
     Wire,
     as_text,
@@ -273,10 +274,42 @@ class AnthropicDialect(Dialect):
         body["system"] = out["system"]
         body["messages"] = history + out["messages"]
 
+    def trace_system(self, body: dict[str, Any], parts: TraceParts) -> list[dict[str, Any]]:
+        system = body.get("system")
+        if isinstance(system, str):
+            return [parts.text(system)] if system else []
+        if isinstance(system, list):
+            return [
+                parts.text(b["text"])
+                for b in system
+                if isinstance(b, Mapping) and isinstance(b.get("text"), str)
+            ]
+        return []
+
+    def trace_messages(self, body: dict[str, Any], parts: TraceParts) -> Iterator[dict[str, Any]]:
+        history = body.get("messages")
+        if not isinstance(history, list):
+            return
+        for m in reversed(history):
+            if not isinstance(m, Mapping) or not isinstance(role := m.get("role"), str):
+                continue
+            content = m.get("content")
+            blocks: Iterable[Any] = (
+                [{"type": "text", "text": content}] if isinstance(content, str) else content or ()
+            )
+            if not isinstance(blocks, list | tuple):
+                continue
+            out = [_trace_block(b, parts) for b in blocks if isinstance(b, Mapping)]
+            if out and all(p["type"] == "tool_call_response" for p in out):
+                role = "tool"  # the conventions carry tool results in tool messages
+            yield {"role": role, "parts": out}
+
     # -- answers ----------------------------------------------------------------------------
 
     def error_body(self, exc: BastionError) -> dict[str, Any]:
-        return exc.anthropic_body()
+        err: dict[str, Any] = {"type": exc.anthropic_type, "message": exc.message}
+        err.update(exc.extra())
+        return {"type": "error", "error": err}
 
     def error_type(self, exc: BastionError) -> str:
         return exc.anthropic_type
@@ -348,6 +381,27 @@ class AnthropicDialect(Dialect):
 
     def splicer(self, source: Wire, view: StreamView, *, base: Usage, **kw: Any) -> StreamSplicer:
         return _splicer(source, view, base, kw)
+
+
+def _trace_block(b: Mapping[str, Any], parts: TraceParts) -> dict[str, Any]:
+    """One content block as a trace part."""
+    kind = b.get("type")
+    if kind == "text" and isinstance(b.get("text"), str):
+        return parts.text(b["text"])
+    if kind == "tool_use":
+        return parts.tool_call(as_text(b.get("id")), as_text(b.get("name")), b.get("input"))
+    if kind == "tool_result":
+        result = b.get("content")
+        if isinstance(result, list):
+            result = "\n".join(
+                x["text"]
+                for x in result
+                if isinstance(x, Mapping) and isinstance(x.get("text"), str)
+            )
+        return parts.tool_result(as_text(b.get("tool_use_id")), result)
+    if kind == "thinking" and isinstance(b.get("thinking"), str):
+        return parts.reasoning(b["thinking"])
+    return parts.media(kind)
 
 
 # -- holding streamed tool calls ------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
     "StreamView",
     "TextRun",
     "ToolHold",
+    "TraceParts",
     "WatchState",
     "Wire",
 ]
@@ -163,6 +164,28 @@ class Splicer(Protocol):
     def base(self) -> SplicedUsage: ...
 
     def feed(self, event: SSEEvent) -> list[bytes]: ...
+
+
+class TraceParts(Protocol):
+    """Builds the parts of a request's messages as a trace shows them (the OTel GenAI
+    conventions' parts: ``observability.genai_content``, which scrubs and bounds each one).
+
+    A dialect says what each piece of its messages is; the builder returns the part, a dict
+    whose ``type`` is the conventions' part type."""
+
+    def text(self, text: str) -> dict[str, Any]: ...
+
+    def reasoning(self, text: str) -> dict[str, Any]: ...
+
+    def tool_call(self, id_: str, name: str, arguments: Any) -> dict[str, Any]:
+        """A tool call; ``arguments`` as an object where they were JSON."""
+        ...
+
+    def tool_result(self, id_: str, response: Any) -> dict[str, Any]: ...
+
+    def media(self, kind: Any) -> dict[str, Any]:
+        """A part not carried inline (image, audio, file, an unknown kind): named by its kind."""
+        ...
 
 
 class ToolHold(Protocol):
@@ -356,6 +379,15 @@ class Dialect(Wire):
         self, body: dict[str, Any], rendered: Any, history: list[dict[str, Any]]
     ) -> None:
         """Put a server-side template (``Prompt``) before the client's history in ``body``."""
+
+    @abstractmethod
+    def trace_system(self, body: dict[str, Any], parts: TraceParts) -> list[dict[str, Any]]:
+        """The request's system instructions as trace parts ([] when they are messages)."""
+
+    @abstractmethod
+    def trace_messages(self, body: dict[str, Any], parts: TraceParts) -> Iterator[dict[str, Any]]:
+        """The request's messages as the conventions' messages (``{"role", "parts"}``), newest
+        first and lazily: the caller stops once older ones could not fit its bound."""
 
     # -- answers ----------------------------------------------------------------------------
 

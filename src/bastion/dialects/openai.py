@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +35,7 @@ from .base import (
     Slot,
     StreamView,
     TextRun,
+    TraceParts,
     WatchState,
     Wire,
     as_text,
@@ -284,10 +285,28 @@ class OpenAIDialect(Dialect):
         history = [m for m in history if m.get("role") not in ("system", "developer")]
         body["messages"] = messages[:1] + history + messages[1:]
 
+    def trace_system(self, body: dict[str, Any], parts: TraceParts) -> list[dict[str, Any]]:
+        return []  # system and developer turns are messages here
+
+    def trace_messages(self, body: dict[str, Any], parts: TraceParts) -> Iterator[dict[str, Any]]:
+        history = body.get("messages")
+        if not isinstance(history, list):
+            return
+        for m in reversed(history):
+            if isinstance(m, Mapping) and (msg := _trace_message(m, parts)) is not None:
+                yield msg
+
     # -- answers ----------------------------------------------------------------------------
 
     def error_body(self, exc: BastionError) -> dict[str, Any]:
-        return exc.openai_body()
+        err: dict[str, Any] = {
+            "message": exc.message,
+            "type": exc.openai_type,
+            "param": exc.param,
+            "code": exc.openai_code,
+        }
+        err.update(exc.extra())
+        return {"error": err}
 
     def error_type(self, exc: BastionError) -> str:
         return exc.openai_type
@@ -554,6 +573,48 @@ class _OpenAIHold:
     def _chunk(self, ci: Any, tool_calls: list[dict[str, Any]]) -> SSEEvent:
         choice = {"index": ci, "delta": {"tool_calls": tool_calls}, "finish_reason": None}
         return _event({**self._envelope, "choices": [choice]})
+
+
+def _trace_message(m: Mapping[str, Any], parts: TraceParts) -> dict[str, Any] | None:
+    """One message as the conventions' message (tool results in tool messages)."""
+    role = m.get("role")
+    if not isinstance(role, str):
+        return None
+    content = m.get("content")
+    if role in ("tool", "function"):
+        text = content if isinstance(content, str) else joined(content)
+        call_id = m.get("tool_call_id") if role == "tool" else m.get("name")
+        return {"role": "tool", "parts": [parts.tool_result(as_text(call_id), text)]}
+    out: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        if content:
+            out.append(parts.text(content))
+    elif isinstance(content, list):
+        for p in content:
+            if not isinstance(p, Mapping):
+                continue
+            if p.get("type") == "text" and isinstance(p.get("text"), str):
+                out.append(parts.text(p["text"]))
+            else:
+                out.append(parts.media(p.get("type")))
+    for tc in m.get("tool_calls") or ():
+        fn = tc.get("function") if isinstance(tc, Mapping) else None
+        if isinstance(fn, Mapping):
+            args = fn.get("arguments")
+            out.append(
+                parts.tool_call(as_text(tc.get("id")), as_text(fn.get("name")), _json_or_raw(args))
+            )
+    return {"role": "system" if role == "developer" else role, "parts": out}
+
+
+def _json_or_raw(raw: Any) -> Any:
+    """Tool arguments as an object where the model sent parseable JSON text."""
+    if isinstance(raw, str):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
 
 
 OPENAI = OpenAIDialect()

@@ -15,6 +15,8 @@ messages go first, then long texts are shortened. Media is named by its kind, ne
 A conversation resends its history every turn, so scrubbed texts are remembered by digest
 (bounded, least recently used out; the raw text is never kept): only new messages cost a
 scrub (``bench/otel_content.py``: 2.1 ms a call instead of 13.9 ms over 20-turn conversations).
+Which piece of a request is text, a tool call or a tool result is the client dialect's to say
+(``Dialect.trace_messages``); this module builds and scrubs the parts and knows no format.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import orjson
 
 from ..call import Call
-from ..providers.base import Format
 
 __all__ = ["ContentCapture", "finish_reason"]
 
@@ -107,14 +108,9 @@ class ContentCapture:
 
     def attributes(self, call: Call, finish: str, *, failed: bool) -> dict[str, Any]:
         """The content attributes of the call (absent when there is nothing to say)."""
-        body = call.body
-        if call.client_format is Format.ANTHROPIC:
-            system = self._anthropic_system(body.get("system"))
-            history = body.get("messages")
-            messages = self._newest_first(history, self._anthropic_message)
-        else:
-            system = []
-            messages = self._newest_first(body.get("messages"), self._openai_message)
+        # the client's dialect says what each piece of its messages is; this builds the parts
+        system = call.dialect.trace_system(call.body, self)
+        messages = self._fitting(call.dialect.trace_messages(call.body, self))
         attrs: dict[str, Any] = {}
         cut = False
         if messages:
@@ -127,15 +123,9 @@ class ContentCapture:
             cut |= trimmed
         answer = "".join(call.output_text)
         if answer or call.tool_calls or not failed:
-            parts = [self._text(answer)] if answer else []
+            parts = [self.text(answer)] if answer else []
             parts += [
-                {
-                    "type": "tool_call",
-                    "id": t.id,
-                    "name": t.name,
-                    "arguments": self.value(_arguments(t.arguments)),
-                }
-                for t in call.tool_calls
+                self.tool_call(t.id, t.name, _arguments(t.arguments)) for t in call.tool_calls
             ]
             out = [{"role": "assistant", "parts": parts, "finish_reason": finish}]
             text, trimmed = fit(out, self._max)
@@ -173,23 +163,31 @@ class ContentCapture:
             return [self.value(x) for x in v]
         return self.clip(str(v))
 
-    def _text(self, text: str) -> dict[str, Any]:
+    # -- the conventions' parts (``TraceParts``: the dialect names each piece) ------------------
+
+    def text(self, text: str) -> dict[str, Any]:
         return {"type": "text", "content": self.clip(text)}
 
-    def _newest_first(
-        self, history: Any, one: Callable[[Mapping[str, Any]], dict[str, Any] | None]
-    ) -> list[dict[str, Any]]:
+    def reasoning(self, text: str) -> dict[str, Any]:
+        return {"type": "reasoning", "content": self.clip(text)}
+
+    def tool_call(self, id_: str, name: str, arguments: Any) -> dict[str, Any]:
+        return {"type": "tool_call", "id": id_, "name": name, "arguments": self.value(arguments)}
+
+    def tool_result(self, id_: str, response: Any) -> dict[str, Any]:
+        return {"type": "tool_call_response", "id": id_, "response": self.value(response)}
+
+    def media(self, kind: Any) -> dict[str, Any]:
+        """A part Bastion does not inline (images, audio, files, unknown kinds), named by its kind."""
+        name = kind if isinstance(kind, str) and kind else "unknown"
+        modality = _MEDIA.get(name)
+        return {"type": name, "modality": modality} if modality else {"type": name}
+
+    def _fitting(self, newest_first: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
         """Messages in the order sent, converted newest first and only while they can fit."""
-        if not isinstance(history, list):
-            return []
         kept: list[dict[str, Any]] = []
         size = 0
-        for m in reversed(history):
-            if not isinstance(m, Mapping):
-                continue
-            msg = one(m)
-            if msg is None:
-                continue
+        for msg in newest_first:
             kept.append(msg)
             size += len(_dumps(msg))
             if size > self._max:  # older ones would be dropped by ``fit``: not scrubbed for nothing
@@ -197,114 +195,9 @@ class ContentCapture:
         kept.reverse()
         return kept
 
-    # -- Anthropic Messages --------------------------------------------------------------
-
-    def _anthropic_system(self, system: Any) -> list[dict[str, Any]]:
-        if isinstance(system, str):
-            return [self._text(system)] if system else []
-        if isinstance(system, list):
-            return [
-                self._text(b["text"])
-                for b in system
-                if isinstance(b, Mapping) and isinstance(b.get("text"), str)
-            ]
-        return []
-
-    def _anthropic_message(self, m: Mapping[str, Any]) -> dict[str, Any] | None:
-        role = m.get("role")
-        if not isinstance(role, str):
-            return None
-        content = m.get("content")
-        blocks: Iterable[Any] = (
-            [{"type": "text", "text": content}] if isinstance(content, str) else content or ()
-        )
-        if not isinstance(blocks, list | tuple):
-            return None
-        parts = [p for b in blocks if isinstance(b, Mapping) and (p := self._block(b))]
-        if parts and all(p["type"] == "tool_call_response" for p in parts):
-            role = "tool"  # the conventions carry tool results in tool messages
-        return {"role": role, "parts": parts}
-
-    def _block(self, b: Mapping[str, Any]) -> dict[str, Any]:
-        kind = b.get("type")
-        if kind == "text" and isinstance(b.get("text"), str):
-            return self._text(b["text"])
-        if kind == "tool_use":
-            return {
-                "type": "tool_call",
-                "id": _str(b.get("id")),
-                "name": _str(b.get("name")),
-                "arguments": self.value(b.get("input")),
-            }
-        if kind == "tool_result":
-            result = b.get("content")
-            if isinstance(result, list):
-                result = "\n".join(
-                    x["text"]
-                    for x in result
-                    if isinstance(x, Mapping) and isinstance(x.get("text"), str)
-                )
-            return {
-                "type": "tool_call_response",
-                "id": _str(b.get("tool_use_id")),
-                "response": self.value(result),
-            }
-        if kind == "thinking" and isinstance(b.get("thinking"), str):
-            return {"type": "reasoning", "content": self.clip(b["thinking"])}
-        return _media(kind)
-
-    # -- OpenAI Chat Completions -----------------------------------------------------------
-
-    def _openai_message(self, m: Mapping[str, Any]) -> dict[str, Any] | None:
-        role = m.get("role")
-        if not isinstance(role, str):
-            return None
-        content = m.get("content")
-        if role in ("tool", "function"):
-            text = content if isinstance(content, str) else _joined(content)
-            call_id = m.get("tool_call_id") if role == "tool" else m.get("name")
-            part = {"type": "tool_call_response", "id": _str(call_id), "response": self.value(text)}
-            return {"role": "tool", "parts": [part]}
-        parts: list[dict[str, Any]] = []
-        if isinstance(content, str):
-            if content:
-                parts.append(self._text(content))
-        elif isinstance(content, list):
-            for p in content:
-                if not isinstance(p, Mapping):
-                    continue
-                if p.get("type") == "text" and isinstance(p.get("text"), str):
-                    parts.append(self._text(p["text"]))
-                else:
-                    parts.append(_media(p.get("type")))
-        for tc in m.get("tool_calls") or ():
-            fn = tc.get("function") if isinstance(tc, Mapping) else None
-            if isinstance(fn, Mapping):
-                parts.append(
-                    {
-                        "type": "tool_call",
-                        "id": _str(tc.get("id")),
-                        "name": _str(fn.get("name")),
-                        "arguments": self.value(_arguments(fn.get("arguments"))),
-                    }
-                )
-        return {"role": "system" if role == "developer" else role, "parts": parts}
-
 
 def _dumps(v: Any) -> str:
     return orjson.dumps(v).decode()
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _joined(content: Any) -> str:
-    if not isinstance(content, list):
-        return ""
-    return "\n".join(
-        p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
-    )
 
 
 def _arguments(raw: Any) -> Any:
@@ -315,13 +208,6 @@ def _arguments(raw: Any) -> Any:
         except orjson.JSONDecodeError:
             return raw
     return raw
-
-
-def _media(kind: Any) -> dict[str, Any]:
-    """A part Bastion does not inline (images, audio, files, unknown kinds), named by its kind."""
-    name = kind if isinstance(kind, str) and kind else "unknown"
-    modality = _MEDIA.get(name)
-    return {"type": name, "modality": modality} if modality else {"type": name}
 
 
 def _shorten(v: Any, cap: int) -> Any:

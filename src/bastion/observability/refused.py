@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..call import Call, Principal
+from ..dialects import Dialect, dialect_for
 from ..errors import BastionError
-from ..providers.base import Format
 from ..schema import header_token
 from .access import AccessGuard, AccessLog
 from .metrics import Metrics, MetricsGuard, refusal_guard
@@ -47,7 +47,7 @@ class RefusalObservers:
 
     async def refused(
         self,
-        fmt: Format,
+        fmt: str | Dialect,
         exc: BaseException,
         principal: Principal,
         body: Mapping[str, Any] | None,
@@ -55,13 +55,14 @@ class RefusalObservers:
         received: float,
         feature: str | None,
     ) -> str:
-        """Observe one refused request of an authenticated caller; returns its request id."""
+        """Observe one refused request of an authenticated caller (``fmt``: its format or that
+        format's dialect); returns its request id."""
         model = body.get("model") if body is not None else None
         call = Call(
             request_id="req_" + uuid.uuid4().hex,
             trace_id=uuid.uuid4().hex,
             span_id=uuid.uuid4().hex[:16],
-            client_format=fmt,
+            client_format=dialect_for(fmt).format,
             principal=principal,
             body=dict(body) if body is not None else {},
             requested_model=model[:200] if isinstance(model, str) else "",

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from ..dialects import dialect_for
 from ..errors import BastionError, HeadersTooLarge, RequestTimeout
 from ..providers.base import Format
 
@@ -176,7 +177,7 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a response is under way: do not write into it
             return
-        body = err.render(refusal_format(self.url).value)
+        body = dialect_for(refusal_format(self.url)).render_error(err)
         head = [STATUS_LINE[err.http_status()]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
