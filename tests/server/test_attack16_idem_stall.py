@@ -23,72 +23,22 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from tests.conftest import BIN, free_port, stop, wait_port, write_config
-from tests.server._workers_redis import key_create
+from tests.server._attack16_support import private_redis as _private_redis
+from tests.server._attack16_support import workers_on
 
 
 @pytest.fixture
 def private_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc, timeout=10)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-            proc.wait(timeout=5)
+    with _private_redis() as server:
+        yield server
 
 
 @pytest.fixture
 def gateway(
     tmp_path: Path, private_redis: tuple[int, subprocess.Popen[bytes]]
 ) -> Iterator[tuple[str, str]]:
-    rport, _ = private_redis
-    state = {"url": f"redis://127.0.0.1:{rport}/0", "prefix": "a16", "settle_journal": None}
-    config = write_config(tmp_path, state=state)
-    key = key_create(config, "--name", "a16-" + uuid.uuid4().hex[:6])
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "bastion"),
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, proc, timeout=60)
-        end = time.monotonic() + 60
-        while "workers on one port" not in log.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < end, log.read_text()
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", key
-    finally:
-        stop(proc)
+    with workers_on(tmp_path, private_redis[0]) as gw:
+        yield gw
 
 
 def _send(url: str, key: str, idem: str, *, openai: bool) -> httpx.Response:

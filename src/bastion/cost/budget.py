@@ -141,11 +141,15 @@ class BudgetGuard:
             attempt.reservation_id = rid
             attempt.reserved_usd = amount
 
+        def down(exc: StateUnavailable) -> None:
+            # a timed-out script may still run when the store answers (a stalled Redis runs
+            # what it was sent): give its hold back then, or it stays on the caps for the lease
+            self._journal.add(self._state, rid, None)
+            self._unreachable(call, exc)
+
         # with whatever else the call planned (rate limits, token caps): one atomic batch
         op = Reserve(rid, caps, amount, lease)
-        plan_of(call, self._state).admit.append(
-            Planned(op, held, lambda exc: self._unreachable(call, exc))
-        )
+        plan_of(call, self._state).admit.append(Planned(op, held, down))
         await flush_admit(call)
 
     def _unreachable(self, call: Call, exc: StateUnavailable) -> None:
