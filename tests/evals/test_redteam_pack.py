@@ -26,8 +26,8 @@ from bastion.evals.redteam import (
     run_pack,
 )
 from bastion.evals.redteam.cli import DEFAULT_THRESHOLD
-from bastion.evals.redteam.wire import Api
 from bastion.evals.render import render_case
+from bastion.providers.base import Format
 from bastion.providers.sim import Simulator
 from bastion.providers.sim.gullible import ACTIVATION, GullibleSimulator, red_team_turn
 from bastion.safety.prompting import TemplateRegistry
@@ -76,7 +76,7 @@ def test_cases_are_written_from_the_features_purpose() -> None:
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])
 async def test_with_every_defence_off_the_pack_fails_in_most_categories(
-    tmp_path: Path, api: Api
+    tmp_path: Path, api: Format
 ) -> None:
     res = await _run(tmp_path, OFF, Target(api=api))
     assert not res.passed(DEFAULT_THRESHOLD)
@@ -90,7 +90,7 @@ async def test_with_every_defence_off_the_pack_fails_in_most_categories(
 
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])
-async def test_with_the_defences_on_the_pack_passes(tmp_path: Path, api: Api) -> None:
+async def test_with_the_defences_on_the_pack_passes(tmp_path: Path, api: Format) -> None:
     res = await _run(tmp_path, ON, Target(api=api))
     undefended = {
         r.case.id: r.verdict.reason for r in res.results if r.verdict.outcome != "defended"
@@ -104,7 +104,7 @@ async def test_with_the_defences_on_the_pack_passes(tmp_path: Path, api: Api) ->
 
 @pytest.mark.parametrize("api", ["anthropic", "openai"])
 async def test_streamed_answers_are_judged_by_what_reached_the_app(
-    tmp_path: Path, api: Api
+    tmp_path: Path, api: Format
 ) -> None:
     res = await _run(tmp_path, ON, Target(stream=True, api=api))
     by_cat = {c: [r for r in res.results if r.case.category == c] for c in CATEGORIES}

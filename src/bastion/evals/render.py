@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..providers.base import Format
 from ..safety.prompting.templates import TemplateRegistry
-from .suite import Api, Case, Suite, TemplateSpec
+from .suite import Case, Suite, TemplateSpec
 
 __all__ = ["CANARY_SECRET", "Rendered", "render_case", "sim_directive"]
 
@@ -27,7 +28,7 @@ class Rendered:
     """The request body and what the scorers need to judge its answer."""
 
     body: dict[str, Any]
-    api: Api
+    api: Format
     system: str | None
     canaries: list[str]
     prompt_version: str | None
@@ -72,8 +73,8 @@ def _append_directive(messages: list[dict[str, Any]], directive: str) -> None:
         return
 
 
-def _tools(api: Api, tools: list[Any]) -> list[dict[str, Any]]:
-    if api == "anthropic":
+def _tools(api: Format, tools: list[Any]) -> list[dict[str, Any]]:
+    if api == Format.ANTHROPIC:
         return [
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in tools
@@ -111,7 +112,7 @@ def render_case(suite: Suite, case: Case, *, model: str, simulated: bool) -> Ren
     if simulated and case.sim_reply is not None:
         _append_directive(messages, sim_directive(case.sim_reply))
     body: dict[str, Any] = {"model": model}
-    if api == "anthropic":
+    if api == Format.ANTHROPIC:
         if system:
             body["system"] = system
         body["messages"] = messages

@@ -132,7 +132,7 @@ async def _call(
 async def _send(
     gw: Gateway, req: Rendered, body: dict[str, Any], headers: dict[str, str]
 ) -> Output:
-    fmt = Format.ANTHROPIC if req.api == "anthropic" else Format.OPENAI
+    fmt = Format(req.api)
     started = time.monotonic()
     try:
         reply = await gw.handle(

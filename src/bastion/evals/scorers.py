@@ -19,11 +19,12 @@ from typing import Any
 import jsonschema
 import referencing.exceptions
 
+from ..providers.base import Format
 from ..safety.validation.jsonout import NO_REMOTE_REFS
 from .detectors import find_sql, is_refusal, leak_check, pii_check, sql_check
 from .render import Rendered
 from .results import Score
-from .suite import Api, Assertion
+from .suite import Assertion
 
 __all__ = ["Output", "extract_output", "load_entry_point", "score"]
 
@@ -48,11 +49,11 @@ class Output:
         return [n for n, _ in self.tool_calls]
 
 
-def extract_output(api: Api, resp: dict[str, Any]) -> Output:
+def extract_output(api: Format, resp: dict[str, Any]) -> Output:
     out = Output()
     usage = resp.get("usage") or {}
     out.served_model = resp.get("model")
-    if api == "anthropic":
+    if api == Format.ANTHROPIC:
         texts = []
         for b in resp.get("content") or []:
             if b.get("type") == "text":

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from ..dialects import NoDialect, dialect_for
 from ..errors import ConfigError
+from ..providers.base import Format
 
 __all__ = [
     "Assertion",
@@ -33,7 +42,6 @@ __all__ = [
     "parse_suite",
 ]
 
-Api = Literal["anthropic", "openai"]
 SpotlightMode = Literal["none", "datamark", "base64"]
 
 ASSERTION_KINDS: tuple[str, ...] = (
@@ -58,6 +66,16 @@ ASSERTION_KINDS: tuple[str, ...] = (
     "rubric",
 )
 _ENTRY_POINT = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _client_format(v: Any) -> Any:
+    """A case is sent as an app sends it: in a format a client speaks (one with a dialect)."""
+    try:
+        return dialect_for(v).format if isinstance(v, str) else v
+    except NoDialect:
+        raise ValueError(
+            f"api is a format an app speaks (anthropic or openai), not {v!r}"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -145,7 +163,7 @@ class Case(_Strict):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,120}$")
     description: str = ""
-    api: Api = "anthropic"
+    api: Annotated[Format, BeforeValidator(_client_format)] = Format.ANTHROPIC
     model: str | None = None
     feature: str | None = None
     user: str | None = None

@@ -27,11 +27,12 @@ from ...config import Config, load_config
 from ...dialects import dialect_for
 from ...errors import BastionError
 from ...gateway import Gateway
+from ...providers.base import Format
 from ...providers.sim.gullible import GullibleSimulator
 from ...safety.tools import ToolCall, ToolContext, ToolExecutor, ToolRegistry
 from .cases import CATEGORIES, DEFAULT_PURPOSE, Category, RedTeamCase, generate
 from .verdict import ORDER_ID, Evidence, Refusal, ToolRun, Verdict, judge
-from .wire import Answer, Api, Wire
+from .wire import Answer, Wire
 
 __all__ = ["CaseResult", "PackResult", "Target", "open_sandbox", "run_pack"]
 
@@ -51,7 +52,7 @@ class Target:
     stream: bool = False  # the app streams its answers (output guards then act mid-stream)
     # the app's SQL tool and the argument holding its SQL, when the config names none
     sql_tool: tuple[str, str] | None = None
-    api: Api = "anthropic"  # the wire format the app speaks
+    api: Format = Format.ANTHROPIC  # the wire format the app speaks
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ class PackResult:
     stream: bool = False
     simulated: bool = True  # every deployment of the model is the (gullible) simulator
     skipped: dict[Category, str] = field(default_factory=dict)  # category -> why not run
-    api: Api = "anthropic"
+    api: Format = Format.ANTHROPIC
 
     def tally(self) -> dict[Category, tuple[int, int, int]]:
         """category -> (defended, errors, total)."""

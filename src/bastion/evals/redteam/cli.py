@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ...dialects import NoDialect, dialect_for
 from ...errors import BastionError
 from .attack import PackResult, Target, open_sandbox, run_pack
 
@@ -101,11 +102,13 @@ def redteam_cmd(
             console.print("[red]error:[/red] --sql-tool takes TOOL:ARG, e.g. run_sql:query")
             raise typer.Exit(2)
         declared = (name, arg)
-    if api not in ("anthropic", "openai"):
+    try:
+        spoken = dialect_for(api).format  # a format an app speaks: one with a dialect
+    except NoDialect:
         console.print(f"[red]error:[/red] --api is anthropic or openai, not {api!r}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     target = Target(
-        api="anthropic" if api == "anthropic" else "openai",
+        api=spoken,
         feature=feature,
         model=model,
         role=role,

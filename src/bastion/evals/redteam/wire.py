@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
+from ...dialects import dialect_for
 from ...providers.base import Format
 from ...providers.sse import SSEDecoder
 from ...safety.prompting import Prompt
 from ...safety.tools import ToolResult, ToolSpec
 
-__all__ = ["Answer", "Api", "Use", "Wire"]
-
-Api = Literal["anthropic", "openai"]
+__all__ = ["Answer", "Use", "Wire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +61,12 @@ def _stream_error(data: dict[str, Any]) -> tuple[int, str, str]:
 class Wire:
     """Request building and answer reading for one format."""
 
-    def __init__(self, api: Api) -> None:
-        self.api: Api = api
-        self.format = Format.ANTHROPIC if api == "anthropic" else Format.OPENAI
+    def __init__(self, api: str) -> None:
+        # a format a client speaks (one with a dialect); NoDialect for any other
+        self.format: Format = dialect_for(api).format
 
     def tools(self, specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             return [
                 {"name": s.name, "description": s.description, "input_schema": dict(s.parameters)}
                 for s in specs
@@ -86,7 +85,7 @@ class Wire:
 
     def user_turn(self, prompt: Prompt) -> dict[str, Any]:
         """The rendered user turn (documents and fenced user content)."""
-        rendered = prompt.to_anthropic() if self.api == "anthropic" else prompt.to_openai()
+        rendered = prompt.to_anthropic() if self.format is Format.ANTHROPIC else prompt.to_openai()
         turn: dict[str, Any] = rendered["messages"][-1]
         return turn
 
@@ -101,7 +100,7 @@ class Wire:
         stream: bool,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": stream}
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             body.update(system=system, messages=messages)
         else:
             body["messages"] = [{"role": "system", "content": system}, *messages]
@@ -111,7 +110,7 @@ class Wire:
 
     def read(self, obj: dict[str, Any]) -> Answer:
         """A whole answer."""
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             content = [b for b in obj.get("content") or () if isinstance(b, dict)]
             text = "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
             uses = [
@@ -138,7 +137,7 @@ class Wire:
 
     def results(self, results: Sequence[ToolResult]) -> list[dict[str, Any]]:
         """The messages that hand tool results back (fenced by the sandbox)."""
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             blocks = [
                 {"type": "tool_result", "tool_use_id": r.call_id, "content": r.text}
                 for r in results
@@ -166,7 +165,7 @@ class Wire:
     def _fold(self, ans: Answer, data: dict[str, Any]) -> None:
         """Add one event to the answer being built (raw parts kept in ``turn``)."""
         parts: dict[int, dict[str, Any]] = ans.turn.setdefault("_parts", {})
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             index = data.get("index")
             if not isinstance(index, int):
                 return
@@ -194,7 +193,7 @@ class Wire:
 
     def _finish(self, ans: Answer) -> Answer:
         parts: dict[int, dict[str, Any]] = ans.turn.pop("_parts", {})
-        if self.api == "anthropic":
+        if self.format is Format.ANTHROPIC:
             content: list[dict[str, Any]] = []
             for i in sorted(parts):
                 block = {k: v for k, v in parts[i].items() if k != "_json"}
