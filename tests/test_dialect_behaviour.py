@@ -546,3 +546,75 @@ def test_property_a_tool_hold_loses_and_adds_nothing(
             ("lookup", args)
         ]
     assert held.call.finish_reason == direct.call.finish_reason
+
+
+# -- trace parts ----------------------------------------------------------------------------
+
+
+class Parts:
+    """A TraceParts builder that records what the dialect named (no scrubbing)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def _part(self, kind: str, **kw: Any) -> dict[str, Any]:
+        self.seen.append(kind)
+        return {"type": kind, **kw}
+
+    def text(self, text: str) -> dict[str, Any]:
+        return self._part("text", content=text)
+
+    def reasoning(self, text: str) -> dict[str, Any]:
+        return self._part("reasoning", content=text)
+
+    def tool_call(self, id_: str, name: str, arguments: Any) -> dict[str, Any]:
+        return self._part("tool_call", id=id_, name=name, arguments=arguments)
+
+    def tool_result(self, id_: str, response: Any) -> dict[str, Any]:
+        return self._part("tool_call_response", id=id_, response=response)
+
+    def media(self, kind: Any) -> dict[str, Any]:
+        return self._part(str(kind))
+
+
+def _conversation(d: Dialect, turns: int) -> dict[str, Any]:
+    msgs: list[dict[str, Any]] = []
+    for i in range(turns):
+        msgs.append({"role": "user", "content": f"q{i}"})
+        if d is ANTHROPIC:
+            use = {"type": "tool_use", "id": f"t{i}", "name": "lookup", "input": {"q": i}}
+            msgs.append({"role": "assistant", "content": [use]})
+            res = {"type": "tool_result", "tool_use_id": f"t{i}", "content": f"r{i}"}
+            msgs.append({"role": "user", "content": [res]})
+        else:
+            fn = {"name": "lookup", "arguments": orjson.dumps({"q": i}).decode()}
+            msgs.append({"role": "assistant", "tool_calls": [{"id": f"t{i}", "function": fn}]})
+            msgs.append({"role": "tool", "tool_call_id": f"t{i}", "content": f"r{i}"})
+    if d is ANTHROPIC:
+        return {"system": "Be brief.", "messages": msgs}
+    return {"messages": [{"role": "system", "content": "Be brief."}, *msgs]}
+
+
+@pytest.mark.parametrize("d", DIALECTS, ids=lambda d: d.format.value)
+def test_trace_messages_come_newest_first_lazily_in_the_conventions_shape(d: Dialect) -> None:
+    parts = Parts()
+    it = d.trace_messages(_conversation(d, 500), parts)
+    newest = [next(it), next(it), next(it)]
+    assert len(parts.seen) == 3  # only what was taken was built: older turns cost nothing
+    assert newest == [
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "t499", "response": "r499"}],
+        },
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "id": "t499", "name": "lookup", "arguments": {"q": 499}}
+            ],
+        },
+        {"role": "user", "parts": [{"type": "text", "content": "q499"}]},
+    ]
+    rest = list(it)
+    assert rest[-1]["role"] == ("system" if d is OPENAI else "user")  # the oldest last
+    system = d.trace_system(_conversation(d, 1), Parts())
+    assert system == ([] if d is OPENAI else [{"type": "text", "content": "Be brief."}])
