@@ -38,12 +38,17 @@ def private_redis() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
             proc.wait(timeout=5)
 
 
+def workers_config(tmp: Path, redis_port: int, **sections: Any) -> Path:
+    """A config file whose state is that Redis (prefix ``a16``)."""
+    state = {"url": f"redis://127.0.0.1:{redis_port}/0", "prefix": "a16"}
+    state["settle_journal"] = str(tmp / "settle")
+    return write_config(tmp, state=state, **sections)
+
+
 @contextmanager
 def workers_on(tmp: Path, redis_port: int, **sections: Any) -> Iterator[tuple[str, str]]:
     """``bastion serve --workers 2`` on that Redis: (base URL, an admin key)."""
-    state = {"url": f"redis://127.0.0.1:{redis_port}/0", "prefix": "a16"}
-    state["settle_journal"] = str(tmp / "settle")
-    config = write_config(tmp, state=state, **sections)
+    config = workers_config(tmp, redis_port, **sections)
     key = key_create(config, "--name", "a16-" + uuid.uuid4().hex[:6], "--roles", "admin")
     port = free_port()
     log = tmp / "serve.log"

@@ -330,9 +330,15 @@ class Supervisor:
                 break
             time.sleep(_POLL_S / 2)
         codes = {w.wid: w.proc.wait() for w in self._workers.values()}
+        # a worker still starting has no handler yet: our SIGTERM ends it, with nothing to drain
+        stopped = {w.wid for w in self._workers.values() if not w.ready}
         for w in self._workers.values():
             self._forget(w)
-        bad = {wid: c for wid, c in codes.items() if c != 0}
+        bad = {
+            wid: c
+            for wid, c in codes.items()
+            if c != 0 and not (wid in stopped and c == -signal.SIGTERM)
+        }
         if bad:
             self._echo(f"bastion: workers exited uncleanly: {bad}\n")
             return 1
