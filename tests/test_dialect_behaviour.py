@@ -618,3 +618,26 @@ def test_trace_messages_come_newest_first_lazily_in_the_conventions_shape(d: Dia
     assert rest[-1]["role"] == ("system" if d is OPENAI else "user")  # the oldest last
     system = d.trace_system(_conversation(d, 1), Parts())
     assert system == ([] if d is OPENAI else [{"type": "text", "content": "Be brief."}])
+
+
+# -- the models endpoint --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", DIALECTS, ids=lambda d: d.format.value)
+@settings(max_examples=30, deadline=None)
+@given(names=st.lists(st.text(min_size=1, max_size=20), max_size=4, unique=True))
+def test_models_are_described_in_each_formats_shape(d: Dialect, names: list[str]) -> None:
+    listed = d.model_list(names)
+    if d is ANTHROPIC:
+        # the SDK reads these without validating (its ModelInfo now also wants `lifecycle`)
+        page = anthropic.types.ModelInfo
+        assert [m["id"] for m in listed["data"]] == names and not listed["has_more"]
+        assert listed["first_id"] == (names[0] if names else None)
+        assert listed["last_id"] == (names[-1] if names else None)
+        for m in [*listed["data"], d.model_object("m")]:
+            assert m["type"] == "model" and m["display_name"] == m["id"]
+            assert set(m) <= set(page.model_fields)
+    else:
+        infos = [openai.types.Model.model_validate(m) for m in listed["data"]]
+        assert listed["object"] == "list" and [i.id for i in infos] == names
+        assert openai.types.Model.model_validate(d.model_object("m")).owned_by == "bastion"

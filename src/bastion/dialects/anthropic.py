@@ -7,7 +7,7 @@ stream of named events (``message_start``, ``content_block_start``/``_delta``/``
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -320,6 +320,25 @@ class AnthropicDialect(Dialect):
 
     def request_id_headers(self, rid: str | None) -> dict[str, str]:
         return {} if rid is None else {"request-id": rid}
+
+    def model_object(self, model: str) -> dict[str, Any]:
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": model,
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+
+    def model_list(self, models: Sequence[str]) -> dict[str, Any]:
+        return {
+            "data": [
+                {"id": n, "type": "model", "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
+                for n in models
+            ],
+            "has_more": False,
+            "first_id": models[0] if models else None,
+            "last_id": models[-1] if models else None,
+        }
 
     def canned_body(self, model: str, text: str) -> bytes:
         return orjson.dumps(

@@ -411,6 +411,14 @@ class Dialect(Wire):
         """Where this format's SDKs look for the provider's request id."""
 
     @abstractmethod
+    def model_object(self, model: str) -> dict[str, Any]:
+        """One model as this format's models endpoint describes it (``GET /v1/models/{id}``)."""
+
+    @abstractmethod
+    def model_list(self, models: Sequence[str]) -> dict[str, Any]:
+        """The models endpoint's list of these models (``GET /v1/models``)."""
+
+    @abstractmethod
     def canned_body(self, model: str, text: str) -> bytes:
         """A normal-looking whole answer carrying ``text`` (the degraded message)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -319,6 +319,12 @@ class OpenAIDialect(Dialect):
     def request_id_headers(self, rid: str | None) -> dict[str, str]:
         # x-request-id is Bastion's own (the record's key): the provider's rides beside it
         return {} if rid is None else {"x-upstream-request-id": rid}
+
+    def model_object(self, model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 0, "owned_by": "bastion"}
+
+    def model_list(self, models: Sequence[str]) -> dict[str, Any]:
+        return {"object": "list", "data": [self.model_object(n) for n in models]}
 
     def canned_body(self, model: str, text: str) -> bytes:
         return orjson.dumps(

@@ -26,6 +26,7 @@ import orjson
 
 from ..auth import key_from_headers
 from ..call import Principal
+from ..dialects import dialect_for
 from ..embeddings import EmbeddingsApi
 from ..engine import Reply, render_error
 from ..errors import (
@@ -439,33 +440,14 @@ class BastionApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        anthropic = "anthropic-version" in headers
-        fmt = Format.ANTHROPIC if anthropic else Format.OPENAI
+        fmt = Format.ANTHROPIC if "anthropic-version" in headers else Format.OPENAI
         try:
             await self.gateway.keys.resolve(key_from_headers(headers))
         except BastionError as exc:
             _log_refusal(exc, scope["path"])
             await self._error(scope, send, exc, fmt)
             return
-        names = self.gateway.router.aliases()
-        if anthropic:
-            data: list[dict[str, Any]] = [
-                {"id": n, "type": "model", "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
-                for n in names
-            ]
-            payload: dict[str, Any] = {
-                "data": data,
-                "has_more": False,
-                "first_id": names[0] if names else None,
-                "last_id": names[-1] if names else None,
-            }
-        else:
-            payload = {
-                "object": "list",
-                "data": [
-                    {"id": n, "object": "model", "created": 0, "owned_by": "bastion"} for n in names
-                ],
-            }
+        payload = dialect_for(fmt).model_list(self.gateway.router.aliases())
         await _send_json(send, 200, orjson.dumps(payload), timeout=self._send_timeout)
 
     async def _model(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -481,16 +463,7 @@ class BastionApp:
             _log_refusal(exc, scope["path"])
             await self._error(scope, send, exc, fmt)
             return
-        obj: dict[str, Any] = (
-            {
-                "type": "model",
-                "id": model,
-                "display_name": model,
-                "created_at": "2025-01-01T00:00:00Z",
-            }
-            if fmt is Format.ANTHROPIC
-            else {"id": model, "object": "model", "created": 0, "owned_by": "bastion"}
-        )
+        obj = dialect_for(fmt).model_object(model)
         await _send_json(send, 200, orjson.dumps(obj), timeout=self._send_timeout)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
