@@ -366,7 +366,7 @@ class Gateway(LibraryCalls):
             dialect_for(fmt).validate(body)
             if admit is not None:
                 admit(body, principal)
-            client_model = self._admit_route(body, principal, headers)
+            client_model = self._admit_route(fmt, body, principal, headers)
         except BastionError as exc:
             # refused before it became a call: still counted, logged and recorded
             feature = principal.feature or headers.get("x-bastion-feature")
@@ -499,7 +499,7 @@ class Gateway(LibraryCalls):
         return reply
 
     def _admit_route(
-        self, body: dict[str, Any], principal: Principal, headers: Mapping[str, str]
+        self, fmt: Format, body: dict[str, Any], principal: Principal, headers: Mapping[str, str]
     ) -> str | None:
         """The feature's model pin or allow-list, the model's deployments, and ``n``."""
         client_model = self._route_feature(
@@ -516,12 +516,15 @@ class Gateway(LibraryCalls):
         if (
             isinstance(n, int)
             and n > 1
-            and any(d.endpoint.kind not in N_CHOICES for d in deployments)
+            and (
+                fmt is not Format.OPENAI  # a Messages answer holds one message, whoever answers
+                or any(d.endpoint.kind not in N_CHOICES for d in deployments)
+            )
         ):
             # never one choice silently: only OpenAI deployments answer n choices
             raise InvalidRequest(
-                f"n: {n} choices are served only by OpenAI deployments; model "
-                f"{body['model']!r} may be answered by one that returns a single choice",
+                f"n: {n} choices are served only by OpenAI deployments to chat completions "
+                f"calls; model {body['model']!r} may be answered with a single choice",
                 param="n",
             )
         return client_model
