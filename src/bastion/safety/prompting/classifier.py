@@ -207,12 +207,17 @@ class InjectionClassifier:
         self._uni = uni
         self._bi = bi
 
-    def score(self, text: str) -> float:
-        return self.verdict(text).score
+    def score(self, text: str, *, lowered: str | None = None) -> float:
+        return self.verdict(text, lowered=lowered).score
 
-    def sums(self, text: str) -> tuple[list[str], list[float], list[int]]:
-        """The text's units, the prefix sums of their weight sums and of their feature counts."""
-        parts = units(text.lower())
+    def sums(
+        self, text: str, *, lowered: str | None = None
+    ) -> tuple[list[str], list[float], list[int]]:
+        """The text's units, the prefix sums of their weight sums and of their feature counts.
+
+        ``lowered`` is ``text.lower()`` when the caller already made it (the scanner's rules
+        lower the same text), so a 5 KB text is not lowered twice."""
+        parts = units(text.lower() if lowered is None else lowered)
         findall = _TOKEN.findall
         # one token stream for the whole text, a separator (never a token, never in a feature)
         # after each unit, so every look-up is one C-level map and unit sums are prefix sums
@@ -236,9 +241,9 @@ class InjectionClassifier:
         at = list(accumulate(map(add, map(self._uni.__getitem__, ids), grams), initial=0.0))
         return parts, [at[b] for b in bounds], list(accumulate(counts, initial=0))
 
-    def verdict(self, text: str) -> Verdict:
+    def verdict(self, text: str, *, lowered: str | None = None) -> Verdict:
         """The maximum over the whole text and every window of up to ``window`` units."""
-        parts, ps, pc = self.sums(text)
+        parts, ps, pc = self.sums(text, lowered=lowered)
         if not parts:
             return Verdict(0.0, "empty", "")
         total_n = pc[-1]

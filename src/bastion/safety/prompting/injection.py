@@ -193,7 +193,9 @@ class InjectionScanner:
             found["oversized"] = 0.0
             text = text[: self.max_chars]
         decoded: list[str] = []
-        self._scan(text, 0, found, decoded)
+        # an ASCII text is lowered once, for the rules and the model alike
+        low = text.lower() if text.isascii() else None
+        self._scan(text, 0, found, decoded, low)
         if source == "user":
             for reason, scale in USER_SCALE.items():
                 if reason in found:
@@ -202,7 +204,7 @@ class InjectionScanner:
                         del found[reason]
         model = self.classifier
         if isinstance(model, InjectionClassifier):
-            raw = max(model.score(t) for t in (text, *decoded))
+            raw = max([model.score(text, lowered=low), *map(model.score, decoded)])
             q = _onto_rule_scale(raw, model.threshold)
             rules = self._result(found)
             if q >= REPORT_FLOOR or found:  # beside any rule, the record shows the model's view
@@ -229,9 +231,17 @@ class InjectionScanner:
         return ScanResult(score, reasons, score >= self.threshold, model)
 
     def _scan(
-        self, text: str, depth: int, found: dict[str, float], decoded: list[str] | None = None
+        self,
+        text: str,
+        depth: int,
+        found: dict[str, float],
+        decoded: list[str] | None = None,
+        low: str | None = None,
     ) -> None:
-        """Rules over ``text`` and what it hides; decoded payloads are appended to ``decoded``."""
+        """Rules over ``text`` and what it hides; decoded payloads are appended to ``decoded``.
+
+        ``low`` is ``text.lower()`` when the caller made it (only for an ASCII text, which the
+        folding below leaves as it is)."""
         if not text:
             return
         ascii_only = text.isascii()
@@ -251,7 +261,8 @@ class InjectionScanner:
                     if decoded is not None:
                         decoded.append(p)
                     self._scan(p, depth + 1, found, decoded)
-        low = text.lower()
+        if low is None or not ascii_only:
+            low = text.lower()
         nl = "\n" + low + "\n"
         hints, spans = _phrases(nl, found)
         if not ascii_only and CJK_GATE.search(low):
