@@ -60,11 +60,15 @@ class StreamRelay:
         "_call",
         "_continuation",
         "_decoder",
+        "_dog",
         "_emit",
+        "_expired",
         "_filter_state",
         "_idle",
         "_it",
         "_on_end",
+        "_read_until",
+        "_reader",
         "_resp",
         "_splice",
         "_suppress_usage_chunk",
@@ -107,6 +111,11 @@ class StreamRelay:
         self._suppress_usage_chunk = (
             emit is None and self.watcher.wire.usage_on_request and not call.include_usage
         )
+        # The idle bound of each read: one watchdog timer per relay (see ``_read``)
+        self._read_until: float | None = None  # when the read in progress times out
+        self._reader: asyncio.Task[Any] | None = None  # the task doing that read
+        self._dog: asyncio.TimerHandle | None = None
+        self._expired = False  # the watchdog cancelled the reader
 
     def adopt(self, call: Call) -> None:
         """Write into the winning call from now on (hedged attempts run on shadows)."""
@@ -119,9 +128,11 @@ class StreamRelay:
         What the transport said goes to the log: the client learns the class of failure.
         """
         try:
-            async with asyncio.timeout(max(timeout, 0.0)):
-                chunk: bytes = await self._it.__anext__()
-                return chunk
+            if timeout <= 0:  # already due: a chunk that is buffered is still taken, as before
+                async with asyncio.timeout(0.0):
+                    chunk: bytes = await self._it.__anext__()
+                    return chunk
+            return await self._read_watched(timeout)
         except StopAsyncIteration:
             return None
         except TimeoutError:
@@ -134,6 +145,54 @@ class StreamRelay:
         except Exception as exc:  # a transport's own error that got past it
             log.warning("upstream stream failed (call %s): %r", self._call.request_id, exc)
             raise UpstreamConnectError(RESET) from exc
+
+    async def _read_watched(self, timeout: float) -> bytes:
+        """The next chunk, bounded by ``timeout`` without a timeout scope per chunk (a scope
+        arms and cancels a timer on every read): the read notes its deadline, and one timer
+        per relay, moved only when it fires early or a read is due sooner, cancels a read
+        that is overdue. ``TimeoutError`` when it did, as ``asyncio.timeout`` would."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._read_until, self._reader = until, task
+        dog = self._dog
+        if dog is None or dog.when() > until:
+            if dog is not None:
+                dog.cancel()
+            self._dog = loop.call_at(until, self._watch)
+        try:
+            chunk: bytes = await self._it.__anext__()
+            return chunk
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if task.uncancel() <= cancelling:  # our cancel alone: the read timed out
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._read_until = self._reader = None
+
+    def _watch(self) -> None:
+        """The watchdog: cancel the read in progress if it is overdue, else wait for it."""
+        self._dog = None
+        until, reader = self._read_until, self._reader
+        if until is None or reader is None:
+            return  # no read in progress: the next one arms the watchdog
+        loop = asyncio.get_running_loop()
+        if loop.time() >= until:
+            # the reader is suspended in that read (the only await while it is noted), so
+            # the cancellation lands there and nowhere else
+            self._expired = True
+            reader.cancel()
+        else:
+            self._dog = loop.call_at(until, self._watch)
+
+    def _stop_watch(self) -> None:
+        if self._dog is not None:
+            self._dog.cancel()
+            self._dog = None
 
     async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
         """The next complete events (after output filters), or None at end of upstream body.
@@ -213,6 +272,7 @@ class StreamRelay:
         try:
             return await self._prime(first_token_timeout)
         except BaseException:
+            self._stop_watch()
             discard_held(self._call.output_filters)
             self._filter_state = {}
             raise
@@ -378,6 +438,7 @@ class StreamRelay:
                 u.output_tokens += base.output_tokens
                 u.cache_read_tokens += base.cache_read_tokens
                 u.cache_write_tokens += base.cache_write_tokens
+            self._stop_watch()
             await self._resp.aclose()
             await self._on_end(error)
 
