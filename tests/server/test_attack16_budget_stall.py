@@ -87,7 +87,7 @@ def _burst(url: str, key: str, seconds: float) -> list[int]:
     return codes
 
 
-def test_holds_reserved_while_redis_stalls_are_given_back_and_the_cap_fills_exactly(
+def test_holds_reserved_while_redis_stalls_are_given_back_and_settled_spend_is_exact(
     gateway: tuple[str, str], private_redis: tuple[int, subprocess.Popen[bytes]]
 ) -> None:
     url, key = gateway
