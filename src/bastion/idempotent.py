@@ -95,7 +95,7 @@ class IdempotentCalls:
             )
         elif reply.status == 200 and reply.body is not None:
             kept = StoredResponse(reply.body, False, kept_headers(reply.headers))
-            await self._idempotency.complete(key, fp, kept, owner)
+            await self._idempotency.complete(key, fp, kept)
         else:
             await self._idempotency.abandon(key, owner)
         return reply

@@ -16,7 +16,8 @@ Each claim carries its claimer's own token. When the counter store times out on 
 script may still run once the store answers again (it was sent; a stalled Redis runs it on
 resuming): a claim that nobody runs, which would hold the client's retry off with a 409 for
 the whole lock. So the claimer takes back its own claim (by token, never a later caller's)
-once the store answers; likewise a give-back or a stored result that could not land.
+once the store answers; likewise a give-back that could not land. A result that could not
+be stored still reaches its caller, and its claim stays until the lock ends: the request ran.
 """
 
 from __future__ import annotations
@@ -158,14 +159,14 @@ class Idempotency:
                 raise Conflict("a request with this Idempotency-Key is still in progress")
             await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
 
-    async def complete(self, key: str, fp: str, response: StoredResponse, owner: str = "") -> None:
+    async def complete(self, key: str, fp: str, response: StoredResponse) -> None:
         """Keep a served answer for replays. If the store cannot take it, the answer still
-        goes out, and the claim is taken back later so a retry runs instead of waiting."""
+        goes out; the claim stays until its lock ends (the request ran: a duplicate waiting
+        now must not run it again, as it would if the claim were given back)."""
         try:
             await self._state.idem_complete(key, fp, response.encode(), self._ttl)
         except StateUnavailable:
             log.warning("could not keep an idempotent answer (counter store unreachable)")
-            self._take_back_later(key, owner)
 
     async def abandon(self, key: str, owner: str | None = None) -> None:
         """Give the key back so a retry runs (later, if the store cannot take it now)."""
@@ -233,7 +234,7 @@ class Idempotency:
                     await aclose()
                 if ok:
                     kept_stream = StoredResponse(b"".join(kept), True, kept_headers(headers))
-                    await self.complete(key, fp, kept_stream, owner)
+                    await self.complete(key, fp, kept_stream)
                 else:
                     await self.abandon(key, owner or None)
 
