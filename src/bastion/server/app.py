@@ -336,7 +336,9 @@ class BastionApp:
             lease.release()  # answered without a stream after all (an idempotent replay, say)
             lease = None
         try:
-            await self._send_reply(reply, send, receive)
+            await self._send_reply(
+                reply, send, receive, ended=lease.release if lease is not None else None
+            )
         finally:
             if lease is not None:
                 lease.release()
@@ -347,7 +349,18 @@ class BastionApp:
             return self._send_timeout
         return min(self._send_timeout, max(reply.call.remaining(), _TAIL_S))
 
-    async def _send_reply(self, reply: Reply, send: Send, receive: Receive) -> None:
+    async def _send_reply(
+        self,
+        reply: Reply,
+        send: Send,
+        receive: Receive,
+        *,
+        ended: Callable[[], None] | None = None,
+    ) -> None:
+        """Send the reply; for a stream, ``ended`` runs once its last event is out and the
+        relay has finished (upstream closed, call settled), before the closing write: the
+        client may start its next stream as soon as it sees the end, and under load the
+        task's own wind-down can take longer than that."""
         extra = _header_list(reply.headers)
         if reply.stream is None:
             try:
@@ -412,6 +425,8 @@ class BastionApp:
                         await write(
                             {"type": "http.response.body", "body": chunk, "more_body": True}
                         )
+                if ended is not None:
+                    ended()
                 await write({"type": "http.response.body", "body": b""})
             except OSError:
                 pass  # client went away mid-send
