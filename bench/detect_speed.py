@@ -76,8 +76,10 @@ def bench(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="20 rounds x 10 calls per cell")
+    ap.add_argument("--json", type=Path, help="write the p50s here")
     args = ap.parse_args()
+    out: dict[str, dict[str, dict[str, float]]] = {}
     rounds, calls = (20, 10) if args.quick else (60, 25)
     scrubber = Scrubber(ScrubberConfig())
     scanner = InjectionScanner()
@@ -104,6 +106,9 @@ def main() -> None:
             for r in (cpu, wall)
         ]
         print(f"{name:<12}{len(text):>7}{cols[0]}  {cols[1]}")
+        out[name] = {"cpu_us": cpu, "wall_us": wall}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
