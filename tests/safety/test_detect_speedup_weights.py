@@ -3,6 +3,8 @@
 The injection classifier's serving file ``injection_lr.pack.z`` is derived from the trainer's
 ``injection_lr.json.gz`` by ``scripts/pack_injection.py``; the packing is deterministic, so the
 shipped bytes must equal a fresh pack, and loading the pack must give the JSON's weights.
+The name tagger keeps its shipped files; its packed in-memory weights must write them back
+unchanged.
 """
 
 from __future__ import annotations
@@ -100,3 +102,28 @@ def test_any_model_round_trips_through_the_pack_as_through_the_json(
     assert via_pack.bias == bias and via_pack.start
     for text in ("a b c", "<s> é! 漢", " ".join(weights)):
         assert via_pack.verdict(text) == via_json.verdict(text)
+
+
+def test_name_tagger_files_are_what_its_writer_makes_of_the_loaded_model(tmp_path: Path) -> None:
+    """The packed in-memory weights lose nothing: ``bench/train_ner.py``'s writer, given the
+    loaded model, reproduces the shipped weight file byte for byte and the gazetteer text."""
+    import zlib
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import train_ner
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from bastion.safety.pii._names import Packed, load_model
+
+    model = load_model()
+    assert isinstance(model.weights, Packed)
+    train_ner.write(model, tmp_path)
+    data = resources.files("bastion.safety.pii").joinpath("data")
+    shipped_weights = data.joinpath("names_weights.bin.z").read_bytes()
+    assert zlib.decompress((tmp_path / "names_weights.bin.z").read_bytes()) == zlib.decompress(
+        shipped_weights
+    )
+    assert zlib.decompress((tmp_path / "names.txt.z").read_bytes()) == zlib.decompress(
+        data.joinpath("names.txt.z").read_bytes()
+    )
