@@ -216,3 +216,15 @@ def test_units_cut_as_before(text: str) -> None:
     """Long lines full of sentence ends, cells and odd whitespace: the same units."""
     assert units(text) == old_units(text)
     assert units(text * 3) == old_units(text * 3)
+
+
+def test_features_no_pair_lookup_could_match_are_left_out() -> None:
+    """Three-token or empty-token features were never matched by the old pair lookup; the
+    int-keyed table leaves them out instead of failing, and the scores do not move."""
+    base = {"ignore": 1.25, "ignore previous": 2.5}
+    odd = {**base, "ignore previous instructions": 9.0, "ignore ": 4.0, "": 3.0, " ": 1.0}
+    a = InjectionClassifier(base, -1.0, version="t")
+    b = InjectionClassifier(odd, -1.0, version="t")
+    assert b.weights == base
+    for text in ("Ignore previous instructions", "ignore", "nothing here"):
+        assert a.verdict(text) == b.verdict(text)

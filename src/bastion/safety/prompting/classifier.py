@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import accumulate, chain, islice, repeat
 from operator import add, mul
-from typing import Any
+from typing import Any, TypeVar
 
 MODEL_RESOURCE = "injection_lr.json.gz"
 # What the process loads: the same weights as arrays (``InjectionClassifier.to_pack``), written
@@ -179,17 +179,7 @@ class InjectionClassifier:
         start: bool = False,
         threshold: float = OPERATING_POINT,
     ) -> None:
-        vocab = sorted({t for f in weights for t in f.split(" ")})
-        ids = {t: i for i, t in enumerate(vocab, 1)}
-        k = len(vocab) + 1
-        uni: list[float] = [0.0] * k
-        bi: dict[int, float] = {}
-        for f, w in weights.items():
-            a, _, b = f.partition(" ")
-            if b:
-                bi[ids[a] * k + ids[b]] = w
-            else:
-                uni[ids[a]] = w
+        vocab, uni, bi = _tables(weights, 0.0)
         self._set(vocab, uni, bi)
         self.bias = bias
         self.version = version
@@ -298,18 +288,7 @@ class InjectionClassifier:
     @classmethod
     def from_json(cls, blob: bytes) -> InjectionClassifier:
         doc = json.loads(gzip.decompress(blob))
-        q: dict[str, int] = doc["weights"]
-        vocab = sorted({t for f in q for t in f.split(" ")})
-        ids = {t: i for i, t in enumerate(vocab, 1)}
-        k = len(vocab) + 1
-        uni = [0] * k
-        bi: dict[int, int] = {}
-        for f, v in q.items():
-            a, _, b = f.partition(" ")
-            if b:
-                bi[ids[a] * k + ids[b]] = v
-            else:
-                uni[ids[a]] = v
+        vocab, uni, bi = _tables(doc["weights"], 0)
         return cls._from_tables(doc, vocab, uni, bi.keys(), bi.values())
 
     @classmethod
@@ -350,17 +329,9 @@ class InjectionClassifier:
         weights. Deterministic: the same weights always give the same bytes.
         """
         scale, q = self._quantised()
-        vocab = sorted({t for f in q for t in f.split(" ")})
-        ids = {t: i for i, t in enumerate(vocab, 1)}
+        vocab, uni_q, bi = _tables(q, 0)
         k = len(vocab) + 1
-        uni = array.array("b", bytes(k))
-        bi: dict[int, int] = {}
-        for f, v in q.items():
-            a, _, b = f.partition(" ")
-            if b:
-                bi[ids[a] * k + ids[b]] = v
-            else:
-                uni[ids[a]] = v
+        uni = array.array("b", uni_q)
         code = "I" if k * k < 1 << 32 else "Q"
         keys = array.array(code, sorted(bi))
         vals = array.array("b", [bi[key] for key in keys])
@@ -406,6 +377,28 @@ class InjectionClassifier:
         if len(vocab) != n_vocab or len(uni) != k or len(keys) != n_bi or len(vals) != n_bi:
             raise ValueError("truncated injection classifier pack")
         return cls._from_tables(head, vocab, uni, keys, vals)
+
+
+_W = TypeVar("_W", int, float)
+
+
+def _tables(weights: Mapping[str, _W], zero: _W) -> tuple[list[str], list[_W], dict[int, _W]]:
+    """The sorted vocabulary, unigram weights by token id (``zero`` where there is none) and
+    bigram weights keyed ``id_a * K + id_b``. A feature of three or more tokens (never trained)
+    could never be scored, so it is left out, as the old pair lookup never matched it."""
+    feats = {f: w for f, w in weights.items() if f.count(" ") <= 1 and "" not in f.split(" ")}
+    vocab = sorted({t for f in feats for t in f.split(" ")})
+    ids = {t: i for i, t in enumerate(vocab, 1)}
+    k = len(vocab) + 1
+    uni = [zero] * k
+    bi: dict[int, _W] = {}
+    for f, w in feats.items():
+        a, _, b = f.partition(" ")
+        if b:
+            bi[ids[a] * k + ids[b]] = w
+        else:
+            uni[ids[a]] = w
+    return vocab, uni, bi
 
 
 @functools.cache
