@@ -39,7 +39,7 @@ from .translate._anthropic import emit_response
 from .translate._errors import render_error, target_status
 from .translate._stream_anthropic import AnthropicStreamEmitter
 from .translate._stream_bedrock import EXCEPTION, BedrockStreamParser
-from .translate.model import ErrorKind, StreamError
+from .translate.model import ErrorKind, StopReason, StreamError, StreamFinish
 
 __all__ = ["SERVICE", "BedrockSigner", "BedrockTransport", "build_request", "model_url"]
 
@@ -203,6 +203,13 @@ class BedrockTransport:
         if body is None:
             return BufferedResponse(200, headers, raw)  # malformed: the engine says so
         resp_model = _bedrock.parse_response(body, id_=rid or "", model=model)
+        if resp_model.stop_reason is StopReason.ERROR:  # a failed answer, never a clean finish
+            failed = orjson.dumps(
+                render_error(Format.ANTHROPIC, ErrorKind.API_ERROR, _failed(body))
+            )
+            headers["content-type"] = "application/json"
+            headers["content-length"] = str(len(failed))
+            return BufferedResponse(502, headers, failed)
         data = orjson.dumps(emit_response(resp_model, model))
         headers["content-type"] = "application/json"
         headers["content-length"] = str(len(data))
@@ -282,8 +289,16 @@ def _frame_events(
         return [encode_event(b"{", name)]  # not JSON: the relay counts it as malformed
     out: list[bytes] = []
     for ev in parser.parse(name, data, exception=kind == EXCEPTION):
+        if isinstance(ev, StreamFinish) and ev.stop_reason is StopReason.ERROR:
+            ev = StreamError(ErrorKind.API_ERROR, _failed(data))  # never a clean finish
         out += emitter.emit(ev)
     return out
+
+
+def _failed(body: Mapping[str, Any]) -> str:
+    """What a Converse answer that stopped on a failure (``malformed_tool_use``,
+    ``malformed_model_output``) tells the caller."""
+    return f"Bedrock ended the answer with stopReason {str(body.get('stopReason'))[:64]!r}"
 
 
 def transport(inner: Transport, *, region: str, base_url: str) -> BedrockTransport:

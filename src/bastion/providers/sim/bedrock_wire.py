@@ -65,6 +65,9 @@ __all__ = [
 SIM_ACCESS_KEY_ID = "AKIASIMBEDROCK000001"
 SIM_SECRET_ACCESS_KEY = "sim/bedrock/secret/key/not/a/real/one/0000"
 REGION_HEADER = "x-sim-bedrock-region"  # recorded only: the region the request was signed for
+# a stopReason to end the answer with instead of the one the Messages answer implies (a
+# ``malformed_tool_use`` or ``malformed_model_output`` that only a real model produces)
+STOP_REASON_HEADER = "x-sim-bedrock-stop-reason"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 _ROUTE = re.compile(r"/model/(.+)/(converse|converse-stream)")
 _AUTH = re.compile(
@@ -158,7 +161,7 @@ async def handle(
         return await _bedrock_error(result, rid)
     if stream:
         headers = {"content-type": EVENTSTREAM, "x-amzn-requestid": rid}
-        return SimResult(200, headers, _stream(result.body, started))
+        return SimResult(200, headers, _stream(result.body, started, h.get(STOP_REASON_HEADER)))
     chunks: list[bytes] = []
     headers = {"content-type": "application/json", "x-amzn-requestid": rid}
     try:
@@ -166,7 +169,7 @@ async def handle(
             chunks.append(c)
     except SimCut:
         return SimResult(200, headers, _cut(chunks))
-    data = _converse_body(b"".join(chunks), started)
+    data = _converse_body(b"".join(chunks), started, h.get(STOP_REASON_HEADER))
     headers["content-length"] = str(len(data))
     return SimResult(200, headers, once(data))
 
@@ -515,7 +518,7 @@ def _usage(u: Mapping[str, Any]) -> dict[str, int]:
     return usage
 
 
-def _converse_body(data: bytes, started: float) -> bytes:
+def _converse_body(data: bytes, started: float, forced_stop: str | None = None) -> bytes:
     try:
         msg = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -538,7 +541,7 @@ def _converse_body(data: bytes, started: float) -> bytes:
             )
     body = {
         "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": _STOP.get(str(msg.get("stop_reason")), "end_turn"),
+        "stopReason": forced_stop or _STOP.get(str(msg.get("stop_reason")), "end_turn"),
         "usage": _usage(msg.get("usage") or {}),
         "metrics": {"latencyMs": _latency(started)},
     }
@@ -596,7 +599,9 @@ async def _cut(chunks: list[bytes]) -> AsyncIterator[bytes]:
     raise SimCut("cut by a simulated fault")
 
 
-async def _stream(frames: AsyncIterator[bytes], started: float) -> AsyncIterator[bytes]:
+async def _stream(
+    frames: AsyncIterator[bytes], started: float, forced_stop: str | None = None
+) -> AsyncIterator[bytes]:
     """The simulator's Messages stream re-framed as ConverseStream events as it arrives."""
     decoder = SSEDecoder()
     stop = "end_turn"
@@ -658,7 +663,7 @@ async def _stream(frames: AsyncIterator[bytes], started: float) -> AsyncIterator
                         {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
                     )
                 elif kind == "message_stop":
-                    out.append(_frame("messageStop", {"stopReason": stop}))
+                    out.append(_frame("messageStop", {"stopReason": forced_stop or stop}))
                     metrics = {"latencyMs": _latency(started)}
                     out.append(_frame("metadata", {"usage": _usage(usage), "metrics": metrics}))
                 elif kind == "error":
