@@ -29,7 +29,7 @@ from tests.conftest import (
     write_config,
 )
 
-DEADLINE = 4.0
+DEADLINE = 6.0  # wide enough that a loaded 2-core CI box serves the ordinary call well inside DEADLINE / 2
 POOL = 4
 PER_KEY = 2
 
