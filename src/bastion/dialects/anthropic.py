@@ -322,19 +322,19 @@ class AnthropicDialect(Dialect):
         return {} if rid is None else {"request-id": rid}
 
     def model_object(self, model: str) -> dict[str, Any]:
+        # the required fields of Anthropic's ModelInfo: the SDK's model refuses one without
+        # ``lifecycle`` when validated strictly; a gateway alias is always usable, so "active"
         return {
             "type": "model",
             "id": model,
             "display_name": model,
             "created_at": "2025-01-01T00:00:00Z",
+            "lifecycle": "active",
         }
 
     def model_list(self, models: Sequence[str]) -> dict[str, Any]:
         return {
-            "data": [
-                {"id": n, "type": "model", "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
-                for n in models
-            ],
+            "data": [self.model_object(n) for n in models],
             "has_more": False,
             "first_id": models[0] if models else None,
             "last_id": models[-1] if models else None,
