@@ -25,8 +25,9 @@ service model botocore ships (``botocore/data/bedrock-runtime/*/service-2.json``
 Emitting adapts the conversation to Converse's rules as Anthropic's emitter does: roles
 alternate (same-role turns are merged), tool results lead their user turn, a conversation
 opening with the assistant gets a short user turn first, empty text is dropped, tool ids are
-cut to ``[a-zA-Z0-9_.:-]{1,64}``, temperature is clamped to 0..1. A request with tool history
-must carry ``toolConfig`` (Converse refuses ``toolUse``/``toolResult`` blocks otherwise).
+kept when they match ``[a-zA-Z0-9_.:-]{1,64}`` (others become a digest of the id, so distinct
+ids stay distinct), temperature is clamped to 0..1. A request with tool history must carry
+``toolConfig`` (Converse refuses ``toolUse``/``toolResult`` blocks otherwise).
 
 Dropped, for lack of a counterpart: ``parallel_tool_calls``, ``user``/``metadata.user_id``,
 image URLs (Converse takes inline bytes or S3 locations only), and ``tool_choice: none``
@@ -38,6 +39,7 @@ dropped when read.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -277,9 +279,17 @@ def _parse_tool_choice(choice: object) -> ToolChoice | None:
 
 
 def tool_id(raw: str, fallback: str) -> str:
-    """A ``toolUseId`` Converse accepts (``[a-zA-Z0-9_.:-]``, 1 to 64 characters)."""
-    clean = _TOOL_ID_BAD.sub("_", raw)[:64]
-    return clean or fallback
+    """A ``toolUseId`` Converse accepts (``[a-zA-Z0-9_.:-]``, 1 to 64 characters).
+
+    One it accepts goes as is; another becomes a digest of it, the same for a call and its
+    result, and different for different ids (``call/1`` and ``call?1`` must not become one id,
+    nor two long ids alike in their first 64 characters, or results answer the wrong call).
+    """
+    if not raw:
+        return fallback
+    if len(raw) <= 64 and not _TOOL_ID_BAD.search(raw):
+        return raw
+    return "tooluse_" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:48]
 
 
 def _tool_name(raw: str) -> str:
