@@ -66,6 +66,7 @@ def build_request(
     model = body.get("model")
     url = model_url(base_url, model, stream=stream)
     _check_tool_names(body.get("tools"))
+    _check_images(body.get("messages"))
     converse = request_to(Format.BEDROCK, body, source=Format.ANTHROPIC, model=str(model))
     out = {k: v for k, v in headers.items() if k not in ("anthropic-version", "anthropic-beta")}
     out["content-type"] = "application/json"
@@ -89,6 +90,27 @@ def _check_tool_names(tools: object) -> None:
                 "(1 to 64 letters, digits, '_' or '-')",
                 param=f"tools.{i}.name",
             )
+
+
+def _check_images(messages: object) -> None:
+    """Refuse an image given by URL: Converse takes inline bytes only, and an answer written
+    without the image the caller sent would read as an answer about it."""
+    for i, msg in enumerate(messages if isinstance(messages, list) else ()):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(block, dict):
+                continue
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            for part in [block, *(inner if isinstance(inner, list) else ())]:
+                if not isinstance(part, dict) or part.get("type") != "image":
+                    continue
+                source = part.get("source")
+                if isinstance(source, dict) and source.get("type") != "base64":
+                    raise InvalidRequest(
+                        f"messages.{i}.content.{j}: Bedrock takes images inline (base64 data), "
+                        "not by URL or file id",
+                        param=f"messages.{i}.content.{j}",
+                    )
 
 
 def model_of(url: str) -> str:
