@@ -71,6 +71,12 @@ class ServerConfig(_Strict):
     max_concurrent_streams_per_user: int | None = Field(16, ge=1)
     # after SIGTERM: how long calls in flight (streams included) may finish before they are cut
     shutdown_drain_seconds: float = Field(30.0, ge=0)
+    # `serve --workers N`: the supervisor pings each worker's event loop every interval; a
+    # worker that leaves `worker_ping_misses` pings in a row unanswered (each within the
+    # timeout) is stopped or wedged, and is killed and restarted. 0 misses: no pings
+    worker_ping_interval_seconds: float = Field(1.0, gt=0)
+    worker_ping_timeout_seconds: float = Field(2.0, gt=0)
+    worker_ping_misses: int = Field(5, ge=0)
     # live drills (`bastion check --url`): callers may ask simulated deployments for a paced
     # stream (x-sim-ttft-ms, x-sim-chunk-ms, x-sim-reply-tokens) or a failure
     # (x-bastion-drill-fail: provider/model or *); real providers never see these. Off: ignored

@@ -20,6 +20,11 @@ The supervisor, a plain synchronous process with no event loop:
   once all exited 0. A second signal is forwarded as SIGINT (workers exit at once).
 - restarts a worker that died without being asked, at most ``max_restarts`` times in
   ``restart_window`` seconds; past that it stops the rest and exits 1.
+- pings every ready worker's event loop over its private socket (``worker_ping.py``,
+  ``server.worker_ping_*``): a worker that is stopped (SIGSTOP) or wedged keeps its listening
+  socket, so the kernel keeps handing it new connections, which hang. One that misses
+  ``worker_ping_misses`` pings in a row is killed (SIGKILL) and restarted like one that died,
+  under the same restart budget.
 
 Each worker runs in its own session: a terminal's Ctrl-C reaches only the supervisor (which
 forwards one drain), and with the kernel's autogroup scheduling (``sched_autogroup_enabled``,
@@ -59,6 +64,8 @@ from types import FrameType
 from ..config import Config
 from ..store import open_store
 from .serve import banner_text, first_key, pool_warnings
+from .worker_metrics import socket_path
+from .worker_ping import WorkerPing
 
 log = logging.getLogger("bastion.server.workers")
 
@@ -83,6 +90,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     ready_fd: int  # the read end of its ready pipe, -1 once read or closed
     ready: bool = False
+    ping: WorkerPing | None = None  # once ready (and pings are on)
 
 
 @dataclass(slots=True)
@@ -283,28 +291,65 @@ class Supervisor:
         w.ready = got == b"1"
 
     def _supervise(self) -> int:
+        srv = self.cfg.server
         while not self._signals.received:
-            time.sleep(_POLL_S)
+            pinging = [fd for w in self._workers.values() if w.ping for fd in w.ping.fds()]
+            readable: set[int] = set()
+            if pinging:  # a ping's answer wakes us, else one poll interval passes
+                with contextlib.suppress(InterruptedError):
+                    readable = set(select.select(pinging, [], [], _POLL_S)[0])
+            else:
+                time.sleep(_POLL_S)
+            now = time.monotonic()
             for wid, w in list(self._workers.items()):
                 if not w.ready and w.ready_fd >= 0:
-                    readable, _, _ = select.select([w.ready_fd], [], [], 0)
-                    if readable:
+                    ready, _, _ = select.select([w.ready_fd], [], [], 0)
+                    if ready:
                         self._read_ready(w)
+                if w.ready and w.ping is None and srv.worker_ping_misses > 0:
+                    w.ping = WorkerPing(
+                        socket_path(self._runtime_dir, wid),
+                        interval=srv.worker_ping_interval_seconds,
+                        timeout=srv.worker_ping_timeout_seconds,
+                        now=now,
+                    )
                 code = w.proc.poll()
+                if code is None and w.ping is not None:
+                    w.ping.tick(now, readable)
+                    if w.ping.misses >= srv.worker_ping_misses and not self._signals.received:
+                        silent = w.ping.silent_for(now)
+                        self._kill(w)
+                        self._restart(
+                            w,
+                            f"answered none of its last {w.ping.misses} pings (silent "
+                            f"{silent:.1f}s: stopped or wedged); killed",
+                        )
+                        continue
                 if code is None or self._signals.received:
                     continue
-                self._forget(w)
-                if not self._restarts.take(time.monotonic()):
-                    raise WorkersFailed(
-                        f"worker {wid} exited with {code}; {self._restarts.limit} restarts in "
-                        f"{self._restarts.window:g}s already, giving up"
-                    )
-                self._workers[wid] = self._spawn(wid)
-                self._echo(
-                    f"bastion: worker {wid} (pid {w.proc.pid}) exited unexpectedly with {code}; "
-                    f"restarted as pid {self._workers[wid].proc.pid}\n"
-                )
+                self._restart(w, f"exited unexpectedly with {code}")
         return self._drain()
+
+    @staticmethod
+    def _kill(w: _Worker) -> None:
+        """SIGKILL (a stopped process acts on nothing else) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            w.proc.kill()
+        w.proc.wait()
+
+    def _restart(self, w: _Worker, why: str) -> None:
+        """Start worker ``w.wid`` anew, within the restart budget (past it: give up, exit 1)."""
+        self._forget(w)
+        if not self._restarts.take(time.monotonic()):
+            raise WorkersFailed(
+                f"worker {w.wid} (pid {w.proc.pid}) {why}; {self._restarts.limit} restarts in "
+                f"{self._restarts.window:g}s already, giving up"
+            )
+        self._workers[w.wid] = self._spawn(w.wid)
+        self._echo(
+            f"bastion: worker {w.wid} (pid {w.proc.pid}) {why}; "
+            f"restarted as pid {self._workers[w.wid].proc.pid}\n"
+        )
 
     def _drain(self) -> int:
         """Forward one SIGTERM (a drain) to every worker; a second signal makes them exit now."""
@@ -364,6 +409,9 @@ class Supervisor:
         if w.ready_fd >= 0:
             os.close(w.ready_fd)
             w.ready_fd = -1
+        if w.ping is not None:
+            w.ping.close()
+            w.ping = None
 
 
 def _stderr(text: str) -> None:
