@@ -9,7 +9,9 @@ public port. A ping not answered within ``timeout`` seconds is a miss; a worker 
 ``misses`` pings in a row is unresponsive (the supervisor kills and restarts it). Any answer
 resets the count, a late one too as long as it comes within its ping's timeout, so a worker
 whose loop is merely slow (CPU-heavy on a loaded box) keeps passing: with the defaults (1 s,
-2 s, 5) it must answer nothing for about 6 s in a row.
+2 s, 5) it must answer nothing for about 6 s in a row. A refused ping (the worker closed its
+sockets: draining after a SIGTERM of its own, or exiting) is no miss: no new connection
+reaches such a worker, its exit is the supervisor's to see, and a kill would cut its drain.
 
 Non-blocking throughout: the supervisor has no event loop, and a stopped worker must never
 hold up the supervision of the others. Several pings may be outstanding at once (each is its
@@ -19,12 +21,14 @@ own connection, closed once answered or timed out).
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["WorkerPing"]
 
+_CLOSED = (errno.ECONNREFUSED, errno.ENOENT)
 _REQUEST = b"GET /healthz HTTP/1.1\r\nhost: worker\r\nconnection: close\r\n\r\n"
 
 
@@ -78,11 +82,12 @@ class WorkerPing:
         try:
             sock.connect(self.path)
             sock.send(_REQUEST)  # a few bytes into an empty buffer: never a partial send
-        except OSError:
-            # its backlog is full (nothing accepted the earlier pings either), or there is no
-            # socket to reach (gone, refused): as good as unanswered
+        except OSError as exc:
             sock.close()
-            self.misses += 1
+            if exc.errno not in _CLOSED:
+                self.misses += 1  # its backlog is full: nothing accepted the earlier pings
+            # else it closed its sockets (draining after a SIGTERM of its own, or exiting):
+            # no new connection reaches it, and its exit is the supervisor's to see
             return
         self._pending[sock.fileno()] = _Pending(sock, now)
 
