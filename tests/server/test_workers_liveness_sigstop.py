@@ -4,11 +4,13 @@ A SIGSTOPped worker keeps its SO_REUSEPORT socket, so the kernel keeps handing i
 the new connections, which hang; its process never exits, so only the supervisor's pings
 (``worker_ping.py``) can tell. With the default ping settings a worker paused for less than
 the window is left alone (a merely slow worker is not killed), and one that stays stopped is
-killed and restarted, after which every new call succeeds. Real processes on Redis state.
+killed and restarted, after which every new call succeeds; workers kept CPU-bound by 32
+clients for 8 s (~6000 calls) are never killed. Real processes on Redis state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -108,3 +110,32 @@ def test_a_stopped_worker_is_killed_and_replaced_and_a_short_pause_is_not(
         for pid in stopped:  # let a still-stopped worker drain when the test stops it
             if running(pid):
                 os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(60)
+async def test_workers_busy_serving_are_not_killed(workers: Workers) -> None:
+    """Both workers CPU-bound on calls (more clients than the box has cores) for several ping
+    windows: their loops still answer the pings in time, so neither is killed."""
+    body = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "keep the loop busy " * 50}],
+    }
+    headers = {"x-api-key": workers.key, "anthropic-version": "2023-06-01"}
+    end = time.monotonic() + 8.0
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        async with httpx.AsyncClient(base_url=workers.url, timeout=30) as c:
+            while time.monotonic() < end:
+                r = await c.post("/v1/messages", json=body, headers=headers)
+                assert r.status_code == 200, r.text[:300]
+                done += 1
+
+    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(32))), 45)
+    assert done > 50
+    time.sleep(1.0)
+    assert _UNRESPONSIVE.search(workers.log()) is None, workers.log()
+    assert "restarted" not in workers.log()
+    assert all(running(p) for p in workers.pids())
