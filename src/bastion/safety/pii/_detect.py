@@ -47,6 +47,13 @@ from ._types import NER_TYPES, PiiType, ScrubberConfig
 from ._validators import ip_key, jwt_ok, mixed, password_ok, random_enough
 
 _DIGIT_SOURCES = frozenset({"phone", "card", "ssn", "ipv4"})
+_DIGIT = re.compile(r"[0-9]")  # every NUM and ADDRESS match holds one
+# what the name tagger's CANDIDATE tokens start with, and every character they may hold
+_CAPITAL = re.compile(r"[A-ZÀ-ÖØ-Þ]")
+_NAME_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'’-"
+    + "".join(chr(c) for c in range(0xC0, 0x100) if c not in (0xD7, 0xF7))
+)
 
 # When two findings overlap, the union is redacted under the first type in this order.
 _PRIORITY = MappingProxyType(
@@ -76,6 +83,7 @@ class Detector:
     __slots__ = (
         "_address",
         "_allow",
+        "_builtin",
         "_email",
         "_ignore_local",
         "_ip",
@@ -98,15 +106,26 @@ class Detector:
         if self._types & NER_TYPES:
             ner = config.ner_detector if config.ner_detector is not None else load_ner(config.ner)
         self._ner = ner
+        self._builtin = False  # the shipped tagger: its spans are capitalised tokens, @handles
+        if ner is not None:
+            from ._names import BuiltinNer
+
+            self._builtin = isinstance(ner, BuiltinNer)
 
     @property
     def ner_active(self) -> bool:
         return self._ner is not None
 
-    def detect(self, text: str) -> list[Hit]:
-        """Every finding in ``text``: sorted, non-overlapping, allow-patterns applied."""
+    def detect(self, text: str, after: int = 0) -> list[Hit]:
+        """Every finding in ``text``: sorted, non-overlapping, allow-patterns applied.
+
+        Findings that end at or before ``after`` may be left out (a stream has released
+        that text already and reads it only as context): the name tagger is skipped when
+        no token of it can end past ``after``. Every finding ending past it is the same.
+        """
         hits: list[Hit] = []
-        if self._numbers.active:
+        digits = _DIGIT.search(text) is not None  # the number families and addresses need one
+        if digits and self._numbers.active:
             self._numbers.scan(text, hits)
         if self._email and "@" in text:
             self._emails(text, hits)
@@ -116,7 +135,7 @@ class Detector:
             if "=" in text:
                 self._delimiters(text, "=", hits)
             self._secrets(text, hits)
-        if self._address:
+        if digits and self._address:
             hits.extend(
                 Hit(PiiType.ADDRESS, m.start(), m.end(), m.group().casefold(), "address")
                 for m in ADDRESS.finditer(text)
@@ -125,7 +144,7 @@ class Detector:
             hits = _resolve(hits)
         if hits and self._allow is not None:
             hits = self._not_allowed(text, hits)
-        if self._ner is not None:
+        if self._ner is not None and not (self._builtin and _no_name_after(text, after)):
             hits = self._merge_ner(text, hits)
         return hits
 
@@ -266,6 +285,18 @@ class Detector:
             key = text[span.start : span.end].casefold()
             extra.append(Hit(span.type, span.start, span.end, key, "ner"))
         return _resolve(hits + extra) if extra else hits
+
+
+def _no_name_after(text: str, after: int) -> bool:
+    """No span of the shipped tagger can end past ``after``: no "@" (handles) in ``text``, and
+    no capital letter from the start of the token running into ``after`` on (its names are
+    runs of ``CANDIDATE`` tokens, each led by one and made of ``_NAME_CHARS`` only)."""
+    if "@" in text:
+        return False
+    t = after
+    while t > 0 and text[t - 1] in _NAME_CHARS:
+        t -= 1
+    return _CAPITAL.search(text, t) is None
 
 
 def _excused(text: str, h: Hit, spans: list[tuple[int, int]]) -> bool:

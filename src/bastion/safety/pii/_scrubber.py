@@ -53,9 +53,10 @@ class Scrubber:
         """A ``StreamScrubber`` with its own numbering."""
         return ScrubSession(self).stream(mode=mode)
 
-    def _hits(self, text: str) -> list[Hit]:
-        """Validated spans *with their values*: for this package's sessions and streams only."""
-        return self._detector.detect(text)
+    def _hits(self, text: str, after: int = 0) -> list[Hit]:
+        """Validated spans *with their values*: for this package's sessions and streams only
+        (those ending at or before ``after`` may be left out)."""
+        return self._detector.detect(text, after)
 
 
 class ScrubSession:

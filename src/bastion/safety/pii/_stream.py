@@ -161,7 +161,7 @@ class StreamScrubber:
         window = ctx + pending
         open_pem: Hit | None = None
         kept: list[Hit] = []
-        for h in self._session.scrubber._hits(window):
+        for h in self._session.scrubber._hits(window, off):
             if h.end <= off:
                 continue  # already released with the context
             s, e = max(h.start - off, 0), h.end - off
