@@ -177,14 +177,16 @@ class StreamScrubber:
             else:
                 break
         head = pending[:cut]
-        kept = [h for h in kept if h.end <= cut]
+        if kept:
+            kept = [h for h in kept if h.end <= cut]
         if kept:
             mode = "redact" if self._mode == "flag" else self._mode  # flag: the result is unused
             text, findings = self._session.apply(head, kept, mode, offset=self._pos)
             self.findings.extend(findings)
         else:
             text = head
-        self._ctx = head[-CONTEXT:] if cut >= CONTEXT else (ctx + head)[-CONTEXT:]
+        end = off + cut  # the released text is window[:end]: keep its last CONTEXT chars
+        self._ctx = window[end - CONTEXT if end > CONTEXT else 0 : end]
         self._pending = pending[cut:]
         self._pos += cut
         self._tok = max(0, self._tok - cut)
