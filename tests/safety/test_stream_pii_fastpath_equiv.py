@@ -355,7 +355,7 @@ def test_word_by_word_streams_equal_the_old_implementation(text: str, which: str
     """The shape providers send: one word (with its leading space) per delta."""
     chunks = re.findall(r"\s*\S+|\s+", text)
     for mode in ("redact", "sensitive", "flag"):
-        run_both(SCRUBBERS[which], chunks, mode, None)  # type: ignore[arg-type]
+        run_both(SCRUBBERS[which], chunks, mode, None)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

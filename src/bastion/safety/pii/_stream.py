@@ -9,9 +9,12 @@ the name tagger on, also the last ``NER_HOLD`` chars, the right context it reads
 name by ("Bearer" before a token is no name; "Ann" before "Lee" is half of one).
 Everything before is scanned with ``CONTEXT`` chars of already released text in front
 (for keywords like "call me at" and allow-patterns like "version ") and released, so
-the concatenated output equals scrubbing the whole text at once. A PEM private key is
-replaced as soon as its header is complete and the rest of the block is swallowed (or,
-in flag mode, passed through and reported when it ends), so no hold-back grows with it.
+the concatenated output equals scrubbing the whole text at once. Only findings ending past
+that context count, so the detector is told where it ends and skips the scans that cannot
+reach past it (the name tagger when no capitalised token runs into the new text). A PEM
+private key is replaced as soon as its header is complete and the rest of the block is
+swallowed (or, in flag mode, passed through and reported when it ends), so no hold-back
+grows with it.
 """
 
 from __future__ import annotations
