@@ -1,7 +1,7 @@
 """EXPERIMENTAL (not shipped): does scoring lower-case name tokens beat the shipped tagger?
 
-    .venv/bin/python bench/train_ner_lower.py      # all four configurations, validation only (~4 min)
-    .venv/bin/python bench/train_ner_lower.py 1    # from the 2nd configuration on (skip the baseline)
+    .venv/bin/python bench/train_ner_lower.py      # all five configurations, validation only (~5 min)
+    .venv/bin/python bench/train_ner_lower.py 4    # from the 5th configuration on (0 = the baseline)
 
 Issue 13 item 2. The shipped tagger (``bench/train_ner.py``) scores only capitalised
 tokens; on ``ner_train.jsonl`` 18 % of gold person names contain no such token, most of
@@ -19,8 +19,9 @@ scored there. ``ner_dev.jsonl`` is not read.
 Outcome (2026-12-04, bench/RESULTS.md "Name tagger: lower-case candidates"): person
 names P/R/F1 0.850/0.688/0.761 -> 0.853/0.713/0.777, locations F1 0.640 -> 0.631, and no
 margin reaches person precision 0.88 any more; adding all-capital name words as well
-scores 0.853/0.690/0.763; the full name lists (not the top 40,000) 0.851/0.682/0.758.
-Not a clear win, so nothing here is shipped.
+scores 0.853/0.690/0.763; the full name lists (not the top 40,000) 0.851/0.682/0.758;
+every character trigram of the word as a feature 0.852/0.684/0.759. Not a clear win, so
+nothing here is shipped.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ class LowerModel(nm.Model):
 
     names: frozenset[str] = frozenset()
     upper: bool = False
+    trigrams: bool = False
+
+    def scores(self, text: str, start: int, end: int, last: int) -> tuple[float, float, float]:
+        if not self.trigrams:
+            return nm.Model.scores(self, text, start, end, last)
+        initial, prev, nxt = nm.context(text, start, end)
+        feats = features(text[start:end], initial, prev, nxt, self.gaz, last, True)
+        s0 = s1 = s2 = 0.0
+        for h in nm.hashed(feats):
+            w = self.weights.get(h)
+            if w is not None:
+                s0 += w[0]
+                s1 += w[1]
+                s2 += w[2]
+        return s0, s1, s2
 
     def tokens(self, text: str) -> Iterator[tuple[int, int, int]]:
         names = self.names
@@ -88,6 +104,23 @@ class LowerModel(nm.Model):
             prev_end = e
 
 
+def features(
+    w: str,
+    initial: bool,
+    prev: list[str],
+    nxt: list[str],
+    gaz: nm.Gazetteers,
+    last: int,
+    trigrams: bool,
+) -> list[str]:
+    """The shipped features, and with ``trigrams`` every character trigram of the word."""
+    out = nm.features(w, initial, prev, nxt, gaz, last)
+    if trigrams:
+        lw = "<" + w.lower() + ">"
+        out += ["t=" + lw[i : i + 3] for i in range(len(lw) - 2)]
+    return out
+
+
 def _skipped(model: nm.Model, w: str) -> bool:
     return len(w) < 2 or w.isupper() or w.lower() in model.skip
 
@@ -107,10 +140,11 @@ def build(
     gaz: nm.Gazetteers,
     names: frozenset[str] | None,
     upper: bool = False,
+    trigrams: bool = False,
 ) -> nm.Model:
-    if names is None:
+    if names is None and not trigrams:
         return nm.Model(weights, skip, margin, gaz)
-    return LowerModel(weights, skip, margin, gaz, names, upper)
+    return LowerModel(weights, skip, margin, gaz, names or frozenset(), upper, trigrams)
 
 
 def choose_margin(
@@ -119,12 +153,15 @@ def choose_margin(
     gaz: nm.Gazetteers,
     names: frozenset[str] | None,
     upper: bool,
+    trigrams: bool,
     val: list[tn.Example],
 ) -> float:
     """``train_ner.choose_margin`` for either model class."""
     best = (0.0, -1.0)
     for m in [x / 4 for x in range(-16, 17)]:
-        p, rc = tn.score(build(weights, skip, m, gaz, names, upper), val)["PER names overlap"]
+        p, rc = tn.score(build(weights, skip, m, gaz, names, upper, trigrams), val)[
+            "PER names overlap"
+        ]
         if p >= 0.85 and rc > best[1]:
             best = (m, rc)
     return best[0]
@@ -176,7 +213,12 @@ def gazetteers(limit: int) -> nm.Gazetteers:
 
 
 def fit(
-    train: list[tn.Example], val: list[tn.Example], lower: bool, upper: bool, limit: int = 40000
+    train: list[tn.Example],
+    val: list[tn.Example],
+    lower: bool,
+    upper: bool,
+    limit: int = 40000,
+    trigrams: bool = False,
 ) -> nm.Model:
     """``train_ner.main``'s training, on ``train``; margin chosen on ``val``."""
     base = gazetteers(limit)
@@ -208,7 +250,8 @@ def fit(
             if text[s:e].lower() not in skip:
                 initial, prev, nxt = nm.context(text, s, e)
                 pl = last if prev_end == s - 1 else -1
-                rows.append((nm.hashed(nm.features(text[s:e], initial, prev, nxt, gaz, pl)), lab))
+                feats = features(text[s:e], initial, prev, nxt, gaz, pl, trigrams)
+                rows.append((nm.hashed(feats), lab))
             prev_end, last = e, lab
     rng = random.Random(tn.SEED)
     p = tn.Perceptron()
@@ -218,8 +261,8 @@ def fit(
             p.update(hs, y, p.predict(hs))
     weights = MappingProxyType(p.averaged())
     chosen = names if lower else None
-    margin = choose_margin(weights, skip, gaz, chosen, upper, val)
-    return build(weights, skip, margin, gaz, chosen, upper)
+    margin = choose_margin(weights, skip, gaz, chosen, upper, trigrams, val)
+    return build(weights, skip, margin, gaz, chosen, upper, trigrams)
 
 
 def f1(p: float, r: float) -> float:
@@ -235,14 +278,16 @@ def main() -> int:
     train, val = split(rows)
     print(f"{len(train)} train sentences, {len(val)} validation sentences", file=sys.stderr)
     variants = (
-        ("shipped configuration", False, False, 40000),
-        ("+ lower-case name words", True, False, 40000),
-        ("+ lower-case and all-capital name words", True, True, 40000),
-        ("full name lists (shipped candidates)", False, False, 10**7),
+        ("shipped configuration", False, False, 40000, False),
+        ("+ lower-case name words", True, False, 40000, False),
+        ("+ lower-case and all-capital name words", True, True, 40000, False),
+        ("full name lists (shipped candidates)", False, False, 10**7, False),
+        ("+ character trigrams of the word (shipped candidates)", False, False, 40000, True),
     )
-    for name, lower, upper, limit in variants[int(sys.argv[1]) if len(sys.argv) > 1 else 0 :]:
+    start = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    for name, lower, upper, limit, trigrams in variants[start:]:
         t0 = time.time()
-        model = fit(train, val, lower, upper, limit)
+        model = fit(train, val, lower, upper, limit, trigrams)
         r = tn.score(model, val)
         (pp, pr), (lp, lr) = r["PER names overlap"], r["LOC overlap"]
         print(
@@ -266,10 +311,10 @@ def main() -> int:
     return 0
 
 
-def _extra(model: nm.Model) -> tuple[frozenset[str] | None, bool]:
+def _extra(model: nm.Model) -> tuple[frozenset[str] | None, bool, bool]:
     if isinstance(model, LowerModel):
-        return model.names, model.upper
-    return None, False
+        return model.names or None, model.upper, model.trigrams
+    return None, False, False
 
 
 if __name__ == "__main__":
