@@ -172,7 +172,7 @@ def sim(
     ttft_ms: Annotated[float, typer.Option(help="default time to first token")] = 0.0,
     chunk_ms: Annotated[float, typer.Option(help="default gap between stream chunks")] = 0.0,
 ) -> None:
-    """Run the provider simulator as its own server (both wire formats)."""
+    """Run the provider simulator as its own server (every provider wire Bastion speaks)."""
     from .providers.sim import serve as sim_serve
 
     sim_serve(host=host, port=port, ttft_ms=ttft_ms, chunk_ms=chunk_ms)
