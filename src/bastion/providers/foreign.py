@@ -20,6 +20,7 @@ import orjson
 from . import translate
 from .base import Format, UpstreamResponse
 from .sse import SSEDecoder
+from .translate._common import loads_object
 
 __all__ = [
     "EDGE_TRANSLATED",
@@ -108,7 +109,12 @@ class TranslatedResponse:
         tr = translate.StreamTranslator(self._source, self._target, model=None, include_usage=True)
         decoder = SSEDecoder()
         async for chunk in self._inner.iter_chunks():
-            out = [b for ev in decoder.feed(chunk) for b in tr.feed(ev)]
+            out: list[bytes] = []
+            for ev in decoder.feed(chunk):
+                if ev.data and loads_object(ev.data) is None:
+                    out.append(ev.raw)  # not JSON: passed on for the relay to count and skip
+                else:
+                    out += tr.feed(ev)
             if out:
                 yield b"".join(out)
 

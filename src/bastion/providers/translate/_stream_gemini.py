@@ -89,9 +89,8 @@ class GeminiStreamParser:
                 key, as_str(fc.get("id")) or call_id(self._id, key), as_str(fc.get("name"))
             )
         ]
-        args = parse_arguments(fc.get("args"))
-        if args:
-            out.append(ToolCallDelta(key, dumps(args)))
+        # always the arguments, "{}" for none: a chat client's JSON parse of "" fails
+        out.append(ToolCallDelta(key, dumps(parse_arguments(fc.get("args")))))
         return out
 
 
