@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -75,9 +76,18 @@ def image_to_url(image: ImagePart) -> str:
 
 
 def anthropic_tool_id(tool_id: str, fallback: str) -> str:
-    """Anthropic accepts only ``[A-Za-z0-9_-]`` in tool ids; map others so pairs still match."""
-    clean = _TOOL_ID_BAD.sub("_", tool_id)
-    return clean or fallback
+    """Anthropic accepts only ``[A-Za-z0-9_-]`` in tool ids; map others so pairs still match.
+
+    An id it accepts goes as is. Another keeps its allowed characters and gains a digest of
+    the whole id, so two ids that differ only in refused characters (``call/1``, ``call?1``)
+    stay two ids and each result still answers its own call (the map is a pure function, the
+    same for a call and its result)."""
+    if not tool_id:
+        return fallback
+    if not _TOOL_ID_BAD.search(tool_id):
+        return tool_id
+    digest = hashlib.sha256(tool_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{_TOOL_ID_BAD.sub('_', tool_id)}_{digest}"
 
 
 def message_id(source_id: str, prefix: str) -> str:
