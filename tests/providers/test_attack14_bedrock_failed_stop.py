@@ -93,14 +93,22 @@ def test_a_failed_converse_answer_fails_over(gw: RunningGateway, reason: str) ->
     oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
     res = oa.chat.completions.create(model=reason + "-then-openai", messages=MSG)
     assert res.model == "gpt-4.1" and res.choices[0].finish_reason == "stop"
-    # streamed, the stop reason comes after the text went out: the stream ends in an error
+    # streamed: if the failed stop reason arrives before any text went out (the whole short
+    # answer can come in one read on a busy box), the call fails over and the fallback answers;
+    # once text went out, the stream ends in an error. Never a clean finish from Bedrock.
     finishes: list[str] = []
-    with pytest.raises(openai.APIError, match=reason):
+    models: set[str] = set()
+    try:
         for chunk in oa.chat.completions.create(
             model=reason + "-then-openai", messages=MSG, stream=True
         ):
+            models.add(chunk.model)
             finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
-    assert finishes == []
+    except openai.APIError as e:
+        assert reason in str(e)
+        assert finishes == []
+    else:
+        assert models == {"gpt-4.1"} and finishes == ["stop"]
 
 
 def test_a_normal_stop_reason_still_answers(gw: RunningGateway) -> None:

@@ -445,8 +445,9 @@ async def test_any_botocore_signature_verifies_and_any_changed_byte_does_not(
     model: str, region: str, text: str, data: st.DataObject
 ) -> None:
     """Whatever the model id (``:``, ``/`` in ARNs), region and body, what botocore signed for
-    the request's region is accepted and the region recorded; one changed body byte is a 403."""
-    body = orjson.dumps({"messages": [{"role": "user", "content": [{"text": text or "x"}]}]})
+    the request's region is accepted and the region recorded; one changed body byte is a 403.
+    (A blank text is replaced: Converse refuses it, and so does the fake, before the signature.)"""
+    body = orjson.dumps({"messages": [{"role": "user", "content": [{"text": text if text.strip() else "x"}]}]})
     url = bedrock.model_url("sim://bedrock", model, stream=False)
     path = url[len("sim://bedrock") :]
     req = AWSRequest(method="POST", url=url, data=body, headers={"host": "bedrock"})
