@@ -134,6 +134,18 @@ class ClusterUnreachable(ConnectionError):
     """No node answers, or the slot has no master yet: the store maps it to StateUnavailable."""
 
 
+def _torn_down(exc: AttributeError) -> bool:
+    """Whether ``exc`` is redis-py's connection code touching a stream it has already closed
+    (``None._writer.writelines``), not a bug elsewhere."""
+    if exc.obj is not None:
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
+    return "/redis/asyncio/" in where or "/redis/_parsers/" in where
+
+
 class _GatedCluster(RedisCluster):
     """Retries only what surely did not run; waits for a connection instead of failing."""
 
@@ -168,6 +180,13 @@ class _GatedCluster(RedisCluster):
                 return await super().execute_command("EVAL", body, *args[2:], **kwargs)
         except (ClusterDownError, SlotNotCoveredError) as exc:  # still down after the retries
             raise ClusterUnreachable(f"the Redis Cluster cannot serve: {exc}") from exc
+        except AttributeError as exc:
+            if not _torn_down(exc):
+                raise
+            # a node failed and redis-py closed every connection to it, this command's too,
+            # while it was being sent or read: an outage like a reset connection (it may have
+            # run, so it is not retried; the store fails closed)
+            raise ClusterUnreachable(f"the Redis Cluster connection was closed: {exc}") from exc
         finally:
             self._gate.release()
 
