@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -45,20 +44,15 @@ from .base import (
     loads_object,
     maybe_object,
 )
+from .openai_stream import OpenAIHold, chunk_event, observe_choices
 
 if TYPE_CHECKING:
     from ..call import Call
 
 __all__ = ["OPENAI", "OpenAIDialect"]
 
-_ENVELOPE_SKIP = frozenset({"choices", "usage", "obfuscation"})
 # OpenAI reasoning models refuse max_tokens and take only max_completion_tokens
 _COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
-
-
-def _event(obj: dict[str, Any]) -> SSEEvent:
-    data = orjson.dumps(obj)
-    return SSEEvent(raw=encode_event(data), event=None, data=data)
 
 
 class OpenAIDialect(Dialect):
@@ -153,7 +147,7 @@ class OpenAIDialect(Dialect):
             usage_from_openai(u, w.call.usage)
             w.usage_seen = True
         choices = obj.get("choices")
-        return _choices(w, choices) if isinstance(choices, list) else False
+        return observe_choices(w, choices) if isinstance(choices, list) else False
 
     def ended_cleanly(self, w: WatchState) -> bool:
         # Bastion always asks OpenAI-format upstreams for usage, so a finish_reason and the
@@ -184,7 +178,7 @@ class OpenAIDialect(Dialect):
         if not new and not finishing and set(delta) <= {"content"}:
             return []  # all held back for now
         choice = {**choice, "delta": {**delta, "content": new}}
-        return [_event({**obj, "choices": [choice, *choices[1:]]})]
+        return [chunk_event({**obj, "choices": [choice, *choices[1:]]})]
 
     def delta_text(self, data: bytes) -> str | None:
         obj = maybe_object(data)
@@ -202,8 +196,8 @@ class OpenAIDialect(Dialect):
         obj["choices"][0]["delta"]["content"] = text
         return orjson.dumps(obj)
 
-    def tool_hold(self, judge: HoldJudge) -> _OpenAIHold:
-        return _OpenAIHold(judge)
+    def tool_hold(self, judge: HoldJudge) -> OpenAIHold:
+        return OpenAIHold(judge)
 
     # -- requests sent ----------------------------------------------------------------------
 
@@ -393,192 +387,6 @@ def _envelope(call: Call, obj: dict[str, Any]) -> None:
     rid = obj.get("id")
     if isinstance(rid, str) and rid:
         call.response_id = rid
-
-
-def _choices(w: WatchState, choices: list[Any]) -> bool:
-    content = False
-    for choice in choices:
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("index", 0) != 0:
-            w.text_only = False  # n > 1: several answers cannot be carried on as one
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                w.text.append(text)
-                content = True
-            if delta.get("tool_calls") or delta.get("refusal"):
-                w.text_only = False
-                content = True
-                if choice.get("index", 0) == 0:
-                    _tool_deltas(w, delta.get("tool_calls"))
-        fr = choice.get("finish_reason")
-        if isinstance(fr, str):
-            w.stop_reason = w.call.finish_reason = fr
-            w.final = True
-            content = True
-    return content
-
-
-def _tool_deltas(w: WatchState, deltas: Any) -> None:
-    """OpenAI streams a tool call as pieces by index: the id and name first, then arguments."""
-    if not isinstance(deltas, list):
-        return
-    for d in deltas:
-        if not isinstance(d, dict):
-            continue
-        fn = d.get("function")
-        if not isinstance(fn, dict):
-            fn = {}
-        tool = w.tools.get(d.get("index", 0))
-        if tool is None:
-            tool = ToolCallOut(as_text(d.get("id")), as_text(fn.get("name")))
-            w.tools[d.get("index", 0)] = tool
-            w.call.tool_calls.append(tool)
-        if isinstance(args := fn.get("arguments"), str):
-            tool.arguments += args
-
-
-# -- holding streamed tool calls ------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _ToolCall:
-    """A held tool call: its deltas as received and what they add up to."""
-
-    index: Any
-    deltas: list[dict[str, Any]] = field(default_factory=list)
-    id: str | None = None
-    name: str = ""
-    arguments: str = ""
-
-
-@dataclass(slots=True)
-class _Choice:
-    """One choice with held tool calls (every later tool-call delta waits behind them)."""
-
-    calls: dict[Any, _ToolCall] = field(default_factory=dict)
-    size: int = 0
-
-
-class _OpenAIHold:
-    """Tool-call deltas held by choice and index: the OpenAI SDK places tool calls by
-    ``index``, so later tool-call deltas of the same choice wait behind a held one; a call's
-    arguments are complete at its choice's ``finish_reason`` or at ``[DONE]``."""
-
-    __slots__ = ("_choices", "_envelope", "_judge", "_passed")
-
-    def __init__(self, judge: HoldJudge) -> None:
-        self._judge = judge
-        self._choices: dict[Any, _Choice] = {}
-        self._passed: set[tuple[Any, Any]] = set()  # (choice, index) the client has begun to see
-        self._envelope: dict[str, Any] = {}
-
-    def event(self, ev: SSEEvent) -> list[SSEEvent]:
-        if ev.data.strip() == b"[DONE]":
-            out: list[SSEEvent] = []
-            for ci in list(self._choices):
-                out += self._release_choice(ci)
-            return [*out, ev]
-        obj = loads_object(ev.data)
-        choices = obj.get("choices")
-        if not isinstance(choices, list) or not choices:
-            return [ev]
-        self._envelope = {k: v for k, v in obj.items() if k not in _ENVELOPE_SKIP}
-        released: list[SSEEvent] = []
-        kept: list[Any] = []
-        changed = False
-        for ch in choices:
-            if not isinstance(ch, dict):
-                kept.append(ch)
-                continue
-            ci = ch.get("index", 0)
-            delta = ch.get("delta")
-            tcs = delta.get("tool_calls") if isinstance(delta, dict) else None
-            stripped = False
-            if isinstance(delta, dict) and isinstance(tcs, list) and tcs:
-                passed = [tc for tc in tcs if not self._hold(ci, tc)]
-                if len(passed) != len(tcs):
-                    stripped = changed = True
-                    delta = {k: v for k, v in delta.items() if k != "tool_calls"}
-                    if passed:
-                        delta["tool_calls"] = passed
-                    ch = {**ch, "delta": delta}
-                choice = self._choices.get(ci)
-                if choice is not None and choice.size > self._judge.bound:
-                    self._oversized(choice)  # flag mode: released as is, the rest streams
-                    released += self._release_choice(ci, check=False)
-            if ch.get("finish_reason") is not None and ci in self._choices:
-                released += self._release_choice(ci)
-            if not stripped or ch.get("delta") or ch.get("finish_reason") is not None:
-                kept.append(ch)
-        if not changed:
-            return [*released, ev]
-        if not kept and "usage" not in obj:
-            return released
-        return [*released, _event({**obj, "choices": kept})]
-
-    def _hold(self, ci: Any, tc: Any) -> bool:
-        """Take one tool-call delta into the hold, or say it may pass (False).
-
-        A call the client has begun to see passes; a new one is held when its name may yet
-        be a held tool's (names can arrive in pieces), or behind a call already held.
-        """
-        idx = tc.get("index") if isinstance(tc, dict) else None
-        if not isinstance(idx, int) or not isinstance(ci, int):
-            raise MalformedEvent("a tool-call delta without an integer index")  # skipped whole
-        if (ci, idx) in self._passed:
-            return False
-        fn = tc.get("function")
-        fn = fn if isinstance(fn, dict) else {}
-        choice = self._choices.get(ci)
-        held = choice.calls.get(idx) if choice is not None else None
-        if choice is None or held is None:
-            got = fn.get("name")
-            name = got if isinstance(got, str) else ""
-            if choice is None and not self._judge.may_hold(name):
-                self._passed.add((ci, idx))
-                return False
-            if choice is None:
-                choice = self._choices[ci] = _Choice()
-            held = choice.calls[idx] = _ToolCall(idx)
-        held.deltas.append(tc)
-        if isinstance(tc.get("id"), str) and tc["id"]:
-            held.id = tc["id"]
-        if isinstance(fn.get("name"), str):
-            held.name += fn["name"]
-        if isinstance(fn.get("arguments"), str):
-            held.arguments += fn["arguments"]
-            choice.size += len(fn["arguments"])
-        return True
-
-    def _oversized(self, choice: _Choice) -> None:
-        names = [c.name for c in choice.calls.values() if self._judge.holds(c.name)]
-        self._judge.too_large(names[0] if names else None)
-
-    def _release_choice(self, ci: Any, *, check: bool = True) -> list[SSEEvent]:
-        """Every held call of a choice, in the order they began; a rejected one raises."""
-        choice = self._choices.pop(ci)
-        out: list[SSEEvent] = []
-        for held in choice.calls.values():
-            self._passed.add((ci, held.index))
-            replaced = None
-            if check and self._judge.holds(held.name):
-                replaced = self._judge.verdict(held.name, held.arguments)
-            if replaced is None:
-                out += [self._chunk(ci, [d]) for d in held.deltas]
-                continue
-            fn = {"name": held.name, "arguments": replaced}
-            merged: dict[str, Any] = {"index": held.index, "type": "function", "function": fn}
-            if held.id is not None:
-                merged["id"] = held.id
-            out.append(self._chunk(ci, [merged]))
-        return out
-
-    def _chunk(self, ci: Any, tool_calls: list[dict[str, Any]]) -> SSEEvent:
-        choice = {"index": ci, "delta": {"tool_calls": tool_calls}, "finish_reason": None}
-        return _event({**self._envelope, "choices": [choice]})
 
 
 def _trace_message(m: Mapping[str, Any], parts: TraceParts) -> dict[str, Any] | None:
