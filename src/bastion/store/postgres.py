@@ -31,9 +31,6 @@ from bastion.errors import Conflict, NotFound, StateUnavailable
 from bastion.store import pg_partitions
 from bastion.store._rows import (
     CALL_COLUMNS,
-    CALL_JSON_COLUMNS,
-    KEY_COLUMNS,
-    KEY_MUTABLE_COLUMNS,
     LEDGER_COLUMNS,
     call_from_row,
     call_to_row,
@@ -46,6 +43,18 @@ from bastion.store._rows import (
 )
 from bastion.store.migrations import MIGRATIONS, POSTGRES_BOOTSTRAP
 from bastion.store.models import CallRecord, GroupBy, KeyRecord, LedgerEntry, PromptVersion
+from bastion.store.pg_statements import (
+    CALL_INSERT,
+    CALL_SELECT,
+    KEY_INSERT,
+    KEY_SELECT,
+    KEY_UPDATE,
+    LEDGER_INSERT,
+)
+
+# what a migration test builds the old (v5) call insert from, under the names it had here
+from bastion.store.pg_statements import CALL_TYPES as _CALL_TYPES  # noqa: F401
+from bastion.store.pg_statements import unnest_insert as _unnest_insert  # noqa: F401
 
 __all__ = ["PostgresStore"]
 
@@ -64,83 +73,6 @@ _UNAVAILABLE: Final = (
     asyncpg.exceptions.InsufficientResourcesError,
 )
 
-_CALL_TYPES: Final[dict[str, str]] = {
-    "request_id": "text",
-    "trace_id": "text",
-    "ts": "float8",
-    "api_format": "text",
-    "requested_model": "text",
-    "key_id": "text",
-    "user_id": "text",
-    "feature": "text",
-    "conversation_id": "text",
-    "served_model": "text",
-    "deployment": "text",
-    "provider": "text",
-    "prompt_name": "text",
-    "prompt_version": "text",
-    "stream": "bool",
-    "status": "int4",
-    "error_type": "text",
-    "input_text": "text",
-    "output_text": "text",
-    "input_tokens": "int8",
-    "output_tokens": "int8",
-    "cache_read_tokens": "int8",
-    "cache_write_tokens": "int8",
-    "cost_usd": "float8",
-    "latency_ms": "float8",
-    "ttft_ms": "float8",
-    "attempts": "int4",
-    "failover": "bool",
-    "hedged": "bool",
-    "degraded": "bool",
-    "retried": "bool",
-    "flags": "text",  # cast to jsonb in the SELECT
-    "stages": "text",
-    "client_request_id": "text",
-    "findings": "text",  # cast to jsonb in the SELECT
-}
-_LEDGER_TYPES: Final[dict[str, str]] = {
-    "request_id": "text",
-    "ts": "float8",
-    "day": "text",
-    "model": "text",
-    "key_id": "text",
-    "user_id": "text",
-    "feature": "text",
-    "input_tokens": "int8",
-    "output_tokens": "int8",
-    "cache_read_tokens": "int8",
-    "cache_write_tokens": "int8",
-    "cost_usd": "float8",
-}
-
-
-def _unnest_insert(
-    table: str,
-    columns: tuple[str, ...],
-    types: dict[str, str],
-    json: frozenset[str],
-    key: str = "request_id",
-) -> str:
-    """Build a whole-batch insert from column arrays that skips keys already present."""
-    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(columns, start=1))
-    selected = ", ".join(f"{c}::jsonb" if c in json else c for c in columns)
-    names = ", ".join(columns)
-    return (
-        f"INSERT INTO {table} ({names}) SELECT {selected} FROM unnest({arrays}) AS t ({names}) "
-        f"ON CONFLICT ({key}) DO NOTHING"
-    )
-
-
-# Columns are selected with jsonb cast to text so both backends hand _rows the same shapes.
-_CALL_SELECT: Final = "SELECT {} FROM calls".format(
-    ", ".join(f"{c}::text" if c in CALL_JSON_COLUMNS else c for c in CALL_COLUMNS)
-)
-_CALL_INSERT: Final = _unnest_insert(
-    "calls", CALL_COLUMNS, _CALL_TYPES, CALL_JSON_COLUMNS, key="request_id, ts"
-)
 # Partitions kept ahead of today, and how far from today a record's day is created on demand
 # (older or later records wait in the default partition, so odd timestamps cannot make tables).
 PARTITION_DAYS_AHEAD: Final = 7
@@ -148,12 +80,6 @@ _ON_DEMAND_PAST_DAYS: Final = 62
 _ON_DEMAND_FUTURE_DAYS: Final = PARTITION_DAYS_AHEAD + 1
 # After a day could not be created (lock timeout), batches leave it alone for this long.
 _PARTITION_RETRY_SECONDS: Final = 60.0
-_LEDGER_INSERT: Final = _unnest_insert("ledger", LEDGER_COLUMNS, _LEDGER_TYPES, frozenset())
-_KEY_SELECT: Final = f"SELECT {', '.join(KEY_COLUMNS)} FROM keys"
-_KEY_INSERT: Final = (
-    f"INSERT INTO keys ({', '.join(KEY_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(KEY_COLUMNS) + 1))})"
-)
 
 
 def redact_url(url: str) -> str:
@@ -177,12 +103,6 @@ def _count(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except ValueError:
         return 0
-
-
-_KEY_UPDATE: Final = "UPDATE keys SET {} WHERE id = ${} AND revoked_at IS NULL".format(
-    ", ".join(f"{c} = ${i}" for i, c in enumerate(KEY_MUTABLE_COLUMNS, start=1)),
-    len(KEY_MUTABLE_COLUMNS) + 1,
-)
 
 
 def _text_array(values: tuple[str, ...]) -> list[str]:
@@ -390,7 +310,7 @@ class PostgresStore:
     async def create_key(self, key: KeyRecord) -> None:
         """Insert a key; duplicates of id, hash or active name are a ``Conflict``."""
         try:
-            await self._execute(_KEY_INSERT, *key_to_row(key, _text_array))
+            await self._execute(KEY_INSERT, *key_to_row(key, _text_array))
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(
                 f"key {key.id!r} ({key.name!r}) conflicts with an existing key's id, name or secret"
@@ -398,23 +318,23 @@ class PostgresStore:
 
     async def get_key_by_hash(self, key_hash: str) -> KeyRecord | None:
         rows = await self._fetch(
-            f"{_KEY_SELECT} WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+            f"{KEY_SELECT} WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
         )
         return _key_from_row(rows[0]) if rows else None
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        rows = await self._fetch(f"{_KEY_SELECT} WHERE id = $1", key_id)
+        rows = await self._fetch(f"{KEY_SELECT} WHERE id = $1", key_id)
         return _key_from_row(rows[0]) if rows else None
 
     async def list_keys(self, include_revoked: bool = False) -> list[KeyRecord]:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
-        rows = await self._fetch(f"{_KEY_SELECT}{where} ORDER BY created_at, id")
+        rows = await self._fetch(f"{KEY_SELECT}{where} ORDER BY created_at, id")
         return [_key_from_row(r) for r in rows]
 
     async def update_key(self, key: KeyRecord) -> bool:
         """Store an active key's limits and metadata; False if it is unknown or revoked."""
         values = key_mutable_values(key, _text_array)
-        return await self._execute(_KEY_UPDATE, *values, key.id) > 0
+        return await self._execute(KEY_UPDATE, *values, key.id) > 0
 
     async def revoke_key(self, id_or_name: str) -> bool:
         """Revoke by id first, then by name, so an id never revokes a differently named key."""
@@ -437,11 +357,11 @@ class PostgresStore:
         if not rows:
             return 0
         await self._partitions_for(records)
-        return await self._write_batch("calls", CALL_COLUMNS, rows, _CALL_INSERT)
+        return await self._write_batch("calls", CALL_COLUMNS, rows, CALL_INSERT)
 
     async def get_calls_by_trace(self, trace_id: str) -> list[CallRecord]:
         rows = await self._fetch(
-            f"{_CALL_SELECT} WHERE trace_id = $1 ORDER BY ts, request_id", trace_id
+            f"{CALL_SELECT} WHERE trace_id = $1 ORDER BY ts, request_id", trace_id
         )
         return [call_from_row(r) for r in rows]
 
@@ -450,10 +370,10 @@ class PostgresStore:
             return []
         order = "ORDER BY ts DESC, request_id DESC"
         if feature is None:
-            rows = await self._fetch(f"{_CALL_SELECT} {order} LIMIT $1", limit)
+            rows = await self._fetch(f"{CALL_SELECT} {order} LIMIT $1", limit)
         else:
             rows = await self._fetch(
-                f"{_CALL_SELECT} WHERE feature = $1 {order} LIMIT $2", feature, limit
+                f"{CALL_SELECT} WHERE feature = $1 {order} LIMIT $2", feature, limit
             )
         return [call_from_row(r) for r in rows]
 
@@ -479,7 +399,7 @@ class PostgresStore:
         rows = [ledger_to_row(e) for e in unique_by_request_id(entries)]
         if not rows:
             return 0
-        return await self._write_batch("ledger", LEDGER_COLUMNS, rows, _LEDGER_INSERT)
+        return await self._write_batch("ledger", LEDGER_COLUMNS, rows, LEDGER_INSERT)
 
     async def _write_batch(
         self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], insert: str
