@@ -164,76 +164,86 @@ if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, ARGV[3]) end
 return {1, string.format('%.17g', value)}
 """
 
+# A breaker's recording half, as a function shared by ``BREAKER`` and ``_lua_batch.FINISH``
+# (one text, so the single-operation and batched paths cannot drift apart). ``k``: breaker
+# hash; ``ok``: the outcome; ``keep``: retention ms (as sent). Returns the new state.
+# Same state machine as ``_breaker.Breaker``.
+_RECORD: Final = """
+local function record(k, ok, threshold, rate, window, min_calls, cooldown, keep, nb)
+  local v = redis.call('HMGET', k, 'st', 'fl')
+  local st = v[1] or 'closed'
+  local function open()
+    redis.call('DEL', k)
+    redis.call('HSET', k, 'st', 'open', 'ou', F(now + cooldown))
+    redis.call('PEXPIRE', k, keep)
+    return 'open'
+  end
+  if st == 'half_open' then
+    if ok then
+      redis.call('DEL', k)
+      return 'closed'
+    end
+    return open()
+  end
+  if st == 'open' then return 'open' end
+  local epoch = math.floor(now / (window / nb))
+  local slot = epoch % nb
+  local names = {}
+  for i = 0, nb - 1 do
+    names[#names + 1] = 'e' .. i
+    names[#names + 1] = 'n' .. i
+    names[#names + 1] = 'f' .. i
+  end
+  local r = redis.call('HMGET', k, unpack(names))
+  local calls, fails, cn, cf = 0, 0, 0, 0
+  for i = 0, nb - 1 do
+    local e = tonumber(r[3 * i + 1] or '-1')
+    local n, f = tonumber(r[3 * i + 2] or '0'), tonumber(r[3 * i + 3] or '0')
+    if i == slot then
+      if e ~= epoch then n, f = 0, 0 end
+      n = n + 1
+      if not ok then f = f + 1 end
+      cn, cf, e = n, f, epoch
+    end
+    if e > epoch - nb then
+      calls = calls + n
+      fails = fails + f
+    end
+  end
+  local streak = 0
+  if not ok then streak = tonumber(v[2] or '0') + 1 end
+  if not ok and ((threshold > 0 and streak >= threshold)
+      or (calls >= min_calls and fails / calls >= rate)) then
+    return open()
+  end
+  redis.call('HSET', k, 'st', 'closed', 'fl', streak,
+    'e' .. slot, F(epoch), 'n' .. slot, F(cn), 'f' .. slot, F(cf))
+  redis.call('PEXPIRE', k, keep)
+  return 'closed'
+end
+"""
+
 # KEYS: breaker hash. ARGV: op ('allow', 'ok', 'fail'), failure threshold, error rate,
 # window ms, min calls, cooldown ms, retention ms, buckets.
-# 'allow' returns {allowed, state, probe, retry after ms}; 'ok'/'fail' return the new state.
-# Same state machine as ``_breaker.Breaker``.
+# 'allow' returns {allowed, state, probe, retry after ms}; 'ok'/'fail' return the new state
+# (``record`` above).
 BREAKER: Final = (
     _PRELUDE
+    + _RECORD
     + """
 local k, op = KEYS[1], ARGV[1]
-local threshold, rate, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local min_calls, cooldown, keep = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local nb = tonumber(ARGV[8])
-local v = redis.call('HMGET', k, 'st', 'fl', 'ou', 'pu')
-local st = v[1] or 'closed'
 if op == 'allow' then
+  local v = redis.call('HMGET', k, 'st', 'ou', 'pu')
+  local st = v[1] or 'closed'
   if st == 'closed' then return {1, st, 0, '0'} end
-  local untl = tonumber((st == 'open' and v[3]) or v[4])
+  local untl = tonumber((st == 'open' and v[2]) or v[3])
   if now < untl then return {0, st, 0, F(untl - now)} end
-  redis.call('HSET', k, 'st', 'half_open', 'pu', F(now + cooldown))
-  redis.call('PEXPIRE', k, keep)
+  redis.call('HSET', k, 'st', 'half_open', 'pu', F(now + tonumber(ARGV[6])))
+  redis.call('PEXPIRE', k, ARGV[7])
   return {1, 'half_open', 1, '0'}
 end
-local ok = op == 'ok'
-local function open()
-  redis.call('DEL', k)
-  redis.call('HSET', k, 'st', 'open', 'ou', F(now + cooldown))
-  redis.call('PEXPIRE', k, keep)
-  return 'open'
-end
-if st == 'half_open' then
-  if ok then
-    redis.call('DEL', k)
-    return 'closed'
-  end
-  return open()
-end
-if st == 'open' then return 'open' end
-local epoch = math.floor(now / (window / nb))
-local slot = epoch % nb
-local names = {}
-for i = 0, nb - 1 do
-  names[#names + 1] = 'e' .. i
-  names[#names + 1] = 'n' .. i
-  names[#names + 1] = 'f' .. i
-end
-local r = redis.call('HMGET', k, unpack(names))
-local calls, fails, cn, cf = 0, 0, 0, 0
-for i = 0, nb - 1 do
-  local e = tonumber(r[3 * i + 1] or '-1')
-  local n, f = tonumber(r[3 * i + 2] or '0'), tonumber(r[3 * i + 3] or '0')
-  if i == slot then
-    if e ~= epoch then n, f = 0, 0 end
-    n = n + 1
-    if not ok then f = f + 1 end
-    cn, cf, e = n, f, epoch
-  end
-  if e > epoch - nb then
-    calls = calls + n
-    fails = fails + f
-  end
-end
-local streak = 0
-if not ok then streak = tonumber(v[2] or '0') + 1 end
-if not ok and ((threshold > 0 and streak >= threshold)
-    or (calls >= min_calls and fails / calls >= rate)) then
-  return open()
-end
-redis.call('HSET', k, 'st', 'closed', 'fl', streak,
-  'e' .. slot, F(epoch), 'n' .. slot, F(cn), 'f' .. slot, F(cf))
-redis.call('PEXPIRE', k, keep)
-return 'closed'
+return record(k, op == 'ok', tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]))
 """
 )
 

@@ -9,14 +9,15 @@ one after another in ``ARGV`` (a one-letter kind, then its fields) and take thei
 ``ADMIT`` checks every operation first, writing nothing (except dropping expired leases, as
 ``RESERVE`` does), and stops at the first refusal; only when all pass does it apply them.
 Each operation's logic is that of its one-operation script in ``_lua`` (``BUCKET``,
-``INCR``, ``BREAKER``, ``RESERVE``, ``SETTLE``), line for line.
+``INCR``, ``BREAKER``, ``RESERVE``, ``SETTLE``), line for line; a breaker's record in
+``FINISH`` is not a copy but ``_lua._RECORD``, the very function ``BREAKER`` calls.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from bastion.state._lua import _CAP, _PRELUDE
+from bastion.state._lua import _CAP, _PRELUDE, _RECORD
 
 __all__ = ["ADMIT", "FINISH"]
 
@@ -145,62 +146,6 @@ end
 return {0, out}
 """
 )
-
-# The recording half of ``_lua.BREAKER``, as a function.
-_RECORD: Final = """
-local function record(k, ok, threshold, rate, window, min_calls, cooldown, keep, nb)
-  local v = redis.call('HMGET', k, 'st', 'fl')
-  local st = v[1] or 'closed'
-  local function open()
-    redis.call('DEL', k)
-    redis.call('HSET', k, 'st', 'open', 'ou', F(now + cooldown))
-    redis.call('PEXPIRE', k, keep)
-    return 'open'
-  end
-  if st == 'half_open' then
-    if ok then
-      redis.call('DEL', k)
-      return 'closed'
-    end
-    return open()
-  end
-  if st == 'open' then return 'open' end
-  local epoch = math.floor(now / (window / nb))
-  local slot = epoch % nb
-  local names = {}
-  for i = 0, nb - 1 do
-    names[#names + 1] = 'e' .. i
-    names[#names + 1] = 'n' .. i
-    names[#names + 1] = 'f' .. i
-  end
-  local r = redis.call('HMGET', k, unpack(names))
-  local calls, fails, cn, cf = 0, 0, 0, 0
-  for i = 0, nb - 1 do
-    local e = tonumber(r[3 * i + 1] or '-1')
-    local n, f = tonumber(r[3 * i + 2] or '0'), tonumber(r[3 * i + 3] or '0')
-    if i == slot then
-      if e ~= epoch then n, f = 0, 0 end
-      n = n + 1
-      if not ok then f = f + 1 end
-      cn, cf, e = n, f, epoch
-    end
-    if e > epoch - nb then
-      calls = calls + n
-      fails = fails + f
-    end
-  end
-  local streak = 0
-  if not ok then streak = tonumber(v[2] or '0') + 1 end
-  if not ok and ((threshold > 0 and streak >= threshold)
-      or (calls >= min_calls and fails / calls >= rate)) then
-    return open()
-  end
-  redis.call('HSET', k, 'st', 'closed', 'fl', streak,
-    'e' .. slot, F(epoch), 'n' .. slot, F(cn), 'f' .. slot, F(cf))
-  redis.call('PEXPIRE', k, keep)
-  return 'closed'
-end
-"""
 
 # Ops: S (settle/release) id, actual ('' releases), n | KEYS record, cap hash and lease zset
 #        per cap (the record must list exactly these, in this order)
