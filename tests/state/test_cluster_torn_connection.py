@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.connection import Connection
 
-from bastion.state._redis_cluster import _torn_down
+from bastion.state.redis import _torn_down
 
 
 async def test_redis_pys_own_closed_stream_error_is_an_outage() -> None:

@@ -27,6 +27,12 @@ every fifth redirection closes every connection, in-flight ones included. The to
 read before the first command (and again after an outage), and a redirection only patches
 the slot map.
 
+A failed node's connections are all closed at once, in-flight ones too; a command caught
+mid-send or mid-read then fails inside redis-py with an ``AttributeError`` on the closed
+stream. That is not mapped here: the store's one outage mapping (``redis._outage``) turns it
+into ``StateUnavailable`` for one Redis and a cluster alike (the command may have run, so it
+is not retried).
+
 What a failover keeps (replication is asynchronous; no ``WAIT``, which would add a round trip
 per phase and still not make a crash lossless): a manual ``CLUSTER FAILOVER`` is coordinated
 (the master pauses writes until its replica has them all), so nothing acknowledged is lost.
@@ -134,18 +140,6 @@ class ClusterUnreachable(ConnectionError):
     """No node answers, or the slot has no master yet: the store maps it to StateUnavailable."""
 
 
-def _torn_down(exc: AttributeError) -> bool:
-    """Whether ``exc`` is redis-py's connection code touching a stream it has already closed
-    (``None._writer.writelines``), not a bug elsewhere."""
-    if exc.obj is not None:
-        return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
-    return "/redis/asyncio/" in where or "/redis/_parsers/" in where
-
-
 class _GatedCluster(RedisCluster):
     """Retries only what surely did not run; waits for a connection instead of failing."""
 
@@ -180,13 +174,6 @@ class _GatedCluster(RedisCluster):
                 return await super().execute_command("EVAL", body, *args[2:], **kwargs)
         except (ClusterDownError, SlotNotCoveredError) as exc:  # still down after the retries
             raise ClusterUnreachable(f"the Redis Cluster cannot serve: {exc}") from exc
-        except AttributeError as exc:
-            if not _torn_down(exc):
-                raise
-            # a node failed and redis-py closed every connection to it, this command's too,
-            # while it was being sent or read: an outage like a reset connection (it may have
-            # run, so it is not retried; the store fails closed)
-            raise ClusterUnreachable(f"the Redis Cluster connection was closed: {exc}") from exc
         finally:
             self._gate.release()
 

@@ -27,12 +27,17 @@ over the masters. Deployments with different prefixes land on different slots.
 redis-py's retries are off: a script that ran but whose reply was lost would run twice
 (``take``, ``incr`` and ``idem_begin`` are not idempotent), and the guarantees prefer a failed
 call (``StateUnavailable``, fail closed) to a double count.
+Every command goes through one outage mapping (``_outage``): an
+unreachable, read-only or overloaded Redis, and a connection redis-py closed under the command
+(its own ``AttributeError`` on the closed stream), fail the call closed the same way on one
+Redis and on a Cluster.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -88,6 +93,40 @@ _UNAVAILABLE: Final = (
     TryAgainError,
     OSError,
 )
+
+
+def _torn_down(exc: AttributeError) -> bool:
+    """Whether ``exc`` is redis-py's connection code touching a stream it has already closed
+    (``None.writelines`` on ``_writer``, a parser's ``None`` stream), not a bug elsewhere.
+
+    redis-py closes a connection under a command in flight: every connection to a failed
+    Cluster node at once, and on one Redis a disconnect (an error, a pool reset, ``close``)
+    racing a command on that connection. Only an ``AttributeError`` on ``None`` raised in
+    redis-py's own asyncio connection or parser code counts; any other is a bug and
+    propagates.
+    """
+    if exc.obj is not None:
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
+    return "/redis/asyncio/" in where or "/redis/_parsers/" in where
+
+
+@contextmanager
+def _outage() -> Iterator[None]:
+    """The store's one outage mapping, for one Redis and a Cluster alike: Redis cannot
+    serve (``_UNAVAILABLE``), or redis-py closed the connection under the command (it may
+    have run, so it is never retried), is ``StateUnavailable`` and the call fails closed."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StateUnavailable("the counter store is unreachable") from exc
+    except AttributeError as exc:
+        if not _torn_down(exc):
+            raise
+        raise StateUnavailable("the counter store connection was closed under a command") from exc
 
 
 # Kinds of key a call's admission and settle scripts touch together: one tag, one slot.
@@ -170,10 +209,8 @@ class RedisCounterStore:
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script (EVALSHA; loads it once per server), mapping outages."""
-        try:
+        with _outage():
             return await script(keys=keys, args=args)
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
 
     def _where(self) -> str:
         """The URL without credentials, for error messages."""
@@ -255,10 +292,8 @@ class RedisCounterStore:
         return IncrResult(bool(int(ok)), float(value))
 
     async def get(self, key: str) -> float:
-        try:
+        with _outage():
             value = await self._redis.get(self._key("ctr", key))
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
         return 0.0 if value is None else float(value)
 
     # -- flags ---------------------------------------------------------------------------------
@@ -267,7 +302,7 @@ class RedisCounterStore:
         self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
     ) -> None:
         values, metas = self._key("flags", "v"), self._key("flags", "m")
-        try:
+        with _outage():
             async with self._redis.pipeline(transaction=True) as pipe:
                 if value is None:
                     pipe.hdel(values, key)
@@ -275,22 +310,16 @@ class RedisCounterStore:
                     pipe.hset(values, key, value)
                 pipe.hset(metas, key, orjson.dumps(dict(meta or {})))
                 await pipe.execute()
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
 
     async def get_flags(self, prefix: str = "") -> dict[str, str]:
-        try:
+        with _outage():
             raw = await self._redis.hgetall(self._key("flags", "v"))
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
         flags = {_text(k): _text(v) for k, v in raw.items()}
         return {k: v for k, v in flags.items() if k.startswith(prefix)}
 
     async def flag_meta(self, key: str) -> dict[str, Any] | None:
-        try:
+        with _outage():
             raw = await self._redis.hget(self._key("flags", "m"), key)
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
         if raw is None:
             return None
         meta: dict[str, Any] = orjson.loads(raw)
@@ -319,7 +348,7 @@ class RedisCounterStore:
 
     async def breaker_peek(self, key: str) -> BreakerDecision:
         k = self._key("br", key)
-        try:
+        with _outage():
             if self._cluster:  # TIME has no key, so no pipeline: ask the breaker's own node
                 assert not isinstance(self._redis, Redis)
                 st, ou, pu = await self._redis.hmget(k, "st", "ou", "pu")
@@ -330,8 +359,6 @@ class RedisCounterStore:
                     pipe.time()
                     pipe.hmget(k, "st", "ou", "pu")
                     (secs, micros), (st, ou, pu) = await pipe.execute()
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
         state = BreakerState(_text(st)) if st is not None else BreakerState.CLOSED
         if state is BreakerState.CLOSED:
             return BreakerDecision(True, state)
@@ -389,13 +416,11 @@ class RedisCounterStore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        try:
+        with _outage():
             if self._cluster:  # the master of the calls' slot must answer, not just any node
                 await self._redis.exists(self._key("flags", "v"))
             else:
                 await self._redis.ping()
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable("the counter store is unreachable") from exc
 
     async def close(self) -> None:
         await self._redis.aclose()
