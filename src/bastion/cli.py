@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -10,7 +9,14 @@ from typing import Annotated, Any, get_args
 import typer
 from typer.core import TyperGroup
 
-from .config import Config, LogFormat, LogLevel, find_config, load_config
+from .cli_common import ConfigOpt
+
+# under the names the commands below have always used (a test imports _state_where from here)
+from .cli_common import command_config as _load
+from .cli_common import run_coroutine as _run
+from .cli_common import state_where as _state_where
+from .cli_common import with_store as _with_store
+from .config import LogFormat, LogLevel
 from .errors import BastionError, ConfigError
 
 # Commands whose modules (rich tables, the demo's incidents, the eval runner) `bastion serve`
@@ -60,9 +66,6 @@ config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="BASTION_CONFIG")
-]
 # a key's limits and metadata (auth.with_fields validates them; "none" removes one on update)
 DailyOpt = Annotated[str | None, typer.Option(help="daily budget in USD (cost timezone's day)")]
 MonthlyOpt = Annotated[str | None, typer.Option(help="calendar-month budget in USD")]
@@ -72,41 +75,6 @@ ModelsOpt = Annotated[str | None, typer.Option(help="allowed models, comma-separ
 ExpiresOpt = Annotated[str | None, typer.Option(help="expiry: ISO date or time (2027-01-01)")]
 TeamOpt = Annotated[str | None, typer.Option(help="team (for spend by team)")]
 OwnerOpt = Annotated[str | None, typer.Option(help="owner (who to ask about this key)")]
-
-
-def _load(path: Path | None, *, need_store: bool = False) -> Config:
-    """The config: ``--config``, then ``$BASTION_CONFIG`` (typer reads it), then ./bastion.yaml.
-
-    With ``need_store``, a command run with no config file where no record store exists says
-    so and exits 1, instead of silently creating an empty ``bastion.db`` in this folder.
-    """
-    found = find_config(path)
-    try:
-        cfg = load_config(found)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    if need_store and found is None:
-        _, missing = _state_where(cfg.store.url, "")
-        if missing is not None:
-            typer.echo(
-                f"error: no record store here ({missing} does not exist) and no config file "
-                "found. Run this from the folder where `bastion serve` runs, or pass its config "
-                "with --config or $BASTION_CONFIG.",
-                err=True,
-            )
-            raise typer.Exit(1)
-    return cfg
-
-
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coro)
-    except ImportError:
-        return asyncio.run(coro)
 
 
 @app.command()
@@ -176,17 +144,6 @@ def sim(
     from .providers.sim import serve as sim_serve
 
     sim_serve(host=host, port=port, ttft_ms=ttft_ms, chunk_ms=chunk_ms)
-
-
-async def _with_store(cfg: Config, fn: Any) -> Any:
-    from .store import open_store
-
-    store = open_store(cfg.store.url)
-    try:
-        await store.migrate()
-        return await fn(store)
-    finally:
-        await store.close()
 
 
 @keys_app.command("create")
@@ -423,24 +380,6 @@ def kill(
         raise typer.Exit(1) from None
     for line in lines:
         typer.echo(line)
-
-
-def _state_where(url: str, prefix: str) -> tuple[str, Path | None]:
-    """The state a URL names, readable and without its password; and the file if it is missing."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower() if sep else ""
-    if scheme == "memory" or (scheme == "sqlite" and rest in (":memory:", "/:memory:")):
-        return "memory (inside each process)", None
-    if scheme == "sqlite" and rest.startswith("/") and rest[1:].partition("?")[0]:
-        path = Path(rest[1:].partition("?")[0]).resolve()
-        return f"sqlite file {path}", None if path.exists() else path
-    parts = urlsplit(url)
-    if parts.password is not None:
-        netloc = parts.netloc.rpartition("@")
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc[2]}")
-    return f"{urlunsplit(parts)} (key prefix {prefix!r})", None
 
 
 prompts_app = typer.Typer(no_args_is_help=True, help="The prompt registry: versions and labels.")

@@ -119,7 +119,9 @@ def spend_command(
     """Spend by key, user, team, model or feature over the last N days (from the ledger)."""
     import orjson
 
-    from .cli import _load, _run, _with_store
+    from .cli_common import command_config as _load
+    from .cli_common import run_coroutine as _run
+    from .cli_common import with_store as _with_store
 
     if by not in get_args(SpendBy):
         typer.echo(f"error: --by must be one of {', '.join(get_args(SpendBy))}", err=True)
