@@ -14,24 +14,26 @@ Real `bastion serve` + a separate `bastion sim` speaking Gemini, reached by the 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import RunningGateway, start_gateway, stop, write_config
-from tests.cost._cost_support import sim_process
+from tests.conftest import RunningGateway
+from tests.providers._foreign_sdk_harness import (
+    GEMINI_KEY_ENV,
+    dep,
+    gateway_fixture,
+    gemini_providers,
+    record,
+    sim_url_fixture,
+    text_and_finals,
+)
 
 from bastion.providers.base import Format
 from bastion.providers.sse import SSEEvent
 from bastion.providers.translate import StreamTranslator
-from bastion.store import open_store
-from bastion.store.models import CallRecord
 
 TOOLS: list[Any] = [
     {
@@ -42,28 +44,17 @@ TOOLS: list[Any] = [
 ASK: list[Any] = [{"role": "user", "content": "ping now"}]
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with sim_process() as sim_url:
-        cfg = write_config(
-            tmp_path_factory.mktemp("atk14gem"),
-            providers={"gem": {"kind": "gemini", "base_url": sim_url, "api_key_env": "GEM_K"}},
-            models={
-                "gem": {"deployments": [{"provider": "gem", "model": "gemini-2.5-flash"}]},
-                "gem-bad-chunk": {
-                    "deployments": [
-                        {
-                            "provider": "gem",
-                            "model": "gemini-2.5-flash",
-                            "headers": {"x-sim-fault": "malformed_after:2"},
-                        }
-                    ]
-                },
-            },
-        )
-        g = start_gateway(cfg, env={"GEM_K": "test-key"})
-        yield g
-        stop(g.proc)
+def _models() -> dict[str, Any]:
+    return {
+        "gem": {"deployments": [dep("gem", "gemini-2.5-flash")]},
+        "gem-bad-chunk": {
+            "deployments": [dep("gem", "gemini-2.5-flash", {"x-sim-fault": "malformed_after:2"})]
+        },
+    }
+
+
+sim_url = sim_url_fixture()
+gw = gateway_fixture("atk14gem", gemini_providers, _models, {GEMINI_KEY_ENV: "test-key"})
 
 
 def test_an_argumentless_call_streams_as_json_to_openai_clients(gw: RunningGateway) -> None:
@@ -122,32 +113,12 @@ def test_any_gemini_call_streams_arguments_openai_clients_can_parse(
     assert json.loads(got) == {}
 
 
-def _record(gw: RunningGateway, request_id: str) -> CallRecord:
-    url = f"sqlite:///{gw.config_path.parent / 'bastion.db'}"
-
-    async def find() -> CallRecord | None:
-        async with open_store(url) as store:
-            recs = await store.recent_calls(200)
-        return next((r for r in recs if r.request_id == request_id), None)
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rec = asyncio.run(find())
-        if rec is not None:
-            return rec
-        time.sleep(0.1)
-    raise AssertionError(f"no record for {request_id}")
-
-
 def test_a_malformed_gemini_chunk_is_counted_in_the_record(gw: RunningGateway) -> None:
     oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
     raw = oa.chat.completions.with_raw_response.create(
         model="gem-bad-chunk", messages=ASK, stream=True
     )
-    chunks = list(raw.parse())
-    finish = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
+    finish = text_and_finals(list(raw.parse()))[1]
     assert finish == ["stop"]  # the rest of the answer still came, and ended cleanly
-    rec = _record(gw, raw.headers["x-request-id"])
+    rec = record(gw, raw.headers["x-request-id"])
     assert rec.flags.get("malformed_events") == 1

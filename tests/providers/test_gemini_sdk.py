@@ -9,159 +9,86 @@ included; one Gemini provider is reached in-process (``sim://``) as well.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from tests.conftest import RunningGateway, start_gateway, stop, write_config
-from tests.cost._cost_support import sim_process
-
-from bastion.store import open_store
-from bastion.store.models import CallRecord
+from tests.conftest import RunningGateway
+from tests.providers._foreign_sdk_harness import (
+    FAIL,
+    GEMINI_KEY_ENV,
+    MSG,
+    TOOL_AN,
+    TOOL_ASK,
+    Suite,
+    check_anthropic_create_and_stream,
+    check_create_seen,
+    check_cut_carried_on_at_anthropic,
+    check_failover_both_ways,
+    check_output_guard,
+    check_responses_api,
+    dep,
+    gateway_fixture,
+    gemini_providers,
+    record,
+    sim_url_fixture,
+    text_and_finals,
+    tool_oa,
+    upstream_requests,
+)
+from tests.providers._foreign_sdk_harness import an as _an
+from tests.providers._foreign_sdk_harness import oa as _oa
 
 KEY = "gemini-test-key-1"
 MODEL = "gemini-2.5-flash"
-MSG: list[Any] = [{"role": "user", "content": "Say hello to the team"}]
-FAIL = {"x-sim-fault": "status:500"}
-TOOL_OA: list[Any] = [
+SUITE = Suite("gem", MODEL, claude="claude-5")
+GEMINI = "/v1beta/models/"  # the paths of the generate requests in the simulator's log
+TOOL_OA = tool_oa(
     {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-                "additionalProperties": False,
-            },
-        },
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
     }
-]
-TOOL_AN: list[Any] = [
-    {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "input_schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    }
-]
-TOOL_ASK: list[Any] = [{"role": "user", "content": "Use the get_weather tool for Paris"}]
-
-
-def _dep(provider: str, model: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"provider": provider, "model": model, "headers": headers or {}}
+)
 
 
 def _models() -> dict[str, Any]:
     return {
-        "gem": {"deployments": [_dep("gem", MODEL)]},
-        "gem-local": {"deployments": [_dep("gem-local", MODEL)]},
-        "gem3": {"deployments": [_dep("gem", "gemini-3-flash")]},
-        "gem-then-claude": {"deployments": [_dep("gem", MODEL, FAIL), _dep("an", "claude-5")]},
-        "claude-then-gem": {"deployments": [_dep("an", "claude-5", FAIL), _dep("gem", MODEL)]},
-        "gem-then-openai": {"deployments": [_dep("gem", MODEL, FAIL), _dep("oa", "gpt-4.1")]},
-        "openai-then-gem": {"deployments": [_dep("oa", "gpt-4.1", FAIL), _dep("gem", MODEL)]},
-        "gem-429": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:429"})]},
+        "gem": {"deployments": [dep("gem", MODEL)]},
+        "gem-local": {"deployments": [dep("gem-local", MODEL)]},
+        "gem3": {"deployments": [dep("gem", "gemini-3-flash")]},
+        **SUITE.failover_models(),
+        "gem-429": {"deployments": [dep("gem", MODEL, {"x-sim-fault": "status:429"})]},
         "gem-429-once": {
             "deployments": [
-                _dep("gem", MODEL, {"x-sim-fault": "fail_first:1;status:429;retry_after:1"})
+                dep("gem", MODEL, {"x-sim-fault": "fail_first:1;status:429;retry_after:1"})
             ]
         },
-        "gem-500": {"deployments": [_dep("gem", MODEL, FAIL)]},
-        "gem-503": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "status:503"})]},
-        "gem-long": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "context_length"})]},
-        "gem-blocked": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "content_policy"})]},
-        "gem-cut-then-claude": {
-            "deployments": [_dep("gem", MODEL, {"x-sim-fault": "cut_after:4"}), _dep("an", "c")]
-        },
+        "gem-500": {"deployments": [dep("gem", MODEL, FAIL)]},
+        "gem-503": {"deployments": [dep("gem", MODEL, {"x-sim-fault": "status:503"})]},
+        "gem-long": {"deployments": [dep("gem", MODEL, {"x-sim-fault": "context_length"})]},
+        "gem-blocked": {"deployments": [dep("gem", MODEL, {"x-sim-fault": "content_policy"})]},
+        "gem-cut-then-claude": SUITE.cut_model(4, claude="c"),
         "claude-cut-then-gem": {
-            "deployments": [_dep("an", "c", {"x-sim-fault": "cut_after:4"}), _dep("gem", MODEL)]
+            "deployments": [dep("an", "c", {"x-sim-fault": "cut_after:4"}), dep("gem", MODEL)]
         },
-        "gem-error-midway": {"deployments": [_dep("gem", MODEL, {"x-sim-fault": "error_after:3"})]},
+        "gem-error-midway": {"deployments": [dep("gem", MODEL, {"x-sim-fault": "error_after:3"})]},
     }
 
 
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    with sim_process() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, sim_url: str) -> Iterator[RunningGateway]:
-    cfg = write_config(
-        tmp_path_factory.mktemp("gemini"),
-        providers={
-            "gem": {"kind": "gemini", "base_url": sim_url, "api_key_env": "GEM_TEST_KEY"},
-            "gem-local": {
-                "kind": "gemini",
-                "base_url": "sim://gemini",
-                "api_key_env": "GEM_TEST_KEY",
-            },
-            "an": {"kind": "anthropic", "base_url": "sim://anthropic"},
-            "oa": {"kind": "openai", "base_url": "sim://openai/v1"},
-        },
-        models=_models(),
-        features={"default": {"pii_output": "off"}, "guarded": {"pii_output": "redact"}},
-        reliability={"retry": {"attempts_per_deployment": 1}, "breaker": {"enabled": False}},
-    )
-    g = start_gateway(cfg, env={"GEM_TEST_KEY": KEY})
-    yield g
-    stop(g.proc)
-
-
-def _oa(gw: RunningGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
-
-
-def _an(gw: RunningGateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=gw.key, max_retries=0)
-
-
-def _gemini_requests(sim_url: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(sim_url + "/_sim/requests", timeout=10) as r:
-        recs: list[dict[str, Any]] = json.loads(r.read())
-    return [x for x in recs if x["path"].startswith("/v1beta/models/")]
-
-
-def _record(gw: RunningGateway, request_id: str) -> CallRecord:
-    url = f"sqlite:///{gw.config_path.parent / 'bastion.db'}"
-
-    async def find() -> CallRecord | None:
-        async with open_store(url) as store:
-            recs = await store.recent_calls(500)
-        return next((r for r in recs if r.request_id == request_id), None)
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rec = asyncio.run(find())
-        if rec is not None:
-            return rec
-        time.sleep(0.1)
-    raise AssertionError(f"no record for {request_id}")
+sim_url = sim_url_fixture()
+gw = gateway_fixture("gemini", gemini_providers, _models, {GEMINI_KEY_ENV: KEY})
 
 
 def test_create_reaches_gemini_with_model_path_and_key_header(
     gw: RunningGateway, sim_url: str
 ) -> None:
-    before = len(_gemini_requests(sim_url))
-    raw = _oa(gw).chat.completions.with_raw_response.create(
-        model="gem", messages=[{"role": "system", "content": "Be brief."}, *MSG], max_tokens=50
-    )
-    res = raw.parse()
-    assert res.choices[0].message.content and res.choices[0].finish_reason == "stop"
-    assert res.usage is not None and res.usage.prompt_tokens > 0
-    (seen,) = _gemini_requests(sim_url)[before:]
+    ask = [{"role": "system", "content": "Be brief."}, *MSG]
+    seen, rec = check_create_seen(gw, sim_url, GEMINI, "gem", ask, max_tokens=50)
     assert seen["path"] == f"/v1beta/models/{MODEL}:generateContent"
     assert seen["headers"]["x-goog-api-key"] == KEY
     assert "authorization" not in seen["headers"] and "key=" not in seen["path"]
@@ -170,23 +97,15 @@ def test_create_reaches_gemini_with_model_path_and_key_header(
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
     assert body["contents"] == [{"role": "user", "parts": [{"text": MSG[0]["content"]}]}]
     assert body["generationConfig"]["maxOutputTokens"] == 50
-    rec = _record(gw, raw.headers["x-request-id"])
-    assert rec.provider == "gem" and rec.status == 200
-    assert rec.input_tokens == res.usage.prompt_tokens
-    assert rec.output_tokens == res.usage.completion_tokens
     # priced from the built-in table: gemini-2.5-flash, $0.30 in / $2.50 out per million
     want = (rec.input_tokens * 0.3 + rec.output_tokens * 2.5) / 1e6
     assert rec.cost_usd == pytest.approx(want)
 
 
 def test_responses_api_is_translated_to_gemini(gw: RunningGateway, sim_url: str) -> None:
-    before = len(_gemini_requests(sim_url))
-    r = _oa(gw).responses.create(model="gem", instructions="Be brief.", input="Hello there")
-    assert r.output_text and r.usage is not None and r.usage.output_tokens > 0
-    with _oa(gw).responses.stream(model="gem", input="Stream please") as s:
-        final = s.get_final_response()
-    assert final.output_text
-    paths = [x["path"] for x in _gemini_requests(sim_url)[before:]]
+    before = len(upstream_requests(sim_url, GEMINI))
+    check_responses_api(gw, "gem")
+    paths = [x["path"] for x in upstream_requests(sim_url, GEMINI)[before:]]
     assert paths == [
         f"/v1beta/models/{MODEL}:generateContent",
         f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
@@ -196,36 +115,25 @@ def test_responses_api_is_translated_to_gemini(gw: RunningGateway, sim_url: str)
 def test_openai_stream_comes_from_stream_generate_content_with_usage(
     gw: RunningGateway, sim_url: str
 ) -> None:
-    before = len(_gemini_requests(sim_url))
+    before = len(upstream_requests(sim_url, GEMINI))
     raw = _oa(gw).chat.completions.with_raw_response.create(
         model="gem", messages=MSG, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(raw.parse())
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text, finals = text_and_finals(chunks)
     assert text
-    finals = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
     assert finals == ["stop"]
     usage = [c.usage for c in chunks if c.usage]
     assert usage and usage[-1].completion_tokens > 0
-    (seen,) = _gemini_requests(sim_url)[before:]
+    (seen,) = upstream_requests(sim_url, GEMINI)[before:]
     assert seen["path"] == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-    rec = _record(gw, raw.headers["x-request-id"])
+    rec = record(gw, raw.headers["x-request-id"])
     assert rec.output_tokens == usage[-1].completion_tokens
     assert rec.input_tokens == usage[-1].prompt_tokens
 
 
 def test_anthropic_client_gets_gemini_translated_create_and_stream(gw: RunningGateway) -> None:
-    c = _an(gw)
-    msg = c.messages.create(model="gem", max_tokens=64, messages=MSG)
-    assert msg.content[0].type == "text" and msg.content[0].text
-    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens > 0
-    with c.messages.stream(model="gem", max_tokens=64, messages=MSG) as s:
-        text = "".join(s.text_stream)
-        final = s.get_final_message()
-    assert text and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
-    assert final.usage.input_tokens > 0
+    check_anthropic_create_and_stream(gw, "gem")
 
 
 def test_in_process_gemini_simulator_answers_both_formats(gw: RunningGateway) -> None:
@@ -242,7 +150,7 @@ def test_openai_tool_call_round_trip_through_gemini(gw: RunningGateway, sim_url:
     (call,) = first.choices[0].message.tool_calls or []
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
-    before = len(_gemini_requests(sim_url))
+    before = len(upstream_requests(sim_url, GEMINI))
     follow = [
         *TOOL_ASK,
         first.choices[0].message.model_dump(exclude_none=True),
@@ -250,7 +158,7 @@ def test_openai_tool_call_round_trip_through_gemini(gw: RunningGateway, sim_url:
     ]
     second = oa.chat.completions.create(model="gem", messages=follow, tools=TOOL_OA)
     assert second.choices[0].finish_reason == "stop" and second.choices[0].message.content
-    (seen,) = _gemini_requests(sim_url)[before:]
+    (seen,) = upstream_requests(sim_url, GEMINI)[before:]
     model_turn, result_turn = seen["body"]["contents"][1:]
     fc = model_turn["parts"][0]["functionCall"]
     fr = result_turn["parts"][0]["functionResponse"]
@@ -310,10 +218,7 @@ def test_blocked_prompt_is_a_content_filter_and_a_refusal(gw: RunningGateway) ->
     msg = _an(gw).messages.create(model="gem-blocked", max_tokens=32, messages=MSG)
     assert msg.stop_reason == "refusal"
     stream = _oa(gw).chat.completions.create(model="gem-blocked", messages=MSG, stream=True)
-    finals = [
-        c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason
-    ]
-    assert finals == ["content_filter"]
+    assert text_and_finals(list(stream))[1] == ["content_filter"]
 
 
 def test_gemini_error_mid_stream_reaches_each_sdk_as_an_error(gw: RunningGateway) -> None:
@@ -326,54 +231,15 @@ def test_gemini_error_mid_stream_reaches_each_sdk_as_an_error(gw: RunningGateway
         s.get_final_message()
 
 
-@pytest.mark.parametrize(
-    ("model", "served"),
-    [
-        ("gem-then-claude", "an"),
-        ("claude-then-gem", "gem"),
-        ("gem-then-openai", "oa"),
-        ("openai-then-gem", "gem"),
-    ],
-)
+@pytest.mark.parametrize(("model", "served"), SUITE.failover_cases())
 def test_failover_both_ways_streams_and_tool_calls(
     gw: RunningGateway, model: str, served: str
 ) -> None:
-    oa, an = _oa(gw), _an(gw)
-    raw = oa.chat.completions.with_raw_response.create(
-        model=model, messages=TOOL_ASK, tools=TOOL_OA
-    )
-    res = raw.parse()
-    calls = res.choices[0].message.tool_calls or []
-    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
-    assert _record(gw, raw.headers["x-request-id"]).provider == served
-    raw_stream = oa.chat.completions.with_raw_response.create(
-        model=model, messages=MSG, stream=True
-    )
-    assert "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices)
-    assert _record(gw, raw_stream.headers["x-request-id"]).provider == served
-    with an.messages.stream(model=model, max_tokens=128, messages=TOOL_ASK, tools=TOOL_AN) as s:
-        final = s.get_final_message()
-    uses = [b for b in final.content if b.type == "tool_use"]
-    assert uses and uses[0].name == "get_weather" and final.stop_reason == "tool_use"
+    check_failover_both_ways(gw, model, served, TOOL_OA)
 
 
 def test_a_gemini_stream_cut_midway_is_carried_on_at_anthropic(gw: RunningGateway) -> None:
-    raw = _oa(gw).chat.completions.with_raw_response.create(
-        model="gem-cut-then-claude", messages=MSG, stream=True
-    )
-    chunks = list(raw.parse())
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finals = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
-    assert text and finals == ["stop"]
-    rec = _record(gw, raw.headers["x-request-id"])
-    assert rec.provider == "an" and rec.status == 200
-    with _an(gw).messages.stream(model="gem-cut-then-claude", max_tokens=64, messages=MSG) as s:
-        got = "".join(s.text_stream)
-        final = s.get_final_message()
-    assert got and final.stop_reason == "end_turn"
+    check_cut_carried_on_at_anthropic(gw, "gem-cut-then-claude")
 
 
 def test_a_stream_cut_elsewhere_is_carried_on_at_gemini(gw: RunningGateway) -> None:
@@ -384,13 +250,9 @@ def test_a_stream_cut_elsewhere_is_carried_on_at_gemini(gw: RunningGateway) -> N
     raw = _oa(gw).chat.completions.with_raw_response.create(
         model="claude-cut-then-gem", messages=ask, stream=True
     )
-    chunks = list(raw.parse())
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finals = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
+    text, finals = text_and_finals(list(raw.parse()))
     assert text == reply and finals == ["stop"]
-    rec = _record(gw, raw.headers["x-request-id"])
+    rec = record(gw, raw.headers["x-request-id"])
     assert rec.provider == "gem" and rec.status == 200
     with _an(gw).messages.stream(model="claude-cut-then-gem", max_tokens=64, messages=ask) as s:
         got = "".join(s.text_stream)
@@ -402,12 +264,14 @@ def test_the_retry_delay_gemini_gives_in_its_body_is_honoured(
     gw: RunningGateway, sim_url: str
 ) -> None:
     """Gemini says when to retry in a RetryInfo detail, not a header: the retry waits for it."""
-    before = len(_gemini_requests(sim_url))
+    before = len(upstream_requests(sim_url, GEMINI))
     started = time.monotonic()
     res = _oa(gw).chat.completions.create(model="gem-429-once", messages=MSG)
     assert res.choices[0].message.content
     assert time.monotonic() - started >= 1.0
-    assert len(_gemini_requests(sim_url)) - before == 2  # the 429, then the retry that answered
+    assert (
+        len(upstream_requests(sim_url, GEMINI)) - before == 2
+    )  # the 429, then the retry that answered
 
 
 @pytest.mark.parametrize("model", ["gem", "gem3"])
@@ -443,18 +307,4 @@ def test_count_tokens_and_model_lookup_on_a_gemini_alias(gw: RunningGateway) -> 
 
 def test_output_guards_read_gemini_answers_in_the_clients_format(gw: RunningGateway) -> None:
     """The PII output filter (redact) works on Gemini answers, unary and streamed."""
-    email = "jane.doe@example.com"
-    ask: list[Any] = [{"role": "user", "content": f"[[sim:reply=Write to {email} today.]]"}]
-    plain = _oa(gw).chat.completions.create(model="gem", messages=ask)
-    assert email in (plain.choices[0].message.content or "")
-    oa = _oa(gw).with_options(default_headers={"x-bastion-feature": "guarded"})
-    res = oa.chat.completions.create(model="gem", messages=ask)
-    assert (res.choices[0].message.content or "").startswith("Write to")
-    assert email not in (res.choices[0].message.content or "")
-    stream = oa.chat.completions.create(model="gem", messages=ask, stream=True)
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert text.startswith("Write to") and email not in text
-    an = _an(gw).with_options(default_headers={"x-bastion-feature": "guarded"})
-    with an.messages.stream(model="gem", max_tokens=64, messages=ask) as s:
-        got = "".join(s.text_stream)
-    assert got.startswith("Write to") and email not in got
+    check_output_guard(gw, "gem")
