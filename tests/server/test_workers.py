@@ -1,9 +1,9 @@
-"""``bastion serve --workers N`` on the embedded state: refused with a reason, before anything
-starts, unless N is 1.
+"""``bastion serve --workers N``: what it refuses, with a reason, before anything starts.
 
-Several workers on one port would each hold their own counters on the embedded state and
-let through up to N times a cap, so the error points at Redis state, where workers run
-(tests/server/test_workers_redis_*.py). Each case runs the real command.
+Several workers run on every state: on Redis (tests/server/test_workers_redis_*.py) and on the
+embedded state through the state host (tests/server/test_workers_statehost_*.py). Refused: a
+worker count below 1, and the workers' internal ``statehost://`` URL given in a config. Each
+command case runs the real command.
 """
 
 from __future__ import annotations
@@ -34,21 +34,16 @@ def _serve(config: Path, *args: str, timeout: float = 60) -> subprocess.Complete
     )
 
 
-@pytest.mark.parametrize("state", ["sqlite", "memory"])
-def test_more_than_one_worker_on_embedded_state_is_refused_before_anything_starts(
-    tmp_path: Path, state: str
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_workers_internal_state_url_is_refused_in_a_config_before_anything_starts(
+    tmp_path: Path, workers: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}" if state == "sqlite" else "memory://"
-    config = write_config(tmp_path, state={"url": url})
-    r = _serve(config, "--workers", "2")
+    config = write_config(tmp_path, state={"url": f"statehost://{tmp_path / 'x.sock'}"})
+    r = _serve(config, "--workers", workers)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "--workers 2 refused" in r.stderr
-    assert "embedded state" in r.stderr and "2 times a spend cap" in r.stderr
-    assert "redis://" in r.stderr and "exact across workers" in r.stderr  # what to do instead
+    assert "statehost:// is internal" in r.stderr and "sqlite://" in r.stderr
     assert "listening" not in r.stdout  # no server, no banner
-    # refused before opening anything: no store, no state file was created
-    assert not (tmp_path / "bastion.db").exists()
-    assert not (tmp_path / "state.db").exists()
+    assert not (tmp_path / "bastion.db").exists()  # refused before opening anything
 
 
 def test_zero_workers_is_a_clear_error(tmp_path: Path) -> None:
@@ -79,22 +74,23 @@ def test_one_worker_serves_as_before(tmp_path: Path) -> None:
 
 _EMBEDDED = st.sampled_from(["memory://", "sqlite:///s.db", "sqlite:////tmp/x.db", "SQLITE:///a"])
 _REDIS = st.sampled_from(["redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix:///tmp/r.sock"])
+_INTERNAL = st.sampled_from(["statehost:///tmp/s.sock", "STATEHOST:///run/x"])
 
 
 @settings(max_examples=60, deadline=None)
-@given(workers=st.integers(min_value=-5, max_value=256), url=st.one_of(_EMBEDDED, _REDIS))
-def test_several_workers_run_only_on_redis_and_every_refusal_names_its_reason(
+@given(
+    workers=st.integers(min_value=-5, max_value=256),
+    url=st.one_of(_EMBEDDED, _REDIS, _INTERNAL),
+)
+def test_workers_run_on_every_state_and_every_refusal_names_its_reason(
     workers: int, url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("w")
     cfg = load_config(write_config(tmp, state={"url": url}))
     why = workers_refusal(cfg, workers)
-    on_redis = url.partition("://")[0].lower() in ("redis", "rediss", "unix")
-    if workers == 1 or (workers > 1 and on_redis):
-        assert why is None
-        return
-    assert why is not None
-    if workers < 1:
-        assert why.startswith("--workers must be 1 or more")
+    if url.lower().startswith("statehost://"):
+        assert why is not None and "statehost:// is internal" in why
+    elif workers < 1:
+        assert why is not None and why.startswith("--workers must be 1 or more")
     else:
-        assert "embedded state" in why and f"{workers} times a spend cap" in why
+        assert why is None

@@ -80,27 +80,21 @@ def install_log_scrubbing(scrubber: Scrubber) -> None:
 def workers_refusal(cfg: Config, workers: int) -> str | None:
     """Why ``bastion serve --workers N`` cannot run as asked, or None when it can.
 
-    One worker always runs. Several run on Redis state (``server/workers.py``): the counters
-    live in Redis, so caps, rate limits, breakers, the kill switch and idempotency are shared
-    exactly as between replicas. On the embedded state (memory, SQLite) every counter lives in
-    one process, so N workers would keep N sets of caps, rate limits, breakers, kill switches
-    and idempotency keys and together let through up to N times a cap: refused.
+    One worker always runs. Several share one set of counters (``server/workers.py``), so caps,
+    rate limits, breakers, the kill switch and idempotency hold exactly as in one process: on
+    Redis, the workers are replicas; on the embedded state (memory, SQLite), one state host
+    process owns the counters and serves them to the workers. ``statehost://`` is the workers'
+    internal URL for it, never a user's: refused in a config.
     """
-    if workers == 1:
-        return None
+    scheme = cfg.state.url.partition("://")[0].lower()
+    if scheme == "statehost":
+        return (
+            f"state.url {cfg.state.url!r}: statehost:// is internal to `bastion serve "
+            "--workers N`; use sqlite://, memory:// or redis://"
+        )
     if workers < 1:
         return f"--workers must be 1 or more (got {workers})"
-    scheme = cfg.state.url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-        return None
-    return (
-        f"--workers {workers} refused: the embedded state ({cfg.state.url}) lives in one "
-        f"process, so {workers} workers would each keep their own caps, rate limits, "
-        "breakers, kill switch and idempotency keys, and together let through up to "
-        f"{workers} times a spend cap. Run one worker, or put the state on Redis "
-        "(state.url: redis://...), where caps, limits, breakers, the kill switch and "
-        "idempotency stay exact across workers and replicas."
-    )
+    return None
 
 
 def pool_warnings(cfg: Config) -> list[str]:

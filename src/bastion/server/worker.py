@@ -7,7 +7,8 @@ find another file or environment), serves the gateway on the listening socket it
 (``--fd``) or on its own ``SO_REUSEPORT`` socket bound to the same port (``--host/--port``),
 and writes one byte to ``--ready-fd`` once it accepts calls. It drains on SIGTERM like a single
 server (``DrainingServer``), and asks the kernel for a SIGTERM if the supervisor dies first, so
-a killed supervisor never leaves workers serving without one.
+a killed supervisor never leaves workers serving without one. On embedded state
+(``--state-socket``) its counters are the state host's, reached through ``RemoteCounterStore``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 
 from ..config import Config
 from ..errors import ConfigError
+from ..state.remote import url_for
 from .serve import serve_gateway
 from .worker_metrics import WorkerPeers
 
@@ -43,6 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
     p.add_argument("--count", type=int, required=True, help="how many workers there are")
     p.add_argument("--runtime-dir", required=True, help="the workers' private sockets")
+    p.add_argument("--state-socket", help="the state host's socket (embedded state)")
     return p.parse_args(argv)
 
 
@@ -82,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: worker {args.id}: bad config from the supervisor: {exc}", file=sys.stderr)
         return 2
+    if args.state_socket:  # the counters live in the state host, not in this process
+        state = cfg.state.model_copy(update={"url": url_for(args.state_socket)})
+        cfg = cfg.model_copy(update={"state": state})
     sock = listening_socket(args)
     host, port = sock.getsockname()[:2]
 

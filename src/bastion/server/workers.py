@@ -1,8 +1,12 @@
 """``bastion serve --workers N``: a supervisor and N gateway worker processes on one port.
 
-Only on Redis state (``serve.workers_refusal`` refuses the embedded state): every counter
-(caps, rate limits, breakers, the kill switch, idempotency) lives in Redis, so the workers are
-replicas that share a port, and what holds across replicas holds across workers.
+Every counter (caps, rate limits, breakers, the kill switch, idempotency) lives in one place
+that all workers share, so what holds across replicas holds across workers: in Redis, or, on
+the embedded state (memory://, sqlite://), in the state host, one process the supervisor starts
+first that owns the embedded store and serves it to the workers over a private Unix socket
+(``state_host.py``, ``state/host.py``, ``state/remote.py``). The supervisor restarts the host if
+it dies (under the workers' restart budget; meanwhile the workers' guards fail closed) and
+stops it last, once every worker has exited, so its snapshot holds every settle.
 
 The supervisor, a plain synchronous process with no event loop:
 
@@ -64,6 +68,7 @@ from types import FrameType
 from ..config import Config
 from ..store import open_store
 from .serve import banner_text, first_key, pool_warnings
+from .state_host import HostFailed, StateHostProcess, embedded
 from .worker_metrics import socket_path
 from .worker_ping import WorkerPing
 
@@ -181,6 +186,7 @@ class Supervisor:
         self._signals = _Signals()
         self._sock: socket.socket | None = None
         self._runtime_dir = ""
+        self._host: StateHostProcess | None = None  # on embedded state only
 
     def run(self) -> int:
         """Serve until a signal (0 when every worker drained cleanly) or a failure (non-zero)."""
@@ -191,6 +197,9 @@ class Supervisor:
             host, port = self._sock.getsockname()[:2]
             self.host, self.port = host, port
             key, key_line = asyncio.run(_bootstrap(self.cfg))
+            if embedded(self.cfg):
+                self._host = StateHostProcess(self.cfg, self._runtime_dir)
+                self._start_host()
             for wid in range(self.count):
                 self._workers[wid] = self._spawn(wid)
             self._await_ready()
@@ -207,12 +216,16 @@ class Supervisor:
                 + ", ".join(str(w.proc.pid) for w in self._workers.values())
                 + "\n"
             )
+            if self._host is not None:
+                self._echo(f"bastion: state host pid {self._host.pid} ({self.cfg.state.url})\n")
             return self._supervise()
         except WorkersFailed as exc:
             self._echo(f"error: {exc}\n")
             self._stop_all(signal.SIGTERM)
             return exc.code
         finally:
+            if self._host is not None:  # after the workers (a drain stopped it already)
+                self._host.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if self._sock is not None:
@@ -240,6 +253,8 @@ class Supervisor:
             self._runtime_dir,
         ]
         fds = [write_fd]
+        if self._host is not None:
+            argv += ["--state-socket", self._host.socket]
         if self.reuse_port:
             argv += ["--host", self.host, "--port", str(self.port)]
         else:
@@ -301,6 +316,7 @@ class Supervisor:
             else:
                 time.sleep(_POLL_S)
             now = time.monotonic()
+            self._watch_host()
             for wid, w in list(self._workers.items()):
                 if not w.ready and w.ready_fd >= 0:
                     ready, _, _ = select.select([w.ready_fd], [], [], 0)
@@ -329,6 +345,30 @@ class Supervisor:
                     continue
                 self._restart(w, f"exited unexpectedly with {code}")
         return self._drain()
+
+    def _start_host(self) -> None:
+        assert self._host is not None
+        try:
+            self._host.start()
+        except HostFailed as exc:
+            raise WorkersFailed(str(exc)) from exc
+
+    def _watch_host(self) -> None:
+        """Restart a state host that died, within the restart budget (past it: exit 1)."""
+        code = None if self._host is None else self._host.exited()
+        if self._host is None or code is None or self._signals.received:
+            return
+        old = self._host.pid
+        if not self._restarts.take(time.monotonic()):
+            raise WorkersFailed(
+                f"the state host (pid {old}) exited with {code}; {self._restarts.limit} "
+                f"restarts in {self._restarts.window:g}s already, giving up"
+            )
+        self._start_host()
+        self._echo(
+            f"bastion: the state host (pid {old}) exited unexpectedly with {code}; "
+            f"restarted as pid {self._host.pid}\n"
+        )
 
     @staticmethod
     def _kill(w: _Worker) -> None:
@@ -386,6 +426,10 @@ class Supervisor:
         }
         if bad:
             self._echo(f"bastion: workers exited uncleanly: {bad}\n")
+            return 1
+        host = None if self._host is None else self._host.stop()  # last: it flushes the state
+        if host not in (None, 0):
+            self._echo(f"bastion: the state host exited with {host}\n")
             return 1
         return 0
 

@@ -69,6 +69,10 @@ def open_state(url: str, *, prefix: str = "bastion") -> CounterStore:
                 "or sqlite:////absolute.db"
             )
         return MemoryCounterStore(path)
+    if scheme == "statehost":  # internal: a worker's view of the state host (state/remote.py)
+        from bastion.state.remote import RemoteCounterStore
+
+        return RemoteCounterStore(rest)
     if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from bastion.state.redis import RedisCounterStore
 

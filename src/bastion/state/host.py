@@ -1,0 +1,171 @@
+"""The state host: one process owns the embedded counters for ``bastion serve --workers N``.
+
+    python -m bastion.state.host --url sqlite:///state.db --socket DIR/state.sock --parent PID
+
+The embedded store (``MemoryCounterStore``) is atomic because each operation's
+read-check-write runs without an ``await`` in between, which holds inside one process only. So
+under N workers one process, this one, opens the configured store exactly as a single gateway
+would (``open_state(url)``: same file, same write-behind snapshot, same flag file) and serves
+its ``CounterStore`` methods over a Unix socket in the supervisor's 0700 runtime directory;
+each worker forwards its calls here (``state/remote.py``). Every operation still runs in one
+event loop, so caps, rate limits, breakers, the kill switch and idempotency keys are the ones
+a single process would keep, shared by every worker.
+
+Each request runs as its own task, so a flag write (written through to the file) does not
+hold up the counters; answers go back in completion order, matched by id.
+
+On SIGTERM (the supervisor sends it once every worker has exited) it stops listening and
+closes the store, which flushes the snapshot. It asks the kernel for a SIGTERM should the
+supervisor die. A crash (SIGKILL) loses what a crash of a single embedded gateway loses (see
+``state/memory.py``): the last flush interval of counters, and the live reservations, buckets
+and breakers; the supervisor restarts it, and meanwhile the workers' calls fail closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import BastionError, ConfigError
+from bastion.state import CounterStore, open_state
+from bastion.state._wire import (
+    HEADER,
+    MAX_FRAME,
+    METHODS,
+    WireError,
+    decode,
+    encode,
+    frame,
+    unframe,
+)
+
+__all__ = ["StateHost", "main"]
+
+log = logging.getLogger("bastion.state.host")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StateHost:
+    """Serve ``store`` on the Unix socket ``path`` until ``stop()``."""
+
+    def __init__(self, store: CounterStore, path: str) -> None:
+        self.store = store
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.path).unlink()  # a dead predecessor's
+        self._server = await asyncio.start_unix_server(
+            self._serve, self.path, limit=MAX_FRAME + HEADER.size
+        )
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        """Stop listening, drop the connections, then close (and flush) the store."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+        await self.store.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if size > MAX_FRAME:
+                    raise WireError(f"frame of {size} bytes")
+                message = unframe(await reader.readexactly(size))
+                task = asyncio.create_task(self._answer(message, writer))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the worker went away
+        except WireError as exc:
+            log.warning("state host: dropped a connection that sent a bad frame: %s", exc)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(self, message: list[Any], writer: asyncio.StreamWriter) -> None:
+        rid, method, args = message[0], message[1], message[2]
+        try:
+            if method not in METHODS or not isinstance(args, list):
+                raise TypeError(f"not a counter store call: {method!r}")
+            result = await getattr(self.store, method)(*(decode(a) for a in args))
+            reply = frame([rid, 0, encode(result)])
+        except ValueError as exc:  # WireError too: the caller's bug, as in process
+            reply = frame([rid, 1, "value", str(exc)])
+        except TypeError as exc:
+            reply = frame([rid, 1, "type", str(exc)])
+        except BastionError as exc:  # StateUnavailable: the file is unreachable, the store closed
+            reply = frame([rid, 1, "state", str(exc) or type(exc).__name__])
+        except Exception as exc:  # a bug here must not pass a guard: the caller fails closed
+            log.exception("state host: %s failed", method)
+            reply = frame([rid, 1, "state", f"the state host failed: {type(exc).__name__}"])
+        if not writer.is_closing():
+            writer.write(reply)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM when the supervisor dies, so the host never outlives it (Linux only)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _serve(url: str, path: str, prefix: str) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    host = StateHost(open_state(url, prefix=prefix), path)
+    await host.store.ping()  # load the file before answering: a bad file fails the start
+    await host.start()
+    try:
+        await stopping.wait()
+    finally:
+        await host.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bastion.state.host")
+    p.add_argument("--url", required=True, help="the embedded state URL (memory://, sqlite://)")
+    p.add_argument("--socket", required=True, help="where to serve (in a private directory)")
+    p.add_argument("--prefix", default="bastion")
+    p.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    args = p.parse_args(argv)
+    _die_with_parent(args.parent)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    scheme = args.url.partition("://")[0].lower()
+    if scheme not in ("memory", "sqlite"):
+        print(f"error: the state host serves embedded state only, not {scheme}://", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(args.url, args.socket, args.prefix))
+    except (ConfigError, BastionError) as exc:
+        print(f"error: state host: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

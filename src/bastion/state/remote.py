@@ -1,0 +1,299 @@
+"""A ``CounterStore`` that forwards every call to the state host (``state/host.py``).
+
+Under ``bastion serve --workers N`` on the embedded state, one process (the state host) owns the
+counters, so every atomic operation stays atomic across the workers; each worker reaches it
+through this store over one Unix-socket connection. Calls are pipelined: each carries an id,
+many are in flight at once, and the one reader task hands each answer to its caller by id.
+
+An outage fails closed exactly as Redis does: a host that is down, a connection that breaks
+(every call in flight on it), or an answer later than ``timeout_seconds`` raises
+``StateUnavailable``; the next call reconnects. A call cut off this way may or may not have
+been applied, as with a Redis command whose answer was lost. ``ValueError`` and ``TypeError``
+(a caller's bug) come back as themselves. ``close()`` drops this worker's connection only: the
+host persists and closes the counters itself, after the workers.
+
+The URL ``statehost:///path/to.sock`` is internal: the supervisor gives it to its workers
+(``server/workers.py``), and ``serve.workers_refusal`` refuses it in a user's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import struct
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from bastion.errors import StateUnavailable
+from bastion.state._wire import HEADER, MAX_FRAME, WireError, decode, encode, frame, unframe
+from bastion.state.base import (
+    BreakerDecision,
+    BreakerPolicy,
+    BreakerState,
+    Cap,
+    IdemBegin,
+    IncrResult,
+    ReserveResult,
+    TakeResult,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from bastion.state.plan import AdmitOp, AdmitResult, FinishAnswer, FinishOp
+
+__all__ = ["SCHEME", "RemoteCounterStore", "ping_sync", "url_for"]
+
+SCHEME: Final = "statehost"
+
+
+def url_for(path: str) -> str:
+    """The internal state URL a worker is given for the host's socket at ``path``."""
+    return f"{SCHEME}://{path}"
+
+
+class _Conn:
+    """One connection: its writer, the reader task, and the calls awaiting an answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.closed = False
+        self.task = asyncio.create_task(self._read(reader), name="bastion-statehost-reader")
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        why = "the state host closed the connection"
+        try:
+            while True:
+                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if size > MAX_FRAME:
+                    raise WireError(f"frame of {size} bytes")
+                message = unframe(await reader.readexactly(size))
+                fut = self.pending.pop(message[0], None)
+                if fut is None or fut.done():
+                    continue  # its caller timed out
+                if message[1] == 0:
+                    fut.set_result(decode(message[2]))
+                else:
+                    fut.set_exception(_error(message[2], message[3]))
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            why = f"the state host connection broke ({type(exc).__name__})"
+        except WireError as exc:
+            why = f"the state host sent a bad frame: {exc}"
+        finally:
+            self.fail(why)
+
+    def fail(self, why: str) -> None:
+        """Close, failing every call still waiting (closed: they fail closed)."""
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(StateUnavailable(why))
+        self.writer.close()
+
+
+def _error(kind: str, message: str) -> Exception:
+    if kind == "value":
+        return ValueError(message)
+    if kind == "type":
+        return TypeError(message)
+    return StateUnavailable(message)
+
+
+class RemoteCounterStore:
+    """The state host's counters, for one worker (see the module docstring)."""
+
+    def __init__(
+        self, path: str, *, timeout_seconds: float = 5.0, connect_timeout_seconds: float = 2.0
+    ) -> None:
+        self._path = path
+        self._timeout = timeout_seconds
+        self._connect_timeout = connect_timeout_seconds
+        self._conn: _Conn | None = None
+        self._connecting = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    async def _connection(self) -> _Conn:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._connecting:
+            if self._closed:
+                raise StateUnavailable("counter store is closed")
+            if self._conn is not None and not self._conn.closed:
+                return self._conn
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    reader, writer = await asyncio.open_unix_connection(
+                        self._path, limit=MAX_FRAME + HEADER.size
+                    )
+            except (OSError, TimeoutError) as exc:
+                raise StateUnavailable(
+                    f"the state host is unreachable ({type(exc).__name__})"
+                ) from exc
+            self._conn = _Conn(reader, writer)
+            return self._conn
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        conn = await self._connection()
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        data = frame([rid, method, [encode(a) for a in args]])
+        conn.pending[rid] = fut
+        try:
+            conn.writer.write(data)
+        except (OSError, RuntimeError) as exc:
+            conn.fail(f"the state host connection broke ({type(exc).__name__})")
+            raise StateUnavailable("the state host connection broke") from exc
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await fut
+        except TimeoutError as exc:
+            conn.pending.pop(rid, None)
+            raise StateUnavailable(
+                f"the state host did not answer {method} within {self._timeout:g}s"
+            ) from exc
+
+    # -- budgets -------------------------------------------------------------------------------
+
+    async def reserve(
+        self, reservation_id: str, caps: Sequence[Cap], amount: float, lease_seconds: float
+    ) -> ReserveResult:
+        result: ReserveResult = await self._call(
+            "reserve", reservation_id, list(caps), amount, lease_seconds
+        )
+        return result
+
+    async def settle(self, reservation_id: str, actual: float) -> bool:
+        return bool(await self._call("settle", reservation_id, actual))
+
+    async def release(self, reservation_id: str) -> bool:
+        return bool(await self._call("release", reservation_id))
+
+    async def usage(self, cap_key: str) -> Usage:
+        result: Usage = await self._call("usage", cap_key)
+        return result
+
+    # -- token buckets and counters ------------------------------------------------------------
+
+    async def take(
+        self, key: str, rate_per_second: float, burst: float, cost: float = 1.0
+    ) -> TakeResult:
+        result: TakeResult = await self._call("take", key, rate_per_second, burst, cost)
+        return result
+
+    async def charge(self, key: str, rate_per_second: float, burst: float, amount: float) -> float:
+        return float(await self._call("charge", key, rate_per_second, burst, amount))
+
+    async def incr(self, key: str, amount: float, ttl_seconds: float) -> float:
+        return float(await self._call("incr", key, amount, ttl_seconds))
+
+    async def incr_if_below(
+        self, key: str, amount: float, limit: float, ttl_seconds: float
+    ) -> IncrResult:
+        result: IncrResult = await self._call("incr_if_below", key, amount, limit, ttl_seconds)
+        return result
+
+    async def get(self, key: str) -> float:
+        return float(await self._call("get", key))
+
+    # -- flags ---------------------------------------------------------------------------------
+
+    async def set_flag(
+        self, key: str, value: str | None, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        await self._call("set_flag", key, value, None if meta is None else dict(meta))
+
+    async def get_flags(self, prefix: str = "") -> dict[str, str]:
+        result: dict[str, str] = await self._call("get_flags", prefix)
+        return result
+
+    async def flag_meta(self, key: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._call("flag_meta", key)
+        return result
+
+    # -- circuit breakers ----------------------------------------------------------------------
+
+    async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        result: BreakerDecision = await self._call("breaker_allow", key, policy)
+        return result
+
+    async def breaker_record(self, key: str, ok: bool, policy: BreakerPolicy) -> BreakerState:
+        result: BreakerState = await self._call("breaker_record", key, ok, policy)
+        return result
+
+    async def breaker_peek(self, key: str) -> BreakerDecision:
+        result: BreakerDecision = await self._call("breaker_peek", key)
+        return result
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def idem_begin(
+        self, key: str, fingerprint: str, ttl_seconds: float, lock_seconds: float, owner: str = ""
+    ) -> IdemBegin:
+        result: IdemBegin = await self._call(
+            "idem_begin", key, fingerprint, ttl_seconds, lock_seconds, owner
+        )
+        return result
+
+    async def idem_complete(
+        self, key: str, fingerprint: str, response: bytes, ttl_seconds: float
+    ) -> bool:
+        return bool(await self._call("idem_complete", key, fingerprint, response, ttl_seconds))
+
+    async def idem_abandon(self, key: str, owner: str | None = None) -> bool:
+        return bool(await self._call("idem_abandon", key, owner))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
+        result: AdmitResult = await self._call("admit", list(ops))
+        return result
+
+    async def finish(self, ops: Sequence[FinishOp]) -> tuple[FinishAnswer, ...]:
+        result: tuple[FinishAnswer, ...] = await self._call("finish", list(ops))
+        return result
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call("ping")
+
+    async def close(self) -> None:
+        """Drop this worker's connection (the host keeps, persists and closes the counters)."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.fail("counter store is closed")
+            conn.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await conn.task
+
+
+def ping_sync(path: str, timeout: float) -> bool:
+    """Whether a state host answers a ping at ``path`` within ``timeout`` (blocking; no loop)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(frame([0, "ping", []]))
+            head = _recv_exactly(sock, HEADER.size)
+            (size,) = HEADER.unpack(head)
+            message = unframe(_recv_exactly(sock, size))
+    except (OSError, WireError, struct.error):
+        return False
+    return bool(message[0] == 0 and message[1] == 0)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise ConnectionResetError("closed")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
