@@ -56,7 +56,7 @@ from .observability.review import InMemoryReviewQueue, ReviewGuard, ReviewSample
 from .observability.tracecontext import format_traceparent, new_id, parse_traceparent
 from .observability.tracing import Tracing, TracingGuard
 from .pipeline import Pipeline
-from .providers import bedrock
+from .providers import bedrock, gemini
 from .providers.adapters import Endpoint, drill_passthrough, endpoint_formats
 from .providers.base import Format, Transport
 from .providers.http import HttpTransport
@@ -138,6 +138,8 @@ class Gateway(LibraryCalls):
                 self.transports[name] = bedrock.transport(
                     self.transports[name], region=p.region, base_url=p.resolved_base_url()
                 )
+            if p.kind == "gemini":  # a failed finishReason is an error answer (providers/gemini.py)
+                self.transports[name] = gemini.transport(self.transports[name])
             self.endpoints[name] = Endpoint(
                 name=name,
                 kind=p.kind,

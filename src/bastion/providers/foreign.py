@@ -6,9 +6,12 @@ only its own format (``Format.GEMINI``) has its successful answer translated her
 it arrives: a unary body is re-written whole, a stream is re-written event by event through
 ``translate.StreamTranslator`` (usage always included, so the watcher can bill it). A
 stream that ends before the provider said it finished is passed on as cut: the missing final
-marker is what the relay notices and recovers from, as for any provider. Error answers are
-not wrapped; ``translate.error_to`` renders them from the provider's own format, and
-``error_headers`` lifts a retry delay said in the body into ``retry-after``.
+marker is what the relay notices and recovers from, as for any provider. A Gemini answer
+that stopped on the model's failure (``finishReason`` ``MALFORMED_FUNCTION_CALL``, ``OTHER``,
+one not known) is never translated as a finish: streamed, it ends in an error event (the
+stream parser); unary, ``providers.gemini.GeminiTransport`` made it a 502 before this.
+Error answers are not wrapped; ``translate.error_to`` renders them from the provider's own
+format, and ``error_headers`` lifts a retry delay said in the body into ``retry-after``.
 """
 
 from __future__ import annotations

@@ -8,18 +8,33 @@ the stream is one JSON array, which the gateway never asks for). The API key goe
 stays out of logs. The model is a path segment, percent-encoded (it can come from a
 deployment's ``{model}``), and the body carries no ``model`` field.
 
+An answer whose candidate stopped on the model's failure (``finishReason``
+``MALFORMED_FUNCTION_CALL``, ``OTHER``, one not known: ``translate._gemini.failure``) is the
+provider's failure, not an answer: ``GeminiTransport`` hands a unary one on as a 502 in
+Google's error shape, so it is failed over like any server error (and, as an error answer,
+not billed); a streamed one ends in an error event (``translate._stream_gemini``).
+
 Vertex AI (``{region}-aiplatform.googleapis.com/v1/projects/.../publishers/google/models/...``
 with a google-auth token) is not supported here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import InvalidRequest
+import orjson
 
-__all__ = ["API_VERSION", "DEFAULT_BASE_URL", "body", "url"]
+from ..errors import InvalidRequest, UpstreamTimeout
+from .base import BufferedResponse, Format, Transport, UpstreamRequest, UpstreamResponse
+from .translate._common import loads_object
+from .translate._errors import render_error
+from .translate._gemini import failure
+from .translate.model import ErrorKind
+
+__all__ = ["API_VERSION", "DEFAULT_BASE_URL", "GeminiTransport", "body", "transport", "url"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1beta"
@@ -40,3 +55,44 @@ def url(base_url: str, model: object, *, stream: bool) -> str:
 def body(translated: dict[str, Any]) -> dict[str, Any]:
     """The request body as sent: the model named in the URL is not repeated in it."""
     return {k: v for k, v in translated.items() if k != "model"}
+
+
+def transport(inner: Transport) -> GeminiTransport:
+    """The transport of a gemini provider over ``inner``."""
+    return GeminiTransport(inner)
+
+
+class GeminiTransport:
+    """Sends Gemini requests; a unary answer that stopped on a failure becomes a 502."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+
+    async def send(self, request: UpstreamRequest, *, timeout: float | None) -> UpstreamResponse:
+        started = time.monotonic()
+        resp = await self._inner.send(request, timeout=timeout)
+        if resp.status != 200 or request.stream:
+            return resp  # errors as sent; a stream's failure is its last event
+        left = None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
+        try:
+            async with asyncio.timeout(left):
+                raw = await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream body not complete within {timeout:.3g}s") from None
+        finally:
+            await resp.aclose()
+        headers = {k: v for k, v in resp.headers.items() if k != "content-length"}
+        obj = loads_object(raw)
+        failed = failure(obj) if obj is not None else None
+        if failed is None:  # an answer (or a malformed body, which the engine reports)
+            headers["content-length"] = str(len(raw))
+            return BufferedResponse(200, headers, raw)
+        data = orjson.dumps(render_error(Format.GEMINI, ErrorKind.API_ERROR, failed))
+        headers["content-type"] = "application/json"
+        headers["content-length"] = str(len(data))
+        return BufferedResponse(502, headers, data)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

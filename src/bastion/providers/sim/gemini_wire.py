@@ -29,7 +29,10 @@ re-shaped: 429 ``RESOURCE_EXHAUSTED`` (with ``RetryInfo`` when a retry delay is 
 tokens allowed (M)."; the ``content_policy`` fault is a blocked prompt (200,
 ``promptFeedback.blockReason: SAFETY``, no candidates), as Gemini reports one. Function calls
 are answered without ``id`` (optional in ``FunctionCall``), so callers must pair them by name
-and order, as with the real API.
+and order, as with the real API. ``x-sim-gemini-finish-reason: REASON`` ends the answer with
+that ``finishReason`` (``MALFORMED_FUNCTION_CALL``, ``SAFETY`` … which only a real model
+produces) after its text; ``REASON;empty`` ends it with no content at all, as Gemini answers a
+malformed function call (a candidate with ``finishReason`` only: streamed, one chunk).
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from .scenario import split_model
 if TYPE_CHECKING:
     from .core import Simulator
 
-__all__ = ["handle", "is_gemini_path"]
+__all__ = ["FINISH_REASON_HEADER", "handle", "is_gemini_path"]
+
+FINISH_REASON_HEADER = "x-sim-gemini-finish-reason"
 
 _ROUTE = re.compile(r"/(v1beta|v1)/models/([^/:]+):(generateContent|streamGenerateContent)")
 _JSON = "application/json; charset=UTF-8"
@@ -173,12 +178,38 @@ async def handle(
     if result.status != 200:
         return await _error_from_chat(result, model, version, sim.context_window, stream, sse)
     name = split_model(model)[0]
+    forced = _Forced.of(h.get(FINISH_REASON_HEADER))
     if not stream:
         raw = await result.read()
-        data = _reshape_body(raw, name)
+        data = _reshape_body(raw, name, forced)
         return SimResult(200, {"content-type": _JSON, "content-length": str(len(data))}, once(data))
-    frames = _stream(result.body, name, sse=sse)
+    frames = _stream(result.body, name, sse=sse, forced=forced)
     return SimResult(200, {"content-type": _SSE if sse else _JSON}, frames)
+
+
+class _Forced:
+    """The ``finishReason`` an answer must end with (``x-sim-gemini-finish-reason``), and
+    whether it comes without content (``;empty``)."""
+
+    __slots__ = ("empty", "reason")
+
+    def __init__(self, reason: str | None, empty: bool) -> None:
+        self.reason = reason
+        self.empty = empty
+
+    @classmethod
+    def of(cls, value: str | None) -> _Forced:
+        reason, _, flag = (value or "").partition(";")
+        return cls(reason.strip() or None, flag.strip() == "empty")
+
+    def finish(self, natural: str) -> str:
+        return self.reason or natural
+
+    def candidate(self, cand: dict[str, Any]) -> dict[str, Any]:
+        """The candidate as sent: with no content when the answer is to be empty."""
+        if self.empty:
+            return {k: v for k, v in cand.items() if k != "content"}
+        return cand
 
 
 # --- request: Gemini -> the simulator's chat ------------------------------------------------
@@ -368,7 +399,7 @@ def _candidate(parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any
     return cand
 
 
-def _reshape_body(raw: bytes, model: str) -> bytes:
+def _reshape_body(raw: bytes, model: str, forced: _Forced) -> bytes:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -383,9 +414,9 @@ def _reshape_body(raw: bytes, model: str) -> bytes:
         args = orjson.loads(fn.get("arguments") or "{}")
         parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
     _sign(parts, model)
-    finish = _FINISH.get(str(choice.get("finish_reason")), "OTHER")
+    finish = forced.finish(_FINISH.get(str(choice.get("finish_reason")), "OTHER"))
     out = {
-        "candidates": [_candidate(parts, finish)],
+        "candidates": [forced.candidate(_candidate(parts, finish))],
         "usageMetadata": _usage(obj.get("usage")),
         "modelVersion": model,
         "responseId": _response_id(obj.get("id")),
@@ -393,7 +424,9 @@ def _reshape_body(raw: bytes, model: str) -> bytes:
     return orjson.dumps(out)
 
 
-async def _stream(frames: AsyncIterator[bytes], model: str, *, sse: bool) -> AsyncIterator[bytes]:
+async def _stream(
+    frames: AsyncIterator[bytes], model: str, *, sse: bool, forced: _Forced
+) -> AsyncIterator[bytes]:
     """The chat stream as Gemini's: text chunks as they come, calls and the finish at the end."""
     decoder = SSEDecoder()
     calls: dict[int, dict[str, Any]] = {}
@@ -415,7 +448,9 @@ async def _stream(frames: AsyncIterator[bytes], model: str, *, sse: bool) -> Asy
         async for chunk in frames:
             for ev in decoder.feed(chunk):
                 if ev.data.strip() == b"[DONE]":  # withheld by no_final: the stream is cut
-                    yield frame(_last(calls, finish, usage, model, rid))
+                    last = _last(calls, forced.finish(finish or "STOP"), usage, model, rid)
+                    last["candidates"] = [forced.candidate(c) for c in last["candidates"]]
+                    yield frame(last)
                     if not sse:
                         yield b"]"
                     continue
@@ -433,7 +468,7 @@ async def _stream(frames: AsyncIterator[bytes], model: str, *, sse: bool) -> Asy
                 rid = rid or _response_id(obj.get("id"))
                 for choice in obj.get("choices") or ():
                     delta = choice.get("delta") or {}
-                    if delta.get("content"):
+                    if delta.get("content") and not forced.empty:
                         parts = [{"text": delta["content"]}]
                         head = {"candidates": [_candidate(parts, None)], "modelVersion": model}
                         yield frame({**head, "responseId": rid})

@@ -19,6 +19,14 @@ Field by field, from the Gemini API reference (ai.google.dev/api/generate-conten
   cachedContentTokenCount, thoughtsTokenCount}``, ``modelVersion``, ``responseId``; a blocked
   prompt has no candidates and ``promptFeedback.blockReason`` instead. ``finishReason`` is
   ``STOP`` for a natural end, a stop sequence and function calls alike (Candidate.FinishReason).
+- finish reasons (``Candidate.FinishReason``): the content filters (``SAFETY``,
+  ``RECITATION``, ``BLOCKLIST``, ``PROHIBITED_CONTENT``, ``SPII``, ``IMAGE_SAFETY``,
+  ``IMAGE_PROHIBITED_CONTENT``, ``IMAGE_RECITATION``, Vertex's ``MODEL_ARMOR``) and
+  ``LANGUAGE`` (an unsupported language: declined, the same every time) are a refusal, which
+  clients read as ``content_filter`` / ``refusal``; the model's own failures
+  (``MALFORMED_FUNCTION_CALL``, ``UNEXPECTED_TOOL_CALL``, ``TOO_MANY_TOOL_CALLS``,
+  ``MALFORMED_RESPONSE``, ``MISSING_THOUGHT_SIGNATURE``, ``NO_IMAGE``, ``IMAGE_OTHER``,
+  ``OTHER``) and any reason not listed are an error (``failure``): never a clean finish.
 - ``promptTokenCount`` includes ``cachedContentTokenCount``; ``thoughtsTokenCount`` is billed
   as output beside ``candidatesTokenCount``. Parts marked ``thought: true`` are thinking
   summaries, not answer text.
@@ -80,6 +88,7 @@ _ERROR = "error"
 STOP_FROM_GEMINI: dict[str, StopReason] = {
     "STOP": StopReason.END_TURN,
     "MAX_TOKENS": StopReason.MAX_TOKENS,
+    # content filters and a declined language: the provider would not answer this
     "SAFETY": StopReason.REFUSAL,
     "RECITATION": StopReason.REFUSAL,
     "LANGUAGE": StopReason.REFUSAL,
@@ -87,8 +96,17 @@ STOP_FROM_GEMINI: dict[str, StopReason] = {
     "PROHIBITED_CONTENT": StopReason.REFUSAL,
     "SPII": StopReason.REFUSAL,
     "IMAGE_SAFETY": StopReason.REFUSAL,
+    "IMAGE_PROHIBITED_CONTENT": StopReason.REFUSAL,
+    "IMAGE_RECITATION": StopReason.REFUSAL,
+    "MODEL_ARMOR": StopReason.REFUSAL,
+    # the model failed (a retry or another provider may not): an error, never a finish
     "MALFORMED_FUNCTION_CALL": StopReason.ERROR,
     "UNEXPECTED_TOOL_CALL": StopReason.ERROR,
+    "TOO_MANY_TOOL_CALLS": StopReason.ERROR,
+    "MALFORMED_RESPONSE": StopReason.ERROR,
+    "MISSING_THOUGHT_SIGNATURE": StopReason.ERROR,
+    "NO_IMAGE": StopReason.ERROR,
+    "IMAGE_OTHER": StopReason.ERROR,
     "OTHER": StopReason.ERROR,
 }
 STOP_TO_GEMINI: dict[StopReason, str] = {
@@ -373,6 +391,23 @@ def stop_from_gemini(reason: object, *, has_tools: bool) -> StopReason | None:
         return None
     stop = STOP_FROM_GEMINI.get(reason, StopReason.ERROR)
     return StopReason.TOOL_USE if stop is StopReason.END_TURN and has_tools else stop
+
+
+def failure(body: dict[str, Any]) -> str | None:
+    """What an answer whose candidate stopped on a failure (a ``finishReason`` that maps to
+    ``StopReason.ERROR``: ``MALFORMED_FUNCTION_CALL``, ``OTHER``, one not known…) tells the
+    caller; None for any other answer, a blocked prompt (no candidates) included."""
+    cands = as_list(body.get("candidates"))
+    reason = as_dict(cands[0]).get("finishReason") if cands else None
+    if stop_from_gemini(reason, has_tools=False) is not StopReason.ERROR:
+        return None
+    return failed_message(reason)
+
+
+def failed_message(reason: object) -> str:
+    """The error a failed ``finishReason`` becomes (the reason only: Google's
+    ``finishMessage`` can quote the model's output, which the output guards never see)."""
+    return f"Gemini ended the answer with finishReason {str(reason)[:64]!r}"
 
 
 def parse_usage(usage: dict[str, Any]) -> Usage:

@@ -10,8 +10,10 @@ before a ``finishReason`` was cut. A blocked prompt is one chunk with
 ``promptFeedback.blockReason`` and no candidates. An error after the headers is a
 ``data: {"error": {code, message, status}}`` event.
 
-The parser ends the neutral stream at the ``finishReason`` chunk (finish, usage, end); the
-emitter holds function calls until they are complete, since Gemini sends each one whole.
+The parser ends the neutral stream at the ``finishReason`` chunk (finish, usage, end); a
+``finishReason`` that is the model's failure (``_gemini.failure``: ``MALFORMED_FUNCTION_CALL``,
+``OTHER``, one not known…) ends it with an error instead, never a clean finish. The emitter
+holds function calls until they are complete, since Gemini sends each one whole.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from ..base import Format
 from ..sse import SSEEvent, encode_event
 from ._common import as_dict, as_list, as_str, dumps, loads_object, parse_arguments
 from ._errors import parse_error, render_error
-from ._gemini import STOP_TO_GEMINI, call_id, emit_usage, parse_usage, part_text, stop_from_gemini
+from ._gemini import (
+    STOP_TO_GEMINI,
+    call_id,
+    emit_usage,
+    failed_message,
+    parse_usage,
+    part_text,
+    stop_from_gemini,
+)
 from .model import (
     ErrorKind,
     StopReason,
@@ -72,7 +82,9 @@ class GeminiStreamParser:
             stop = StopReason.REFUSAL
         if usage is not None:
             out.append(UsageUpdate(usage))
-        if stop is not None:
+        if stop is StopReason.ERROR:  # the model failed: an error, never a clean finish
+            out.append(StreamError(ErrorKind.API_ERROR, failed_message(cand.get("finishReason"))))
+        elif stop is not None:
             out += [StreamFinish(stop), StreamEnd()]
         return out
 
