@@ -10,6 +10,7 @@ from .findings import Finding
 from .providers.base import Format
 
 if TYPE_CHECKING:
+    from .after_send import AfterSend
     from .dialects import Dialect
     from .store.models import KeyLimits
 
@@ -131,6 +132,9 @@ class Call:
     budget_caps: tuple[Any, ...] = ()  # the caps every attempt of this call reserves against
     state_plan: Any = None  # counter-store operations planned by guards, sent once per phase
     repairing: bool = False
+    # where the server collects work to run once the response is out (after_send.py); None
+    # for library calls, which finish before they return
+    after_send: AfterSend | None = field(default=None, repr=False, compare=False)
     # the client format's dialect, resolved once here: guards ask it, never the format
     dialect: Dialect = field(init=False, repr=False, compare=False)
 

@@ -19,9 +19,8 @@ import orjson
 from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
 from .cost.state_batch import BreakerDenied, plan_breaker_allow, plan_breaker_record, unplan
-from .dialects import dialect_for
+from .error_reply import UpstreamStatusError, render_error
 from .errors import (
-    BastionError,
     InvalidRequest,
     StateUnavailable,
     UpstreamConnectError,
@@ -31,8 +30,7 @@ from .errors import (
 )
 from .output import filter_body
 from .providers import translate
-from .providers.adapters import retry_after
-from .providers.base import Format, UpstreamResponse
+from .providers.base import UpstreamResponse
 from .providers.foreign import answer_format, as_client, error_headers
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
@@ -55,23 +53,6 @@ class Reply:
     stream: AsyncIterator[bytes] | None = None
     call: Call | None = None
     relay: StreamRelay | None = None
-
-
-class UpstreamStatusError(UpstreamError):
-    """A provider answered with an error status; ``fmt`` is the format of its body."""
-
-    def __init__(self, status: int, body: bytes, fmt: Format, headers: dict[str, str]) -> None:
-        super().__init__(
-            f"upstream returned HTTP {status}",
-            upstream_status=status,
-            upstream_body=body,
-            retry_after=retry_after(headers),
-        )
-        self.fmt = fmt
-        self.provider_request_id = provider_request_id(headers)
-
-    def http_status(self) -> int:
-        return self.upstream_status or 502
 
 
 OnEnd = Callable[[BaseException | None], Awaitable[None]]
@@ -573,32 +554,6 @@ def new_attempt(dep: Deployment, kind: str) -> Attempt:
         kind=kind,
         provider_kind=dep.endpoint.kind,
     )
-
-
-def render_error(err: BaseException, client: Format) -> tuple[int, dict[str, str], bytes]:
-    """An error as the client's API would have sent it; provider errors keep their status and meaning."""
-    dialect = dialect_for(client)
-    if isinstance(err, UpstreamStatusError) and err.upstream_body is not None:
-        status = err.upstream_status or 502
-        headers = {"content-type": "application/json"}
-        if err.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(err.retry_after)))
-        headers.update(provider_id_headers(client, err.provider_request_id))
-        cred = UpstreamError("the upstream provider rejected the gateway's credentials")
-        if status in (401, 403):
-            # the provider rejected *our* credentials: not the client's fault
-            return 502, headers, dialect.render_error(cred)
-        if err.fmt is client:
-            return status, headers, err.upstream_body
-        status, body = translate.error_to(client, status, err.upstream_body, source=err.fmt)
-        if status in (401, 403):  # said in the body only (Gemini: 400 API_KEY_INVALID)
-            return 502, headers, dialect.render_error(cred)
-        return status, headers, orjson.dumps(body)
-    if isinstance(err, BastionError):
-        headers = {"content-type": "application/json", **err.headers()}
-        return err.http_status(), headers, dialect.render_error(err)
-    internal = BastionError("internal error")
-    return 500, {"content-type": "application/json"}, dialect.render_error(internal)
 
 
 __all__ = ["Engine", "InvalidRequest", "Reply", "UpstreamStatusError", "render_error"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .after_send import AfterSend
 from .auth import KeyResolver, key_from_headers
 from .call import Call, Principal
 from .clock import DayClock
@@ -33,9 +34,8 @@ from .errors import (
     AIUnavailable,
     BastionError,
     BudgetExceeded,
-    InvalidRequest,
-    PermissionDenied,
 )
+from .feature_routing import admit_route
 from .idempotent import IdempotentCalls, client_request_id
 from .identity import resolve_user
 from .library import LIBRARY_PRINCIPAL, LibraryCalls
@@ -76,9 +76,6 @@ from .state import CounterStore, open_state
 from .store import RecordStore, open_store
 
 log = logging.getLogger("bastion.gateway")
-
-# provider kinds that answer ``n`` > 1 choices natively
-N_CHOICES = frozenset({"openai", "openai-compatible"})
 
 
 class Gateway(LibraryCalls):
@@ -353,11 +350,15 @@ class Gateway(LibraryCalls):
         *,
         principal: Principal | None = None,
         admit: Callable[[dict[str, Any], Principal], None] | None = None,
+        after: AfterSend | None = None,
     ) -> Reply:
         """Authenticate, parse, guard, route and run one call; raise ``BastionError`` to refuse.
 
         ``admit`` sees the valid body before anything else runs and may refuse the call (the
         server's in-process limits on open streams hook in here, before any upstream request).
+        With ``after`` the call's after-phase (settle, record, metrics) is deferred into it, for
+        the server to run once the response is out (``after_send``); an idempotent call still
+        finishes first, since what its key keeps is judged by how the call finished.
         """
         received = time.monotonic()
         if principal is None:
@@ -384,7 +385,9 @@ class Gateway(LibraryCalls):
             raise
         idem = headers.get("idempotency-key")
         if not idem:
-            return await self._run(fmt, raw, body, headers, principal, client_model, received)
+            return await self._run(
+                fmt, raw, body, headers, principal, client_model, received, after
+            )
         return await self.idempotent.run(
             fmt,
             body,
@@ -403,6 +406,7 @@ class Gateway(LibraryCalls):
         principal: Principal,
         client_model: str | None = None,
         received: float | None = None,
+        after: AfterSend | None = None,
     ) -> Reply:
         trace_id, parent, flags = parse_traceparent(headers.get("traceparent"))
         span_id = new_id(8)
@@ -424,6 +428,7 @@ class Gateway(LibraryCalls):
             include_usage=dialect_for(fmt).wants_usage(body),
         )
         call.body_bytes = len(raw)
+        call.after_send = after
         call.user_id, call.cap_subject = resolve_user(
             principal,
             fmt,
@@ -451,7 +456,10 @@ class Gateway(LibraryCalls):
             passthrough.update(drill_passthrough(headers))
 
         async def on_end(error: BaseException | None) -> None:
-            await self._finish(call, error)
+            if after is None:
+                await self._finish(call, error)
+            else:  # the stream's end is out: its after-phase runs once the response is
+                after.defer(lambda: self._finish(call, error))
 
         if received is None:
             received = call.started
@@ -497,59 +505,17 @@ class Gateway(LibraryCalls):
         if self.config.server.drill_headers:  # tells a live drill what answered its call
             reply.headers["x-bastion-drill"] = call.provider_kind or "none"
         if reply.stream is None:
-            await self._finish(call, None)
+            if after is None:
+                await self._finish(call, None)
+            else:  # the client gets its answer without waiting for records and settling
+                after.defer(lambda: self._finish(call, None))
         return reply
 
     def _admit_route(
         self, fmt: Format, body: dict[str, Any], principal: Principal, headers: Mapping[str, str]
     ) -> str | None:
-        """The feature's model pin or allow-list, the model's deployments, and ``n``."""
-        client_model = self._route_feature(
-            body, principal.feature or headers.get("x-bastion-feature")
-        )
-        # an unknown model is a 404 before any guard spends
-        deployments = self.router.resolve(body["model"])
-        if deployments[0].dimensions is not None:
-            raise InvalidRequest(
-                f"model {body['model']!r} is an embedding model; use /v1/embeddings",
-                param="model",
-            )
-        n = body.get("n")
-        if (
-            isinstance(n, int)
-            and n > 1
-            and (
-                fmt is not Format.OPENAI  # a Messages answer holds one message, whoever answers
-                or any(d.endpoint.kind not in N_CHOICES for d in deployments)
-            )
-        ):
-            # never one choice silently: only OpenAI deployments answer n choices
-            raise InvalidRequest(
-                f"n: {n} choices are served only by OpenAI deployments to chat completions "
-                f"calls; model {body['model']!r} may be answered with a single choice",
-                param="n",
-            )
-        return client_model
-
-    def _route_feature(self, body: dict[str, Any], feature: str | None) -> str | None:
-        """Per-feature routing: a pinned (cheaper) model replaces the client's; an allow-list refuses others.
-
-        Returns the model the client asked for when it was replaced.
-        """
-        f = self.config.features.get(feature) if feature else None
-        if f is None:
-            return None
-        asked: str = body["model"]
-        if f.model is not None and asked != f.model:
-            body["model"] = f.model
-            return asked
-        if f.allowed_models is not None and asked not in f.allowed_models:
-            raise PermissionDenied(
-                f"model {asked!r} is not allowed for feature {feature!r} "
-                f"(allowed: {', '.join(f.allowed_models)})",
-                param="model",
-            )
-        return None
+        feature = principal.feature or headers.get("x-bastion-feature")
+        return admit_route(self.config, self.router, fmt, body, feature)
 
     def _canned(self, call: Call, text: str) -> Reply:
         """The configured degraded message, in the caller's format, marked by a header."""
@@ -557,9 +523,7 @@ class Gateway(LibraryCalls):
         call.output_text.append(text)
         headers = {"x-bastion-degraded": str(call.flags.get("degraded", "1"))}
         if not call.stream:
-            return Reply(
-                200, headers, body=canned_body(call.dialect, call.requested_model, text)
-            )
+            return Reply(200, headers, body=canned_body(call.dialect, call.requested_model, text))
         chunks = canned_stream(call.dialect, call.requested_model, text, call.include_usage)
 
         async def gen() -> AsyncIterator[bytes]:

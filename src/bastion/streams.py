@@ -16,10 +16,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import orjson
 
+from .after_send import drain_and_close
 from .call import Attempt, Call, Usage
 from .dialects import Dialect, SpliceDiverged, Splicer, Wire, dialect_for, wire_for
 from .errors import (
@@ -439,8 +441,17 @@ class StreamRelay:
                 u.cache_read_tokens += base.cache_read_tokens
                 u.cache_write_tokens += base.cache_write_tokens
             self._stop_watch()
-            await self._resp.aclose()
+            # a stream that ended cleanly has only the body's last bytes left upstream: read
+            # after the response (the connection is then kept for the next call) when the
+            # server runs work after it; else closed now
+            after = call.after_send
+            keep = after is not None and self.watcher.finished and error is None
+            if not keep:
+                await self._resp.aclose()
             await self._on_end(error)
+            if keep:
+                assert after is not None
+                after.defer(partial(drain_and_close, self._it, self._resp.aclose))
 
 
 def _usage_only(data: bytes) -> bool:

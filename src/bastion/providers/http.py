@@ -65,7 +65,10 @@ class _AiohttpResponse:
             raise UpstreamConnectError(_what(exc, "stream")) from exc
 
     async def aclose(self) -> None:
-        self._resp.close()
+        # release, not close: aiohttp keeps the connection for the next call only when the
+        # body was read to its end (a stream cut short, or bytes left unread, close it), and
+        # a new connection per stream costs a connect (and a TLS handshake) on the hot path
+        self._resp.release()
 
 
 class HttpTransport:

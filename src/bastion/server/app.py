@@ -20,10 +20,12 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from functools import partial
 from typing import Any
 
 import orjson
 
+from ..after_send import AfterSend
 from ..auth import key_from_headers
 from ..call import Principal
 from ..dialects import dialect_for
@@ -293,7 +295,12 @@ class BastionApp:
         handle: Callable[..., Awaitable[Reply]] | None = None,
     ) -> None:
         headers = _headers(scope)
-        run = handle or self.gateway.handle
+        # what the gateway defers until the response is out (after_send.py)
+        after = AfterSend()
+        if handle is None:
+            run: Callable[..., Awaitable[Reply]] = partial(self.gateway.handle, after=after)
+        else:
+            run = handle
         lease: StreamLease | None = None
 
         def admit(body: dict[str, Any], principal: Principal) -> None:
@@ -305,43 +312,47 @@ class BastionApp:
                 subject = f"{principal.key_id}/{user}" if user else None
                 lease = self.streams.acquire(principal.key_id, subject)
 
-        principal: Principal | None = None
-        received = time.monotonic()
         try:
-            # the key first: a caller without one costs a header lookup, not a body in memory
-            principal = await self.gateway.keys.resolve(key_from_headers(headers))
-            _check_numeric_headers(headers)
-            raw = await self._read_body(scope, receive, headers)
-            reply = await run(fmt, raw, headers, principal=principal, admit=admit)
-        except ConnectionAbortedError:
-            if lease is not None:
-                lease.release()
-            return
-        except Exception as exc:
-            if lease is not None:
-                lease.release()
-            if not isinstance(exc, BastionError):
-                log.exception("unhandled error on %s", scope["path"])
-            elif principal is not None and exc.request_id is None:
-                # a caller with a key whose body never arrived whole (413, 408): on the record
-                exc.request_id = await self.gateway.refusals.refused(
-                    fmt, exc, principal, None, headers, received, None
+            principal: Principal | None = None
+            received = time.monotonic()
+            try:
+                # the key first: a caller without one costs a header lookup, not a body in memory
+                principal = await self.gateway.keys.resolve(key_from_headers(headers))
+                _check_numeric_headers(headers)
+                raw = await self._read_body(scope, receive, headers)
+                reply = await run(fmt, raw, headers, principal=principal, admit=admit)
+            except ConnectionAbortedError:
+                if lease is not None:
+                    lease.release()
+                return
+            except Exception as exc:
+                if lease is not None:
+                    lease.release()
+                if not isinstance(exc, BastionError):
+                    log.exception("unhandled error on %s", scope["path"])
+                elif principal is not None and exc.request_id is None:
+                    # a caller with a key whose body never arrived whole (413, 408): on the record
+                    exc.request_id = await self.gateway.refusals.refused(
+                        fmt, exc, principal, None, headers, received, None
+                    )
+                _log_refusal(exc, scope["path"])
+                # a body still trickling in would hold the connection: close it (a body that is
+                # merely too large is drained by the server, so its sender still reads the 413)
+                await self._error(scope, send, exc, fmt, close=isinstance(exc, RequestTimeout))
+                return
+            if reply.stream is None and lease is not None:
+                lease.release()  # answered without a stream after all (an idempotent replay, say)
+                lease = None
+            try:
+                await self._send_reply(
+                    reply, send, receive, ended=lease.release if lease is not None else None
                 )
-            _log_refusal(exc, scope["path"])
-            # a body still trickling in would hold the connection: close it (a body that is
-            # merely too large is drained by the server, so its sender still reads the 413)
-            await self._error(scope, send, exc, fmt, close=isinstance(exc, RequestTimeout))
-            return
-        if reply.stream is None and lease is not None:
-            lease.release()  # answered without a stream after all (an idempotent replay, say)
-            lease = None
-        try:
-            await self._send_reply(
-                reply, send, receive, ended=lease.release if lease is not None else None
-            )
+            finally:
+                if lease is not None:
+                    lease.release()
         finally:
-            if lease is not None:
-                lease.release()
+            # the client has its answer (or is gone): the call's deferred after-phase runs now
+            await after.run()
 
     def _write_timeout(self, reply: Reply) -> float:
         """How long one write may wait on the client: within the call's deadline, and never long."""
