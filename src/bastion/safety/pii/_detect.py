@@ -9,6 +9,7 @@ allowed span is kept, so an allow-pattern can never excuse a neighbouring phone 
 
 from __future__ import annotations
 
+import bisect
 import re
 from types import MappingProxyType
 
@@ -47,6 +48,7 @@ from ._types import NER_TYPES, PiiType, ScrubberConfig
 from ._validators import ip_key, jwt_ok, mixed, password_ok, random_enough
 
 _DIGIT_SOURCES = frozenset({"phone", "card", "ssn", "ipv4"})
+_INF = 1 << 62
 _DIGIT = re.compile(r"[0-9]")  # every NUM and ADDRESS match holds one
 # what the name tagger's CANDIDATE tokens start with, and every character they may hold
 _CAPITAL = re.compile(r"[A-ZÀ-ÖØ-Þ]")
@@ -300,7 +302,18 @@ def _no_name_after(text: str, after: int) -> bool:
 
 
 def _excused(text: str, h: Hit, spans: list[tuple[int, int]]) -> bool:
-    near = [(s, e) for s, e in spans if s < h.end and h.start < e]
+    # spans are sorted and disjoint (one finditer per window, windows in order and apart), so
+    # the ones overlapping h are the run from the first ending after h.start: a bisect, not a
+    # pass over every span for every finding
+    i = bisect.bisect_right(spans, (h.start, _INF))
+    if i and spans[i - 1][1] > h.start:
+        i -= 1
+    near: list[tuple[int, int]] = []
+    for s, e in spans[i:]:
+        if s >= h.end:
+            break
+        if h.start < e:
+            near.append((s, e))
     if not near:
         return False
     if any(s <= h.start and h.end <= e for s, e in near):

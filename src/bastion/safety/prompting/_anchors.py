@@ -110,3 +110,15 @@ def _anchor_index() -> tuple[re.Pattern[str], dict[str, tuple[Probe, ...]], dict
 ANCHORS, _RULES_BY_ANCHOR, _HINTS_BY_ANCHOR = _anchor_index()
 ANCHOR_RULES: Mapping[str, tuple[Probe, ...]] = MappingProxyType(_RULES_BY_ANCHOR)
 ANCHOR_HINTS: Mapping[str, str] = MappingProxyType(_HINTS_BY_ANCHOR)
+
+# What the scanner needs at one anchor, in one look-up: its probes, whether a base64/hex run
+# (``LONG_RUN``: 20+ of ``[a-z0-9+/_-]``) can start with it (never when the anchor holds any
+# other character, "does not" or "l'attention"), and its decode hint.
+_RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/_-")
+AnchorInfo = tuple[tuple[Probe, ...], bool, str | None]
+ANCHOR_INFO: Mapping[str, AnchorInfo] = MappingProxyType(
+    {
+        w: (probes, _RUN_CHARS.issuperset(w), _HINTS_BY_ANCHOR.get(w))
+        for w, probes in _RULES_BY_ANCHOR.items()
+    }
+)

@@ -183,7 +183,7 @@ def encoded(
         s = _b64(token)
         if s is not None:
             out.append(("encoded:base64", 0.45, s))
-    if "\\x" in text or "0x" in low:
+    if ("\\" in text and "\\x" in text) or "0x" in low:  # a rare "\\" probed alone first
         for m in _HEX_SEP.finditer(text):
             s = _hex(m.group())
             if s is not None:
@@ -192,7 +192,7 @@ def encoded(
         runs = [m.group() for m in _PCT_RUN.finditer(text)]
         if runs:
             out.append(("encoded:url", 0.45, urllib.parse.unquote(" ".join(runs))))
-    if text.count("&#") >= 6:
+    if "&" in text and text.count("&#") >= 6:
         runs = [m.group() for m in _ENTITY_RUN.finditer(text)]
         if runs:
             out.append(("encoded:entities", 0.45, html.unescape(" ".join(runs))))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
-from ._anchors import ANCHOR_HINTS, ANCHOR_RULES, ANCHORS
+from ._anchors import ANCHOR_INFO, ANCHORS
 from ._decode import encoded, hidden, runs
 from ._rules_i18n import CJK_RULES
 from ._rules_symbols import (
@@ -108,6 +108,9 @@ _SENSITIVE_PARAMS = frozenset(
     ]
 )
 _PLACEHOLDER = re.compile(r"[{}$<\[]|%7b|%24|%3c", re.I)
+# the anchors' info as a plain dict for the hot loop (read-only by convention: a
+# mappingproxy look-up costs about twice as much)
+_ANCHOR_INFO = dict(ANCHOR_INFO)
 
 
 @runtime_checkable
@@ -193,9 +196,17 @@ class InjectionScanner:
             found["oversized"] = 0.0
             text = text[: self.max_chars]
         decoded: list[str] = []
-        # an ASCII text is lowered once, for the rules and the model alike
-        low = text.lower() if text.isascii() else None
-        self._scan(text, 0, found, decoded, low)
+        # an ASCII text is lowered once, for the rules and the model alike; a text that is
+        # non-ASCII only for its typography (dashes, curly quotes) is folded once here, the
+        # rules read the folded text and the model gets the original's lowered form rebuilt
+        # from the folded one (``_plain``)
+        low: str | None
+        if text.isascii():
+            low = text.lower()
+            self._scan(text, 0, found, decoded, low)
+        else:
+            plain, low = _plain(text)
+            self._scan(text if plain is None else plain, 0, found, decoded)
         if source == "user":
             for reason, scale in USER_SCALE.items():
                 if reason in found:
@@ -277,7 +288,8 @@ class InjectionScanner:
             _add(found, *SYMBOL_REASONS[m.lastgroup or ""])
         if "DAN" in text and _DAN.search(text):
             _add(found, "jailbreak", 0.6)
-        if "](" in text or "<img" in low:
+        # "]" and "<" are rare in prose: a one-character probe first, the substring only then
+        if ("]" in text and "](" in text) or ("<" in low and "<img" in low):
             _images(text, found)
         if "?" in text and "http" in low and _URL_TEMPLATE.search(text):
             _add(found, "exfil:url_template", 0.45)
@@ -309,17 +321,19 @@ def _phrases(
     """Try each phrase rule where one of its anchor words starts; return decode hints and runs."""
     hints: dict[str, list[int]] = {}
     spans: list[tuple[int, int]] = []
+    info = _ANCHOR_INFO
     for m in ANCHORS.finditer(nl):
         word = m.group(1)
         if word is None:
             spans.append(m.span(2))
             continue
         pos = m.start(1)
-        if " " not in nl[pos : pos + 20] and "\n" not in nl[pos : pos + 20]:
-            run = LONG_RUN.match(nl, pos)  # "rm9y..." may be a base64 run, not the word "rm"
+        probes, runnable, hint = info[word]
+        if runnable:  # "rm9y..." may be a base64 run, not the word "rm"
+            run = LONG_RUN.match(nl, pos)
             if run is not None:
                 spans.append(run.span())
-        for reason, weight, match, negatable in ANCHOR_RULES[word]:
+        for reason, weight, match, negatable in probes:
             if found.get(reason, 0.0) >= weight or not match(nl, pos):
                 continue
             if negatable and _negated(nl, pos):
@@ -327,7 +341,6 @@ def _phrases(
             if reason.startswith("override:") and _REPORTED.search(nl, max(0, pos - 40), pos):
                 weight = REPORTED_WEIGHT
             _add(found, reason, weight)
-        hint = ANCHOR_HINTS.get(word)
         if hint:
             hints.setdefault(hint, []).append(pos - 1)
     return hints, spans
@@ -347,8 +360,49 @@ _TYPO_MAP: Mapping[str, str] = MappingProxyType(
 _TYPOGRAPHY = re.compile("[" + "".join(_TYPO_MAP) + "]")
 
 
+_TYPO_CHARS = frozenset(_TYPO_MAP)
+_ASCII_BYTES = bytes(range(128))
+
+
 def _typo(m: re.Match[str]) -> str:
     return _TYPO_MAP[m.group()]
+
+
+def _plain(text: str) -> tuple[str | None, str | None]:
+    """For a non-ASCII ``text``: ``_TYPOGRAPHY.sub(_typo, text)`` when that is ASCII (else
+    None), and ``text.lower()`` when it can be rebuilt from the folded text (else None).
+
+    The non-ASCII characters are read off the UTF-8 bytes (ASCII bytes deleted, the rest
+    decoded: one C pass each instead of a regex over every character); only when all are
+    typography is anything folded, one ``str.replace`` per distinct character. ``lower()``
+    maps each ASCII character on its own and leaves the (caseless) typography as it is, so
+    the original's lowered form is the folded one lowered with the typography put back at
+    its offsets (while no "…" has changed the length)."""
+    raw = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    odd = set(raw.decode("utf-8", "surrogatepass"))
+    if not odd <= _TYPO_CHARS:
+        return None, None
+    folded = text
+    for c in odd:
+        folded = folded.replace(c, _TYPO_MAP[c])
+    if len(folded) != len(text):
+        return folded, None
+    low = folded.lower()
+    at: list[int] = []
+    for c in odd:
+        i = text.find(c)
+        while i != -1:
+            at.append(i)
+            i = text.find(c, i + 1)
+    at.sort()
+    pieces: list[str] = []
+    last = 0
+    for i in at:
+        pieces.append(low[last:i])
+        pieces.append(text[i])
+        last = i + 1
+    pieces.append(low[last:])
+    return folded, "".join(pieces)
 
 
 _REPORTED = re.compile(
