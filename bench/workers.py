@@ -1,11 +1,14 @@
-"""Throughput of ``bastion serve --workers 2`` against one worker, on Redis state, in one run.
+"""Throughput of ``bastion serve --workers 2`` against one worker, on Redis and embedded state.
 
-Four sides, measured in interleaved rounds so the noise of a shared machine hits each alike:
+Six sides, measured in interleaved rounds so the noise of a shared machine hits each alike:
 the provider simulator called directly, one ``bastion serve`` worker, and two workers on one
 port in each of the two ways the supervisor can share it (one listening socket inherited by
-both, or a ``SO_REUSEPORT`` socket per worker, see ``src/bastion/server/workers.py``). Every
-gateway keeps its counters in Redis (its own key prefix) and its records in its own SQLite file,
-with the default pipeline; calls are unary Anthropic Messages with a 50 ms upstream, from a
+both, or a ``SO_REUSEPORT`` socket per worker, see ``src/bastion/server/workers.py``), all on
+Redis state (each its own key prefix); then one worker and two workers (SO_REUSEPORT) on the
+embedded SQLite state, the two through the state host (``src/bastion/state/host.py``: one
+process owns the counters, the workers call it over a Unix socket; its CPU is counted in the
+gateway's, as a child of the supervisor). Every gateway keeps its records in its own SQLite
+file, with the default pipeline; calls are unary Anthropic Messages with a 50 ms upstream, from a
 keep-alive pool of 50 connections. The figures that matter are ratios in the same run: each
 side's throughput as a share of direct, and two workers over one. The simulator, the load
 generator and Redis share the same cores as the gateways. Every loop is bounded by a request
@@ -49,18 +52,25 @@ from overhead import BASTION, Server, create_key, free_port, gateway_config, tar
 UPSTREAM_MS = 50
 API, MODE = "anthropic", "unary"
 GOAL = 1.7  # issue #16: 2 workers on 2 cores, unary at 50 ms upstream
+EMBEDDED_2 = "2 workers, embedded (state host)"
 
 
 def start_workers(
-    name: str, cfg: dict[str, Any], tmp: Path, started: list[Server], workers: int, *extra: str
+    name: str,
+    cfg: dict[str, Any],
+    tmp: Path,
+    started: list[Server],
+    workers: int,
+    *extra: str,
+    embedded: bool = False,
 ) -> tuple[Server, str]:
-    """``bastion serve --workers N`` on its own Redis prefix, store and spill file."""
+    """``bastion serve --workers N`` on its own Redis prefix (or state file), store and spill."""
     d = tmp / name
     d.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)
     cfg["store"] = {"url": f"sqlite:///{d / 'bastion.db'}"}
     cfg["state"] = {
-        "url": REDIS_URL,
+        "url": f"sqlite:///{d / 'state.db'}" if embedded else REDIS_URL,
         "prefix": unique(f"workers{workers}"),
         "settle_journal": str(d / "settle"),
     }
@@ -103,6 +113,16 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def host_pid(supervisor: int) -> int | None:
+    """The state host among a supervisor's children (embedded state), if any."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for proc in psutil.Process(supervisor).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if "bastion.state.host" in proc.cmdline():
+                    return proc.pid
+    return None
+
+
 def table(results: dict[str, Result], direct: str, cpu_ms: dict[str, float]) -> str:
     base = results[direct].rps
     rows = [
@@ -130,11 +150,15 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sim = start_sim(tmp, started)
         sim.wait_ready()
         cfg = gateway_config(tmp, sim.port, [UPSTREAM_MS])
-        sides = [("direct", "direct", 0, ())]
+        sides: list[tuple[str, str, int, tuple[str, ...], bool]] = [
+            ("direct", "direct", 0, (), False)
+        ]
         sides += [
-            ("1 worker", "w1", 1, ()),
-            ("2 workers, shared socket", "w2shared", 2, ("--no-reuse-port",)),
-            ("2 workers, SO_REUSEPORT", "w2reuse", 2, ("--reuse-port",)),
+            ("1 worker", "w1", 1, (), False),
+            ("2 workers, shared socket", "w2shared", 2, ("--no-reuse-port",), False),
+            ("2 workers, SO_REUSEPORT", "w2reuse", 2, ("--reuse-port",), False),
+            ("1 worker, embedded", "e1", 1, (), True),
+            (EMBEDDED_2, "e2host", 2, ("--reuse-port",), True),
         ]
         targets = [
             (
@@ -145,8 +169,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         ]
         prefixes = []
         gateways: list[int] = []
-        for label, name, n, extra in sides[1:]:
-            gw, key = start_workers(name, cfg, tmp, started, n, *extra)
+        for label, name, n, extra, embedded in sides[1:]:
+            gw, key = start_workers(name, cfg, tmp, started, n, *extra, embedded=embedded)
             wait_workers(gw, n)
             prefixes.append(yaml.safe_load((tmp / name / "bastion.yaml").read_text())["state"])
             gateways.append(gw.pid)
@@ -161,6 +185,8 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # the gateways' process trees only: the simulator serves every side
         pids = {label: pid for (label, _, _), pid in zip(targets[1:], gateways, strict=True)}
         cpu0 = {label: tree_cpu_s(pid) for label, pid in pids.items()}
+        host = host_pid(pids[EMBEDDED_2])
+        host0 = tree_cpu_s(host) if host is not None else 0.0
         try:
             results = await interleaved(
                 targets,
@@ -178,15 +204,20 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 / (results[label].samples.done + sent)
                 for label, pid in pids.items()
             }
+            done = results[EMBEDDED_2].samples.done + sent
+            host_ms = 1000.0 * (tree_cpu_s(host) - host0) / done if host is not None else 0.0
         finally:
             for state in prefixes:
-                redis_cleanup(state["prefix"])
+                if state["url"] == REDIS_URL:
+                    redis_cleanup(state["prefix"])
     one = results["1 worker"].rps
     ratios = {
         label: (results[label].rps / one if one else 0.0)
         for label in ("2 workers, shared socket", "2 workers, SO_REUSEPORT")
     }
-    return {"results": results, "ratios": ratios, "cpu_ms": cpu_ms}
+    one_embedded = results["1 worker, embedded"].rps
+    ratios[EMBEDDED_2] = results[EMBEDDED_2].rps / one_embedded if one_embedded else 0.0
+    return {"results": results, "ratios": ratios, "cpu_ms": cpu_ms, "host_cpu_ms": host_ms}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -207,12 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(meta_line("bench/workers.py", m))
     print(
         f"unary {API}, {UPSTREAM_MS} ms upstream, concurrency {args.concurrency}, "
-        "Redis state, default pipeline"
+        "Redis state (embedded: SQLite), default pipeline"
     )
     print(table(results, "direct", out["cpu_ms"]))
+    print(f"{EMBEDDED_2}: of its CPU per call, the state host's: {out['host_cpu_ms']:.2f} ms")
     for label, ratio in out["ratios"].items():
         verdict = "meets" if ratio >= GOAL else "misses"
-        print(f"{label} / 1 worker: {ratio:.2f}x  ({verdict} the {GOAL}x goal)")
+        one = "1 worker, embedded" if label == EMBEDDED_2 else "1 worker"
+        print(f"{label} / {one}: {ratio:.2f}x  ({verdict} the {GOAL}x goal)")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -222,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "errors": {k: r.samples.errors for k, r in results.items()},
                     "ratios": out["ratios"],
                     "cpu_ms_per_call": out["cpu_ms"],
+                    "state_host_cpu_ms_per_call": out["host_cpu_ms"],
                 },
                 indent=2,
             )

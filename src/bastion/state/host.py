@@ -30,7 +30,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,17 @@ async def _serve(url: str, path: str, prefix: str) -> None:
         await host.stop()
 
 
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """On uvloop when it is installed, as the workers run."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bastion.state.host")
     p.add_argument("--url", required=True, help="the embedded state URL (memory://, sqlite://)")
@@ -160,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the state host serves embedded state only, not {scheme}://", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(args.url, args.socket, args.prefix))
+        _run(_serve(args.url, args.socket, args.prefix))
     except (ConfigError, BastionError) as exc:
         print(f"error: state host: {exc}", file=sys.stderr)
         return 2
