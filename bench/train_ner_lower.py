@@ -16,6 +16,9 @@ Both the shipped configuration and the variant are trained on the other 90 %, th
 margins chosen on the validation split (person precision >= 0.85, best recall), and
 scored there. ``ner_dev.jsonl`` is not read.
 
+Its figures below were taken on the tokenised text ("I 'm Ann ( ..."); ``train_ner.read``
+now writes sentences as typed, so rerun with ``NER_DETOK=0`` to reproduce them.
+
 Outcome (2026-12-04, bench/RESULTS.md "Name tagger: lower-case candidates"): person
 names P/R/F1 0.850/0.688/0.761 -> 0.853/0.713/0.777, locations F1 0.640 -> 0.631, and no
 margin reaches person precision 0.88 any more; adding all-capital name words as well
