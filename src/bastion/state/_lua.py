@@ -223,24 +223,40 @@ local function record(k, ok, threshold, rate, window, min_calls, cooldown, keep,
 end
 """
 
+# A breaker's admission half, as two functions shared by ``BREAKER`` and ``_lua_batch.ADMIT``
+# (one text, as for ``_RECORD``). ``allow_check`` writes nothing: it returns the answer
+# {allowed, state, probe, wait ms} and whether the call is the half-open probe; only then must
+# the caller ``allow_probe`` it, which marks the breaker half-open until ``cooldown`` ms from
+# now. ADMIT checks every operation before it applies any, so the two are apart.
+_ALLOW: Final = """
+local function allow_check(k)
+  local v = redis.call('HMGET', k, 'st', 'ou', 'pu')
+  local st = v[1] or 'closed'
+  if st == 'closed' then return {1, st, 0, '0'}, false end
+  local untl = tonumber((st == 'open' and v[2]) or v[3])
+  if now < untl then return {0, st, 0, F(untl - now)}, false end
+  return {1, 'half_open', 1, '0'}, true
+end
+local function allow_probe(k, cooldown, keep)
+  redis.call('HSET', k, 'st', 'half_open', 'pu', F(now + cooldown))
+  redis.call('PEXPIRE', k, keep)
+end
+"""
+
 # KEYS: breaker hash. ARGV: op ('allow', 'ok', 'fail'), failure threshold, error rate,
 # window ms, min calls, cooldown ms, retention ms, buckets.
-# 'allow' returns {allowed, state, probe, retry after ms}; 'ok'/'fail' return the new state
-# (``record`` above).
+# 'allow' returns {allowed, state, probe, retry after ms} (``allow_check`` above); 'ok'/'fail'
+# return the new state (``record`` above).
 BREAKER: Final = (
     _PRELUDE
     + _RECORD
+    + _ALLOW
     + """
 local k, op = KEYS[1], ARGV[1]
 if op == 'allow' then
-  local v = redis.call('HMGET', k, 'st', 'ou', 'pu')
-  local st = v[1] or 'closed'
-  if st == 'closed' then return {1, st, 0, '0'} end
-  local untl = tonumber((st == 'open' and v[2]) or v[3])
-  if now < untl then return {0, st, 0, F(untl - now)} end
-  redis.call('HSET', k, 'st', 'half_open', 'pu', F(now + tonumber(ARGV[6])))
-  redis.call('PEXPIRE', k, ARGV[7])
-  return {1, 'half_open', 1, '0'}
+  local answer, probe = allow_check(k)
+  if probe then allow_probe(k, tonumber(ARGV[6]), ARGV[7]) end
+  return answer
 end
 return record(k, op == 'ok', tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]))

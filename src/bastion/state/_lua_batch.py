@@ -9,15 +9,17 @@ one after another in ``ARGV`` (a one-letter kind, then its fields) and take thei
 ``ADMIT`` checks every operation first, writing nothing (except dropping expired leases, as
 ``RESERVE`` does), and stops at the first refusal; only when all pass does it apply them.
 Each operation's logic is that of its one-operation script in ``_lua`` (``BUCKET``,
-``INCR``, ``BREAKER``, ``RESERVE``, ``SETTLE``), line for line; a breaker's record in
-``FINISH`` is not a copy but ``_lua._RECORD``, the very function ``BREAKER`` calls.
+``INCR``, ``RESERVE``, ``SETTLE``), line for line; a breaker's admission in ``ADMIT`` and
+its record in ``FINISH`` are not copies but ``_lua._ALLOW`` and ``_lua._RECORD``, the very
+functions ``BREAKER`` calls (``ADMIT`` runs ``allow_check`` in its check phase and
+``allow_probe`` in its apply phase).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from bastion.state._lua import _CAP, _PRELUDE, _RECORD
+from bastion.state._lua import _ALLOW, _CAP, _PRELUDE, _RECORD
 
 __all__ = ["ADMIT", "FINISH"]
 
@@ -45,6 +47,7 @@ ADMIT: Final = (
     _PRELUDE
     + _CAP
     + _BUCKET_NOW
+    + _ALLOW
     + """
 local ops, a, k = {}, 1, 1
 while a <= #ARGV do
@@ -86,19 +89,8 @@ for i, op in ipairs(ops) do
     op.value = value + op.amount
     out[i] = {1, F(op.value)}
   elseif op.t == 'B' then
-    local v = redis.call('HMGET', key, 'st', 'ou', 'pu')
-    local st = v[1] or 'closed'
-    if st == 'closed' then
-      out[i] = {1, st, 0, '0'}
-    else
-      local untl = tonumber((st == 'open' and v[2]) or v[3])
-      if now < untl then
-        out[i] = {0, st, 0, F(untl - now)}
-        return {i, out}
-      end
-      op.probe = true
-      out[i] = {1, 'half_open', 1, '0'}
-    end
+    out[i], op.probe = allow_check(key)
+    if out[i][1] == 0 then return {i, out} end
   else
     if redis.call('EXISTS', key) == 1 then
       op.known = true
@@ -124,10 +116,7 @@ for _, op in ipairs(ops) do
     redis.call('SET', key, F(op.value), 'KEEPTTL')
     expire_new(key, op.ttl)
   elseif op.t == 'B' then
-    if op.probe then
-      redis.call('HSET', key, 'st', 'half_open', 'pu', F(now + op.cooldown))
-      redis.call('PEXPIRE', key, op.keep)
-    end
+    if op.probe then allow_probe(key, op.cooldown, op.keep) end
   elseif not op.known then
     local ttl_max = 0
     for c = 1, op.n do
