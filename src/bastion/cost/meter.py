@@ -5,6 +5,9 @@ from __future__ import annotations
 from ..call import Attempt, Call, Usage
 from .caching import savings_usd
 from .pricing import PriceTable
+from .tokens import estimated_usage
+
+ESTIMATED_FLAG = "usage_estimated"
 
 
 class CostMeter:
@@ -12,7 +15,10 @@ class CostMeter:
 
     An attempt whose outcome is unknown (sent, then timed out, cancelled or cut before its
     final usage) may have been billed in full, so it costs its reservation; without one, the
-    estimate the call has.
+    estimate the call has. When the answer's own attempt never reported its usage, the call's
+    usage becomes a conservative estimate (``tokens.estimated_usage``: the admission bound of
+    the input, the relayed output's byte count) flagged ``usage_estimated``, so the record and
+    the token limits settled after the meter never read a cut stream as 0 input tokens.
     """
 
     name = "cost"
@@ -39,6 +45,11 @@ class CostMeter:
         return price.cost(call.usage if last else Usage(input_tokens=call.body_bytes // 4))
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        answer = _answering(call)
+        if answer is not None and answer.usage is None and answer.sent:
+            # its final usage never came: the call's usage so far is only what came before it
+            call.usage = estimated_usage(call)
+            call.flags[ESTIMATED_FLAG] = True
         total = 0.0
         for a in call.attempts:
             a.cost_usd = self._attempt_cost(call, a)
@@ -62,3 +73,12 @@ class CostMeter:
                 ),
                 8,
             )
+
+
+def _answering(call: Call) -> Attempt | None:
+    """The attempt whose answer the call's usage counts: the last that answered (a hedge's
+    cancelled loser or a stream's cut part may come after or before it), else the last sent."""
+    for a in reversed(call.attempts):
+        if a.status == 200:
+            return a
+    return call.attempts[-1] if call.attempts else None

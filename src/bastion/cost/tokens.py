@@ -11,7 +11,12 @@ at a fixed ceiling instead of their base64 size. ``estimate`` is the usual
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..call import Usage
+
+if TYPE_CHECKING:
+    from ..call import Call
 
 IMAGE_TOKEN_CEILING = 6_000  # above either provider's per-image maximum at full resolution
 # when a body names no token limit at all: above every current model's output maximum
@@ -19,6 +24,7 @@ OUTPUT_CEILING = 200_000
 LIMIT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens around each message
 BASE_OVERHEAD = 16
+TOOL_CALL_OVERHEAD = 16  # the tokens that frame a tool call around its name and arguments
 
 
 def _binary_payloads(messages: Iterable[Any]) -> tuple[int, int]:
@@ -89,3 +95,36 @@ def output_upper_bound(body: dict[str, Any]) -> int:
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     return max(out, 0) * choices
+
+
+def relayed_output_bound(call: Call) -> int:
+    """Output tokens the answer relayed so far cannot be under: its UTF-8 bytes (every
+    byte-level BPE token covers at least one byte), each tool call's name and arguments with
+    its framing. 0 when nothing was relayed."""
+    total = sum(len(t.encode("utf-8", "surrogatepass")) for t in call.output_text)
+    for tc in call.tool_calls:
+        total += len(tc.name.encode("utf-8", "surrogatepass")) + TOOL_CALL_OVERHEAD
+        total += len(tc.arguments.encode("utf-8", "surrogatepass"))
+    return total
+
+
+def estimated_usage(call: Call) -> Usage:
+    """A conservative usage for an answer whose final usage never came (a stream cut, or
+    dropped by its client, before the provider's usage event).
+
+    Input: what the provider already reported (Anthropic's ``message_start``), else the
+    admission bound of the request (``input_upper_bound``, what its reservation was priced at).
+    Output: the larger of what was reported and ``relayed_output_bound``; the request's output
+    limit (``output_upper_bound``) when nothing was relayed to count.
+    """
+    u = call.usage
+    reported_input = u.input_tokens or u.cache_read_tokens or u.cache_write_tokens
+    relayed = relayed_output_bound(call)
+    return Usage(
+        input_tokens=u.input_tokens
+        if reported_input
+        else input_upper_bound(call.body, call.body_bytes),
+        output_tokens=max(u.output_tokens, relayed or output_upper_bound(call.body)),
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+    )
