@@ -421,7 +421,8 @@ class StreamRelay:
         finally:
             call = self._call
             call.ended = time.monotonic()
-            if self.watcher.finished and self._attempt is not None:
+            w = self.watcher  # a usage asked for and never sent stays unknown (cost/meter.py)
+            if w.finished and (w.usage_seen or not w.wire.usage_on_request) and self._attempt:
                 self._attempt.usage = replace(call.usage)
             if not self.watcher.finished:
                 # the final usage never came: bill at least what was streamed (~4 chars a token)
