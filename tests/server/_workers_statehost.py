@@ -26,9 +26,10 @@ def host_pids(w: Workers) -> list[int]:
     return [int(m.group(1))] + [int(r.group(3)) for r in _HOST_RESTARTED.finditer(log)]
 
 
-def start_embedded(tmp: Path, n: int = 2, **sections: Any) -> Workers:
-    """``bastion serve --workers n`` on ``sqlite:///tmp/state.db`` (write_config's default)."""
-    state = {"url": f"sqlite:///{tmp / 'state.db'}", "settle_journal": str(tmp / "settle")}
+def start_embedded(tmp: Path, n: int = 2, state_url: str = "", **sections: Any) -> Workers:
+    """``bastion serve --workers n`` on ``state_url`` (default ``sqlite:///tmp/state.db``)."""
+    url = state_url or f"sqlite:///{tmp / 'state.db'}"
+    state = {"url": url, "settle_journal": str(tmp / "settle")}
     config = write_config(tmp, state=state, **sections)
     key = key_create(config, "--name", f"admin-{tmp.name}", "--roles", "admin,end_users")
     port = free_port()

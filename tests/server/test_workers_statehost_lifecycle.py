@@ -4,6 +4,8 @@ Real processes. A state host killed with SIGKILL fails the calls waiting on it c
 never served unguarded), the supervisor restarts it, and the workers reconnect on their next
 call; the spend it had flushed is still counted against the cap. On SIGTERM the supervisor
 drains the workers, then stops the host, whose close flushes the spend into the state file.
+A host that keeps dying spends the workers' restart budget and ends the supervisor with 1; one
+that cannot open its state fails the start before any worker runs.
 """
 
 from __future__ import annotations
@@ -104,3 +106,26 @@ def test_sigterm_drains_then_the_host_flushes_the_spend_into_the_state_file(
     assert not running(host)
     assert "state host exited" not in workers.log()
     assert _spent(tmp_path / "state.db") == pytest.approx(3 * PER_CALL_USD)
+
+
+def test_a_state_host_that_keeps_dying_ends_the_supervisor_with_1(workers: Workers) -> None:
+    """Its restarts count against the workers' budget (5 in 60 s): a crash loop ends."""
+    pids = workers.pids()
+    for kills in range(1, 7):
+        os.kill(host_pids(workers)[-1], signal.SIGKILL)
+        if kills < 6:
+            wait_for(lambda k=kills: len(host_pids(workers)) == k + 1, 30, f"restart {kills}")
+    assert workers.proc.wait(timeout=60) == 1, workers.log()
+    assert "5 restarts in 60s already, giving up" in workers.log()
+    wait_for(lambda: not any(running(p) for p in pids), 30, "the workers are stopped too")
+
+
+def test_a_state_host_that_cannot_start_fails_the_start_before_any_worker(tmp_path: Path) -> None:
+    """A state file it cannot open: exit 1 with the host's reason, and no worker ran."""
+    with pytest.raises(RuntimeError, match="exited early with 1"):
+        start_embedded(tmp_path, 2, state_url="sqlite:////nonexistent-dir/x/state.db")
+    (log_path,) = tmp_path.glob("serve-*.log")
+    log = log_path.read_text(errors="replace")
+    assert "the state host exited with 2 during start-up" in log, log
+    assert "state host: " in log  # the host's own message says what it could not open
+    assert "workers on one port" not in log
