@@ -191,9 +191,17 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 async def _landed(gw: Gateway, ids: list[str]) -> list[str]:
-    await gw.recorder.flush()
-    calls = await gw.store.recent_calls(100)
-    return [c.request_id for c in calls if c.request_id in ids]
+    """The records of ``ids`` in the store, once all are there (or after 10 s): the recorder's
+    own task may be writing a batch it took from the queue while ``flush`` finds it empty."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 10.0
+    while True:
+        await gw.recorder.flush()
+        calls = await gw.store.recent_calls(100)
+        got = [c.request_id for c in calls if c.request_id in ids]
+        if len(set(got)) == len(set(ids)) or loop.time() > until:
+            return got
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("stream", [False, True])

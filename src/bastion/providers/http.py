@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+from aiohttp.streams import EofStream
 
 from ..errors import UpstreamConnectError, UpstreamTimeout
 from .base import UpstreamRequest, UpstreamResponse
@@ -41,6 +42,30 @@ def _what(exc: BaseException, stage: str) -> str:
     return f"upstream provider {stage} failed ({type(exc).__name__})"
 
 
+class _Chunks:
+    """The body as it arrives, one read per step: an iterator of its own rather than an async
+    generator over aiohttp's, since every layer costs on each chunk of a stream."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._content.readany()
+        except EofStream:
+            raise StopAsyncIteration from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise UpstreamConnectError(_what(exc, "stream")) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
 class _AiohttpResponse:
     __slots__ = ("_resp", "headers", "status")
 
@@ -57,12 +82,8 @@ class _AiohttpResponse:
         finally:
             self._resp.release()
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamConnectError(_what(exc, "stream")) from exc
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._resp.content)
 
     async def aclose(self) -> None:
         # release, not close: aiohttp keeps the connection for the next call only when the
