@@ -7,7 +7,11 @@ option for either (``h11_max_incomplete_event_size`` covers size on h11 only, an
 ``timeout_keep_alive`` only idle time between requests), so this subclass adds them:
 bytes are counted as they arrive, before httptools accumulates a header value, and a
 timer runs from a connection's opening (or a request's first byte) to the end of its
-headers. A refusal is answered in the caller's API format and the connection closed.
+headers. A request whose framing cannot be parsed (a bad request line, invalid header bytes,
+broken chunked encoding, Content-Length with Transfer-Encoding), which uvicorn answers with a
+text/plain 400, gets a JSON 400 too (``MalformedHttp``). A refusal is answered in the caller's
+API format (judged from the path, when it was parsed), counted and logged as a refusal before
+any call (``refusals``), and the connection closed.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..dialects import dialect_for
-from ..errors import BastionError, HeadersTooLarge, RequestTimeout
+from ..errors import BastionError, HeadersTooLarge, InvalidRequest, RequestTimeout
 from ..providers.base import Format
 
-__all__ = ["HeaderLimits", "limited_protocol", "refusal_format"]
+__all__ = ["HeaderLimits", "MalformedHttp", "RefusalSink", "limited_protocol", "refusal_format"]
 
 log = logging.getLogger("bastion.server")
 
@@ -46,12 +50,26 @@ def refusal_format(path: bytes | str) -> Format:
     return Format.ANTHROPIC if p.startswith(b"/v1/messages") else Format.OPENAI
 
 
+class MalformedHttp(InvalidRequest):
+    """The request's HTTP framing cannot be parsed: refused before it reaches the app."""
+
+    openai_code = "invalid_http_request"
+    guard = "request"  # counted with the other refusals of a request's form
+
+
+class RefusalSink(Protocol):
+    """Where a refusal before any call is counted and logged (``RefusalObservers``)."""
+
+    def unauthenticated(self, method: str, path: str, exc: BaseException) -> None: ...
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing once the request has been refused."""
 
 
 class _LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[HeaderLimits]
+    refusals: ClassVar[RefusalSink | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,12 +102,10 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self._refused:
                 return  # a callback refused the request and has answered already
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            self._refuse(_malformed(exc))
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -132,6 +148,7 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
+        self.url = b""  # a next request that breaks before its path is not judged by this one's
 
     # -- refusals --------------------------------------------------------------------------------
 
@@ -174,7 +191,16 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.client[0] if self.client else "?",
             err.message,
         )
-        if self.cycle is not None and not self.cycle.response_complete:
+        self._observe(err)
+        cycle = self.cycle
+        if cycle is not None and not self._in_head:  # the body of the request ``cycle`` runs
+            if cycle.response_started:
+                self.transport.close()  # it was answered (or is being): one answer per request
+                return
+            # its reading ends as a disconnect, what the app sends is dropped: the answer is ours
+            cycle.disconnected = True
+            cycle.message_event.set()
+        elif cycle is not None and not cycle.response_complete:
             self.transport.close()  # a response is under way: do not write into it
             return
         body = dialect_for(refusal_format(self.url)).render_error(err)
@@ -196,7 +222,40 @@ class _LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
 
+    def _observe(self, err: BastionError) -> None:
+        sink = self.refusals
+        if sink is None:
+            return
+        method = "-"  # the parser names a method only once its URL began (else a default)
+        if self.url:
+            try:
+                method = self.parser.get_method().decode("latin-1")
+            except Exception:  # not readable after all: stays unnamed
+                method = "-"
+        path = self.url.split(b"?", 1)[0][:200].decode("latin-1")
+        try:
+            sink.unauthenticated(method, path or "-", err)
+        except Exception:  # counting must never stop the answer
+            log.exception("could not count a refused request")
 
-def limited_protocol(limits: HeaderLimits) -> type[HttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)``, bound to these limits at start-up."""
-    return type("BastionHttpProtocol", (_LimitedHttpToolsProtocol,), {"limits": limits})
+
+def _malformed(exc: httptools.HttpParserError) -> MalformedHttp:
+    """The refusal of a request httptools could not parse, naming what broke (llhttp's fixed
+    words; a failure inside a parser callback is named only as such)."""
+    if isinstance(exc, httptools.HttpParserCallbackError) or not str(exc):
+        reason = "the request could not be parsed"
+    else:
+        reason = str(exc)[:120]
+    return MalformedHttp(f"malformed HTTP request: {reason}")
+
+
+def limited_protocol(
+    limits: HeaderLimits, refusals: RefusalSink | None = None
+) -> type[HttpToolsProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, bound to these limits (and where
+    its refusals are counted) at start-up."""
+    return type(
+        "BastionHttpProtocol",
+        (_LimitedHttpToolsProtocol,),
+        {"limits": limits, "refusals": refusals},
+    )

@@ -227,7 +227,8 @@ def server_config(app: Any, cfg: Config, *, host: str, port: int) -> uvicorn.Con
                 max_bytes=srv.max_header_bytes,
                 max_count=srv.max_header_count,
                 timeout=srv.header_timeout_seconds,
-            )
+            ),
+            getattr(getattr(app, "gateway", None), "refusals", None),  # counted like any refusal
         ),
         lifespan="on",
         access_log=False,
