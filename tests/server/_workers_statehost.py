@@ -14,8 +14,7 @@ from tests.conftest import BIN, free_port, stop, wait_port, write_config
 from tests.server._workers_redis import Workers, key_create
 
 _HOST = re.compile(r"state host pid (\d+)")
-_HOST_RESTARTED = re.compile(r"the state host \(pid (\d+)\) exited unexpectedly with (-?\d+); "
-                             r"restarted as pid (\d+)")  # fmt: skip
+_HOST_RESTARTED = re.compile(r"the state host \(pid (\d+)\) ([^\n]*); restarted as pid (\d+)")
 
 
 def host_pids(w: Workers) -> list[int]:

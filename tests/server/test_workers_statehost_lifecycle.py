@@ -4,12 +4,14 @@ Real processes. A state host killed with SIGKILL fails the calls waiting on it c
 never served unguarded), the supervisor restarts it, and the workers reconnect on their next
 call; the spend it had flushed is still counted against the cap. On SIGTERM the supervisor
 drains the workers, then stops the host, whose close flushes the spend into the state file.
-A host that keeps dying spends the workers' restart budget and ends the supervisor with 1; one
+A host that is alive but stopped (SIGSTOP) is found by the supervisor's pings, killed and
+restarted. A host that keeps dying spends the workers' restart budget and ends the supervisor with 1; one
 that cannot open its state fails the start before any worker runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -129,3 +131,19 @@ def test_a_state_host_that_cannot_start_fails_the_start_before_any_worker(tmp_pa
     assert "the state host exited with 2 during start-up" in log, log
     assert "state host: " in log  # the host's own message says what it could not open
     assert "workers on one port" not in log
+
+
+def test_a_stopped_state_host_is_found_by_the_pings_killed_and_restarted(
+    workers: Workers,
+) -> None:
+    assert isinstance(_call(workers), anthropic.types.Message)
+    (host,) = host_pids(workers)
+    os.kill(host, signal.SIGSTOP)  # alive, its socket open, answering nothing
+    try:
+        wait_for(lambda: len(host_pids(workers)) == 2, 40, "the stopped host is replaced")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(host, signal.SIGCONT)
+    assert "answered none of its last 5 pings" in workers.log()
+    assert not running(host)
+    assert isinstance(_call(workers), anthropic.types.Message)  # the workers reconnected

@@ -6,6 +6,11 @@ worker, waits until it answers a ping on its socket in the runtime directory, an
 worker that socket as its state (``state/remote.py``). It restarts the host if it dies (under
 the workers' restart budget) and stops it last, once every worker has exited, so the host's
 close flushes every settle the workers made. On Redis there is no host: the workers share Redis.
+
+A host that is alive but stopped (SIGSTOP) or wedged would hold every call for the workers'
+timeout and fail it: the supervisor pings it as it pings the workers (``HostPing``, the same
+``server.worker_ping_*`` settings, a ping frame instead of ``GET /healthz``), and kills and
+restarts one that misses ``worker_ping_misses`` pings in a row.
 """
 
 from __future__ import annotations
@@ -13,19 +18,58 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ..config import Config
+from ..state._wire import HEADER, frame
 from ..state.remote import ping_sync, url_for
+from .worker_ping import WorkerPing, _Pending
 
-__all__ = ["HostFailed", "StateHostProcess", "embedded"]
+__all__ = ["HostFailed", "HostPing", "StateHostProcess", "embedded"]
 
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
+
+
+_PING = frame([0, "ping", []])
+
+
+class HostPing(WorkerPing):
+    """``WorkerPing``'s non-blocking liveness count, with the state host's ping frame."""
+
+    __slots__ = ()
+
+    def _send(self, now: float) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(self.path)
+            sock.send(_PING)  # a few bytes into an empty buffer: never a partial send
+        except OSError:
+            sock.close()
+            self.misses += 1  # dead (its exit is seen first) or its backlog is full
+            return
+        self._pending[sock.fileno()] = _Pending(sock, now)
+
+    def _read(self, fd: int, now: float) -> None:
+        p = self._pending[fd]
+        try:
+            got = p.sock.recv(HEADER.size)
+        except BlockingIOError:
+            return
+        except OSError:
+            got = b""
+        self._drop(fd)
+        if len(got) > 0:  # an answer's first bytes: its event loop runs
+            self.misses = 0
+            self._answered = now
+        else:
+            self.misses += 1
 
 
 class HostFailed(Exception):

@@ -68,7 +68,7 @@ from types import FrameType
 from ..config import Config
 from ..store import open_store
 from .serve import banner_text, first_key, pool_warnings
-from .state_host import HostFailed, StateHostProcess, embedded
+from .state_host import HostFailed, HostPing, StateHostProcess, embedded
 from .worker_metrics import socket_path
 from .worker_ping import WorkerPing
 
@@ -187,6 +187,7 @@ class Supervisor:
         self._sock: socket.socket | None = None
         self._runtime_dir = ""
         self._host: StateHostProcess | None = None  # on embedded state only
+        self._host_ping: HostPing | None = None
 
     def run(self) -> int:
         """Serve until a signal (0 when every worker drained cleanly) or a failure (non-zero)."""
@@ -224,6 +225,8 @@ class Supervisor:
             self._stop_all(signal.SIGTERM)
             return exc.code
         finally:
+            if self._host_ping is not None:
+                self._host_ping.close()
             if self._host is not None:  # after the workers (a drain stopped it already)
                 self._host.stop()
             for sig, handler in previous.items():
@@ -309,6 +312,7 @@ class Supervisor:
         srv = self.cfg.server
         while not self._signals.received:
             pinging = [fd for w in self._workers.values() if w.ping for fd in w.ping.fds()]
+            pinging += self._host_ping.fds() if self._host_ping is not None else []
             readable: set[int] = set()
             if pinging:  # a ping's answer wakes us, else one poll interval passes
                 with contextlib.suppress(InterruptedError):
@@ -316,7 +320,7 @@ class Supervisor:
             else:
                 time.sleep(_POLL_S)
             now = time.monotonic()
-            self._watch_host()
+            self._watch_host(now, readable)
             for wid, w in list(self._workers.items()):
                 if not w.ready and w.ready_fd >= 0:
                     ready, _, _ = select.select([w.ready_fd], [], [], 0)
@@ -348,27 +352,48 @@ class Supervisor:
 
     def _start_host(self) -> None:
         assert self._host is not None
+        if self._host_ping is not None:
+            self._host_ping.close()
+            self._host_ping = None
         try:
             self._host.start()
         except HostFailed as exc:
             raise WorkersFailed(str(exc)) from exc
+        srv = self.cfg.server
+        if srv.worker_ping_misses > 0:
+            self._host_ping = HostPing(
+                self._host.socket,
+                interval=srv.worker_ping_interval_seconds,
+                timeout=srv.worker_ping_timeout_seconds,
+                now=time.monotonic(),
+            )
 
-    def _watch_host(self) -> None:
-        """Restart a state host that died, within the restart budget (past it: exit 1)."""
-        code = None if self._host is None else self._host.exited()
-        if self._host is None or code is None or self._signals.received:
+    def _watch_host(self, now: float, readable: set[int]) -> None:
+        """Restart a state host that died or stopped answering, within the restart budget."""
+        host, ping = self._host, self._host_ping
+        if host is None or self._signals.received:
             return
-        old = self._host.pid
+        code = host.exited()
+        why = f"exited unexpectedly with {code}"
+        if code is None and ping is not None:
+            ping.tick(now, readable)
+            if ping.misses < self.cfg.server.worker_ping_misses:
+                return
+            why = (
+                f"answered none of its last {ping.misses} pings (silent "
+                f"{ping.silent_for(now):.1f}s: stopped or wedged); killed"
+            )
+            host.kill()
+        elif code is None:
+            return
+        old = host.pid
         if not self._restarts.take(time.monotonic()):
             raise WorkersFailed(
-                f"the state host (pid {old}) exited with {code}; {self._restarts.limit} "
-                f"restarts in {self._restarts.window:g}s already, giving up"
+                f"the state host (pid {old}) {why}; {self._restarts.limit} restarts in "
+                f"{self._restarts.window:g}s already, giving up"
             )
         self._start_host()
-        self._echo(
-            f"bastion: the state host (pid {old}) exited unexpectedly with {code}; "
-            f"restarted as pid {self._host.pid}\n"
-        )
+        self._echo(f"bastion: the state host (pid {old}) {why}; restarted as pid {host.pid}\n")
 
     @staticmethod
     def _kill(w: _Worker) -> None:
