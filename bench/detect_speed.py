@@ -3,18 +3,21 @@
 Issue 13 asks for PII + injection together <= 1 ms p50 per 5 KB. This prints one table:
 ``Scrubber.scrub`` (default config: patterns and the name tagger), ``InjectionScanner.scan``
 (rules and the shipped classifier), the classifier alone, and the two detectors one after
-the other, on three kinds of 5 KB text: the typical support text both benchmarks use, a
+the other; with ``--parts`` also the pattern passes alone (``ner="off"``) and the rules alone
+(``classifier=None``), the share that is neither model; on three kinds of 5 KB text: the typical support text both benchmarks use, a
 slice of the PII corpus (dense in findings) and slices of the benign injection set. Runs are
 interleaved per round (PII, injection, both, ...) so the shared machine's load moves every
 column alike; every loop is bounded by a count.
 
     .venv/bin/python bench/detect_speed.py            # 60 rounds x 25 calls per cell
     .venv/bin/python bench/detect_speed.py --quick    # 20 rounds x 10 calls
+    .venv/bin/python bench/detect_speed.py --parts    # + patterns alone, rules alone
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -78,31 +81,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="20 rounds x 10 calls per cell")
     ap.add_argument("--json", type=Path, help="write the p50s here")
+    ap.add_argument(
+        "--parts", action="store_true", help="also the pattern passes and the rules alone"
+    )
     args = ap.parse_args()
     out: dict[str, dict[str, dict[str, float]]] = {}
     rounds, calls = (20, 10) if args.quick else (60, 25)
     scrubber = Scrubber(ScrubberConfig())
     scanner = InjectionScanner()
     model = shipped()
+    patterns = Scrubber(dataclasses.replace(ScrubberConfig(), ner="off"))
+    rules = InjectionScanner(classifier=None)
     print(
         f"p50 per call in µs ({rounds} rounds x {calls} calls, interleaved; one core, shared box)"
     )
     head = f"{'PII':>7}{'injection':>11}{'(model)':>9}{'both':>7}"
-    print(f"{'':<19}{'--- thread CPU time ---':^34}  {'--- wall clock ---':^34}")
+    if args.parts:
+        head += f"{'(patt.)':>9}{'(rules)':>9}"
+    width = len(head)
+    print(f"{'':<19}{'--- thread CPU time ---':^{width}}  {'--- wall clock ---':^{width}}")
     print(f"{'text':<12}{'chars':>7}{head}  {head}")
     for name, text in texts().items():
-        wall, cpu = bench(
-            {
-                "pii": lambda text=text: scrubber.scrub(text),  # type: ignore[misc]
-                "inj": lambda text=text: scanner.scan(text),  # type: ignore[misc]
-                "model": lambda text=text: model.verdict(text),  # type: ignore[misc]
-                "both": lambda text=text: (scrubber.scrub(text), scanner.scan(text)),  # type: ignore[misc]
-            },
-            rounds,
-            calls,
-        )
+        cells: dict[str, Callable[[], object]] = {
+            "pii": lambda text=text: scrubber.scrub(text),  # type: ignore[misc]
+            "inj": lambda text=text: scanner.scan(text),  # type: ignore[misc]
+            "model": lambda text=text: model.verdict(text),  # type: ignore[misc]
+            "both": lambda text=text: (scrubber.scrub(text), scanner.scan(text)),  # type: ignore[misc]
+        }
+        if args.parts:
+            cells["patterns"] = lambda text=text: patterns.scrub(text)  # type: ignore[misc]
+            cells["rules"] = lambda text=text: rules.scan(text)  # type: ignore[misc]
+        wall, cpu = bench(cells, rounds, calls)
         cols = [
             f"{r['pii']:>7.0f}{r['inj']:>11.0f}{r['model']:>9.0f}{r['both']:>7.0f}"
+            + (f"{r['patterns']:>9.0f}{r['rules']:>9.0f}" if args.parts else "")
             for r in (cpu, wall)
         ]
         print(f"{name:<12}{len(text):>7}{cols[0]}  {cols[1]}")
