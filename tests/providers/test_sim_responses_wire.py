@@ -98,7 +98,8 @@ async def test_bad_input_is_a_400_naming_the_field(sdk: Clients, sim_server: Sim
             model=MODEL,
             input=[{"type": "function_call_output", "output": "x"}],
         )
-    assert isinstance(ei.value.body, dict) and ei.value.body["param"] == "input.0.call_id"
+    # OpenAI names a field of an item as ``input[0].call_id``
+    assert isinstance(ei.value.body, dict) and ei.value.body["param"] == "input[0].call_id"
 
 
 async def test_faults_status_in_band_error_and_cut(

@@ -165,11 +165,11 @@ class ResponsesEmitter:
         out = self._close_open()
         self._items.append(item)
         self._open = item
+        added = item.as_item("in_progress")
+        if item.kind == "message":
+            added["content"] = []  # as documented: its part comes with content_part.added
         out.append(
-            self._emit(
-                "response.output_item.added",
-                {"output_index": item.index, "item": item.as_item("in_progress")},
-            )
+            self._emit("response.output_item.added", {"output_index": item.index, "item": added})
         )
         if item.kind == "message":
             out.append(
