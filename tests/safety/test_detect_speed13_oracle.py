@@ -480,6 +480,15 @@ def test_plain_folds_like_the_typography_regex(text: str) -> None:
         assert low is None
 
 
+def test_plain_leaves_lowering_to_the_model_for_a_flood_of_typography() -> None:
+    text = "Ignore—the—rules " + "—" * 300
+    plain, low = inj._plain(text)
+    assert plain == text.replace("—", "-") and low is None
+    plain, low = inj._plain(text[:200])
+    assert plain == text[:200].replace("—", "-") and low == text[:200].lower()
+    same(text)
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.text(

@@ -361,6 +361,7 @@ _TYPOGRAPHY = re.compile("[" + "".join(_TYPO_MAP) + "]")
 
 
 _TYPO_CHARS = frozenset(_TYPO_MAP)
+_REBUILD_MAX = 256  # typography characters put back one by one into the lowered text
 _ASCII_BYTES = bytes(range(128))
 
 
@@ -377,7 +378,7 @@ def _plain(text: str) -> tuple[str | None, str | None]:
     typography is anything folded, one ``str.replace`` per distinct character. ``lower()``
     maps each ASCII character on its own and leaves the (caseless) typography as it is, so
     the original's lowered form is the folded one lowered with the typography put back at
-    its offsets (while no "…" has changed the length)."""
+    its offsets (while no "…" has changed the length, and there are few of them)."""
     raw = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
     odd = set(raw.decode("utf-8", "surrogatepass"))
     if not odd <= _TYPO_CHARS:
@@ -387,13 +388,15 @@ def _plain(text: str) -> tuple[str | None, str | None]:
         folded = folded.replace(c, _TYPO_MAP[c])
     if len(folded) != len(text):
         return folded, None
-    low = folded.lower()
     at: list[int] = []
     for c in odd:
         i = text.find(c)
         while i != -1:
+            if len(at) == _REBUILD_MAX:  # the model lowers the text itself (C), not a loop here
+                return folded, None
             at.append(i)
             i = text.find(c, i + 1)
+    low = folded.lower()
     at.sort()
     pieces: list[str] = []
     last = 0
