@@ -32,7 +32,13 @@ from bastion.safety.pii._patterns import ADDRESS, ALLOW_WINDOW, STREET_TYPES
 from bastion.safety.pii._types import PiiType
 from bastion.safety.prompting import _decode as dec
 from bastion.safety.prompting import injection as inj
-from bastion.safety.prompting._anchors import ANCHOR_HINTS, ANCHOR_RULES, ANCHORS
+from bastion.safety.prompting._anchors import (
+    ANCHOR_HINTS,
+    ANCHOR_RULES,
+    ANCHOR_WORDS,
+    ANCHORS,
+    has_run,
+)
 from bastion.safety.prompting._rules_i18n import CJK_RULES
 from bastion.safety.prompting._rules_symbols import (
     CJK_GATE,
@@ -522,3 +528,25 @@ def test_excusal_by_bisection_is_the_old_scan(
         pos += gap + size
     h = Hit(PiiType.PHONE, start, start + length, "k", source)
     assert det._excused(text, h, spans) == old_excused(text, h, spans)
+
+
+RUNNY = st.text(alphabet=st.sampled_from("ab09+/_-= .,\n'\"(xyz"), max_size=120)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(RUNNY, st.integers(15, 25), RUNNY).map(lambda t: t[0] + "k" * t[1] + t[2]))
+def test_has_run_is_a_run_of_twenty_run_characters(nl: str) -> None:
+    assert has_run(nl) == (re.search(r"[a-z0-9+/_-]{20}", nl) is not None)
+    assert has_run(nl) == (LONG_RUN.search(nl) is not None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS)
+def test_anchor_pass_without_its_run_branch_finds_the_same_anchors(text: str) -> None:
+    nl = "\n" + text.lower() + "\n"
+    if not nl.isascii() or has_run(nl):
+        nl = "\n" + re.sub(r"[^ -~\n]", "?", text.lower())[:19] + "\n"  # no room for a run
+    assert not has_run(nl)
+    full = [(m.span(), m.group(1), m.group(2)) for m in ANCHORS.finditer(nl)]
+    assert all(g2 is None for _, _, g2 in full)
+    assert [(m.span(), m.group(1), None) for m in ANCHOR_WORDS.finditer(nl)] == full

@@ -71,7 +71,9 @@ def _trie(words: list[str]) -> str:
 Probe = tuple[str, float, Callable[[str, int], "re.Match[str] | None"], bool]
 
 
-def _anchor_index() -> tuple[re.Pattern[str], dict[str, tuple[Probe, ...]], dict[str, str]]:
+def _anchor_index() -> tuple[
+    re.Pattern[str], re.Pattern[str], dict[str, tuple[Probe, ...]], dict[str, str]
+]:
     words: dict[str, set[int]] = {}
     for i, rule in enumerate(WORD_RULES):
         for a in rule.anchors:
@@ -104,10 +106,31 @@ def _anchor_index() -> tuple[re.Pattern[str], dict[str, tuple[Probe, ...]], dict
     # group 1: an anchor word; group 2: a 20+ char base64/hex run, a decode candidate (same pass)
     run = "[a-z0-9+/_-]{20,}={0,2}"
     # the anchor sits in a lookahead so a multi-word anchor never hides the next word's anchor
-    return re.compile(f"{sep}(?:(?=({_trie(sorted(words))}))|({run}))"), index, hints
+    trie = _trie(sorted(words))
+    return (
+        re.compile(f"{sep}(?:(?=({trie}))|({run}))"),
+        re.compile(f"{sep}(?=({trie}))"),
+        index,
+        hints,
+    )
 
 
-ANCHORS, _RULES_BY_ANCHOR, _HINTS_BY_ANCHOR = _anchor_index()
+ANCHORS, ANCHOR_WORDS, _RULES_BY_ANCHOR, _HINTS_BY_ANCHOR = _anchor_index()
+# ``ANCHOR_WORDS`` is ``ANCHORS`` without the run branch (group 2): on a text holding no 20
+# run characters in a row (``has_run``), where that branch can never match, it finds the same
+# anchors at the same positions, and ~15 % faster (no run attempt at every separator).
+_RUN_TABLE = bytes(
+    0x61 if chr(o) in "abcdefghijklmnopqrstuvwxyz0123456789+/_-" else 0x20 for o in range(256)
+)
+_RUN_NEEDLE = b"a" * 20
+
+
+def has_run(nl: str) -> bool:
+    """Whether the ASCII ``nl`` may hold a ``LONG_RUN`` (20+ of ``[a-z0-9+/_-]`` in a row):
+    every run character becomes "a" and every other one " " (two C passes), then one search."""
+    return _RUN_NEEDLE in nl.encode().translate(_RUN_TABLE)
+
+
 ANCHOR_RULES: Mapping[str, tuple[Probe, ...]] = MappingProxyType(_RULES_BY_ANCHOR)
 ANCHOR_HINTS: Mapping[str, str] = MappingProxyType(_HINTS_BY_ANCHOR)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
-from ._anchors import ANCHOR_INFO, ANCHORS
+from ._anchors import ANCHOR_INFO, ANCHOR_WORDS, ANCHORS, has_run
 from ._decode import encoded, hidden, runs
 from ._rules_i18n import CJK_RULES
 from ._rules_symbols import (
@@ -322,7 +322,9 @@ def _phrases(
     hints: dict[str, list[int]] = {}
     spans: list[tuple[int, int]] = []
     info = _ANCHOR_INFO
-    for m in ANCHORS.finditer(nl):
+    # most texts hold no base64/hex-like run at all: then the anchor pass skips its run branch
+    anchors = ANCHOR_WORDS if nl.isascii() and not has_run(nl) else ANCHORS
+    for m in anchors.finditer(nl):
         word = m.group(1)
         if word is None:
             spans.append(m.span(2))
