@@ -369,9 +369,10 @@ class BastionApp:
         ended: Callable[[], None] | None = None,
     ) -> None:
         """Send the reply; for a stream, ``ended`` runs once its last event is out and the
-        relay has finished (upstream closed, call settled), before the closing write: the
-        client may start its next stream as soon as it sees the end, and under load the
-        task's own wind-down can take longer than that."""
+        relay has finished, before the closing write: the client may start its next stream
+        as soon as it sees the end, and under load the task's own wind-down can take longer
+        than that. The call's after-phase (settling, recording) runs after this returns
+        (``_llm``), except for callers that finish before they reply (library, idempotent)."""
         extra = _header_list(reply.headers)
         if reply.stream is None:
             try:
