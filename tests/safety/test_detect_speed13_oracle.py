@@ -550,3 +550,20 @@ def test_anchor_pass_without_its_run_branch_finds_the_same_anchors(text: str) ->
     full = [(m.span(), m.group(1), m.group(2)) for m in ANCHORS.finditer(nl)]
     assert all(g2 is None for _, _, g2 in full)
     assert [(m.span(), m.group(1), None) for m in ANCHOR_WORDS.finditer(nl)] == full
+
+
+def test_scrub_counts_and_placeholders_use_the_types_plain_values() -> None:
+    from bastion.safety.pii import Scrubber
+    from bastion.safety.pii import _scrubber as scr
+
+    assert all(scr._VALUE[t] == t.value and type(scr._VALUE[t]) is str for t in PiiType)
+    text = CORPUS[0] + "\nMail jane.doe@example.com or call 415-555-2671; Mary Ann Lee."
+    session = Scrubber(CONFIG).session()
+    result = session.scrub(text)
+    expected: dict[str, int] = {}
+    for f in result.findings:
+        expected[f.type.value] = expected.get(f.type.value, 0) + 1
+        assert f.placeholder.startswith(f"[{f.type.value}_")
+    assert result.counts == expected == session.counts
+    assert all(type(k) is str for k in [*result.counts, *session.counts])
+    assert {"EMAIL", "PHONE"} <= set(result.counts)
