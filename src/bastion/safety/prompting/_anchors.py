@@ -135,13 +135,13 @@ ANCHOR_RULES: Mapping[str, tuple[Probe, ...]] = MappingProxyType(_RULES_BY_ANCHO
 ANCHOR_HINTS: Mapping[str, str] = MappingProxyType(_HINTS_BY_ANCHOR)
 
 # What the scanner needs at one anchor, in one look-up: its probes, whether a base64/hex run
-# (``LONG_RUN``: 20+ of ``[a-z0-9+/_-]``) can start with it (never when the anchor holds any
-# other character, "does not" or "l'attention"), and its decode hint.
+# (``LONG_RUN``: 20+ of ``[a-z0-9+/_-]``) can start with it (never when its first 20
+# characters hold any other one, "does not" or "l'attention"), and its decode hint.
 _RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/_-")
 AnchorInfo = tuple[tuple[Probe, ...], bool, str | None]
 ANCHOR_INFO: Mapping[str, AnchorInfo] = MappingProxyType(
     {
-        w: (probes, _RUN_CHARS.issuperset(w), _HINTS_BY_ANCHOR.get(w))
+        w: (probes, _RUN_CHARS.issuperset(w[:20]), _HINTS_BY_ANCHOR.get(w))
         for w, probes in _RULES_BY_ANCHOR.items()
     }
 )

@@ -323,15 +323,17 @@ def _phrases(
     spans: list[tuple[int, int]] = []
     info = _ANCHOR_INFO
     # most texts hold no base64/hex-like run at all: then the anchor pass skips its run branch
-    anchors = ANCHOR_WORDS if nl.isascii() and not has_run(nl) else ANCHORS
-    for m in anchors.finditer(nl):
+    # and no anchor is checked for starting one
+    runs = not nl.isascii() or has_run(nl)
+    for m in (ANCHORS if runs else ANCHOR_WORDS).finditer(nl):
         word = m.group(1)
         if word is None:
             spans.append(m.span(2))
             continue
         pos = m.start(1)
         probes, runnable, hint = info[word]
-        if runnable:  # "rm9y..." may be a base64 run, not the word "rm"
+        # "rm9y..." may be a base64 run, not the word "rm" (the slices are cheaper than a match)
+        if runs and runnable and " " not in nl[pos : pos + 20] and "\n" not in nl[pos : pos + 20]:
             run = LONG_RUN.match(nl, pos)
             if run is not None:
                 spans.append(run.span())
