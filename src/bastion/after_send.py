@@ -1,13 +1,14 @@
 """Work a call leaves for after its response is out: the client never waits for it.
 
 The server gives each LLM call an ``AfterSend`` (``Gateway.handle(after=...)``). The gateway
-defers the call's after-phase into it (settle, record, metrics, access log) instead of
-running it before the reply goes back, and a stream's relay defers the clean close of its
-upstream connection (reading the body's last bytes, so the connection is kept for the next
-call). The server runs the deferred work once the response's last write is done, or the
-client is gone, in a ``finally``: every job runs exactly once whatever happened to the
-response, and in the order it was deferred. Nothing is skipped or weakened, only moved:
-a call's holds stay on its caps until it settles, so a cap is never exceeded meanwhile.
+settles the call and journals its record before the response completes, as always (an
+answered call is settled, and its record survives a SIGKILL: ``observability/journal.py``),
+then defers the observers of its after-phase into it: metrics, traces, the access log,
+review and quality sampling, which only read the finished call (``Pipeline.observe``). A
+stream's relay defers the clean close of its upstream connection (reading the body's last
+bytes, so the connection is kept for the next call). The server runs the deferred work once
+the response's last write is done, or the client is gone, in a ``finally``: every job runs
+exactly once whatever happened to the response, in the order it was deferred.
 
 Library callers pass no ``AfterSend``: their calls are finished when ``handle`` returns.
 """

@@ -356,9 +356,9 @@ class Gateway(LibraryCalls):
 
         ``admit`` sees the valid body before anything else runs and may refuse the call (the
         server's in-process limits on open streams hook in here, before any upstream request).
-        With ``after`` the call's after-phase (settle, record, metrics) is deferred into it, for
-        the server to run once the response is out (``after_send``); an idempotent call still
-        finishes first, since what its key keeps is judged by how the call finished.
+        With ``after`` the observers of the call's after-phase (metrics, traces, the access log,
+        review and quality sampling) are deferred into it, for the server to run once the
+        response is out (``after_send``); settling and the record still come first.
         """
         received = time.monotonic()
         if principal is None:
@@ -456,10 +456,7 @@ class Gateway(LibraryCalls):
             passthrough.update(drill_passthrough(headers))
 
         async def on_end(error: BaseException | None) -> None:
-            if after is None:
-                await self._finish(call, error)
-            else:  # the stream's end is out: its after-phase runs once the response is
-                after.defer(lambda: self._finish(call, error))
+            await self._finish(call, error, after)
 
         if received is None:
             received = call.started
@@ -505,10 +502,7 @@ class Gateway(LibraryCalls):
         if self.config.server.drill_headers:  # tells a live drill what answered its call
             reply.headers["x-bastion-drill"] = call.provider_kind or "none"
         if reply.stream is None:
-            if after is None:
-                await self._finish(call, None)
-            else:  # the client gets its answer without waiting for records and settling
-                after.defer(lambda: self._finish(call, None))
+            await self._finish(call, None, after)
         return reply
 
     def _admit_route(
@@ -535,7 +529,11 @@ class Gateway(LibraryCalls):
 
         return Reply(200, headers, stream=gen())
 
-    async def _finish(self, call: Call, error: BaseException | None) -> None:
+    async def _finish(
+        self, call: Call, error: BaseException | None, after: AfterSend | None = None
+    ) -> None:
+        """Close the call's books: settled and journaled now; its observers too, or (``after``)
+        once the response is out."""
         if call.ended is None:
             call.ended = time.monotonic()
         if call.ttft_ms is not None:
@@ -565,4 +563,8 @@ class Gateway(LibraryCalls):
                 call.status = error.http_status()
             elif call.status == 0:
                 call.status = 499 if isinstance(error, GeneratorExit) else 500
-        await self.pipeline.after(call, error)
+        if after is None:
+            await self.pipeline.after(call, error)
+            return
+        await self.pipeline.settle(call, error)
+        after.defer(lambda: self.pipeline.observe(call, error))

@@ -12,6 +12,12 @@ Output filters (watching and rewriting the model's text) are the fourth phase; t
 the call because they keep per-stream state. The chain sorts guards into per-phase lists at
 start-up, so a call pays only for the hooks that exist; ``PHASE_ORDER`` is the declared order.
 
+Settle guards that only read the finished call (``after_send``: metrics, traces, the access
+log, review and quality sampling) may run once the response is out (``after_send.py``): the
+pipeline keeps the longest such tail of the settle phase apart (``observe``). Everything before
+it, settling and the record's journal write included, still completes before the response
+does, so an answered call is always settled and journaled.
+
 Guards that need the counter store (``plans_state``) plan their operations on the call; the
 pipeline sends them once per phase (``cost/state_batch.py``): after the attempt guards, and
 once the settling guards are done, so a call costs one store round trip to be admitted and
@@ -80,7 +86,7 @@ _HOOKS = frozenset({"before", "after", "reserve_attempt", "release_attempt"})
 class Pipeline:
     """The guard chain; built once, shared by every call."""
 
-    __slots__ = ("_after", "_attempt", "_before", "_release", "guards")
+    __slots__ = ("_after", "_attempt", "_before", "_observe", "_release", "guards")
 
     def __init__(self, guards: Sequence[object]) -> None:
         self.guards = tuple(guards)
@@ -91,7 +97,12 @@ class Pipeline:
         self._before = tuple(g for g in self.guards if isinstance(g, RequestGuard))
         self._attempt = tuple(g for g in self.guards if isinstance(g, AttemptGuard))
         self._release = tuple(g for g in self.guards if isinstance(g, AttemptReleaser))
-        self._after = tuple(g for g in reversed(self.guards) if isinstance(g, CompletionGuard))
+        after = [g for g in reversed(self.guards) if isinstance(g, CompletionGuard)]
+        tail = len(after)
+        while tail > 0 and getattr(after[tail - 1], "after_send", False) is True:
+            tail -= 1
+        self._after = tuple(after[:tail])
+        self._observe = tuple(after[tail:])  # may run after the response (``after_send``)
 
     @property
     def order(self) -> dict[str, tuple[str, ...]]:
@@ -99,7 +110,7 @@ class Pipeline:
         return {
             "admit": tuple(g.name for g in self._before),
             "attempt": tuple(g.name for g in self._attempt),
-            "settle": tuple(g.name for g in self._after),
+            "settle": tuple(g.name for g in self._after + self._observe),
         }
 
     async def reserve_attempt(
@@ -132,6 +143,13 @@ class Pipeline:
         call.body = freeze(call.body)
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        """Settle: every settle guard, the observers included (for callers that finish a call
+        before they answer it)."""
+        await self.settle(call, error)
+        await self.observe(call, error)
+
+    async def settle(self, call: Call, error: BaseException | None) -> None:
+        """The settle phase up to its observers: what must be done before a response completes."""
         settling = False  # a guard that plans store operations has run since the last send
         for g in self._after:
             plans = getattr(g, "plans_state", False)
@@ -143,6 +161,14 @@ class Pipeline:
             except Exception:  # one observer failing must not stop settling or recording
                 log.exception("guard %s failed after the call", g.name)
         await self._flush(call)
+
+    async def observe(self, call: Call, error: BaseException | None) -> None:
+        """The observers of the settle phase, which only read the finished call."""
+        for g in self._observe:
+            try:
+                await g.after(call, error)
+            except Exception:  # one observer failing must not stop the others
+                log.exception("guard %s failed after the call", g.name)
 
     @staticmethod
     async def _flush(call: Call) -> None:

@@ -1,9 +1,11 @@
-"""The client never waits for a call's after-phase, and the after-phase still happens.
+"""The client never waits for a call's observers, and nothing of the after-phase is lost.
 
-The server defers settling, recording and metrics until the response's last write is out
-(``after_send.py``): a slow recorder must not hold the client's answer back, every record
-must still land (once), and a stream's upstream connection is read to its end afterwards so
-it is kept for the next call instead of a new connection per stream.
+The server runs the observers of a call's after-phase (metrics, traces, the access log,
+review and quality sampling) once the response's last write is out (``after_send.py``): a
+slow observer must not hold the client's answer back and still runs, once. The record is
+journaled before the answer completes, as before (what a SIGKILL must not lose), and lands
+once. A stream's upstream connection is read to its end after the response, so it is kept
+for the next call instead of a new connection per stream.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from bastion.auth import new_key
 from bastion.config import load_config
 from bastion.gateway import Gateway
+from bastion.observability.metrics import MetricsGuard, render_metrics
 from bastion.observability.recording import RecordGuard
 from bastion.server.app import create_app
 
@@ -165,18 +168,29 @@ async def _call(app: Any, key: str, *, stream: bool, events: list[str]) -> Seen:
     return seen
 
 
-@pytest.fixture
-def slow_recording(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Recording takes 0.3 s per call; each finished recording is noted."""
-    events: list[str] = []
-    original = RecordGuard.after
+def _watch(m: pytest.MonkeyPatch, events: list[str], delays: Any) -> None:
+    """Note when each call's record is submitted, and make its metrics observer take
+    ``next(delays)`` seconds before it counts the call (then note that too)."""
+    record, metrics = RecordGuard.after, MetricsGuard.after
 
-    async def slow(self: RecordGuard, call: Any, error: BaseException | None) -> None:
-        await asyncio.sleep(0.3)
-        await original(self, call, error)
+    async def recorded(self: RecordGuard, call: Any, error: BaseException | None) -> None:
+        await record(self, call, error)
         events.append("recorded " + call.request_id)
 
-    monkeypatch.setattr(RecordGuard, "after", slow)
+    async def observed(self: MetricsGuard, call: Any, error: BaseException | None) -> None:
+        await asyncio.sleep(next(delays))
+        await metrics(self, call, error)
+        events.append("observed " + call.request_id)
+
+    m.setattr(RecordGuard, "after", recorded)
+    m.setattr(MetricsGuard, "after", observed)
+
+
+@pytest.fixture
+def slow_observer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The metrics observer takes 0.3 s per call; records and observations are noted."""
+    events: list[str] = []
+    _watch(monkeypatch, events, iter(lambda: 0.3, None))
     return events
 
 
@@ -205,13 +219,13 @@ async def _landed(gw: Gateway, ids: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_slow_recorder_does_not_hold_the_answer_and_the_record_lands(
-    tmp_path: Path, upstream: Upstream, slow_recording: list[str], stream: bool
+async def test_a_slow_observer_does_not_hold_the_answer_and_the_record_comes_first(
+    tmp_path: Path, upstream: Upstream, slow_observer: list[str], stream: bool
 ) -> None:
     gw, key = await _gateway(tmp_path, upstream.port)
     try:
         app = create_app(gw)
-        events = slow_recording
+        events = slow_observer
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         task = asyncio.ensure_future(_call(app, key, stream=stream, events=events))
@@ -226,10 +240,17 @@ async def test_a_slow_recorder_does_not_hold_the_answer_and_the_record_lands(
             assert b"three" in seen.body
         else:
             assert orjson.loads(seen.body)["choices"][0]["message"]["content"] == "one two three"
-        # the whole answer was out before the (0.3 s) recording finished, and well before it
-        assert events.index("response complete") < events.index("recorded " + rid)
-        assert answered_after < 0.25
+        # journaled before the answer completed; observed after it, by the time the app returned
+        assert events == ["recorded " + rid, "response complete", "observed " + rid]
+        assert answered_after < 0.25  # not held for the observer's 0.3 s
         assert await _landed(gw, [rid]) == [rid]
+        body, _ = render_metrics(gw.metrics, "text/plain")
+        counted = [
+            ln
+            for ln in body.decode().splitlines()
+            if ln.startswith("bastion_requests_total{") and 'model="gpt-4.1"' in ln
+        ]
+        assert len(counted) == 1 and counted[0].endswith(" 1.0")  # observed once
     finally:
         await gw.aclose()
 
@@ -259,22 +280,16 @@ async def test_streams_keep_their_upstream_connection(tmp_path: Path, upstream: 
         st.tuples(st.booleans(), st.sampled_from([0.0, 0.01, 0.05])), min_size=1, max_size=4
     )
 )
-def test_every_answer_precedes_its_record_and_every_record_lands_once(
+def test_each_call_is_journaled_before_its_answer_and_observed_after_it(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     calls: list[tuple[bool, float]],
 ) -> None:
-    """Any mix of unary and streamed calls, with any recording delay: each client has its whole
-    answer before its call is recorded, each call is recorded exactly once, and consecutive
-    calls share one upstream connection."""
+    """Any mix of unary and streamed calls, with any observer delay: each call is journaled
+    before its answer completes and observed after it, each exactly once, every record lands
+    once, and consecutive calls share one upstream connection."""
     events: list[str] = []
     delays = iter([d for _, d in calls])
-    original = RecordGuard.after
-
-    async def slow(self: RecordGuard, call: Any, error: BaseException | None) -> None:
-        await asyncio.sleep(next(delays))
-        await original(self, call, error)
-        events.append("recorded " + call.request_id)
 
     async def scenario(tmp: Path) -> None:
         up = Upstream()
@@ -290,7 +305,7 @@ def test_every_answer_precedes_its_record_and_every_record_lands_once(
                 rid = seen.headers["x-request-id"]
                 ids.append(rid)
                 mine = events[mark:]
-                assert mine == ["response complete", "recorded " + rid]
+                assert mine == ["recorded " + rid, "response complete", "observed " + rid]
             assert len(up.peers) == 1
             landed = await _landed(gw, ids)
             assert sorted(landed) == sorted(ids) and len(set(landed)) == len(ids)
@@ -299,5 +314,5 @@ def test_every_answer_precedes_its_record_and_every_record_lands_once(
             await up.stop()
 
     with monkeypatch.context() as m:
-        m.setattr(RecordGuard, "after", slow)
+        _watch(m, events, delays)
         asyncio.run(scenario(tmp_path_factory.mktemp("after")))

@@ -193,6 +193,7 @@ class AccessGuard:
     """After-phase only: one line per finished call; a bug here never fails the call."""
 
     name = "access_log"
+    after_send = True  # only reads the finished call: may run once the response is out
 
     def __init__(self, access: AccessLog) -> None:
         self._access = access

@@ -406,6 +406,7 @@ class MetricsGuard:
     """Counts each finished call; a bug here is logged, never allowed to fail the call."""
 
     name = "metrics"
+    after_send = True  # only reads the finished call: may run once the response is out
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics

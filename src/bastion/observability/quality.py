@@ -44,6 +44,7 @@ class OnlineQuality:
     """After-hook plus a background scorer; ``summary()`` feeds the dashboard."""
 
     name = "online_quality"
+    after_send = True  # only reads the finished call: may run once the response is out
 
     def __init__(
         self,

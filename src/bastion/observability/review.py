@@ -253,6 +253,7 @@ class ReviewGuard:
     """Queues each sampled or flagged call once, its text scrubbed and truncated first."""
 
     name = "review"
+    after_send = True  # only reads the finished call: may run once the response is out
 
     def __init__(
         self,

@@ -472,6 +472,7 @@ class TracingGuard:
     """Emits the call's spans once it has ended; a tracing fault never fails the call."""
 
     name = "tracing"
+    after_send = True  # only reads the finished call: may run once the response is out
 
     def __init__(self, tracing: Tracing) -> None:
         self._tracing = tracing
