@@ -449,10 +449,12 @@ class StreamRelay:
             keep = after is not None and self.watcher.finished and error is None
             if not keep:
                 await self._resp.aclose()
-            await self._on_end(error)
-            if keep:
-                assert after is not None
-                after.defer(partial(drain_and_close, self._it, self._resp.aclose))
+            try:
+                await self._on_end(error)
+            finally:  # the response is closed whatever settling did
+                if keep:
+                    assert after is not None
+                    after.defer(partial(drain_and_close, self._it, self._resp.aclose))
 
 
 def _usage_only(data: bytes) -> bool:
