@@ -41,8 +41,8 @@ class CostMeter:
             return a.reserved_usd
         if price is None:
             return 0.0
-        last = call.attempts[-1] is a
-        return price.cost(call.usage if last else Usage(input_tokens=call.body_bytes // 4))
+        answered = _answering(call) is a  # else a cancelled hedge or a cut part carried on
+        return price.cost(call.usage if answered else Usage(input_tokens=call.body_bytes // 4))
 
     async def after(self, call: Call, error: BaseException | None) -> None:
         answer = _answering(call)
