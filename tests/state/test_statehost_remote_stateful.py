@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from bastion.errors import StateUnavailable
-from bastion.state import BreakerPolicy, Cap, CounterStore, MemoryCounterStore
+from bastion.state import BreakerPolicy, Cap, CounterStore, MemoryCounterStore, Usage
 from bastion.state.host import StateHost
 from bastion.state.plan import AllowBreaker, Charge, Incr, RecordBreaker, Reserve, Settle, Take
 from bastion.state.remote import RemoteCounterStore
@@ -230,8 +230,8 @@ async def test_a_host_that_goes_away_fails_calls_closed_and_the_client_reconnect
         with pytest.raises(StateUnavailable):
             await remote.usage("c")  # down: no answer from a stale connection
         host2 = await _host(path)
-        usage = await remote.usage("c")  # reconnected, to a host that starts empty
-        assert usage.total == 0.0
+        usage = await remote.usage("c")  # reconnected, to a host that starts empty...
+        assert usage == Usage(0.0, 1.0)  # ...and got this worker's live hold back
         await remote.close()
         with pytest.raises(StateUnavailable):
             await remote.ping()  # closed stays closed

@@ -18,7 +18,9 @@ On SIGTERM (the supervisor sends it once every worker has exited) it stops liste
 closes the store, which flushes the snapshot. It asks the kernel for a SIGTERM should the
 supervisor die. A crash (SIGKILL) loses what a crash of a single embedded gateway loses (see
 ``state/memory.py``): the last flush interval of counters, and the live reservations, buckets
-and breakers; the supervisor restarts it, and meanwhile the workers' calls fail closed.
+and breakers; the supervisor restarts it, and meanwhile the workers' calls fail closed. The
+reservations come back: each worker restores its own on a new host (``hello`` answers this
+host's random id, so a worker tells a restart from a broken connection; ``state/remote.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class StateHost:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # told to each worker on connecting ("hello"): a new id means a new host, one that
+        # holds none of the reservations its predecessor did, so the worker restores its own
+        self.instance = os.urandom(8).hex()
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -104,9 +109,12 @@ class StateHost:
     async def _answer(self, message: list[Any], writer: asyncio.StreamWriter) -> None:
         rid, method, args = message[0], message[1], message[2]
         try:
-            if method not in METHODS or not isinstance(args, list):
+            if method == "hello":
+                result: Any = self.instance
+            elif method not in METHODS or not isinstance(args, list):
                 raise TypeError(f"not a counter store call: {method!r}")
-            result = await getattr(self.store, method)(*(decode(a) for a in args))
+            else:
+                result = await getattr(self.store, method)(*(decode(a) for a in args))
             reply = frame([rid, 0, encode(result)])
         except ValueError as exc:  # WireError too: the caller's bug, as in process
             reply = frame([rid, 1, "value", str(exc)])

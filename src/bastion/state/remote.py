@@ -8,7 +8,12 @@ many are in flight at once, and the one reader task hands each answer to its cal
 An outage fails closed exactly as Redis does: a host that is down, a connection that breaks
 (every call in flight on it), or an answer later than ``timeout_seconds`` raises
 ``StateUnavailable``; the next call reconnects. A call cut off this way may or may not have
-been applied, as with a Redis command whose answer was lost. ``ValueError`` and ``TypeError``
+been applied, as with a Redis command whose answer was lost.
+
+A host that dies and is restarted keeps no live reservation, but the calls holding them run on
+in the workers: each worker remembers the holds it took (until settled, released or past their
+lease) and, when it reaches a new host (its ``hello`` id changed), gives them back before any
+other call of its own; with holds open it reconnects as soon as a connection breaks. ``ValueError`` and ``TypeError``
 (a caller's bug) come back as themselves. ``close()`` drops this worker's connection only: the
 host persists and closes the counters itself, after the workers.
 
@@ -23,7 +28,10 @@ import contextlib
 import itertools
 import socket
 import struct
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.errors import StateUnavailable
@@ -39,6 +47,7 @@ from bastion.state.base import (
     TakeResult,
     Usage,
 )
+from bastion.state.plan import Reserve, Settle
 
 if TYPE_CHECKING:
     from bastion.state.plan import AdmitOp, AdmitResult, FinishAnswer, FinishOp
@@ -56,10 +65,16 @@ def url_for(path: str) -> str:
 class _Conn:
     """One connection: its writer, the reader task, and the calls awaiting an answer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self.writer = writer
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.closed = False
+        self.on_close = on_close
         self.task = asyncio.create_task(self._read(reader), name="bastion-statehost-reader")
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -86,12 +101,14 @@ class _Conn:
 
     def fail(self, why: str) -> None:
         """Close, failing every call still waiting (closed: they fail closed)."""
-        self.closed = True
+        was_open, self.closed = not self.closed, True
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(StateUnavailable(why))
         self.writer.close()
+        if was_open:
+            self.on_close()
 
 
 def _error(kind: str, message: str) -> Exception:
@@ -100,6 +117,31 @@ def _error(kind: str, message: str) -> Exception:
     if kind == "type":
         return TypeError(message)
     return StateUnavailable(message)
+
+
+# a restored hold is never refused: the spend it stands for is already under way
+_NO_LIMIT: Final = sys.float_info.max
+_REVIVE_FIRST_S: Final = 0.05
+_REVIVE_MAX_S: Final = 0.25
+_PRUNE_AT: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A reservation this worker holds on the host: what to restore on a new host."""
+
+    caps: tuple[Cap, ...]
+    amount: float
+    since: float  # time.monotonic() when reserved
+    lease: float
+
+    def restore(self, rid: str, now: float) -> tuple[str, list[Cap], float, float] | None:
+        """``reserve`` arguments holding the rest of it (None once its lease is over)."""
+        age = now - self.since
+        if age >= self.lease:
+            return None
+        caps = [Cap(c.key, _NO_LIMIT, max(c.ttl_seconds - age, 1.0)) for c in self.caps]
+        return rid, caps, self.amount, self.lease - age
 
 
 class RemoteCounterStore:
@@ -115,6 +157,9 @@ class RemoteCounterStore:
         self._connecting = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._held: dict[str, _Held] = {}
+        self._host_id: str | None = None
+        self._revive: asyncio.Task[None] | None = None
 
     async def _connection(self) -> _Conn:
         conn = self._conn
@@ -134,11 +179,67 @@ class RemoteCounterStore:
                 raise StateUnavailable(
                     f"the state host is unreachable ({type(exc).__name__})"
                 ) from exc
-            self._conn = _Conn(reader, writer)
-            return self._conn
+            conn = _Conn(reader, writer, self._broken)
+            try:
+                await self._greet(conn)
+            except BaseException:
+                conn.fail("the state host connection failed while restoring reservations")
+                raise
+            self._conn = conn
+            return conn
+
+    async def _greet(self, conn: _Conn) -> None:
+        """Learn which host this is; a new one (a restart) gets this worker's live holds back.
+
+        A restarted host starts with no reservations, yet the calls that hold them are still
+        running here: without them it would admit new calls into their room and drop their
+        settles (spend never counted). Each comes back at its amount for the rest of its lease,
+        before any other call of this worker reaches the new host. The same host (a connection
+        that merely broke) keeps its own: restoring there could count a settle twice.
+        """
+        host_id = await self._send(conn, "hello")
+        if self._host_id is not None and host_id != self._host_id:
+            now = time.monotonic()
+            restores = []
+            for rid, held in list(self._held.items()):
+                args = held.restore(rid, now)
+                if args is None:
+                    del self._held[rid]  # its lease is over: the host would drop it too
+                else:
+                    restores.append(self._send(conn, "reserve", *args))
+            await asyncio.gather(*restores)
+        self._host_id = host_id
+
+    def _broken(self) -> None:
+        """A connection broke: with holds to restore, reconnect now rather than at a next call."""
+        if self._closed or not self._held or (self._revive and not self._revive.done()):
+            return
+        self._revive = asyncio.get_running_loop().create_task(
+            self._reconnect(), name="bastion-statehost-revive"
+        )
+
+    async def _reconnect(self) -> None:
+        delay = _REVIVE_FIRST_S
+        while not self._closed and self._held:
+            await asyncio.sleep(delay)
+            try:
+                await self._connection()
+            except StateUnavailable:
+                delay = min(delay * 2, _REVIVE_MAX_S)
+                continue
+            return
+
+    def _hold(self, rid: str, caps: Sequence[Cap], amount: float, lease: float) -> None:
+        if len(self._held) >= _PRUNE_AT:  # holds whose call never settled (it died): drop
+            now = time.monotonic()
+            for old in [r for r, h in self._held.items() if now - h.since >= h.lease]:
+                del self._held[old]
+        self._held.setdefault(rid, _Held(tuple(caps), amount, time.monotonic(), lease))
 
     async def _call(self, method: str, *args: Any) -> Any:
-        conn = await self._connection()
+        return await self._send(await self._connection(), method, *args)
+
+    async def _send(self, conn: _Conn, method: str, *args: Any) -> Any:
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         data = frame([rid, method, [encode(a) for a in args]])
@@ -165,13 +266,19 @@ class RemoteCounterStore:
         result: ReserveResult = await self._call(
             "reserve", reservation_id, list(caps), amount, lease_seconds
         )
+        if result.ok:
+            self._hold(reservation_id, caps, amount, lease_seconds)
         return result
 
     async def settle(self, reservation_id: str, actual: float) -> bool:
-        return bool(await self._call("settle", reservation_id, actual))
+        done = bool(await self._call("settle", reservation_id, actual))
+        self._held.pop(reservation_id, None)  # answered: the host has it (or it was over)
+        return done
 
     async def release(self, reservation_id: str) -> bool:
-        return bool(await self._call("release", reservation_id))
+        done = bool(await self._call("release", reservation_id))
+        self._held.pop(reservation_id, None)
+        return done
 
     async def usage(self, cap_key: str) -> Usage:
         result: Usage = await self._call("usage", cap_key)
@@ -251,10 +358,17 @@ class RemoteCounterStore:
 
     async def admit(self, ops: Sequence[AdmitOp]) -> AdmitResult:
         result: AdmitResult = await self._call("admit", list(ops))
+        if result.ok:
+            for op in ops:
+                if isinstance(op, Reserve):
+                    self._hold(op.reservation_id, op.caps, op.amount, op.lease_seconds)
         return result
 
     async def finish(self, ops: Sequence[FinishOp]) -> tuple[FinishAnswer, ...]:
         result: tuple[FinishAnswer, ...] = await self._call("finish", list(ops))
+        for op in ops:
+            if isinstance(op, Settle):
+                self._held.pop(op.reservation_id, None)
         return result
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -265,6 +379,8 @@ class RemoteCounterStore:
     async def close(self) -> None:
         """Drop this worker's connection (the host keeps, persists and closes the counters)."""
         self._closed = True
+        if self._revive is not None:
+            self._revive.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.fail("counter store is closed")
