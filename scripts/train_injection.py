@@ -77,6 +77,17 @@ VERSION = "injection-lr-2026.12.04b"
 RESTRICTED = ("tatsu-lab/stanford_alpaca@", "HumanCompatibleAI/tensor-trust-data@")
 VAL_SHARE = 0.15
 KINDS = ("jailbreak", "direct", "indirect", "benign", "hard_negative")
+# Template families: many rows share one template (adaptive-attack / random-search prompts,
+# AutoDAN, GPTFuzz), and the corpus's dev split keeps a template on one side, so whole files
+# go to dev. With ``--family-split`` the validation split does the same: for these the file is
+# the group, drawn from the family (the folder up to the marker) as its stratum.
+FAMILIES = (
+    "jailbreak_artifacts/",
+    "prompt_with_random_search/",
+    "adaptive_attacks/",
+    "autodan/",
+    "GPTFuzz",
+)
 
 Example = tuple[list[tuple[str, float]], int, float]
 
@@ -97,8 +108,18 @@ def vector(unit_feats: list[Counter[str]]) -> list[tuple[str, float]]:
     return [(f, k * norm) for f, k in sorted(total.items())]
 
 
-def attack_units(rows: list[dict[str, Any]], benign: set[str]) -> dict[int, set[int]]:
-    """Row index -> indices of its units that are the inserted instruction (indirect rows)."""
+def attack_units(
+    rows: list[dict[str, Any]], benign: set[str], blocks: bool = False
+) -> dict[int, set[int]]:
+    """Row index -> indices of its units that are the inserted instruction (indirect rows).
+
+    By its closest sibling (the row built on the same document that shares most units): the
+    units it does not share, and that no benign text has, are the attack (at most 6). With
+    ``blocks`` (``--locate-blocks``), a constructed row (``context_source``) left over is then
+    located when the units no benign text has form one block of at most ``_BLOCK`` units and
+    everything around the block is benign text (a multi-line code attack), and last by the
+    attack units already located in other rows (one instruction is inserted into many
+    documents): 3,489 of the 3,605 indirect train rows instead of 2,979."""
     ind = [i for i, r in enumerate(rows) if r["kind"] == "indirect"]
     unit_lists = {i: [u.strip() for u in units(rows[i]["text"])] for i in ind}
     postings: dict[str, list[int]] = defaultdict(list)
@@ -127,11 +148,38 @@ def attack_units(rows: list[dict[str, Any]], benign: set[str]) -> dict[int, set[
         }
         if (partner_units or len(mine) <= WINDOW) and idx and len(idx) <= 6:
             out[i] = idx
+        elif blocks and idx and "context_source" in rows[i]:
+            block = _block(idx, len(mine))
+            rest = [u for n, u in enumerate(mine) if n not in block]
+            if block and all(u in benign or u in partner_units for u in rest):
+                out[i] = block
+    seen = {unit_lists[i][n] for i, idx in out.items() for n in idx} - benign if blocks else set()
+    for i in ind:
+        if seen and i not in out and "context_source" in rows[i]:
+            block = _block(
+                {n for n, u in enumerate(unit_lists[i]) if u in seen}, len(unit_lists[i])
+            )
+            if block:
+                out[i] = block
     return out
 
 
+_BLOCK = 24
+
+
+def _block(idx: set[int], n: int) -> set[int]:
+    """The run of units from the first to the last of ``idx``, if short and not the whole text."""
+    if not idx:
+        return set()
+    lo, hi = min(idx), max(idx) + 1
+    return set(range(lo, hi)) if hi - lo <= _BLOCK and hi - lo < n else set()
+
+
 def examples(
-    rows: list[dict[str, Any]], attacks: dict[int, set[int]], pos_weight: float, start: bool
+    rows: list[dict[str, Any]],
+    attacks: dict[int, set[int]],
+    pos_weight: float,
+    start: bool,
 ) -> list[Example]:
     raw: list[tuple[list[tuple[str, float]], int, str]] = []
     for i, r in enumerate(rows):
@@ -194,19 +242,36 @@ def train(data: list[Example], epochs: int, lr: float, seed: int) -> tuple[dict[
     return w, bias
 
 
-def group(r: dict[str, Any], attacks: dict[int, set[int]], i: int) -> str:
-    """What must not straddle the split: the inserted instruction for indirect rows, else the text."""
+def family(source: str) -> str | None:
+    """The family stratum of a template-family source (its path up to the marker), else None."""
+    for mark in FAMILIES:
+        at = source.find(mark)
+        if at >= 0:
+            return source[: at + len(mark)]
+    return None
+
+
+def group(r: dict[str, Any], attacks: dict[int, set[int]], i: int, families: bool = False) -> str:
+    """What must not straddle the split: the inserted instruction for indirect rows, the file
+    for a template family (with ``families``), else the text."""
+    if families and family(str(r["source"])) is not None:
+        return str(r["source"])
     if i in attacks:
         parts = units(r["text"])
         return "\n".join(parts[n].strip() for n in sorted(attacks[i]))
     return str(r["text"])
 
 
-def validation(rows: list[dict[str, Any]], attacks: dict[int, set[int]], seed: int) -> set[int]:
-    """Row indices of the validation split: ``VAL_SHARE`` of the groups of each (kind, source)."""
+def validation(
+    rows: list[dict[str, Any]], attacks: dict[int, set[int]], seed: int, families: bool = False
+) -> set[int]:
+    """Row indices of the validation split: ``VAL_SHARE`` of the groups of each (kind, source);
+    with ``families``, a template family's files are the groups of one stratum."""
     strata: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, r in enumerate(rows):
-        strata[(r["kind"], r["source"])][group(r, attacks, i)].append(i)
+        source = str(r["source"])
+        stratum = (family(source) if families else None) or source
+        strata[(r["kind"], stratum)][group(r, attacks, i, families)].append(i)
     out: set[int] = set()
     taken: set[str] = set()
     for key in sorted(strata):
@@ -262,6 +327,13 @@ def main() -> None:
     ap.add_argument("--pos-weight", type=float, default=0.5)
     ap.add_argument("--min-df", type=int, default=2)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--shuffle-seed", type=int, help="training shuffle seed (default: --seed)")
+    ap.add_argument(
+        "--family-split", action="store_true", help="template families split by file, as dev"
+    )
+    ap.add_argument(
+        "--locate-blocks", action="store_true", help="also locate multi-unit inserted blocks"
+    )
     args = ap.parse_args()
     start = not args.no_start
     t0 = time.perf_counter()
@@ -269,9 +341,9 @@ def main() -> None:
     if not args.all_sources:
         rows = [r for r in rows if not str(r["source"]).startswith(RESTRICTED)]
     benign = {u.strip() for r in rows if r["label"] == 0 for u in units(r["text"])}
-    attacks = attack_units(rows, benign)
+    attacks = attack_units(rows, benign, args.locate_blocks)
     print(f"{len(rows)} rows; inserted instruction located in {len(attacks)} indirect rows")
-    val = validation(rows, attacks, args.seed)
+    val = validation(rows, attacks, args.seed, args.family_split)
     test = [r for i, r in enumerate(rows) if i in val]
     index = [i for i in range(len(rows)) if i not in val]
     rows = [rows[i] for i in index]
@@ -282,7 +354,8 @@ def main() -> None:
         df.update(set(features(tokens(r["text"]), start)))
     data = examples(rows, attacks, args.pos_weight, start)
     print(f"{len(data)} training spans ({time.perf_counter() - t0:.0f} s)", flush=True)
-    w, bias = train(data, args.epochs, args.lr, args.seed)
+    shuffle = args.seed if args.shuffle_seed is None else args.shuffle_seed
+    w, bias = train(data, args.epochs, args.lr, shuffle)
     kept = {f: v for f, v in w.items() if df[f] >= args.min_df and abs(v) >= 1e-3}
     model = InjectionClassifier(kept, bias, version=VERSION, start=start)
     blob = model.to_json()
