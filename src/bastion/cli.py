@@ -88,7 +88,7 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
     workers: Annotated[
         int,
-        typer.Option(help="worker processes on one port (on Redis state, or on the embedded state through a state host process)"),
+        typer.Option(help="worker processes on one port (Redis, or embedded through a state host)"),
     ] = 1,
     reuse_port: Annotated[
         bool | None,
