@@ -143,7 +143,7 @@ def features(
 
 
 def hashed(feats: Iterable[str]) -> list[int]:
-    return [zlib.crc32(f.encode()) & MASK for f in feats]
+    return [zlib.crc32(f.encode("utf-8", "surrogatepass")) & MASK for f in feats]
 
 
 def context(text: str, start: int, end: int) -> tuple[bool, list[str], list[str]]:
@@ -219,12 +219,12 @@ class Model:
             get = weights.table.get
             tot = 0
             for f in feats:
-                tot += get(crc(f.encode()) & MASK, _NONE)
+                tot += get(crc(f.encode("utf-8", "surrogatepass")) & MASK, _NONE)
             return unpack(tot, len(feats))
         s0 = s1 = s2 = 0.0
         fget = weights.get
         for f in feats:
-            w = fget(crc(f.encode()) & MASK)
+            w = fget(crc(f.encode("utf-8", "surrogatepass")) & MASK)
             if w is not None:
                 s0 += w[0]
                 s1 += w[1]
