@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -199,3 +200,57 @@ def test_after_any_restarts_the_host_holds_exactly_the_open_reservations(
             shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
+
+
+async def test_a_restarted_host_holds_new_reservations_back_while_the_holds_come_back(
+    sock: str,
+) -> None:
+    host = await _host(sock)
+    worker_a = RemoteCounterStore(sock, timeout_seconds=1.0)
+    worker_b = RemoteCounterStore(sock, timeout_seconds=1.0)
+    try:
+        assert (await worker_a.reserve("a1", [CAP], 0.8, 60.0)).ok
+        await host.stop()
+        await worker_a.close()  # A cannot reconnect yet: B reaches the new host first
+        worker_a = RemoteCounterStore(sock, timeout_seconds=1.0)
+        worker_a._held = {"a1": _held(0.8)}
+        worker_a._host_id = "the dead host"
+        host = StateHost(MemoryCounterStore(), sock, hold_new_seconds=5.0, workers=2)
+        await host.start()
+        # worker B must not spend A's room: a new reservation (alone or in a batch) fails
+        # closed until every worker said it is ready (reads are answered)
+        with pytest.raises(StateUnavailable, match="restoring"):
+            await worker_b.reserve("b1", [CAP], 0.5, 60.0)
+        with pytest.raises(StateUnavailable, match="restoring"):
+            await worker_b.admit([Reserve("b1", (CAP,), 0.5, 60.0)])
+        assert (await worker_b.usage(CAP.key)).reserved == 0.0
+        assert host.holding()
+        await worker_a.ping()  # A reconnects: its hold back, then ready: the hold ends early
+        assert not host.holding()
+        assert (await worker_b.usage(CAP.key)).reserved == pytest.approx(0.8)
+        assert not (await worker_b.reserve("b1", [CAP], 0.5, 60.0)).ok
+        assert (await worker_b.reserve("b2", [CAP], 0.2, 60.0)).ok
+    finally:
+        await worker_a.close()
+        await worker_b.close()
+        await host.stop()
+
+
+async def test_the_hold_ends_by_its_clock_when_a_worker_never_comes_back(sock: str) -> None:
+    host = StateHost(MemoryCounterStore(), sock, hold_new_seconds=0.3, workers=2)
+    await host.start()
+    worker = RemoteCounterStore(sock, timeout_seconds=1.0)
+    try:
+        with pytest.raises(StateUnavailable, match="restoring"):
+            await worker.reserve("r", [CAP], 0.5, 60.0)
+        await asyncio.sleep(0.35)
+        assert (await worker.reserve("r", [CAP], 0.5, 60.0)).ok
+    finally:
+        await worker.close()
+        await host.stop()
+
+
+def _held(amount: float) -> Any:
+    from bastion.state.remote import _Held
+
+    return _Held((CAP,), amount, time.monotonic(), 60.0)

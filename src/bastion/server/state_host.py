@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..state._wire import HEADER, frame
-from ..state.remote import ping_sync, url_for
+from ..state.remote import ask_sync, ping_sync, url_for
 from .worker_ping import WorkerPing, _Pending
 
 __all__ = ["HostFailed", "HostPing", "StateHostProcess", "embedded"]
@@ -34,6 +34,9 @@ __all__ = ["HostFailed", "HostPing", "StateHostProcess", "embedded"]
 _START_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
+# after a restart, new reservations wait this long for the workers to give back their holds
+# (each reconnects within ~0.25 s of the new socket; state/remote.py)
+_RESTORE_GRACE_S = 2.0
 
 
 _PING = frame([0, "ping", []])
@@ -99,12 +102,20 @@ class StateHostProcess:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self) -> None:
-        """Start the host and wait until it answers a ping; ``HostFailed`` if it does not."""
+    def start(self, *, restart: bool = False, workers: int = 0) -> None:
+        """Start the host and wait until it answers a ping; ``HostFailed`` if it does not.
+
+        A ``restart`` holds new reservations back for a moment: the dead host's are still
+        running in the workers, which give them back to the new one (``state/remote.py``).
+        It ends once the ``workers`` have (each says "ready"), at most ``_RESTORE_GRACE_S``;
+        this waits for that, so the restart is logged when the host admits again.
+        """
         argv = [
             sys.executable, "-m", "bastion.state.host", "--url", self.url, "--socket",
             self.socket, "--prefix", self.prefix, "--parent", str(os.getpid()),
         ]  # fmt: skip
+        if restart:
+            argv += ["--hold-new-seconds", str(_RESTORE_GRACE_S), "--workers", str(workers)]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)  # a dead predecessor's: its ping must not pass for ours
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -116,6 +127,10 @@ class StateHostProcess:
             if time.monotonic() > deadline:
                 self.kill()
                 raise HostFailed(f"the state host did not answer within {_START_TIMEOUT_S:g}s")
+            time.sleep(_POLL_S)
+        while restart and ask_sync(self.socket, "holding", 1.0)[1] is True:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                break  # its own clock ends the hold; a death is the supervisor's next find
             time.sleep(_POLL_S)
 
     def exited(self) -> int | None:

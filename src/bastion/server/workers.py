@@ -350,13 +350,13 @@ class Supervisor:
                 self._restart(w, f"exited unexpectedly with {code}")
         return self._drain()
 
-    def _start_host(self) -> None:
+    def _start_host(self, *, restart: bool = False) -> None:
         assert self._host is not None
         if self._host_ping is not None:
             self._host_ping.close()
             self._host_ping = None
         try:
-            self._host.start()
+            self._host.start(restart=restart, workers=len(self._workers))
         except HostFailed as exc:
             raise WorkersFailed(str(exc)) from exc
         srv = self.cfg.server
@@ -392,7 +392,7 @@ class Supervisor:
                 f"the state host (pid {old}) {why}; {self._restarts.limit} restarts in "
                 f"{self._restarts.window:g}s already, giving up"
             )
-        self._start_host()
+        self._start_host(restart=True)
         self._echo(f"bastion: the state host (pid {old}) {why}; restarted as pid {host.pid}\n")
 
     @staticmethod

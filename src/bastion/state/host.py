@@ -32,11 +32,12 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, StateUnavailable
 from bastion.state import CounterStore, open_state
 from bastion.state._wire import (
     HEADER,
@@ -53,15 +54,26 @@ __all__ = ["StateHost", "main"]
 
 log = logging.getLogger("bastion.state.host")
 
+_OWN = frozenset({"hello", "ready", "holding"})
+
 _PR_SET_PDEATHSIG = 1
 
 
 class StateHost:
     """Serve ``store`` on the Unix socket ``path`` until ``stop()``."""
 
-    def __init__(self, store: CounterStore, path: str) -> None:
+    def __init__(
+        self, store: CounterStore, path: str, *, hold_new_seconds: float = 0.0, workers: int = 0
+    ) -> None:
         self.store = store
         self.path = path
+        # a restarted host: new reservations (reserve, admit) fail closed this long after it
+        # listens, while the workers give back the holds their running calls still have, or
+        # until ``workers`` connections said "ready" (each has given its holds back)
+        self._hold_new = hold_new_seconds
+        self._hold_until = 0.0
+        self._workers = workers
+        self._ready: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -76,6 +88,7 @@ class StateHost:
             self._serve, self.path, limit=MAX_FRAME + HEADER.size
         )
         os.chmod(self.path, 0o600)
+        self._hold_until = time.monotonic() + self._hold_new
 
     async def stop(self) -> None:
         """Stop listening, drop the connections, then close (and flush) the store."""
@@ -109,10 +122,14 @@ class StateHost:
     async def _answer(self, message: list[Any], writer: asyncio.StreamWriter) -> None:
         rid, method, args = message[0], message[1], message[2]
         try:
-            if method == "hello":
-                result: Any = self.instance
-            elif method not in METHODS or not isinstance(args, list):
+            if method in _OWN:
+                result: Any = self._own(method, writer)
+            elif method not in METHODS | {"restore"} or not isinstance(args, list):
                 raise TypeError(f"not a counter store call: {method!r}")
+            elif method == "restore":  # a worker's live hold, from before this host started
+                result = await self.store.reserve(*(decode(a) for a in args))
+            elif method in ("reserve", "admit") and self.holding():
+                raise StateUnavailable("the state host restarted: restoring reservations")
             else:
                 result = await getattr(self.store, method)(*(decode(a) for a in args))
             reply = frame([rid, 0, encode(result)])
@@ -128,6 +145,21 @@ class StateHost:
         if not writer.is_closing():
             writer.write(reply)
 
+    def holding(self) -> bool:
+        """Whether new reservations still wait for the workers' holds (after a restart)."""
+        return time.monotonic() < self._hold_until
+
+    def _own(self, method: str, writer: asyncio.StreamWriter) -> Any:
+        """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``."""
+        if method == "hello":
+            return self.instance
+        if method == "ready":
+            self._ready.add(writer)
+            if 0 < self._workers <= len(self._ready):
+                self._hold_until = 0.0
+            return None
+        return self.holding()
+
 
 def _die_with_parent(parent: int) -> None:
     """SIGTERM when the supervisor dies, so the host never outlives it (Linux only)."""
@@ -140,12 +172,14 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _serve(url: str, path: str, prefix: str) -> None:
+async def _serve(url: str, path: str, prefix: str, hold_new_seconds: float, workers: int) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    host = StateHost(open_state(url, prefix=prefix), path)
+    host = StateHost(
+        open_state(url, prefix=prefix), path, hold_new_seconds=hold_new_seconds, workers=workers
+    )
     await host.store.ping()  # load the file before answering: a bad file fails the start
     await host.start()
     try:
@@ -171,6 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--socket", required=True, help="where to serve (in a private directory)")
     p.add_argument("--prefix", default="bastion")
     p.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    p.add_argument(
+        "--hold-new-seconds",
+        type=float,
+        default=0.0,
+        help="a restart: refuse new reservations this long while the workers restore theirs",
+    )
+    p.add_argument("--workers", type=int, default=0, help="end that hold once this many are ready")
     args = p.parse_args(argv)
     _die_with_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -179,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the state host serves embedded state only, not {scheme}://", file=sys.stderr)
         return 2
     try:
-        _run(_serve(args.url, args.socket, args.prefix))
+        _run(_serve(args.url, args.socket, args.prefix, args.hold_new_seconds, args.workers))
     except (ConfigError, BastionError) as exc:
         print(f"error: state host: {exc}", file=sys.stderr)
         return 2

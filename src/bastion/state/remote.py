@@ -52,7 +52,7 @@ from bastion.state.plan import Reserve, Settle
 if TYPE_CHECKING:
     from bastion.state.plan import AdmitOp, AdmitResult, FinishAnswer, FinishOp
 
-__all__ = ["SCHEME", "RemoteCounterStore", "ping_sync", "url_for"]
+__all__ = ["SCHEME", "RemoteCounterStore", "ask_sync", "ping_sync", "url_for"]
 
 SCHEME: Final = "statehost"
 
@@ -123,6 +123,7 @@ def _error(kind: str, message: str) -> Exception:
 _NO_LIMIT: Final = sys.float_info.max
 _REVIVE_FIRST_S: Final = 0.05
 _REVIVE_MAX_S: Final = 0.25
+_REVIVE_IDLE_S: Final = 30.0
 _PRUNE_AT: Final = 4096
 
 
@@ -206,13 +207,15 @@ class RemoteCounterStore:
                 if args is None:
                     del self._held[rid]  # its lease is over: the host would drop it too
                 else:
-                    restores.append(self._send(conn, "reserve", *args))
+                    restores.append(self._send(conn, "restore", *args))
             await asyncio.gather(*restores)
         self._host_id = host_id
+        await self._send(conn, "ready")  # a restarted host holds new reservations until then
 
     def _broken(self) -> None:
-        """A connection broke: with holds to restore, reconnect now rather than at a next call."""
-        if self._closed or not self._held or (self._revive and not self._revive.done()):
+        """A connection broke: reconnect now rather than at a next call, so a restarted host
+        gets this worker's holds back (and its "ready") at once."""
+        if self._closed or (self._revive and not self._revive.done()):
             return
         self._revive = asyncio.get_running_loop().create_task(
             self._reconnect(), name="bastion-statehost-revive"
@@ -220,7 +223,8 @@ class RemoteCounterStore:
 
     async def _reconnect(self) -> None:
         delay = _REVIVE_FIRST_S
-        while not self._closed and self._held:
+        give_up = time.monotonic() + _REVIVE_IDLE_S  # holding nothing, a next call reconnects
+        while not self._closed and (self._held or time.monotonic() < give_up):
             await asyncio.sleep(delay)
             try:
                 await self._connection()
@@ -391,17 +395,24 @@ class RemoteCounterStore:
 
 def ping_sync(path: str, timeout: float) -> bool:
     """Whether a state host answers a ping at ``path`` within ``timeout`` (blocking; no loop)."""
+    return ask_sync(path, "ping", timeout) == (True, None)
+
+
+def ask_sync(path: str, method: str, timeout: float) -> tuple[bool, Any]:
+    """(answered, value) of an argument-less call to the host at ``path`` (blocking; no loop)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(frame([0, "ping", []]))
+            sock.sendall(frame([0, method, []]))
             head = _recv_exactly(sock, HEADER.size)
             (size,) = HEADER.unpack(head)
             message = unframe(_recv_exactly(sock, size))
+            if message[0] == 0 and message[1] == 0:
+                return True, decode(message[2])
     except (OSError, WireError, struct.error):
-        return False
-    return bool(message[0] == 0 and message[1] == 0)
+        pass
+    return False, None
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
