@@ -73,6 +73,8 @@ class _Conn:
     ) -> None:
         self.writer = writer
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        # calls whose caller stopped waiting (timeout, cancel): what to do with a late answer
+        self.orphans: dict[int, Callable[[Any], None]] = {}
         self.closed = False
         self.on_close = on_close
         self.task = asyncio.create_task(self._read(reader), name="bastion-statehost-reader")
@@ -86,8 +88,11 @@ class _Conn:
                     raise WireError(f"frame of {size} bytes")
                 message = unframe(await reader.readexactly(size))
                 fut = self.pending.pop(message[0], None)
-                if fut is None or fut.done():
-                    continue  # its caller timed out
+                if fut is None or fut.done():  # its caller timed out or was cancelled
+                    late = self.orphans.pop(message[0], None)
+                    if late is not None and message[1] == 0:
+                        late(decode(message[2]))
+                    continue
                 if message[1] == 0:
                     fut.set_result(decode(message[2]))
                 else:
@@ -257,10 +262,36 @@ class RemoteCounterStore:
             async with asyncio.timeout(self._timeout):
                 return await fut
         except TimeoutError as exc:
-            conn.pending.pop(rid, None)
+            self._orphan(conn, rid, method, args)
             raise StateUnavailable(
                 f"the state host did not answer {method} within {self._timeout:g}s"
             ) from exc
+        except asyncio.CancelledError:
+            self._orphan(conn, rid, method, args)
+            raise
+
+    def _orphan(self, conn: _Conn, rid: int, method: str, args: tuple[Any, ...]) -> None:
+        """A call its caller no longer waits for. A reservation it grants all the same (the
+        host applied it late) belongs to a call that failed closed and will never settle it:
+        give it back when the answer comes, rather than hold the room for its whole lease."""
+        conn.pending.pop(rid, None)
+        if method == "reserve":
+            rids = [args[0]]
+        elif method == "admit":
+            rids = [op.reservation_id for op in args[0] if isinstance(op, Reserve)]
+        else:
+            return
+        rids = [r for r in rids if r not in self._held]  # never a live hold of the same id
+        if rids:
+            conn.orphans[rid] = lambda result: self._give_back(conn, result, rids)
+
+    def _give_back(self, conn: _Conn, result: Any, rids: list[str]) -> None:
+        if not getattr(result, "ok", False) or conn.closed:
+            return  # refused: nothing is held
+        for r in rids:
+            if r not in self._held:  # its answer is read and dropped: no caller waits
+                with contextlib.suppress(OSError, RuntimeError):
+                    conn.writer.write(frame([next(self._ids), "release", [encode(r)]]))
 
     # -- budgets -------------------------------------------------------------------------------
 
