@@ -2,8 +2,11 @@
 
 Counters are written behind, but a flag is an operator's order (the kill switch): the CLI
 and every gateway process on the same file must see a flip within a poll. So flags are
-written through at once and re-read whenever another connection has committed; ``PRAGMA
-data_version`` tells that without reading the table, so an idle poll costs one pragma.
+written through at once and re-read whenever another connection has committed; the
+connection's ``data_version`` tells that. A poll is one statement (the version joined with
+the rows, one read transaction), so it costs one trip to the connection's thread, not the
+four an execute-then-fetch of a pragma and a select took: the rows are decoded only when
+the version moved.
 
 It has its own connection (its own aiosqlite thread): a poll never queues behind a
 write-behind batch, and a WAL reader never waits for a writer.
@@ -21,7 +24,11 @@ from bastion.state._snapshot import Row
 
 __all__ = ["FlagFile"]
 
-_SELECT = "SELECT key, value, meta FROM flags"
+# one row even when the table is empty, so the version always comes back
+_POLL = (
+    "SELECT v.data_version, f.key, f.value, f.meta"
+    " FROM pragma_data_version AS v LEFT JOIN flags AS f"
+)
 
 
 class FlagFile:
@@ -48,17 +55,15 @@ class FlagFile:
         conn = self._connection()
         async with self._lock:
             try:
-                cursor = await conn.execute("PRAGMA data_version")
-                found = await cursor.fetchone()
-                version = None if found is None else int(found[0])
-                if version is not None and version == self._version:
-                    return None
-                cursor = await conn.execute(_SELECT)
-                rows = [tuple(row) for row in await cursor.fetchall()]
+                found = list(await conn.execute_fetchall(_POLL))
             except (sqlite3.Error, OSError) as exc:
                 raise self._unavailable(exc) from exc
+            version = int(found[0][0]) if found else None
+            if version is not None and version == self._version:
+                return None
             self._version = version
-            return rows
+            # meta is NOT NULL in the table: a NULL one is the empty join, not a flag
+            return [tuple(row[1:]) for row in found if row[3] is not None]
 
     async def write(self, key: str, value: str | None, meta: bytes) -> None:
         """Replace one flag's row now (autocommit), so other processes see it at their next poll."""
