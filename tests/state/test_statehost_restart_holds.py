@@ -225,6 +225,11 @@ async def test_a_restarted_host_holds_new_reservations_back_while_the_holds_come
             await worker_b.admit([Reserve("b1", (CAP,), 0.5, 60.0)])
         assert (await worker_b.usage(CAP.key)).reserved == 0.0
         assert host.holding()
+        await worker_b.close()  # B reconnects during the hold: still one worker, not two
+        worker_b._conn = None
+        worker_b._closed = False
+        await worker_b.ping()
+        assert host.holding()
         await worker_a.ping()  # A reconnects: its hold back, then ready: the hold ends early
         assert not host.holding()
         assert (await worker_b.usage(CAP.key)).reserved == pytest.approx(0.8)

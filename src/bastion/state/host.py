@@ -69,11 +69,12 @@ class StateHost:
         self.path = path
         # a restarted host: new reservations (reserve, admit) fail closed this long after it
         # listens, while the workers give back the holds their running calls still have, or
-        # until ``workers`` connections said "ready" (each has given its holds back)
+        # until ``workers`` stores said "ready" (each has given its holds back; by its token,
+        # so a worker that reconnects during the hold is counted once)
         self._hold_new = hold_new_seconds
         self._hold_until = 0.0
         self._workers = workers
-        self._ready: set[asyncio.StreamWriter] = set()
+        self._ready: set[str] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -123,7 +124,7 @@ class StateHost:
         rid, method, args = message[0], message[1], message[2]
         try:
             if method in _OWN:
-                result: Any = self._own(method, writer)
+                result: Any = self._own(method, args)
             elif method not in METHODS | {"restore"} or not isinstance(args, list):
                 raise TypeError(f"not a counter store call: {method!r}")
             elif method == "restore":  # a worker's live hold, from before this host started
@@ -149,12 +150,12 @@ class StateHost:
         """Whether new reservations still wait for the workers' holds (after a restart)."""
         return time.monotonic() < self._hold_until
 
-    def _own(self, method: str, writer: asyncio.StreamWriter) -> Any:
+    def _own(self, method: str, args: Any) -> Any:
         """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``."""
         if method == "hello":
             return self.instance
         if method == "ready":
-            self._ready.add(writer)
+            self._ready.add(str(args[0]))
             if 0 < self._workers <= len(self._ready):
                 self._hold_until = 0.0
             return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import socket
 import struct
 import sys
@@ -166,6 +167,7 @@ class RemoteCounterStore:
         self._held: dict[str, _Held] = {}
         self._host_id: str | None = None
         self._revive: asyncio.Task[None] | None = None
+        self._me = os.urandom(8).hex()  # this store (one per worker), for the host's "ready"
 
     async def _connection(self) -> _Conn:
         conn = self._conn
@@ -215,7 +217,7 @@ class RemoteCounterStore:
                     restores.append(self._send(conn, "restore", *args))
             await asyncio.gather(*restores)
         self._host_id = host_id
-        await self._send(conn, "ready")  # a restarted host holds new reservations until then
+        await self._send(conn, "ready", self._me)  # a restarted host holds new reservations
 
     def _broken(self) -> None:
         """A connection broke: reconnect now rather than at a next call, so a restarted host
