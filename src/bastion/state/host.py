@@ -55,6 +55,10 @@ __all__ = ["StateHost", "main"]
 log = logging.getLogger("bastion.state.host")
 
 _OWN = frozenset({"hello", "ready", "holding"})
+# what a worker gives back to a restarted host: its reservations, its idempotency locks
+_RESTORES = {"restore": "reserve", "restore_idem": "idem_begin"}
+# what waits, after a restart, until they are back (fails closed meanwhile)
+_HELD = frozenset({"reserve", "admit", "idem_begin"})
 
 _PR_SET_PDEATHSIG = 1
 
@@ -125,11 +129,11 @@ class StateHost:
         try:
             if method in _OWN:
                 result: Any = self._own(method, args)
-            elif method not in METHODS | {"restore"} or not isinstance(args, list):
+            elif method not in METHODS | _RESTORES.keys() or not isinstance(args, list):
                 raise TypeError(f"not a counter store call: {method!r}")
-            elif method == "restore":  # a worker's live hold, from before this host started
-                result = await self.store.reserve(*(decode(a) for a in args))
-            elif method in ("reserve", "admit") and self.holding():
+            elif method in _RESTORES:  # a worker's live hold, from before this host started
+                result = await getattr(self.store, _RESTORES[method])(*(decode(a) for a in args))
+            elif method in _HELD and self.holding():
                 raise StateUnavailable("the state host restarted: restoring reservations")
             else:
                 result = await getattr(self.store, method)(*(decode(a) for a in args))

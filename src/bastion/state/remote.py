@@ -43,6 +43,7 @@ from bastion.state.base import (
     BreakerState,
     Cap,
     IdemBegin,
+    IdemOutcome,
     IncrResult,
     ReserveResult,
     TakeResult,
@@ -151,6 +152,24 @@ class _Held:
         return rid, caps, self.amount, self.lease - age
 
 
+@dataclass(frozen=True, slots=True)
+class _Lock:
+    """An idempotency key this worker began (its request runs here): what to restore."""
+
+    fingerprint: str
+    ttl: float
+    lock: float
+    owner: str
+    since: float  # time.monotonic() when begun
+
+    def restore(self, key: str, now: float) -> tuple[str, str, float, float, str] | None:
+        """``idem_begin`` arguments locking it for the rest of its lock (None once over)."""
+        age = now - self.since
+        if age >= self.lock or age >= self.ttl:
+            return None
+        return key, self.fingerprint, self.ttl - age, self.lock - age, self.owner
+
+
 class RemoteCounterStore:
     """The state host's counters, for one worker (see the module docstring)."""
 
@@ -165,6 +184,7 @@ class RemoteCounterStore:
         self._ids = itertools.count(1)
         self._closed = False
         self._held: dict[str, _Held] = {}
+        self._locks: dict[str, _Lock] = {}  # idempotency keys this worker runs (NEW, not done)
         self._host_id: str | None = None
         self._revive: asyncio.Task[None] | None = None
         self._me = os.urandom(8).hex()  # this store (one per worker), for the host's "ready"
@@ -197,7 +217,8 @@ class RemoteCounterStore:
             return conn
 
     async def _greet(self, conn: _Conn) -> None:
-        """Learn which host this is; a new one (a restart) gets this worker's live holds back.
+        """Learn which host this is; a new one (a restart) gets this worker's live holds back
+        (reservations, and the locks of idempotent requests still running here).
 
         A restarted host starts with no reservations, yet the calls that hold them are still
         running here: without them it would admit new calls into their room and drop their
@@ -215,6 +236,12 @@ class RemoteCounterStore:
                     del self._held[rid]  # its lease is over: the host would drop it too
                 else:
                     restores.append(self._send(conn, "restore", *args))
+            for key, lock in list(self._locks.items()):
+                begin = lock.restore(key, now)
+                if begin is None:
+                    del self._locks[key]  # its lock ran out: a retry may take over anyway
+                else:
+                    restores.append(self._send(conn, "restore_idem", *begin))
             await asyncio.gather(*restores)
         self._host_id = host_id
         await self._send(conn, "ready", self._me)  # a restarted host holds new reservations
@@ -231,7 +258,7 @@ class RemoteCounterStore:
     async def _reconnect(self) -> None:
         delay = _REVIVE_FIRST_S
         give_up = time.monotonic() + _REVIVE_IDLE_S  # holding nothing, a next call reconnects
-        while not self._closed and (self._held or time.monotonic() < give_up):
+        while not self._closed and (self._held or self._locks or time.monotonic() < give_up):
             await asyncio.sleep(delay)
             try:
                 await self._connection()
@@ -381,15 +408,26 @@ class RemoteCounterStore:
         result: IdemBegin = await self._call(
             "idem_begin", key, fingerprint, ttl_seconds, lock_seconds, owner
         )
+        if result.outcome is IdemOutcome.NEW:
+            if len(self._locks) >= _PRUNE_AT:  # locks whose request never ended (it died)
+                now = time.monotonic()
+                for old in [k for k, v in self._locks.items() if now - v.since >= v.lock]:
+                    del self._locks[old]
+            lock = _Lock(fingerprint, ttl_seconds, lock_seconds, owner, time.monotonic())
+            self._locks[key] = lock
         return result
 
     async def idem_complete(
         self, key: str, fingerprint: str, response: bytes, ttl_seconds: float
     ) -> bool:
-        return bool(await self._call("idem_complete", key, fingerprint, response, ttl_seconds))
+        done = bool(await self._call("idem_complete", key, fingerprint, response, ttl_seconds))
+        self._locks.pop(key, None)
+        return done
 
     async def idem_abandon(self, key: str, owner: str | None = None) -> bool:
-        return bool(await self._call("idem_abandon", key, owner))
+        done = bool(await self._call("idem_abandon", key, owner))
+        self._locks.pop(key, None)
+        return done
 
     # -- batches -------------------------------------------------------------------------------
 
