@@ -9,8 +9,9 @@ Values are encoded explicitly, never pickled: a decoder builds only the dataclas
 named in ``_TYPES``/``_ENUMS``, field by field, so a peer can make nothing else. JSON alone
 would lose what the store's answers depend on, so these are tagged (one-key objects):
 tuples (``T``), bytes (``b``, base64), floats JSON cannot hold (``f``: inf, -inf, nan),
-dataclasses (``D``: name and fields in order), enums (``E``) and dicts (``M``); lists,
-strings, ints, finite floats, booleans and None are themselves.
+ints orjson cannot hold (``i``: past 64 bits, as digits), strs it cannot (``s``: a lone
+surrogate, as code points), dataclasses (``D``: name and fields in order), enums (``E``) and
+dicts (``M``); lists, other strings and ints, finite floats, booleans and None are themselves.
 """
 
 from __future__ import annotations
@@ -72,6 +73,18 @@ _ENUMS: Final[dict[str, type[StrEnum]]] = {e.__name__: e for e in (BreakerState,
 _FLOATS: Final = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class WireError(ValueError):
     """A frame or value the codec does not know: the peer is broken or not a state host."""
 
@@ -83,8 +96,12 @@ def encode(value: Any) -> Any:
         if _ENUMS.get(name) is not type(value):
             raise WireError(f"enum {name} is not on the wire")
         return {"E": [name, value.value]}
-    if value is None or isinstance(value, bool | str | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):  # orjson takes UTF-8 text only: a lone surrogate is tagged
+        return value if value.isascii() or _utf8(value) else {"s": [ord(c) for c in value]}
+    if isinstance(value, int):  # orjson takes 64-bit ints only: a wider one is tagged
+        return value if _INT_MIN <= value <= _INT_MAX else {"i": str(value)}
     if isinstance(value, float):
         return value if math.isfinite(value) else {"f": str(value)}
     if is_dataclass(value) and not isinstance(value, type):
@@ -117,6 +134,10 @@ def decode(tree: Any) -> Any:
             return tuple(decode(v) for v in body)
         if tag == "f":
             return _FLOATS[body]
+        if tag == "i" and isinstance(body, str):
+            return int(body)
+        if tag == "s" and isinstance(body, list):
+            return "".join(map(chr, body))
         if tag == "b":
             return base64.b64decode(body, validate=True)
         if tag == "M":
