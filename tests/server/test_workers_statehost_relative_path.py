@@ -1,10 +1,13 @@
 """`bastion serve --workers 2` on a relative SQLite path: the state host opens the file the user
-meant (relative to where serve was started, as one process would), and only the host opens it.
+meant (relative to where serve was started, as one process would), and only the host opens it; the
+host's socket is private to the user (0600 in the supervisor's 0700 runtime directory).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import anthropic
@@ -30,6 +33,12 @@ def test_a_relative_sqlite_path_is_the_one_beside_where_serve_started(
     try:
         (host,) = host_pids(w)
         assert Path(f"/proc/{host}/cwd").resolve() == tmp_path.resolve()
+        # only this user reaches the host: its socket is 0600 in a 0700 directory
+        argv = Path(f"/proc/{host}/cmdline").read_bytes().decode().split("\0")
+        sock = Path(argv[argv.index("--socket") + 1])
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and sock.is_socket()
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert sock.parent.stat().st_uid == os.getuid()
         client = anthropic.Anthropic(base_url=w.url, api_key=w.key, max_retries=0, timeout=30)
         for _ in range(3):
             client.messages.create(
