@@ -11,8 +11,11 @@ import asyncio
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +103,34 @@ def test_every_writer_is_seen_exactly_by_the_next_read(
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(run(Path(d) / "state.db"))
+
+
+async def test_a_poll_is_one_trip_to_the_connection_thread_changed_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The point of the single statement: an idle poll and a re-read each cost one trip
+    (the pragma-then-select form took two and four), so the kill switch's poll stays cheap."""
+    path = tmp_path / "state.db"
+    store = MemoryCounterStore(str(path))
+    await store.set_flag("kill:global", "on", {})
+    flags = FlagFile(str(path))
+    trips: list[object] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(fn)
+        return await real(self, fn, *args, **kwargs)
+
+    try:
+        await flags.open()
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        assert await flags.changed() is None
+        assert len(trips) == 1
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE flags SET value = NULL")
+        assert await flags.changed() == [("kill:global", None, b"{}")]
+        assert len(trips) == 2
+    finally:
+        monkeypatch.undo()
+        await flags.close()
+        await store.close()
