@@ -11,6 +11,7 @@ from ._hit import Hit, word_char
 from ._patterns import (
     CARD_WORDS,
     CONTEXT_WINDOW,
+    EMAIL_DOMAIN,
     IBAN,
     IPV4,
     NOT_PHONE_WORDS,
@@ -69,6 +70,8 @@ class NumberScanner:
     def _run(self, raw: str, s: int, text: str, out: list[Hit], budget: Budget) -> None:
         before = text[s - 1] if s else " "
         tainted = word_char(before) or before in _BAD_BEFORE
+        if tainted and raw[0] in "+(" and _ends_email(text, s):
+            tainted = False  # "a@b.co+44 20 7946 0958": the run starts where the address ends
         glued = word_char(before) or before == "."  # "http://10.0.0.1", "deploy@10.0.0.1": fine
         if "." in raw and self._ip and self._ipv4(raw, s, glued, out):
             return
@@ -162,6 +165,15 @@ class NumberScanner:
                     for j in range(i, i + size):
                         taken[j] = True
         out.extend(sorted(found, key=lambda h: h.start))
+
+
+def _ends_email(text: str, end: int) -> bool:
+    """An email address's domain ends exactly at ``end`` (the "@" within 255 characters)."""
+    at = text.rfind("@", max(0, end - 255), end)
+    if at < 1:
+        return False
+    m = EMAIL_DOMAIN.match(text, at)
+    return m is not None and m.end() == end
 
 
 def _ssn_context(text: str, start: int) -> bool:
