@@ -133,6 +133,11 @@ class StateHostProcess:
                 break  # its own clock ends the hold; a death is the supervisor's next find
             time.sleep(_POLL_S)
 
+    def drop_worker(self, pid: int) -> None:
+        """Worker ``pid`` died: the host releases its reservations now, not at their lease."""
+        if self.proc is not None and self.proc.poll() is None:
+            ask_sync(self.socket, "drop_worker", 2.0, pid)  # not answered: the lease ends them
+
     def exited(self) -> int | None:
         """Its exit code if it has exited (None while it runs)."""
         return None if self.proc is None else self.proc.poll()

@@ -405,6 +405,8 @@ class Supervisor:
     def _restart(self, w: _Worker, why: str) -> None:
         """Start worker ``w.wid`` anew, within the restart budget (past it: give up, exit 1)."""
         self._forget(w)
+        if self._host is not None:  # w is dead: its calls will never settle their holds
+            self._host.drop_worker(w.proc.pid)
         if not self._restarts.take(time.monotonic()):
             raise WorkersFailed(
                 f"worker {w.wid} (pid {w.proc.pid}) {why}; {self._restarts.limit} restarts in "

@@ -49,12 +49,15 @@ from bastion.state._wire import (
     frame,
     unframe,
 )
+from bastion.state.plan import Reserve, Settle
 
 __all__ = ["StateHost", "main"]
 
 log = logging.getLogger("bastion.state.host")
 
 _OWN = frozenset({"hello", "ready", "holding"})
+_GRANTS = frozenset({"reserve", "restore", "admit"})
+_ENDS = frozenset({"settle", "release", "finish"})
 # what a worker gives back to a restarted host: its reservations, its idempotency locks
 _RESTORES = {"restore": "reserve", "restore_idem": "idem_begin"}
 # what waits, after a restart, until they are back (fails closed meanwhile)
@@ -79,6 +82,11 @@ class StateHost:
         self._hold_until = 0.0
         self._workers = workers
         self._ready: set[str] = set()
+        # whose reservations are whose, so a dead worker's are released at once (one process
+        # that dies takes its holds with it) rather than held for their lease
+        self._pids: dict[asyncio.StreamWriter, int] = {}
+        self._owned: dict[int, dict[str, None]] = {}
+        self._dead: set[int] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -107,6 +115,7 @@ class StateHost:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        mine: set[asyncio.Task[None]] = set()
         try:
             while True:
                 (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
@@ -114,8 +123,9 @@ class StateHost:
                     raise WireError(f"frame of {size} bytes")
                 message = unframe(await reader.readexactly(size))
                 task = asyncio.create_task(self._answer(message, writer))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                for tasks in (self._tasks, mine):
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
         except (OSError, asyncio.IncompleteReadError):
             pass  # the worker went away
         except WireError as exc:
@@ -123,20 +133,33 @@ class StateHost:
         finally:
             self._writers.discard(writer)
             writer.close()
+            if mine:  # its last calls are applied before a dead worker's holds are dropped
+                await asyncio.wait(mine, timeout=2.0)
+            pid = self._pids.pop(writer, None)
+            if pid is not None and pid in self._dead and pid not in self._pids.values():
+                await self._drop(pid)
 
     async def _answer(self, message: list[Any], writer: asyncio.StreamWriter) -> None:
         rid, method, args = message[0], message[1], message[2]
         try:
             if method in _OWN:
-                result: Any = self._own(method, args)
-            elif method not in METHODS | _RESTORES.keys() or not isinstance(args, list):
+                result: Any = self._own(method, args, writer)
+            elif not isinstance(args, list) or method not in METHODS | _RESTORES.keys() | {
+                "drop_worker"
+            }:
                 raise TypeError(f"not a counter store call: {method!r}")
+            elif method == "drop_worker":  # the supervisor: this worker died
+                result = await self._drop_worker(int(args[0]))
             elif method in _RESTORES:  # a worker's live hold, from before this host started
-                result = await getattr(self.store, _RESTORES[method])(*(decode(a) for a in args))
+                values = [decode(a) for a in args]
+                result = await getattr(self.store, _RESTORES[method])(*values)
+                self._track(writer, method, values, result)
             elif method in _HELD and self.holding():
                 raise StateUnavailable("the state host restarted: restoring reservations")
             else:
-                result = await getattr(self.store, method)(*(decode(a) for a in args))
+                values = [decode(a) for a in args]
+                result = await getattr(self.store, method)(*values)
+                self._track(writer, method, values, result)
             reply = frame([rid, 0, encode(result)])
         except ValueError as exc:  # WireError too: the caller's bug, as in process
             reply = frame([rid, 1, "value", str(exc)])
@@ -150,13 +173,48 @@ class StateHost:
         if not writer.is_closing():
             writer.write(reply)
 
+    def _track(
+        self, writer: asyncio.StreamWriter, method: str, values: list[Any], result: Any
+    ) -> None:
+        """Note a hold the worker on ``writer`` took, or forget one it ended."""
+        pid = self._pids.get(writer)
+        if pid is None or (method not in _GRANTS and method not in _ENDS):
+            return
+        if method in ("reserve", "restore", "settle", "release"):
+            rids = [values[0]]
+        else:  # admit, finish: their Reserve / Settle operations
+            rids = [op.reservation_id for op in values[0] if isinstance(op, Reserve | Settle)]
+        owned = self._owned.setdefault(pid, {})
+        if method in _ENDS:
+            for rid in rids:
+                owned.pop(rid, None)
+        elif getattr(result, "ok", False):
+            owned.update(dict.fromkeys(rids))
+
+    async def _drop_worker(self, pid: int) -> int:
+        """The supervisor reaped worker ``pid``: release its holds once its connection is gone."""
+        self._dead.add(pid)
+        if pid in self._pids.values():
+            return 0  # its connection closes next: released then, after its last calls
+        return await self._drop(pid)
+
+    async def _drop(self, pid: int) -> int:
+        self._dead.discard(pid)
+        owned = self._owned.pop(pid, {})
+        for rid in owned:
+            await self.store.release(rid)
+        return len(owned)
+
     def holding(self) -> bool:
         """Whether new reservations still wait for the workers' holds (after a restart)."""
         return time.monotonic() < self._hold_until
 
-    def _own(self, method: str, args: Any) -> Any:
+    def _own(self, method: str, args: Any, writer: asyncio.StreamWriter) -> Any:
         """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``."""
         if method == "hello":
+            if args and isinstance(args[0], int):  # the worker's pid: whose holds these are
+                self._pids[writer] = args[0]
+                self._dead.discard(args[0])  # a new process under a reused pid
             return self.instance
         if method == "ready":
             self._ready.add(str(args[0]))

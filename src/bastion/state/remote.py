@@ -188,6 +188,7 @@ class RemoteCounterStore:
         self._host_id: str | None = None
         self._revive: asyncio.Task[None] | None = None
         self._me = os.urandom(8).hex()  # this store (one per worker), for the host's "ready"
+        self._pid = os.getpid()  # the supervisor names a dead worker to the host by its pid
 
     async def _connection(self) -> _Conn:
         conn = self._conn
@@ -226,7 +227,7 @@ class RemoteCounterStore:
         before any other call of this worker reaches the new host. The same host (a connection
         that merely broke) keeps its own: restoring there could count a settle twice.
         """
-        host_id = await self._send(conn, "hello")
+        host_id = await self._send(conn, "hello", self._pid)
         if self._host_id is not None and host_id != self._host_id:
             now = time.monotonic()
             restores = []
@@ -469,13 +470,13 @@ def ping_sync(path: str, timeout: float) -> bool:
     return ask_sync(path, "ping", timeout) == (True, None)
 
 
-def ask_sync(path: str, method: str, timeout: float) -> tuple[bool, Any]:
-    """(answered, value) of an argument-less call to the host at ``path`` (blocking; no loop)."""
+def ask_sync(path: str, method: str, timeout: float, *args: Any) -> tuple[bool, Any]:
+    """(answered, value) of one call to the host at ``path`` (blocking; no event loop)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(frame([0, method, []]))
+            sock.sendall(frame([0, method, [encode(a) for a in args]]))
             head = _recv_exactly(sock, HEADER.size)
             (size,) = HEADER.unpack(head)
             message = unframe(_recv_exactly(sock, size))
