@@ -141,3 +141,26 @@ def test_after_a_death_the_host_holds_exactly_the_survivors_open_holds(
             shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
+
+
+async def test_a_dead_workers_journaled_settle_replayed_by_another_still_counts(
+    host: StateHost,
+) -> None:
+    dead, adopter = _worker(host, 301), _worker(host, 302)
+    try:
+        assert (await dead.reserve("d1", [CAP], 2.0, 600.0)).ok
+        assert (await dead.reserve("d2", [CAP], 2.0, 600.0)).ok
+        await dead.close()
+        await asyncio.sleep(0.05)
+        await _drop(host, 301)
+        assert await _reserved(host) == 0.0  # its room is back at once
+        # the worker that adopts its settle journal replays what it could not settle
+        assert await adopter.settle("d1", 0.7) is True
+        assert await adopter.finish([Settle("d2", (CAP,), 0.2)]) == (True,)
+        usage = await host.store.usage(CAP.key)
+        assert usage.settled == pytest.approx(0.9) and usage.reserved == 0.0
+        assert await adopter.settle("d1", 0.7) is False  # once only
+        assert (await host.store.usage(CAP.key)).settled == pytest.approx(0.9)
+    finally:
+        await dead.close()
+        await adopter.close()

@@ -49,6 +49,7 @@ from bastion.state._wire import (
     frame,
     unframe,
 )
+from bastion.state.base import Cap
 from bastion.state.plan import Reserve, Settle
 
 __all__ = ["StateHost", "main"]
@@ -85,7 +86,8 @@ class StateHost:
         # whose reservations are whose, so a dead worker's are released at once (one process
         # that dies takes its holds with it) rather than held for their lease
         self._pids: dict[asyncio.StreamWriter, int] = {}
-        self._owned: dict[int, dict[str, None]] = {}
+        self._owned: dict[int, dict[str, tuple[tuple[Cap, ...], float]]] = {}  # caps, until
+        self._dropped: dict[str, tuple[tuple[Cap, ...], float]] = {}  # a dead worker's holds
         self._dead: set[int] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -159,6 +161,8 @@ class StateHost:
             else:
                 values = [decode(a) for a in args]
                 result = await getattr(self.store, method)(*values)
+                if method in ("settle", "finish") and self._dropped:
+                    result = await self._settle_dropped(method, values, result)
                 self._track(writer, method, values, result)
             reply = frame([rid, 0, encode(result)])
         except ValueError as exc:  # WireError too: the caller's bug, as in process
@@ -180,16 +184,22 @@ class StateHost:
         pid = self._pids.get(writer)
         if pid is None or (method not in _GRANTS and method not in _ENDS):
             return
-        if method in ("reserve", "restore", "settle", "release"):
-            rids = [values[0]]
-        else:  # admit, finish: their Reserve / Settle operations
-            rids = [op.reservation_id for op in values[0] if isinstance(op, Reserve | Settle)]
         owned = self._owned.setdefault(pid, {})
         if method in _ENDS:
-            for rid in rids:
+            if method == "finish":
+                ended = [op.reservation_id for op in values[0] if isinstance(op, Settle)]
+            else:
+                ended = values[:1]
+            for rid in ended:
                 owned.pop(rid, None)
-        elif getattr(result, "ok", False):
-            owned.update(dict.fromkeys(rids))
+        elif not getattr(result, "ok", False):
+            return
+        elif method != "admit":  # reserve / restore (rid, caps, amount, lease)
+            owned[values[0]] = (tuple(values[1]), time.monotonic() + values[3])
+        else:
+            for op in values[0]:
+                if isinstance(op, Reserve):
+                    owned[op.reservation_id] = (op.caps, time.monotonic() + op.lease_seconds)
 
     async def _drop_worker(self, pid: int) -> int:
         """The supervisor reaped worker ``pid``: release its holds once its connection is gone."""
@@ -201,9 +211,36 @@ class StateHost:
     async def _drop(self, pid: int) -> int:
         self._dead.discard(pid)
         owned = self._owned.pop(pid, {})
-        for rid in owned:
+        now = time.monotonic()
+        for old in [r for r, (_, until) in self._dropped.items() if until <= now]:
+            del self._dropped[old]
+        for rid, kept in owned.items():
             await self.store.release(rid)
+            self._dropped[rid] = kept
         return len(owned)
+
+    async def _settle_dropped(self, method: str, values: list[Any], result: Any) -> Any:
+        """A settle for a hold dropped with its dead worker still counts (until its lease).
+
+        The dead worker's journaled settles are replayed by the worker that adopts its journal:
+        that spend happened, so it is added to the caps the hold was on, as the settle would.
+        """
+        if method == "settle":
+            done = await self._late_settle(values[0], values[1], result)
+            return done
+        answers = list(result)
+        for i, op in enumerate(values[0]):
+            if isinstance(op, Settle) and op.actual is not None:
+                answers[i] = await self._late_settle(op.reservation_id, op.actual, answers[i])
+        return tuple(answers)
+
+    async def _late_settle(self, rid: str, actual: float, landed: Any) -> Any:
+        kept = None if landed is not False else self._dropped.pop(rid, None)
+        if kept is None or kept[1] <= time.monotonic():
+            return landed
+        caps = [Cap(c.key, sys.float_info.max, c.ttl_seconds) for c in kept[0]]
+        await self.store.reserve(rid, caps, actual, 60.0)
+        return await self.store.settle(rid, actual)
 
     def holding(self) -> bool:
         """Whether new reservations still wait for the workers' holds (after a restart)."""
