@@ -19,8 +19,16 @@ closes the store, which flushes the snapshot. It asks the kernel for a SIGTERM s
 supervisor die. A crash (SIGKILL) loses what a crash of a single embedded gateway loses (see
 ``state/memory.py``): the last flush interval of counters, and the live reservations, buckets
 and breakers; the supervisor restarts it, and meanwhile the workers' calls fail closed. The
-reservations come back: each worker restores its own on a new host (``hello`` answers this
-host's random id, so a worker tells a restart from a broken connection; ``state/remote.py``).
+reservations and running idempotency keys come back: each worker restores its own on a new
+host (``hello`` answers this host's random id, so a worker tells a restart from a broken
+connection; ``state/remote.py``), and a restarted host (``--hold-new-seconds``) refuses new
+reservations and idempotent begins (fail closed) until ``--workers`` said ``ready`` or the hold
+runs out, so no call is admitted into the room of a call still running.
+
+A worker that dies takes its holds with it, as one process would: the supervisor reports it
+(``drop_worker`` with its pid, which each worker names in ``hello``) and the host releases the
+reservations that worker held once its connection is gone. A settle for one of them that comes
+later (the dead worker's journal, replayed by its successor) still counts, until its lease.
 """
 
 from __future__ import annotations

@@ -8,14 +8,18 @@ many are in flight at once, and the one reader task hands each answer to its cal
 An outage fails closed exactly as Redis does: a host that is down, a connection that breaks
 (every call in flight on it), or an answer later than ``timeout_seconds`` raises
 ``StateUnavailable``; the next call reconnects. A call cut off this way may or may not have
-been applied, as with a Redis command whose answer was lost.
+been applied, as with a Redis command whose answer was lost; a reservation granted after its
+caller stopped waiting (timed out, or cancelled) is released when its answer comes, since no
+one will settle it. ``ValueError`` and ``TypeError`` (a caller's bug) come back as themselves.
+``close()`` drops this worker's connection only: the host persists and closes the counters
+itself, after the workers.
 
 A host that dies and is restarted keeps no live reservation, but the calls holding them run on
 in the workers: each worker remembers the holds it took (until settled, released or past their
-lease) and, when it reaches a new host (its ``hello`` id changed), gives them back before any
-other call of its own; with holds open it reconnects as soon as a connection breaks. ``ValueError`` and ``TypeError``
-(a caller's bug) come back as themselves. ``close()`` drops this worker's connection only: the
-host persists and closes the counters itself, after the workers.
+lease) and the idempotency keys it began (until completed or abandoned), and when it reaches a
+new host (its ``hello`` id changed) gives them back before any other call of its own, then
+says ``ready``; it reconnects as soon as a connection breaks. ``hello`` also names this
+worker's pid, so the host can drop the holds of a worker the supervisor reports dead.
 
 The URL ``statehost:///path/to.sock`` is internal: the supervisor gives it to its workers
 (``server/workers.py``), and ``serve.workers_refusal`` refuses it in a user's config.
