@@ -48,7 +48,10 @@ from bastion.state.plan import (
     Take,
 )
 
-__all__ = ["HEADER", "MAX_FRAME", "METHODS", "WireError", "decode", "encode", "frame", "unframe"]
+__all__ = [
+    "HEADER", "MAX_FRAME", "METHODS", "FrameTooLarge", "WireError", "decode", "encode", "frame",
+    "unframe",
+]  # fmt: skip
 
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 64 * 1024 * 1024  # an idempotent response is stored whole: allow large ones
@@ -87,6 +90,10 @@ def _utf8(text: str) -> bool:
 
 class WireError(ValueError):
     """A frame or value the codec does not know: the peer is broken or not a state host."""
+
+
+class FrameTooLarge(WireError):
+    """A message over ``MAX_FRAME``: the state host cannot take it (not a caller's bug)."""
 
 
 def encode(value: Any) -> Any:
@@ -162,7 +169,7 @@ def frame(message: list[Any]) -> bytes:
     """One message (already encoded) as a length-prefixed frame."""
     body = orjson.dumps(message)
     if len(body) > MAX_FRAME:
-        raise WireError(f"frame of {len(body)} bytes is over {MAX_FRAME}")
+        raise FrameTooLarge(f"frame of {len(body)} bytes is over {MAX_FRAME}")
     return HEADER.pack(len(body)) + body
 
 

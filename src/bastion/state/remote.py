@@ -40,7 +40,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from bastion.errors import StateUnavailable
-from bastion.state._wire import HEADER, MAX_FRAME, WireError, decode, encode, frame, unframe
+from bastion.state._wire import (
+    HEADER,
+    MAX_FRAME,
+    FrameTooLarge,
+    WireError,
+    decode,
+    encode,
+    frame,
+    unframe,
+)
 from bastion.state.base import (
     BreakerDecision,
     BreakerPolicy,
@@ -285,7 +294,10 @@ class RemoteCounterStore:
     async def _send(self, conn: _Conn, method: str, *args: Any) -> Any:
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        data = frame([rid, method, [encode(a) for a in args]])
+        try:
+            data = frame([rid, method, [encode(a) for a in args]])
+        except FrameTooLarge as exc:  # e.g. a huge idempotent answer: the store cannot keep it
+            raise StateUnavailable(f"{method} is too big for the state host: {exc}") from exc
         conn.pending[rid] = fut
         try:
             conn.writer.write(data)
