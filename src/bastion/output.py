@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .dialects import MalformedEvent, Wire, wire_for
+from .dialects.base import Parsed
 from .errors import OutputBlocked
 from .providers.sse import SSEEvent
 
@@ -31,6 +32,7 @@ __all__ = [
     "discard_held",
     "filter_body",
     "filter_event",
+    "filter_parsed",
 ]
 
 
@@ -110,22 +112,42 @@ def filter_event(
 
     Raises ``MalformedEvent`` for an event the filters cannot read (the caller skips it).
     """
+    return [e for e, _ in filter_parsed(ev, None, fmt, filters, state)]
+
+
+def filter_parsed(
+    ev: SSEEvent,
+    obj: dict[str, Any] | None,
+    fmt: str | Wire,
+    filters: Sequence[OutputFilter],
+    state: dict[str, Any],
+) -> list[Parsed]:
+    """``filter_event`` for an event whose data the relay already parsed (``obj``; None when
+    not known), each event passed on with its parsed data, so the watcher need not parse it
+    again: the same dict when the event is passed on as it came, the one a rewritten event was
+    encoded from, None when not known (an event filter's release)."""
     wire = wire_for(fmt)
     events, filters = _split(filters, state)
     if events:
         out = [ev]
         for f in events:
             out = [e for held in out for e in f.event(held, wire)]
-        return [e for e2 in out for e in _filter_text(e2, wire, filters, state)]
-    return _filter_text(ev, wire, filters, state)
+        return [
+            p for e in out for p in _filter_text(e, obj if e is ev else None, wire, filters, state)
+        ]
+    return _filter_text(ev, obj, wire, filters, state)
 
 
 def _filter_text(
-    ev: SSEEvent, wire: Wire, filters: Sequence[OutputFilter], state: dict[str, Any]
-) -> list[SSEEvent]:
+    ev: SSEEvent,
+    obj: dict[str, Any] | None,
+    wire: Wire,
+    filters: Sequence[OutputFilter],
+    state: dict[str, Any],
+) -> list[Parsed]:
     if not filters:
-        return [ev]
-    return wire.filter_event(ev, _Run(filters), state)
+        return [(ev, obj)]
+    return wire.filter_parsed(ev, obj, _Run(filters), state)
 
 
 def filter_body(

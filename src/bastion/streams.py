@@ -19,11 +19,10 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import orjson
-
 from .after_send import drain_and_close
 from .call import Attempt, Call, Usage
 from .dialects import Dialect, SpliceDiverged, Splicer, Wire, dialect_for, wire_for
+from .dialects.base import Parsed, maybe_object
 from .errors import (
     BastionError,
     UpstreamConnectError,
@@ -31,7 +30,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from .output import MalformedEvent, discard_held, filter_event
+from .output import MalformedEvent, discard_held, filter_parsed
 from .providers.base import UpstreamResponse
 from .providers.sse import SSEDecoder, SSEEvent
 from .recovery import CUT, DEADLINE, DIVERGED, RESET, STALLED, Continuation, stream_failure
@@ -49,7 +48,7 @@ def error_event(fmt: str | Dialect, message: str, type_: str = "api_error") -> b
 
 Emit = Callable[[SSEEvent], list[bytes]]
 # what an OpenAI-compatible server that closes after finish_reason and usage left unsaid
-_DONE = SSEEvent(raw=b"data: [DONE]\n\n", event=None, data=b"[DONE]")
+_DONE: Parsed = (SSEEvent(raw=b"data: [DONE]\n\n", event=None, data=b"[DONE]"), None)
 
 
 class StreamRelay:
@@ -196,8 +195,12 @@ class StreamRelay:
             self._dog.cancel()
             self._dog = None
 
-    async def _next_events(self, timeout: float) -> list[SSEEvent] | None:
+    async def _next_events(self, timeout: float) -> list[Parsed] | None:
         """The next complete events (after output filters), or None at end of upstream body.
+
+        Each event's data is parsed here, once: the filters and the watcher read that dict
+        (an event a filter rewrote comes with the dict it was encoded from); an event passed
+        on unchanged keeps its bytes as they came.
 
         An empty list: the upstream sent events, but the filters hold all of them back for now
         (the start of a word a PII filter must see whole): the upstream is not silent.
@@ -208,22 +211,22 @@ class StreamRelay:
             chunk = await self._read(timeout)
             if chunk is None:
                 return None
-            events = self._decoder.feed(chunk)
-            if events and self._call.output_filters:
-                events = self._filtered(events)
-                if not events:
-                    return events
-            if events:
-                return events
+            decoded = self._decoder.feed(chunk)
+            if not decoded:
+                continue
+            events = [(ev, _parse(ev.data)) for ev in decoded]
+            if self._call.output_filters:
+                return self._filtered(events)
+            return events
 
-    def _filtered(self, events: list[SSEEvent]) -> list[SSEEvent]:
+    def _filtered(self, events: list[Parsed]) -> list[Parsed]:
         """The events to pass on; an output guard's refusal is kept for the next read, so what
         came before it goes out first however the upstream's bytes were split into reads."""
         filters = self._call.output_filters
-        out: list[SSEEvent] = []
-        for ev in events:
+        out: list[Parsed] = []
+        for ev, obj in events:
             try:
-                out += filter_event(ev, self.watcher.wire, filters, self._filter_state)
+                out += filter_parsed(ev, obj, self.watcher.wire, filters, self._filter_state)
             except MalformedEvent:
                 self._malformed()
             except BastionError as exc:
@@ -236,17 +239,17 @@ class StreamRelay:
         flags = self._call.flags
         flags["malformed_events"] = int(flags.get("malformed_events", 0)) + 1
 
-    def _take(self, ev: SSEEvent, out: list[bytes]) -> bool:
+    def _take(self, ev: SSEEvent, obj: dict[str, Any] | None, out: list[bytes]) -> bool:
         """Observe one event and add what the client gets of it; whether it carried output."""
         try:
-            got = self.watcher.observe(ev)
+            got = self.watcher.observe(ev, obj)
         except MalformedEvent:
             self._malformed()
             return False
-        out += self._out(ev)
+        out += self._out(ev, obj)
         return got
 
-    def _out(self, ev: SSEEvent) -> list[bytes]:
+    def _out(self, ev: SSEEvent, obj: dict[str, Any] | None) -> list[bytes]:
         if self._splice is not None:
             try:
                 return self._splice.feed(ev)
@@ -260,7 +263,7 @@ class StreamRelay:
                 for b in out:
                     view.observe_raw(b)
             return out
-        if self._suppress_usage_chunk and b'"usage"' in ev.data and _usage_only(ev.data):
+        if self._suppress_usage_chunk and b'"usage"' in ev.data and _usage_only(ev.data, obj):
             return []  # Bastion asked for usage upstream; this client did not
         if view is not None:
             view.observe(ev.event, ev.data)
@@ -297,8 +300,8 @@ class StreamRelay:
             if events is None:
                 raise UpstreamProtocolError("upstream stream ended before any output")
             got = False
-            for ev in events:
-                got = self._take(ev, out) or got
+            for ev, obj in events:
+                got = self._take(ev, obj, out) or got
             if self.watcher.errored:
                 raise UpstreamProtocolError("upstream sent an error event before any output")
             if got:
@@ -378,8 +381,8 @@ class StreamRelay:
             # one send instead of one per event
             out: list[bytes] = []
             try:
-                for ev in events:
-                    self._take(ev, out)
+                for ev, obj in events:
+                    self._take(ev, obj, out)
             finally:
                 if out:
                     yield b"".join(out)
@@ -457,11 +460,15 @@ class StreamRelay:
                     after.defer(partial(drain_and_close, self._it, self._resp.aclose))
 
 
-def _usage_only(data: bytes) -> bool:
+def _parse(data: bytes) -> dict[str, Any] | None:
+    """An event's data as a JSON object, or None (``[DONE]``, or not an object: whoever reads
+    the event then finds it malformed itself)."""
+    return None if data == b"[DONE]" else maybe_object(data)
+
+
+def _usage_only(data: bytes, obj: dict[str, Any] | None) -> bool:
     """A usage chunk without choices (however the server spaced its JSON): the client's
-    ``chunk.choices[0]`` would fail on it."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices")
+    ``chunk.choices[0]`` would fail on it. ``obj``: its data parsed (None: parse it)."""
+    if obj is None:
+        obj = maybe_object(data)
+    return obj is not None and isinstance(obj.get("usage"), dict) and not obj.get("choices")

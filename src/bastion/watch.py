@@ -67,9 +67,11 @@ class StreamWatcher:
         (an OpenAI-compatible server that closes after ``finish_reason`` and usage)."""
         return self.wire.ended_cleanly(self)
 
-    def observe(self, ev: SSEEvent) -> bool:
-        """Take what the event says into the call; raises ``MalformedEvent`` for a broken one."""
-        return self.wire.observe_event(self, ev)
+    def observe(self, ev: SSEEvent, obj: dict[str, Any] | None = None) -> bool:
+        """Take what the event says into the call; raises ``MalformedEvent`` for a broken one.
+
+        ``obj``: its data as the relay already parsed it (None: read from ``ev``)."""
+        return self.wire.observe_event(self, ev, obj)
 
 
 def observe_body(call: Call, obj: dict[str, Any], fmt: str | Wire) -> Usage:

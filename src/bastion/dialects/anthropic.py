@@ -26,6 +26,7 @@ from .base import (
     EditArgs,
     HoldJudge,
     MalformedEvent,
+    Parsed,
     Scope,
     Slot,
     StreamView,
@@ -53,11 +54,14 @@ def _event(name: str, obj: dict[str, Any]) -> SSEEvent:
     return SSEEvent(raw=encode_event(data, name), event=name, data=data)
 
 
-def _text_delta(index: int, text: str) -> SSEEvent:
-    delta = {"type": "text_delta", "text": text}
-    return _event(
-        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
-    )
+def _text_delta(index: int, text: str) -> Parsed:
+    """A text delta event, with the object it was built from (its data, already parsed)."""
+    obj = {
+        "type": "content_block_delta",
+        "index": index,
+        "delta": {"type": "text_delta", "text": text},
+    }
+    return _event("content_block_delta", obj), obj
 
 
 class AnthropicDialect(Dialect):
@@ -128,9 +132,10 @@ class AnthropicDialect(Dialect):
 
     # -- streams ----------------------------------------------------------------------------
 
-    def observe_event(self, w: WatchState, ev: SSEEvent) -> bool:
+    def observe_event(self, w: WatchState, ev: SSEEvent, obj: dict[str, Any] | None = None) -> bool:
         name = ev.event
-        obj = maybe_object(ev.data)
+        if obj is None:
+            obj = maybe_object(ev.data)
         if obj is None:
             raise MalformedEvent(f"{name or 'unnamed'} event is not a JSON object")
         call = w.call
@@ -185,12 +190,15 @@ class AnthropicDialect(Dialect):
             return True
         return False
 
-    def filter_event(self, ev: SSEEvent, text: TextRun, state: dict[str, Any]) -> list[SSEEvent]:
+    def filter_parsed(
+        self, ev: SSEEvent, obj: dict[str, Any] | None, text: TextRun, state: dict[str, Any]
+    ) -> list[Parsed]:
         if ev.event == "content_block_delta":
-            obj = loads_object(ev.data)
+            if obj is None:
+                obj = loads_object(ev.data)
             delta = obj.get("delta")
             if not isinstance(delta, dict) or delta.get("type") != "text_delta":
-                return [ev]
+                return [(ev, obj)]
             got = delta.get("text")
             index = obj.get("index", 0)
             if not isinstance(got, str) or not isinstance(index, int):
@@ -199,13 +207,15 @@ class AnthropicDialect(Dialect):
             got = text.run(got)
             return [_text_delta(index, got)] if got else []
         if ev.event == "content_block_stop" and "index" in state:
-            index = loads_object(ev.data).get("index", 0)
+            if obj is None:
+                obj = loads_object(ev.data)
+            index = obj.get("index", 0)
             if not isinstance(index, int):
                 raise MalformedEvent("a block stop without index")
             tail = text.flush()
             state.pop("index")
-            return ([_text_delta(index, tail)] if tail else []) + [ev]
-        return [ev]
+            return ([_text_delta(index, tail)] if tail else []) + [(ev, obj)]
+        return [(ev, obj)]
 
     def delta_text(self, data: bytes) -> str | None:
         obj = maybe_object(data)

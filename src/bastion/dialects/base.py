@@ -37,6 +37,7 @@ __all__ = [
     "HoldJudge",
     "MalformedEvent",
     "NoDialect",
+    "Parsed",
     "Scope",
     "Slot",
     "Splicer",
@@ -188,6 +189,10 @@ class TraceParts(Protocol):
         ...
 
 
+# a stream event with its data parsed (a JSON object), or None when not known
+Parsed = tuple[SSEEvent, dict[str, Any] | None]
+
+
 class ToolHold(Protocol):
     """One stream's hold of tool calls in one wire format (an event filter's engine)."""
 
@@ -293,18 +298,28 @@ class Wire(ABC):
     # -- streams ----------------------------------------------------------------------------
 
     @abstractmethod
-    def observe_event(self, w: WatchState, ev: SSEEvent) -> bool:
+    def observe_event(self, w: WatchState, ev: SSEEvent, obj: dict[str, Any] | None = None) -> bool:
         """Take one event into the watcher's state; whether it carried model output.
 
+        ``obj``: the event's data already parsed (``maybe_object``), so it is parsed once;
+        None when not known (or not an object): the wire reads ``ev.data`` itself.
         Raises ``MalformedEvent`` for an event that is not the JSON its format promises."""
 
     def ended_cleanly(self, w: WatchState) -> bool:
         """The body ended without its end marker, yet everything the answer owes was seen."""
         return False
 
-    @abstractmethod
     def filter_event(self, ev: SSEEvent, text: TextRun, state: dict[str, Any]) -> list[SSEEvent]:
         """One event with the filters applied to the text it adds: the events to pass on."""
+        return [e for e, _ in self.filter_parsed(ev, None, text, state)]
+
+    @abstractmethod
+    def filter_parsed(
+        self, ev: SSEEvent, obj: dict[str, Any] | None, text: TextRun, state: dict[str, Any]
+    ) -> list[Parsed]:
+        """``filter_event`` given the event's parsed data (None: not known), each event passed
+        on with its own parsed data (the same dict when unchanged, the one it was built from
+        when rewritten; None when not known)."""
 
     @abstractmethod
     def delta_text(self, data: bytes) -> str | None:

@@ -30,6 +30,7 @@ from .base import (
     EditArgs,
     HoldJudge,
     MalformedEvent,
+    Parsed,
     Scope,
     Slot,
     StreamView,
@@ -129,12 +130,13 @@ class OpenAIDialect(Dialect):
 
     # -- streams ----------------------------------------------------------------------------
 
-    def observe_event(self, w: WatchState, ev: SSEEvent) -> bool:
+    def observe_event(self, w: WatchState, ev: SSEEvent, obj: dict[str, Any] | None = None) -> bool:
         data = ev.data
         if data.strip() == b"[DONE]":
             w.finished = True
             return True
-        obj = maybe_object(data)
+        if obj is None:
+            obj = maybe_object(data)
         if obj is None:
             raise MalformedEvent("chunk is not a JSON object")
         if obj.get("error"):
@@ -154,13 +156,16 @@ class OpenAIDialect(Dialect):
         # usage chunk are the whole answer; some compatible servers close instead of [DONE]
         return w.final and w.usage_seen
 
-    def filter_event(self, ev: SSEEvent, text: TextRun, state: dict[str, Any]) -> list[SSEEvent]:
+    def filter_parsed(
+        self, ev: SSEEvent, obj: dict[str, Any] | None, text: TextRun, state: dict[str, Any]
+    ) -> list[Parsed]:
         if ev.data.strip() == b"[DONE]":
-            return [ev]
-        obj = loads_object(ev.data)
+            return [(ev, obj)]
+        if obj is None:
+            obj = loads_object(ev.data)
         choices = obj.get("choices") or []
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return [ev]
+            return [(ev, obj)]
         choice = choices[0]
         delta = choice.get("delta") or {}
         if not isinstance(delta, dict):
@@ -169,16 +174,17 @@ class OpenAIDialect(Dialect):
         got = raw_text if isinstance(raw_text, str) else ""
         finishing = choice.get("finish_reason") is not None
         if not isinstance(raw_text, str) and not finishing:
-            return [ev]
+            return [(ev, obj)]
         new = text.run(got) if got else ""
         if finishing:
             new += text.flush()
         if new == got:
-            return [ev]
+            return [(ev, obj)]
         if not new and not finishing and set(delta) <= {"content"}:
             return []  # all held back for now
         choice = {**choice, "delta": {**delta, "content": new}}
-        return [chunk_event({**obj, "choices": [choice, *choices[1:]]})]
+        built = {**obj, "choices": [choice, *choices[1:]]}
+        return [(chunk_event(built), built)]
 
     def delta_text(self, data: bytes) -> str | None:
         obj = maybe_object(data)
