@@ -325,7 +325,8 @@ def verdict(sides: Sequence[Side]) -> str:
         top = ", ".join(f"{n} {d:+.3f}" for d, n in savings[:3])
         parts.append(
             f"{mode}: full {med(full, mode):.3f} ms, everything off {med(off, mode):.3f} ms "
-            f"(goal {GOAL_MS[mode]}), bare proxy {med(bare, mode):.3f} ms; defaults cost "
+            f"(goal {GOAL_MS[mode]}; {med(off, mode) / med(bare, mode):.1f}x the bare proxy "
+            f"{med(bare, mode):.3f} ms); defaults cost "
             f"{med(full, mode) - med(off, mode):.3f} ms, the bare pipeline "
             f"{med(off, mode) - med(bare, mode):.3f} ms over the floor; largest single savings: {top}"
         )
