@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -450,14 +450,37 @@ class StreamRelay:
             # server runs work after it; else closed now
             after = call.after_send
             keep = after is not None and self.watcher.finished and error is None
-            if not keep:
-                await self._resp.aclose()
-            try:
-                await self._on_end(error)
-            finally:  # the response is closed whatever settling did
-                if keep:
-                    assert after is not None
-                    after.defer(partial(drain_and_close, self._it, self._resp.aclose))
+
+            async def close_books() -> None:
+                if not keep:
+                    await self._resp.aclose()
+                try:
+                    await self._on_end(error)
+                finally:  # the response is closed whatever settling did
+                    if keep:
+                        assert after is not None
+                        after.defer(partial(drain_and_close, self._it, self._resp.aclose))
+
+            await _uncancellable(close_books())
+
+
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the task awaiting it is cancelled meanwhile (a client
+    that leaves right after the stream's last event: the server cancels the relay while the
+    call is being settled and journaled, which then lost its record); the cancellation is
+    re-raised once the work is done."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and task.cancelled():
+                raise
+            cancelled = True
+    task.result()  # the work's own error, if any
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _parse(data: bytes) -> dict[str, Any] | None:
