@@ -92,6 +92,11 @@ class _AiohttpResponse:
         self._resp.release()
 
 
+def _unsent(exc: aiohttp.ClientOSError) -> bool:
+    """aiohttp could not write the request body: the provider never had a whole request."""
+    return "Can not write request body" in str(exc)
+
+
 class HttpTransport:
     """One pooled session per provider; connections are reused across calls."""
 
@@ -119,9 +124,26 @@ class HttpTransport:
         session = self._get_session()
         try:
             async with asyncio.timeout(timeout):
-                resp = await session.request(
-                    request.method, request.url, data=request.body, headers=dict(request.headers)
-                )
+                try:
+                    resp = await session.request(
+                        request.method,
+                        request.url,
+                        data=request.body,
+                        headers=dict(request.headers),
+                    )
+                except aiohttp.ClientOSError as exc:
+                    if not _unsent(exc):
+                        raise
+                    # a pooled connection the provider closed while it idled (its keep-alive
+                    # ran out): the request never left, so it is sent once more on another
+                    # connection instead of failing the attempt (five such in a row opened
+                    # the breaker after an idle spell)
+                    resp = await session.request(
+                        request.method,
+                        request.url,
+                        data=request.body,
+                        headers=dict(request.headers),
+                    )
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"no response headers from upstream within {timeout:.3g}s"
@@ -131,7 +153,10 @@ class HttpTransport:
             err.reached = False  # no connection: the provider never saw the request
             raise err from exc
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
-            raise UpstreamConnectError(_what(exc, "connection")) from exc
+            err = UpstreamConnectError(_what(exc, "connection"))
+            if isinstance(exc, aiohttp.ClientOSError) and _unsent(exc):
+                err.reached = False  # the body was never written: the provider saw no request
+            raise err from exc
         return _AiohttpResponse(resp)
 
     async def aclose(self) -> None:
