@@ -289,6 +289,96 @@ def validation(
     return out
 
 
+# ---- the grouped validation split (``--grouped``) ----------------------------------------------
+# Every BIPIA-style document carries many indirect rows (14 attacks per email or code answer, 2
+# per table) and its clean version (a benign row). Split by attack string alone, a validation
+# document had its siblings and its clean self in training, so a model that memorised carrier
+# documents was rewarded. The grouped split holds out documents and attacks at once: a
+# constructed row is in validation when its document and its attack are both drawn for it,
+# in training when neither is, and in neither when only one is (it would leak the other).
+GROUPED_SHARE = 0.25
+_LINK_POSTINGS = 60  # a unit in more rows than this (a table header, a blank cell) links nothing
+
+
+def _draw(seed: int, key: str, share: float) -> bool:
+    h = hashlib.sha1(f"{seed}|{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") < share * 2**64
+
+
+def documents(rows: list[dict[str, Any]], attacks: dict[int, set[int]]) -> dict[int, str]:
+    """Row index -> its host document's key, for indirect rows and the label-0 rows they share a
+    document with. Two rows share one when at least half the document units of the smaller
+    (its units, minus the located attack) are in the other, and one of them is indirect; the
+    key is the same for every row of a connected group (its smallest text)."""
+    doc_units: dict[int, set[str]] = {}
+    for i, r in enumerate(rows):
+        if r["label"] == 0 or r["kind"] == "indirect":
+            parts = [u.strip() for u in units(r["text"])]
+            hit = attacks.get(i, set())
+            doc_units[i] = {u for n, u in enumerate(parts) if n not in hit and u}
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, us in doc_units.items():
+        for u in us:
+            postings[u].append(i)
+    parent = {i: i for i in doc_units}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, us in doc_units.items():
+        if rows[i]["kind"] != "indirect":
+            continue
+        shared: Counter[int] = Counter()
+        for u in us:
+            if len(postings[u]) <= _LINK_POSTINGS:
+                shared.update(j for j in postings[u] if j != i)
+        for j, k in shared.items():
+            if k >= 2 and 2 * k >= min(len(us), len(doc_units[j])):
+                parent[root(i)] = root(j)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in doc_units:
+        members[root(i)].append(i)
+    out: dict[int, str] = {}
+    for idx in members.values():
+        if len(idx) > 1:
+            key = min(str(rows[i]["text"]) for i in idx)
+            out.update((i, key) for i in idx)
+    return out
+
+
+def grouped_validation(
+    rows: list[dict[str, Any]], seed: int, share: float = GROUPED_SHARE
+) -> tuple[set[int], set[int]]:
+    """(validation rows, rows left out of both sides). An attack (the located instruction, a
+    template family's file, else the text) and a host document (``documents``) are each drawn
+    for validation with probability ``share``, by a seeded hash of their key. A row on a
+    document: validation if both its attack and its document are drawn (a label-0 row: its
+    document), training if neither, else left out. Any other row: as its attack. The attack
+    and document keys do not depend on the training options (the instructions are located
+    with ``blocks``), so every candidate is scored on the same split."""
+    benign = {u.strip() for r in rows if r["label"] == 0 for u in units(r["text"])}
+    located = attack_units(rows, benign, blocks=True)
+    docs = documents(rows, located)
+    val: set[int] = set()
+    out: set[int] = set()
+    for i, r in enumerate(rows):
+        in_a = _draw(seed, "a|" + group(r, located, i, families=True), share)
+        d = docs.get(i)
+        if d is None:
+            side: bool | None = in_a
+        else:
+            in_d = _draw(seed, "d|" + d, share)
+            side = in_d if r["label"] == 0 else (in_a if in_a == in_d else None)
+        if side is None:
+            out.add(i)
+        elif side:
+            val.add(i)
+    return val, out
+
+
 def pick(scores: list[float], rows: list[dict[str, Any]], cap: float = 0.015) -> float:
     """Lowest threshold with at most ``cap`` of label-0 texts, and of each label-0 kind, at or above it."""
     neg = [(r["kind"], s) for s, r in zip(scores, rows, strict=True) if r["label"] == 0]
@@ -303,16 +393,34 @@ def pick(scores: list[float], rows: list[dict[str, Any]], cap: float = 0.015) ->
     return 0.0
 
 
-def report(model: InjectionClassifier, rows: list[dict[str, Any]]) -> float:
+def report(
+    model: InjectionClassifier, rows: list[dict[str, Any]]
+) -> tuple[float, dict[str, float]]:
+    """The picked operating point and the share of each kind at or above it (printed)."""
     scores = [model.score(r["text"]) for r in rows]
     t = pick(scores, rows)
+    rates: dict[str, float] = {}
     line = [f"picked operating point p >= {t:.6f}:"]
     for kind in KINDS:
         ks = [s for s, r in zip(scores, rows, strict=True) if r["kind"] == kind]
         if ks:
-            line.append(f"{kind} {sum(s >= t for s in ks) / len(ks):.1%} (n={len(ks)})")
+            rates[kind] = sum(s >= t for s in ks) / len(ks)
+            line.append(f"{kind} {rates[kind]:.1%} (n={len(ks)})")
     print("  " + "  ".join(line), flush=True)
-    return t
+    return t, rates
+
+
+def summary(runs: list[dict[str, float]]) -> str:
+    """Mean and range over training seeds of each kind's rate and of the selection score (the
+    mean of jailbreak and indirect recall)."""
+    cols = [*KINDS, "score"]
+    runs = [{**r, "score": (r["jailbreak"] + r["indirect"]) / 2} for r in runs]
+    out = []
+    for c in cols:
+        v = [r[c] for r in runs if c in r]
+        if v:
+            out.append(f"{c} {sum(v) / len(v):.1%} [{min(v):.1%}-{max(v):.1%}]")
+    return f"mean over {len(runs)} seeds: " + "  ".join(out)
 
 
 def main() -> None:
@@ -329,6 +437,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--shuffle-seed", type=int, help="training shuffle seed (default: --seed)")
     ap.add_argument(
+        "--seeds",
+        help="comma-separated training shuffle seeds: each is trained and scored, then the mean "
+        "and range are printed; the first one's model is the one written",
+    )
+    ap.add_argument(
+        "--grouped",
+        action="store_true",
+        help="validation split holding out host documents and attacks at once (grouped_validation)",
+    )
+    ap.add_argument(
         "--family-split", action="store_true", help="template families split by file, as dev"
     )
     ap.add_argument(
@@ -343,25 +461,42 @@ def main() -> None:
     benign = {u.strip() for r in rows if r["label"] == 0 for u in units(r["text"])}
     attacks = attack_units(rows, benign, args.locate_blocks)
     print(f"{len(rows)} rows; inserted instruction located in {len(attacks)} indirect rows")
-    val = validation(rows, attacks, args.seed, args.family_split)
+    if args.grouped:
+        val, left_out = grouped_validation(rows, args.seed)
+    else:
+        val, left_out = validation(rows, attacks, args.seed, args.family_split), set()
     test = [r for i, r in enumerate(rows) if i in val]
-    index = [i for i in range(len(rows)) if i not in val]
+    index = [i for i in range(len(rows)) if i not in val and i not in left_out]
     rows = [rows[i] for i in index]
     attacks = {n: attacks[i] for n, i in enumerate(index) if i in attacks}
-    print(f"train {len(rows)} rows, validation {len(test)} rows", flush=True)
+    print(
+        f"train {len(rows)} rows, validation {len(test)} rows, left out {len(left_out)}", flush=True
+    )
     df: Counter[str] = Counter()
     for r in rows:
         df.update(set(features(tokens(r["text"]), start)))
     data = examples(rows, attacks, args.pos_weight, start)
     print(f"{len(data)} training spans ({time.perf_counter() - t0:.0f} s)", flush=True)
     shuffle = args.seed if args.shuffle_seed is None else args.shuffle_seed
-    w, bias = train(data, args.epochs, args.lr, shuffle)
-    kept = {f: v for f, v in w.items() if df[f] >= args.min_df and abs(v) >= 1e-3}
-    model = InjectionClassifier(kept, bias, version=VERSION, start=start)
-    blob = model.to_json()
-    model = InjectionClassifier.from_json(blob)
-    print(f"{len(kept)} features kept, {len(blob) / 1e6:.2f} MB ({time.perf_counter() - t0:.0f} s)")
-    model.threshold = report(model, test)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [shuffle]
+    models: list[InjectionClassifier] = []
+    runs: list[dict[str, float]] = []
+    for seed in seeds:
+        w, bias = train(data, args.epochs, args.lr, seed)
+        kept = {f: v for f, v in w.items() if df[f] >= args.min_df and abs(v) >= 1e-3}
+        model = InjectionClassifier(kept, bias, version=VERSION, start=start)
+        blob = model.to_json()
+        model = InjectionClassifier.from_json(blob)
+        print(
+            f"seed {seed}: {len(kept)} features kept, {len(blob) / 1e6:.2f} MB "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
+        model.threshold, rates = report(model, test)
+        models.append(model)
+        runs.append(rates)
+    if len(runs) > 1:
+        print(summary(runs), flush=True)
+    model = models[0]
     if args.no_write:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
