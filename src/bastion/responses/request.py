@@ -2,7 +2,8 @@
 
 Translating before the gateway sees the call is what lets every guard (budget reservation,
 rate limits, PII, injection, kill switch, records) apply unchanged: they all read the chat
-body. Validation happens here, in the Responses API's own terms (``input.2.call_id``), so a
+body. Validation happens here, in the Responses API's own terms and written as OpenAI writes a
+400's ``param`` (``input[2].call_id``, ``tools[1].name``: list indexes in brackets), so a
 caller never sees an error that names a chat field it did not send; anything this module
 emits is a chat body ``schema.validate_openai`` accepts.
 
@@ -140,7 +141,7 @@ def input_messages(items: list[Any]) -> list[dict[str, Any]]:
     """Input items as chat messages: function calls join the assistant turn they belong to."""
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        where = f"input.{i}"
+        where = f"input[{i}]"
         if not isinstance(item, dict):
             raise _bad(where, "must be an object")
         kind = item.get("type", "message")
@@ -177,7 +178,7 @@ def _message(item: dict[str, Any], where: str) -> dict[str, Any] | None:
         raise _bad(f"{where}.content", "must be a string or a list of content parts")
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        parts.append(_content_part(part, f"{where}.content.{j}", role))
+        parts.append(_content_part(part, f"{where}.content[{j}]", role))
     if role != "user" or not any(p["type"] == "image_url" for p in parts):
         # text-only turns as one string: what every chat provider accepts
         text = "".join(p["text"] for p in parts)
@@ -236,11 +237,11 @@ def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
     for j, part in enumerate(output):
         if not isinstance(part, dict) or part.get("type") != "input_text":
             raise _bad(
-                f"{where}.output.{j}", "only input_text parts are supported in a tool output"
+                f"{where}.output[{j}]", "only input_text parts are supported in a tool output"
             )
         text = part.get("text")
         if not isinstance(text, str):
-            raise _bad(f"{where}.output.{j}.text", "must be a string")
+            raise _bad(f"{where}.output[{j}].text", "must be a string")
         texts.append(text)
     return {"role": "tool", "tool_call_id": call_id, "content": "".join(texts)}
 
@@ -253,25 +254,25 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise _bad(f"tools.{i}", "must be an object")
+            raise _bad(f"tools[{i}]", "must be an object")
         if tool.get("type") != "function":
             kind = str(tool.get("type"))[:64]
             raise _bad(
-                f"tools.{i}.type",
+                f"tools[{i}].type",
                 f"only function tools are served by this gateway, not {kind!r}",
             )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            raise _bad(f"tools.{i}.name", "is required and must be a string")
+            raise _bad(f"tools[{i}].name", "is required and must be a string")
         fn: dict[str, Any] = {"name": name}
         desc = tool.get("description")
         if desc is not None:
             if not isinstance(desc, str):
-                raise _bad(f"tools.{i}.description", "must be a string")
+                raise _bad(f"tools[{i}].description", "must be a string")
             fn["description"] = desc
         params = tool.get("parameters")
         if params is not None and not isinstance(params, dict):
-            raise _bad(f"tools.{i}.parameters", "must be a JSON schema object")
+            raise _bad(f"tools[{i}].parameters", "must be a JSON schema object")
         fn["parameters"] = params if params is not None else {"type": "object", "properties": {}}
         strict = tool.get("strict")
         if isinstance(strict, bool):
