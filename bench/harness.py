@@ -1,10 +1,11 @@
-"""What guards.py, failover.py and recording.py share beyond ``overhead.py``'s helpers.
+"""What the benches share beyond ``overhead.py``'s helpers.
 
 Gateways started from config dicts (each in its own temp sub-directory, with its own
 store, state file and spill file unless the config says otherwise), interleaved
-measurement of any number of sides (each side's process CPU from ``/proc``), run
-metadata, a plain-text table, and clean-up of the Redis keys and PostgreSQL schemas a
-run created. Not a script: the others import it (``bench/`` is on ``sys.path`` when
+measurement of any number of sides over a grid of cells (each side's process CPU from
+``/proc``), run metadata, a plain-text table, and clean-up of the Redis keys and PostgreSQL
+schemas a run created. Other processes (started on a free port, waited for until healthy,
+a pinned tool in a venv of its own) are ``procs.py``'s. Not a script: the others import it (``bench/`` is on ``sys.path`` when
 they run as ``python bench/NAME.py``).
 """
 
@@ -19,10 +20,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
@@ -46,17 +47,23 @@ PG_URL = os.environ.get("BASTION_BENCH_POSTGRES_URL", "postgresql://postgres@127
 __all__ = [
     "PG_URL",
     "REDIS_URL",
+    "Cells",
     "Result",
+    "added",
     "fmt_ms",
     "interleaved",
+    "measure_cells",
     "meta",
+    "pct_or_dash",
     "pg_schema",
     "redis_cleanup",
     "render",
     "run_async",
+    "share",
     "start_gateway",
     "stopping",
     "unique",
+    "write_gateway_config",
 ]
 
 
@@ -133,6 +140,21 @@ def start_gateway(
     )
     started.append(gw)
     return gw, key
+
+
+def write_gateway_config(cfg: dict[str, Any], d: Path) -> Path:
+    """``cfg`` with a store, state and spill file of its own in ``d`` (made here, whatever
+    ``cfg`` said of them), written to ``d/bastion.yaml``."""
+    d.mkdir(parents=True)
+    cfg = {
+        **cfg,
+        "store": {"url": f"sqlite:///{d / 'bastion.db'}"},
+        "state": {"url": f"sqlite:///{d / 'bastion-state.db'}"},
+        "observability": {"spill_path": str(d / "bastion-spill.jsonl")},
+    }
+    config = d / "bastion.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
 
 
 def run_async(coro: Any) -> Any:
@@ -303,6 +325,58 @@ async def interleaved(
     return results
 
 
+Cells = dict[tuple[str, int, int], dict[str, Result]]  # (mode, concurrency, upstream ms) -> sides
+
+
+class RunSettings(Protocol):
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def warmup(self) -> int: ...
+
+
+async def measure_cells(
+    sides: Sequence[tuple[str, Callable[[str, int], Target], int | None]],
+    modes: Sequence[str],
+    grid: Sequence[tuple[int, int]],
+    s: RunSettings,
+    progress: Callable[[str, int, int, dict[str, Result]], str],
+) -> Cells:
+    """Every (mode, (concurrency, upstream ms)) cell, its sides ``(name, (mode, ms) -> Target,
+    pid whose CPU is theirs)`` interleaved; ``progress`` says a measured cell on stderr."""
+    cells: Cells = {}
+    total = len(modes) * len(grid)
+    for mode in modes:
+        for conc, ms in grid:
+            plan = [(name, target_for(mode, ms), pid) for name, target_for, pid in sides]
+            res = await interleaved(
+                plan,
+                conc,
+                rounds=s.rounds,
+                requests=s.requests,
+                seconds=s.seconds,
+                warmup=s.warmup,
+            )
+            cells[(mode, conc, ms)] = res
+            log(f"[{len(cells)}/{total}] " + progress(mode, conc, ms, res))
+    return cells
+
+
+def share(r: Result, d: Result) -> float | None:
+    """A side's requests/s as a share of direct's (None if either has none)."""
+    return r.rps / d.rps if d.rps and r.ok else None
+
+
+def added(r: Result, d: Result) -> float | None:
+    """A side's p50 over direct's, ms."""
+    a, b = r.p(0.5), d.p(0.5)
+    return None if a is None or b is None else a - b
+
+
 def with_headers(t: Target, extra: dict[str, str]) -> Target:
     return Target(t.url, {**t.headers, **extra}, t.body, t.stream, t.end)
 
@@ -312,6 +386,10 @@ def with_headers(t: Target, extra: dict[str, str]) -> Target:
 
 def fmt_ms(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def pct_or_dash(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
 
 
 def render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -38,30 +38,39 @@ process (``/proc/PID/stat``; granian's worker process), how busy the box was, fa
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import os
 import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
-import yaml
-from harness import Result, fmt_ms, interleaved, meta, meta_line, render, run_async, start_sim
+from harness import (
+    Cells,
+    Result,
+    added,
+    fmt_ms,
+    log,
+    measure_cells,
+    meta,
+    meta_line,
+    pct_or_dash,
+    render,
+    run_async,
+    share,
+    start_sim,
+    write_gateway_config,
+)
 from harness import stopping as stopping_servers
-from overhead import BARE_PROXY, BASTION, Server, Target, create_key, free_port, gateway_config
+from overhead import BARE_PROXY, BASTION, Server, Target, create_key, gateway_config
 from overhead import target as sim_target
+from procs import Unavailable, VenvTool, first_child_pid, run_cmd, start_process, wait_healthy
 from sidebyside import CAPS, STREAMS_PER_KEY, USER
-from startup import EnvServer
 
 HERE = Path(__file__).resolve().parent
 API = "openai"
@@ -73,6 +82,13 @@ GRANIAN_PIN = "2.8.7"
 VENV = HERE / ".venv-granian"
 PTH = "bastion-bench-main.pth"
 INSTALL_TIMEOUT_S = 900.0
+GRANIAN = VenvTool(
+    "granian",
+    VENV,
+    "granian[uvloop]",
+    "import granian; print(granian.__version__)",
+    INSTALL_TIMEOUT_S,
+)
 HEALTH_TIMEOUT_S = 60.0
 RAW_PROXY = (sys.executable, str(HERE / "raw_proxy.py"))
 GOAL_CPU_UNARY_MS = 0.5
@@ -96,56 +112,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # -- granian in its own venv -----------------------------------------------------------------
-
-
-class Unavailable(Exception):
-    """granian could not be installed or started: said once, and the rest is measured."""
-
-
-def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def installed_granian() -> str | None:
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        return None
-    out = _run([str(py), "-c", "import granian; print(granian.__version__)"], 60)
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def ensure_granian(pin: str) -> str:
     """The granian version in ``bench/.venv-granian``, installing it first if need be."""
-    try:
-        if installed_granian() != pin:
-            if not (VENV / "bin" / "python").exists():
-                log(f"granian: creating {VENV}")
-                made = _run([sys.executable, "-m", "venv", str(VENV)], 300)
-                if made.returncode != 0:
-                    raise Unavailable(f"python -m venv failed: {made.stderr[-500:]}")
-            log(f"granian: pip install 'granian[uvloop]=={pin}' into {VENV}")
-            pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
-            got = _run([*pip, "--disable-pip-version-check", f"granian[uvloop]=={pin}"], 900)
-            if got.returncode != 0:
-                raise Unavailable(f"pip install granian[uvloop]=={pin} failed: {got.stderr[-800:]}")
-    except subprocess.TimeoutExpired as exc:
-        raise Unavailable(f"installing granian took over {exc.timeout:.0f} s") from None
-    except OSError as exc:
-        raise Unavailable(f"installing granian: {exc}") from None
-    version = installed_granian()
-    if version is None:
-        raise Unavailable("granian is not importable in its venv after pip install")
+    version = GRANIAN.ensure(pin, log)
     # This checkout's packages (aiohttp, the editable Bastion) after granian's own: the same
     # client and gateway code as every other side, with no second install to drift.
     ours = sysconfig.get_paths()["purelib"]
-    theirs = _run(
+    theirs = run_cmd(
         [
-            str(VENV / "bin" / "python"),
+            str(GRANIAN.python),
             "-c",
             "import sysconfig; print(sysconfig.get_paths()['purelib'])",
         ],
@@ -183,17 +161,10 @@ def bastion_targets(base: str, key: str) -> Callable[[str, int], Target]:
 
 def bastion_config(tmp: Path, sim_port: int, name: str) -> Path:
     """Bastion's config (as ``sidebyside.py``'s), with its own store, state and spill file."""
-    d = tmp / name
-    d.mkdir(parents=True)
     cfg = gateway_config(tmp, sim_port, sorted({ms for _, ms in CELLS}))
     cfg["cost"] = CAPS
     cfg["server"] = {"max_concurrent_streams_per_key": STREAMS_PER_KEY}
-    cfg["store"] = {"url": f"sqlite:///{d / 'bastion.db'}"}
-    cfg["state"] = {"url": f"sqlite:///{d / 'bastion-state.db'}"}
-    cfg["observability"] = {"spill_path": str(d / "bastion-spill.jsonl")}
-    config = d / "bastion.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return config
+    return write_gateway_config(cfg, tmp / name)
 
 
 def granian_argv(port: int, factory: str) -> list[str]:
@@ -224,39 +195,13 @@ def granian_argv(port: int, factory: str) -> list[str]:
 def start_granian(
     name: str, factory: str, env: dict[str, str], tmp: Path, started: list[Server]
 ) -> Server:
-    port = free_port()
     env = {**os.environ, **env, "PYTHONPATH": str(HERE)}
-    server = EnvServer(name, granian_argv(port, factory), port, tmp / f"{name}.log", env)
-    started.append(server)
-    return server
+    argv = functools.partial(granian_argv, factory=factory)
+    return start_process(name, argv, tmp / f"{name}.log", started, env=env)
 
 
-def healthy(server: Server, path: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
-    """Wait for the first 200 on ``path`` (polled every 20 ms, bounded)."""
-    url = f"http://127.0.0.1:{server.port}{path}"
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited {server.proc.returncode}: {server.tail()}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(url, timeout=1.0) as resp,
-        ):
-            if resp.status == 200:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"{server.name}: {path} not 200 within {timeout:g} s: {server.tail()}")
-
-
-def worker_pid(server: Server) -> int:
-    """granian serves from one worker process: its pid (the parent only supervises)."""
-    end = time.monotonic() + 10.0
-    while time.monotonic() < end:
-        kids = psutil.Process(server.pid).children()
-        if kids:
-            return int(kids[0].pid)
-        time.sleep(0.05)
-    raise RuntimeError(f"{server.name} started no worker process")
+def proxy_argv(argv: Sequence[str], upstream: str, port: int) -> list[str]:
+    return [*argv, "--port", str(port), "--upstream", upstream]
 
 
 def start_all(tmp: Path, sim: Server, started: list[Server], with_granian: bool) -> list[Side]:
@@ -268,19 +213,19 @@ def start_all(tmp: Path, sim: Server, started: list[Server], with_granian: bool)
         ("raw+raw", [*RAW_PROXY, "--client", "raw"]),
     ]
     for name, argv in plain:
-        port = free_port()
-        server = Server(
-            name, [*argv, "--port", str(port), "--upstream", up], port, tmp / f"{name}.log"
-        )
-        started.append(server)
-        sides.append(Side(name, server, proxy_targets(f"http://127.0.0.1:{port}")))
+        args = functools.partial(proxy_argv, argv, up)
+        server = start_process(name, args, tmp / f"{name}.log", started)
+        sides.append(Side(name, server, proxy_targets(f"http://127.0.0.1:{server.port}")))
     config = bastion_config(tmp, sim.port, "bastion")
     key = create_key(config)
-    port = free_port()
-    argv = [*BASTION, "serve", "--config", str(config), "--port", str(port)]
-    server = Server("bastion", argv, port, tmp / "bastion.log")
-    started.append(server)
-    sides.append(Side("bastion", server, bastion_targets(f"http://127.0.0.1:{port}", key)))
+    server = start_process(
+        "bastion",
+        lambda port: [*BASTION, "serve", "--config", str(config), "--port", str(port)],
+        tmp / "bastion.log",
+        started,
+    )
+    base = f"http://127.0.0.1:{server.port}"
+    sides.append(Side("bastion", server, bastion_targets(base, key)))
     if with_granian:
         server = start_granian("granian", "proxy_app", {"BENCH_UPSTREAM": up}, tmp, started)
         sides.insert(1, Side("granian", server, proxy_targets(f"http://127.0.0.1:{server.port}")))
@@ -291,55 +236,34 @@ def start_all(tmp: Path, sim: Server, started: list[Server], with_granian: bool)
         base = f"http://127.0.0.1:{server.port}"
         sides.append(Side("bastion@granian", server, bastion_targets(base, gkey)))
     for side in sides:
-        healthy(side.server, "/healthz" if side.name.startswith("bastion") else "/v1/models")
+        path = "/healthz" if side.name.startswith("bastion") else "/v1/models"
+        wait_healthy(side.server, path, timeout=HEALTH_TIMEOUT_S, poll_s=0.02)
         granian = side.name in ("granian", "bastion@granian")
-        side.cpu_pid = worker_pid(side.server) if granian else side.server.pid
+        # granian serves from one worker process (the parent only supervises)
+        side.cpu_pid = first_child_pid(side.server) if granian else side.server.pid
     return sides
 
 
 # -- measurement -----------------------------------------------------------------------------
 
 
-Cells = dict[tuple[str, int, int], dict[str, Result]]
-
-
 async def measure(sim: Server, sides: list[Side], s: Settings) -> Cells:
-    cells: Cells = {}
     direct = f"http://127.0.0.1:{sim.port}"
-    total = len(MODES) * len(CELLS)
-    for mode in MODES:
-        for conc, ms in CELLS:
-            plan: list[tuple[str, Target, int | None]] = [
-                ("direct", sim_target(API, mode, ms, base=direct, key=None), sim.pid)
-            ]
-            plan += [(x.name, x.target_for(mode, ms), x.cpu_pid) for x in sides]
-            res = await interleaved(
-                plan,
-                conc,
-                rounds=s.rounds,
-                requests=s.requests,
-                seconds=s.seconds,
-                warmup=s.warmup,
-            )
-            cells[(mode, conc, ms)] = res
-            d = res["direct"].rps
-            log(
-                f"[{len(cells)}/{total}] {mode} c{conc} {ms} ms: "
-                + ", ".join(f"{n} {r.rps:.0f} ({r.rps / d:.0%})" for n, r in res.items() if d)
-            )
-    return cells
+    plan: list[tuple[str, Callable[[str, int], Target], int | None]] = [
+        ("direct", lambda mode, ms: sim_target(API, mode, ms, base=direct, key=None), sim.pid)
+    ]
+    plan += [(x.name, x.target_for, x.cpu_pid) for x in sides]
+
+    def progress(mode: str, conc: int, ms: int, res: dict[str, Result]) -> str:
+        d = res["direct"].rps
+        return f"{mode} c{conc} {ms} ms: " + ", ".join(
+            f"{n} {r.rps:.0f} ({r.rps / d:.0%})" for n, r in res.items() if d
+        )
+
+    return await measure_cells(plan, MODES, CELLS, s, progress)
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def share(r: Result, d: Result) -> float | None:
-    return r.rps / d.rps if d.rps and r.ok else None
-
-
-def added(r: Result, d: Result) -> float | None:
-    a, b = r.p(0.5), d.p(0.5)
-    return None if a is None or b is None else a - b
 
 
 def mean(values: Sequence[float | None]) -> float | None:
@@ -393,10 +317,6 @@ def summary(cells: Cells, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         m["errors"] = sum(res[name].samples.errors for res in cells.values())
         out[name] = m
     return out
-
-
-def pct_or_dash(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0%}"
 
 
 def summary_table(sm: dict[str, dict[str, Any]]) -> str:

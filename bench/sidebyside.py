@@ -38,17 +38,13 @@ and RSS of its process tree after start-up and after the run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,16 +53,22 @@ import orjson
 import psutil
 import yaml
 from harness import (
+    Cells,
     Result,
+    added,
     fmt_ms,
-    interleaved,
+    log,
+    measure_cells,
     meta,
     meta_line,
+    pct_or_dash,
     render,
     run_async,
+    share,
     start_sim,
     stopping,
     with_headers,
+    write_gateway_config,
 )
 from overhead import (
     BASTION,
@@ -75,13 +77,20 @@ from overhead import (
     Target,
     alias,
     create_key,
-    free_port,
     gateway_config,
     pacing_headers,
     request_body,
     target,
 )
-from startup import EnvServer
+from procs import (
+    Unavailable,
+    VenvTool,
+    first_child_pid,
+    start_process,
+    tree_cpu_s,
+    tree_rss_mb,
+    wait_healthy,
+)
 
 API = "openai"
 MODES = ("unary", "stream")
@@ -102,6 +111,16 @@ CAPS = {  # as guards.py's `on`: never refuses, but every call reserves, checks 
 HEALTH_TIMEOUT_S = {"bastion": 60.0, "nginx": 15.0, "litellm": 180.0}
 HEALTH_PATH = {"bastion": "/healthz", "nginx": "/healthz", "litellm": "/health/readiness"}
 INSTALL_TIMEOUT_S = 1200.0
+LITELLM = VenvTool(
+    "litellm",
+    VENV,
+    "litellm[proxy]",
+    "import importlib.metadata as m; print(m.version('litellm'))",
+    INSTALL_TIMEOUT_S,
+    title="LiteLLM",
+    install_note=" (a few minutes the first time)",
+    latest_if_missing=True,
+)
 GOALS = {  # issue 16's goals for Bastion
     "share": 0.90,
     "cpu_unary_ms": 0.5,
@@ -169,66 +188,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # -- LiteLLM in its own venv ----------------------------------------------------------------
 
 
-class Unavailable(Exception):
-    """LiteLLM could not be installed or started: the reason, said once, and the run goes on."""
-
-
-def _run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def installed_litellm() -> str | None:
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        return None
-    out = _run([str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], 60)
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def ensure_litellm(pin: str, log: Any) -> str:
-    """The LiteLLM version in ``bench/.venv-litellm``, installing it first if need be."""
-    have = installed_litellm()
-    if have == pin:
-        return have
-    try:
-        if not (VENV / "bin" / "python").exists():
-            log(f"litellm: creating {VENV}")
-            made = _run([sys.executable, "-m", "venv", str(VENV)], 300)
-            if made.returncode != 0:
-                raise Unavailable(f"python -m venv failed: {made.stderr[-500:]}")
-        pip = [
-            str(VENV / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-        ]
-        log(
-            f"litellm: pip install 'litellm[proxy]=={pin}' into {VENV} (a few minutes the first time)"
-        )
-        got = _run([*pip, f"litellm[proxy]=={pin}"], INSTALL_TIMEOUT_S)
-        if got.returncode != 0:
-            missing = (
-                "No matching distribution" in got.stderr or "Could not find a version" in got.stderr
-            )
-            if not missing:
-                raise Unavailable(f"pip install litellm[proxy]=={pin} failed: {got.stderr[-800:]}")
-            if have is not None:
-                log(f"litellm: {pin} is not on the index; keeping the installed {have}")
-                return have
-            log(f"litellm: {pin} is not on the index; installing the latest release")
-            got = _run([*pip, "-U", "litellm[proxy]"], INSTALL_TIMEOUT_S)
-            if got.returncode != 0:
-                raise Unavailable(f"pip install litellm[proxy] failed: {got.stderr[-800:]}")
-    except subprocess.TimeoutExpired as exc:
-        raise Unavailable(f"installing LiteLLM took over {exc.timeout:.0f} s") from None
-    except OSError as exc:
-        raise Unavailable(f"installing LiteLLM: {exc}") from None
-    version = installed_litellm()
-    if version is None:
-        raise Unavailable("litellm is not importable in its venv after pip install")
-    return version
+def ensure_litellm(pin: str, log: Callable[[str], None]) -> str:
+    """The LiteLLM version in ``bench/.venv-litellm``, installing it first if need be (the
+    latest release if ``pin`` is not on the index, or the one installed if there is one)."""
+    return LITELLM.ensure(pin, log)
 
 
 def litellm_config(sim_port: int) -> dict[str, Any]:
@@ -295,13 +258,13 @@ def start_nginx(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Serv
     d = tmp / f"nginx-{i}"
     d.mkdir(parents=True)
     d.chmod(0o755)  # workers run as an unprivileged user when started by root
-    port = free_port()
     conf = d / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=d, sim_port=sim_port, port=port))
-    argv = [nginx_binary(), "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")]
-    server = Server("nginx", argv, port, d / "stdout.log")  # SIGTERM: fast shutdown
-    started.append(server)
-    return server
+
+    def argv(port: int) -> list[str]:
+        conf.write_text(NGINX_CONF.format(tmp=d, sim_port=sim_port, port=port))
+        return [nginx_binary(), "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")]
+
+    return start_process("nginx", argv, d / "stdout.log", started)  # SIGTERM: fast shutdown
 
 
 def start_litellm(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Server:
@@ -309,79 +272,33 @@ def start_litellm(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Se
     d.mkdir(parents=True)
     conf = d / "litellm.yaml"
     conf.write_text(yaml.safe_dump(litellm_config(sim_port), sort_keys=False))
-    port = free_port()
-    argv = [
-        str(VENV / "bin" / "litellm"),
-        "--config",
-        str(conf),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--num_workers",
-        "1",
-    ]
-    server = EnvServer("litellm", argv, port, d / "litellm.log", litellm_env(d))
-    started.append(server)
-    return server
+
+    def argv(port: int) -> list[str]:
+        return [
+            str(VENV / "bin" / "litellm"),
+            "--config",
+            str(conf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
+
+    return start_process("litellm", argv, d / "litellm.log", started, env=litellm_env(d))
 
 
-def healthy_after(server: Server, path: str, started: float, timeout: float) -> float:
-    """Seconds from ``started`` to the first 200 on ``path`` (polled every 5 ms, bounded)."""
-    url = f"http://127.0.0.1:{server.port}{path}"
-    end = started + timeout
-    while time.perf_counter() < end:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited {server.proc.returncode}: {server.tail()}")
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-            urllib.request.urlopen(url, timeout=1.0) as resp,
-        ):
-            if resp.status == 200:
-                return time.perf_counter() - started
-        time.sleep(0.005)
-    raise TimeoutError(f"{server.name}: {path} not 200 within {timeout:g} s: {server.tail()}")
-
-
-def tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_rss_mb(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 2**20
-
-
-def tree_cpu_s(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def serving_pid(name: str, pid: int) -> int:
+def serving_pid(server: Server) -> int:
     """The process that serves the calls: nginx's one worker, otherwise the process itself."""
-    if name != "nginx":
-        kids = psutil.Process(pid).children(recursive=True)
-        if kids:
-            log(f"{name}: {len(kids)} child process(es); CPU per call is charged to pid {pid}")
-        return pid
-    end = time.monotonic() + 10.0
-    while time.monotonic() < end:
-        kids = psutil.Process(pid).children()
-        if kids:
-            return int(kids[0].pid)
-        time.sleep(0.05)
-    raise RuntimeError("nginx started no worker process")
+    if server.name == "nginx":
+        return first_child_pid(server)
+    kids = psutil.Process(server.pid).children(recursive=True)
+    if kids:
+        log(
+            f"{server.name}: {len(kids)} child process(es); CPU per call is charged to pid {server.pid}"
+        )
+    return server.pid
 
 
 @dataclass
@@ -407,31 +324,21 @@ def litellm_target(base: str, mode: str, ms: int) -> Target:
     return Target(base + "/v1/chat/completions", headers, body, stream, b"data: [DONE]")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def start_bastion(
     cfg: dict[str, Any], tmp: Path, i: int, started: list[Server]
 ) -> tuple[Server, str, float]:
     """``bastion serve`` with its own store, state and spill file; the key is created (and the
     store with it) before the clock starts, as in ``startup.py``. Returns it, a key, ``t0``."""
     d = tmp / f"bastion-{i}"
-    d.mkdir(parents=True)
-    cfg = {
-        **cfg,
-        "store": {"url": f"sqlite:///{d / 'bastion.db'}"},
-        "state": {"url": f"sqlite:///{d / 'bastion-state.db'}"},
-        "observability": {"spill_path": str(d / "bastion-spill.jsonl")},
-    }
-    config = d / "bastion.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = write_gateway_config(cfg, d)
     key = create_key(config)
-    port = free_port()
     t0 = time.perf_counter()
-    argv = [*BASTION, "serve", "--config", str(config), "--port", str(port)]
-    server = Server("bastion", argv, port, d / "gateway.log")
-    started.append(server)
+    server = start_process(
+        "bastion",
+        lambda port: [*BASTION, "serve", "--config", str(config), "--port", str(port)],
+        d / "gateway.log",
+        started,
+    )
     return server, key, t0
 
 
@@ -463,7 +370,9 @@ def start_all(
                 t0 = time.perf_counter()
                 server = start_litellm(tmp, sim.port, i, started)
             try:
-                took = healthy_after(server, HEALTH_PATH[name], t0, HEALTH_TIMEOUT_S[name])
+                took = wait_healthy(
+                    server, HEALTH_PATH[name], timeout=HEALTH_TIMEOUT_S[name], started=t0
+                )
             except (RuntimeError, TimeoutError) as exc:
                 if name != "litellm":
                     raise
@@ -480,7 +389,7 @@ def start_all(
             if last:
                 gw.server = server
                 gw.rss_start_mb = tree_rss_mb(server.pid)
-                gw.cpu_pid = serving_pid(name, server.pid)
+                gw.cpu_pid = serving_pid(server)
                 gw.target_for = target_factory(name, f"http://127.0.0.1:{server.port}", key)
             else:
                 server.stop()
@@ -498,48 +407,24 @@ def target_factory(name: str, base: str, key: str) -> Any:
     return lambda mode, ms: litellm_target(base, mode, ms)
 
 
-async def measure(
-    sim: Server, gws: dict[str, Gateway], s: Settings
-) -> dict[tuple[str, int, int], dict[str, Result]]:
-    cells: dict[tuple[str, int, int], dict[str, Result]] = {}
+async def measure(sim: Server, gws: dict[str, Gateway], s: Settings) -> Cells:
     direct_base = f"http://127.0.0.1:{sim.port}"
-    total = len(MODES) * len(CELLS)
-    for mode in MODES:
-        for conc, ms in CELLS:
-            sides: list[tuple[str, Target, int | None]] = [
-                ("direct", target(API, mode, ms, base=direct_base, key=None), sim.pid)
-            ]
-            sides += [(n, g.target_for(mode, ms), g.cpu_pid) for n, g in gws.items()]
-            res = await interleaved(
-                sides,
-                conc,
-                rounds=s.rounds,
-                requests=s.requests,
-                seconds=s.seconds,
-                warmup=s.warmup,
-            )
-            cells[(mode, conc, ms)] = res
-            d = res["direct"].rps
-            log(
-                f"[{len(cells)}/{total}] {mode} conc {conc} up {ms} ms: "
-                + ", ".join(
-                    f"{n} {r.rps:.0f} rps ({r.rps / d:.0%})" if d else f"{n} {r.rps:.0f} rps"
-                    for n, r in res.items()
-                )
-            )
-    return cells
+    sides: list[tuple[str, Callable[[str, int], Target], int | None]] = [
+        ("direct", lambda mode, ms: target(API, mode, ms, base=direct_base, key=None), sim.pid)
+    ]
+    sides += [(n, g.target_for, g.cpu_pid) for n, g in gws.items()]
+
+    def progress(mode: str, conc: int, ms: int, res: dict[str, Result]) -> str:
+        d = res["direct"].rps
+        return f"{mode} conc {conc} up {ms} ms: " + ", ".join(
+            f"{n} {r.rps:.0f} rps ({r.rps / d:.0%})" if d else f"{n} {r.rps:.0f} rps"
+            for n, r in res.items()
+        )
+
+    return await measure_cells(sides, MODES, CELLS, s, progress)
 
 
 # -- report ----------------------------------------------------------------------------------
-
-
-def share(r: Result, d: Result) -> float | None:
-    return r.rps / d.rps if d.rps and r.ok else None
-
-
-def added(r: Result, d: Result) -> float | None:
-    a, b = r.p(0.5), d.p(0.5)
-    return None if a is None or b is None else a - b
 
 
 def added_ttfb(r: Result, d: Result) -> float | None:
@@ -557,7 +442,7 @@ def span(values: Sequence[float | None], fmt: str) -> str:
     return fmt.format(lo) if f"{lo:.2f}" == f"{hi:.2f}" else f"{fmt.format(lo)}–{fmt.format(hi)}"
 
 
-def detail_table(cells: dict[tuple[str, int, int], dict[str, Result]]) -> str:
+def detail_table(cells: Cells) -> str:
     rows = []
     for (mode, conc, ms), res in cells.items():
         d = res["direct"]
@@ -596,9 +481,7 @@ def detail_table(cells: dict[tuple[str, int, int], dict[str, Result]]) -> str:
     return render(header, rows)
 
 
-def summary(
-    cells: dict[tuple[str, int, int], dict[str, Result]], gws: dict[str, Gateway]
-) -> dict[str, dict[str, Any]]:
+def summary(cells: Cells, gws: dict[str, Gateway]) -> dict[str, dict[str, Any]]:
     """Per gateway, the issue's measures (numbers, for the JSON and the table)."""
     out: dict[str, dict[str, Any]] = {}
     for name in GATEWAYS:
@@ -623,10 +506,6 @@ def summary(
         m["rss_end_mb"] = g.rss_end_mb
         out[name] = m
     return out
-
-
-def pct_or_dash(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0%}"
 
 
 def ms_or_dash(v: float | None) -> str:

@@ -48,6 +48,7 @@ from harness import (
     unique,
 )
 from overhead import BASTION, Server, create_key, free_port, gateway_config, target
+from procs import tree_cpu_s
 
 UPSTREAM_MS = 50
 API, MODE = "anthropic", "unary"
@@ -96,21 +97,6 @@ def wait_workers(gw: Server, workers: int, timeout: float = 120.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{gw.name} not ready: {gw.tail()}")
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and all its children (the supervisor's workers)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = proc.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def host_pid(supervisor: int) -> int | None:
