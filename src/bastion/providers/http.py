@@ -124,26 +124,21 @@ class HttpTransport:
         session = self._get_session()
         try:
             async with asyncio.timeout(timeout):
-                try:
-                    resp = await session.request(
-                        request.method,
-                        request.url,
-                        data=request.body,
-                        headers=dict(request.headers),
-                    )
-                except aiohttp.ClientOSError as exc:
-                    if not _unsent(exc):
-                        raise
-                    # a pooled connection the provider closed while it idled (its keep-alive
-                    # ran out): the request never left, so it is sent once more on another
-                    # connection instead of failing the attempt (five such in a row opened
-                    # the breaker after an idle spell)
-                    resp = await session.request(
-                        request.method,
-                        request.url,
-                        data=request.body,
-                        headers=dict(request.headers),
-                    )
+                resend = True
+                while True:  # at most two passes: the one resend below
+                    try:
+                        resp = await session.request(
+                            request.method, request.url, data=request.body, headers=request.headers
+                        )
+                        break
+                    except aiohttp.ClientOSError as exc:
+                        if not (resend and _unsent(exc)):
+                            raise
+                        # a pooled connection the provider closed while it idled (its
+                        # keep-alive ran out): the request never left, so it is sent once
+                        # more on another connection instead of failing the attempt (five
+                        # such in a row opened the breaker after an idle spell)
+                        resend = False
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"no response headers from upstream within {timeout:.3g}s"
