@@ -109,12 +109,13 @@ def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
-def variant_config(v: Variant, tmp: Path, sim_port: int) -> dict[str, Any]:
-    """The config ``v``'s gateway runs: the full one, its switches applied, files in ``tmp/<dir>``."""
+def variant_config(v: Variant, tmp: Path, sim_port: int, name: str = "") -> dict[str, Any]:
+    """The config ``v``'s gateway runs: the full one, its switches applied, files in
+    ``tmp/<slug of name>`` (``v.name`` by default)."""
     cfg = copy.deepcopy(bastion_config(tmp, sim_port))  # it shares sidebyside's CAPS
     for path, value in v.switches.items():
         set_path(cfg, path, value)
-    d = tmp / slug(v.name)
+    d = tmp / slug(name or v.name)
     cfg["store"] = {"url": f"sqlite:///{d / 'bastion.db'}"}
     cfg["state"] = {"url": f"sqlite:///{d / 'bastion-state.db'}"}
     cfg.setdefault("observability", {})["spill_path"] = str(d / "bastion-spill.jsonl")
@@ -125,11 +126,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def write_config(v: Variant, tmp: Path, sim_port: int) -> Path:
+def write_config(v: Variant, tmp: Path, sim_port: int, name: str = "") -> Path:
     """Write ``v``'s config where ``start_gateway`` writes it (it rewrites the same text)."""
-    path = tmp / slug(v.name) / "bastion.yaml"
+    path = tmp / slug(name or v.name) / "bastion.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(variant_config(v, tmp, sim_port), sort_keys=False))
+    path.write_text(yaml.safe_dump(variant_config(v, tmp, sim_port, name), sort_keys=False))
     return path
 
 
@@ -144,10 +145,12 @@ def launcher(v: Variant, src: Path | None) -> tuple[str, ...]:
 
 
 def start_variant(
-    v: Variant, tmp: Path, sim_port: int, src: Path | None, started: list[Server]
+    v: Variant, tmp: Path, sim_port: int, src: Path | None, started: list[Server], name: str = ""
 ) -> tuple[Server, str]:
-    """``v``'s gateway on a free port, and a key for it (made by the same source tree)."""
-    config = write_config(v, tmp, sim_port)
+    """``v``'s gateway on a free port, and a key for it (made by the same source tree);
+    ``name`` (``v.name`` by default) names its directory."""
+    name = name or v.name
+    config = write_config(v, tmp, sim_port, name)
     env = dict(os.environ) if src is None else {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(
         [*BASTION, "keys", "create", "--name", "bench", "--config", str(config)],
@@ -160,7 +163,7 @@ def start_variant(
     key = next(ln.split()[-1] for ln in out.splitlines() if ln.startswith("secret:"))
     port = free_port()
     argv = [*launcher(v, src), "serve", "--config", str(config), "--port", str(port)]
-    gw = Server(slug(v.name), argv, port, config.parent / "gateway.log")
+    gw = Server(slug(name), argv, port, config.parent / "gateway.log")
     started.append(gw)
     return gw, key
 
@@ -278,7 +281,7 @@ def med(side: Side, mode: str) -> float:
 
 
 def table(sides: Sequence[Side], args: argparse.Namespace) -> str:
-    bare, full = sides[0], next(s for s in sides if s.name == FULL)
+    bare, full = sides[0], next((s for s in sides if s.name == FULL), None)
     rows = []
     for s in sides:
         row = [s.name]
@@ -286,7 +289,7 @@ def table(sides: Sequence[Side], args: argparse.Namespace) -> str:
             cpu = med(s, mode)
             row += [
                 fmt_ms(cpu, 3),
-                "-" if s in (bare, full) else f"{cpu - med(full, mode):+.3f}",
+                "-" if full is None or s in (bare, full) else f"{cpu - med(full, mode):+.3f}",
                 "-" if s is bare else fmt_ms(cpu - med(bare, mode), 3),
             ]
         rows.append([*row, str(s.errors)])
@@ -309,8 +312,33 @@ def profile_table(shares: Mapping[str, Mapping[str, float]]) -> str:
     return "py-spy, full defaults, share of on-CPU samples\n" + render(["group", *MODES], rows)
 
 
+def compare_table(sides: Sequence[Side], ref: str) -> str:
+    """Each side against the same variant on ``ref``'s tree, round by round (same round, same
+    load): the median ratio new/old and its range over the rounds."""
+    by = {s.name: s for s in sides}
+    rows = []
+    for s in sides:
+        old = by.get(f"{s.name} @{ref}")
+        if old is None:
+            continue
+        row = [s.name]
+        for mode in MODES:
+            ratios = [n / o for n, o in zip(s.cpu_ms[mode], old.cpu_ms[mode], strict=True) if o]
+            row += [
+                f"{med(old, mode):.3f} -> {med(s, mode):.3f}",
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})",
+            ]
+        rows.append(row)
+    head = ["side"]
+    for mode in MODES:
+        head += [f"{mode} CPU ms @{ref} -> now", "ratio now/before (range)"]
+    return f"against {ref}, per round\n" + render(head, rows)
+
+
 def verdict(sides: Sequence[Side]) -> str:
     by = {s.name: s for s in sides}
+    if FULL not in by or ALL_OFF not in by:
+        return "verdict: needs both the full-defaults and the everything-off sides"
     full, off, bare = by[FULL], by[ALL_OFF], sides[0]
     parts = []
     for mode in MODES:
@@ -348,6 +376,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="HEAD",
         help="git revision whose src/ the gateways run (git archive; 'worktree': the checkout)",
     )
+    p.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also run each side on this git revision's src/ (named 'side @REF'), same rounds",
+    )
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated side names to run (default: all), e.g. 'full defaults,everything off'",
+    )
     p.add_argument("--profile-dir", type=Path, help="keep py-spy's raw stacks here")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy attribution")
     args = p.parse_args(argv)
@@ -379,24 +417,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bare proxy", bare, {m: target("openai", m, 0, base=base, key=None) for m in MODES}
             )
         ]
+        only = {n.strip() for n in args.only.split(",")} if args.only else None
+        trees: list[tuple[str, Path | None]] = [("", src)]
+        if args.compare:
+            trees.append((f" @{args.compare}", export_tree(args.compare, tmp / "compare")))
         for v in VARIANTS:
-            gw, key = start_variant(v, tmp, sim.port, src, started)
-            gw_base = f"http://127.0.0.1:{gw.port}"
-            targets = {
-                m: with_headers(
-                    target("openai", m, 0, base=gw_base, key=key), {"x-bastion-user": USER}
-                )
-                for m in MODES
-            }
-            sides.append(Side(v.name, gw, targets))
+            if only is not None and v.name not in only:
+                continue
+            for suffix, tree in trees:
+                gw, key = start_variant(v, tmp, sim.port, tree, started, v.name + suffix)
+                gw_base = f"http://127.0.0.1:{gw.port}"
+                targets = {
+                    m: with_headers(
+                        target("openai", m, 0, base=gw_base, key=key), {"x-bastion-user": USER}
+                    )
+                    for m in MODES
+                }
+                sides.append(Side(v.name + suffix, gw, targets))
         for s in sides:
             s.server.wait_ready(90.0)
         run_async(measure(sides, args))
         shares = {}
-        if not args.no_profile:
+        if not args.no_profile and any(s.name == FULL for s in sides):
             full = next(s for s in sides if s.name == FULL)
             shares = run_async(profiled(full, args, tmp))
     print(table(sides, args))
+    if args.compare:
+        print("\n" + compare_table(sides, args.compare))
     if shares:
         print("\n" + profile_table(shares))
     line = verdict(sides)
