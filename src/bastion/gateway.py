@@ -106,7 +106,10 @@ class Gateway(LibraryCalls):
                 for name, p in config.cost.prices.items()
             }
         )
-        self.access = AccessLog(config.server.log_format)
+        # access lines scrub their values themselves, each once (built with the guards, below)
+        self.access = AccessLog(
+            config.server.log_format, scrub=lambda text: self.scrubber.redact(text)
+        )
         self.recorder = Recorder(
             self.store,
             config.observability.spill_path,

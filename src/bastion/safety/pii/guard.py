@@ -133,6 +133,8 @@ class PiiLogFilter(logging.Filter):
         self._redact = scrubber.redact
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "bastion_scrubbed", False) is True:
+            return True  # scrubbed value by value where it was made (observability/access.py)
         msg = record.getMessage()
         safe = self._redact(msg)
         if safe != msg:
