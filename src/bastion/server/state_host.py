@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import Config
@@ -102,20 +103,30 @@ class StateHostProcess:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self, *, restart: bool = False, workers: int = 0) -> None:
+    def start(
+        self, *, restart: bool = False, workers: Sequence[int] = (), hold_seconds: float = 0.0
+    ) -> None:
         """Start the host and wait until it answers a ping; ``HostFailed`` if it does not.
 
-        A ``restart`` holds new reservations back for a moment: the dead host's are still
-        running in the workers, which give them back to the new one (``state/remote.py``).
-        It ends once the ``workers`` have (each says "ready"), at most ``_RESTORE_GRACE_S``;
-        this waits for that, so the restart is logged when the host admits again.
+        A ``restart`` holds new reservations back: the dead host's are still running in the
+        ``workers`` (their pids), which give them back to the new one (``state/remote.py``).
+        It ends once each of them has (it says "ready") or died (``drop_worker``), at most
+        ``hold_seconds`` (at least ``_RESTORE_GRACE_S``). A worker stopped (SIGSTOP) holds it
+        until it runs again or the pings kill it, so the caller makes ``hold_seconds`` outlast
+        the pings' window. This waits for the end of the hold only ``_RESTORE_GRACE_S`` (the
+        restart is logged when the host admits again, as it does once every worker is back):
+        past that the supervisor must go on pinging, to kill a worker stopped for good.
         """
         argv = [
             sys.executable, "-m", "bastion.state.host", "--url", self.url, "--socket",
             self.socket, "--prefix", self.prefix, "--parent", str(os.getpid()),
         ]  # fmt: skip
-        if restart:
-            argv += ["--hold-new-seconds", str(_RESTORE_GRACE_S), "--workers", str(workers)]
+        if restart and workers:  # (no worker alive: nothing to give back)
+            argv += [
+                "--hold-new-seconds", str(max(hold_seconds, _RESTORE_GRACE_S)),
+                "--workers", str(len(workers)),
+                "--worker-pids", ",".join(str(p) for p in workers),
+            ]  # fmt: skip
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)  # a dead predecessor's: its ping must not pass for ours
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -128,8 +139,9 @@ class StateHostProcess:
                 self.kill()
                 raise HostFailed(f"the state host did not answer within {_START_TIMEOUT_S:g}s")
             time.sleep(_POLL_S)
+        held_until = min(deadline, time.monotonic() + _RESTORE_GRACE_S)
         while restart and ask_sync(self.socket, "holding", 1.0)[1] is True:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+            if time.monotonic() > held_until or self.proc.poll() is not None:
                 break  # its own clock ends the hold; a death is the supervisor's next find
             time.sleep(_POLL_S)
 

@@ -79,6 +79,7 @@ _POLL_S = 0.1
 _START_TIMEOUT_S = 120.0  # one worker's start-up (imports, detector weights) on a busy machine
 _EXIT_MARGIN_S = 5.0  # past a worker's own drain + flush bound: then it is killed
 _BACKLOG = 2048  # uvicorn's default
+_HOLD_MARGIN_S = 2.0  # a restarted host's hold outlasts the pings' window by this much
 
 
 class WorkersFailed(Exception):
@@ -355,11 +356,18 @@ class Supervisor:
         if self._host_ping is not None:
             self._host_ping.close()
             self._host_ping = None
+        srv = self.cfg.server
+        # a restarted host holds new reservations until every live worker gave its holds back
+        # or died: one stopped (SIGSTOP) is killed by the pings within their window, so the
+        # hold's clock outlasts it (without pings, a fixed grace)
+        hold = 0.0
+        if srv.worker_ping_misses > 0:
+            hold = srv.worker_ping_interval_seconds * srv.worker_ping_misses
+            hold += srv.worker_ping_timeout_seconds + _HOLD_MARGIN_S
         try:
-            self._host.start(restart=restart, workers=len(self._workers))
+            self._host.start(restart=restart, workers=self._live_pids(), hold_seconds=hold)
         except HostFailed as exc:
             raise WorkersFailed(str(exc)) from exc
-        srv = self.cfg.server
         if srv.worker_ping_misses > 0:
             self._host_ping = HostPing(
                 self._host.socket,
@@ -394,6 +402,9 @@ class Supervisor:
             )
         self._start_host(restart=True)
         self._echo(f"bastion: the state host (pid {old}) {why}; restarted as pid {host.pid}\n")
+
+    def _live_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers.values() if w.proc.poll() is None]
 
     @staticmethod
     def _kill(w: _Worker) -> None:

@@ -41,7 +41,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +79,28 @@ class StateHost:
     """Serve ``store`` on the Unix socket ``path`` until ``stop()``."""
 
     def __init__(
-        self, store: CounterStore, path: str, *, hold_new_seconds: float = 0.0, workers: int = 0
+        self,
+        store: CounterStore,
+        path: str,
+        *,
+        hold_new_seconds: float = 0.0,
+        workers: int = 0,
+        worker_pids: Iterable[int] = (),
     ) -> None:
         self.store = store
         self.path = path
         # a restarted host: new reservations (reserve, admit) fail closed this long after it
         # listens, while the workers give back the holds their running calls still have, or
-        # until ``workers`` stores said "ready" (each has given its holds back; by its token,
-        # so a worker that reconnects during the hold is counted once)
+        # until each of ``worker_pids`` (the workers alive at the restart) said "ready" or was
+        # reported dead: a worker stopped (SIGSTOP) past the clock would give its holds back
+        # after others had spent their room. Without pids: until ``workers`` stores said
+        # "ready" (by token, so a worker that reconnects during the hold is counted once)
         self._hold_new = hold_new_seconds
         self._hold_until = 0.0
         self._workers = workers
         self._ready: set[str] = set()
+        self._awaited = set(worker_pids)  # alive at the restart, neither ready nor dead yet
+        self._by_pid = bool(self._awaited)
         # whose reservations are whose, so a dead worker's are released at once (one process
         # that dies takes its holds with it) rather than held for their lease
         self._pids: dict[asyncio.StreamWriter, int] = {}
@@ -212,6 +222,7 @@ class StateHost:
     async def _drop_worker(self, pid: int) -> int:
         """The supervisor reaped worker ``pid``: release its holds once its connection is gone."""
         self._dead.add(pid)
+        self._accounted(pid)  # its calls died with it: none of its holds will come back
         if pid in self._pids.values():
             return 0  # its connection closes next: released then, after its last calls
         return await self._drop(pid)
@@ -250,6 +261,16 @@ class StateHost:
         await self.store.reserve(rid, caps, actual, 60.0)
         return await self.store.settle(rid, actual)
 
+    def _accounted(self, pid: int | None) -> None:
+        """Worker ``pid`` gave its holds back (or died): end the hold once every one has."""
+        if pid is not None:
+            self._awaited.discard(pid)
+        if self._by_pid:
+            if not self._awaited:
+                self._hold_until = 0.0
+        elif 0 < self._workers <= len(self._ready):
+            self._hold_until = 0.0
+
     def holding(self) -> bool:
         """Whether new reservations still wait for the workers' holds (after a restart)."""
         return time.monotonic() < self._hold_until
@@ -263,8 +284,7 @@ class StateHost:
             return self.instance
         if method == "ready":
             self._ready.add(str(args[0]))
-            if 0 < self._workers <= len(self._ready):
-                self._hold_until = 0.0
+            self._accounted(self._pids.get(writer))
             return None
         return self.holding()
 
@@ -280,13 +300,17 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _serve(url: str, path: str, prefix: str, hold_new_seconds: float, workers: int) -> None:
+async def _serve(args: argparse.Namespace) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     host = StateHost(
-        open_state(url, prefix=prefix), path, hold_new_seconds=hold_new_seconds, workers=workers
+        open_state(args.url, prefix=args.prefix),
+        args.socket,
+        hold_new_seconds=args.hold_new_seconds,
+        workers=args.workers,
+        worker_pids=[int(p) for p in args.worker_pids.split(",") if p],
     )
     await host.store.ping()  # load the file before answering: a bad file fails the start
     await host.start()
@@ -320,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a restart: refuse new reservations this long while the workers restore theirs",
     )
     p.add_argument("--workers", type=int, default=0, help="end that hold once this many are ready")
+    p.add_argument(
+        "--worker-pids",
+        default="",
+        help="end that hold once each of these workers (comma-separated pids) is ready or dead",
+    )
     args = p.parse_args(argv)
     _die_with_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -328,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the state host serves embedded state only, not {scheme}://", file=sys.stderr)
         return 2
     try:
-        _run(_serve(args.url, args.socket, args.prefix, args.hold_new_seconds, args.workers))
+        _run(_serve(args))
     except (ConfigError, BastionError) as exc:
         print(f"error: state host: {exc}", file=sys.stderr)
         return 2
