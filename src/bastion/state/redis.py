@@ -57,6 +57,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 from bastion.errors import ConfigError, StateUnavailable
 from bastion.state import _lua, _lua_batch, _redis_batch
 from bastion.state._breaker import BUCKETS, retention
+from bastion.state._resp import RespClient, resp_params
 from bastion.state.base import (
     BreakerDecision,
     BreakerPolicy,
@@ -165,6 +166,7 @@ class RedisCounterStore:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ConfigError(f"redis key prefix {prefix!r} must be non-empty, without braces")
         self._redis: Redis | RedisCluster
+        self._resp: RespClient | None = None  # the scripts' client on a plain redis:// URL
         self._cluster = url.partition("://")[0].lower().endswith("+cluster")
         if self._cluster:  # redis+cluster://host:port,host:port (see _redis_cluster)
             from bastion.state._redis_cluster import open_cluster
@@ -186,9 +188,12 @@ class RedisCounterStore:
                     # restart each dead pooled connection failed one call with a 503
                     maint_notifications_config=MaintNotificationsConfig(enabled=False),
                 )
+                params = resp_params(url)
             except ValueError as exc:
                 raise ConfigError(f"bad redis URL {url!r}: {exc}") from exc
             self._redis = Redis.from_pool(pool)
+            if params is not None:
+                self._resp = RespClient.from_params(params, timeout_seconds)
         self._p = prefix
         self._url = url
         script = self._redis.register_script
@@ -208,8 +213,12 @@ class RedisCounterStore:
         return redis_key(self._p, kind, name)
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script (EVALSHA; loads it once per server), mapping outages."""
+        """Run one script (EVALSHA; loads it once per server), mapping outages. On a plain
+        ``redis://`` URL through the store's own RESP client (``_resp``: a fifth of
+        redis-py's client CPU per command), else through redis-py."""
         with _outage():
+            if self._resp is not None:
+                return await self._resp.evalsha(script.sha, script.script, keys, args)
             return await script(keys=keys, args=args)
 
     def _where(self) -> str:
@@ -421,6 +430,12 @@ class RedisCounterStore:
                 await self._redis.exists(self._key("flags", "v"))
             else:
                 await self._redis.ping()
+                if self._resp is not None:  # the scripts' connection too
+                    await self._resp.execute("PING")
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        try:
+            if self._resp is not None:
+                await self._resp.close()
+        finally:
+            await self._redis.aclose()
