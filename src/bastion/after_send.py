@@ -15,9 +15,10 @@ Library callers pass no ``AfterSend``: their calls are finished when ``handle`` 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+from .eager import within
 
 log = logging.getLogger("bastion.after_send")
 
@@ -59,14 +60,18 @@ async def drain_and_close(
 ) -> None:
     """Read what is left of a finished upstream body (bounded in time and bytes), then close
     the response: a body read to its end gives its connection back to the pool."""
-    size = 0
     try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > DRAIN_MAX_BYTES:
-                    break
+        # the end of the body is usually in the buffer already: no timer then (eager.py)
+        await within(_drain(chunks), DRAIN_SECONDS)
     except Exception:  # a cut or a timeout: the connection is closed, not kept
         pass
     finally:
         await close()
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > DRAIN_MAX_BYTES:
+            break

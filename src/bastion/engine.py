@@ -19,6 +19,7 @@ import orjson
 from .call import Attempt, Call, Usage
 from .config import BreakerConfig, RetryConfig
 from .cost.state_batch import BreakerDenied, plan_breaker_allow, plan_breaker_record, unplan
+from .eager import within
 from .error_reply import UpstreamStatusError, render_error
 from .errors import (
     InvalidRequest,
@@ -30,7 +31,7 @@ from .errors import (
 )
 from .output import filter_body
 from .providers import translate
-from .providers.base import UpstreamResponse
+from .providers.base import BufferedResponse, UpstreamResponse
 from .providers.foreign import answer_format, as_client, error_headers
 from .recovery import PrefillMemory, Recovery, Resumed, is_prefill_refusal, with_prefill
 from .reliability.cooling import Cooling
@@ -434,8 +435,10 @@ class Engine:
         attempt.provider_request_id = provider_request_id(resp.headers)
         await self._cooling.answered(dep.name, ticket, resp.status, resp.headers)
         if resp.status != 200:
-            attempt.usage = Usage()  # an error answer is not billed
-            if self._release is not None:
+            # an error answer is not billed, unless the provider said what it billed for it
+            billed = resp.billed if isinstance(resp, BufferedResponse) else None
+            attempt.usage = Usage() if billed is None else billed
+            if billed is None and self._release is not None:
                 await self._release(call, attempt)
             try:
                 err_body = await _read(resp, min(dep.timeouts.total, call.remaining()))
@@ -538,9 +541,9 @@ class Engine:
 
 async def _read(resp: Any, timeout: float) -> bytes:
     try:
-        async with asyncio.timeout(max(timeout, 0.0)):
-            data: bytes = await resp.read()
-            return data
+        # a body already in the buffer is taken without arming a timer (eager.py)
+        data: bytes = await within(resp.read(), max(timeout, 0.0))
+        return data
     except TimeoutError:
         raise UpstreamTimeout(f"upstream body not complete within {timeout:.3g}s") from None
 

@@ -29,6 +29,7 @@ from ..after_send import AfterSend
 from ..auth import key_from_headers
 from ..call import Principal
 from ..dialects import dialect_for
+from ..eager import within
 from ..embeddings import EmbeddingsApi
 from ..engine import Reply, render_error
 from ..errors import (
@@ -112,11 +113,16 @@ async def _send_json(
 ) -> None:
     hs = JSON + _header_list(headers or {})
     try:
-        async with asyncio.timeout(timeout):
-            await send({"type": "http.response.start", "status": status, "headers": hs})
-            await send({"type": "http.response.body", "body": body})
+        await within(_send_whole(send, status, hs, body), timeout)
     except TimeoutError:
         await _abort(send)
+
+
+async def _send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _abort(send: Send) -> None:
@@ -245,28 +251,29 @@ class BastionApp:
         cl = headers.get("content-length")
         if cl and cl.isascii() and cl.isdigit() and (len(cl) > 18 or int(cl) > self._max_body):
             raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async with asyncio.timeout(self._body_timeout):
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        raise ConnectionAbortedError("client disconnected while sending the body")
-                    chunk = msg.get("body", b"")
-                    if chunk:
-                        size += len(chunk)
-                        if size > self._max_body:
-                            raise BodyTooLarge(
-                                f"request body exceeds the limit of {self._max_body} bytes"
-                            )
-                        chunks.append(chunk)
-                    if not msg.get("more_body", False):
-                        break
+            # a body that came with its headers is read without arming a timer (eager.py)
+            return await within(self._receive_body(receive), self._body_timeout)
         except TimeoutError:
             raise RequestTimeout(
                 f"request body not received within {self._body_timeout:g} seconds"
             ) from None
+
+    async def _receive_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ConnectionAbortedError("client disconnected while sending the body")
+            chunk = msg.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self._max_body:
+                    raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+                chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _anthropic(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -376,15 +383,11 @@ class BastionApp:
         extra = _header_list(reply.headers)
         if reply.stream is None:
             try:
-                async with asyncio.timeout(self._write_timeout(reply)):
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": reply.status,
-                            "headers": JSON + extra,
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": reply.body or b""})
+                # a write into an unpaused transport never waits: no timer then (eager.py)
+                await within(
+                    _send_whole(send, reply.status, JSON + extra, reply.body or b""),
+                    self._write_timeout(reply),
+                )
             except TimeoutError:
                 await _abort(send)
             return
