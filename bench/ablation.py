@@ -364,6 +364,12 @@ def verdict(sides: Sequence[Side]) -> str:
 # -- run ---------------------------------------------------------------------------------------
 
 
+def tree_of(ref: str, dest: Path) -> Path:
+    """``src/`` of a git revision (exported under ``dest``), or a directory named as it is."""
+    path = Path(ref)
+    return path.resolve() if path.is_dir() else export_tree(ref, dest)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int)
@@ -374,7 +380,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ref",
         default="HEAD",
-        help="git revision whose src/ the gateways run (git archive; 'worktree': the checkout)",
+        help="git revision whose src/ the gateways run (git archive; 'worktree': the checkout;"
+        " a directory: that src/ tree)",
     )
     p.add_argument(
         "--compare",
@@ -399,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bastion-ablation-") as d, stopping() as started:
         tmp = Path(d)
-        src = None if args.ref == "worktree" else export_tree(args.ref, tmp / "tree")
+        src = None if args.ref == "worktree" else tree_of(args.ref, tmp / "tree")
         env = () if src is None else ("env", f"PYTHONPATH={src}")
         sim_port = free_port()
         sim = Server(
@@ -420,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = {n.strip() for n in args.only.split(",")} if args.only else None
         trees: list[tuple[str, Path | None]] = [("", src)]
         if args.compare:
-            trees.append((f" @{args.compare}", export_tree(args.compare, tmp / "compare")))
+            trees.append((f" @{args.compare}", tree_of(args.compare, tmp / "compare")))
         for v in VARIANTS:
             if only is not None and v.name not in only:
                 continue
