@@ -24,7 +24,15 @@ from ._patterns import (
     WORDS,
 )
 from ._types import PiiType
-from ._validators import Budget, PhoneValidator, card_key, iban_match, ip_key, ssn_key
+from ._validators import (
+    IBAN_LENGTHS,
+    Budget,
+    PhoneValidator,
+    card_key,
+    iban_match,
+    ip_key,
+    ssn_key,
+)
 
 _BAD_BEFORE = frozenset("+@./")
 PHONE_BUDGET = 256  # digit runs per text that get a full phonenumbers validation
@@ -63,6 +71,10 @@ class NumberScanner:
                 if hit is not None:
                     out.append(hit)
                     m = search(text, hit.end)  # the run may go on past the IBAN
+                    continue
+                end = _bad_iban_end(text, s - 2)
+                if end:  # "nl38 djtu 0314 4726 67": a mistyped IBAN, not a phone number after it
+                    m = search(text, end)
                     continue
             self._run(m.group(), s, text, out, budget)
             m = search(text, m.end())
@@ -165,6 +177,25 @@ class NumberScanner:
                     for j in range(i, i + size):
                         taken[j] = True
         out.extend(sorted(found, key=lambda h: h.start))
+
+
+def _bad_iban_end(text: str, start: int) -> int:
+    """The end of an IBAN look-alike at ``start`` that failed its check digits, else 0.
+
+    A look-alike is a known country code, two check digits and groups of four, at least the
+    country's IBAN length in all, with a letter past the check digits ("nl38 djtu 0314 4726
+    67"): a mistyped account number. Its trailing digit groups are no phone number.
+    """
+    if start and (word_char(text[start - 1]) or text[start - 1] == "-"):
+        return 0
+    m = IBAN.match(text, start)
+    if m is None:
+        return 0
+    compact = m.group().replace(" ", "").upper()
+    want = IBAN_LENGTHS.get(compact[:2])
+    if want is None or len(compact) < want or compact[4:want].isdigit():
+        return 0
+    return m.end()
 
 
 def _ends_email(text: str, end: int) -> bool:
