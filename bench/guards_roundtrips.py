@@ -4,7 +4,8 @@ Runs the ``on+redis`` configuration of ``guards.py`` as a library (``Gateway.mes
 built-in simulator, no HTTP) and counts what reaches Redis two ways: every counter-store
 method call (by name), and every request written to a Redis connection (a pipeline or a
 single command is one round trip), seen by wrapping ``redis.asyncio.Connection``'s
-``send_packed_command`` for the run. A cross-check from the server: the ``INFO commandstats``
+``send_packed_command`` and, where the source has it, the store's own RESP client's
+``_Conn.request`` (scripts on a plain ``redis://`` URL, ``state/_resp.py``) for the run. A cross-check from the server: the ``INFO commandstats``
 delta of the commands the store sends (other clients of the same Redis can add to it).
 
 With ``--latency``, it also times calls through the library in interleaved rounds: the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import statistics
 import sys
 import tempfile
@@ -72,6 +74,19 @@ async def count(tmp: Path, calls: int, prefix: str) -> dict[str, Any]:
         await send(self, command, check_health)
 
     rconn.AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
+    resp: Any
+    try:  # the store's own RESP client (absent from sources before it)
+        resp = importlib.import_module("bastion.state._resp")
+    except ImportError:
+        resp = None
+    if resp is not None:
+        request = resp._Conn.request
+
+        def counted_request(self: Any, payload: bytes) -> Any:
+            sends[0] += 1
+            return request(self, payload)
+
+        resp._Conn.request = counted_request
     body = {
         "model": "claude-sonnet-5",
         "max_tokens": 256,
@@ -99,6 +114,8 @@ async def count(tmp: Path, calls: int, prefix: str) -> dict[str, Any]:
             after = _commandstats()
     finally:
         rconn.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+        if resp is not None:
+            resp._Conn.request = request
         for name, fn in wrapped.items():
             setattr(RedisCounterStore, name, fn)
     server = {
