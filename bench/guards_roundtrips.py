@@ -13,7 +13,12 @@ guards on embedded state (SQLite file) and on Redis, in this one process, so the
 what Redis adds to a call over the embedded state without HTTP and process noise. Run it
 against an older source with ``PYTHONPATH=/path/to/old/src`` for a before/after.
 
-    .venv/bin/python bench/guards_roundtrips.py [--calls 200] [--latency --rounds 5]
+With ``--clients``, it times one small script round trip (EVALSHA) through redis-py's asyncio
+client and through the store's own RESP client (``state/_resp.py``), on uvloop where
+installed, in interleaved rounds: p50 wall and process CPU per call, one caller at a time and
+50 at once. Needs a source with ``_resp``.
+
+    .venv/bin/python bench/guards_roundtrips.py [--calls 200] [--latency --rounds 5] [--clients]
 """
 
 from __future__ import annotations
@@ -172,12 +177,84 @@ async def latency(tmp: Path, calls: int, rounds: int, prefix: str) -> dict[str, 
     return lat
 
 
+async def clients(calls: int, rounds: int, key: str) -> dict[str, dict[str, list[float]]]:
+    """Per-call wall (us, p50 over calls) and CPU (us per call) of one EVALSHA through each
+    client, sequential and 50 concurrent, interleaved rounds."""
+    import time
+
+    from redis.asyncio import Redis
+
+    from bastion.state._resp import RespClient, resp_params
+
+    text = "return ARGV[1]"
+    rpy = Redis.from_url(REDIS_URL)
+    script = rpy.register_script(text)
+    params = resp_params(REDIS_URL)
+    assert params is not None, "a plain redis:// URL is needed for the RESP client"
+    resp = RespClient.from_params(params, 2.0)
+
+    async def via_redis_py(i: int) -> Any:
+        return await script(keys=[key], args=[i])
+
+    async def via_resp(i: int) -> Any:
+        return await resp.evalsha(script.sha, text, [key], [i])
+
+    ways = {"redis-py": via_redis_py, "resp": via_resp}
+    out: dict[str, dict[str, list[float]]] = {
+        w: {"wall1": [], "cpu1": [], "cpu50": [], "rate50": []} for w in ways
+    }
+    try:
+        for fn in ways.values():
+            for i in range(100):
+                assert int(await fn(i)) == i
+        for _ in range(rounds):
+            for name, fn in ways.items():
+                c0 = time.process_time()
+                for i in range(calls):
+                    t0 = time.perf_counter()
+                    await fn(i)
+                    out[name]["wall1"].append((time.perf_counter() - t0) * 1e6)
+                out[name]["cpu1"].append((time.process_time() - c0) / calls * 1e6)
+                c0, t0 = time.process_time(), time.perf_counter()
+                for _ in range(max(1, calls // 50)):
+                    await asyncio.gather(*(fn(i) for i in range(50)))
+                n = max(1, calls // 50) * 50
+                out[name]["cpu50"].append((time.process_time() - c0) / n * 1e6)
+                out[name]["rate50"].append(n / (time.perf_counter() - t0))
+    finally:
+        await resp.close()
+        await rpy.aclose()
+    return out
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--latency", action="store_true", help="time embedded vs Redis too")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds for --latency")
+    p.add_argument("--clients", action="store_true", help="only: redis-py vs the RESP client")
     args = p.parse_args(argv)
+    if args.clients:
+        key = unique("clients")
+        res = _run_loop(clients(args.calls, args.rounds, key))
+        print(f"one EVALSHA round trip, {args.rounds} interleaved rounds x {args.calls} calls:")
+        for name, m in res.items():
+            print(
+                f"  {name:<9} 1 caller: p50 {statistics.median(m['wall1']):.0f} us, "
+                f"cpu {min(m['cpu1']):.0f}-{max(m['cpu1']):.0f} us/call | 50 callers: "
+                f"cpu {min(m['cpu50']):.0f}-{max(m['cpu50']):.0f} us/call, "
+                f"{min(m['rate50']):.0f}-{max(m['rate50']):.0f} calls/s"
+            )
+        return 0
     prefix = unique("roundtrips")
     with tempfile.TemporaryDirectory(prefix="bastion-bench-rt-") as d:
         try:

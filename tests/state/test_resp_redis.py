@@ -328,3 +328,35 @@ async def test_close_leaves_no_task_or_socket_behind(
         await asyncio.sleep(0.02)
     else:
         pytest.fail("the store's RESP connection is still open on the server after close()")
+
+
+async def test_a_refused_select_is_an_outage(redis_prefix: str) -> None:
+    store = RedisCounterStore(REDIS_URL.rpartition("/")[0] + "/99999", prefix=redis_prefix)
+    try:
+        with pytest.raises(StateUnavailable) as info:
+            await store.admit([Take("k", 1.0, 5.0)])
+        assert isinstance(info.value.__cause__, ConnectionError)
+    finally:
+        await store.close()
+
+
+async def test_a_caller_cancelled_while_connecting_leaves_no_socket(
+    redis_prefix: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _connections(monkeypatch)
+    store = RedisCounterStore(REDIS_URL.rpartition("/")[0] + "/7", prefix=redis_prefix)
+    try:
+        sync_redis.client_pause(400, all=True)  # the SELECT waits: the connect is half done
+        call = asyncio.ensure_future(store.admit([Take("k", 1.0, 5.0)]))
+        for _ in range(100):
+            if made:
+                break
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert len(made) == 1 and made[0].failed
+        await asyncio.wait_for(made[0].lost, 2)
+    finally:
+        sync_redis.client_unpause()
+        await store.close()

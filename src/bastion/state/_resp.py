@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import parse_url
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
 __all__ = ["ProtocolError", "ReplyParser", "RespClient", "encode_command", "resp_params"]
 
@@ -216,7 +216,10 @@ class _Conn(asyncio.Protocol):
         self._pending.append((fut, self._loop.time() + self._timeout))
         if self._timer is None:
             self._timer = self._loop.call_at(self._pending[0][1], self._check)
-        self._transport.write(payload)
+        try:
+            self._transport.write(payload)
+        except (OSError, RuntimeError) as exc:  # a transport closed under us (uvloop raises)
+            self.fail(ConnectionError, f"Error writing to {self._where}: {exc}", exc)
         return fut
 
     def _check(self) -> None:
@@ -285,37 +288,41 @@ class RespClient:
             if conn is not None and not conn.failed:
                 return conn
             generation = self._generation
-            loop = asyncio.get_running_loop()
-            new: _Conn | None = None
+            made: list[_Conn] = []
             try:
-                async with asyncio.timeout(self._timeout):
-                    _, new = await loop.create_connection(
-                        lambda: _Conn(self._where, self._timeout), self._host, self._port
-                    )
-                    if self._hello:
-                        futs = [new.request(encode_command(c)) for c in self._hello]
-                        replies = await asyncio.gather(*futs, return_exceptions=True)
-                        errors = [r for r in replies if isinstance(r, BaseException)]
-                        if errors:
-                            raise errors[0]
-            except builtins.TimeoutError as exc:
-                if new is not None:
-                    new.fail(ConnectionError, "connect timed out")
-                raise TimeoutError(f"Timeout connecting to {self._where}") from exc
-            except RedisError as exc:  # AUTH or SELECT refused: an outage, as in redis-py
-                if new is not None:
-                    new.fail(ConnectionError, "handshake refused")
-                if isinstance(exc, ConnectionError):
-                    raise
-                raise ConnectionError(f"{self._where} refused the connection: {exc}") from exc
-            except OSError as exc:
-                raise ConnectionError(f"Error connecting to {self._where}: {exc}") from exc
-            assert new is not None
+                conn = await self._open(made)
+            except BaseException:  # an error or a cancelled caller: no half-open socket left
+                for c in made:
+                    c.fail(ConnectionError, "connect failed")
+                raise
             if generation != self._generation:  # closed while connecting
-                new.fail(ConnectionError, "client closed")
+                conn.fail(ConnectionError, "client closed")
                 raise ConnectionError(f"Connection to {self._where} closed by the client.")
-            self._conn = new
-            return new
+            self._conn = conn
+            return conn
+
+    async def _open(self, made: list[_Conn]) -> _Conn:
+        """Connect, then AUTH and SELECT (pipelined), within ``timeout``; ``made`` gets the
+        connection as soon as it exists, for the caller to drop it if this fails."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self._where, self._timeout), self._host, self._port
+                )
+                made.append(conn)
+                futs = [conn.request(encode_command(c)) for c in self._hello]
+                replies = await asyncio.gather(*futs, return_exceptions=True)
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(f"Timeout connecting to {self._where}") from exc
+        except OSError as exc:
+            raise ConnectionError(f"Error connecting to {self._where}: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, ConnectionError):  # redis-py's AuthenticationError is one
+                raise reply
+            if isinstance(reply, BaseException):  # e.g. SELECT refused: an outage too
+                raise ConnectionError(f"{self._where} refused the connection: {reply}") from reply
+        return conn
 
     async def execute(self, *args: Any) -> Any:
         """One command; its reply (bytes, int, None, lists) or its error raised."""
