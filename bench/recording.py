@@ -216,16 +216,22 @@ async def part_a(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def in_process_costs(tmp: Path, n: int) -> list[list[str]]:
-    """RecordGuard.after, with and without the scrub, submit, and submit into a full queue."""
+    """RecordGuard.after, with and without the scrub, submit, submit into a full queue, the
+    writer's work per record (sanitise + insert into SQLite in batches of 500), and one access
+    line as ``serve`` writes it (the PII log filter on its handler)."""
+    import logging
+
     from bastion.call import Call, Principal, Usage
     from bastion.clock import DayClock
+    from bastion.observability.access import AccessGuard, AccessLog
     from bastion.observability.recorder import Recorder
     from bastion.observability.recording import RecordGuard
     from bastion.providers.base import Format
     from bastion.safety.pii import Scrubber, ScrubberConfig
+    from bastion.safety.pii.guard import PiiLogFilter
     from bastion.store import open_store
 
-    store = open_store(f"sqlite:///{tmp / 'inproc.db'}")  # never written: the recorder is idle
+    store = open_store(f"sqlite:///{tmp / 'inproc.db'}")  # written only by the writer row
     scrubber = Scrubber(ScrubberConfig())
     body = {
         "model": "claude-sonnet-5",
@@ -310,6 +316,34 @@ def in_process_costs(tmp: Path, n: int) -> list[list[str]]:
             "Recorder.submit, queue full (-> spill file, fsync)", lambda i: full.submit(*recs[i]), k
         )
         (tmp / "inproc-spill.jsonl").unlink(missing_ok=True)
+
+        # the writer: what a record costs once it is queued (same process, aiosqlite thread)
+        await store.migrate()
+        writer = Recorder(store, tmp / "inproc-spill.jsonl", max_queue=10 * n, journal=False)
+        for i in range(n):
+            writer.submit(*make_record(i, "writer"))
+        cpu0 = time.process_time()
+        t0 = time.perf_counter_ns()
+        await writer.flush()
+        per = (time.perf_counter_ns() - t0) / 1000.0 / n
+        row(
+            "Recorder writer per record (sanitise + SQLite insert, batches of 500)", [per] * n, cpu0
+        )
+
+        # an access line, the serving process's way: PII filter on the access handler
+        logger = logging.getLogger("bastion.access.bench")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+        handler.addFilter(PiiLogFilter(scrubber))
+        logger.addHandler(handler)
+        try:
+            access_log = AccessLog("text", logger, scrub=scrubber.redact)
+        except TypeError:  # a source tree from before the access log scrubbed values itself
+            access_log = AccessLog("text", logger)
+        await atimed("AccessGuard.after (text line, PII filter)", AccessGuard(access_log), calls)
+        logger.removeHandler(handler)
+        handler.close()
         await store.close()
 
     run_async(go())
@@ -594,6 +628,9 @@ def report(
             "    rows in each gateway's calls table afterwards: "
             + ", ".join(f"{k} {v[0]}" for k, v in a["rows"].items()),
             "",
+        ]
+    if costs:
+        lines += [
             "    the same costs in process, one call at a time (microseconds):",
             "",
             render(["operation", "calls", "p50 us", "p99 us", "mean CPU us/call"], costs),
@@ -736,8 +773,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds-c", type=float, help="(c) seconds (3)")
     p.add_argument(
         "--only",
-        choices=("a", "bc", "scale"),
-        help="run only part (a), parts (b) and (c), or the 5,000/s PostgreSQL cell (b')",
+        choices=("a", "bc", "scale", "costs"),
+        help="run only part (a), parts (b) and (c), the 5,000/s PostgreSQL cell (b'), or the "
+        "in-process costs (no servers: quick A/B of two source trees via PYTHONPATH)",
     )
     p.add_argument("--json", type=Path, help="write the raw numbers to this file")
     args = p.parse_args(argv)
@@ -785,6 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bc: list[dict[str, Any]] = []
         if args.only in (None, "a"):
             a = run_async(part_a(args, tmp))
+        if args.only in (None, "a", "costs"):
             costs = in_process_costs(tmp, 2_000 if args.quick else 10_000)
         if args.only in (None, "bc", "scale"):
             bc = run_async(part_bc(args, tmp))
