@@ -8,6 +8,7 @@ from .pricing import PriceTable
 from .tokens import estimated_usage
 
 ESTIMATED_FLAG = "usage_estimated"
+BILLED_FAILED_FLAG = "billed_failed_attempts"  # failed attempts whose usage the call counts
 
 
 class CostMeter:
@@ -55,6 +56,7 @@ class CostMeter:
             a.cost_usd = self._attempt_cost(call, a)
             total += a.cost_usd
         call.cost_usd = total
+        _add_billed_failures(call)
         u = call.usage
         if not (u.cache_read_tokens or u.cache_write_tokens):
             return
@@ -73,6 +75,26 @@ class CostMeter:
                 ),
                 8,
             )
+
+
+def _add_billed_failures(call: Call) -> None:
+    """A failed attempt the provider billed all the same (engine: ``BufferedResponse.billed``;
+    every other failed attempt has no usage or none at all) counts in the call's usage, as a
+    cut stream's part or a repaired answer's first do: the record and the token limits settled
+    after the meter see every billed token, not only the answer's."""
+    n = 0
+    u = call.usage
+    for a in call.attempts:
+        b = a.usage
+        if a.error is None or b is None or not (b.input_tokens or b.output_tokens):
+            continue
+        n += 1
+        u.input_tokens += b.input_tokens
+        u.output_tokens += b.output_tokens
+        u.cache_read_tokens += b.cache_read_tokens
+        u.cache_write_tokens += b.cache_write_tokens
+    if n:
+        call.flags[BILLED_FAILED_FLAG] = n
 
 
 def _answering(call: Call) -> Attempt | None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..call import Usage
 
 
 class Format(StrEnum):
@@ -65,6 +68,9 @@ class BufferedResponse:
     headers: Mapping[str, str]
     body: bytes = b""
     chunks: list[bytes] = field(default_factory=list)
+    # an error answer the provider billed all the same, and what it billed (a Gemini answer
+    # that stopped on a failure, with its usageMetadata): the attempt is charged for it
+    billed: Usage | None = None
 
     async def read(self) -> bytes:
         return self.body or b"".join(self.chunks)

@@ -11,8 +11,11 @@ deployment's ``{model}``), and the body carries no ``model`` field.
 An answer whose candidate stopped on the model's failure (``finishReason``
 ``MALFORMED_FUNCTION_CALL``, ``OTHER``, one not known: ``translate._gemini.failure``) is the
 provider's failure, not an answer: ``GeminiTransport`` hands a unary one on as a 502 in
-Google's error shape, so it is failed over like any server error (and, as an error answer,
-not billed); a streamed one ends in an error event (``translate._stream_gemini``).
+Google's error shape, so it is failed over like any server error; a streamed one ends in an
+error event (``translate._stream_gemini``). Google bills such an answer all the same: the
+502 carries the ``usageMetadata`` it reported (``BufferedResponse.billed``), so the attempt
+is recorded and charged with it (spend caps, token limits) like any billed attempt; without
+``usageMetadata`` it is an error answer that cost nothing, as before.
 
 Vertex AI (``{region}-aiplatform.googleapis.com/v1/projects/.../publishers/google/models/...``
 with a google-auth token) is not supported here.
@@ -27,14 +30,23 @@ from urllib.parse import quote
 
 import orjson
 
+from ..call import Usage
 from ..errors import InvalidRequest, UpstreamTimeout
 from .base import BufferedResponse, Format, Transport, UpstreamRequest, UpstreamResponse
 from .translate._common import loads_object
 from .translate._errors import render_error
-from .translate._gemini import failure
+from .translate._gemini import failure, parse_usage
 from .translate.model import ErrorKind
 
-__all__ = ["API_VERSION", "DEFAULT_BASE_URL", "GeminiTransport", "body", "transport", "url"]
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_BASE_URL",
+    "GeminiTransport",
+    "billed_usage",
+    "body",
+    "transport",
+    "url",
+]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1beta"
@@ -86,13 +98,22 @@ class GeminiTransport:
         headers = {k: v for k, v in resp.headers.items() if k != "content-length"}
         obj = loads_object(raw)
         failed = failure(obj) if obj is not None else None
-        if failed is None:  # an answer (or a malformed body, which the engine reports)
+        if failed is None or obj is None:  # an answer (or a malformed body: the engine says so)
             headers["content-length"] = str(len(raw))
             return BufferedResponse(200, headers, raw)
         data = orjson.dumps(render_error(Format.GEMINI, ErrorKind.API_ERROR, failed))
         headers["content-type"] = "application/json"
         headers["content-length"] = str(len(data))
-        return BufferedResponse(502, headers, data)
+        return BufferedResponse(502, headers, data, billed=billed_usage(obj))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def billed_usage(answer: dict[str, Any]) -> Usage | None:
+    """What Google bills for an answer, from its ``usageMetadata``; None when it sent none."""
+    meta = answer.get("usageMetadata")
+    if not isinstance(meta, dict):
+        return None
+    u = parse_usage(meta)
+    return Usage(u.input_tokens, u.output_tokens, u.cache_read, u.cache_write)
