@@ -64,6 +64,8 @@ class RecordGuard:
         ended = call.ended if call.ended is not None else time.monotonic()
         ts = call.wall_started
         status = call.status or (200 if error is None else 500)
+        attempts = len(call.attempts)
+        deployments = len({a.deployment for a in call.attempts}) if attempts > 1 else attempts
         record = CallRecord(
             request_id=call.request_id,
             trace_id=call.trace_id,
@@ -91,11 +93,11 @@ class RecordGuard:
             cost_usd=call.cost_usd,
             latency_ms=(ended - call.started) * 1000.0,
             ttft_ms=call.ttft_ms,
-            attempts=len(call.attempts),
-            failover=len({a.deployment for a in call.attempts}) > 1,
+            attempts=attempts,
+            failover=deployments > 1,
             hedged=bool(call.flags.get("hedged")),
             degraded=bool(call.flags.get("degraded")),
-            retried=len(call.attempts) > len({a.deployment for a in call.attempts}),
+            retried=attempts > deployments,
             flags=dict(call.flags),
             stages=dict(call.stages),
             client_request_id=call.client_request_id,
