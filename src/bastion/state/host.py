@@ -107,6 +107,11 @@ class StateHost:
         self._owned: dict[int, dict[str, tuple[tuple[Cap, ...], float]]] = {}  # caps, until
         self._dropped: dict[str, tuple[tuple[Cap, ...], float]] = {}  # a dead worker's holds
         self._dead: set[int] = set()
+        # connections accepted so far, and when each was; a pid's death is noted at this count,
+        # so a connection accepted before it (its frames read late) is the dead process's own
+        self._accepts = 0
+        self._accepted: dict[asyncio.StreamWriter, int] = {}
+        self._died_at: dict[int, int] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -135,6 +140,8 @@ class StateHost:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self._accepted[writer] = self._accepts
+        self._accepts += 1
         mine: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -155,6 +162,7 @@ class StateHost:
             writer.close()
             if mine:  # its last calls are applied before a dead worker's holds are dropped
                 await asyncio.wait(mine, timeout=2.0)
+            self._accepted.pop(writer, None)
             pid = self._pids.pop(writer, None)
             if pid is not None and pid in self._dead and pid not in self._pids.values():
                 await self._drop(pid)
@@ -222,6 +230,7 @@ class StateHost:
     async def _drop_worker(self, pid: int) -> int:
         """The supervisor reaped worker ``pid``: release its holds once its connection is gone."""
         self._dead.add(pid)
+        self._died_at[pid] = self._accepts
         self._accounted(pid)  # its calls died with it: none of its holds will come back
         if pid in self._pids.values():
             return 0  # its connection closes next: released then, after its last calls
@@ -279,8 +288,15 @@ class StateHost:
         """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``."""
         if method == "hello":
             if args and isinstance(args[0], int):  # the worker's pid: whose holds these are
-                self._pids[writer] = args[0]
-                self._dead.discard(args[0])  # a new process under a reused pid
+                pid, accepted = args[0], self._accepted.get(writer, -1)
+                if accepted < self._died_at.get(pid, -1):
+                    # the dead process's own frames, read late: its holds are its connection's
+                    # (under an id no pid has), dropped when it closes
+                    self._pids[writer] = -1 - accepted
+                    self._dead.add(-1 - accepted)
+                else:
+                    self._pids[writer] = pid
+                    self._dead.discard(pid)  # a new process under a reused pid
             return self.instance
         if method == "ready":
             self._ready.add(str(args[0]))
