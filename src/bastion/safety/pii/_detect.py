@@ -56,6 +56,12 @@ _NAME_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'’-"
     + "".join(chr(c) for c in range(0xC0, 0x100) if c not in (0xD7, 0xF7))
 )
+# What leads every pattern scan of ``Detector.detect``: a digit (numbers, addresses), "@",
+# ":", "=", "-", "_" or one of ``_secrets``' literals. A text holding none of them has no
+# pattern finding, only names (``names_past``). The streamed filter skips the scan of such a
+# window; keep this in step with ``detect`` (tests/safety/test_sfilt_calm.py checks it).
+SCAN_LEAD_CHARS = "0123456789@:=_-"
+SCAN_LEAD_WORDS = ("eyJ", "AIza", "IA", "earer", "hooks.slack.com")
 
 # When two findings overlap, the union is redacted under the first type in this order.
 _PRIORITY = MappingProxyType(
@@ -117,6 +123,11 @@ class Detector:
     @property
     def ner_active(self) -> bool:
         return self._ner is not None
+
+    def names_past(self, text: str, after: int) -> bool:
+        """Whether the name tagger may find a span of ``text`` ending past ``after``: ``detect``
+        of a text without ``SCAN_LEAD_CHARS``/``WORDS`` finds nothing past it when this is False."""
+        return self._ner is not None and not (self._builtin and _no_name_after(text, after))
 
     def detect(self, text: str, after: int = 0) -> list[Hit]:
         """Every finding in ``text``: sorted, non-overlapping, allow-patterns applied.

@@ -15,6 +15,13 @@ reach past it (the name tagger when no capitalised token runs into the new text)
 private key is replaced as soon as its header is complete and the rest of the block is
 swallowed (or, in flag mode, passed through and reported when it ends), so no hold-back
 grows with it.
+
+Most windows of prose need no scan at all. Every pattern scan is led by a digit, "@", ":",
+"=", "-", "_" or a few literals (``SCAN_LEAD_CHARS``/``WORDS``); the scrubber tracks where
+the last lead is, searching only the new text, and when no lead is in the new text and
+none in the context can reach past it (``_calm_past``), and the name tagger has nothing
+past the context either, it releases without calling the detector: what it would have
+found past the context is nothing. Same output, delta by delta, as scanning every window.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ._detect import SCAN_LEAD_CHARS, SCAN_LEAD_WORDS
 from ._hit import Hit
 from ._names import NAME_CONTEXT
 from ._patterns import ALLOW_WINDOW, CONTEXT_WINDOW, PEM_BEGIN, PEM_STOP, TAIL_CHAIN
@@ -36,7 +44,63 @@ CHAIN_HOLD = 64
 NER_HOLD = NAME_CONTEXT
 NER_BATCH = 16  # with the tagger on, release at least this much at once
 _CHAIN_TOKEN = re.compile(r"[0-9A-Z()+.-]*", re.ASCII)
+# what a _CHAIN_TOKEN starts with ("" too: an empty one): a word starting otherwise is none
+_CHAIN_FIRST = frozenset(["", *"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ()+.-"])
+_LAST_SPACE = re.compile(r"[ \n\t\r][^ \n\t\r]*\Z")  # the last whitespace of a delta
 _PEM_CARRY = 96  # enough to see an "-----END ... PRIVATE KEY-----" line split across deltas
+# The last scan lead character of a text (a class-led pattern: ``re`` skips to it fast).
+_LAST_LEAD_CHAR = re.compile(f"[{re.escape(SCAN_LEAD_CHARS)}][^{re.escape(SCAN_LEAD_CHARS)}]*\\Z")
+_LEAD_OVERLAP = max(map(len, SCAN_LEAD_WORDS)) - 1  # a lead word may start this far before
+_NO_LEAD = 1 << 40
+
+
+_DIGIT = re.compile(r"[0-9]")
+_UPPER = re.compile(r"[A-Z]")
+_ADDRESS_GOES_ON = re.compile(r"[A-Z0-9]\S*[ ]\Z")  # a house number may start mid-token
+_SPACES = frozenset(" \t\n\r")
+# The context ends in an IBAN that may go on (letters, digits, single spaces after its check
+# digits; an IBAN is at most 43 chars long), or in a word a street address may go on from.
+_IBAN_GOES_ON = re.compile(r"[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9])*[ ]\Z")
+_IBAN_REACH = 48
+
+
+def _calm_past(window: str, off: int, lead: int) -> bool:
+    """No pattern finding of ``window`` ends past ``off``, given that its last scan lead starts
+    ``lead`` chars before its end (the name tagger is asked apart).
+
+    True when ``window`` has no lead, or its leads are all in the released context and none
+    can reach past ``off``: the context ends in whitespace, so a finding without whitespace
+    (a key, an email, an IPv6 address) ends in it; a digit run ends in a digit; an IBAN and a
+    street address go on only from a word and a single space (an address with a capital or
+    a digit); a credential or bearer
+    value only follows its ":", "=" or "Bearer" across spaces; a PEM block is held or
+    swallowed, never released open."""
+    n = len(window)
+    if lead > n:
+        return True
+    if lead <= n - off or window[off - 1] not in _SPACES:
+        return False  # a lead in the new text, or the context ends inside a token
+    if window[off - 1] == " " and off > 1 and window[off - 2] not in _SPACES:
+        if _IBAN_GOES_ON.search(window, off - _IBAN_REACH if off > _IBAN_REACH else 0, off):
+            return False
+        if (
+            _UPPER.search(window, off)
+            and _DIGIT.search(window, 0, off)
+            and _ADDRESS_GOES_ON.search(window, off - CONTEXT if off > CONTEXT else 0, off)
+        ):
+            return False
+    ctx = window[:off]
+    return not (ctx.rstrip(" \t").endswith((":", "=", ">", "earer")) or PEM_BEGIN in ctx)
+
+
+def _last_lead(text: str) -> int:
+    """Where the last scan lead of ``text`` starts; -1 when it has none."""
+    m = _LAST_LEAD_CHAR.search(text)
+    last = -1 if m is None else m.start()
+    for w in SCAN_LEAD_WORDS:
+        if w in text:
+            last = max(last, text.rfind(w))
+    return last
 
 
 class StreamScrubber:
@@ -44,6 +108,9 @@ class StreamScrubber:
 
     __slots__ = (
         "_ctx",
+        "_detector",
+        "_fresh",
+        "_lead",
         "_max_token",
         "_mode",
         "_ner",
@@ -63,6 +130,7 @@ class StreamScrubber:
         self._session = session
         self._mode = mode
         self._ner = session.scrubber.ner_active
+        self._detector = session.scrubber._detector
         self._max_token = session.scrubber.config.stream_max_token
         self._pending = ""  # not yet released; starts at absolute offset _pos
         self._pos = 0
@@ -73,6 +141,10 @@ class StreamScrubber:
         self._pem_carry_pos = 0
         self._pem_start = 0
         self._pem_label = ""
+        # The last scan lead (``SCAN_LEADS``) of ctx + pending starts this many chars before
+        # its end (_NO_LEAD: none seen); the last _fresh chars are not searched yet.
+        self._lead = _NO_LEAD
+        self._fresh = 0
         self.findings: list[Finding] = []  # spans index the concatenated input
 
     @property
@@ -117,6 +189,8 @@ class StreamScrubber:
         self._tok = 0
         self._pem = False
         self._pem_carry = ""
+        self._lead = 1  # as if a lead ended the context: unknown now, so never assumed absent
+        self._fresh = 0
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -126,12 +200,16 @@ class StreamScrubber:
             if rest is None:
                 return ""
             delta = rest
-        base = len(self._pending)
-        self._pending += delta
+        pending = self._pending
+        base = len(pending)
+        self._pending = pending + delta
+        d = len(delta)
+        self._lead += d
+        self._fresh += d
         # other Unicode spaces only make the hold-back longer, never unsafe
-        i = max(delta.rfind(" "), delta.rfind("\n"), delta.rfind("\t"), delta.rfind("\r"))
-        if i != -1:
-            self._tok = base + i + 1
+        m = _LAST_SPACE.search(delta)
+        if m is not None:
+            self._tok = base + m.start() + 1
         return self._release(final=False)
 
     def _hold_start(self) -> int:
@@ -140,7 +218,7 @@ class StreamScrubber:
         k = self._tok
         if n - k > self._max_token:  # an endless token: let it go, keep a bounded tail
             k = n - 256
-        elif _CHAIN_TOKEN.fullmatch(p, k):
+        elif p[k : k + 1] in _CHAIN_FIRST and _CHAIN_TOKEN.fullmatch(p, k):
             m = TAIL_CHAIN.search(p, max(0, k - CHAIN_HOLD), k)
             if m is not None:
                 k = m.start()
@@ -162,6 +240,22 @@ class StreamScrubber:
         ctx = self._ctx
         off = len(ctx)
         window = ctx + pending
+        n = len(window)
+        if self._fresh:  # look for a scan lead in the new text (and a lead word's length before)
+            start = n - self._fresh - _LEAD_OVERLAP
+            i = _last_lead(window[start:] if start > 0 else window)
+            if i != -1:
+                self._lead = n - i - (start if start > 0 else 0)
+            self._fresh = 0
+        if _calm_past(window, off, self._lead) and not (
+            self._ner and self._detector.names_past(window, off)
+        ):  # nothing past the context to find: what detect would say, for less
+            end = off + cut
+            self._ctx = window[end - CONTEXT if end > CONTEXT else 0 : end]
+            self._pending = pending[cut:]
+            self._pos += cut
+            self._tok = max(0, self._tok - cut)
+            return pending[:cut]
         open_pem: Hit | None = None
         kept: list[Hit] = []
         for h in self._session.scrubber._hits(window, off):
@@ -207,6 +301,8 @@ class StreamScrubber:
         self._pem_carry_pos = self._pos
         self._pending = ""
         self._tok = 0
+        self._lead = 1  # the context ends in plain text before the key; assume a lead there
+        self._fresh = 0
         return self._pem_label
 
     def _swallow_pem(self, delta: str) -> str | None:
@@ -222,6 +318,8 @@ class StreamScrubber:
         self._end_pem(self._pem_carry_pos + end)
         self._ctx = text[:end][-CONTEXT:]
         self._pem_carry = ""
+        self._lead = 1  # the END line (or a stop character) ends the context
+        self._fresh = 0
         return text[end:]
 
     def _end_pem(self, end: int) -> None:
