@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 
 from ._ner import NerSpan
 from ._types import PiiType
@@ -146,6 +147,95 @@ def hashed(feats: Iterable[str]) -> list[int]:
     return [zlib.crc32(f.encode("utf-8", "surrogatepass")) & MASK for f in feats]
 
 
+# ``feature_hashes`` computes ``hashed(features(...))`` without building the feature strings:
+# crc32 runs on, so crc32(prefix + rest) == crc32(rest, crc32(prefix)); the fixed prefixes'
+# running values are computed here once, and the features that take a few values only ("b",
+# "pl=", "len=") are hashed here once.
+def _crc(s: str) -> int:
+    return zlib.crc32(s.encode())
+
+
+_LASTS = (-1, 0, 1, 2)  # ``last``: no candidate before, or the label of the one before
+_H_B = _crc("b") & MASK
+_H_PL = tuple(_crc(f"pl={last}") & MASK for last in _LASTS)
+_H_LEN = tuple(_crc(f"len={n}") & MASK for n in range(13))
+_C_PLG = tuple(_crc(f"plg={last}") for last in _LASTS)
+_C_PLS = tuple(_crc(f"pls={last}") for last in _LASTS)
+_C_W, _C_S3, _C_S2, _C_P3 = _crc("w="), _crc("s3="), _crc("s2="), _crc("p3=")
+_C_SH, _C_G, _C_GSH = _crc("sh="), _crc("g="), _crc("gsh=")
+_C_P1, _C_P2, _C_N1, _C_N2 = _crc("p1="), _crc("p2="), _crc("n1="), _crc("n2=")
+_C_P1S, _C_N1S, _C_P1G, _C_N1G = _crc("p1s="), _crc("n1s="), _crc("p1g="), _crc("n1g=")
+_C_P1W, _C_N1W = _crc("p1w="), _crc("n1w=")
+
+
+def feature_hashes(
+    w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers, last: int
+) -> list[int]:
+    """``hashed(features(w, initial, prev, nxt, gaz, last))``, in the same order, from running
+    CRCs over each part's UTF-8 bytes (a part is encoded once, however many features hold it)."""
+    if not -1 <= last <= 2:
+        return hashed(features(w, initial, prev, nxt, gaz, last))
+    try:
+        return _feature_hashes(w, initial, prev, nxt, gaz, last)
+    except UnicodeEncodeError:  # a lone surrogate: the strings' "surrogatepass" encoding
+        return hashed(features(w, initial, prev, nxt, gaz, last))
+
+
+def _feature_hashes(
+    w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers, last: int
+) -> list[int]:
+    lw = w.lower()
+    sh = shape(w)
+    g = gaz.tags(w)
+    p1 = prev[-1] if prev else "<s>"
+    p2 = prev[-2] if len(prev) > 1 else "<s>"
+    n1 = nxt[0] if nxt else "</s>"
+    n2 = nxt[1] if len(nxt) > 1 else "</s>"
+    p1g = gaz.tags(p1) if p1[:1].isupper() else "l"
+    n1g = gaz.tags(n1) if n1[:1].isupper() else "l"
+    ini = "I" if initial else "M"
+    # strict UTF-8 (a lone surrogate raises; the caller then takes the slow path): for any
+    # other string it gives the bytes of "surrogatepass", and the bytes of a concatenation
+    # are the concatenation of the bytes
+    b = lw.encode()
+    if len(b) == len(lw):  # ASCII: slices of the bytes are the bytes of the slices
+        s3, s2, p3 = b[-3:], b[-2:], b[:3]
+    else:
+        s3, s2, p3 = lw[-3:].encode(), lw[-2:].encode(), lw[:3].encode()
+    p1l = p1.lower().encode()
+    n1l = n1.lower().encode()
+    shi = (sh + ini).encode()
+    gb = g.encode()
+    bar = ("|" + sh).encode()
+    crc = zlib.crc32
+    m = MASK
+    i = last + 1
+    return [
+        _H_B,
+        crc(b, _C_W) & m,
+        crc(s3, _C_S3) & m,
+        crc(s2, _C_S2) & m,
+        crc(p3, _C_P3) & m,
+        crc(shi, _C_SH) & m,
+        crc((g + ini).encode(), _C_G) & m,
+        crc((g + sh).encode(), _C_GSH) & m,
+        crc(p1l, _C_P1) & m,
+        crc(p2.lower().encode(), _C_P2) & m,
+        crc(n1l, _C_N1) & m,
+        crc(n2.lower().encode(), _C_N2) & m,
+        crc((shape(p1) + ini).encode(), _C_P1S) & m,
+        crc(shape(n1).encode(), _C_N1S) & m,
+        crc((p1g + g).encode(), _C_P1G) & m,
+        crc((n1g + g).encode(), _C_N1G) & m,
+        crc(bar, crc(p1l, _C_P1W)) & m,
+        crc(bar, crc(n1l, _C_N1W)) & m,
+        _H_LEN[min(len(w), 12)],
+        _H_PL[i],
+        crc(gb, _C_PLG[i]) & m,
+        crc(shi, _C_PLS[i]) & m,
+    ]
+
+
 def context(text: str, start: int, end: int) -> tuple[bool, list[str], list[str]]:
     """Is the token sentence-initial, and the two words before and after it."""
     before = text[max(0, start - _CTX) : start]
@@ -209,18 +299,21 @@ class Model:
     skip: frozenset[str]
     margin: float
     gaz: Gazetteers
+    # candidate strings ``tokens`` always skips, as matched: derived from ``skip``
+    skip_forms: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.skip_forms:
+            object.__setattr__(self, "skip_forms", skip_forms(self.skip))
 
     def scores(self, text: str, start: int, end: int, last: int) -> tuple[float, float, float]:
         initial, prev, nxt = context(text, start, end)
+        weights = self.weights
+        if isinstance(weights, Packed):  # integer sums: exact in any order
+            hs = feature_hashes(text[start:end], initial, prev, nxt, self.gaz, last)
+            return unpack(sum(map(weights.table.get, hs, repeat(_NONE))), len(hs))
         feats = features(text[start:end], initial, prev, nxt, self.gaz, last)
         crc = zlib.crc32
-        weights = self.weights
-        if isinstance(weights, Packed):
-            get = weights.table.get
-            tot = 0
-            for f in feats:
-                tot += get(crc(f.encode("utf-8", "surrogatepass")) & MASK, _NONE)
-            return unpack(tot, len(feats))
         s0 = s1 = s2 = 0.0
         fget = weights.get
         for f in feats:
@@ -256,6 +349,51 @@ class Model:
                 lab = self.label(text, s, e, lab if prev_end == s - 1 else -1)
                 yield s, e, lab
             prev_end = e
+
+    def entities(self, text: str) -> Iterator[tuple[int, int, int]]:
+        """``tokens(text)`` without its label-0 reports, which ``merge`` passes over.
+
+        A candidate whose matched string is in ``skip_forms`` is skipped without the checks
+        (its label 0 breaks the chain to the next candidate, as in ``tokens``); the rest is
+        ``tokens`` line for line."""
+        skip, forms = self.skip, self.skip_forms
+        prev_end, lab = -2, 0
+        for m in CANDIDATE.finditer(text):
+            w = m.group()
+            if w in forms:  # "The", "Thanks", "I": most candidates
+                lab = 0
+                prev_end = m.end()
+                continue
+            s = m.start()
+            if w.endswith(("'s", "’s")):
+                w = w[:-2]
+            e = s + len(w)
+            if len(w) < 2 or w.isupper() or w.lower() in skip:
+                lab = 0
+            else:
+                lab = self.label(text, s, e, lab if prev_end == s - 1 else -1)
+                if lab:
+                    yield s, e, lab
+            prev_end = e
+
+
+def skip_forms(skip: Iterable[str]) -> frozenset[str]:
+    """Strings ``CANDIDATE`` can match that ``Model.tokens`` skips whole: each skip word
+    capitalised (the usual form: "Thanks", "Monday") and every single capital letter, each
+    kept only if it passes ``tokens``' own test (no "'s" to cut; short, all capitals or a
+    skip word once lower-cased)."""
+    skip = frozenset(skip)
+    capitals = [chr(c) for c in range(0x41, 0x5B)] + [
+        chr(c) for c in range(0xC0, 0xDF) if c != 0xD7
+    ]
+    forms = {w[:1].upper() + w[1:] for w in skip if w} | set(capitals)
+    return frozenset(
+        f
+        for f in forms
+        if not f.endswith(("'s", "’s"))
+        and (len(f) < 2 or f.isupper() or f.lower() in skip)
+        and CANDIDATE.fullmatch(f) is not None
+    )
 
 
 def merge(text: str, labelled: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -326,7 +464,11 @@ class BuiltinNer:
 
     def detect(self, text: str) -> Iterable[NerSpan]:
         types = self._TYPES
-        tokens = self._model.tokens(text)
+        model = self._model
+        # ``entities`` is ``tokens`` less its label-0 reports, unless a subclass reads tokens
+        # its own way (bench/train_ner_lower.py)
+        fast = type(model).tokens is Model.tokens
+        tokens = model.entities(text) if fast else model.tokens(text)
         out = [NerSpan(types[lab], s, e) for s, e, lab in merge(text, tokens)]
         if "@" in text:
             out.extend(NerSpan(PiiType.PERSON, s, e) for s, e in handles(text))
