@@ -58,7 +58,7 @@ _NAME_CHARS = frozenset(
 )
 # What leads every pattern scan of ``Detector.detect``: a digit (numbers, addresses), "@",
 # ":", "=", "-", "_" or one of ``_secrets``' literals. A text holding none of them has no
-# pattern finding, only names (``names_past``). The streamed filter skips the scan of such a
+# pattern finding, only names. The streamed filter skips the scan of such a
 # window; keep this in step with ``detect`` (tests/safety/test_sfilt_calm.py checks it).
 SCAN_LEAD_CHARS = "0123456789@:=_-"
 SCAN_LEAD_WORDS = ("eyJ", "AIza", "IA", "earer", "hooks.slack.com")
@@ -123,11 +123,6 @@ class Detector:
     @property
     def ner_active(self) -> bool:
         return self._ner is not None
-
-    def names_past(self, text: str, after: int) -> bool:
-        """Whether the name tagger may find a span of ``text`` ending past ``after``: ``detect``
-        of a text without ``SCAN_LEAD_CHARS``/``WORDS`` finds nothing past it when this is False."""
-        return self._ner is not None and not (self._builtin and _no_name_after(text, after))
 
     def detect(self, text: str, after: int = 0) -> list[Hit]:
         """Every finding in ``text``: sorted, non-overlapping, allow-patterns applied.

@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ._detect import SCAN_LEAD_CHARS, SCAN_LEAD_WORDS
+from ._detect import _CAPITAL, _NAME_CHARS, SCAN_LEAD_CHARS, SCAN_LEAD_WORDS, _no_name_after
 from ._hit import Hit
-from ._names import NAME_CONTEXT
+from ._names import _PARTICLES, NAME_CONTEXT
 from ._patterns import ALLOW_WINDOW, CONTEXT_WINDOW, PEM_BEGIN, PEM_STOP, TAIL_CHAIN
 from ._types import Finding, Mode, PiiType
 
@@ -93,6 +93,36 @@ def _calm_past(window: str, off: int, lead: int) -> bool:
     return not (ctx.rstrip(" \t").endswith((":", "=", ">", "earer")) or PEM_BEGIN in ctx)
 
 
+# what may lie between two tokens of one name, stripped: nothing or (part of) a particle
+_BRIDGES = frozenset(
+    p[i:j] for p in _PARTICLES for i in range(len(p) + 1) for j in range(i, len(p) + 1)
+)
+
+
+def _names_held(window: str, off: int, end: int) -> bool:
+    """No span of the shipped tagger starts before ``end`` and ends past ``off``: its spans
+    are runs of capitalised tokens (and @handles) joined by a space or a particle, so one
+    needs a capital from the token running into ``off`` up to ``end``, or, to reach over
+    that stretch from a token before it, a stretch that is only a gap between two tokens."""
+    if "@" in window:
+        return False
+    t = off
+    while t > 0 and window[t - 1] in _NAME_CHARS:
+        t -= 1
+    return _CAPITAL.search(window, t, end) is None and window[t:end].strip() not in _BRIDGES
+
+
+def _track_lead(window: str, lead: int, fresh: int) -> int:
+    """The lead (see ``StreamScrubber._lead``) with the last ``fresh`` chars of ``window``
+    searched, and a lead word's length before them."""
+    if not fresh:
+        return lead
+    start = len(window) - fresh - _LEAD_OVERLAP
+    region = window[start:] if start > 0 else window
+    i = _last_lead(region)
+    return lead if i == -1 else len(region) - i
+
+
 def _last_lead(text: str) -> int:
     """Where the last scan lead of ``text`` starts; -1 when it has none."""
     m = _LAST_LEAD_CHAR.search(text)
@@ -113,7 +143,8 @@ class StreamScrubber:
         "_lead",
         "_max_token",
         "_mode",
-        "_ner",
+        "_names",
+        "_ner_hold",
         "_pem",
         "_pem_carry",
         "_pem_carry_pos",
@@ -129,8 +160,11 @@ class StreamScrubber:
     def __init__(self, session: ScrubSession, *, mode: Mode = "redact") -> None:
         self._session = session
         self._mode = mode
-        self._ner = session.scrubber.ner_active
-        self._detector = session.scrubber._detector
+        detector = session.scrubber._detector
+        # 0: no name tagger; 1: the shipped one (_no_name_after, _names_held know its spans)
+        self._names = 0 if not detector.ner_active else 1 if detector._builtin else 2
+        # names are replaced only in redact mode: elsewhere they are counted, not held for
+        self._ner_hold = detector.ner_active and mode == "redact"
         self._max_token = session.scrubber.config.stream_max_token
         self._pending = ""  # not yet released; starts at absolute offset _pos
         self._pos = 0
@@ -173,7 +207,7 @@ class StreamScrubber:
             self._pem_carry = ""
             self._pending = ""
             return ""
-        out = self._release(final=True)
+        out = self._release_all()
         return "" if self._mode == "flag" else out
 
     def fork(self) -> StreamScrubber:
@@ -195,6 +229,7 @@ class StreamScrubber:
     # -- internals ----------------------------------------------------------------------------
 
     def _feed(self, delta: str) -> str:
+        """One delta, the hot path: the hold-back and the calm check inline, a scan if needed."""
         if self._pem:
             rest = self._swallow_pem(delta)
             if rest is None:
@@ -202,60 +237,83 @@ class StreamScrubber:
             delta = rest
         pending = self._pending
         base = len(pending)
-        self._pending = pending + delta
+        pending += delta
+        self._pending = pending
         d = len(delta)
-        self._lead += d
-        self._fresh += d
+        lead = self._lead + d
+        fresh = self._fresh + d
         # other Unicode spaces only make the hold-back longer, never unsafe
         m = _LAST_SPACE.search(delta)
-        if m is not None:
-            self._tok = base + m.start() + 1
-        return self._release(final=False)
-
-    def _hold_start(self) -> int:
-        p = self._pending
-        n = len(p)
-        k = self._tok
-        if n - k > self._max_token:  # an endless token: let it go, keep a bounded tail
-            k = n - 256
-        elif p[k : k + 1] in _CHAIN_FIRST and _CHAIN_TOKEN.fullmatch(p, k):
-            m = TAIL_CHAIN.search(p, max(0, k - CHAIN_HOLD), k)
+        tok = self._tok if m is None else base + m.start() + 1
+        self._tok = tok
+        # where the hold-back starts: the trailing token, a chain before it, an open PEM line
+        n = len(pending)
+        cut = tok
+        if n - cut > self._max_token:  # an endless token: let it go, keep a bounded tail
+            cut = n - 256
+        elif pending[cut : cut + 1] in _CHAIN_FIRST and _CHAIN_TOKEN.fullmatch(pending, cut):
+            m = TAIL_CHAIN.search(pending, max(0, cut - CHAIN_HOLD), cut)
             if m is not None:
-                k = m.start()
-        b = p.rfind(PEM_BEGIN, max(0, k - 100))
-        if b != -1 and "-----" not in p[b + len(PEM_BEGIN) :]:
-            k = min(k, b)
-        return k
-
-    def _release(self, *, final: bool) -> str:
-        pending = self._pending
-        cut = len(pending) if final else self._hold_start()
-        if not final and self._ner and self._mode == "redact":
-            # names are replaced only in redact mode: elsewhere they are counted, not held for
-            cut = min(cut, len(pending) - NER_HOLD)
+                cut = m.start()
+        b = pending.rfind(PEM_BEGIN, max(0, cut - 100))
+        if b != -1 and "-----" not in pending[b + len(PEM_BEGIN) :]:
+            cut = min(cut, b)
+        if self._ner_hold:
+            cut = min(cut, n - NER_HOLD)
             if cut < NER_BATCH:  # re-reading the window per 4-char delta costs 5x more CPU
-                return ""
+                cut = 0
+        if cut <= 0:
+            self._lead = lead
+            self._fresh = fresh
+            return ""
+        ctx = self._ctx
+        off = len(ctx)
+        window = ctx + pending
+        self._lead = _track_lead(window, lead, fresh)
+        self._fresh = 0
+        if self._calm(window, off, cut):
+            end = off + cut
+            self._ctx = window[end - CONTEXT if end > CONTEXT else 0 : end]
+            self._pending = pending[cut:]
+            self._pos += cut
+            self._tok = tok - cut if tok > cut else 0
+            return pending[:cut]
+        return self._scan(window, off, cut, final=False)
+
+    def _calm(self, window: str, off: int, cut: int) -> bool:
+        """Whether ``detect`` of ``window`` would find nothing that starts before ``off + cut``
+        and ends past ``off``: no lead can reach past the context, and no name either (or
+        only one in the held text, from ``off + cut``)."""
+        if not _calm_past(window, off, self._lead):
+            return False
+        names = self._names
+        return names == 0 or (
+            names == 1 and (_no_name_after(window, off) or _names_held(window, off, off + cut))
+        )
+
+    def _release_all(self) -> str:
+        """The end of the stream: release everything, its findings replaced."""
+        pending = self._pending
+        cut = len(pending)
         if cut <= 0:
             return ""
         ctx = self._ctx
         off = len(ctx)
         window = ctx + pending
-        n = len(window)
-        if self._fresh:  # look for a scan lead in the new text (and a lead word's length before)
-            start = n - self._fresh - _LEAD_OVERLAP
-            i = _last_lead(window[start:] if start > 0 else window)
-            if i != -1:
-                self._lead = n - i - (start if start > 0 else 0)
-            self._fresh = 0
-        if _calm_past(window, off, self._lead) and not (
-            self._ner and self._detector.names_past(window, off)
-        ):  # nothing past the context to find: what detect would say, for less
-            end = off + cut
-            self._ctx = window[end - CONTEXT if end > CONTEXT else 0 : end]
-            self._pending = pending[cut:]
+        self._lead = _track_lead(window, self._lead, self._fresh)
+        self._fresh = 0
+        if self._calm(window, off, cut):
+            self._ctx = window[-CONTEXT:]
+            self._pending = ""
             self._pos += cut
-            self._tok = max(0, self._tok - cut)
-            return pending[:cut]
+            self._tok = 0
+            return pending
+        return self._scan(window, off, cut, final=True)
+
+    def _scan(self, window: str, off: int, cut: int, *, final: bool) -> str:
+        """Release up to ``cut`` of the pending text, its findings replaced (or up to the
+        start of a finding that straddles the cut)."""
+        pending = self._pending
         open_pem: Hit | None = None
         kept: list[Hit] = []
         for h in self._session.scrubber._hits(window, off):
