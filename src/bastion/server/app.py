@@ -399,10 +399,16 @@ class BastionApp:
         # scope costs a timer and a cancel on every write; nearly every write never waits).
         until: float | None = None
         timer: asyncio.TimerHandle | None = None
+        # _write_timeout per chunk, without a method call and the lookups it repeats
+        send_timeout = self._send_timeout
+        deadline = reply.call.deadline if reply.call is not None else 0.0
+        clock = time.monotonic
 
         async def write(msg: Message) -> None:
             nonlocal until
-            until = loop.time() + self._write_timeout(reply)
+            until = loop.time() + (
+                min(send_timeout, max(deadline - clock(), _TAIL_S)) if deadline else send_timeout
+            )
             try:
                 await send(msg)
             finally:  # a failed write must not leave the relay's clean-up under the watchdog
