@@ -47,6 +47,7 @@ from ..identity import resolve_user
 from ..providers.base import Format
 from ..readiness import readiness
 from ..reliability.concurrency import StreamLease, StreamLimits
+from .headers import header_list
 from .protocol import refusal_format
 from .worker_metrics import WORKER_ONLY, WorkerPeers
 
@@ -66,8 +67,6 @@ JSON = [(b"content-type", b"application/json")]
 CLOSE = {"connection": "close"}
 
 _TAIL_S = 1.0  # a stream's last writes (final event, end) may run this far past the deadline
-_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # request headers the gateway reads as numbers: plain ASCII, bounded (str.isdigit accepts "²",
 # and int() refuses more than 4300 digits, both of which would otherwise be a 500)
 _NUMERIC_HEADERS = {
@@ -85,24 +84,6 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    """Response headers as bytes; any value outside visible ASCII is dropped, never sent.
-
-    Values normally come from config or are minted here; this is the last line against one
-    built from a client string (a CR/LF would split the response, a non-Latin-1 character
-    would fail the write after the call was already paid for).
-    """
-    out = []
-    for k, v in headers.items():
-        if k == "content-type":
-            continue
-        if _HEADER_NAME.fullmatch(k) is None or _HEADER_VALUE.fullmatch(v) is None:
-            log.warning("dropped response header %r: not a plain ASCII value", k[:64])
-            continue
-        out.append((k.encode("ascii"), v.encode("ascii")))
-    return out
-
-
 async def _send_json(
     send: Send,
     status: int,
@@ -111,7 +92,7 @@ async def _send_json(
     *,
     timeout: float = 30.0,
 ) -> None:
-    hs = JSON + _header_list(headers or {})
+    hs = JSON + header_list(headers or {})
     try:
         await within(_send_whole(send, status, hs, body), timeout)
     except TimeoutError:
@@ -380,7 +361,7 @@ class BastionApp:
         as soon as it sees the end, and under load the task's own wind-down can take longer
         than that. The call's after-phase (settling, recording) runs after this returns
         (``_llm``), except for callers that finish before they reply (library, idempotent)."""
-        extra = _header_list(reply.headers)
+        extra = header_list(reply.headers)
         if reply.stream is None:
             try:
                 # a write into an unpaused transport never waits: no timer then (eager.py)
