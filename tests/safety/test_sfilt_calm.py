@@ -28,7 +28,7 @@ from bastion.safety.pii._patterns import (
     PEM_STOP,
     TAIL_CHAIN,
 )
-from bastion.safety.pii._stream import _NO_LEAD, _calm_past, _last_lead
+from bastion.safety.pii._stream import _NO_LEAD, _calm_past, _last_lead, _names_held
 from bastion.safety.pii._types import Finding, Mode, PiiType
 
 CONTEXT = max(64, ALLOW_WINDOW, CONTEXT_WINDOW)
@@ -471,3 +471,41 @@ def test_a_street_address_split_by_words() -> None:
     s = SCRUBBERS["patterns"].stream(mode="redact")
     out = "".join(s.feed(c) for c in re.findall(r"\s*\S+", text)) + s.flush()
     assert out == SCRUBBERS["patterns"].scrub(text).text
+
+
+NAMES = [
+    "Ludwig van Beethoven", "Mr. Jan van Dijk", "Charles de Gaulle", "Maria del Carmen",
+    "Omar bin Laden", "Maria Lopez", "Ann", "Lee", "José Álvarez", "O'Brien", "New York",
+    "van", "de", "st.", "la", "Dr.", "The", "I", "Thanks", "Jean-Luc", "@ann_lee", "Hi",
+]  # fmt: skip
+name_texts = st.lists(
+    st.tuples(st.one_of(st.sampled_from(NAMES), st.sampled_from(WORDS)), st.sampled_from(SEPS)),
+    max_size=25,
+).map(lambda parts: "".join(p + s for p, s in parts))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name_texts, st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=4)
+)
+def test_names_held_means_no_tagger_span_over_the_released_stretch(
+    text: str, at: int, words: int
+) -> None:
+    """``_names_held`` against the shipped tagger: when it says so, no span starts before the
+    cut and ends past the context, for a context ending and a cut at any word starts."""
+    starts = [0, *(m.end() for m in re.finditer(r"\s+", text))]
+    off = starts[at % len(starts)]
+    end = starts[min(len(starts) - 1, at % len(starts) + words)]
+    if end <= off or not _names_held(text, off, end):
+        return
+    ner = SCRUBBERS["names"]._detector._ner
+    assert ner is not None
+    spans = [(sp.start, sp.end) for sp in ner.detect(text)]
+    assert [sp for sp in spans if sp[0] < end and sp[1] > off] == [], (text, off, end)
+
+
+def test_a_name_over_a_particle_is_not_held_back_unscanned() -> None:
+    text = "Contact Charles de Gaulle"  # one span over the particle
+    off, end = text.index("de"), text.index("Gaulle")
+    assert not _names_held(text, off, end)  # "van " may be the middle of one name
+    assert _names_held("we met the Beethoven", 7, 11)
