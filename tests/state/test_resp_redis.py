@@ -360,3 +360,38 @@ async def test_a_caller_cancelled_while_connecting_leaves_no_socket(
     finally:
         sync_redis.client_unpause()
         await store.close()
+
+
+def test_the_same_on_uvloop_the_servers_loop(redis_prefix: str, sync_redis: redis.Redis) -> None:
+    """The gateway runs on uvloop, whose transports are not ``asyncio.Transport``
+    subclasses: pipelining, a kill under a call in flight, reconnect and close there."""
+    uvloop = pytest.importorskip("uvloop")  # a dev dependency; present wherever tests run
+
+    async def run() -> None:
+        store = RedisCounterStore(REDIS_URL, prefix=redis_prefix, timeout_seconds=10.0)
+        assert store._resp is not None
+        try:
+            tokens = [f"t{i}".encode() for i in range(100)]
+            assert await asyncio.gather(*(store._resp.execute("ECHO", t) for t in tokens)) == tokens
+            assert all(
+                r.ok
+                for r in await asyncio.gather(
+                    *(store.admit([Take(f"k{i}", 1.0, 5.0)]) for i in range(20))
+                )
+            )
+            victim = await _client_id(store)
+            blocked = asyncio.ensure_future(store._resp.execute("BLPOP", f"{redis_prefix}:none", 5))
+            behind = asyncio.ensure_future(store.admit([Take("k", 1.0, 5.0)]))
+            await asyncio.sleep(0.1)
+            sync_redis.client_kill_filter(_id=str(victim))
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(blocked, 5)
+            with pytest.raises(StateUnavailable):
+                await asyncio.wait_for(behind, 5)
+            assert (await store.admit([Take("k", 1.0, 5.0)])).ok
+        finally:
+            await store.close()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
