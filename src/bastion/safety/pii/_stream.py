@@ -269,9 +269,24 @@ class StreamScrubber:
         ctx = self._ctx
         off = len(ctx)
         window = ctx + pending
-        self._lead = _track_lead(window, lead, fresh)
+        n += off
+        # _track_lead and the first test of _calm and _calm_past, inline (the common case)
+        start = n - fresh - _LEAD_OVERLAP
+        region = window[start:] if start > 0 else window
+        m = _LAST_LEAD_CHAR.search(region)
+        i = -1 if m is None else m.start()
+        for w in SCAN_LEAD_WORDS:
+            if w in region:
+                i = max(i, region.rfind(w))
+        if i != -1:
+            lead = len(region) - i
+        self._lead = lead
         self._fresh = 0
-        if self._calm(window, off, cut):
+        names = self._names
+        if (lead > n or _calm_past(window, off, lead)) and (
+            names == 0
+            or (names == 1 and (_no_name_after(window, off) or _names_held(window, off, off + cut)))
+        ):
             end = off + cut
             self._ctx = window[end - CONTEXT if end > CONTEXT else 0 : end]
             self._pending = pending[cut:]
