@@ -12,6 +12,11 @@ column alike; every loop is bounded by a count.
     .venv/bin/python bench/detect_speed.py            # 60 rounds x 25 calls per cell
     .venv/bin/python bench/detect_speed.py --quick    # 20 rounds x 10 calls
     .venv/bin/python bench/detect_speed.py --parts    # + patterns alone, rules alone
+    .venv/bin/python bench/detect_speed.py --rounds 30 --calls 10   # any bounded count
+
+Before/after on a shared box: run the old tree and the new one in turn, several times
+(``git archive <commit> | tar -x -C /tmp/before``, then ``PYTHONPATH=/tmp/before/src``
+for the old), and compare the ranges.
 """
 
 from __future__ import annotations
@@ -81,12 +86,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="20 rounds x 10 calls per cell")
     ap.add_argument("--json", type=Path, help="write the p50s here")
+    ap.add_argument("--rounds", type=int, help="rounds (default 60, --quick 20)")
+    ap.add_argument("--calls", type=int, help="calls per cell and round (default 25, --quick 10)")
     ap.add_argument(
         "--parts", action="store_true", help="also the pattern passes and the rules alone"
     )
     args = ap.parse_args()
     out: dict[str, dict[str, dict[str, float]]] = {}
     rounds, calls = (20, 10) if args.quick else (60, 25)
+    rounds = min(max(args.rounds or rounds, 1), 1000)
+    calls = min(max(args.calls or calls, 1), 1000)
     scrubber = Scrubber(ScrubberConfig())
     scanner = InjectionScanner()
     model = shipped()

@@ -38,11 +38,11 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import accumulate, chain, islice, repeat
-from operator import add, mul
+from itertools import accumulate, chain, islice, repeat, tee
+from operator import add, floordiv, mul
 from typing import Any, TypeVar
 
 MODEL_RESOURCE = "injection_lr.json.gz"
@@ -156,9 +156,10 @@ class InjectionClassifier:
     """Probability that a text is (or contains) a prompt injection; stateless, safe to share."""
 
     __slots__ = (
-        "_bi",
+        "_fused",
         "_ids",
         "_k",
+        "_pairs",
         "_tokens",
         "_uni",
         "bias",
@@ -180,7 +181,7 @@ class InjectionClassifier:
         threshold: float = OPERATING_POINT,
     ) -> None:
         vocab, uni, bi = _tables(weights, 0.0)
-        self._set(vocab, uni, bi)
+        self._set(vocab, uni, list(bi), range(len(bi)), list(bi.values()))
         self.bias = bias
         self.version = version
         self.window = window
@@ -188,14 +189,34 @@ class InjectionClassifier:
         self.threshold = threshold
         self.name = "lr"
 
-    def _set(self, vocab: list[str], uni: list[float], bi: dict[int, float]) -> None:
+    def _set(
+        self,
+        vocab: list[str],
+        uni: list[float],
+        keys: Sequence[int],
+        codes: Sequence[int],
+        level: Sequence[float],
+    ) -> None:
         """Token ids (1..V; 0 is any unknown token), unigram weights by id, bigram weights
-        keyed ``id_a * K + id_b`` (K = V + 1, so a pair with an unknown token matches no key)."""
+        keyed ``id_a * K + id_b`` (K = V + 1, so a pair with an unknown token matches no key).
+
+        Scoring reads ``_fused``: for each stored bigram key, ``uni[id_a] + bi[key]``, the very
+        float the per-token sum ``uni[id_a] + bi.get(key, 0.0)`` made, so a token costs one
+        look-up whose default (no stored pair) is its unigram weight instead of a look-up and
+        an addition. Equal sums share one float object. ``_pairs`` keeps, for ``weights``, the
+        bigram weights (``level[code]``) in the order of the fused table's keys: a list, not a
+        second dict."""
+        k = len(vocab) + 1
         self._tokens = ["", *vocab]
-        self._ids = dict(zip(vocab, range(1, len(vocab) + 1), strict=True))
-        self._k = len(vocab) + 1
+        self._ids = dict(zip(vocab, range(1, k), strict=True))
+        self._k = k
         self._uni = uni
-        self._bi = bi
+        if len(keys) != len(codes):
+            raise ValueError("bigram keys and weights differ in number")
+        self._pairs = bi = list(map(level.__getitem__, codes))
+        sums = tee(map(add, map(uni.__getitem__, map(floordiv, keys, repeat(k))), bi))
+        shared: dict[float, float] = {}
+        self._fused = dict(zip(keys, map(shared.setdefault, *sums), strict=True))
 
     def score(self, text: str, *, lowered: str | None = None) -> float:
         return self.verdict(text, lowered=lowered).score
@@ -224,11 +245,16 @@ class InjectionClassifier:
             toks.append(" ")
             bounds.append(len(toks))
             counts.append(2 * len(t) + extra if t else 0)
+        if not toks:
+            return parts, [0.0], [0]
         ids = list(map(self._ids.get, toks, repeat(0)))
-        # bigram keys id_a * K + id_b, all C-level maps over ints (no tuple, no string per token)
+        uni = self._uni
+        # token i weighs uni[id_i] + bi.get(id_i * K + id_(i+1), 0.0): one look-up in the fused
+        # table, the unigram weight its default; the last token (a separator) has no pair.
+        # Bigram keys id_a * K + id_b; all C-level maps over ints (no tuple, no string per token)
         keys = map(add, map(mul, ids, repeat(self._k)), islice(ids, 1, None))
-        grams = chain(map(self._bi.get, keys, repeat(0.0)), (0.0,))
-        at = list(accumulate(map(add, map(self._uni.__getitem__, ids), grams), initial=0.0))
+        grams = map(self._fused.get, keys, map(uni.__getitem__, ids))
+        at = list(accumulate(chain(grams, (uni[ids[-1]] + 0.0,)), initial=0.0))
         return parts, [at[b] for b in bounds], list(accumulate(counts, initial=0))
 
     def verdict(self, text: str, *, lowered: str | None = None) -> Verdict:
@@ -258,7 +284,11 @@ class InjectionClassifier:
         """Feature string (``"a b"`` for a bigram) -> weight, as trained and stored."""
         toks, k = self._tokens, self._k
         out = {toks[i]: w for i, w in enumerate(self._uni) if w}
-        out.update({f"{toks[key // k]} {toks[key % k]}": w for key, w in self._bi.items()})
+        # the fused table's keys are the bigram keys, in ``_pairs``' order
+        keys, bi = self._fused, self._pairs
+        out.update(
+            {f"{toks[key // k]} {toks[key % k]}": w for key, w in zip(keys, bi, strict=True)}
+        )
         return out
 
     def _quantised(self) -> tuple[float, dict[str, int]]:
@@ -306,11 +336,7 @@ class InjectionClassifier:
         scale = float(meta["scale"])
         level = [float(q * scale) for q in range(128)] + [float(q * scale) for q in range(-128, 0)]
         self = cls.__new__(cls)
-        self._set(
-            vocab,
-            list(map(level.__getitem__, uni)),
-            dict(zip(keys, map(level.__getitem__, vals), strict=True)),
-        )
+        self._set(vocab, list(map(level.__getitem__, uni)), _seq(keys), _seq(vals), level)
         self.bias = float(meta["bias"])
         self.version = str(meta["version"])
         self.window = int(meta["window"])
@@ -380,6 +406,11 @@ class InjectionClassifier:
 
 
 _W = TypeVar("_W", int, float)
+
+
+def _seq(xs: Iterable[int]) -> Sequence[int]:
+    """``xs`` itself when it can be read twice by index (a list, an ``array``), else a list."""
+    return xs if isinstance(xs, list | array.array) else list(xs)
 
 
 def _tables(weights: Mapping[str, _W], zero: _W) -> tuple[list[str], list[_W], dict[int, _W]]:
