@@ -54,6 +54,7 @@ from harness import (
     Cells,
     Result,
     added,
+    detail_table,
     fmt_ms,
     log,
     measure_cells,
@@ -61,6 +62,7 @@ from harness import (
     meta_line,
     pct_or_dash,
     render,
+    result_json,
     run_async,
     share,
     start_sim,
@@ -271,30 +273,6 @@ def mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(vs) if vs else None
 
 
-def detail_table(cells: Cells) -> str:
-    rows = []
-    for (mode, conc, ms), res in cells.items():
-        d = res["direct"]
-        for name, r in res.items():
-            sh = share(r, d)
-            ad = added(r, d) if name != "direct" else None
-            rows.append(
-                [
-                    f"{mode} c{conc} {ms}ms",
-                    name,
-                    f"{r.rps:.0f}",
-                    "-" if sh is None else f"{sh:.0%}",
-                    f"{fmt_ms(r.p(0.5))}/{fmt_ms(r.p(0.99))}",
-                    "-" if ad is None else f"{ad:+.2f}",
-                    fmt_ms(r.cpu_ms_per_req, 3),
-                    f"{r.busy_pct:.0f}",
-                    str(r.samples.errors),
-                ]
-            )
-    header = ["cell", "side", "rps", "share", "p50/p99 ms", "added p50", "CPU ms/call"]
-    return render([*header, "busy%", "errors"], rows)
-
-
 def summary(cells: Cells, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per side: share of direct at c50 (0 and 50 ms), added p50 at c1, CPU per call by mode."""
     out: dict[str, dict[str, Any]] = {}
@@ -386,21 +364,6 @@ def verdict(sm: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
-def result_json(r: Result) -> dict[str, Any]:
-    return {
-        "rps": r.rps,
-        "ok": r.ok,
-        "errors": r.samples.errors,
-        "error_examples": r.samples.error_examples,
-        "elapsed_s": r.samples.elapsed_s,
-        "p50_ms": r.p(0.5),
-        "p99_ms": r.p(0.99),
-        "cpu_ms_per_call": r.cpu_ms_per_req,
-        "busy_pct": r.busy_pct,
-        "latencies_ms": r.samples.latencies_ms,
-    }
-
-
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -454,7 +417,7 @@ def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     )
     print(summary_table(sm))
     print()
-    print(detail_table(cells))
+    print(detail_table(cells, ttfb=False, cpu_digits=3))
     print()
     for line in verdict(sm):
         print(line)
@@ -469,7 +432,7 @@ def run(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
                 "mode": mode,
                 "concurrency": c,
                 "upstream_ms": ms,
-                "sides": {n: result_json(r) for n, r in res.items()},
+                "sides": {n: result_json(r, latencies=True) for n, r in res.items()},
             }
             for (mode, c, ms), res in cells.items()
         ],

@@ -56,13 +56,15 @@ from harness import (
     Cells,
     Result,
     added,
-    fmt_ms,
+    added_ttfb,
+    detail_table,
     log,
     measure_cells,
     meta,
     meta_line,
     pct_or_dash,
     render,
+    result_json,
     run_async,
     share,
     start_sim,
@@ -427,58 +429,12 @@ async def measure(sim: Server, gws: dict[str, Gateway], s: Settings) -> Cells:
 # -- report ----------------------------------------------------------------------------------
 
 
-def added_ttfb(r: Result, d: Result) -> float | None:
-    """A stream's first body byte, p50, over direct's: less noisy than the whole stream, whose
-    32 paced chunks take the simulator's timer slack on a loaded box."""
-    a, b = r.ttfb(0.5), d.ttfb(0.5)
-    return None if a is None or b is None else a - b
-
-
 def span(values: Sequence[float | None], fmt: str) -> str:
     vs = [v for v in values if v is not None]
     if not vs:
         return "-"
     lo, hi = min(vs), max(vs)
     return fmt.format(lo) if f"{lo:.2f}" == f"{hi:.2f}" else f"{fmt.format(lo)}–{fmt.format(hi)}"
-
-
-def detail_table(cells: Cells) -> str:
-    rows = []
-    for (mode, conc, ms), res in cells.items():
-        d = res["direct"]
-        for name, r in res.items():
-            sh = share(r, d)
-            ad = added(r, d) if name != "direct" else None
-            at = added_ttfb(r, d) if name != "direct" else None
-            rows.append(
-                [
-                    f"{mode} c{conc} {ms}ms",
-                    name,
-                    f"{r.rps:.0f}",
-                    "-" if sh is None else f"{sh:.0%}",
-                    f"{fmt_ms(r.p(0.5))}/{fmt_ms(r.p(0.99))}",
-                    "-" if ad is None else f"{ad:+.2f}",
-                    fmt_ms(r.ttfb(0.5)),
-                    "-" if at is None else f"{at:+.2f}",
-                    fmt_ms(r.cpu_ms_per_req),
-                    f"{r.busy_pct:.0f}",
-                    str(r.samples.errors),
-                ]
-            )
-    header = [
-        "cell",
-        "side",
-        "rps",
-        "share",
-        "p50/p99 ms",
-        "added p50",
-        "TTFB p50",
-        "added TTFB",
-        "CPU ms/call",
-        "busy%",
-        "errors",
-    ]
-    return render(header, rows)
 
 
 def summary(cells: Cells, gws: dict[str, Gateway]) -> dict[str, dict[str, Any]]:
@@ -581,21 +537,6 @@ def goals(b: dict[str, Any]) -> list[str]:
 # -- main ------------------------------------------------------------------------------------
 
 
-def result_json(r: Result) -> dict[str, Any]:
-    return {
-        "rps": r.rps,
-        "ok": r.ok,
-        "errors": r.samples.errors,
-        "error_examples": r.samples.error_examples,
-        "elapsed_s": r.samples.elapsed_s,
-        "p50_ms": r.p(0.5),
-        "p99_ms": r.p(0.99),
-        "ttfb_p50_ms": r.ttfb(0.5),
-        "cpu_ms_per_call": r.cpu_ms_per_req,
-        "busy_pct": r.busy_pct,
-    }
-
-
 def run(args: argparse.Namespace, s: Settings) -> tuple[dict[str, Any], bool]:
     m = meta()
     m["mode"] = "quick" if args.quick else "full"
@@ -639,7 +580,7 @@ def run(args: argparse.Namespace, s: Settings) -> tuple[dict[str, Any], bool]:
     )
     print(summary_table(sm))
     print()
-    print(detail_table(cells))
+    print(detail_table(cells, ttfb=True, cpu_digits=2))
     if "bastion" in sm:
         print("\nBastion against issue 16's goals:")
         for line in goals(sm["bastion"]):
@@ -668,7 +609,7 @@ def run(args: argparse.Namespace, s: Settings) -> tuple[dict[str, Any], bool]:
                 "mode": mode,
                 "concurrency": c,
                 "upstream_ms": ms,
-                "sides": {n: result_json(r) for n, r in res.items()},
+                "sides": {n: result_json(r, ttfb=True) for n, r in res.items()},
             }
             for (mode, c, ms), res in cells.items()
         ],
