@@ -4,6 +4,19 @@
     .venv/bin/python scripts/train_injection.py --no-write     # experiments: report on validation only
     .venv/bin/python scripts/train_injection.py --all-sources  # include the NC / unlicensed sources
     .venv/bin/python scripts/train_injection.py --data DIR --out FILE
+    .venv/bin/python scripts/train_injection.py --all-sources --grouped --seeds 13,7,29 --no-write
+                                       # score a configuration as candidates are compared
+
+Comparing configurations (``--grouped --seeds``): the corpus builds many indirect rows on
+each host document and inserts each instruction into many documents, and the training
+shuffle seed alone moves recall by points. ``--grouped`` (``grouped_validation``) holds out
+documents and attacks together (a row on a document is in validation only if its document
+and its attack both are, in training only if neither is, else left out of both), 25 % of
+each, the same split for every training option; ``--seeds`` trains each seed on the same
+spans and prints the mean and range. A candidate is scored by the mean over seeds of
+(jailbreak recall + indirect recall) / 2 at ``pick``'s operating point, and is worth
+shipping only when it beats the shipped configuration by more than the seeds' range
+(figures in bench/RESULTS.md section 5).
 
 Validation (tuning) split: 15 % of ``train.jsonl``'s groups in every (kind, source)
 stratum, chosen by a seeded hash (``validation``), never the corpus's dev split. The
