@@ -150,3 +150,15 @@ def test_the_split_is_the_same_for_every_training_option_and_reproducible() -> N
     rows, _ = corpus(5, 5, [(d, a, d) for d in range(5) for a in range(5)], extra=20)
     assert T.grouped_validation(rows, 7) == T.grouped_validation(list(rows), 7)
     assert T.grouped_validation(rows, 7) != T.grouped_validation(rows, 8)
+
+
+def test_a_configuration_is_scored_by_the_mean_and_range_over_seeds() -> None:
+    runs = [
+        {"jailbreak": 0.8, "indirect": 0.9, "benign": 0.01},
+        {"jailbreak": 0.9, "indirect": 0.7, "benign": 0.015},
+        {"jailbreak": 0.85, "indirect": 0.8, "benign": 0.012},
+    ]
+    line = T.summary(runs)
+    assert line.startswith("mean over 3 seeds:")
+    assert "jailbreak 85.0% [80.0%-90.0%]" in line
+    assert "score 82.5% [80.0%-85.0%]" in line  # (jailbreak + indirect) / 2 per seed
