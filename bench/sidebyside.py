@@ -38,8 +38,6 @@ and RSS of its process tree after start-up and after the run.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -51,7 +49,6 @@ from typing import Any
 
 import orjson
 import psutil
-import yaml
 from harness import (
     Cells,
     Result,
@@ -74,24 +71,27 @@ from harness import (
 )
 from overhead import (
     BASTION,
-    SIM_MODEL,
     Server,
     Target,
-    alias,
     create_key,
     gateway_config,
-    pacing_headers,
-    request_body,
     target,
 )
 from procs import (
     Unavailable,
-    VenvTool,
     first_child_pid,
     start_process,
     tree_cpu_s,
     tree_rss_mb,
     wait_healthy,
+)
+from sbs_gateways import (
+    LITELLM_PIN,
+    VENV,
+    ensure_litellm,
+    litellm_target,
+    start_litellm,
+    start_nginx,
 )
 
 API = "openai"
@@ -99,9 +99,7 @@ MODES = ("unary", "stream")
 CELLS = ((1, 0), (1, 50), (50, 50))  # (concurrency, upstream ms)
 SIDES = ("direct", "nginx", "bastion", "litellm")
 GATEWAYS = ("nginx", "bastion", "litellm")
-LITELLM_PIN = "1.108.7"
-VENV = Path(__file__).resolve().parent / ".venv-litellm"
-LITELLM_KEY = "sk-bench-master-key"
+LITELLM_MODELS = [(mode, ms) for mode in MODES for ms in sorted({ms for _, ms in CELLS})]
 USER = "bench-user"
 STREAMS_PER_KEY = 256
 CAPS = {  # as guards.py's `on`: never refuses, but every call reserves, checks and settles
@@ -112,17 +110,6 @@ CAPS = {  # as guards.py's `on`: never refuses, but every call reserves, checks 
 }
 HEALTH_TIMEOUT_S = {"bastion": 60.0, "nginx": 15.0, "litellm": 180.0}
 HEALTH_PATH = {"bastion": "/healthz", "nginx": "/healthz", "litellm": "/health/readiness"}
-INSTALL_TIMEOUT_S = 1200.0
-LITELLM = VenvTool(
-    "litellm",
-    VENV,
-    "litellm[proxy]",
-    "import importlib.metadata as m; print(m.version('litellm'))",
-    INSTALL_TIMEOUT_S,
-    title="LiteLLM",
-    install_note=" (a few minutes the first time)",
-    latest_if_missing=True,
-)
 GOALS = {  # issue 16's goals for Bastion
     "share": 0.90,
     "cpu_unary_ms": 0.5,
@@ -131,38 +118,6 @@ GOALS = {  # issue 16's goals for Bastion
     "startup_s": 1.0,
     "rss_mb": 120.0,
 }
-
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream sim {{
-        server 127.0.0.1:{sim_port};
-        keepalive 128;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://sim;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-"""
-
 
 # -- settings --------------------------------------------------------------------------------
 
@@ -187,108 +142,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-# -- LiteLLM in its own venv ----------------------------------------------------------------
-
-
-def ensure_litellm(pin: str, log: Callable[[str], None]) -> str:
-    """The LiteLLM version in ``bench/.venv-litellm``, installing it first if need be (the
-    latest release if ``pin`` is not on the index, or the one installed if there is one)."""
-    return LITELLM.ensure(pin, log)
-
-
-def litellm_config(sim_port: int) -> dict[str, Any]:
-    return {
-        "model_list": [
-            {
-                "model_name": alias(API, mode, ms),
-                "litellm_params": {
-                    "model": f"openai/{SIM_MODEL[API]}",
-                    "api_base": f"http://127.0.0.1:{sim_port}/v1",
-                    "api_key": "sk-sim",
-                    "extra_headers": pacing_headers(mode, ms),
-                    "timeout": 30,
-                },
-            }
-            for mode in MODES
-            for ms in sorted({ms for _, ms in CELLS})
-        ],
-        "litellm_settings": {
-            "telemetry": False,
-            "callbacks": [],
-            "success_callback": [],
-            "failure_callback": [],
-            "set_verbose": False,
-            "request_timeout": 30,
-            "num_retries": 0,
-        },
-        "general_settings": {
-            "master_key": LITELLM_KEY,
-            "disable_spend_logs": True,
-            "disable_reset_budget": True,
-            "disable_prisma_schema_update": True,
-        },
-    }
-
-
-def litellm_env(home: Path) -> dict[str, str]:
-    """Local only: no database, the bundled cost map, no telemetry, no provider keys."""
-    drop = ("DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "REDIS_URL", "REDIS_HOST")
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("LITELLM_")}
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        LITELLM_TELEMETRY="False",
-        LITELLM_LOG="ERROR",
-        DISABLE_ADMIN_UI="True",
-        NO_DOCS="True",
-        HOME=str(home),  # anything it caches goes to the temp dir
-        PATH=f"{VENV / 'bin'}:{env.get('PATH', '')}",
-    )
-    return env
-
-
 # -- processes -------------------------------------------------------------------------------
-
-
-def nginx_binary() -> str:
-    for p in ("/usr/sbin/nginx", shutil.which("nginx")):
-        if p and os.access(p, os.X_OK):
-            return p
-    raise RuntimeError("nginx is not installed: `apt-get install -y nginx` (.ci/run does)")
-
-
-def start_nginx(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Server:
-    d = tmp / f"nginx-{i}"
-    d.mkdir(parents=True)
-    d.chmod(0o755)  # workers run as an unprivileged user when started by root
-    conf = d / "nginx.conf"
-
-    def argv(port: int) -> list[str]:
-        conf.write_text(NGINX_CONF.format(tmp=d, sim_port=sim_port, port=port))
-        return [nginx_binary(), "-p", str(d), "-c", str(conf), "-e", str(d / "error.log")]
-
-    return start_process("nginx", argv, d / "stdout.log", started)  # SIGTERM: fast shutdown
-
-
-def start_litellm(tmp: Path, sim_port: int, i: int, started: list[Server]) -> Server:
-    d = tmp / f"litellm-{i}"
-    d.mkdir(parents=True)
-    conf = d / "litellm.yaml"
-    conf.write_text(yaml.safe_dump(litellm_config(sim_port), sort_keys=False))
-
-    def argv(port: int) -> list[str]:
-        return [
-            str(VENV / "bin" / "litellm"),
-            "--config",
-            str(conf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--num_workers",
-            "1",
-        ]
-
-    return start_process("litellm", argv, d / "litellm.log", started, env=litellm_env(d))
 
 
 def serving_pid(server: Server) -> int:
@@ -315,15 +169,6 @@ class Gateway:
 
 
 # -- measurement -----------------------------------------------------------------------------
-
-
-def litellm_target(base: str, mode: str, ms: int) -> Target:
-    stream = mode == "stream"
-    headers = {"content-type": "application/json", "authorization": f"Bearer {LITELLM_KEY}"}
-    if stream:
-        headers["accept"] = "text/event-stream"
-    body = request_body(API, alias(API, mode, ms), stream)
-    return Target(base + "/v1/chat/completions", headers, body, stream, b"data: [DONE]")
 
 
 def start_bastion(
@@ -370,7 +215,7 @@ def start_all(
                 server, key, t0 = start_bastion(cfg, tmp, i, started)
             else:
                 t0 = time.perf_counter()
-                server = start_litellm(tmp, sim.port, i, started)
+                server = start_litellm(tmp, sim.port, i, started, LITELLM_MODELS)
             try:
                 took = wait_healthy(
                     server, HEALTH_PATH[name], timeout=HEALTH_TIMEOUT_S[name], started=t0
