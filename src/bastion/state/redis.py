@@ -31,6 +31,13 @@ Every command goes through one outage mapping (``_outage``): an
 unreachable, read-only or overloaded Redis, and a connection redis-py closed under the command
 (its own ``AttributeError`` on the closed stream), fail the call closed the same way on one
 Redis and on a Cluster.
+
+On a plain ``redis://`` URL (host, port, db, credentials; no TLS, socket path or option) the
+scripts, i.e. every call's admit and finish, go through the store's own RESP client
+(``_resp``: one pipelined connection, about a quarter of redis-py's client CPU per command);
+it raises redis-py's exception classes, so ``_outage`` maps its failures the same way and it
+never retries either (``NOSCRIPT`` aside: that script did not run). Plain commands and
+pipelines stay on redis-py.
 """
 
 from __future__ import annotations
