@@ -90,8 +90,21 @@ def key_create(config: Path, *args: str) -> str:
 def start_workers(tmp: Path, n: int = 2, *extra: str, **sections: Any) -> Workers:
     prefix = "bastiontest-w" + uuid.uuid4().hex[:10]
     state = {"url": REDIS_URL, "prefix": prefix, "settle_journal": str(tmp / "settle")}
+    return serve_workers(tmp, n, state, "workers on one port", *extra, prefix=prefix, **sections)
+
+
+def serve_workers(
+    tmp: Path, n: int, state: dict[str, Any], marker: str, *extra: str, prefix: str = "",
+    **sections: Any,
+) -> Workers:  # fmt: skip
+    """``bastion serve --workers n`` on ``state``, once its log says ``marker`` (both backends).
+
+    A start that fails (Redis unreachable, a state file that cannot be opened) raises: the
+    test fails, it is never skipped.
+    """
     config = write_config(tmp, state=state, **sections)
-    key = key_create(config, "--name", f"admin-{prefix}", "--roles", "admin,end_users")
+    name = f"admin-{prefix or tmp.name}"
+    key = key_create(config, "--name", name, "--roles", "admin,end_users")
     port = free_port()
     log_path = tmp / f"serve-{port}.log"
     env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
@@ -103,7 +116,7 @@ def start_workers(tmp: Path, n: int = 2, *extra: str, **sections: Any) -> Worker
     try:
         wait_port(port, proc, timeout=90)
         end = time.monotonic() + 90
-        while "workers on one port" not in log_path.read_text(errors="replace"):
+        while marker not in log_path.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(log_path.read_text(errors="replace"))
             time.sleep(0.05)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BIN, free_port, stop, wait_port, write_config
-from tests.server._workers_redis import Workers, key_create
+import anthropic
+from tests.conftest import stop
+from tests.server._workers_redis import Workers, serve_workers
+
+MSG = [{"role": "user", "content": "hello"}]
+PER_CALL_USD = 0.01  # 10 output tokens at $1000 per million, input free (the tests' prices)
 
 _HOST = re.compile(r"state host pid (\d+)")
 _HOST_RESTARTED = re.compile(r"the state host \(pid (\d+)\) ([^\n]*); restarted as pid (\d+)")
@@ -29,28 +31,7 @@ def start_embedded(tmp: Path, n: int = 2, state_url: str = "", **sections: Any) 
     """``bastion serve --workers n`` on ``state_url`` (default ``sqlite:///tmp/state.db``)."""
     url = state_url or f"sqlite:///{tmp / 'state.db'}"
     state = {"url": url, "settle_journal": str(tmp / "settle")}
-    config = write_config(tmp, state=state, **sections)
-    key = key_create(config, "--name", f"admin-{tmp.name}", "--roles", "admin,end_users")
-    port = free_port()
-    log_path = tmp / f"serve-{port}.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
-    argv = [str(BIN / "bastion"), "serve", "--config", str(config), "--port", str(port)]
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "--workers", str(n)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        wait_port(port, proc, timeout=90)
-        end = time.monotonic() + 90
-        while "state host pid" not in log_path.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(log_path.read_text(errors="replace"))
-            time.sleep(0.05)
-    except Exception:
-        proc.kill()
-        proc.wait(timeout=5)
-        raise
-    return Workers(f"http://127.0.0.1:{port}", key, config, proc, log_path, "")
+    return serve_workers(tmp, n, state, "state host pid", **sections)
 
 
 def embedded_fixture(tmp: Path, n: int = 2, **sections: Any) -> Iterator[Workers]:
@@ -59,3 +40,32 @@ def embedded_fixture(tmp: Path, n: int = 2, **sections: Any) -> Iterator[Workers
         yield w
     finally:
         stop(w.proc)
+
+
+def capped_call(w: Workers, model: str, timeout: float = 60) -> Any:
+    """One call under the ``capped`` feature on its own connection: the answer, or the SDK's
+    error (a status, or a connection error: a timeout, a worker killed under it)."""
+    client = anthropic.Anthropic(base_url=w.url, api_key=w.key, max_retries=0, timeout=timeout)
+    try:
+        return client.messages.create(
+            model=model,
+            max_tokens=10,
+            messages=MSG,  # type: ignore[arg-type]
+            extra_headers={"x-bastion-feature": "capped", "connection": "close"},
+        )
+    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+        return exc
+
+
+def in_flight(
+    w: Workers, n: int, model: str = "sim-slow"
+) -> tuple[list[threading.Thread], list[Any]]:
+    """``n`` calls started at once, each from its own thread: the threads, and the list their
+    results are appended to as they end."""
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(capped_call(w, model))) for _ in range(n)
+    ]
+    for t in threads:
+        t.start()
+    return threads, results

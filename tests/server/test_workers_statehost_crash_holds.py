@@ -11,33 +11,22 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import anthropic
 from tests.conftest import sim_models, stop
-from tests.server._workers_redis import Workers, wait_for
-from tests.server._workers_statehost import host_pids, start_embedded
+from tests.server._workers_redis import wait_for
+from tests.server._workers_statehost import (
+    PER_CALL_USD,
+    capped_call,
+    host_pids,
+    in_flight,
+    start_embedded,
+)
 
-MSG = [{"role": "user", "content": "hello"}]
-PER_CALL_USD = 0.01  # 10 output tokens at $1000 per million, input free
 CAP_CALLS = 5
 SLOW_MS = 6000
-
-
-def _call(w: Workers, model: str) -> Any:
-    client = anthropic.Anthropic(base_url=w.url, api_key=w.key, max_retries=0, timeout=60)
-    try:
-        return client.messages.create(
-            model=model,
-            max_tokens=10,
-            messages=MSG,  # type: ignore[arg-type]
-            extra_headers={"x-bastion-feature": "capped"},
-        )
-    except anthropic.APIStatusError as exc:
-        return exc
 
 
 def test_calls_in_flight_keep_their_room_and_their_spend_across_a_host_crash(
@@ -52,13 +41,7 @@ def test_calls_in_flight_keep_their_room_and_their_spend_across_a_host_crash(
         features={"capped": {"daily_budget_usd": PER_CALL_USD * CAP_CALLS}},
     )
     try:
-        results: list[Any] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(_call(w, "sim-slow")))
-            for _ in range(CAP_CALLS)
-        ]
-        for t in threads:
-            t.start()
+        threads, results = in_flight(w, CAP_CALLS)
         start = time.monotonic()
         time.sleep(1.5)  # all five admitted: the cap's room is held, they wait upstream
         assert not results
@@ -67,7 +50,7 @@ def test_calls_in_flight_keep_their_room_and_their_spend_across_a_host_crash(
         wait_for(lambda: len(host_pids(w)) == 2, 30, "the state host restarted")
         # after the restart: the room is still held, so no call gets in (429, or 503 while
         # the new host waits for the workers to give their holds back)
-        late = [_call(w, "sim-cap") for _ in range(3)]
+        late = [capped_call(w, "sim-cap") for _ in range(3)]
         assert time.monotonic() - start < SLOW_MS / 1000, "the slow calls ended first"
         assert all(isinstance(r, anthropic.APIStatusError) for r in late), late
         assert {r.status_code for r in late} <= {429, 503}, late
@@ -77,7 +60,7 @@ def test_calls_in_flight_keep_their_room_and_their_spend_across_a_host_crash(
         assert all(isinstance(r, anthropic.types.Message) for r in results), results
         # their spend counted on the new host: the cap is spent, not open again
         time.sleep(2.5)  # past the new host's restore grace
-        after = [_call(w, "sim-cap") for _ in range(2)]
+        after = [capped_call(w, "sim-cap") for _ in range(2)]
         assert all(getattr(r, "status_code", None) == 429 for r in after), after
         spent = w.per_worker("bastion_cost_usd_total", feature="capped")
         assert sum(spent.values()) <= PER_CALL_USD * CAP_CALLS + 1e-9

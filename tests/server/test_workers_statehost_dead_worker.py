@@ -10,31 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import anthropic
 from tests.conftest import sim_models, stop
-from tests.server._workers_redis import Workers, wait_for
-from tests.server._workers_statehost import start_embedded
-
-MSG = [{"role": "user", "content": "hello"}]
-PER_CALL_USD = 0.01  # 10 output tokens at $1000 per million, input free
-
-
-def _call(w: Workers, model: str) -> Any:
-    client = anthropic.Anthropic(base_url=w.url, api_key=w.key, max_retries=0, timeout=60)
-    try:
-        return client.messages.create(
-            model=model,
-            max_tokens=10,
-            messages=MSG,  # type: ignore[arg-type]
-            extra_headers={"x-bastion-feature": "capped"},
-        )
-    except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
-        return exc
+from tests.server._workers_redis import wait_for
+from tests.server._workers_statehost import PER_CALL_USD, capped_call, in_flight, start_embedded
 
 
 def test_killed_workers_release_their_holds_at_once(tmp_path: Path) -> None:
@@ -47,14 +29,9 @@ def test_killed_workers_release_their_holds_at_once(tmp_path: Path) -> None:
         features={"capped": {"daily_budget_usd": PER_CALL_USD * 2}},
     )
     try:
-        results: list[Any] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(_call(w, "sim-slow"))) for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
+        threads, results = in_flight(w, 2)
         time.sleep(1.5)  # both admitted: the cap's whole room is held
-        full = _call(w, "sim-cap")
+        full = capped_call(w, "sim-cap")
         assert getattr(full, "status_code", None) == 429, full
         for pid in w.pids():
             os.kill(pid, signal.SIGKILL)
@@ -64,7 +41,7 @@ def test_killed_workers_release_their_holds_at_once(tmp_path: Path) -> None:
         assert all(isinstance(r, anthropic.APIConnectionError) for r in results), results
         late = None
         for _ in range(20):  # the new workers may take a moment to listen
-            late = _call(w, "sim-cap")
+            late = capped_call(w, "sim-cap")
             if not isinstance(late, anthropic.APIConnectionError):
                 break
             time.sleep(0.25)

@@ -1,11 +1,15 @@
-"""`bastion serve --workers 2` on Redis state: what holds across replicas holds across workers.
+"""`bastion serve --workers 2`: what holds across replicas holds across workers, on both states.
 
-One real supervisor with two workers on one port. Every call opens its own connection through
-the official SDK, so the kernel hands the calls to both workers; each test checks, through the
-per-worker series of ``/metrics``, that both workers served its calls, and that the guarantee
-held over all of them: a $ cap and a rate limit admit exactly what they allow, the kill switch
-stops both, an idempotency key replayed on both runs one upstream call, and a breaker opened by
-failures is open for both.
+One real supervisor with two workers on one port, once on Redis state and once on the embedded
+(SQLite) state, where one state host process owns the counters and the workers reach it over a
+Unix socket; every test runs on both (ids ``[redis]`` and ``[statehost]``). Every call opens
+its own connection through the official SDK, so the kernel hands the calls to both workers;
+each test checks, through the per-worker series of ``/metrics``, that both workers served its
+calls, and that the guarantee held over all of them: a $ cap and a rate limit admit exactly
+what they allow, the kill switch (set through the admin API, lifted by the CLI) stops both, an
+idempotency key replayed on both runs one upstream call, and a breaker opened by failures is
+open for both. Were the workers to keep counters of their own, these would admit about twice
+as much. Redis must be up at 127.0.0.1:6379: without it the Redis half fails (never skips).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.conftest import sim_models
 from tests.server._workers_redis import Workers, fixture, key_create
+from tests.server._workers_statehost import embedded_fixture, host_pids
 
 from bastion.server.worker_metrics import merge
 
@@ -31,9 +36,11 @@ PER_CALL_USD = 0.01  # 10 output tokens at $1000 per million, input free
 CAP_CALLS = 5
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    tmp = tmp_path_factory.mktemp("workers")
+@pytest.fixture(scope="module", params=["redis", "statehost"])
+def workers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workers]:
+    tmp = tmp_path_factory.mktemp(f"workers_{request.param}")
     models = sim_models(
         {
             "flappy": {
@@ -48,7 +55,8 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             }
         }
     )
-    yield from fixture(
+    start = fixture if request.param == "redis" else embedded_fixture
+    yield from start(
         tmp,
         2,
         models=models,
@@ -59,6 +67,23 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             "breaker": {"failure_threshold": 2, "cooldown_seconds": 60.0, "min_calls": 50},
         },
     )
+
+
+def test_the_workers_share_one_state_not_counters_of_their_own(workers: Workers) -> None:
+    """On Redis both workers open it and there is no state host; on the embedded state the
+    supervisor started one host and neither worker opened the state file itself."""
+    argvs = []
+    for pid in workers.pids():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argvs.append(f.read().split(b"\0"))
+    if workers.prefix:  # Redis: the prefix this run's keys are under
+        assert "state host pid" not in workers.log()
+        assert all(b"--state-socket" not in argv for argv in argvs), argvs
+        return
+    (host,) = host_pids(workers)
+    assert all(b"--state-socket" in argv for argv in argvs), argvs
+    with open(f"/proc/{host}/cmdline", "rb") as f:
+        assert b"bastion.state.host" in f.read()
 
 
 def _client(w: Workers, key: str | None = None) -> anthropic.Anthropic:
@@ -208,7 +233,7 @@ def test_an_idempotency_key_replayed_on_both_workers_makes_one_upstream_call(
 
 
 def test_a_breaker_opened_by_failures_is_open_for_both_workers(workers: Workers) -> None:
-    # failures on either worker count toward the one breaker in Redis
+    # failures on either worker count toward the one breaker in the shared state
     deadline = time.monotonic() + 20
     opened = False
     while time.monotonic() < deadline and not opened:
