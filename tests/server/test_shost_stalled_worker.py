@@ -22,27 +22,18 @@ from typing import Any
 import anthropic
 from tests.conftest import sim_models, stop
 from tests.server._workers_redis import Workers, wait_for
-from tests.server._workers_statehost import host_pids, start_embedded
+from tests.server._workers_statehost import (
+    PER_CALL_USD,
+    capped_call,
+    host_pids,
+    in_flight,
+    start_embedded,
+)
 
-MSG = [{"role": "user", "content": "hello"}]
-PER_CALL_USD = 0.01  # 10 output tokens at $1000 per million, input free
+from bastion.state.remote import ping_sync
+
 CAP_CALLS = 5  # (six of 0.01 add up past 0.06 in floats)
 SLOW_MS = 40000
-
-
-def _call(w: Workers, model: str, timeout: float = 60) -> Any:
-    client = anthropic.Anthropic(base_url=w.url, api_key=w.key, max_retries=0, timeout=timeout)
-    try:
-        return client.messages.create(
-            model=model,
-            max_tokens=10,
-            messages=MSG,  # type: ignore[arg-type]
-            extra_headers={"x-bastion-feature": "capped", "connection": "close"},
-        )
-    except anthropic.APIStatusError as exc:
-        return exc
-    except anthropic.APIConnectionError as exc:  # a timeout: its connection went to the stopped one
-        return exc
 
 
 def _connections(port: int, pid: int) -> int:
@@ -65,6 +56,26 @@ def _connections(port: int, pid: int) -> int:
     return held
 
 
+def _new_host_socket(w: Workers, old: int) -> str:
+    """The socket of the state host the supervisor started after ``old``."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == old:
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode().split("\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == w.proc.pid and "bastion.state.host" in argv:
+                return argv[argv.index("--socket") + 1]
+        time.sleep(0.05)
+    raise AssertionError("no new state host")
+
+
 def test_a_worker_stopped_through_a_host_restart_keeps_its_room(tmp_path: Path) -> None:
     slow = {"provider": "sim", "model": "sim-slow", "headers": {"x-sim-ttft-ms": str(SLOW_MS)}}
     w = start_embedded(
@@ -78,13 +89,7 @@ def test_a_worker_stopped_through_a_host_restart_keeps_its_room(tmp_path: Path) 
     )
     port = int(w.url.rsplit(":", 1)[1])
     try:
-        results: list[Any] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(_call(w, "sim-slow")))
-            for _ in range(CAP_CALLS)
-        ]
-        for t in threads:
-            t.start()
+        threads, results = in_flight(w, CAP_CALLS)
         wait_for(
             lambda: sum(_connections(port, pid) for pid in w.pids()) >= CAP_CALLS,
             60,
@@ -100,14 +105,17 @@ def test_a_worker_stopped_through_a_host_restart_keeps_its_room(tmp_path: Path) 
         try:
             (old,) = host_pids(w)
             os.kill(old, signal.SIGKILL)
-            wait_for(lambda: len(host_pids(w)) == 2, 30, "the state host restarted")
+            # the restart is logged once the new host admits again: here only after the stopped
+            # worker is back, so the new host is found as the supervisor's child
+            sock = _new_host_socket(w, old)
+            wait_for(lambda: ping_sync(sock, 1.0), 30, "the state host restarted")
             time.sleep(2.5)  # past the old fixed hold
             # the other worker must not admit into the stopped one's room (503 while held);
             # calls handed to the stopped worker hang (timed out: not served either)
             late: list[Any] = [None] * 6
             probes = [
                 threading.Thread(
-                    target=lambda i=i: late.__setitem__(i, _call(w, "sim-cap", timeout=8.0))
+                    target=lambda i=i: late.__setitem__(i, capped_call(w, "sim-cap", timeout=8.0))
                 )
                 for i in range(6)
             ]
@@ -125,7 +133,7 @@ def test_a_worker_stopped_through_a_host_restart_keeps_its_room(tmp_path: Path) 
         assert all(isinstance(r, anthropic.types.Message) for r in results), results
         time.sleep(1.0)
         # every slow call's spend counted, and nothing more got in: the cap is spent, not passed
-        after = [_call(w, "sim-cap") for _ in range(2)]
+        after = [capped_call(w, "sim-cap") for _ in range(2)]
         assert all(getattr(r, "status_code", None) == 429 for r in after), after
         spent = w.per_worker("bastion_cost_usd_total", feature="capped")
         assert sum(spent.values()) <= PER_CALL_USD * CAP_CALLS + 1e-9, spent

@@ -113,9 +113,8 @@ class StateHostProcess:
         It ends once each of them has (it says "ready") or died (``drop_worker``), at most
         ``hold_seconds`` (at least ``_RESTORE_GRACE_S``). A worker stopped (SIGSTOP) holds it
         until it runs again or the pings kill it, so the caller makes ``hold_seconds`` outlast
-        the pings' window. This waits for the end of the hold only ``_RESTORE_GRACE_S`` (the
-        restart is logged when the host admits again, as it does once every worker is back):
-        past that the supervisor must go on pinging, to kill a worker stopped for good.
+        the pings' window, and waits for its end (``holding``) while it goes on pinging the
+        workers (``Supervisor._await_restored``), so the restart is logged when the host admits.
         """
         argv = [
             sys.executable, "-m", "bastion.state.host", "--url", self.url, "--socket",
@@ -139,11 +138,17 @@ class StateHostProcess:
                 self.kill()
                 raise HostFailed(f"the state host did not answer within {_START_TIMEOUT_S:g}s")
             time.sleep(_POLL_S)
-        held_until = min(deadline, time.monotonic() + _RESTORE_GRACE_S)
-        while restart and ask_sync(self.socket, "holding", 1.0)[1] is True:
-            if time.monotonic() > held_until or self.proc.poll() is not None:
-                break  # its own clock ends the hold; a death is the supervisor's next find
-            time.sleep(_POLL_S)
+
+    def holding(self) -> bool:
+        """Whether a restarted host still holds new reservations back (False once it died)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        return ask_sync(self.socket, "holding", 1.0)[1] is True
+
+    def running(self, pid: int) -> None:
+        """Worker ``pid`` runs but has not come back to a restarted host: it holds nothing."""
+        if self.proc is not None and self.proc.poll() is None:
+            ask_sync(self.socket, "running", 1.0, pid)
 
     def drop_worker(self, pid: int) -> None:
         """Worker ``pid`` died: the host releases its reservations now, not at their lease."""

@@ -80,6 +80,7 @@ _START_TIMEOUT_S = 120.0  # one worker's start-up (imports, detector weights) on
 _EXIT_MARGIN_S = 5.0  # past a worker's own drain + flush bound: then it is killed
 _BACKLOG = 2048  # uvicorn's default
 _HOLD_MARGIN_S = 2.0  # a restarted host's hold outlasts the pings' window by this much
+_RESTORE_GRACE_S = 2.0  # ... and a worker that runs is waited for this long (state_host.py)
 
 
 class WorkersFailed(Exception):
@@ -310,46 +311,78 @@ class Supervisor:
         w.ready = got == b"1"
 
     def _supervise(self) -> int:
-        srv = self.cfg.server
         while not self._signals.received:
-            pinging = [fd for w in self._workers.values() if w.ping for fd in w.ping.fds()]
-            pinging += self._host_ping.fds() if self._host_ping is not None else []
-            readable: set[int] = set()
-            if pinging:  # a ping's answer wakes us, else one poll interval passes
-                with contextlib.suppress(InterruptedError):
-                    readable = set(select.select(pinging, [], [], _POLL_S)[0])
-            else:
-                time.sleep(_POLL_S)
+            readable = self._wait_pings(host=True)
             now = time.monotonic()
             self._watch_host(now, readable)
-            for wid, w in list(self._workers.items()):
-                if not w.ready and w.ready_fd >= 0:
-                    ready, _, _ = select.select([w.ready_fd], [], [], 0)
-                    if ready:
-                        self._read_ready(w)
-                if w.ready and w.ping is None and srv.worker_ping_misses > 0:
-                    w.ping = WorkerPing(
-                        socket_path(self._runtime_dir, wid),
-                        interval=srv.worker_ping_interval_seconds,
-                        timeout=srv.worker_ping_timeout_seconds,
-                        now=now,
-                    )
-                code = w.proc.poll()
-                if code is None and w.ping is not None:
-                    w.ping.tick(now, readable)
-                    if w.ping.misses >= srv.worker_ping_misses and not self._signals.received:
-                        silent = w.ping.silent_for(now)
-                        self._kill(w)
-                        self._restart(
-                            w,
-                            f"answered none of its last {w.ping.misses} pings (silent "
-                            f"{silent:.1f}s: stopped or wedged); killed",
-                        )
-                        continue
-                if code is None or self._signals.received:
-                    continue
-                self._restart(w, f"exited unexpectedly with {code}")
+            self._watch_workers(now, readable)
         return self._drain()
+
+    def _wait_pings(self, *, host: bool) -> set[int]:
+        """One poll interval, or less when a ping's answer comes (its fd, among those returned)."""
+        pinging = [fd for w in self._workers.values() if w.ping for fd in w.ping.fds()]
+        if host and self._host_ping is not None:
+            pinging += self._host_ping.fds()
+        if not pinging:
+            time.sleep(_POLL_S)
+            return set()
+        with contextlib.suppress(InterruptedError):
+            return set(select.select(pinging, [], [], _POLL_S)[0])
+        return set()
+
+    def _watch_workers(self, now: float, readable: set[int]) -> None:
+        """Note the workers that became ready; restart those that died or stopped answering."""
+        srv = self.cfg.server
+        for wid, w in list(self._workers.items()):
+            if not w.ready and w.ready_fd >= 0:
+                ready, _, _ = select.select([w.ready_fd], [], [], 0)
+                if ready:
+                    self._read_ready(w)
+            if w.ready and w.ping is None and srv.worker_ping_misses > 0:
+                w.ping = WorkerPing(
+                    socket_path(self._runtime_dir, wid),
+                    interval=srv.worker_ping_interval_seconds,
+                    timeout=srv.worker_ping_timeout_seconds,
+                    now=now,
+                )
+            code = w.proc.poll()
+            if code is None and w.ping is not None:
+                w.ping.tick(now, readable)
+                if w.ping.misses >= srv.worker_ping_misses and not self._signals.received:
+                    silent = w.ping.silent_for(now)
+                    self._kill(w)
+                    self._restart(
+                        w,
+                        f"answered none of its last {w.ping.misses} pings (silent "
+                        f"{silent:.1f}s: stopped or wedged); killed",
+                    )
+                    continue
+            if code is None or self._signals.received:
+                continue
+            self._restart(w, f"exited unexpectedly with {code}")
+
+    def _await_restored(self, hold: float) -> None:
+        """Until a restarted host admits again (every live worker gave its holds back or died),
+        watching the workers meanwhile: one stopped for good is killed by its pings, which is
+        what ends the hold for it (``drop_worker``)."""
+        assert self._host is not None
+        up = time.monotonic()  # the host listens
+        end = up + hold + 5.0  # the host's own clock ends it before
+        told: set[int] = set()
+        while not self._signals.received and time.monotonic() < end and self._host.holding():
+            readable = self._wait_pings(host=False)
+            now = time.monotonic()
+            self._watch_workers(now, readable)
+            if now - up < _RESTORE_GRACE_S:
+                continue
+            # a worker whose loop answered a ping well after the host listened, yet is not
+            # back, holds nothing (one that does reconnects within ~0.25 s): an idle worker,
+            # with no connection to lose. A stopped one answers nothing: it stays awaited
+            for w in self._workers.values():
+                answered = None if w.ping is None else now - w.ping.silent_for(now)
+                if answered is not None and answered >= up + 1.0 and w.proc.pid not in told:
+                    told.add(w.proc.pid)
+                    self._host.running(w.proc.pid)
 
     def _start_host(self, *, restart: bool = False) -> None:
         assert self._host is not None
@@ -368,6 +401,8 @@ class Supervisor:
             self._host.start(restart=restart, workers=self._live_pids(), hold_seconds=hold)
         except HostFailed as exc:
             raise WorkersFailed(str(exc)) from exc
+        if restart:
+            self._await_restored(hold)
         if srv.worker_ping_misses > 0:
             self._host_ping = HostPing(
                 self._host.socket,

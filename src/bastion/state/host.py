@@ -22,8 +22,20 @@ and breakers; the supervisor restarts it, and meanwhile the workers' calls fail 
 reservations and running idempotency keys come back: each worker restores its own on a new
 host (``hello`` answers this host's random id, so a worker tells a restart from a broken
 connection; ``state/remote.py``), and a restarted host (``--hold-new-seconds``) refuses new
-reservations and idempotent begins (fail closed) until ``--workers`` said ``ready`` or the hold
-runs out, so no call is admitted into the room of a call still running.
+reservations and idempotent begins (fail closed) until each worker alive at the restart
+(``--worker-pids``) said ``ready`` or was reported dead or running (answering the supervisor's
+pings well after this host listened, yet not here: a worker with holds reconnects at once, so
+it holds nothing; an idle worker has no connection to lose), or the hold runs out, so no call
+is admitted into the room of a call still running. The supervisor makes that clock outlast its
+pings' window, so a worker stopped (SIGSTOP) through the restart is killed (its holds die with
+it) before the clock could end the hold; with the pings off it is a fixed 2 s, and a worker
+stopped longer can give back holds whose room was spent meanwhile (the cap overshoots).
+
+Not restored (known gaps): rate-limit buckets and breakers start fresh (a crash lets up to a
+burst more through and closes every breaker); a restored hold whose settle the dead host had
+applied and flushed counts that settle again when the journal replays it (more spend, never
+less); and a dead worker's dropped holds are the host's only record of their caps, so a settle
+of one replayed after a host restart is not counted.
 
 A worker that dies takes its holds with it, as one process would: the supervisor reports it
 (``drop_worker`` with its pid, which each worker names in ``hello``) and the host releases the
@@ -64,7 +76,7 @@ __all__ = ["StateHost", "main"]
 
 log = logging.getLogger("bastion.state.host")
 
-_OWN = frozenset({"hello", "ready", "holding"})
+_OWN = frozenset({"hello", "ready", "holding", "running"})
 _GRANTS = frozenset({"reserve", "restore", "admit"})
 _ENDS = frozenset({"settle", "release", "finish"})
 # what a worker gives back to a restarted host: its reservations, its idempotency locks
@@ -285,7 +297,8 @@ class StateHost:
         return time.monotonic() < self._hold_until
 
     def _own(self, method: str, args: Any, writer: asyncio.StreamWriter) -> Any:
-        """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``."""
+        """The host's own calls: ``hello`` (its id), ``ready`` (restored), ``holding``, and the
+        supervisor's ``running`` (a worker that runs but never came back: it held nothing)."""
         if method == "hello":
             if args and isinstance(args[0], int):  # the worker's pid: whose holds these are
                 pid, accepted = args[0], self._accepted.get(writer, -1)
@@ -301,6 +314,9 @@ class StateHost:
         if method == "ready":
             self._ready.add(str(args[0]))
             self._accounted(self._pids.get(writer))
+            return None
+        if method == "running":  # the supervisor: this worker runs, yet had nothing to restore
+            self._accounted(int(args[0]))
             return None
         return self.holding()
 
