@@ -19,7 +19,11 @@ server, the pipeline and dialects), aiohttp's or uvicorn's; a stack with none of
 event loop (asyncio/uvloop) or other; the aiosqlite threads (records and embedded state) apart.
 
     .venv/bin/python bench/ablation.py [--rounds 5] [--unary 500] [--stream 120]
-        [--quick] [--json FILE] [--no-profile]
+        [--quick] [--json FILE] [--no-profile] [--only "full defaults,everything off"]
+        [--ref REV|worktree|SRC_DIR] [--compare REV|SRC_DIR]
+
+``--compare`` runs each chosen side a second time on another tree, in the same rounds, and
+prints the per-round ratio now/before (a change measured against what it replaces).
 """
 
 from __future__ import annotations
