@@ -12,7 +12,8 @@ with the providers pointed at ``sim://``. The parent runs each (tree, side, mode
 child, in rotating order over rounds, and prints medians and the per-round ratio new/old.
 
     .venv/bin/python bench/framework.py --compare REF_OR_SRC_DIR [--ref worktree]
-        [--rounds 5] [--unary 2000] [--stream 200] [--only "everything off"]
+        [--rounds 5] [--unary 2000] [--stream 200] [--only "everything off"] [--quick]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -188,12 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ref", default="worktree", help="tree measured: 'worktree', a rev or a src dir"
     )
     p.add_argument("--compare", required=True, help="tree compared against: a rev or a src dir")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--unary", type=int, default=2000)
-    p.add_argument("--stream", type=int, default=200)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--unary", type=int, help="unary calls per child (default 2000)")
+    p.add_argument("--stream", type=int, help="streams per child (default 200)")
+    p.add_argument("--quick", action="store_true", help="a sanity run (1 round, small bursts)")
     p.add_argument("--only", help="comma-separated sides (default: both)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 5)
+    args.unary = args.unary or (300 if args.quick else 2000)
+    args.stream = args.stream or (40 if args.quick else 200)
     sides = [s.strip() for s in args.only.split(",")] if args.only else list(SIDES)
     cpu: dict[tuple[str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bastion-framework-") as d:
