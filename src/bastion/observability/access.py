@@ -215,6 +215,10 @@ class AccessLog:
             return orjson.dumps(entry.as_dict(clean)).decode()
         return entry.text(clean)
 
+    def enabled(self) -> bool:
+        """Whether access lines are logged at all (``log_level`` warning turns them off)."""
+        return self._log.isEnabledFor(logging.INFO)
+
     def emit(self, entry: AccessEntry) -> None:
         log = self._log
         if not log.isEnabledFor(logging.INFO):
@@ -263,6 +267,8 @@ class AccessGuard:
         self._access = access
 
     async def after(self, call: Call, error: BaseException | None) -> None:
+        if not self._access.enabled():
+            return  # no line would be written: no entry is built either
         try:
             self._access.emit(AccessEntry.of_call(call, error, time.monotonic()))
         except Exception:
