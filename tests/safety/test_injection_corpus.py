@@ -4,7 +4,6 @@ full of trigger words — are flagged, on the development set and on the never-t
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -60,12 +59,20 @@ def test_shipped_sets_are_well_formed() -> None:
     assert {"en", "es", "fr", "de", "pt", "it"} <= langs
 
 
-def test_a_typical_5kb_text_scans_in_well_under_a_few_milliseconds() -> None:
-    """A guard against accidental quadratic rules; the real figures come from bench/injection_eval.py."""
-    text = (DATA / "typical_5kb.txt").read_text(encoding="utf-8")[:5000]
-    samples = []
-    for _ in range(30):
-        t0 = time.perf_counter()
-        SCANNER.scan(text)
-        samples.append(time.perf_counter() - t0)
-    assert statistics.median(samples) < 0.005
+def test_scan_work_grows_linearly_with_the_text() -> None:
+    """A guard against accidental quadratic rules, as a ratio in one process (a wall-clock bound
+    failed on a loaded box whatever the code); the real figures come from bench/detect_speed.py."""
+    base = (DATA / "typical_5kb.txt").read_text(encoding="utf-8")[:5000]
+    big = "\n\n".join([base] * 8)
+
+    def best(text: str) -> float:
+        samples = []
+        for _ in range(7):
+            t0 = time.thread_time()
+            SCANNER.scan(text)
+            samples.append(time.thread_time() - t0)
+        return min(samples)
+
+    best(base)
+    ratio = best(big) / max(best(base), 1e-6)
+    assert ratio < 24, f"8x the text cost {ratio:.1f}x the time: something grows faster than linearly"
