@@ -23,6 +23,7 @@ from bastion.safety.pii._patterns import (
     PEM_STOP,
     TAIL_CHAIN,
 )
+from bastion.safety.pii._stream import _VALUE_REACH, _hold_values
 from bastion.safety.pii._types import Finding, Mode, PiiType
 
 
@@ -63,7 +64,8 @@ _PEM_CARRY = 96  # enough to see an "-----END ... PRIVATE KEY-----" line split a
 
 
 class OldStream:
-    """``StreamScrubber`` as of 79c3809, verbatim but for the detect call."""
+    """``StreamScrubber`` as of 79c3809, verbatim but for the detect call and the value
+    hold-back of task sleak (``_hold_values``, the same in both)."""
 
     __slots__ = (
         "_ctx",
@@ -167,6 +169,8 @@ class OldStream:
             m = TAIL_CHAIN.search(p, max(0, k - CHAIN_HOLD), k)
             if m is not None:
                 k = m.start()
+        if re.search(r"[0-9]", p[max(0, n - _VALUE_REACH) :]):
+            k = _hold_values(p, k)  # task sleak's hold-back, shared: not what is compared
         b = p.rfind(PEM_BEGIN, max(0, k - 100))
         if b != -1 and "-----" not in p[b + len(PEM_BEGIN) :]:
             k = min(k, b)

@@ -63,6 +63,53 @@ _SPACES = frozenset(" \t\n\r")
 _IBAN_GOES_ON = re.compile(r"[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9])*[ ]\Z")
 _IBAN_REACH = 48
 
+# Values the upper-case chain above misses, held back from where they may start while the
+# text so far could still grow into one (task sleak): the whole-text detector must see them
+# whole, or a part is released before the rest makes them recognisable.
+# A lower-case IBAN ("gb82 west 1234 ..."): its head, then letters, digits, single spaces.
+_IBAN_TAIL = re.compile(r"[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9])*[ ]?\Z", re.ASCII)
+# A street address: a house number, then capitalised words, ordinals, unit numbers ("221B
+# Baker Street", "350 5th Avenue, Suite 3"), the last maybe unfinished.
+_ADDRESS_TAIL = re.compile(
+    r"(?<![\w.,/:#-])[0-9]{1,6}[A-Za-z]?(?:-[0-9]{0,5})?,?"
+    r"(?:[ ](?:[A-Z][A-Za-z'.-]*|#?[0-9][0-9A-Za-z-]{0,5}|#),?){0,8}[ ]?\Z",
+    re.ASCII,
+)
+_ADDRESS_REACH = 96  # a longer address may be released in part
+# A number followed by (the start of) a phone extension: "555-2671 ex", "555-2671 ext 20".
+_EXT_TAIL = re.compile(
+    r"[0-9][ ]?(?:x|e|ex|ext|ext\.|exte|exten|extens|extensi|extensio|extension"
+    r"|(?:x|ext\.?|extension)[ ]?[0-9]{1,6})[ ]?\Z",
+    re.ASCII | re.IGNORECASE,
+)
+_EXT_REACH = 20
+# the digit run a phone number ends with, to hold it with its extension
+_NUM_RUN_TAIL = re.compile(r"[0-9+(](?:[0-9()]|[ .-](?=[(0-9]))*\Z", re.ASCII)
+_VALUE_REACH = _ADDRESS_REACH  # the farthest any of these holds back (all need a digit)
+
+
+def _hold_values(pending: str, cut: int) -> int:
+    """``cut`` moved back to the start of a lower-case IBAN, a street address or a phone
+    number with an extension that ``pending`` ends in and that may still go on. Bounded:
+    none starts more than ``_VALUE_REACH`` (a phone: ``CHAIN_HOLD`` plus ``_EXT_REACH``)
+    chars before the end, so a stream of digits or words is still released."""
+    n = len(pending)
+    lo = n - _VALUE_REACH if n > _VALUE_REACH else 0
+    m = _IBAN_TAIL.search(pending, n - _IBAN_REACH if n > _IBAN_REACH else 0)
+    if m is not None and m.start() < cut:
+        cut = m.start()
+    m = _ADDRESS_TAIL.search(pending, lo)
+    if m is not None and m.start() < cut:
+        cut = m.start()
+    m = _EXT_TAIL.search(pending, n - _EXT_REACH if n > _EXT_REACH else 0)
+    if m is not None:
+        j = m.start() + 1
+        r = _NUM_RUN_TAIL.search(pending, j - CHAIN_HOLD if j > CHAIN_HOLD else 0, j)
+        start = m.start() if r is None else r.start()
+        if start < cut:
+            cut = start
+    return cut
+
 
 def _calm_past(window: str, off: int, lead: int) -> bool:
     """No pattern finding of ``window`` ends past ``off``, given that its last scan lead starts
@@ -255,6 +302,8 @@ class StreamScrubber:
             m = TAIL_CHAIN.search(pending, max(0, cut - CHAIN_HOLD), cut)
             if m is not None:
                 cut = m.start()
+        if _DIGIT.search(pending, n - _VALUE_REACH if n > _VALUE_REACH else 0):
+            cut = _hold_values(pending, cut)
         b = pending.rfind(PEM_BEGIN, max(0, cut - 100))
         if b != -1 and "-----" not in pending[b + len(PEM_BEGIN) :]:
             cut = min(cut, b)
