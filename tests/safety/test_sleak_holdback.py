@@ -20,7 +20,12 @@ from bastion.safety.pii import Scrubber, ScrubberConfig
 PATTERNS = Scrubber(ScrubberConfig(ner="off"))
 NAMES = Scrubber()
 
-IBANS = ["gb82 west 1234 5698 7654 32", "de89 3704 0044 0532 0130 00", "Gb82 wEsT 1234 5698"]
+IBANS = [
+    "gb82 west 1234 5698 7654 32",
+    "de89 3704 0044 0532 0130 00",
+    "Gb82 wEsT 1234 5698",
+    "gb82WEST 1234 5698 7654 32",
+]
 ADDRESSES = ["221B Baker Street", "350 5th Avenue, Suite 3", "1600 Pennsylvania Ave NW"]
 PHONES = ["(415) 555-2671 ext 204", "+1 415 555 2671 x 12", "415-555-2671 extension 9"]
 BEFORE = ["pay", "at", "call", "the", "order 42", "note:", "to", ""]

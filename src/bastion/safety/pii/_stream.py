@@ -302,7 +302,10 @@ class StreamScrubber:
             m = TAIL_CHAIN.search(pending, max(0, cut - CHAIN_HOLD), cut)
             if m is not None:
                 cut = m.start()
-        if _DIGIT.search(pending, n - _VALUE_REACH if n > _VALUE_REACH else 0):
+        # each value held starts with a digit or an IBAN head ("gb82", 2 letters, 2 digits)
+        # before the cut it moves, so it has a digit before cut + 3
+        lo = n - _VALUE_REACH if n > _VALUE_REACH else 0
+        if cut > 0 and _DIGIT.search(pending, lo, cut + 3):
             cut = _hold_values(pending, cut)
         b = pending.rfind(PEM_BEGIN, max(0, cut - 100))
         if b != -1 and "-----" not in pending[b + len(PEM_BEGIN) :]:
