@@ -302,11 +302,6 @@ class StreamScrubber:
             m = TAIL_CHAIN.search(pending, max(0, cut - CHAIN_HOLD), cut)
             if m is not None:
                 cut = m.start()
-        # each value held starts with a digit or an IBAN head ("gb82", 2 letters, 2 digits)
-        # before the cut it moves, so it has a digit before cut + 3
-        lo = n - _VALUE_REACH if n > _VALUE_REACH else 0
-        if cut > 0 and _DIGIT.search(pending, lo, cut + 3):
-            cut = _hold_values(pending, cut)
         b = pending.rfind(PEM_BEGIN, max(0, cut - 100))
         if b != -1 and "-----" not in pending[b + len(PEM_BEGIN) :]:
             cut = min(cut, b)
@@ -334,6 +329,12 @@ class StreamScrubber:
             lead = len(region) - i
         self._lead = lead
         self._fresh = 0
+        # A value held by _hold_values starts with a digit (a scan lead, so one is in the
+        # pending text) or an IBAN head ("gb82") before the cut, so a digit is before cut + 3.
+        if lead <= n - off and _DIGIT.search(pending, max(0, n - off - _VALUE_REACH), cut + 3):
+            cut = self._hold_values(pending, cut)
+            if cut <= 0:
+                return ""
         names = self._names
         if (lead > n or _calm_past(window, off, lead)) and (
             names == 0
@@ -346,6 +347,17 @@ class StreamScrubber:
             self._tok = tok - cut if tok > cut else 0
             return pending[:cut]
         return self._scan(window, off, cut, final=False)
+
+    def _hold_values(self, pending: str, cut: int) -> int:
+        """The cut moved back by ``_hold_values``, then by the PEM and name tagger rules of
+        ``_feed`` again (as if applied in its order)."""
+        held = _hold_values(pending, cut)
+        if held == cut:
+            return cut
+        b = pending.rfind(PEM_BEGIN, max(0, held - 100))
+        if b != -1 and "-----" not in pending[b + len(PEM_BEGIN) :]:
+            held = min(held, b)
+        return 0 if self._ner_hold and held < NER_BATCH else held
 
     def _calm(self, window: str, off: int, cut: int) -> bool:
         """Whether ``detect`` of ``window`` would find nothing that starts before ``off + cut``
