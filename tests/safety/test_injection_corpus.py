@@ -75,4 +75,6 @@ def test_scan_work_grows_linearly_with_the_text() -> None:
 
     best(base)
     ratio = best(big) / max(best(base), 1e-6)
-    assert ratio < 24, f"8x the text cost {ratio:.1f}x the time: something grows faster than linearly"
+    assert ratio < 24, (
+        f"8x the text cost {ratio:.1f}x the time: something grows faster than linearly"
+    )
