@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
 from .providers.base import Format
+from .usage import Usage as Usage  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from .after_send import AfterSend
@@ -32,14 +33,6 @@ class Principal:
     roles: tuple[str, ...] = ()
     limits: KeyLimits | None = None  # the key's own budgets, rates, models and expiry
     team: str | None = None
-
-
-@dataclass(slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
 
 
 @dataclass(slots=True)

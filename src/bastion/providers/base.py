@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..call import Usage
+    from ..usage import Usage
 
 
 class Format(StrEnum):
