@@ -1,9 +1,11 @@
-"""The scrubber runs on every call: a regression guard with generous bounds (the bench has real figures)."""
+"""The scrubber runs on every call: regression guards against work that grows faster than the
+text, as ratios of thread CPU in one process (wall-clock bounds failed on a slow or loaded box
+whatever the code; the real figures come from bench/detect_speed.py and bench/stream_filter.py)."""
 
 from __future__ import annotations
 
-import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bastion.safety.pii import Scrubber
@@ -20,24 +22,32 @@ def _text() -> str:
     return (text * 2)[:5000] + " reach me at ann@example.com or +1 415-555-2671"
 
 
-def test_scrubbing_5kb_of_chat_text_takes_well_under_a_millisecond() -> None:
-    scrubber, text = Scrubber(), _text()
-    for _ in range(20):
-        scrubber.scrub(text)
-    runs = []
-    for _ in range(101):
-        t0 = time.perf_counter()
-        scrubber.scrub(text)
-        runs.append(time.perf_counter() - t0)
-    assert statistics.median(runs) < 0.0015  # ~0.1 ms measured; shared CI boxes are noisy
+def _best(work: Callable[[], object], repeat: int = 7) -> float:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        work()
+        samples.append(time.thread_time() - t0)
+    return max(min(samples), 1e-6)
 
 
-def test_streaming_costs_a_few_microseconds_per_delta() -> None:
-    scrubber, text = Scrubber(), _text()
-    t0 = time.perf_counter()
+def _stream(scrubber: Scrubber, text: str) -> None:
     s = scrubber.stream()
     for i in range(0, len(text), 4):
         s.feed(text[i : i + 4])
     s.flush()
-    per_delta = (time.perf_counter() - t0) / (len(text) / 4)
-    assert per_delta < 50e-6  # ~3 µs measured
+
+
+def test_scrubbing_grows_linearly_with_the_text() -> None:
+    scrubber, text = Scrubber(), _text()
+    big = "\n\n".join([text] * 8)
+    scrubber.scrub(big)
+    ratio = _best(lambda: scrubber.scrub(big)) / _best(lambda: scrubber.scrub(text))
+    assert ratio < 24, f"8x the text cost {ratio:.1f}x the time"
+
+
+def test_streaming_work_per_delta_does_not_grow_with_the_stream() -> None:
+    scrubber, text = Scrubber(), _text()
+    big = "\n\n".join([text] * 8)
+    ratio = _best(lambda: _stream(scrubber, big), 3) / _best(lambda: _stream(scrubber, text), 3)
+    assert ratio < 24, f"a stream 8x as long cost {ratio:.1f}x the time: per-delta work grows"
