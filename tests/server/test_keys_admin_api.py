@@ -113,6 +113,9 @@ def test_create_returns_the_secret_once_and_listing_never_shows_it(gw: RunningGa
     assert reply.choices[0].message.content
 
 
+LIVE_SPEND = frozenset({"today_usd", "month_usd"})
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -128,12 +131,18 @@ def test_create_returns_the_secret_once_and_listing_never_shows_it(gw: RunningGa
 def test_bad_fields_are_400_naming_the_field_and_create_nothing(
     gw: RunningGateway, body: dict[str, Any], param: str
 ) -> None:
-    before = http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"]
+    def keys() -> list[dict[str, Any]]:
+        # spend columns left out: an earlier test's call reaches the ledger through the
+        # background record writer, whenever it lands (the write is off the request path)
+        listed = http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"]
+        return [{k: v for k, v in row.items() if k not in LIVE_SPEND} for row in listed]
+
+    before = keys()
     status, err, _ = http(gw, "POST", "/admin/api/keys", gw.key, body)
     assert status == 400, err
     assert err["error"]["type"] == "invalid_request_error" and err["error"]["param"] == param
     assert param in err["error"]["message"]
-    assert http(gw, "GET", "/admin/api/keys", gw.key)[1]["keys"] == before
+    assert keys() == before
 
 
 def test_patch_changes_limits_at_once_and_revoke_stops_the_key(gw: RunningGateway) -> None:
