@@ -99,7 +99,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         wait_port(port, proc, timeout=60)
         timings["serve to listening"] = time.monotonic() - t
+        # the banner with the first key is written once the server has started, which can be
+        # a moment after its port accepts connections
         found = KEY.search(log.read_text(errors="replace"))
+        for _ in range(100):
+            if found or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+            found = KEY.search(log.read_text(errors="replace"))
         assert found, log.read_text(errors="replace")
         print(
             "\nwheel install timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
@@ -166,3 +173,16 @@ def test_embeddings_and_models_retrieve(oc: openai.OpenAI, ac: anthropic.Anthrop
     assert [len(d.embedding) for d in e.data] == [1536, 1536]
     assert oc.models.retrieve("gpt-4.1").id == "gpt-4.1"
     assert ac.models.retrieve("claude-sonnet-5").id == "claude-sonnet-5"
+
+
+def test_wheel_carries_the_built_token_loop(served: Served) -> None:
+    """The classifier's C token loop is in the wheel (its platform tag says so) and is what the
+    installed package runs, from the venv, not from the source tree."""
+    py = served.venv / "bin" / "python"
+    code = (
+        "from bastion.safety.prompting import classifier as c, _native as n\n"
+        "assert c._native_sums is n.stream_sums, c._native_sums\n"
+        "print(n.__file__)\n"
+    )
+    out = _run([str(py), "-c", code], cwd=served.venv, env=_clean_env(served.venv))
+    assert str(served.venv) in out.stdout and str(ROOT / "src") not in out.stdout

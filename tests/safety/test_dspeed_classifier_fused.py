@@ -54,8 +54,10 @@ SHIPPED_TABLES = tables(MODEL)
 
 
 def old_sums(model: InjectionClassifier, text: str, old: Tables) -> tuple[list[float], list[int]]:
-    """The previous ``sums``: unigram and bigram tables, one addition per token."""
-    ids, k = model._ids, model._k
+    """The previous ``sums``: unigram and bigram tables, one addition per token, the stream
+    built unit by unit, the vocabulary's ids only (no stand-in characters)."""
+    k = model._k
+    ids = {t: i for i, t in enumerate(model._tokens) if i}
     uni, bi = old
     toks: list[str] = []
     bounds = [0]

@@ -38,10 +38,10 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import accumulate, chain, islice, repeat, tee
+from itertools import accumulate, chain, compress, count, islice, pairwise, repeat, tee
 from operator import add, floordiv, mul
 from typing import Any, TypeVar
 
@@ -69,6 +69,9 @@ _TOKEN = re.compile(r"\w+|\S")
 # can hide the other.
 _SENTENCE_END = re.compile(r"([.!?;:。！？])\s+")
 _CELL = re.compile(r"<t[dr]>|</t[dr]>|\|")
+# stand-ins ``sums`` joins the units with: a separator after each, the start marker before it
+_SEP, _LEAD = "\x00", "\x01"
+_JOIN_START = _SEP + _LEAD
 
 
 def tokens(text: str) -> list[str]:
@@ -158,6 +161,7 @@ class InjectionClassifier:
     __slots__ = (
         "_fused",
         "_ids",
+        "_joinable",
         "_k",
         "_pairs",
         "_tokens",
@@ -209,6 +213,12 @@ class InjectionClassifier:
         k = len(vocab) + 1
         self._tokens = ["", *vocab]
         self._ids = dict(zip(vocab, range(1, k), strict=True))
+        # ``sums`` joins the units with two stand-in characters; the start marker's stands in
+        # for it in the token ids. A vocabulary that holds either as a token (no shipped one
+        # does) is scored unit by unit instead.
+        self._joinable = _SEP not in self._ids and _LEAD not in self._ids
+        if self._joinable and START in self._ids:
+            self._ids[_LEAD] = self._ids[START]
         self._k = k
         self._uni = uni
         if len(keys) != len(codes):
@@ -228,10 +238,33 @@ class InjectionClassifier:
 
         ``lowered`` is ``text.lower()`` when the caller already made it (the scanner's rules
         lower the same text), so a 5 KB text is not lowered twice."""
-        parts = units(text.lower() if lowered is None else lowered)
+        low = text.lower() if lowered is None else lowered
+        parts = units(low)
+        if not parts:
+            return parts, [0.0], [0]
+        if not self._joinable or _SEP in low or _LEAD in low:
+            return parts, *self._sums_by_unit(parts)
+        # One token stream for the whole text, a separator (never a token, never in a
+        # feature) after each unit and the start marker before it, so unit sums are prefix
+        # sums. The units are joined with one-character stand-ins the tokenizer keeps as
+        # tokens of their own (so no token spans two units), and ``_ids`` maps them to 0 and
+        # to the start marker's id: one pass over the whole text instead of one per unit. The
+        # stream is token for token the one ``_sums_by_unit`` builds (the text holds neither
+        # stand-in). The pass is ``_native.stream_sums`` when the C module was built (the
+        # same floats), else ``_stream_sums_py``.
+        joined = (_LEAD + _JOIN_START.join(parts) if self.start else _SEP.join(parts)) + _SEP
+        if _native_sums is not None:
+            ps, bounds = _native_sums(joined, self._ids, self._fused, self._uni, self._k, ord(_SEP))
+        else:
+            ps, bounds = _stream_sums_py(joined, self._ids, self._fused, self._uni, self._k)
+        step = 2 if self.start else 1  # the marker and the separator are not features
+        extra = 1 if self.start else -1
+        counts = [2 * (b - a - step) + extra for a, b in pairwise(bounds)]
+        return parts, ps, list(accumulate(counts, initial=0))
+
+    def _sums_by_unit(self, parts: list[str]) -> tuple[list[float], list[int]]:
+        """``sums`` for a text that holds a stand-in character: the stream built unit by unit."""
         findall = _TOKEN.findall
-        # one token stream for the whole text, a separator (never a token, never in a feature)
-        # after each unit, so every look-up is one C-level map and unit sums are prefix sums
         toks: list[str] = []
         bounds = [0]
         counts: list[int] = []
@@ -245,17 +278,11 @@ class InjectionClassifier:
             toks.append(" ")
             bounds.append(len(toks))
             counts.append(2 * len(t) + extra if t else 0)
-        if not toks:
-            return parts, [0.0], [0]
         ids = list(map(self._ids.get, toks, repeat(0)))
-        uni = self._uni
-        # token i weighs uni[id_i] + bi.get(id_i * K + id_(i+1), 0.0): one look-up in the fused
-        # table, the unigram weight its default; the last token (a separator) has no pair.
-        # Bigram keys id_a * K + id_b; all C-level maps over ints (no tuple, no string per token)
-        keys = map(add, map(mul, ids, repeat(self._k)), islice(ids, 1, None))
-        grams = map(self._fused.get, keys, map(uni.__getitem__, ids))
-        at = list(accumulate(chain(grams, (uni[ids[-1]] + 0.0,)), initial=0.0))
-        return parts, [at[b] for b in bounds], list(accumulate(counts, initial=0))
+        if self._joinable and _LEAD in self._ids:  # the text's own stand-in is no marker
+            ids = [0 if t == _LEAD else i for t, i in zip(toks, ids, strict=True)]
+        ps = _prefix_sums(ids, self._fused, self._uni, self._k, bounds)
+        return ps, list(accumulate(counts, initial=0))
 
     def verdict(self, text: str, *, lowered: str | None = None) -> Verdict:
         """The maximum over the whole text and every window of up to ``window`` units."""
@@ -403,6 +430,48 @@ class InjectionClassifier:
         if len(vocab) != n_vocab or len(uni) != k or len(keys) != n_bi or len(vals) != n_bi:
             raise ValueError("truncated injection classifier pack")
         return cls._from_tables(head, vocab, uni, keys, vals)
+
+
+def _prefix_sums(
+    ids: list[int], fused: dict[int, float], uni: list[float], k: int, bounds: Iterable[int]
+) -> list[float]:
+    """Prefix sums of the token weights at ``bounds``: token i weighs
+    uni[id_i] + bi.get(id_i * K + id_(i+1), 0.0), one look-up in the fused table with the
+    unigram weight its default; the last token (a separator) has no pair. Bigram keys
+    id_a * K + id_b; all C-level maps over ints (no tuple, no string per token)."""
+    keys = map(add, map(mul, ids, repeat(k)), islice(ids, 1, None))
+    grams = map(fused.get, keys, map(uni.__getitem__, ids))
+    at = list(accumulate(chain(grams, (uni[ids[-1]] + 0.0,)), initial=0.0))
+    return [at[b] for b in bounds]
+
+
+def _stream_sums_py(
+    text: str, ids: dict[str, int], fused: dict[int, float], uni: list[float], k: int
+) -> tuple[list[float], list[int]]:
+    """The token loop of a joined stream (``sums``), in Python: the prefix sums after each
+    separator token and those bounds, each list starting with (0.0, 0). ``_native.c`` is this
+    function in C, held to it bit for bit by the tests."""
+    toks = _TOKEN.findall(text)
+    if not toks:
+        return [0.0], [0]
+    bounds = [0, *compress(count(1), map(_SEP.__eq__, toks))]
+    return _prefix_sums(list(map(ids.get, toks, repeat(0))), fused, uni, k, bounds), bounds
+
+
+def _load_native() -> Callable[..., tuple[list[float], list[int]]] | None:
+    """``_native.stream_sums`` when the C module was built for this tree, else None."""
+    try:
+        from . import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if getattr(_native, "VERSION", None) != NATIVE_VERSION:  # a stale build: not this C file
+        return None
+    return _native.stream_sums  # type: ignore[no-any-return]
+
+
+# the C module's revision this file expects (``NATIVE_VERSION`` in _native.c)
+NATIVE_VERSION = 1
+_native_sums = _load_native()
 
 
 _W = TypeVar("_W", int, float)
