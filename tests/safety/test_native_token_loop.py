@@ -104,6 +104,47 @@ def test_any_weights_same_floats(weights: dict[str, float], text: str) -> None:
     both(text, InjectionClassifier(weights, 0.0, version="t", start=True))
 
 
+def windows_both(ps: list[float], pc: list[int], width: int, best: float) -> None:
+    assert classifier._native_windows is not None
+    got = classifier._native_windows(ps, pc, width, best)
+    want = classifier._best_window_py(ps, pc, width, best)
+    assert (got[0].hex(), got[1:]) == (want[0].hex(), want[1:])
+
+
+def test_windows_on_the_corpora() -> None:
+    for text in corpus():
+        parts, ps, pc = MODEL.sums(text)
+        if parts:
+            best = ps[-1] / pc[-1] ** 0.5 if pc[-1] else 0.0
+            for width in range(len(parts)):
+                windows_both(ps, pc, min(width, 4), best)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(FLOATS, st.sampled_from([0.5, -0.5, 1.0])),
+            st.integers(min_value=0, max_value=4),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(min_value=0, max_value=6),
+    st.one_of(FLOATS, st.just(-1e300)),
+)
+def test_windows_any_sums_same_choice(
+    steps: list[tuple[float, int]], width: int, best: float
+) -> None:
+    # prefix sums as the classifier makes them: float additions from 0.0, counts that never
+    # fall (a unit with no feature adds 0); equal z's in many windows test the tie-breaking
+    ps, pc = [0.0], [0]
+    for w, c in steps:
+        ps.append(ps[-1] + w)
+        pc.append(pc[-1] + c)
+    windows_both(ps, pc, min(width, len(ps) - 2), best)
+
+
 def test_bad_arguments_raise_not_crash() -> None:
     assert native is not None
     m = MODEL
@@ -122,6 +163,15 @@ def test_bad_arguments_raise_not_crash() -> None:
     with pytest.raises(ValueError):
         native("zz", {"zz": -1}, {}, [0.0], 2, 0)
     assert native("", {}, {}, [0.0], 1, 0) == ([0.0], [0])
+    windows = classifier._native_windows
+    assert windows is not None
+    with pytest.raises(ValueError):
+        windows([0.0, 1.0], [0], 1, 0.0)
+    with pytest.raises(TypeError):
+        windows([0.0, 1], [0, 1], 1, 0.0)
+    with pytest.raises(TypeError):
+        windows((0.0,), [0], 1, 0.0)
+    assert windows([], [], 3, 0.5) == (0.5, -1, -1)
 
 
 def test_a_call_leaks_nothing() -> None:

@@ -18,8 +18,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 
-#define NATIVE_VERSION 1
+#define NATIVE_VERSION 2
 
 static inline int
 is_word(Py_UCS4 ch)
@@ -204,9 +205,78 @@ fail:
     return NULL;
 }
 
+/* ``InjectionClassifier.verdict``'s window loop: for k = 1..width, the best of every window of
+ * k units, z = (ps[i+k] - ps[i]) / sqrt(pc[i+k] - pc[i]) (-inf when it holds no feature); the
+ * first window of the best z of each k replaces ``best`` when strictly larger. Returns
+ * ``(best, start, stop)``, start -1 when no window beat ``best``. The same float operations
+ * in the same order as the Python loop (``max`` keeps the first of equals; ``sqrt`` is IEEE). */
+static PyObject *
+best_window(PyObject *module, PyObject *args)
+{
+    PyObject *ps, *pc;
+    Py_ssize_t width;
+    double best;
+    if (!PyArg_ParseTuple(args, "O!O!nd:best_window", &PyList_Type, &ps, &PyList_Type, &pc, &width,
+                          &best)) {
+        return NULL;
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(ps);
+    if (PyList_GET_SIZE(pc) != n) {
+        PyErr_SetString(PyExc_ValueError, "sums and counts differ in length");
+        return NULL;
+    }
+    double *s = PyMem_Malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    long long *c = PyMem_Malloc(sizeof(long long) * (size_t)(n > 0 ? n : 1));
+    if (s == NULL || c == NULL) {
+        PyMem_Free(s);
+        PyMem_Free(c);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyList_GET_ITEM(ps, i);
+        PyObject *y = PyList_GET_ITEM(pc, i);
+        if (!PyFloat_CheckExact(x) || !PyLong_CheckExact(y)) {
+            PyMem_Free(s);
+            PyMem_Free(c);
+            PyErr_SetString(PyExc_TypeError, "sums must be floats and counts ints");
+            return NULL;
+        }
+        s[i] = PyFloat_AS_DOUBLE(x);
+        c[i] = PyLong_AsLongLong(y);
+        if (c[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(s);
+            PyMem_Free(c);
+            return NULL;
+        }
+    }
+    Py_ssize_t start = -1, stop = -1;
+    for (Py_ssize_t k = 1; k <= width && k < n; k++) {
+        double zmax = 0.0;
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = 0; i + k < n; i++) {
+            long long d = c[i + k] - c[i];
+            double z = d > 0 ? (s[i + k] - s[i]) / sqrt((double)d) : -Py_HUGE_VAL;
+            if (i == 0 || z > zmax) {
+                zmax = z;
+                at = i;
+            }
+        }
+        if (zmax > best) {
+            best = zmax;
+            start = at;
+            stop = at + k;
+        }
+    }
+    PyMem_Free(s);
+    PyMem_Free(c);
+    return Py_BuildValue("(dnn)", best, start, stop);
+}
+
 static PyMethodDef methods[] = {
     {"stream_sums", stream_sums, METH_VARARGS,
      "stream_sums(text, ids, fused, uni, k, sep) -> (sums, bounds): the classifier's token loop."},
+    {"best_window", best_window, METH_VARARGS,
+     "best_window(sums, counts, width, best) -> (best, start, stop): the verdict's window loop."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -291,18 +291,11 @@ class InjectionClassifier:
             return Verdict(0.0, "empty", "")
         total_n = pc[-1]
         best = ps[-1] / math.sqrt(total_n) if total_n else 0.0
-        where = (0, len(parts))
-        # every window of width k from prefix sums, in comprehensions (windows() in loop form)
-        sqrt = math.sqrt
-        for k in range(1, min(self.window, len(parts) - 1) + 1):
-            zs = [
-                (s1 - s0) / sqrt(c1 - c0) if c1 > c0 else -math.inf
-                for s1, s0, c1, c0 in zip(ps[k:], ps, pc[k:], pc)  # noqa: B905 (ps[k:] is shorter)
-            ]
-            z = max(zs)
-            if z > best:
-                best, where = z, (zs.index(z), zs.index(z) + k)
-        best += self.bias
+        width = min(self.window, len(parts) - 1)
+        windows = _native_windows if _native_windows is not None else _best_window_py
+        z, start, stop = windows(ps, pc, width, best)
+        where = (0, len(parts)) if start < 0 else (start, stop)
+        best = z + self.bias
         label = "text" if where == (0, len(parts)) else f"units {where[0]}..{where[1] - 1}"
         return Verdict(_sigmoid(best), label, "\n".join(parts[where[0] : where[1]])[:200])
 
@@ -458,20 +451,47 @@ def _stream_sums_py(
     return _prefix_sums(list(map(ids.get, toks, repeat(0))), fused, uni, k, bounds), bounds
 
 
-def _load_native() -> Callable[..., tuple[list[float], list[int]]] | None:
-    """``_native.stream_sums`` when the C module was built for this tree, else None."""
+def _best_window_py(
+    ps: list[float], pc: list[int], width: int, best: float
+) -> tuple[float, int, int]:
+    """Every window of 1..``width`` units from the prefix sums: for each width the first window
+    with the largest z replaces ``best`` when strictly larger. ``(best, start, stop)``, start
+    -1 when none did. ``_native.best_window`` is this loop in C (the same floats)."""
+    start = stop = -1
+    sqrt = math.sqrt
+    for k in range(1, width + 1):
+        zs = [
+            (s1 - s0) / sqrt(c1 - c0) if c1 > c0 else -math.inf
+            for s1, s0, c1, c0 in zip(ps[k:], ps, pc[k:], pc)  # noqa: B905 (ps[k:] is shorter)
+        ]
+        z = max(zs)
+        if z > best:
+            best, start, stop = z, zs.index(z), zs.index(z) + k
+    return best, start, stop
+
+
+# the C module's revision this file expects (``NATIVE_VERSION`` in _native.c)
+NATIVE_VERSION = 2
+
+
+def _load_native() -> Any:
+    """The C module when it was built for this tree (its version is this file's), else None."""
     try:
         from . import _native  # type: ignore[attr-defined]
     except ImportError:
         return None
     if getattr(_native, "VERSION", None) != NATIVE_VERSION:  # a stale build: not this C file
         return None
-    return _native.stream_sums  # type: ignore[no-any-return]
+    return _native
 
 
-# the C module's revision this file expects (``NATIVE_VERSION`` in _native.c)
-NATIVE_VERSION = 1
-_native_sums = _load_native()
+_NATIVE = _load_native()
+_native_sums: Callable[..., tuple[list[float], list[int]]] | None = (
+    None if _NATIVE is None else _NATIVE.stream_sums
+)
+_native_windows: Callable[..., tuple[float, int, int]] | None = (
+    None if _NATIVE is None else _NATIVE.best_window
+)
 
 
 _W = TypeVar("_W", int, float)
