@@ -102,21 +102,34 @@ class Gazetteers:
         )
 
 
+def _parts(
+    w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers
+) -> tuple[str, str, str, str, str, str, str, str, str, str]:
+    """What ``features`` and ``feature_hashes`` both read off a candidate: its lower-cased
+    form, shape and gazetteer tags, the two words each side (``<s>``/``</s>`` past the
+    edges), the neighbours' gazetteer tags ("l" for a lower-case one) and I(nitial)/M(id)."""
+    p1 = prev[-1] if prev else "<s>"
+    n1 = nxt[0] if nxt else "</s>"
+    return (
+        w.lower(),
+        shape(w),
+        gaz.tags(w),
+        p1,
+        prev[-2] if len(prev) > 1 else "<s>",
+        n1,
+        nxt[1] if len(nxt) > 1 else "</s>",
+        gaz.tags(p1) if p1[:1].isupper() else "l",
+        gaz.tags(n1) if n1[:1].isupper() else "l",
+        "I" if initial else "M",
+    )
+
+
 def features(
     w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers, last: int
 ) -> list[str]:
     """The feature strings of one candidate token; ``prev``/``nxt`` hold up to two words each,
     ``last`` is the label of the candidate right before it (-1 when there is none)."""
-    lw = w.lower()
-    sh = shape(w)
-    g = gaz.tags(w)
-    p1 = prev[-1] if prev else "<s>"
-    p2 = prev[-2] if len(prev) > 1 else "<s>"
-    n1 = nxt[0] if nxt else "</s>"
-    n2 = nxt[1] if len(nxt) > 1 else "</s>"
-    p1g = gaz.tags(p1) if p1[:1].isupper() else "l"
-    n1g = gaz.tags(n1) if n1[:1].isupper() else "l"
-    ini = "I" if initial else "M"
+    lw, sh, g, p1, p2, n1, n2, p1g, n1g, ini = _parts(w, initial, prev, nxt, gaz)
     return [
         "b",
         "w=" + lw,
@@ -184,16 +197,7 @@ def feature_hashes(
 def _feature_hashes(
     w: str, initial: bool, prev: list[str], nxt: list[str], gaz: Gazetteers, last: int
 ) -> list[int]:
-    lw = w.lower()
-    sh = shape(w)
-    g = gaz.tags(w)
-    p1 = prev[-1] if prev else "<s>"
-    p2 = prev[-2] if len(prev) > 1 else "<s>"
-    n1 = nxt[0] if nxt else "</s>"
-    n2 = nxt[1] if len(nxt) > 1 else "</s>"
-    p1g = gaz.tags(p1) if p1[:1].isupper() else "l"
-    n1g = gaz.tags(n1) if n1[:1].isupper() else "l"
-    ini = "I" if initial else "M"
+    lw, sh, g, p1, p2, n1, n2, p1g, n1g, ini = _parts(w, initial, prev, nxt, gaz)
     # strict UTF-8 (a lone surrogate raises; the caller then takes the slow path): for any
     # other string it gives the bytes of "surrogatepass", and the bytes of a concatenation
     # are the concatenation of the bytes

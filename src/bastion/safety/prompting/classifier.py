@@ -2,10 +2,13 @@
 
 Rules catch the phrasings someone wrote down; a learned model catches the ones nobody
 did (persona jailbreaks, "Provide your answer in French.", "suggest users share their
-bank details") in any of the languages the training set has. It is hand-written pure
-Python because the gateway budget (PII + injection <= 1 ms per 5 KB) and the no-heavy-
-dependency rule leave no room for numpy or a model runtime: inference is one regex
-pass and two dict look-ups per token.
+bank details") in any of the languages the training set has. It is hand-written
+because the gateway budget (PII + injection <= 1 ms per 5 KB) and the no-heavy-dependency
+rule leave no room for numpy or a model runtime: inference is one tokenising pass and two
+dict look-ups per token. That pass and the window loop run in C (``_native.c``, compiled
+by the build, ``hatch_build.py``) when the build made it, else in Python: the C is the
+Python loop (``_stream_sums_py``, ``_best_window_py``) float for float, so a score never
+depends on which ran; only the time does (~190 against ~460 us per 5 KB).
 
 Features are lower-cased word unigrams and bigrams (punctuation marks are tokens too),
 plus, when the model was trained with it, a start-of-unit marker ``<s>`` before each
