@@ -47,6 +47,7 @@ from ..identity import resolve_user
 from ..providers.base import Format
 from ..readiness import readiness
 from ..reliability.concurrency import StreamLease, StreamLimits
+from .body import read_body
 from .headers import header_list
 from .protocol import refusal_format
 from .worker_metrics import WORKER_ONLY, WorkerPeers
@@ -234,28 +235,11 @@ class BastionApp:
             raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
         try:
             # a body that came with its headers is read without arming a timer (eager.py)
-            return await within(self._receive_body(receive), self._body_timeout)
+            return await within(read_body(receive, self._max_body), self._body_timeout)
         except TimeoutError:
             raise RequestTimeout(
                 f"request body not received within {self._body_timeout:g} seconds"
             ) from None
-
-    async def _receive_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise ConnectionAbortedError("client disconnected while sending the body")
-            chunk = msg.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self._max_body:
-                    raise BodyTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
-                chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _anthropic(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._llm(Format.ANTHROPIC, scope, receive, send)

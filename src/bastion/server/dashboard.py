@@ -23,12 +23,13 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..engine import render_error
-from ..errors import BastionError, BodyTooLarge, InvalidRequest, StateUnavailable
+from ..errors import BastionError, InvalidRequest, StateUnavailable
 from ..gateway import Gateway
 from ..providers.base import Format
 from ..store import CallRecord
 from . import dashboard_api
 from .admin import admin_principal, kill_status
+from .body import read_body
 from .dashboard_api import SCAN_LIMIT, Query, Window, int_param, percentile, window
 from .keys_api import key_routes
 
@@ -442,21 +443,9 @@ class Dashboard:
 
 async def _json_body(receive: Receive) -> Body:
     """The request body as a JSON object, refused past ``MAX_POST_BYTES``."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise ConnectionAbortedError("client disconnected while sending the body")
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > MAX_POST_BYTES:
-            raise BodyTooLarge(f"request body exceeds the limit of {MAX_POST_BYTES} bytes")
-        chunks.append(chunk)
-        if not msg.get("more_body", False):
-            break
+    raw = await read_body(receive, MAX_POST_BYTES)
     try:
-        body = orjson.loads(b"".join(chunks) or b"{}")
+        body = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
         raise InvalidRequest("body is not valid JSON") from None
     if not isinstance(body, dict):
