@@ -88,12 +88,18 @@ STREET_TYPES = (
 # The leading class is "[0-9\x00\x02]" re-checked by "(?<=[0-9])": the same matches, but
 # ``re`` compiles a class of three ranges to a bitmap and scans a text for it about twice
 # as fast as for the single range "[0-9]" (~15 instead of ~28 µs per 5 KB).
+# A name word is at most ADDRESS_WORD chars, so an address is at most ADDRESS_MAX chars
+# long: the streamed filter can hold back every address until it is whole (_stream.py).
+ADDRESS_WORD = 24
 ADDRESS = re.compile(
     r"[0-9\x00\x02](?<=[0-9])(?<![\w.,/:#-][0-9])[0-9]{0,5}[A-Za-z]?(?:-[0-9]{1,5})?,?[ ]"
-    r"(?:(?:[0-9]{1,3}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]*)[ ]){1,4}"
+    rf"(?:(?:[0-9]{{1,3}}(?:st|nd|rd|th)|[A-Z][A-Za-z'.-]{{0,{ADDRESS_WORD - 1}}})[ ]){{1,4}}"
     rf"(?:{STREET_TYPES})\b\.?(?:[ ](?:NW|NE|SW|SE|N|S|E|W)\b)?"
     r"(?:,?[ ](?:Apt|Suite|Unit|Ste|Flat|#)\.?[ ]?[0-9][0-9A-Za-z-]{0,5}\b)?"
 )
+# the number (15 with its letter, range and comma and the space), four words and their
+# spaces, "Boulevard.", " NW", ", Suite. 123456" (a test holds this to the regex's own width)
+ADDRESS_MAX = 15 + 4 * (ADDRESS_WORD + 1) + 10 + 3 + 15
 
 # "key: value" / "key=value" credentials: the keyword is read backwards from the delimiter.
 CRED_VALUE = re.compile(r">?[ \t]*[\"']?([^\s\"',;<>]{8,200})", _A)

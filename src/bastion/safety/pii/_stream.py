@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING
 from ._detect import _CAPITAL, _NAME_CHARS, SCAN_LEAD_CHARS, SCAN_LEAD_WORDS, _no_name_after
 from ._hit import Hit
 from ._names import _PARTICLES, NAME_CONTEXT
-from ._patterns import ALLOW_WINDOW, CONTEXT_WINDOW, PEM_BEGIN, PEM_STOP, TAIL_CHAIN
+from ._patterns import (
+    ADDRESS_MAX,
+    ADDRESS_WORD,
+    ALLOW_WINDOW,
+    CONTEXT_WINDOW,
+    PEM_BEGIN,
+    PEM_STOP,
+    TAIL_CHAIN,
+)
 from ._types import Finding, Mode, PiiType
 
 if TYPE_CHECKING:
@@ -72,10 +80,11 @@ _IBAN_TAIL = re.compile(r"[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9])*[ ]?\Z", re.ASC
 # Baker Street", "350 5th Avenue, Suite 3"), the last maybe unfinished.
 _ADDRESS_TAIL = re.compile(
     r"(?<![\w.,/:#-])[0-9]{1,6}[A-Za-z]?(?:-[0-9]{0,5})?,?"
-    r"(?:[ ](?:[A-Z][A-Za-z'.-]*|#?[0-9][0-9A-Za-z-]{0,5}|#),?){0,8}[ ]?\Z",
+    rf"(?:[ ](?:[A-Z][A-Za-z'.-]{{0,{ADDRESS_WORD - 1}}}|#?[0-9][0-9A-Za-z-]{{0,5}}|#),?){{0,8}}[ ]?\Z",
     re.ASCII,
 )
-_ADDRESS_REACH = 96  # a longer address may be released in part
+# no address is longer (its name words are bounded), so none is ever released in part
+_ADDRESS_REACH = ADDRESS_MAX
 # A number followed by (the start of) a phone extension: "555-2671 ex", "555-2671 ext 20".
 _EXT_TAIL = re.compile(
     r"[0-9][ ]?(?:x|e|ex|ext|ext\.|exte|exten|extens|extensi|extensio|extension"
