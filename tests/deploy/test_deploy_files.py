@@ -97,9 +97,10 @@ def test_the_wheel_builds_from_the_dockerfile_build_context_and_ships_the_entryp
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert {"bastion/cli.py", "bastion/check/live.py", "bastion/server/serve.py"} <= names
-        # the classifier's C token loop, built by hatch_build.py (copied with the context)
-        native = [n for n in names if n.startswith("bastion/safety/prompting/_native")]
-        assert len(native) == 1 and native[0].endswith(".so"), native
+        # the detectors' C loops, built by hatch_build.py (copied with the context)
+        for package in ("bastion/safety/prompting", "bastion/safety/pii"):
+            native = [n for n in names if n.startswith(f"{package}/_native")]
+            assert len(native) == 1 and native[0].endswith(".so"), native
         info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         entry = configparser.ConfigParser()
         entry.read_string(z.read(info).decode())

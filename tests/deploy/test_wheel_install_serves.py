@@ -175,14 +175,16 @@ def test_embeddings_and_models_retrieve(oc: openai.OpenAI, ac: anthropic.Anthrop
     assert ac.models.retrieve("claude-sonnet-5").id == "claude-sonnet-5"
 
 
-def test_wheel_carries_the_built_token_loop(served: Served) -> None:
-    """The classifier's C token loop is in the wheel (its platform tag says so) and is what the
+def test_wheel_carries_the_built_detector_loops(served: Served) -> None:
+    """The detectors' C loops are in the wheel (its platform tag says so) and are what the
     installed package runs, from the venv, not from the source tree."""
     py = served.venv / "bin" / "python"
     code = (
         "from bastion.safety.prompting import classifier as c, _native as n\n"
+        "from bastion.safety.pii import _names, _native as m\n"
         "assert c._native_sums is n.stream_sums, c._native_sums\n"
-        "print(n.__file__)\n"
+        "assert _names._native_scores is m.tag_scores, _names._native_scores\n"
+        "print(n.__file__, m.__file__)\n"
     )
     out = _run([str(py), "-c", code], cwd=served.venv, env=_clean_env(served.venv))
-    assert str(served.venv) in out.stdout and str(ROOT / "src") not in out.stdout
+    assert out.stdout.count(str(served.venv)) == 2 and str(ROOT / "src") not in out.stdout

@@ -21,10 +21,11 @@ import array
 import functools
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
+from typing import Any
 
 from ._ner import NerSpan
 from ._types import PiiType
@@ -311,8 +312,16 @@ class Model:
             object.__setattr__(self, "skip_forms", skip_forms(self.skip))
 
     def scores(self, text: str, start: int, end: int, last: int) -> tuple[float, float, float]:
-        initial, prev, nxt = context(text, start, end)
         weights = self.weights
+        if isinstance(weights, Packed) and _native_scores is not None:
+            # the same context, feature hashes and sums in C (None: the Python path decides)
+            gaz = self.gaz
+            got = _native_scores(
+                text, start, end, last, gaz.first, gaz.last, gaz.lower, weights.table
+            )
+            if got is not None:
+                return got
+        initial, prev, nxt = context(text, start, end)
         if isinstance(weights, Packed):  # integer sums: exact in any order
             hs = feature_hashes(text[start:end], initial, prev, nxt, self.gaz, last)
             return unpack(sum(map(weights.table.get, hs, repeat(_NONE))), len(hs))
@@ -415,6 +424,25 @@ def merge(text: str, labelled: Iterable[tuple[int, int, int]]) -> list[tuple[int
                 continue
         spans.append((s, e, lab))
     return spans
+
+
+# the C module's revision this file expects (``NATIVE_VERSION`` in _native.c)
+NATIVE_VERSION = 1
+
+
+def _load_native() -> Any:
+    """``tag_scores`` of the C module (``_native.c``, compiled by the build) when it was built
+    for this tree, else None: ``Model.scores`` then runs in Python, with the same result."""
+    try:
+        from . import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if getattr(_native, "VERSION", None) != NATIVE_VERSION:  # a stale build: not this C file
+        return None
+    return _native.tag_scores
+
+
+_native_scores: Callable[..., tuple[float, float, float] | None] | None = _load_native()
 
 
 def _read(name: str) -> bytes:
