@@ -34,7 +34,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import orjson
 
@@ -130,6 +130,24 @@ def _reason(exc: BaseException) -> str:
     text = text[: _REASON_MAX * 2]
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     return text if len(text) <= _REASON_MAX else text[:_REASON_MAX] + "…"
+
+
+# the longest line replay reads at once: a longer one (no record is near it) comes in pieces,
+# each quarantined as not a record, so a corrupt spill file cannot take the memory with it
+_LINE_MAX = 16 << 20
+
+
+def _read_lines(f: BinaryIO, k: int) -> list[bytes]:
+    """Up to ``k`` non-blank lines of ``f``, each ending in a newline (the last may not have
+    had one)."""
+    out: list[bytes] = []
+    while len(out) < k:
+        line = f.readline(_LINE_MAX)
+        if not line:
+            break
+        if line.strip():
+            out.append(line if line.endswith(b"\n") else line + b"\n")
+    return out
 
 
 class Recorder:
@@ -525,35 +543,40 @@ class Recorder:
                 self._spill.release()
 
     async def _replay_file(self, work: Path) -> int:
+        """Replay ``work`` one batch of lines at a time: memory stays one batch, whatever the
+        size of a spill file a long outage left (reading it whole held it twice over)."""
         if not await self._reachable():
             return 0  # keep the file as it is; nothing is rewritten during an outage
-        data = await asyncio.to_thread(work.read_bytes)
-        lines = [ln + b"\n" for ln in data.split(b"\n") if ln.strip()]
         landed = 0
-        for start in range(0, len(lines), self._batch):
-            entries: list[_Entry] = []
-            for n, line in enumerate(lines[start : start + self._batch], start=start + 1):
-                try:
-                    entry = _decode(line)
-                except _Undecodable as exc:
-                    if not await self._quarantine_raw(work, n, line, str(exc)):
-                        return landed  # keep the whole file; nothing was lost
-                    continue
-                entry.line = line
-                self._sanitize(entry)
-                entries.append(entry)
-            done, kept = await self._deliver(entries)
-            landed += done
-            self.stats.replayed += done
-            if kept:  # the store went away again: put back what is left, durably
-                rest = [e.line or self._encode(e) for e in kept]
-                rest += lines[start + self._batch :]
-                try:
-                    await asyncio.to_thread(self._spill.append, rest)
-                except OSError as exc:
-                    log.error("cannot put records back in %s (%s)", self._spill.path, exc)
-                    return landed  # the work file is kept and resumed next time
-                break
+        n = 0  # the non-blank lines read so far: a quarantined line is named by its number
+        with work.open("rb") as f:
+            while lines := await asyncio.to_thread(_read_lines, f, self._batch):
+                entries: list[_Entry] = []
+                for line in lines:
+                    n += 1
+                    try:
+                        entry = _decode(line)
+                    except _Undecodable as exc:
+                        if not await self._quarantine_raw(work, n, line, str(exc)):
+                            return landed  # keep the whole file; nothing was lost
+                        continue
+                    entry.line = line
+                    self._sanitize(entry)
+                    entries.append(entry)
+                done, kept = await self._deliver(entries)
+                landed += done
+                self.stats.replayed += done
+                if kept:  # the store went away again: put back what is left, durably
+                    try:
+                        await asyncio.to_thread(
+                            self._spill.append, [e.line or self._encode(e) for e in kept]
+                        )
+                        while rest := await asyncio.to_thread(_read_lines, f, self._batch):
+                            await asyncio.to_thread(self._spill.append, rest)
+                    except OSError as exc:
+                        log.error("cannot put records back in %s (%s)", self._spill.path, exc)
+                        return landed  # the work file is kept and resumed next time
+                    break
         work.unlink(missing_ok=True)
         if landed:
             log.info("replayed %d records from %s", landed, self._spill.path)
