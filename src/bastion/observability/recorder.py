@@ -159,7 +159,7 @@ class Recorder:
         store: RecordStore,
         spill_path: str | Path,
         *,
-        max_queue: int = 20_000,
+        max_queue: int = 2_000,
         batch_size: int = 500,
         flush_interval: float = 0.2,
         retry_interval: float = 1.0,
