@@ -65,6 +65,22 @@ def quarantined(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(ln) for ln in path.read_bytes().splitlines() if ln.strip()]
 
 
+def down_after(flaky: FlakyStore, batch: int) -> None:
+    """The store goes down during its ``batch``-th insert of calls (counted from 1): that
+    batch still lands, every later one meets an outage until ``flaky.down`` is reset."""
+    real = flaky.inner.insert_calls
+    seen = 0
+
+    async def insert_then_fail(records: Sequence[CallRecord]) -> int:
+        nonlocal seen
+        seen += 1
+        if seen == batch:
+            flaky.down = True
+        return await real(records)
+
+    flaky.inner.insert_calls = insert_then_fail  # type: ignore[method-assign]
+
+
 def call(rid: str, **kw: Any) -> CallRecord:
     values: dict[str, Any] = {
         "request_id": rid,

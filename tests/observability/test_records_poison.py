@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
-from tests.observability._records_support import FlakyStore, call, quarantined
+from tests.observability._records_support import FlakyStore, call, down_after, quarantined
 from tests.store.conftest import pg_schema
 
 from bastion.observability.recorder import Recorder
@@ -115,17 +115,7 @@ async def test_replay_interrupted_by_an_outage_puts_back_only_what_is_left(
         rec.submit(call(f"r{i}"))
     await rec.flush()
     flaky.down = False
-    real_insert = flaky.inner.insert_calls
-    calls = 0
-
-    async def insert_then_fail(records):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            flaky.down = True
-        return await real_insert(records)
-
-    flaky.inner.insert_calls = insert_then_fail  # type: ignore[method-assign]
+    down_after(flaky, 2)
     landed = await rec.replay()
     assert 0 < landed < 9
     flaky.down = False

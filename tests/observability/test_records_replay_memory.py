@@ -14,7 +14,7 @@ import tracemalloc
 from pathlib import Path
 
 import orjson
-from tests.observability._records_support import FlakyStore, call
+from tests.observability._records_support import FlakyStore, call, down_after
 
 from bastion.observability.recorder import Recorder
 from bastion.store import open_store
@@ -63,17 +63,7 @@ async def test_an_outage_mid_replay_puts_back_the_rest_of_a_big_file(tmp_path: P
     spill = tmp_path / "spill.jsonl"
     write_spill(spill)
     rec = Recorder(store, spill, batch_size=100, journal=False)  # type: ignore[arg-type]
-    real = store.inner.insert_calls
-    batches = 0
-
-    async def insert_then_fail(records):  # type: ignore[no-untyped-def]
-        nonlocal batches
-        batches += 1
-        if batches == 7:
-            store.down = True
-        return await real(records)
-
-    store.inner.insert_calls = insert_then_fail  # type: ignore[method-assign]
+    down_after(store, 7)
     try:
         first = await rec.replay()
         assert 0 < first < N
