@@ -194,6 +194,7 @@ class Recorder:
         self._overflow: list[_Entry] = []
         self._wake = asyncio.Event()
         self._replay_lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()  # one writer of the queue at a time (``flush``)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
@@ -285,13 +286,19 @@ class Recorder:
             self._journal.close()
 
     async def flush(self) -> None:
-        """Write everything queued now; on store failure it lands in the spill file."""
-        if self._overflow:
-            parked, self._overflow = self._overflow, []
-            self._settle(parked, await asyncio.to_thread(self._spill_entries, parked))
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
-            await self._write(batch)
+        """Write everything queued now; on store failure it lands in the spill file.
+
+        Returns once every record submitted before the call is written, including a batch
+        the background task had already taken off the queue and is still writing (without
+        the lock, a flush that found the queue empty returned while that write was in flight,
+        and a caller that then read the store missed the record)."""
+        async with self._flush_lock:
+            if self._overflow:
+                parked, self._overflow = self._overflow, []
+                self._settle(parked, await asyncio.to_thread(self._spill_entries, parked))
+            while self._queue:
+                n = min(self._batch, len(self._queue))
+                await self._write([self._queue.popleft() for _ in range(n)])
 
     @property
     def pending(self) -> int:
